@@ -1,0 +1,199 @@
+"""Run folders, manifests and atomic publication.
+
+A stage works in a temporary sibling folder and writes ``manifest.json`` last; the
+folder is renamed into place only after that. So a folder under ``runs/<name>/`` that
+has a manifest is complete, and anything else (an interrupted stage, a half-copied
+bundle) is never mistaken for a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from distill.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+_TRACKED_PACKAGES = (
+    "distill",
+    "torch",
+    "transformers",
+    "datasets",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "accelerate",
+    "scikit-learn",
+    "numpy",
+    "tokenizers",
+)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage may know about the run: paths, seed and process role. Nothing else."""
+
+    name: str
+    seed: int
+    task: str
+    workdir: Path
+    recipe_dir: Path
+    is_main_process: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / "runs" / self.name
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    @property
+    def export_dir(self) -> Path:
+        return self.workdir / "export" / self.name
+
+    @property
+    def report_dir(self) -> Path:
+        return self.workdir / "reports" / self.name
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable hash of a JSON-able object (sorted keys), used to decide whether a stage is stale."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def list_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every regular file below ``folder`` (except the manifest) with its size and sha256."""
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            rel = path.relative_to(folder).as_posix()
+            files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return files
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ArtifactError(f"could not write {path}: {exc.strerror or exc}") from exc
+
+
+def write_manifest(folder: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file of ``folder`` and write its manifest last."""
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        **payload,
+        "files": list_files(folder),
+        "versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The folder's manifest, or None when it is missing or unreadable (never half-trusted)."""
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return None
+    return manifest
+
+
+def verify_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """Problems (missing files, size or sha256 mismatches) between a folder and its manifest."""
+    problems = []
+    for rel, entry in manifest["files"].items():
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != entry.get("bytes"):
+            problems.append(f"{path}: size differs from the manifest")
+        elif sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{path}: sha256 differs from the manifest")
+    return problems
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Move a finished staging folder into place, replacing any older copy."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() or final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+        os.replace(staging, final)
+        _remove(old)
+    else:
+        os.replace(staging, final)
+
+
+@contextmanager
+def staging_dir(final: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of ``final``; removed if the block fails, else left for the caller."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        _remove(stale)  # leftovers of an interrupted earlier attempt: never reused
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        _remove(staging)
+        raise
+
+
+def publish_copy(source: Path, final: Path) -> None:
+    """Copy a finished folder to a public place (export/, reports/) atomically."""
+    with staging_dir(final) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        replace_dir(staging, final)

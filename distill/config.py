@@ -1,0 +1,247 @@
+"""The typed recipe: one model per TOML table, unknown keys rejected, every error reported at once.
+
+Each stage receives only its own table (plus a small :class:`~distill.artifacts.RunContext`),
+never the whole recipe, so components stay independent of the recipe's shape.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distill.errors import RecipeError
+
+TaskName = Literal["sequence-classification"]
+
+
+class _Table(BaseModel):
+    """Base for every recipe table: unknown keys are errors, values are immutable once checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Table):
+    """[data]: where the labelled examples come from and how they are split and tokenized."""
+
+    path: str = Field(
+        description="Local .csv/.json/.jsonl/.parquet file, 'pkg:DIST/path/in/package', "
+        "or a hub dataset id."
+    )
+    format: Literal["auto", "csv", "json", "jsonl", "parquet"] = Field(
+        "auto", description="File format; 'auto' uses the file extension."
+    )
+    encoding: str = Field("utf-8", description="Text encoding of CSV/JSON files.")
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = Field(
+        None, description="Column holding a unique example id; default: file name and row."
+    )
+    hub_split: str = Field("train", description="Split to read when `path` is a hub dataset.")
+    validation_path: str | None = None
+    test_path: str | None = None
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    max_examples: int | None = Field(
+        None, gt=0, description="Stratified subsample of the labelled rows before splitting."
+    )
+    deduplicate: bool = Field(True, description="Drop rows whose text repeats an earlier row.")
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per example (truncation).")
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> DataConfig:
+        split_here = (self.validation_path is None) + (self.test_path is None)
+        taken = (self.validation_fraction if self.validation_path is None else 0) + (
+            self.test_fraction if self.test_path is None else 0
+        )
+        if split_here and taken >= 0.9:
+            raise ValueError(
+                f"validation_fraction + test_fraction = {taken:g} leaves under 10% for training"
+            )
+        return self
+
+
+class TrainingConfig(_Table):
+    """Keys shared by every training stage."""
+
+    epochs: float = Field(3.0, gt=0, le=1000)
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    learning_rate: float = Field(5e-5, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=65536)
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    eval_steps: int | None = Field(
+        None, gt=0, description="Evaluate (and checkpoint) every N steps; default every epoch."
+    )
+    early_stopping_patience: int = Field(
+        2, ge=0, description="Evaluations without improvement before stopping; 0 disables."
+    )
+    report_to: list[Literal["tensorboard"]] = Field(
+        default_factory=list, description="Training trackers; none unless asked for."
+    )
+
+
+class TeacherConfig(TrainingConfig):
+    """[teacher]: the large model fine-tuned on the domain data."""
+
+    model: str = Field(description="Hub id, local folder, or 'pkg:DIST/path/in/package'.")
+    revision: str | None = None
+    freeze_embeddings: bool = False
+    freeze_layers: int = Field(0, ge=0, description="Freeze the lowest N transformer layers.")
+    trust_remote_code: bool = False
+
+
+class StudentConfig(TrainingConfig):
+    """[student]: the small model trained against the teacher's soft targets."""
+
+    init: Literal["teacher-layers", "pretrained", "config"] = "teacher-layers"
+    num_layers: int | None = Field(
+        None, ge=1, description="teacher-layers/config: keep this many (evenly spaced) layers."
+    )
+    layers: list[int] | None = Field(
+        None, description="teacher-layers: explicit teacher layer indices to keep, in order."
+    )
+    model: str | None = Field(None, description="pretrained: hub id, folder or pkg: path.")
+    revision: str | None = None
+    config: dict[str, int | float | str | bool] | None = Field(
+        None, description="config: overrides applied to the teacher's config (random init)."
+    )
+    temperature: float = Field(2.0, gt=0, le=100)
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term.")
+    baseline: bool = Field(
+        True, description="Also train the same student on hard labels only (the no-KD twin)."
+    )
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _init_has_what_it_needs(self) -> StudentConfig:
+        if self.init == "pretrained" and not self.model:
+            raise ValueError("init = 'pretrained' needs student.model")
+        if self.init == "teacher-layers":
+            if self.num_layers is None and self.layers is None:
+                raise ValueError("init = 'teacher-layers' needs student.num_layers or .layers")
+            if self.layers is not None:
+                if not self.layers or min(self.layers) < 0:
+                    raise ValueError("student.layers must be non-empty, indices >= 0")
+                if self.num_layers is not None and self.num_layers != len(self.layers):
+                    raise ValueError("student.num_layers disagrees with len(student.layers)")
+        if self.init == "config" and not self.config and self.num_layers is None:
+            raise ValueError("init = 'config' needs student.config or student.num_layers")
+        if self.init != "pretrained" and self.model:
+            raise ValueError(
+                f"student.model is only used with init = 'pretrained' (not {self.init!r})"
+            )
+        return self
+
+
+class ExportConfig(_Table):
+    """[export]: ONNX export, parity check, int8 quantization and its accuracy gate."""
+
+    quantization: Literal["none", "dynamic", "static"] = "dynamic"
+    max_accuracy_drop: float = Field(
+        0.01, ge=0, le=1, description="Largest accuracy loss (fraction, 0.01 = 1 point) allowed."
+    )
+    parity_tolerance: float = Field(1e-4, gt=0, description="Max |ONNX - PyTorch| on logits.")
+    opset: int | None = Field(None, ge=11, le=23)
+    calibration_samples: int = Field(
+        256, ge=1, description="static: training texts used to calibrate activations."
+    )
+
+
+class ReportConfig(_Table):
+    """[report]: what the comparison measures."""
+
+    latency_threads: int = Field(2, ge=1, le=256, description="CPU threads for latency runs.")
+    latency_batch_size: int = Field(1, ge=1, le=4096)
+    latency_runs: int = Field(50, ge=3, le=100000)
+    latency_warmup: int = Field(5, ge=0, le=10000)
+    tfidf_baseline: bool = Field(
+        True, description="Compute the TF-IDF + logistic-regression floor."
+    )
+
+
+class Recipe(_Table):
+    """A whole recipe: run identity plus one table per stage."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="Run name: folder name under runs/, export/ and reports/.",
+    )
+    seed: int = Field(13, ge=0, le=2**32 - 1)
+    task: TaskName = "sequence-classification"
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=value``; the value is read as a TOML value, else taken as a plain string."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError([f"--set {assignment!r}: expected KEY.PATH=VALUE"], source="--set")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the raw recipe with every ``--set`` applied."""
+    merged = copy.deepcopy(raw)
+    for assignment in overrides:
+        path, value = parse_override(assignment)
+        table = merged
+        for part in path[:-1]:
+            nxt = table.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise RecipeError(
+                    [f"--set {assignment!r}: {part!r} is a value, not a table"], source="--set"
+                )
+            table = nxt
+        table[path[-1]] = value
+    return merged
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] not in ("value_error",) and "input" in error:
+        return f"{where}: {message} (got {error['input']!r})"
+    return f"{where}: {message}"
+
+
+def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Check a raw recipe dict, raising one :class:`RecipeError` listing every problem."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError([_describe(e) for e in exc.errors()], source=source) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, Path]:
+    """Read, override and validate a TOML recipe; returns it with the folder it came from."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError([f"{path}: no such recipe file"], source=str(path))
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError([f"not valid TOML: {exc}"], source=str(path)) from None
+    raw = apply_overrides(raw, overrides or [])
+    return validate_recipe(raw, source=str(path)), path.resolve().parent
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON Schema of the recipe, for editor completion (taplo's ``#:schema`` directive)."""
+    return Recipe.model_json_schema()

@@ -1,0 +1,315 @@
+"""Load, clean and split labelled text; every example gets a stable id.
+
+Readers are strict on purpose: a bad byte, a ragged CSV row or a broken JSON line
+is an error naming the file and line, never a silent NaN.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.config import DataConfig
+from distill.dataset_files import Split
+from distill.errors import DataError
+from distill.sources import SourceError, resolve_local
+
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass
+class Row:
+    example_id: str
+    text: str
+    label: str
+    where: str  # "file:line" for error messages
+
+
+@dataclass
+class LoadReport:
+    """What cleaning did, recorded in the data stage's manifest."""
+
+    rows_read: dict[str, int] = field(default_factory=dict)
+    empty_text_dropped: dict[str, int] = field(default_factory=dict)
+    duplicates_dropped: int = 0
+    subsampled_from: int | None = None
+    stratified: bool = True
+
+
+def _decode(path: Path, encoding: str) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}) is not valid "
+            f'{encoding}; set data.encoding to the file\'s encoding (e.g. "latin-1")'
+        ) from None
+    except LookupError:
+        raise DataError(f"data.encoding: unknown encoding {encoding!r}") from None
+
+
+def _read_csv(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    text = _decode(path, encoding)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: the file is empty") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: line 1: malformed CSV header ({exc})") from None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    try:
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise DataError(
+                    f"{path}: line {reader.line_num}: {len(fields)} fields, the header has {len(header)}"
+                )
+            rows.append((reader.line_num, dict(zip(header, fields, strict=True))))
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
+    return header, rows
+
+
+def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    rows = []
+    columns: dict[str, None] = {}
+    for number, line in enumerate(_decode(path, encoding).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}"
+            )
+        columns.update(dict.fromkeys(obj))
+        rows.append((number, obj))
+    return list(columns), rows
+
+
+def _read_json(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    try:
+        obj = json.loads(_decode(path, encoding))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+        obj = obj["data"]
+    if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
+        raise DataError(f'{path}: expected a list of objects (or {{"data": [...]}})')
+    columns: dict[str, None] = {}
+    for record in obj:
+        columns.update(dict.fromkeys(record))
+    return list(columns), [(i + 1, r) for i, r in enumerate(obj)]
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    return table.column_names, [(i + 1, r) for i, r in enumerate(table.to_pylist())]
+
+
+def _read_hub(
+    dataset_id: str, split: str, key: str
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(dataset_id, split=split)
+    except Exception as exc:  # offline, unknown id, unknown split: all one message for the user
+        raise SourceError(
+            f"{key}: {dataset_id!r} is not a local file and could not be loaded as a hub dataset "
+            f"(split {split!r}): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    return list(dataset.column_names), [(i + 1, r) for i, r in enumerate(dataset)]
+
+
+def read_table(
+    reference: str, config: DataConfig, base_dir: Path, key: str
+) -> tuple[str, list[str], list[tuple[int, dict[str, Any]]]]:
+    """Read a file or hub dataset into (display name, columns, [(line, row)])."""
+    path = resolve_local(reference, base_dir, key)
+    if path is None:
+        columns, rows = _read_hub(reference, config.hub_split, key)
+        return reference, columns, rows
+    if path.is_dir():
+        raise DataError(f"{key}: {path} is a folder; name a .csv, .json, .jsonl or .parquet file")
+    fmt = config.format if config.format != "auto" else _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{key}: cannot tell the format of {path.name}; set data.format")
+    if fmt == "csv":
+        columns, rows = _read_csv(path, config.encoding)
+    elif fmt == "jsonl":
+        columns, rows = _read_jsonl(path, config.encoding)
+    elif fmt == "json":
+        columns, rows = _read_json(path, config.encoding)
+    else:
+        columns, rows = _read_parquet(path)
+    return str(path), columns, rows
+
+
+def load_rows(
+    reference: str, config: DataConfig, base_dir: Path, key: str, report: LoadReport
+) -> list[Row]:
+    """Rows with text, label and id; rows with empty text are dropped and counted."""
+    name, columns, raw_rows = read_table(reference, config, base_dir, key)
+    missing = [
+        c
+        for c in (config.text_column, config.label_column, config.id_column)
+        if c and c not in columns
+    ]
+    if missing:
+        raise DataError(
+            f"{name}: no column {', '.join(map(repr, missing))}; the columns are {columns}"
+        )
+    stem = Path(name).name
+    rows, empty = [], 0
+    for line, record in raw_rows:
+        text = record.get(config.text_column)
+        text = "" if text is None else str(text).strip()
+        if not text:
+            empty += 1
+            continue
+        label = record.get(config.label_column)
+        if label is None or str(label).strip() == "":
+            raise DataError(f"{name}: line {line}: empty label in column {config.label_column!r}")
+        example_id = str(record[config.id_column]) if config.id_column else f"{stem}:{line}"
+        rows.append(Row(example_id, text, str(label).strip(), f"{name}: line {line}"))
+    report.rows_read[key] = len(raw_rows)
+    report.empty_text_dropped[key] = empty
+    if not raw_rows:
+        raise DataError(f"{name}: the data set is empty")
+    if not rows:
+        raise DataError(
+            f"{name}: all {len(raw_rows)} rows have empty text in column {config.text_column!r}"
+        )
+    seen: dict[str, str] = {}
+    for row in rows:
+        if row.example_id in seen:
+            raise DataError(
+                f"{name}: duplicate example id {row.example_id!r} ({seen[row.example_id]} and {row.where})"
+            )
+        seen[row.example_id] = row.where
+    return rows
+
+
+def _deduplicate(rows: list[Row]) -> tuple[list[Row], int]:
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        key = " ".join(row.text.lower().split())
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+def _split(
+    rows: list[Row], fraction: float, seed: int, report: LoadReport
+) -> tuple[list[Row], list[Row]]:
+    """Stratified split into (rest, taken); falls back to a plain shuffle for tiny classes."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(rows))
+    labels = [r.label for r in rows]
+    try:
+        rest, taken = train_test_split(
+            indices, test_size=fraction, random_state=seed, stratify=labels
+        )
+    except ValueError:
+        report.stratified = False
+        rest, taken = train_test_split(indices, test_size=fraction, random_state=seed)
+    return [rows[i] for i in sorted(rest)], [rows[i] for i in sorted(taken)]
+
+
+def _label_order(labels: set[str]) -> list[str]:
+    try:
+        return sorted(labels, key=lambda x: (float(x), x))
+    except ValueError:
+        return sorted(labels)
+
+
+def build_splits(
+    config: DataConfig, base_dir: Path, seed: int
+) -> tuple[dict[str, Split], list[str], LoadReport]:
+    """Read, clean and split the data; returns the splits, label names and what cleaning did."""
+    report = LoadReport()
+    rows = load_rows(config.path, config, base_dir, "data.path", report)
+    if config.deduplicate:
+        rows, report.duplicates_dropped = _deduplicate(rows)
+    if config.max_examples is not None and len(rows) > config.max_examples:
+        report.subsampled_from = len(rows)
+        rows, _ = _split(rows, 1 - config.max_examples / len(rows), seed, report)
+
+    separate = {}
+    for split_name, path_value in (
+        ("validation", config.validation_path),
+        ("test", config.test_path),
+    ):
+        if path_value is not None:
+            separate[split_name] = load_rows(
+                path_value, config, base_dir, f"data.{split_name}_path", report
+            )
+    parts: dict[str, list[Row]] = {}
+    train = rows
+    if "test" not in separate:
+        train, parts["test"] = _split(train, config.test_fraction, seed, report)
+    if "validation" not in separate:
+        share = config.validation_fraction / (
+            1 - (config.test_fraction if "test" not in separate else 0)
+        )
+        train, parts["validation"] = _split(train, share, seed + 1, report)
+    parts.update(separate)
+    parts["train"] = train
+
+    train_labels = {r.label for r in train}
+    if len(train_labels) < 2:
+        raise DataError(
+            f"{config.path}: column {config.label_column!r} has a single class "
+            f"({next(iter(train_labels))!r}) in the training split; classification needs at least two"
+        )
+    for split_name in ("validation", "test"):
+        unseen = [r for r in parts[split_name] if r.label not in train_labels]
+        if unseen:
+            first = unseen[0]
+            raise DataError(
+                f"{first.where}: label {first.label!r} in the {split_name} split never occurs in "
+                f"training ({len(unseen)} row(s)); training labels: {sorted(train_labels)}"
+            )
+        if not parts[split_name]:
+            raise DataError(
+                f"the {split_name} split is empty; add data or change data.{split_name}_fraction"
+            )
+    label_names = _label_order(train_labels)
+    index = {name: i for i, name in enumerate(label_names)}
+    splits = {
+        name: Split(
+            ids=[r.example_id for r in part],
+            texts=[r.text for r in part],
+            labels=np.asarray([index[r.label] for r in part], dtype=np.int64),
+        )
+        for name, part in parts.items()
+    }
+    return splits, label_names, report
+
+
+def label_counts(split: Split, label_names: list[str]) -> dict[str, int]:
+    counts = Counter(int(x) for x in split.labels)
+    return {name: counts.get(i, 0) for i, name in enumerate(label_names)}

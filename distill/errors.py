@@ -1,0 +1,52 @@
+"""Typed, user-facing errors.
+
+Every subclass of :class:`DistillError` is a problem with the user's input or
+environment; the CLI prints its message in one piece (no traceback) and exits 2.
+"""
+
+from __future__ import annotations
+
+
+class DistillError(Exception):
+    """A problem the user can fix; its message names the recipe key, file, row or column."""
+
+    exit_code = 2
+
+
+class RecipeError(DistillError):
+    """The recipe is invalid; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[str], source: str = "recipe") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+class DataError(DistillError):
+    """The data set cannot be used as given."""
+
+
+class ModelLoadError(DistillError):
+    """A model or tokenizer cannot be found or is refused."""
+
+
+class ParityError(DistillError):
+    """The ONNX model's outputs differ from PyTorch's beyond the tolerance."""
+
+    def __init__(self, model_path: str, differences: dict[str, float], tolerance: float) -> None:
+        self.differences = differences
+        self.tolerance = tolerance
+        listed = ", ".join(f"{name}: max |diff| {d:.3g}" for name, d in differences.items())
+        super().__init__(
+            f"{model_path}: ONNX Runtime outputs differ from PyTorch beyond "
+            f"tolerance {tolerance:g} ({listed}); the model was not published"
+        )
+
+
+class AccuracyDropError(DistillError):
+    """The quantized model lost more accuracy than the recipe allows."""
+
+
+class ArtifactError(DistillError):
+    """An artifact on disk is missing, incomplete or fails its checksum."""

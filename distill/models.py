@@ -1,0 +1,216 @@
+"""Build teacher and student models: pre-trained (safely), from the teacher's layers, or from a config."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from distill.errors import ModelLoadError
+from distill.sources import resolve_local
+
+# Attention kernels that ship inside transformers. Anything else named in a config.json
+# could make transformers fetch and run code (the `kernels` hub integration): refused.
+LOCAL_ATTENTION = {"eager", "sdpa", "flash_attention_2", "flex_attention"}
+ATTENTION = "sdpa"
+
+
+def _check_model_folder(folder: Path, key: str, trust_remote_code: bool) -> None:
+    """Refuse folders that would execute code on load: pickle weights, remote code, hub kernels."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{key}: {folder} has no config.json; not a model folder")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ModelLoadError(f"{key}: {config_path} is not valid JSON ({exc})") from None
+    for field in ("_attn_implementation_internal", "attn_implementation", "_attn_implementation"):
+        value = config.get(field)
+        if value is not None and value not in LOCAL_ATTENTION:
+            raise ModelLoadError(
+                f"{key}: {config_path} sets {field} = {value!r}, not a local attention implementation "
+                f"({sorted(LOCAL_ATTENTION)}); refused because it could load code from the hub"
+            )
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(
+            f"{key}: {folder} needs custom code (auto_map in config.json); set "
+            f"{key.rsplit('.', 1)[0]}.trust_remote_code = true only if you trust its author"
+        )
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+            p.name for p in folder.glob("*.pt")
+        )
+        detail = (
+            f" (found {', '.join(pickles)}: pickle files can run code when loaded)"
+            if pickles
+            else ""
+        )
+        raise ModelLoadError(f"{key}: {folder} has no .safetensors weights{detail}; refused")
+
+
+def resolve_model(reference: str, base_dir: Path, key: str, trust_remote_code: bool = False) -> str:
+    """A local folder path (checked) or a hub id, as a string for ``from_pretrained``."""
+    local = resolve_local(reference, base_dir, key)
+    if local is None:
+        return reference
+    if not local.is_dir():
+        raise ModelLoadError(f"{key}: {local} is a file; name the model folder")
+    _check_model_folder(local, key, trust_remote_code)
+    return str(local)
+
+
+def load_tokenizer(
+    source: str, key: str, revision: str | None = None, trust_remote_code: bool = False
+) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            source, revision=revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_load_failure(key, source, exc)) from None
+
+
+def _load_failure(key: str, source: str, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = "folder" if Path(source).exists() else "hub id (offline, or not found)"
+    return f"{key}: cannot load {source!r} as a {where}: {first}"
+
+
+def load_classifier(
+    source: str,
+    key: str,
+    label_names: list[str],
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """A sequence classifier with real label names; a new head when the label set differs."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            revision=revision,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+            ignore_mismatched_sizes=True,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=ATTENTION,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_load_failure(key, source, exc)) from None
+    return model
+
+
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks, for the architectures distill knows."""
+    base = getattr(model, "base_model", model)
+    for path in (
+        "encoder.layer",
+        "transformer.layer",
+        "layers",
+        "h",
+        "encoder.layers",
+        "decoder.layers",
+    ):
+        module: Any = base
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ModelLoadError(
+        f"{type(model).__name__}: cannot find its transformer layers to select or freeze"
+    )
+
+
+def evenly_spaced_layers(total: int, keep: int) -> list[int]:
+    """``keep`` layer indices spread over ``total`` layers, always including the last."""
+    if not 1 <= keep <= total:
+        raise ModelLoadError(f"student.num_layers = {keep}: the teacher has {total} layers")
+    if keep == 1:
+        return [total - 1]
+    return [int(i) for i in np.linspace(0, total - 1, keep).round().astype(int)]
+
+
+def freeze(model: nn.Module, embeddings: bool, lowest_layers: int) -> dict[str, int]:
+    """Freeze the embeddings and/or the lowest N layers; returns trainable/total parameter counts."""
+    layers = transformer_layers(model)
+    if lowest_layers > len(layers):
+        raise ModelLoadError(
+            f"teacher.freeze_layers = {lowest_layers}: the model has {len(layers)} layers"
+        )
+    if embeddings:
+        model.get_input_embeddings().requires_grad_(False)
+        base = getattr(model, "base_model", model)
+        if hasattr(base, "embeddings"):
+            base.embeddings.requires_grad_(False)
+    for layer in list(layers)[:lowest_layers]:
+        layer.requires_grad_(False)
+    return parameter_counts(model)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def student_from_teacher_layers(teacher: nn.Module, layers: list[int]) -> nn.Module:
+    """DistilBERT-style: copy the teacher and keep its embeddings, head and the chosen layers."""
+    teacher_stack = transformer_layers(teacher)
+    bad = [i for i in layers if not 0 <= i < len(teacher_stack)]
+    if bad:
+        raise ModelLoadError(
+            f"student.layers: {bad} out of range; the teacher has {len(teacher_stack)} layers"
+        )
+    student = copy.deepcopy(teacher)
+    kept = nn.ModuleList(copy.deepcopy(teacher_stack[i]) for i in layers)
+    for new_index, layer in enumerate(kept):
+        for module in layer.modules():  # caches are indexed by position in the stack
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    _replace_layers(student, kept)
+    student.config.num_hidden_layers = len(layers)
+    student.config.distill_teacher_layers = list(layers)
+    return student
+
+
+def _replace_layers(model: nn.Module, new_layers: nn.ModuleList) -> None:
+    old = transformer_layers(model)
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is old:
+                setattr(parent, name, new_layers)
+                return
+    raise ModelLoadError(
+        f"{type(model).__name__}: cannot replace its transformer layers"
+    )  # pragma: no cover
+
+
+def student_from_config(teacher: nn.Module, overrides: dict[str, Any], seed: int) -> nn.Module:
+    """A randomly initialised model of the teacher's family, with config fields overridden."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(teacher.config)
+    unknown = [k for k in overrides if not hasattr(config, k)]
+    if unknown:
+        raise ModelLoadError(f"student.config: {unknown} are not fields of {type(config).__name__}")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    try:
+        return AutoModelForSequenceClassification.from_config(config, attn_implementation=ATTENTION)
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(
+            f"student.config: cannot build a {type(config).__name__} from it: {exc}"
+        ) from None

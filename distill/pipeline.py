@@ -1,0 +1,206 @@
+"""Ordered stages; a stage whose manifest is up to date is skipped; --from / --only.
+
+Each stage is a function ``run(ctx, inputs, out, **sections) -> metrics`` where
+``inputs`` maps each upstream stage to its finished folder, ``out`` is an empty
+staging folder, and ``sections`` are the recipe tables the stage declares (and only
+those). The pipeline decides freshness from a fingerprint of those tables, the task,
+the seed and the upstream fingerprints, and checks every file's sha256 before reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill import __version__
+from distill.artifacts import (
+    RunContext,
+    fingerprint,
+    publish_copy,
+    read_manifest,
+    replace_dir,
+    staging_dir,
+    verify_files,
+    write_manifest,
+)
+from distill.config import Recipe
+from distill.errors import ArtifactError, DistillError
+
+log = logging.getLogger("distill")
+
+StageFn = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage: its name, the recipe tables it reads, the stages it needs, and where it publishes."""
+
+    name: str
+    sections: tuple[str, ...]
+    requires: tuple[str, ...]
+    load: Callable[[], StageFn]  # imported lazily: `distill validate` must stay light
+    publish: Callable[[RunContext], dict[str, Path]] = field(default=lambda ctx: {})
+
+
+def _lazy(module: str) -> Callable[[], StageFn]:
+    def load() -> StageFn:
+        import importlib
+
+        return importlib.import_module(f"distill.stages.{module}").run
+
+    return load
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("data", ("data",), (), _lazy("data")),
+    StageSpec("teacher", ("data", "teacher"), ("data",), _lazy("teacher")),
+    StageSpec("student", ("data", "student"), ("data", "teacher"), _lazy("student")),
+    StageSpec(
+        "export",
+        ("data", "export"),
+        ("data", "student"),
+        _lazy("export"),
+        publish=lambda ctx: {"bundle": ctx.export_dir},
+    ),
+    StageSpec(
+        "report",
+        ("report",),
+        ("data", "teacher", "student", "export"),
+        _lazy("report"),
+        publish=lambda ctx: {".": ctx.report_dir},
+    ),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def stage_fingerprint(spec: StageSpec, recipe: Recipe, upstream: dict[str, str]) -> str:
+    settings = {s: getattr(recipe, s).model_dump(mode="json") for s in spec.sections}
+    return fingerprint(
+        {
+            "stage": spec.name,
+            "distill": __version__,
+            "task": recipe.task,
+            "seed": recipe.seed,
+            "settings": settings,
+            "upstream": upstream,
+        }
+    )
+
+
+def _up_to_date(folder: Path, expected: str) -> tuple[bool, str]:
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return False, "no complete manifest" if folder.exists() else "not run yet"
+    if manifest.get("fingerprint") != expected:
+        return False, "recipe or upstream changed"
+    problems = verify_files(folder, manifest)
+    if problems:
+        return False, "; ".join(problems[:3])
+    return True, "up to date"
+
+
+def _publish(spec: StageSpec, ctx: RunContext, folder: Path) -> None:
+    for sub, final in spec.publish(ctx).items():
+        source = folder / sub
+        published = read_manifest(final)
+        current = read_manifest(source)
+        # Re-copy when the public copy is missing, partial, edited or from another run.
+        if (
+            published is None
+            or current is None
+            or published.get("files") != current.get("files")
+            or verify_files(final, published)
+        ):
+            publish_copy(source, final)
+            log.info("published %s", final)
+
+
+def run_pipeline(
+    recipe: Recipe,
+    ctx: RunContext,
+    start: str | None = None,
+    only: str | None = None,
+    force: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Run the stages in order; returns each stage's manifest.
+
+    ``start``/``only`` force those stages to run again; earlier stages are still reused
+    when their manifests are up to date (and run when they are not: a stage never reads a
+    stale input).
+    """
+    forced = set()
+    if only is not None:
+        forced = {only}
+    elif start is not None:
+        forced = set(STAGE_NAMES[STAGE_NAMES.index(start) :])
+    elif force:
+        forced = set(STAGE_NAMES)
+    last = STAGE_NAMES.index(only) if only else len(STAGES) - 1
+
+    manifests: dict[str, dict[str, Any]] = {}
+    prints: dict[str, str] = {}
+    for spec in STAGES[: last + 1]:
+        folder = ctx.stage_dir(spec.name)
+        expected = stage_fingerprint(spec, recipe, {u: prints[u] for u in spec.requires})
+        fresh, why = _up_to_date(folder, expected)
+        if fresh and spec.name not in forced:
+            log.info("stage %-8s skipped (%s)", spec.name, why)
+        else:
+            reason = "forced" if spec.name in forced else why
+            log.info("stage %-8s running (%s)", spec.name, reason)
+            _run_stage(
+                spec, recipe, ctx, folder, expected, {u: ctx.stage_dir(u) for u in spec.requires}
+            )
+        manifest = read_manifest(folder)
+        if manifest is None:  # pragma: no cover - _run_stage always leaves one
+            raise ArtifactError(f"{folder}: stage finished without a manifest")
+        if ctx.is_main_process:
+            _publish(spec, ctx, folder)
+        manifests[spec.name] = manifest
+        prints[spec.name] = expected
+    return manifests
+
+
+def _run_stage(
+    spec: StageSpec,
+    recipe: Recipe,
+    ctx: RunContext,
+    folder: Path,
+    expected: str,
+    inputs: dict[str, Path],
+) -> None:
+    run = spec.load()
+    sections = {s: getattr(recipe, s) for s in spec.sections}
+    started = time.perf_counter()
+    with staging_dir(folder) as out:
+        try:
+            metrics = run(ctx, inputs, out, **sections)
+        except DistillError:
+            raise
+        except OSError as exc:
+            # A full disk or a permission problem: name the path, keep earlier stages intact.
+            where = getattr(exc, "filename", None) or out
+            raise ArtifactError(
+                f"stage {spec.name}: could not write {where}: {exc.strerror or exc}"
+            ) from exc
+        write_manifest(
+            out,
+            {
+                "stage": spec.name,
+                "run": ctx.name,
+                "fingerprint": expected,
+                "task": recipe.task,
+                "seed": recipe.seed,
+                "config": {s: sections[s].model_dump(mode="json") for s in spec.sections},
+                "upstream": {
+                    u: (read_manifest(p) or {}).get("fingerprint") for u, p in inputs.items()
+                },
+                "metrics": metrics,
+                "wall_time_s": round(time.perf_counter() - started, 3),
+            },
+        )
+        replace_dir(out, folder)

@@ -1,0 +1,1 @@
+"""One module per pipeline stage: data, teacher, student, export, report."""

@@ -1,0 +1,167 @@
+"""Stage `student`: build a small model and train it against the teacher's cached soft targets.
+
+Beside the distilled student it trains its no-distillation twin (same architecture,
+same initialisation, same budget, hard labels only) unless `student.baseline = false`,
+so the report can show what distillation itself gained.
+
+Outputs: ``model/`` and ``baseline/model/`` (save_pretrained + tokenizer),
+``logits/<split>.npz`` and ``baseline/logits/<split>.npz`` for validation and test,
+``log_history.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import AutoModelForSequenceClassification, set_seed
+
+from distill.artifacts import RunContext
+from distill.config import DataConfig, StudentConfig
+from distill.dataset_files import (
+    SPLITS,
+    Split,
+    load_logits,
+    read_label_names,
+    read_split,
+    save_logits,
+)
+from distill.models import (
+    ATTENTION,
+    evenly_spaced_layers,
+    load_tokenizer,
+    parameter_counts,
+    resolve_model,
+    student_from_config,
+    student_from_teacher_layers,
+    transformer_layers,
+)
+from distill.tasks import get_task
+from distill.tasks.base import Task
+from distill.training import drop_checkpoints, predict_logits, save_log_history, train
+
+
+def build_student(
+    config: StudentConfig, teacher_dir: Path, ctx: RunContext, task: Task, label_names: list[str]
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """The student model, its tokenizer, and a description of how it was built."""
+    set_seed(ctx.seed)
+    if config.init == "pretrained":
+        assert config.model is not None  # checked by the recipe
+        source = resolve_model(
+            config.model, ctx.recipe_dir, "student.model", config.trust_remote_code
+        )
+        tokenizer = load_tokenizer(
+            source, "student.model", config.revision, config.trust_remote_code
+        )
+        model = task.load_pretrained(
+            source, "student.model", label_names, config.revision, config.trust_remote_code
+        )
+        return model, tokenizer, {"init": "pretrained", "model": config.model}
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        teacher_dir, use_safetensors=True, attn_implementation=ATTENTION
+    )
+    tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
+    if config.init == "teacher-layers":
+        total = len(transformer_layers(teacher))
+        layers = (
+            list(config.layers)
+            if config.layers
+            else evenly_spaced_layers(total, config.num_layers or total)
+        )
+        model = student_from_teacher_layers(teacher, layers)
+        return model, tokenizer, {"init": "teacher-layers", "teacher_layers": layers}
+    overrides = dict(config.config or {})
+    if config.num_layers is not None:
+        overrides.setdefault("num_hidden_layers", config.num_layers)
+    model = student_from_config(teacher, overrides, ctx.seed)
+    return model, tokenizer, {"init": "config", "overrides": overrides}
+
+
+def _train_variant(
+    name: str,
+    alpha: float,
+    config: StudentConfig,
+    data: DataConfig,
+    ctx: RunContext,
+    task: Task,
+    teacher_dir: Path,
+    splits: dict[str, Split],
+    teacher_logits: dict[str, Any],
+    label_names: list[str],
+    out: Path,
+) -> dict[str, Any]:
+    model, tokenizer, built = build_student(config, teacher_dir, ctx, task, label_names)
+    use_teacher = alpha > 0
+    encoded = {
+        split_name: task.encode(
+            tokenizer, split, data.max_length, teacher_logits[split_name] if use_teacher else None
+        )
+        for split_name, split in splits.items()
+    }
+    work_dir = out / "checkpoints"
+    trainer, history = train(
+        stage=f"student ({name})",
+        task=task,
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        train_set=encoded["train"],
+        eval_set=encoded["validation"],
+        num_labels=len(label_names),
+        work_dir=work_dir,
+        seed=ctx.seed,
+        temperature=config.temperature,
+        alpha=alpha,
+    )
+    trainer.save_model(str(out / "model"))
+    (out / "logits").mkdir()
+    metrics: dict[str, Any] = {
+        "built": built,
+        "alpha": alpha,
+        "parameters": parameter_counts(model),
+    }
+    for split_name in ("validation", "test"):
+        logits = predict_logits(trainer, encoded[split_name])
+        save_logits(out / "logits" / f"{split_name}.npz", splits[split_name].ids, logits)
+        metrics[split_name] = task.metrics(
+            logits, splits[split_name].labels, len(label_names), teacher_logits[split_name]
+        )
+    metrics["train_runtime_s"] = next(
+        (h["train_runtime"] for h in history if "train_runtime" in h), None
+    )
+    metrics["epochs_run"] = trainer.state.epoch
+    metrics["steps"] = trainer.state.global_step
+    save_log_history(out / "log_history.json", history)
+    drop_checkpoints(work_dir)
+    return metrics
+
+
+def run(
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentConfig
+) -> dict[str, Any]:
+    task = get_task(ctx.task)
+    label_names = read_label_names(inputs["data"])
+    splits = {name: read_split(inputs["data"], name) for name in SPLITS}
+    teacher_logits = {
+        name: load_logits(inputs["teacher"] / "logits" / f"{name}.npz", split.ids)[1]
+        for name, split in splits.items()
+    }
+    teacher_dir = inputs["teacher"] / "model"
+    common = dict(
+        config=student,
+        data=data,
+        ctx=ctx,
+        task=task,
+        teacher_dir=teacher_dir,
+        splits=splits,
+        teacher_logits=teacher_logits,
+        label_names=label_names,
+    )
+    metrics = _train_variant("distilled", student.alpha, out=out, **common)
+    if student.baseline:
+        (out / "baseline").mkdir()
+        metrics["baseline"] = _train_variant("no-KD baseline", 0.0, out=out / "baseline", **common)
+    return metrics

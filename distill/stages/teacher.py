@@ -1,0 +1,72 @@
+"""Stage `teacher`: fine-tune the pre-trained model on the domain data and cache its logits.
+
+Outputs: ``model/`` (save_pretrained + tokenizer), ``logits/<split>.npz`` (logits keyed
+by example id, for every split, so the student never reruns the teacher), and
+``log_history.json`` (the Trainer's training curves).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import set_seed
+
+from distill.artifacts import RunContext
+from distill.config import DataConfig, TeacherConfig
+from distill.dataset_files import SPLITS, read_label_names, read_split, save_logits
+from distill.models import freeze, load_tokenizer, resolve_model
+from distill.tasks import get_task
+from distill.training import drop_checkpoints, predict_logits, save_log_history, train
+
+
+def run(
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, teacher: TeacherConfig
+) -> dict[str, Any]:
+    task = get_task(ctx.task)
+    label_names = read_label_names(inputs["data"])
+    splits = {name: read_split(inputs["data"], name) for name in SPLITS}
+
+    source = resolve_model(
+        teacher.model, ctx.recipe_dir, "teacher.model", teacher.trust_remote_code
+    )
+    tokenizer = load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
+    set_seed(ctx.seed)
+    model = task.load_pretrained(
+        source, "teacher.model", label_names, teacher.revision, teacher.trust_remote_code
+    )
+    parameters = freeze(model, teacher.freeze_embeddings, teacher.freeze_layers)
+
+    encoded = {
+        name: task.encode(tokenizer, split, data.max_length) for name, split in splits.items()
+    }
+    work_dir = out / "checkpoints"
+    trainer, history = train(
+        stage="teacher",
+        task=task,
+        model=model,
+        tokenizer=tokenizer,
+        config=teacher,
+        train_set=encoded["train"],
+        eval_set=encoded["validation"],
+        num_labels=len(label_names),
+        work_dir=work_dir,
+        seed=ctx.seed,
+    )
+    trainer.save_model(str(out / "model"))  # weights, config (with label names) and tokenizer
+
+    (out / "logits").mkdir()
+    metrics: dict[str, Any] = {"parameters": parameters, "source": teacher.model}
+    for name, split in splits.items():
+        logits = predict_logits(trainer, encoded[name])
+        save_logits(out / "logits" / f"{name}.npz", split.ids, logits)
+        if name != "train":
+            metrics[name] = task.metrics(logits, split.labels, len(label_names))
+    metrics["train_runtime_s"] = next(
+        (h["train_runtime"] for h in history if "train_runtime" in h), None
+    )
+    metrics["epochs_run"] = trainer.state.epoch
+    metrics["steps"] = trainer.state.global_step
+    save_log_history(out / "log_history.json", history)
+    drop_checkpoints(work_dir)
+    return metrics

@@ -1,0 +1,193 @@
+"""Training shared by the teacher and student stages, on the transformers Trainer.
+
+The Trainer gives early stopping, checkpoints and data-parallel training under
+`accelerate launch` / `torchrun` without a loop of our own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from distill.config import TrainingConfig
+from distill.errors import DistillError
+from distill.tasks.base import Task
+
+log = logging.getLogger("distill")
+
+
+class NonFiniteLossError(DistillError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(TrainerCallback):
+    """Stop at the first logged NaN/inf loss, naming the stage and step (nothing is saved as best)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def on_log(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"stage {self.stage}: {key} is {value} at step {state.global_step}; stopped. "
+                    f"Lower {self.stage}.learning_rate or check the data"
+                )
+
+
+class DistillationTrainer(Trainer):
+    """A Trainer whose loss mixes soft targets (cached teacher logits) with hard labels."""
+
+    def __init__(
+        self, *args: Any, task: Task, temperature: float, alpha: float, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.temperature = temperature
+        self.alpha = alpha
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        teacher_logits = inputs.pop("teacher_logits", None)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss, _ = self.task.distillation_loss(
+            outputs.logits, teacher_logits, labels, self.temperature, self.alpha
+        )
+        return (loss, outputs) if return_outputs else loss
+
+
+def training_arguments(
+    config: TrainingConfig, output_dir: Path, seed: int, has_extra_columns: bool
+) -> TrainingArguments:
+    """TrainingArguments from a recipe table; every tracker choice explicit (report_to)."""
+    evaluate_by_steps = config.eval_steps is not None
+    strategy = "steps" if evaluate_by_steps else "epoch"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=max(config.batch_size, 64),
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=config.eval_steps,
+        save_steps=config.eval_steps,
+        logging_steps=10,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        report_to=list(config.report_to) or "none",
+        logging_dir=str(output_dir / "tensorboard"),
+        seed=seed,
+        data_seed=seed,
+        group_by_length=True,  # batches of similar length: less padding on CPU
+        remove_unused_columns=not has_extra_columns,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        disable_tqdm=True,
+        save_safetensors=True,
+    )
+
+
+def train(
+    *,
+    stage: str,
+    task: Task,
+    model: nn.Module,
+    tokenizer: Any,
+    config: TrainingConfig,
+    train_set: Any,
+    eval_set: Any,
+    num_labels: int,
+    work_dir: Path,
+    seed: int,
+    temperature: float = 1.0,
+    alpha: float = 0.0,
+) -> tuple[Trainer, list[dict[str, Any]]]:
+    """Train with early stopping on the validation split; the best checkpoint is loaded at the end."""
+
+    def compute_metrics(prediction: Any) -> dict[str, Any]:
+        logits = (
+            prediction.predictions[0]
+            if isinstance(prediction.predictions, tuple)
+            else prediction.predictions
+        )
+        metrics = task.metrics(logits, prediction.label_ids, num_labels)
+        metrics.pop("examples", None)
+        return metrics
+
+    callbacks: list[TrainerCallback] = [StopOnNonFiniteLoss(stage)]
+    if config.early_stopping_patience > 0:
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+        )
+    has_teacher = "teacher_logits" in train_set.column_names
+    trainer = DistillationTrainer(
+        model=model,
+        args=training_arguments(config, work_dir, seed, has_extra_columns=has_teacher),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        task=task,
+        temperature=temperature,
+        alpha=alpha,
+    )
+    trainer.train()
+    return trainer, list(trainer.state.log_history)
+
+
+def predict_logits(trainer: Trainer, dataset: Any) -> np.ndarray:
+    """Logits in dataset order.
+
+    ``group_by_length`` also reorders *evaluation* batches in transformers 4.57, which
+    would silently misalign logits and example ids: it is switched off for prediction.
+    """
+    trainer.args.group_by_length = False
+    output = trainer.predict(dataset)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    return np.asarray(logits, dtype=np.float32)
+
+
+def save_log_history(path: Path, history: list[dict[str, Any]]) -> None:
+    path.write_text(json.dumps(history, indent=1, default=float) + "\n", encoding="utf-8")
+
+
+def drop_checkpoints(work_dir: Path) -> None:
+    """Checkpoints are only for resuming; the stage's result is the saved model."""
+    shutil.rmtree(work_dir, ignore_errors=True)

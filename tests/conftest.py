@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny models built from configs and small synthetic data. No network."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSITIVE = ["good", "great", "love", "happy", "excellent", "nice", "wonderful", "fun"]
+NEGATIVE = ["bad", "awful", "hate", "sad", "terrible", "poor", "horrible", "boring"]
+NEUTRAL = ["the", "a", "flight", "today", "is", "was", "my", "this", "movie", "food", "service"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def synthetic_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, label) pairs whose label is learnable from the words (positive/negative)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        cue = POSITIVE if label == "positive" else NEGATIVE
+        words = rng.sample(NEUTRAL, 3) + rng.sample(cue, 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words) + f" {i}", label))
+    return rows
+
+
+def write_vocab(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = [str(d) for d in range(10)] + [f"##{d}" for d in range(10)]
+    vocab = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL + digits
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return path
+
+
+def build_tiny_classifier(
+    folder: Path, num_labels: int = 2, layers: int = 4, seed: int = 0
+) -> Path:
+    """A randomly initialised tiny BERT classifier + WordPiece tokenizer, saved like a hub model."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    vocab = write_vocab(folder)
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_classifier(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path: Path) -> Path:
+    """A small two-class CSV with columns text,label."""
+    import csv
+
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(synthetic_rows(120))
+    return path

@@ -1,0 +1,130 @@
+"""Recipe validation: unknown keys, types, ranges, all at once, with dotted paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill.config import apply_overrides, load_recipe, parse_override, validate_recipe
+from distill.errors import RecipeError
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
+
+MINIMAL = {
+    "name": "t",
+    "data": {"path": "x.csv"},
+    "teacher": {"model": "some/model"},
+    "student": {"num_layers": 2},
+}
+
+
+def test_minimal_recipe_gets_defaults() -> None:
+    recipe = validate_recipe(MINIMAL)
+    assert recipe.student.init == "teacher-layers"
+    assert recipe.student.temperature == 2.0
+    assert recipe.export.quantization == "dynamic"
+    assert recipe.report.latency_threads == 2
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(path: Path) -> None:
+    recipe, recipe_dir = load_recipe(path)
+    assert recipe.name
+    assert recipe_dir == path.parent.resolve()
+
+
+def test_all_problems_reported_at_once_with_dotted_paths() -> None:
+    raw = apply_overrides(
+        MINIMAL,
+        [
+            "student.temperature=0",
+            "student.alpha=1.5",
+            "teacher.colour='blue'",
+            "export.quantization='fp8'",
+            "seed='x'",
+        ],
+    )
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    problems = info.value.problems
+    text = "\n".join(problems)
+    assert len(problems) == 5
+    assert "student.temperature: Input should be greater than 0" in text
+    assert "student.alpha: Input should be less than or equal to 1" in text
+    assert "teacher.colour: unknown key" in text
+    assert "export.quantization:" in text and "'fp8'" in text
+    assert "seed:" in text
+
+
+def test_missing_tables_and_keys_are_named() -> None:
+    with pytest.raises(RecipeError) as info:
+        validate_recipe({"name": "t", "data": {}})
+    text = "\n".join(info.value.problems)
+    assert "data.path: required key is missing" in text
+    assert "teacher: required key is missing" in text
+    assert "student: required key is missing" in text
+
+
+@pytest.mark.parametrize(
+    ("student", "message"),
+    [
+        ({"init": "pretrained"}, "needs student.model"),
+        ({"init": "teacher-layers"}, "needs student.num_layers or .layers"),
+        ({"init": "teacher-layers", "num_layers": 3, "layers": [0, 1]}, "disagrees"),
+        ({"init": "config"}, "needs student.config or student.num_layers"),
+        ({"init": "config", "num_layers": 2, "model": "x"}, "only used with init = 'pretrained'"),
+    ],
+)
+def test_student_init_needs_its_keys(student: dict, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        validate_recipe({**MINIMAL, "student": student})
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a/b", ""])
+def test_run_name_cannot_escape_the_project(name: str) -> None:
+    with pytest.raises(RecipeError, match="name"):
+        validate_recipe({**MINIMAL, "name": name})
+
+
+def test_fractions_must_leave_training_data() -> None:
+    with pytest.raises(RecipeError, match="leaves under 10%"):
+        validate_recipe(
+            {
+                **MINIMAL,
+                "data": {"path": "x.csv", "validation_fraction": 0.5, "test_fraction": 0.45},
+            }
+        )
+
+
+def test_overrides_parse_toml_values_and_fall_back_to_strings() -> None:
+    assert parse_override("student.temperature=4") == (["student", "temperature"], 4)
+    assert parse_override("data.deduplicate=false") == (["data", "deduplicate"], False)
+    assert parse_override("teacher.model=prajjwal1/bert-tiny") == (
+        ["teacher", "model"],
+        "prajjwal1/bert-tiny",
+    )
+    merged = apply_overrides(MINIMAL, ["student.temperature=4", "report.latency_runs=7"])
+    assert merged["student"]["temperature"] == 4
+    assert merged["report"] == {"latency_runs": 7}
+    assert "temperature" not in MINIMAL["student"]  # the original is not mutated
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=3", "a..b=1"])
+def test_malformed_override_is_an_error(bad: str) -> None:
+    with pytest.raises(RecipeError, match="KEY.PATH=VALUE"):
+        parse_override(bad)
+
+
+def test_override_into_a_value_is_an_error() -> None:
+    with pytest.raises(RecipeError, match="is a value, not a table"):
+        apply_overrides(MINIMAL, ["name.x=1"])
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n", encoding="utf-8")
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="no such recipe file"):
+        load_recipe(tmp_path / "missing.toml")

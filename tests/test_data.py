@@ -1,0 +1,176 @@
+"""Data loading, cleaning, splitting and every data error a user can hit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.config import DataConfig
+from distill.data import build_splits
+from distill.errors import DataError, DistillError
+
+
+def config(path: Path | str, **overrides: object) -> DataConfig:
+    return DataConfig(path=str(path), **overrides)
+
+
+def write_csv(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+def test_csv_is_split_stratified_disjoint_and_stable(sentiment_csv: Path) -> None:
+    splits, labels, report = build_splits(config(sentiment_csv), sentiment_csv.parent, seed=3)
+    assert labels == ["negative", "positive"]
+    sizes = {name: len(split) for name, split in splits.items()}
+    assert sizes == {"train": 84, "validation": 12, "test": 24}
+    all_ids = [i for split in splits.values() for i in split.ids]
+    assert len(set(all_ids)) == 120  # disjoint and complete
+    assert splits["train"].ids[0] == "reviews.csv:2"  # file name and line: stable across runs
+    for split in splits.values():  # stratified: both classes equally present
+        assert np.bincount(split.labels).tolist() == [len(split) // 2] * 2
+    again, _, _ = build_splits(config(sentiment_csv), sentiment_csv.parent, seed=3)
+    assert again["test"].ids == splits["test"].ids
+    other, _, _ = build_splits(config(sentiment_csv), sentiment_csv.parent, seed=4)
+    assert other["test"].ids != splits["test"].ids
+    assert report.stratified and report.duplicates_dropped == 0
+
+
+def test_non_utf8_bytes_name_file_offset_and_encoding_key(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "tweets.csv", ["text,label", "Espa\u00f1a is great,positive"], encoding="latin-1"
+    )
+    with pytest.raises(DataError) as info:
+        build_splits(config(path), tmp_path, seed=0)
+    message = str(info.value)
+    assert (
+        str(path) in message
+        and "0xf1" in message
+        and "offset 15" in message
+        and "line 2" in message
+    )
+    assert "data.encoding" in message
+    rows = ["text,label"] + [f"Espa\u00f1a {i} good,{'a' if i % 2 else 'b'}" for i in range(40)]
+    ok = write_csv(tmp_path / "latin.csv", rows, encoding="latin-1")
+    splits, _, _ = build_splits(config(ok, encoding="latin-1"), tmp_path, seed=0)
+    assert any("Espa\u00f1a" in t for t in splits["train"].texts)
+
+
+def test_missing_column_lists_the_columns(sentiment_csv: Path) -> None:
+    with pytest.raises(
+        DataError, match=r"no column 'sentiment'; the columns are \['text', 'label'\]"
+    ):
+        build_splits(config(sentiment_csv, label_column="sentiment"), sentiment_csv.parent, seed=0)
+
+
+def test_empty_file_and_header_only(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="the file is empty"):
+        build_splits(config(empty), tmp_path, seed=0)
+    header = write_csv(tmp_path / "header.csv", ["text,label"])
+    with pytest.raises(DataError, match="the data set is empty"):
+        build_splits(config(header), tmp_path, seed=0)
+
+
+def test_empty_texts_are_dropped_and_counted(tmp_path: Path) -> None:
+    rows = ["text,label"] + [f"text {i},{'a' if i % 2 else 'b'}" for i in range(40)] + [" ,a", ",b"]
+    path = write_csv(tmp_path / "d.csv", rows)
+    splits, _, report = build_splits(config(path), tmp_path, seed=0)
+    assert report.empty_text_dropped == {"data.path": 2}
+    assert sum(len(s) for s in splits.values()) == 40
+    only_empty = write_csv(tmp_path / "e.csv", ["text,label", " ,a", ",b"])
+    with pytest.raises(DataError, match="all 2 rows have empty text in column 'text'"):
+        build_splits(config(only_empty), tmp_path, seed=0)
+
+
+def test_single_class_is_an_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "one.csv", ["text,label"] + [f"t {i},spam" for i in range(30)])
+    with pytest.raises(DataError, match="single class .'spam'."):
+        build_splits(config(path), tmp_path, seed=0)
+
+
+def test_label_unseen_in_training_names_file_and_row(sentiment_csv: Path, tmp_path: Path) -> None:
+    test_file = write_csv(tmp_path / "test.csv", ["text,label", "fine,positive", "meh,neutral"])
+    with pytest.raises(DataError) as info:
+        build_splits(config(sentiment_csv, test_path=str(test_file)), tmp_path, seed=0)
+    message = str(info.value)
+    assert "test.csv: line 3" in message and "'neutral'" in message and "test split" in message
+
+
+def test_ragged_csv_row_names_file_and_line(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "r.csv", ["text,label", "ok,a", "too,many,fields", "ok2,b"])
+    with pytest.raises(DataError, match=r"r\.csv: line 3: 3 fields, the header has 2"):
+        build_splits(config(path), tmp_path, seed=0)
+
+
+def test_broken_jsonl_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d\.jsonl: line 2: not valid JSON"):
+        build_splits(config(path), tmp_path, seed=0)
+
+
+def test_json_jsonl_and_parquet_read_the_same_rows(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = [{"text": f"row {i}", "label": i % 3, "uid": f"u{i}"} for i in range(60)]
+    (tmp_path / "d.json").write_text(json.dumps(records), encoding="utf-8")
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "d.parquet")
+    results = []
+    for name in ("d.json", "d.jsonl", "d.parquet"):
+        splits, labels, _ = build_splits(config(tmp_path / name, id_column="uid"), tmp_path, seed=1)
+        assert labels == ["0", "1", "2"]  # numeric labels sort numerically, kept as names
+        results.append(splits["test"].ids)
+    assert results[0] == results[1] == results[2]
+
+
+def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", ["id,text,label", "1,a,x", "2,b,y", "1,c,x"])
+    with pytest.raises(DataError, match="duplicate example id '1'"):
+        build_splits(config(path, id_column="id"), tmp_path, seed=0)
+
+
+def test_duplicates_dropped_before_splitting_and_subsample(tmp_path: Path) -> None:
+    rows = (
+        ["text,label"]
+        + [f"text {i},{'a' if i % 2 else 'b'}" for i in range(100)]
+        + ["TEXT 1,a", "text  2,b"]
+    )
+    path = write_csv(tmp_path / "d.csv", rows)
+    splits, _, report = build_splits(config(path, max_examples=50), tmp_path, seed=0)
+    assert report.duplicates_dropped == 2
+    assert report.subsampled_from == 100
+    assert sum(len(s) for s in splits.values()) == 50
+    texts = [t.lower() for s in splits.values() for t in s.texts]
+    assert len(texts) == len(set(texts))
+
+
+def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(DistillError, match=r"data.path: 'missing.csv' does not exist"):
+        build_splits(config("missing.csv"), tmp_path, seed=0)
+    odd = tmp_path / "d.xlsx"
+    odd.write_text("x", encoding="utf-8")
+    with pytest.raises(DataError, match="set data.format"):
+        build_splits(config(odd), tmp_path, seed=0)
+
+
+def test_hub_dataset_offline_gives_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        DistillError, match=r"data.path: 'someone/no-such-dataset' is not a local file"
+    ):
+        build_splits(config("someone/no-such-dataset"), tmp_path, seed=0)
+
+
+def test_package_path_resolves_shipped_files(tmp_path: Path) -> None:
+    with pytest.raises(DistillError, match="package 'no-such-dist-xyz' is not installed"):
+        build_splits(config("pkg:no-such-dist-xyz/a.csv"), tmp_path, seed=0)
+    with pytest.raises(DistillError, match="does not exist inside package 'pytest'"):
+        build_splits(config("pkg:pytest/pytest/nothing.csv"), tmp_path, seed=0)
+    with pytest.raises(DistillError, match="may not leave the package"):
+        build_splits(config("pkg:pytest/../../etc/passwd"), tmp_path, seed=0)
