@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,36 +34,22 @@ class NonFiniteLossError(DistillError):
     """Training produced a NaN or infinite loss."""
 
 
-class StopOnNonFiniteLoss(TrainerCallback):
-    """Stop at the first logged NaN/inf loss, naming the stage and step (nothing is saved as best)."""
-
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
-
-    def on_log(
-        self,
-        args: Any,
-        state: Any,
-        control: Any,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        for key in ("loss", "eval_loss"):
-            value = (logs or {}).get(key)
-            if value is not None and not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"stage {self.stage}: {key} is {value} at step {state.global_step}; stopped. "
-                    f"Lower {self.stage}.learning_rate or check the data"
-                )
-
-
 class DistillationTrainer(Trainer):
     """A Trainer whose loss mixes soft targets (cached teacher logits) with hard labels."""
 
     def __init__(
-        self, *args: Any, task: Task, temperature: float, alpha: float, **kwargs: Any
+        self,
+        *args: Any,
+        stage: str,
+        table: str,
+        task: Task,
+        temperature: float,
+        alpha: float,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.stage = stage
+        self.table = table
         self.task = task
         self.temperature = temperature
         self.alpha = alpha
@@ -82,6 +67,12 @@ class DistillationTrainer(Trainer):
         loss, _ = self.task.distillation_loss(
             outputs.logits, teacher_logits, labels, self.temperature, self.alpha
         )
+        if not torch.isfinite(loss):
+            # Checked on every batch: the Trainer's own logging hides NaN (logging_nan_inf_filter).
+            raise NonFiniteLossError(
+                f"stage {self.stage}: loss is {loss.item()} at step {self.state.global_step + 1}; "
+                f"stopped, nothing saved. Lower {self.table}.learning_rate or check the data"
+            )
         return (loss, outputs) if return_outputs else loss
 
 
@@ -149,7 +140,7 @@ def train(
         metrics.pop("examples", None)
         return metrics
 
-    callbacks: list[TrainerCallback] = [StopOnNonFiniteLoss(stage)]
+    callbacks: list[TrainerCallback] = []
     if config.early_stopping_patience > 0:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
@@ -164,6 +155,8 @@ def train(
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
+        stage=stage,
+        table=stage.split()[0],
         task=task,
         temperature=temperature,
         alpha=alpha,

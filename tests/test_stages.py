@@ -1,0 +1,133 @@
+"""Teacher and student stages on a tiny BERT: real training, cached logits aligned with ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from distill.artifacts import RunContext
+from distill.config import DataConfig, StudentConfig, TeacherConfig
+from distill.dataset_files import load_logits, read_split
+from distill.metrics import classification_metrics
+from distill.stages import data as data_stage
+from distill.stages import student as student_stage
+from distill.stages import teacher as teacher_stage
+from distill.training import NonFiniteLossError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    import csv
+
+    from conftest import synthetic_rows
+
+    root = tmp_path_factory.mktemp("stages")
+    csv_path = root / "reviews.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(synthetic_rows(160))
+    ctx = RunContext(
+        name="t", seed=7, task="sequence-classification", workdir=root, recipe_dir=root
+    )
+    data = DataConfig(path=str(csv_path), max_length=24)
+    folders = {name: root / name for name in ("data", "teacher", "student")}
+    for folder in folders.values():
+        folder.mkdir()
+    data_stage.run(ctx, {}, folders["data"], data=data)
+    teacher = TeacherConfig(
+        model=str(tiny_model_dir), epochs=6, learning_rate=3e-3, batch_size=16, freeze_layers=1
+    )
+    teacher_metrics = teacher_stage.run(
+        ctx, {"data": folders["data"]}, folders["teacher"], data=data, teacher=teacher
+    )
+    student = StudentConfig(
+        num_layers=2, epochs=4, learning_rate=3e-3, batch_size=16, temperature=2.0, alpha=0.7
+    )
+    student_metrics = student_stage.run(
+        ctx,
+        {"data": folders["data"], "teacher": folders["teacher"]},
+        folders["student"],
+        data=data,
+        student=student,
+    )
+    return {**folders, "teacher_metrics": teacher_metrics, "student_metrics": student_metrics}  # type: ignore[dict-item]
+
+
+def forward(model_dir: Path, texts: list[str], max_length: int = 24) -> np.ndarray:
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    with torch.no_grad():
+        rows = [
+            model(
+                **tokenizer([t], truncation=True, max_length=max_length, return_tensors="pt")
+            ).logits[0]
+            for t in texts
+        ]
+    return torch.stack(rows).numpy()
+
+
+def test_teacher_learns_and_caches_logits_keyed_by_id(trained: dict) -> None:
+    metrics = trained["teacher_metrics"]
+    assert metrics["test"]["accuracy"] >= 0.8  # the cue words make the task learnable
+    assert metrics["parameters"]["trainable"] < metrics["parameters"]["total"]  # freeze_layers = 1
+    for split in ("train", "validation", "test"):
+        examples = read_split(trained["data"], split)
+        _, logits = load_logits(trained["teacher"] / "logits" / f"{split}.npz", examples.ids)
+        assert logits.shape == (len(examples), 2)
+    test = read_split(trained["data"], "test")
+    _, logits = load_logits(trained["teacher"] / "logits" / "test.npz", test.ids)
+    # The cache is aligned with the ids: row i is example i (Trainer's length grouping must not reorder).
+    assert np.allclose(
+        logits[:12], forward(trained["teacher"] / "model", test.texts[:12]), atol=1e-4
+    )
+    assert classification_metrics(logits, test.labels, 2)["accuracy"] == pytest.approx(
+        metrics["test"]["accuracy"]
+    )
+    assert (trained["teacher"] / "log_history.json").is_file()
+    assert not (trained["teacher"] / "checkpoints").exists()
+
+
+def test_student_is_distilled_and_loadable(trained: dict) -> None:
+    metrics = trained["student_metrics"]
+    assert metrics["built"] == {"init": "teacher-layers", "teacher_layers": [0, 3]}
+    assert metrics["alpha"] == 0.7 and metrics["baseline"]["alpha"] == 0.0
+    assert metrics["parameters"]["total"] < trained["teacher_metrics"]["parameters"]["total"]
+    assert 0.0 <= metrics["test"]["agreement"] <= 1.0
+    model = AutoModelForSequenceClassification.from_pretrained(trained["student"] / "model")
+    assert model.config.num_hidden_layers == 2
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    test = read_split(trained["data"], "test")
+    _, logits = load_logits(trained["student"] / "logits" / "test.npz", test.ids)
+    assert np.allclose(logits[:8], forward(trained["student"] / "model", test.texts[:8]), atol=1e-4)
+    assert (trained["student"] / "baseline" / "model" / "model.safetensors").is_file()
+
+
+def test_non_finite_loss_stops_the_stage_naming_it(
+    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distill.tasks.classification import SequenceClassification
+
+    def nan_loss(self, student_logits, teacher_logits, labels, temperature, alpha):
+        return student_logits.sum() * float("nan"), {}
+
+    monkeypatch.setattr(SequenceClassification, "distillation_loss", nan_loss)
+    ctx = RunContext(
+        name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
+    )
+    student = StudentConfig(num_layers=1, max_steps=30, batch_size=8, baseline=False)
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"stage student \(distilled\): loss is nan at step 1; stopped, nothing saved. Lower student.learning_rate",
+    ):
+        student_stage.run(
+            ctx,
+            {"data": trained["data"], "teacher": trained["teacher"]},
+            tmp_path,
+            data=DataConfig(path="x", max_length=24),
+            student=student,
+        )
