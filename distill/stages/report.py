@@ -1,0 +1,595 @@
+"""Stage `report`: compare teacher, student and the exported student on the test split.
+
+Writes ``report.json`` first (the source of truth, ``schema_version`` 1) and then renders
+``report.md`` and ``report.html`` from that JSON alone (see :mod:`distill.render`), so a
+report can be re-rendered later without rerunning anything.
+
+One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
+int8 ONNX files, the student trained without distillation when the student stage made
+one, and a TF-IDF + logistic-regression floor. Accuracy, macro-F1 and agreement with the
+teacher come from the test logits the upstream stages cached (the exact predictions they
+shipped); sizes are the weight files on disk; latency is measured here, on this machine,
+with a pinned thread count and a fixed sequence length.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.artifacts import RunContext, library_versions, read_manifest, write_json_atomic
+from distill.config import ReportConfig
+from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, read_split
+from distill.errors import ArtifactError
+from distill.latency import (
+    LatencyStats,
+    fixed_length_batch,
+    hardware_info,
+    time_onnx_model,
+    time_torch_model,
+)
+from distill.metrics import classification_metrics
+
+log = logging.getLogger("distill")
+
+SCHEMA_VERSION = 1
+UPSTREAM = ("data", "teacher", "student", "export")
+PRIMARY_METRIC = "accuracy"
+_TFIDF_C_GRID = (0.25, 1.0, 4.0, 16.0)
+
+
+def run(
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
+) -> dict[str, Any]:
+    """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
+    from distill import render
+
+    document = build_report(ctx, inputs, report)
+    write_json_atomic(out / "report.json", document)
+    # Render from the file just written, not the in-memory dict: the JSON is the source of truth.
+    render.write_reports(render.load_report(out / "report.json"), out)
+    return summary_metrics(document)
+
+
+def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
+    """The small part of the report kept in the stage manifest."""
+    rows = {}
+    for row in document["rows"]:
+        latency = row.get("latency") or {}
+        rows[row["key"]] = {
+            "accuracy": row["accuracy"],
+            "macro_f1": row["macro_f1"],
+            "agreement": row.get("agreement"),
+            "bytes": row.get("bytes"),
+            "p50_ms": latency.get("p50_ms"),
+            "p95_ms": latency.get("p95_ms"),
+        }
+    baseline = document.get("baseline") or {}
+    return {
+        "rows": rows,
+        "baseline_accuracy": baseline.get("accuracy"),
+        "below_baseline": baseline.get("below_baseline", []),
+    }
+
+
+# --------------------------------------------------------------------------- building the JSON
+
+
+def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig) -> dict[str, Any]:
+    """Everything the report shows, as one JSON-able dict."""
+    started = time.perf_counter()
+    missing = [name for name in UPSTREAM if name not in inputs]
+    if missing:
+        raise ArtifactError(f"report: missing upstream stage folder(s) {missing}")
+    manifests = {name: _manifest(inputs[name], name) for name in UPSTREAM}
+    data_dir, teacher_dir, student_dir, export_dir = (inputs[name] for name in UPSTREAM)
+
+    label_names = read_label_names(data_dir)
+    num_labels = len(label_names)
+    splits = {name: read_split(data_dir, name) for name in SPLITS}
+    test = splits["test"]
+    if len(test) == 0:
+        raise ArtifactError(
+            f"{data_dir / 'test.jsonl'}: the test split is empty; nothing to report"
+        )
+    max_length = _max_length(export_dir, manifests)
+
+    teacher_logits = _logits(teacher_dir / "logits" / "test.npz", test.ids)
+    student_logits = _logits(student_dir / "logits" / "test.npz", test.ids)
+
+    def score(logits: np.ndarray) -> dict[str, Any]:
+        return classification_metrics(
+            logits, test.labels, num_labels, reference_logits=teacher_logits
+        )
+
+    latency_texts = test.texts
+    notes: list[str] = []
+    hardware = hardware_info()
+    if hardware.get("available_cores") and config.latency_threads > hardware["available_cores"]:
+        notes.append(
+            f"latency_threads = {config.latency_threads} exceeds the {hardware['available_cores']} "
+            "cores available to this process: latencies are pessimistic."
+        )
+
+    rows: list[dict[str, Any]] = []
+
+    # PyTorch rows -------------------------------------------------------------------------
+    rows.append(
+        _pytorch_row(
+            key="teacher",
+            name="Teacher",
+            model_dir=teacher_dir / "model",
+            metrics=score(teacher_logits),
+            texts=latency_texts,
+            max_length=max_length,
+            config=config,
+        )
+    )
+    student_row = _pytorch_row(
+        key="student",
+        name="Student (distilled)",
+        model_dir=student_dir / "model",
+        metrics=score(student_logits),
+        texts=latency_texts,
+        max_length=max_length,
+        config=config,
+    )
+    rows.append(student_row)
+
+    no_kd_logits_path = student_dir / "baseline" / "logits" / "test.npz"
+    if no_kd_logits_path.is_file() and (student_dir / "baseline" / "model").is_dir():
+        # Same architecture as the student: its latency would repeat the student's, so it is
+        # not re-measured; the row is there to show what distillation itself gained.
+        rows.append(
+            _pytorch_row(
+                key="student_no_kd",
+                name="Student without KD",
+                model_dir=student_dir / "baseline" / "model",
+                metrics=score(_logits(no_kd_logits_path, test.ids)),
+                texts=latency_texts,
+                max_length=max_length,
+                config=config,
+                measure_latency=False,
+            )
+        )
+
+    # ONNX rows ----------------------------------------------------------------------------
+    quantization = _quantization(export_dir, manifests["export"])
+    bundle = export_dir / "bundle"
+    fp32_path = bundle / "fp32" / "model.onnx" if quantization != "none" else bundle / "model.onnx"
+    int8_path = bundle / "model.onnx" if quantization != "none" else None
+    tokenizer = _tokenizer(student_dir / "model")
+    onnx_batch = fixed_length_batch(
+        tokenizer, latency_texts, batch_size=config.latency_batch_size, max_length=max_length
+    )
+    onnx_models: list[tuple[str, str, str, Path | None, Path]] = [
+        (
+            "student_onnx_fp32",
+            "Student ONNX fp32",
+            "fp32",
+            fp32_path,
+            export_dir / "predictions" / "test_fp32.npz",
+        )
+    ]
+    if int8_path is not None:
+        onnx_models.append(
+            (
+                "student_onnx_int8",
+                "Student ONNX int8",
+                f"int8 ({quantization})",
+                int8_path,
+                export_dir / "predictions" / "test_int8.npz",
+            )
+        )
+    else:
+        notes.append("export.quantization = none: there is no int8 model to report.")
+    for key, name, precision, model_path, predictions in onnx_models:
+        if model_path is None or not model_path.is_file():
+            raise ArtifactError(f"{model_path}: the export stage's ONNX model is missing")
+        logits = _logits(predictions, test.ids)
+        row_metrics = score(logits)
+        row_metrics["max_abs_logit_diff_vs_student"] = float(
+            np.max(np.abs(logits - student_logits))
+        )
+        log.info("report: timing %s", name)
+        latency = time_onnx_model(
+            model_path,
+            onnx_batch,
+            threads=config.latency_threads,
+            warmup=config.latency_warmup,
+            runs=config.latency_runs,
+        )
+        files = _onnx_files(model_path)
+        rows.append(
+            {
+                "key": key,
+                "name": name,
+                "kind": "transformer",
+                "runtime": "onnxruntime",
+                "precision": precision,
+                "deployed": model_path == bundle / "model.onnx",
+                "parameters": student_row["parameters"],
+                "architecture": student_row.get("architecture"),
+                "bytes": sum(f.stat().st_size for f in files),
+                "weight_files": [_relative(f, export_dir) for f in files],
+                **row_metrics,
+                "latency": latency.to_dict(),
+            }
+        )
+
+    # TF-IDF floor -------------------------------------------------------------------------
+    if config.tfidf_baseline:
+        tfidf = tfidf_baseline(
+            splits["train"], splits["validation"], test, num_labels, seed=ctx.seed
+        )
+        if tfidf is None:
+            notes.append("TF-IDF baseline skipped: the training split has fewer than two classes.")
+        else:
+            tfidf_logits, tfidf_info = tfidf
+            rows.append(
+                {
+                    "key": "tfidf",
+                    "name": "TF-IDF + logistic regression",
+                    "kind": "baseline",
+                    "runtime": "scikit-learn",
+                    "precision": "fp64",
+                    "deployed": False,
+                    "parameters": tfidf_info.pop("parameters"),
+                    "bytes": tfidf_info.pop("bytes"),
+                    "bytes_note": "pickled pipeline size (not written to disk)",
+                    "weight_files": [],
+                    **score(tfidf_logits),
+                    "latency": None,
+                    "details": tfidf_info,
+                }
+            )
+    _add_ratios(rows)
+    baseline = _baseline_summary(rows)
+
+    student_cfg = (manifests["student"].get("config") or {}).get("student") or {}
+    by_key = {r["key"]: r for r in rows}
+    distillation = {
+        "settings": {
+            key: student_cfg.get(key)
+            for key in ("init", "num_layers", "layers", "temperature", "alpha")
+            if key in student_cfg
+        },
+        # What the teacher's soft targets bought: distilled student minus its no-KD twin.
+        "accuracy_gain_over_no_kd": (
+            by_key["student"]["accuracy"] - by_key["student_no_kd"]["accuracy"]
+            if "student_no_kd" in by_key
+            else None
+        ),
+    }
+
+    wall_times = {name: manifests[name].get("wall_time_s") for name in UPSTREAM}
+    wall_times["report"] = round(time.perf_counter() - started, 3)
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": ctx.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task": getattr(ctx, "task", None)
+        or next((m.get("task") for m in manifests.values() if m.get("task")), None),
+        "primary_metric": PRIMARY_METRIC,
+        "labels": label_names,
+        "data": {
+            "max_length": max_length,
+            "splits": {name: _split_summary(split, label_names) for name, split in splits.items()},
+        },
+        "rows": rows,
+        "baseline": baseline,
+        "latency_setup": {
+            "threads": config.latency_threads,
+            "batch_size": config.latency_batch_size,
+            "sequence_length": max_length,
+            "runs": config.latency_runs,
+            "warmup": config.latency_warmup,
+            "inputs": (
+                f"the first {config.latency_batch_size} test text(s), padded/truncated to "
+                f"{max_length} tokens; model call only (tokenization excluded)"
+            ),
+            "torch": "torch.set_num_threads(threads), inference_mode",
+            "onnxruntime": "intra_op_num_threads = threads, inter_op_num_threads = 1, sequential",
+        },
+        "distillation": distillation,
+        "recipe": _recipe(manifests, config),
+        "training": {
+            "teacher": _training(teacher_dir, manifests["teacher"]),
+            "student": _training(student_dir, manifests["student"]),
+        },
+        "wall_time_s": wall_times,
+        "versions": library_versions(),
+        "hardware": hardware,
+        "notes": notes,
+    }
+
+
+def _pytorch_row(
+    *,
+    key: str,
+    name: str,
+    model_dir: Path,
+    metrics: dict[str, Any],
+    texts: list[str],
+    max_length: int,
+    config: ReportConfig,
+    measure_latency: bool = True,
+) -> dict[str, Any]:
+    from transformers import AutoModelForSequenceClassification
+
+    if not model_dir.is_dir():
+        raise ArtifactError(f"{model_dir}: model folder is missing")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{model_dir}: cannot load the model: {exc}") from None
+    model.eval()
+    parameters = int(sum(p.numel() for p in model.parameters()))
+    model_config = model.config
+    architecture = {
+        "model_type": getattr(model_config, "model_type", None),
+        "layers": getattr(model_config, "num_hidden_layers", None),
+        "hidden_size": getattr(model_config, "hidden_size", None),
+    }
+    latency: LatencyStats | None = None
+    if measure_latency:
+        tokenizer = _tokenizer(model_dir)
+        batch = fixed_length_batch(
+            tokenizer, texts, batch_size=config.latency_batch_size, max_length=max_length
+        )
+        log.info("report: timing %s", name)
+        latency = time_torch_model(
+            model,
+            batch,
+            threads=config.latency_threads,
+            warmup=config.latency_warmup,
+            runs=config.latency_runs,
+        )
+    del model
+    gc.collect()
+    files = _weight_files(model_dir)
+    return {
+        "key": key,
+        "name": name,
+        "kind": "transformer",
+        "runtime": "pytorch",
+        "precision": "fp32",
+        "deployed": False,
+        "parameters": parameters,
+        "architecture": architecture,
+        "bytes": sum(f.stat().st_size for f in files),
+        "weight_files": [_relative(f, model_dir.parent) for f in files],
+        **metrics,
+        "latency": latency.to_dict() if latency else None,
+    }
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Compression and speed-up against the teacher, and accuracy kept (teacher = 1.0)."""
+    teacher = next(r for r in rows if r["key"] == "teacher")
+    teacher_p50 = (teacher.get("latency") or {}).get("p50_ms")
+    for row in rows:
+        row["size_ratio"] = teacher["bytes"] / row["bytes"] if row.get("bytes") else None
+        p50 = (row.get("latency") or {}).get("p50_ms")
+        row["speedup"] = teacher_p50 / p50 if teacher_p50 and p50 else None
+        row["accuracy_retained"] = (
+            row["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None
+        )
+        row["accuracy_delta"] = row["accuracy"] - teacher["accuracy"]
+
+
+def _baseline_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mark each transformer row that does not beat the TF-IDF floor (strictly) on accuracy."""
+    floor = next((r for r in rows if r["key"] == "tfidf"), None)
+    if floor is None:
+        for row in rows:
+            row["beats_baseline"] = None
+        return None
+    below = []
+    for row in rows:
+        if row["kind"] != "transformer":
+            row["beats_baseline"] = None
+            continue
+        row["beats_baseline"] = bool(row[PRIMARY_METRIC] > floor[PRIMARY_METRIC])
+        if not row["beats_baseline"]:
+            below.append(row["key"])
+    return {
+        "key": "tfidf",
+        "metric": PRIMARY_METRIC,
+        "accuracy": floor["accuracy"],
+        "macro_f1": floor["macro_f1"],
+        "below_baseline": below,
+    }
+
+
+# --------------------------------------------------------------------------- TF-IDF floor
+
+
+def tfidf_baseline(
+    train: Split, validation: Split, test: Split, num_labels: int, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Fit TF-IDF (word 1-2 grams) + logistic regression on train; C picked on validation.
+
+    Returns test "logits" (log-probabilities, one column per label) and details, or None
+    when the training split has fewer than two classes.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    if len(np.unique(train.labels)) < 2:
+        return None
+
+    def fit(c: float) -> Pipeline:
+        pipeline = Pipeline(
+            [
+                ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
+                ("logreg", LogisticRegression(C=c, max_iter=2000, random_state=seed)),
+            ]
+        )
+        return pipeline.fit(train.texts, train.labels)
+
+    scores: dict[float, float] = {}
+    best: Any = None
+    if len(validation) and len(_TFIDF_C_GRID) > 1:
+        for c in _TFIDF_C_GRID:
+            candidate = fit(c)
+            scores[c] = float((candidate.predict(validation.texts) == validation.labels).mean())
+            if best is None or scores[c] > scores[best[0]]:
+                best = (c, candidate)
+        chosen_c, pipeline = best
+    else:
+        chosen_c, pipeline = 1.0, fit(1.0)
+
+    probabilities = pipeline.predict_proba(test.texts)
+    logits = np.full((len(test), num_labels), -1e9, dtype=np.float64)  # classes unseen in train
+    classes = pipeline.named_steps["logreg"].classes_
+    logits[:, classes] = np.log(np.clip(probabilities, 1e-12, None))
+    logreg = pipeline.named_steps["logreg"]
+    return logits, {
+        "parameters": int(logreg.coef_.size + logreg.intercept_.size),
+        "bytes": len(pickle.dumps(pipeline)),
+        "vocabulary_size": len(pipeline.named_steps["tfidf"].vocabulary_),
+        "ngram_range": [1, 2],
+        "C": chosen_c,
+        "validation_accuracy_by_C": {str(c): s for c, s in scores.items()},
+    }
+
+
+# --------------------------------------------------------------------------- reading upstream
+
+
+def _manifest(folder: Path, name: str) -> dict[str, Any]:
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ArtifactError(f"{folder}: the {name} stage has no complete manifest; run it first")
+    return manifest
+
+
+def _logits(path: Path, ids: list[str]) -> np.ndarray:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: cached logits are missing")
+    try:
+        return np.asarray(load_logits(path, ids)[1], dtype=np.float64)
+    except KeyError as exc:
+        raise ArtifactError(str(exc.args[0] if exc.args else exc)) from None
+
+
+def _tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{model_dir}: cannot load the tokenizer: {exc}") from None
+
+
+def _max_length(export_dir: Path, manifests: dict[str, dict[str, Any]]) -> int:
+    """The sequence length the models were trained and exported with."""
+    bundle_manifest = export_dir / "bundle" / "manifest.json"
+    if bundle_manifest.is_file():
+        try:
+            value = json.loads(bundle_manifest.read_text(encoding="utf-8")).get("max_length")
+        except (OSError, ValueError):
+            value = None
+        if isinstance(value, int):
+            return value
+    for name in ("export", "student", "teacher", "data"):
+        value = ((manifests[name].get("config") or {}).get("data") or {}).get("max_length")
+        if isinstance(value, int):
+            return value
+    raise ArtifactError(f"{export_dir}: cannot tell the max_length the models were exported with")
+
+
+def _quantization(export_dir: Path, manifest: dict[str, Any]) -> str:
+    value = ((manifest.get("config") or {}).get("export") or {}).get("quantization")
+    if isinstance(value, str):
+        return value
+    return "dynamic" if (export_dir / "bundle" / "fp32" / "model.onnx").is_file() else "none"
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    """The weight files of a save_pretrained folder (safetensors, else PyTorch pickles)."""
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("pytorch_model*.bin"))
+    if not files:
+        raise ArtifactError(f"{model_dir}: no weight files (*.safetensors or pytorch_model*.bin)")
+    return files
+
+
+def _onnx_files(model_path: Path) -> list[Path]:
+    """An ONNX file plus its external-data file, when the weights are stored beside it."""
+    files = [model_path]
+    for name in (
+        f"{model_path.name}_data",
+        f"{model_path.name}.data",
+        f"{model_path.stem}.onnx_data",
+    ):
+        candidate = model_path.with_name(name)
+        if candidate.is_file() and candidate not in files:
+            files.append(candidate)
+    return files
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _split_summary(split: Split, label_names: list[str]) -> dict[str, Any]:
+    counts = (
+        np.bincount(split.labels, minlength=len(label_names))
+        if len(split)
+        else np.zeros(len(label_names))
+    )
+    return {
+        "examples": len(split),
+        "label_counts": {name: int(counts[i]) for i, name in enumerate(label_names)},
+    }
+
+
+def _recipe(manifests: dict[str, dict[str, Any]], config: ReportConfig) -> dict[str, Any]:
+    """Each recipe table as the stage that used it recorded it (first recorder wins)."""
+    recipe: dict[str, Any] = {}
+    for name in UPSTREAM:
+        for section, values in (manifests[name].get("config") or {}).items():
+            recipe.setdefault(section, values)
+    recipe["report"] = config.model_dump(mode="json")
+    return recipe
+
+
+def _training(stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Headline training numbers and the loss / eval curves from the Trainer's log history."""
+    metrics = manifest.get("metrics") or {}
+    summary = {
+        key: metrics.get(key)
+        for key in ("steps", "epochs_run", "train_runtime_s")
+        if metrics.get(key) is not None
+    }
+    for split in ("validation", "test"):
+        if isinstance(metrics.get(split), dict):
+            summary[split] = metrics[split]
+    curves: dict[str, list[list[float]]] = {}
+    path = stage_dir / "log_history.json"
+    if path.is_file():
+        try:
+            history = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            history = []
+        for entry in history if isinstance(history, list) else []:
+            if not isinstance(entry, dict) or "step" not in entry:
+                continue
+            for key in ("loss", "eval_loss", "eval_accuracy"):
+                value = entry.get(key)
+                if isinstance(value, int | float):
+                    curves.setdefault(key, []).append([float(entry["step"]), float(value)])
+    return {"summary": summary, "curves": curves, "wall_time_s": manifest.get("wall_time_s")}

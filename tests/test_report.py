@@ -1,0 +1,463 @@
+"""The report stage on fake upstream folders: tiny real models, real ONNX files, known logits."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from conftest import build_tiny_classifier, synthetic_rows
+
+from distill.artifacts import RunContext, read_manifest, write_manifest
+from distill.config import ReportConfig
+from distill.dataset_files import Split, save_logits, write_label_names, write_split
+from distill.metrics import classification_metrics
+
+# Label names that would break HTML and Markdown if written unescaped.
+LABELS = ["<script>alert(1)</script>", "neg|ative & co"]
+MAX_LENGTH = 32
+SPLIT_SIZES = {"train": 160, "validation": 40, "test": 60}
+
+
+def _splits() -> dict[str, Split]:
+    rows = synthetic_rows(sum(SPLIT_SIZES.values()), seed=3)
+    splits, start = {}, 0
+    for name, size in SPLIT_SIZES.items():
+        chunk = rows[start : start + size]
+        start += size
+        splits[name] = Split(
+            ids=[f"{name}-{i}" for i in range(size)],
+            texts=[text for text, _ in chunk],
+            labels=np.asarray(
+                [0 if label == "positive" else 1 for _, label in chunk], dtype=np.int64
+            ),
+        )
+    return splits
+
+
+def _noisy_logits(labels: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """Logits whose argmax equals the label for about ``accuracy`` of the rows."""
+    rng = np.random.default_rng(seed)
+    predicted = np.where(rng.random(labels.size) < accuracy, labels, 1 - labels)
+    logits = rng.normal(0.0, 0.3, size=(labels.size, 2)).astype(np.float32)
+    logits[np.arange(labels.size), predicted] += 2.0
+    return logits
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from optimum.exporters.onnx import main_export
+
+    root = tmp_path_factory.mktemp("report-upstream")
+    folders = {name: root / name for name in ("data", "teacher", "student", "export")}
+    for folder in folders.values():
+        folder.mkdir()
+    splits = _splits()
+    data_config = {"path": "synthetic.csv", "max_length": MAX_LENGTH}
+
+    # data
+    for name, split in splits.items():
+        write_split(folders["data"] / f"{name}.jsonl", split)
+    write_label_names(folders["data"], LABELS)
+    write_manifest(
+        folders["data"],
+        {"stage": "data", "config": {"data": data_config}, "metrics": {}, "wall_time_s": 0.5},
+    )
+
+    # teacher: logits for every split
+    build_tiny_classifier(folders["teacher"] / "model", num_labels=2, layers=4, seed=0)
+    (folders["teacher"] / "logits").mkdir()
+    logits = {"teacher": _noisy_logits(splits["test"].labels, 0.9, seed=1)}
+    for name, split in splits.items():
+        values = logits["teacher"] if name == "test" else _noisy_logits(split.labels, 0.9, seed=2)
+        save_logits(folders["teacher"] / "logits" / f"{name}.npz", split.ids, values)
+    history = [
+        {"loss": 0.7, "step": 5},
+        {"eval_loss": 0.6, "eval_accuracy": 0.7, "step": 5},
+        {"loss": 0.4, "step": 10},
+        {"eval_loss": 0.5, "eval_accuracy": 0.85, "step": 10},
+    ]
+    (folders["teacher"] / "log_history.json").write_text(json.dumps(history), encoding="utf-8")
+    teacher_config = {"model": "tiny-bert", "epochs": 1.0, "learning_rate": 5e-5}
+    write_manifest(
+        folders["teacher"],
+        {
+            "stage": "teacher",
+            "task": "sequence-classification",
+            "config": {"data": data_config, "teacher": teacher_config},
+            "metrics": {"steps": 10, "epochs_run": 1.0},
+            "wall_time_s": 12.5,
+        },
+    )
+
+    # student (+ its no-distillation twin), test logits stored shuffled to exercise id alignment
+    student_config = {"init": "teacher-layers", "num_layers": 2, "temperature": 2.0, "alpha": 0.5}
+    test = splits["test"]
+    order = np.random.default_rng(5).permutation(len(test))
+    for sub, accuracy, seed in (("", 0.8, 3), ("baseline", 0.7, 4)):
+        folder = folders["student"] / sub
+        build_tiny_classifier(folder / "model", num_labels=2, layers=2, seed=seed)
+        (folder / "logits").mkdir()
+        values = _noisy_logits(test.labels, accuracy, seed=seed)
+        logits["student" if not sub else "student_no_kd"] = values
+        save_logits(folder / "logits" / "test.npz", [test.ids[i] for i in order], values[order])
+    (folders["student"] / "log_history.json").write_text(json.dumps(history[:2]), encoding="utf-8")
+    write_manifest(
+        folders["student"],
+        {
+            "stage": "student",
+            "config": {"data": data_config, "student": student_config},
+            "metrics": {},
+            "wall_time_s": 7.25,
+        },
+    )
+
+    # export: real fp32 ONNX file and a real dynamic-int8 copy of it
+    bundle = folders["export"] / "bundle"
+    main_export(
+        str(folders["student"] / "model"),
+        output=bundle / "fp32",
+        task="text-classification",
+        do_validation=False,
+    )
+    for extra in (bundle / "fp32").iterdir():  # keep only the graph, like a bundle's fp32/ folder
+        if extra.name != "model.onnx":
+            extra.unlink()
+    quantize_dynamic(
+        bundle / "fp32" / "model.onnx", bundle / "model.onnx", weight_type=QuantType.QInt8
+    )
+    (bundle / "manifest.json").write_text(
+        json.dumps({"label_names": LABELS, "max_length": MAX_LENGTH}), encoding="utf-8"
+    )
+    (folders["export"] / "predictions").mkdir()
+    rng = np.random.default_rng(6)
+    logits["student_onnx_fp32"] = logits["student"] + rng.normal(0, 1e-6, logits["student"].shape)
+    logits["student_onnx_int8"] = _noisy_logits(test.labels, 0.75, seed=7)
+    for key, file in (
+        ("student_onnx_fp32", "test_fp32.npz"),
+        ("student_onnx_int8", "test_int8.npz"),
+    ):
+        save_logits(folders["export"] / "predictions" / file, test.ids, logits[key])
+    write_manifest(
+        folders["export"],
+        {
+            "stage": "export",
+            "config": {"data": data_config, "export": {"quantization": "dynamic"}},
+            "metrics": {},
+            "wall_time_s": 3.0,
+        },
+    )
+    return {"folders": folders, "splits": splits, "logits": logits}
+
+
+def _run(upstream: dict[str, Any], out: Path, **overrides: Any) -> dict[str, Any]:
+    from distill.stages import report as report_stage
+
+    ctx = RunContext(
+        name="unit<run>",
+        seed=13,
+        task="sequence-classification",
+        workdir=out.parent,
+        recipe_dir=out.parent,
+    )
+    settings = {"latency_runs": 3, "latency_warmup": 1, "latency_threads": 1, **overrides}
+    config = ReportConfig(**settings)
+    out.mkdir()
+    return report_stage.run(ctx, upstream["folders"], out, report=config)
+
+
+@pytest.fixture(scope="module")
+def report_dir(upstream: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "out"
+    metrics = _run(upstream, out)
+    (out / "returned_metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def document(report_dir: Path) -> dict[str, Any]:
+    return json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+
+
+def _rows(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["key"]: row for row in document["rows"]}
+
+
+ROW_KEYS = (
+    "teacher",
+    "student",
+    "student_no_kd",
+    "student_onnx_fp32",
+    "student_onnx_int8",
+    "tfidf",
+)
+
+
+def test_files_written(report_dir: Path, document: dict[str, Any]) -> None:
+    for name in ("report.json", "report.md", "report.html", "accuracy_vs_size.svg"):
+        assert (report_dir / name).is_file(), name
+    assert document["schema_version"] == 1
+    assert list(_rows(document)) == list(ROW_KEYS)
+
+
+def test_metrics_match_the_logits_written(
+    upstream: dict[str, Any], document: dict[str, Any]
+) -> None:
+    labels = upstream["splits"]["test"].labels
+    teacher = upstream["logits"]["teacher"]
+    rows = _rows(document)
+    for key in ROW_KEYS[:-1]:
+        expected = classification_metrics(
+            upstream["logits"][key], labels, 2, reference_logits=teacher
+        )
+        assert rows[key]["accuracy"] == pytest.approx(expected["accuracy"]), key
+        assert rows[key]["macro_f1"] == pytest.approx(expected["macro_f1"]), key
+        assert rows[key]["agreement"] == pytest.approx(expected["agreement"]), key
+        assert rows[key]["examples"] == SPLIT_SIZES["test"]
+    assert rows["teacher"]["agreement"] == 1.0
+    assert rows["teacher"]["accuracy"] == pytest.approx((teacher.argmax(-1) == labels).mean())
+    assert rows["student_onnx_fp32"]["max_abs_logit_diff_vs_student"] < 1e-4
+
+
+def test_sizes_parameters_and_ratios(upstream: dict[str, Any], document: dict[str, Any]) -> None:
+    folders = upstream["folders"]
+    rows = _rows(document)
+    teacher_bytes = (folders["teacher"] / "model" / "model.safetensors").stat().st_size
+    assert rows["teacher"]["bytes"] == teacher_bytes
+    assert (
+        rows["student"]["bytes"]
+        == (folders["student"] / "model" / "model.safetensors").stat().st_size
+    )
+    assert (
+        rows["student_onnx_fp32"]["bytes"]
+        == (folders["export"] / "bundle/fp32/model.onnx").stat().st_size
+    )
+    assert (
+        rows["student_onnx_int8"]["bytes"]
+        == (folders["export"] / "bundle/model.onnx").stat().st_size
+    )
+    assert rows["student_onnx_int8"]["deployed"] is True
+    assert rows["student_onnx_fp32"]["deployed"] is False
+    assert rows["teacher"]["parameters"] > rows["student"]["parameters"] > 0
+    assert rows["student_onnx_int8"]["parameters"] == rows["student"]["parameters"]
+    assert rows["teacher"]["size_ratio"] == 1.0 and rows["teacher"]["speedup"] == 1.0
+    assert rows["student"]["size_ratio"] == pytest.approx(teacher_bytes / rows["student"]["bytes"])
+    teacher_p50 = rows["teacher"]["latency"]["p50_ms"]
+    student_p50 = rows["student"]["latency"]["p50_ms"]
+    assert rows["student"]["speedup"] == pytest.approx(teacher_p50 / student_p50)
+
+
+def test_latency_recorded_with_its_setup(document: dict[str, Any]) -> None:
+    rows = _rows(document)
+    for key in ("teacher", "student", "student_onnx_fp32", "student_onnx_int8"):
+        latency = rows[key]["latency"]
+        assert latency["runs"] == 3 and latency["warmup"] == 1, key
+        assert latency["threads"] == 1 and latency["batch_size"] == 1, key
+        assert latency["sequence_length"] == MAX_LENGTH, key
+        assert 0 < latency["p50_ms"] <= latency["p95_ms"], key
+    assert rows["tfidf"]["latency"] is None
+    setup = document["latency_setup"]
+    assert (setup["threads"], setup["batch_size"], setup["sequence_length"]) == (1, 1, MAX_LENGTH)
+    assert document["hardware"]["cpu"] and document["hardware"]["logical_cores"] >= 1
+
+
+def test_tfidf_floor_and_flags(document: dict[str, Any]) -> None:
+    rows = _rows(document)
+    tfidf = rows["tfidf"]
+    assert tfidf["kind"] == "baseline"
+    assert tfidf["accuracy"] > 0.75  # chance is 0.5; the synthetic cue words make it learnable
+    assert document["baseline"]["accuracy"] == tfidf["accuracy"]
+    expected_below = [key for key in ROW_KEYS[:-1] if not rows[key]["accuracy"] > tfidf["accuracy"]]
+    assert document["baseline"]["below_baseline"] == expected_below
+    for key in ROW_KEYS[:-1]:
+        assert rows[key]["beats_baseline"] is (key not in expected_below)
+
+
+def test_recipe_data_versions_wall_times(document: dict[str, Any]) -> None:
+    assert document["recipe"]["teacher"]["model"] == "tiny-bert"
+    assert document["recipe"]["student"]["alpha"] == 0.5
+    assert document["recipe"]["report"]["latency_runs"] == 3
+    assert document["distillation"]["settings"]["temperature"] == 2.0
+    rows = _rows(document)
+    assert document["distillation"]["accuracy_gain_over_no_kd"] == pytest.approx(
+        rows["student"]["accuracy"] - rows["student_no_kd"]["accuracy"]
+    )
+    splits = document["data"]["splits"]
+    assert {name: info["examples"] for name, info in splits.items()} == SPLIT_SIZES
+    assert sum(splits["train"]["label_counts"].values()) == SPLIT_SIZES["train"]
+    assert document["labels"] == LABELS
+    assert document["wall_time_s"]["teacher"] == 12.5
+    assert document["wall_time_s"]["student"] == 7.25
+    assert "torch" in document["versions"] and "python" in document["versions"]
+    assert document["training"]["teacher"]["curves"]["eval_accuracy"] == [[5.0, 0.7], [10.0, 0.85]]
+
+
+def test_returned_metrics_are_small_and_match(report_dir: Path, document: dict[str, Any]) -> None:
+    metrics = json.loads((report_dir / "returned_metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["rows"]) == set(ROW_KEYS)
+    assert metrics["rows"]["student"]["accuracy"] == _rows(document)["student"]["accuracy"]
+    assert metrics["below_baseline"] == document["baseline"]["below_baseline"]
+
+
+class _Checker(HTMLParser):
+    """Collects tags, checks nesting, and records anything that would load from elsewhere."""
+
+    VOID: ClassVar[set[str]] = {
+        "meta",
+        "br",
+        "img",
+        "input",
+        "link",
+        "hr",
+        "col",
+        "source",
+        "wbr",
+        "area",
+        "base",
+    }
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.tags: list[str] = []
+        self.external: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "xlink:href") and value and not value.startswith("#"):
+                self.external.append(value)
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "xlink:href") and value and not value.startswith("#"):
+                self.external.append(value)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> (open: {self.stack[-3:]})")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_html_is_one_escaped_self_contained_page(
+    report_dir: Path, document: dict[str, Any]
+) -> None:
+    html = (report_dir / "report.html").read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    checker = _Checker()
+    checker.feed(html)
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
+    assert checker.external == []
+    assert "script" not in checker.tags and "link" not in checker.tags
+    assert "<svg" in html and html.count("<svg") >= 1
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the label name, escaped
+    assert "unit&lt;run&gt;" in html
+    assert set(re.findall(r"https?://[^\"'\s]+", html)) <= {  # XML namespaces only
+        "http://www.w3.org/2000/svg",
+        "http://www.w3.org/1999/xlink",
+    }
+    assert "@import" not in html
+    assert re.findall(r"url\((?!#)", html) == []  # only references inside the page
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "duplicate ids"
+    referenced = set(re.findall(r'(?:url\(#|href="#)([^)"]+)', html))
+    assert referenced <= set(ids)
+    for row in document["rows"]:
+        assert f'id="row-{row["key"]}"' in html
+    text = "".join(checker.text)
+    for row in document["rows"]:
+        assert row["name"] in text
+    if document["baseline"]["below_baseline"]:
+        assert 'id="below-baseline"' in html
+        first = _rows(document)[document["baseline"]["below_baseline"][-1]]["name"]
+        assert f"{first} did not beat the TF-IDF" in " ".join(text.split())
+
+
+def test_markdown_table_has_a_row_per_model(report_dir: Path, document: dict[str, Any]) -> None:
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    header = next(i for i, line in enumerate(table) if line.startswith("| Model |"))
+    columns = table[header].count("|")
+    body = table[header + 2 : header + 2 + len(document["rows"])]
+    for row, line in zip(document["rows"], body, strict=True):
+        assert line.startswith(f"| {row['name']}"), line
+        assert line.count("|") == columns, line
+        assert f"{100 * row['accuracy']:.2f}%" in line
+    assert "<script>" not in markdown
+    assert "neg\\|ative &amp; co" in markdown  # a pipe in a label cannot split a table cell
+    assert "](accuracy_vs_size.svg)" in markdown
+    assert re.search(r"\| data \| 0\.5 \|", markdown)
+
+
+def test_quantization_none_and_no_baseline(upstream: dict[str, Any], tmp_path: Path) -> None:
+    folders = dict(upstream["folders"])
+    export = tmp_path / "export"
+    shutil.copytree(folders["export"], export)
+    shutil.move(export / "bundle" / "fp32" / "model.onnx", export / "bundle" / "model.onnx")
+    shutil.rmtree(export / "bundle" / "fp32")
+    (export / "predictions" / "test_int8.npz").unlink()
+    manifest = read_manifest(folders["export"])
+    assert manifest is not None
+    write_manifest(
+        export,
+        {
+            "stage": "export",
+            "config": {"export": {"quantization": "none"}},
+            "metrics": {},
+            "wall_time_s": 1.0,
+        },
+    )
+    folders["export"] = export
+    _run({"folders": folders}, tmp_path / "out", tfidf_baseline=False, latency_batch_size=2)
+    document = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    rows = _rows(document)
+    assert "student_onnx_int8" not in rows and "tfidf" not in rows
+    assert rows["student_onnx_fp32"]["deployed"] is True
+    assert rows["student_onnx_fp32"]["latency"]["batch_size"] == 2
+    assert document["baseline"] is None
+    assert any("quantization = none" in note for note in document["notes"])
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in html and 'id="below-baseline"' not in html
+
+
+def test_missing_manifest_is_a_clear_error(upstream: dict[str, Any], tmp_path: Path) -> None:
+    from distill.errors import ArtifactError
+
+    folders = dict(upstream["folders"])
+    folders["export"] = tmp_path / "export-without-manifest"
+    folders["export"].mkdir()
+    with pytest.raises(ArtifactError, match="export stage has no complete manifest"):
+        _run({"folders": folders}, tmp_path / "out")
+
+
+def test_rerender_from_json_alone(report_dir: Path, tmp_path: Path) -> None:
+    from distill import render
+
+    document = render.load_report(report_dir / "report.json")
+    paths = render.write_reports(document, tmp_path)
+    assert paths["html"].read_text(encoding="utf-8") == (report_dir / "report.html").read_text(
+        encoding="utf-8"
+    )
+    assert paths["markdown"].read_text(encoding="utf-8") == (report_dir / "report.md").read_text(
+        encoding="utf-8"
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**document, "schema_version": 99}), encoding="utf-8")
+    with pytest.raises(render.ReportSchemaError):
+        render.load_report(bad)
