@@ -129,8 +129,9 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for extra in (bundle / "fp32").iterdir():  # keep only the graph, like a bundle's fp32/ folder
         if extra.name != "model.onnx":
             extra.unlink()
+    (bundle / "fp32" / "model.onnx").rename(bundle / "fp32" / "model_fp32.onnx")
     quantize_dynamic(
-        bundle / "fp32" / "model.onnx", bundle / "model.onnx", weight_type=QuantType.QInt8
+        bundle / "fp32" / "model_fp32.onnx", bundle / "model.onnx", weight_type=QuantType.QInt8
     )
     (bundle / "manifest.json").write_text(
         json.dumps({"label_names": LABELS, "max_length": MAX_LENGTH}), encoding="utf-8"
@@ -236,7 +237,7 @@ def test_sizes_parameters_and_ratios(upstream: dict[str, Any], document: dict[st
     )
     assert (
         rows["student_onnx_fp32"]["bytes"]
-        == (folders["export"] / "bundle/fp32/model.onnx").stat().st_size
+        == (folders["export"] / "bundle/fp32/model_fp32.onnx").stat().st_size
     )
     assert (
         rows["student_onnx_int8"]["bytes"]
@@ -409,7 +410,7 @@ def test_quantization_none_and_no_baseline(upstream: dict[str, Any], tmp_path: P
     folders = dict(upstream["folders"])
     export = tmp_path / "export"
     shutil.copytree(folders["export"], export)
-    shutil.move(export / "bundle" / "fp32" / "model.onnx", export / "bundle" / "model.onnx")
+    shutil.move(export / "bundle" / "fp32" / "model_fp32.onnx", export / "bundle" / "model.onnx")
     shutil.rmtree(export / "bundle" / "fp32")
     (export / "predictions" / "test_int8.npz").unlink()
     manifest = read_manifest(folders["export"])

@@ -163,7 +163,9 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     # ONNX rows ----------------------------------------------------------------------------
     quantization = _quantization(export_dir, manifests["export"])
     bundle = export_dir / "bundle"
-    fp32_path = bundle / "fp32" / "model.onnx" if quantization != "none" else bundle / "model.onnx"
+    fp32_path = (
+        bundle / "fp32" / "model_fp32.onnx" if quantization != "none" else bundle / "model.onnx"
+    )
     int8_path = bundle / "model.onnx" if quantization != "none" else None
     tokenizer = _tokenizer(student_dir / "model")
     onnx_batch = fixed_length_batch(
@@ -513,7 +515,7 @@ def _quantization(export_dir: Path, manifest: dict[str, Any]) -> str:
     value = ((manifest.get("config") or {}).get("export") or {}).get("quantization")
     if isinstance(value, str):
         return value
-    return "dynamic" if (export_dir / "bundle" / "fp32" / "model.onnx").is_file() else "none"
+    return "dynamic" if (export_dir / "bundle" / "fp32" / "model_fp32.onnx").is_file() else "none"
 
 
 def _weight_files(model_dir: Path) -> list[Path]:

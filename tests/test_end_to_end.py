@@ -1,0 +1,109 @@
+"""One real `distill run` through the command line on tiny models, then reruns."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.artifacts import read_manifest, sha256_file
+
+
+def distill(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    return subprocess.run(
+        [sys.executable, "-m", "distill", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    import csv
+
+    from conftest import synthetic_rows
+
+    root = tmp_path_factory.mktemp("project")
+    with (root / "reviews.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(synthetic_rows(160))
+    (root / "recipe.toml").write_text(
+        f"""
+name = "tiny"
+seed = 5
+[data]
+path = "reviews.csv"
+max_length = 24
+[teacher]
+model = "{tiny_model_dir}"
+epochs = 5
+learning_rate = 3e-3
+batch_size = 16
+[student]
+num_layers = 2
+epochs = 4
+learning_rate = 3e-3
+batch_size = 16
+[export]
+quantization = "dynamic"
+max_accuracy_drop = 0.5
+[report]
+latency_runs = 3
+latency_warmup = 1
+""",
+        encoding="utf-8",
+    )
+    result = distill("run", "recipe.toml", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def test_run_writes_every_stage_bundle_and_report(project: Path) -> None:
+    for stage in ("data", "teacher", "student", "export", "report"):
+        assert read_manifest(project / "runs" / "tiny" / stage) is not None, stage
+    report = json.loads((project / "reports" / "tiny" / "report.json").read_text())
+    rows = {row["key"]: row for row in report["rows"]}
+    assert {
+        "teacher",
+        "student",
+        "student_no_kd",
+        "student_onnx_fp32",
+        "student_onnx_int8",
+        "tfidf",
+    } <= rows.keys()
+    teacher = read_manifest(project / "runs" / "tiny" / "teacher")
+    assert rows["teacher"]["accuracy"] == pytest.approx(teacher["metrics"]["test"]["accuracy"])
+    assert rows["teacher"]["accuracy"] >= 0.8
+    assert rows["student"]["parameters"] < rows["teacher"]["parameters"]
+    assert (project / "reports" / "tiny" / "report.html").read_text().count("<svg") >= 1
+    assert "| " in (project / "reports" / "tiny" / "report.md").read_text()
+    bundle = json.loads((project / "export" / "tiny" / "manifest.json").read_text())
+    files = bundle["files"]
+    for rel, entry in files.items():
+        assert sha256_file(project / "export" / "tiny" / rel) == entry["sha256"], rel
+    roles = {entry["role"] for entry in files.values()}
+    assert {"int8", "fp32", "tokenizer", "config"} <= roles
+
+
+def test_rerun_skips_and_a_changed_table_reruns_only_what_it_affects(project: Path) -> None:
+    again = distill("run", "recipe.toml", cwd=project)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr.count("skipped (up to date)") == 5
+    changed = distill("run", "recipe.toml", "--set", "export.max_accuracy_drop=0.6", cwd=project)
+    assert changed.returncode == 0, changed.stderr[-2000:]
+    ran = [
+        line.split("stage")[1].split()[0]
+        for line in changed.stderr.splitlines()
+        if "running" in line
+    ]
+    assert ran == ["export", "report"]
