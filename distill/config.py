@@ -79,6 +79,8 @@ class TrainingConfig(_Table):
     early_stopping_patience: int = Field(
         2, ge=0, description="Evaluations without improvement before stopping; 0 disables."
     )
+    freeze_embeddings: bool = Field(False, description="Do not train the embedding matrices.")
+    freeze_layers: int = Field(0, ge=0, description="Freeze the lowest N transformer layers.")
     report_to: list[Literal["tensorboard"]] = Field(
         default_factory=list, description="Training trackers; none unless asked for."
     )
@@ -89,8 +91,6 @@ class TeacherConfig(TrainingConfig):
 
     model: str = Field(description="Hub id, local folder, or 'pkg:DIST/path/in/package'.")
     revision: str | None = None
-    freeze_embeddings: bool = False
-    freeze_layers: int = Field(0, ge=0, description="Freeze the lowest N transformer layers.")
     trust_remote_code: bool = False
 
 

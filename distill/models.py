@@ -142,12 +142,14 @@ def evenly_spaced_layers(total: int, keep: int) -> list[int]:
     return [int(i) for i in np.linspace(0, total - 1, keep).round().astype(int)]
 
 
-def freeze(model: nn.Module, embeddings: bool, lowest_layers: int) -> dict[str, int]:
+def freeze(
+    model: nn.Module, embeddings: bool, lowest_layers: int, table: str = "teacher"
+) -> dict[str, int]:
     """Freeze the embeddings and/or the lowest N layers; returns trainable/total parameter counts."""
     layers = transformer_layers(model)
     if lowest_layers > len(layers):
         raise ModelLoadError(
-            f"teacher.freeze_layers = {lowest_layers}: the model has {len(layers)} layers"
+            f"{table}.freeze_layers = {lowest_layers}: the model has {len(layers)} layers"
         )
     if embeddings:
         model.get_input_embeddings().requires_grad_(False)

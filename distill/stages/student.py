@@ -30,6 +30,7 @@ from distill.dataset_files import (
 from distill.models import (
     ATTENTION,
     evenly_spaced_layers,
+    freeze,
     load_tokenizer,
     parameter_counts,
     resolve_model,
@@ -94,6 +95,7 @@ def _train_variant(
     out: Path,
 ) -> dict[str, Any]:
     model, tokenizer, built = build_student(config, teacher_dir, ctx, task, label_names)
+    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
     use_teacher = alpha > 0
     encoded = {
         split_name: task.encode(
