@@ -52,6 +52,9 @@ class RunContext:
     workdir: Path
     recipe_dir: Path
     is_main_process: bool = True
+    # Set by the pipeline for the running stage: where its training checkpoints live. They
+    # sit outside the stage's staging folder so that a killed stage can resume from them.
+    checkpoints: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -60,6 +63,10 @@ class RunContext:
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
+
+    def checkpoint_dir(self, out: Path, variant: str = "model") -> Path:
+        """Where a training stage keeps checkpoints for ``variant`` (inside ``out`` when unset)."""
+        return (self.checkpoints or out / "checkpoints") / variant
 
     @property
     def export_dir(self) -> Path:
@@ -132,9 +139,9 @@ def write_manifest(folder: Path, payload: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
+def read_manifest(folder: Path, name: str = MANIFEST) -> dict[str, Any] | None:
     """The folder's manifest, or None when it is missing or unreadable (never half-trusted)."""
-    path = folder / MANIFEST
+    path = folder / name
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -9,7 +9,10 @@ the seed and the upstream fingerprints, and checks every file's sha256 before re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,6 +146,7 @@ def run_pipeline(
         forced = set(names)
     last = names.index(only) if only else len(stages) - 1
 
+    check_output_paths(ctx)
     manifests: dict[str, dict[str, Any]] = {}
     prints: dict[str, str] = {}
     for spec in stages[: last + 1]:
@@ -177,10 +181,12 @@ def _run_stage(
 ) -> None:
     run = spec.load()
     sections = {s: getattr(recipe, s) for s in spec.sections}
+    checkpoints = _checkpoint_root(ctx, spec.name, expected)
+    stage_ctx = dataclasses.replace(ctx, checkpoints=checkpoints)
     started = time.perf_counter()
     with staging_dir(folder) as out:
         try:
-            metrics = run(ctx, inputs, out, **sections)
+            metrics = run(stage_ctx, inputs, out, **sections)
         except DistillError:
             raise
         except OSError as exc:
@@ -206,3 +212,27 @@ def _run_stage(
             },
         )
         replace_dir(out, folder)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # only needed to resume this stage
+
+
+def _checkpoint_root(ctx: RunContext, stage: str, expected: str) -> Path:
+    """Checkpoints of this stage at this fingerprint; those of other fingerprints are stale."""
+    root = ctx.run_dir / ".checkpoints"
+    current = root / f"{stage}-{expected[:16]}"
+    for stale in root.glob(f"{stage}-*"):
+        if stale != current:
+            shutil.rmtree(stale, ignore_errors=True)
+    return current
+
+
+def check_output_paths(ctx: RunContext) -> None:
+    """Refuse output folders reached through a symbolic link: they could write outside the project."""
+    for path in (ctx.run_dir, ctx.export_dir, ctx.report_dir):
+        current = path
+        while current != ctx.workdir and current != current.parent:
+            if current.is_symlink():
+                raise ArtifactError(
+                    f"{current} is a symbolic link (to {os.readlink(current)}); distill writes "
+                    "only to real folders under the work folder. Remove the link or change name"
+                )
+            current = current.parent

@@ -23,6 +23,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from distill.artifacts import list_files, read_manifest, verify_files, write_json_atomic
 from distill.config import TrainingConfig
 from distill.errors import DistillError
 from distill.tasks.base import Task
@@ -32,6 +33,45 @@ log = logging.getLogger("distill")
 
 class NonFiniteLossError(DistillError):
     """Training produced a NaN or infinite loss."""
+
+
+COMPLETE_MARKER = "distill-complete.json"
+
+
+class MarkCompleteCheckpoints(TrainerCallback):
+    """Seal each checkpoint once the Trainer has finished writing it.
+
+    The Trainer does not write checkpoints atomically (transformers#35580 was reverted),
+    so a kill during a save leaves a folder that looks complete. distill resumes only
+    from a checkpoint whose marker lists every file with its sha256.
+    """
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            payload = {"step": state.global_step, "files": list_files(folder)}
+            write_json_atomic(folder / COMPLETE_MARKER, payload)
+
+
+def _sealed(folder: Path) -> bool:
+    marker = read_manifest(folder, COMPLETE_MARKER)
+    return marker is not None and not verify_files(folder, marker)
+
+
+def last_complete_checkpoint(work_dir: Path) -> Path | None:
+    """The newest sealed checkpoint; unsealed (partial) ones are deleted so none is reused."""
+
+    def step(folder: Path) -> int:
+        suffix = folder.name.rpartition("-")[2]
+        return int(suffix) if suffix.isdigit() else -1
+
+    found = None
+    for folder in sorted(work_dir.glob("checkpoint-*"), key=step, reverse=True):
+        if _sealed(folder):
+            found = found or folder
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return found
 
 
 class DistillationTrainer(Trainer):
@@ -140,7 +180,7 @@ def train(
         metrics.pop("examples", None)
         return metrics
 
-    callbacks: list[TrainerCallback] = []
+    callbacks: list[TrainerCallback] = [MarkCompleteCheckpoints()]
     if config.early_stopping_patience > 0:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
@@ -161,7 +201,10 @@ def train(
         temperature=temperature,
         alpha=alpha,
     )
-    trainer.train()
+    resume = last_complete_checkpoint(work_dir) if work_dir.is_dir() else None
+    if resume is not None:
+        log.info("%s: resuming from %s", stage, resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return trainer, list(trainer.state.log_history)
 
 

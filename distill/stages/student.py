@@ -103,7 +103,7 @@ def _train_variant(
         )
         for split_name, split in splits.items()
     }
-    work_dir = out / "checkpoints"
+    work_dir = ctx.checkpoint_dir(out, "baseline" if alpha == 0 else "distilled")
     trainer, history = train(
         stage=f"student ({name})",
         task=task,

@@ -40,7 +40,7 @@ def run(
     encoded = {
         name: task.encode(tokenizer, split, data.max_length) for name, split in splits.items()
     }
-    work_dir = out / "checkpoints"
+    work_dir = ctx.checkpoint_dir(out)
     trainer, history = train(
         stage="teacher",
         task=task,
