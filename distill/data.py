@@ -21,6 +21,12 @@ from distill.dataset_files import Split
 from distill.errors import DataError
 from distill.sources import SourceError, resolve_local
 
+# A text field may be huge (a pasted document); the model sees max_length tokens, so the
+# stored text is cut at a bound that keeps memory flat without touching normal texts.
+MAX_TEXT_CHARS = 100_000
+# Python's csv refuses fields over 128 KiB by default: allow large ones, then cut them.
+csv.field_size_limit(64 * 1024 * 1024)
+
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 
 
@@ -38,7 +44,9 @@ class LoadReport:
 
     rows_read: dict[str, int] = field(default_factory=dict)
     empty_text_dropped: dict[str, int] = field(default_factory=dict)
+    texts_truncated: int = 0
     duplicates_dropped: int = 0
+    train_overlap_dropped: int = 0
     subsampled_from: int | None = None
     stratified: bool = True
 
@@ -187,6 +195,9 @@ def load_rows(
         if not text:
             empty += 1
             continue
+        if len(text) > MAX_TEXT_CHARS:
+            text = text[:MAX_TEXT_CHARS]
+            report.texts_truncated += 1
         label = record.get(config.label_column)
         if label is None or str(label).strip() == "":
             raise DataError(f"{name}: line {line}: empty label in column {config.label_column!r}")
@@ -214,7 +225,7 @@ def _deduplicate(rows: list[Row]) -> tuple[list[Row], int]:
     seen: set[str] = set()
     kept = []
     for row in rows:
-        key = " ".join(row.text.lower().split())
+        key = _text_key(row.text)
         if key not in seen:
             seen.add(key)
             kept.append(row)
@@ -237,6 +248,31 @@ def _split(
         report.stratified = False
         rest, taken = train_test_split(indices, test_size=fraction, random_state=seed)
     return [rows[i] for i in sorted(rest)], [rows[i] for i in sorted(taken)]
+
+
+def _without_evaluation_texts(
+    train: list[Row], parts: dict[str, list[Row]], config: DataConfig, report: LoadReport
+) -> list[Row]:
+    """Keep evaluation honest: a text in validation/test must not also be trained on."""
+    held_out = {_text_key(r.text): r for name in ("validation", "test") for r in parts[name]}
+    leaked = [r for r in train if _text_key(r.text) in held_out]
+    if not leaked:
+        return train
+    if not config.deduplicate:
+        pairs = ", ".join(
+            f"{r.example_id} = {held_out[_text_key(r.text)].example_id}" for r in leaked[:5]
+        )
+        raise DataError(
+            f"{len(leaked)} training text(s) also appear in validation/test ({pairs}); "
+            "set data.deduplicate = true to drop them from training"
+        )
+    report.train_overlap_dropped = len(leaked)
+    leaked_ids = {r.example_id for r in leaked}
+    return [r for r in train if r.example_id not in leaked_ids]
+
+
+def _text_key(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def _label_order(labels: set[str]) -> list[str]:
@@ -277,7 +313,8 @@ def build_splits(
         )
         train, parts["validation"] = _split(train, share, seed + 1, report)
     parts.update(separate)
-    parts["train"] = train
+    parts["train"] = _without_evaluation_texts(train, parts, config, report)
+    train = parts["train"]
 
     train_labels = {r.label for r in train}
     if len(train_labels) < 2:

@@ -18,6 +18,13 @@ from distill.sources import resolve_local
 # could make transformers fetch and run code (the `kernels` hub integration): refused.
 LOCAL_ATTENTION = {"eager", "sdpa", "flash_attention_2", "flex_attention"}
 ATTENTION = "sdpa"
+_CODE_CHOOSING_KEYS = {
+    "auto_map",
+    "attn_implementation",
+    "architectures",
+    "model_type",
+    "trust_remote_code",
+}
 
 
 def _check_model_folder(folder: Path, key: str, trust_remote_code: bool) -> None:
@@ -64,11 +71,33 @@ def resolve_model(reference: str, base_dir: Path, key: str, trust_remote_code: b
     return str(local)
 
 
+def _check_tokenizer_files(folder: Path, key: str) -> None:
+    """Refuse a tokenizer config that names files outside its own folder."""
+    config_path = folder / "tokenizer_config.json"
+    if not config_path.is_file():
+        return
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ModelLoadError(f"{key}: {config_path} is not valid JSON ({exc})") from None
+    root = folder.resolve()
+    for field, value in config.items():
+        if not (field.endswith("_file") or field.endswith("_files")) or not isinstance(value, str):
+            continue
+        target = (folder / value).resolve()
+        if Path(value).is_absolute() or not target.is_relative_to(root):
+            raise ModelLoadError(
+                f"{key}: {config_path} field {field!r} = {value!r} points outside the model folder; refused"
+            )
+
+
 def load_tokenizer(
     source: str, key: str, revision: str | None = None, trust_remote_code: bool = False
 ) -> Any:
     from transformers import AutoTokenizer
 
+    if Path(source).is_dir():
+        _check_tokenizer_files(Path(source), key)
     try:
         return AutoTokenizer.from_pretrained(
             source, revision=revision, trust_remote_code=trust_remote_code
@@ -204,6 +233,10 @@ def student_from_config(teacher: nn.Module, overrides: dict[str, Any], seed: int
     from transformers import AutoModelForSequenceClassification
 
     config = copy.deepcopy(teacher.config)
+    # Keys that choose code rather than shapes are not configurable from a recipe.
+    refused = [k for k in overrides if k.startswith("_") or k in _CODE_CHOOSING_KEYS]
+    if refused:
+        raise ModelLoadError(f"student.config: {refused} cannot be set from a recipe")
     unknown = [k for k in overrides if not hasattr(config, k)]
     if unknown:
         raise ModelLoadError(f"student.config: {unknown} are not fields of {type(config).__name__}")

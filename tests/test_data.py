@@ -174,3 +174,39 @@ def test_package_path_resolves_shipped_files(tmp_path: Path) -> None:
         build_splits(config("pkg:pytest/pytest/nothing.csv"), tmp_path, seed=0)
     with pytest.raises(DistillError, match="may not leave the package"):
         build_splits(config("pkg:pytest/../../etc/passwd"), tmp_path, seed=0)
+
+
+def test_huge_text_field_is_read_and_cut(tmp_path: Path) -> None:
+    from distill.data import MAX_TEXT_CHARS
+
+    huge = "word " * 2_000_000  # 10 MB in one CSV field
+    rows = ["text,label", f"{huge},a"] + [f"text {i},{'a' if i % 2 else 'b'}" for i in range(40)]
+    path = write_csv(tmp_path / "big.csv", rows)
+    splits, _, report = build_splits(config(path), tmp_path, seed=0)
+    longest = max(len(t) for s in splits.values() for t in s.texts)
+    assert longest == MAX_TEXT_CHARS
+    assert report.texts_truncated == 1
+
+
+def test_test_texts_are_never_trained_on(sentiment_csv: Path, tmp_path: Path) -> None:
+    import csv as csv_module
+
+    with sentiment_csv.open(encoding="utf-8") as handle:
+        rows = list(csv_module.reader(handle))[1:]
+    test_file = write_csv(
+        tmp_path / "test.csv",
+        ["text,label", f"{rows[0][0].upper()},{rows[0][1]}", "new text here,positive"],
+    )
+    splits, _, report = build_splits(
+        config(sentiment_csv, test_path=str(test_file)), tmp_path, seed=0
+    )
+    assert report.train_overlap_dropped == 1
+    train_texts = {t.lower() for t in splits["train"].texts + splits["validation"].texts}
+    assert rows[0][0].lower() not in train_texts
+    with pytest.raises(
+        DataError,
+        match=r"1 training text\(s\) also appear in validation/test \(reviews.csv:2 = test.csv:2\)",
+    ):
+        build_splits(
+            config(sentiment_csv, test_path=str(test_file), deduplicate=False), tmp_path, seed=0
+        )

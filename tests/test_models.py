@@ -155,3 +155,24 @@ def test_unknown_hub_model_offline_is_one_clear_error() -> None:
 def test_missing_local_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"teacher.model: './nope' does not exist"):
         resolve_model("./nope", tmp_path, "teacher.model")
+
+
+@pytest.mark.parametrize("key", ["_attn_implementation", "auto_map", "model_type"])
+def test_code_choosing_config_keys_are_refused(teacher: torch.nn.Module, key: str) -> None:
+    with pytest.raises(ModelLoadError, match="cannot be set from a recipe"):
+        student_from_config(teacher, {key: "x"}, seed=0)
+
+
+def test_tokenizer_files_outside_the_folder_are_refused(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from distill.models import load_tokenizer
+
+    folder = copy_model(tiny_model_dir, tmp_path / "m")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["vocab_file"] = "../../etc/passwd"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ModelLoadError, match="field 'vocab_file' = '../../etc/passwd' points outside"
+    ):
+        load_tokenizer(str(folder), "teacher.model")
