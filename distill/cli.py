@@ -1,4 +1,7 @@
-"""Command line: ``distill validate | run | schema``.
+"""Command line: ``distill validate | run | schema | predict``.
+
+``predict`` serves an exported bundle (:mod:`distill.serve`): it must not import torch or
+transformers, so every heavy import stays inside the other handlers.
 
 User errors (a bad recipe, missing data, a model that cannot be found) print one clear
 message and exit with status 2; no traceback.
@@ -69,10 +72,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="write the recipe JSON Schema")
     schema.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify texts with an exported bundle (onnxruntime only, no torch)",
+        description=(
+            "Classify texts with an exported bundle (export/<name>/). Texts come from the "
+            "arguments, from --file (one per line), or from stdin when neither is given "
+            "(or for '-'); blank lines are skipped. Prints one line per text: "
+            "label<TAB>probability<TAB>every label=probability."
+        ),
+    )
+    predict.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
+    predict.add_argument(
+        "texts", nargs="*", metavar="TEXT", help="texts to classify ('-' reads stdin)"
+    )
+    predict.add_argument(
+        "-f", "--file", type=Path, help="read texts from this file, one per line ('-': stdin)"
+    )
+    predict.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON lines: text, label, probability, probabilities per label",
+    )
+    predict.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="onnxruntime intra-op threads (default: onnxruntime's choice)",
+    )
+    predict.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        help="texts per onnxruntime call (default: 32)",
+    )
     return parser
 
 
-def _configure_logging(quiet: bool) -> None:
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
+    return number
+
+
+def _configure_logging(quiet: bool, *, transformers_logging: bool = True) -> None:
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(name)s: %(message)s",
@@ -80,6 +128,8 @@ def _configure_logging(quiet: bool) -> None:
         stream=sys.stderr,
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not transformers_logging:  # `distill predict` must not import transformers
+        return
     try:
         import transformers
 
@@ -152,10 +202,76 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_lines(text: str) -> list[str]:
+    """One text per line (\\n or \\r\\n); blank lines are skipped."""
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return [line for line in lines if line.strip()]
+
+
+def _predict_texts(args: argparse.Namespace) -> list[str]:
+    """The texts in order: arguments ('-' is stdin), then --file; stdin when neither is given."""
+    from distill.errors import DataError
+
+    def stdin_lines() -> list[str]:
+        if sys.stdin is None:
+            raise DataError("no texts given and no stdin to read them from")
+        if sys.stdin.isatty():
+            print("reading texts from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
+        return _read_lines(sys.stdin.read())
+
+    texts: list[str] = []
+    for text in args.texts:
+        if text == "-":
+            texts.extend(stdin_lines())
+        else:
+            texts.append(text)
+    if args.file is not None:
+        if str(args.file) == "-":
+            texts.extend(stdin_lines())
+        else:
+            try:
+                texts.extend(_read_lines(args.file.read_text(encoding="utf-8-sig")))
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{args.file}: not UTF-8 text ({exc.reason})") from None
+            except OSError as exc:
+                raise DataError(f"{args.file}: cannot read it: {exc.strerror or exc}") from None
+    elif not args.texts:
+        texts.extend(stdin_lines())
+    return texts
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from distill.serve import load_bundle
+
+    predictor = load_bundle(args.bundle, threads=args.threads)
+    texts = _predict_texts(args)
+    try:
+        for prediction in predictor.iter_predict(texts, batch_size=args.batch_size):
+            if args.json:
+                line = json.dumps(prediction.to_dict(), ensure_ascii=False)
+            else:
+                scores = " ".join(f"{k}={v:.4f}" for k, v in prediction.probabilities.items())
+                line = f"{prediction.label}\t{prediction.probability:.4f}\t{scores}"
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `distill predict ... | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _configure_logging(args.quiet)
-    handlers = {"validate": _validate, "run": _run, "schema": _schema}
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills `predict`'s TEXT list from one run of positionals only; texts after an
+    # option (`predict BUNDLE --json "a" "b"`) come back unrecognised and are texts too.
+    if extra and args.command == "predict" and all(a == "-" or a[:1] != "-" for a in extra):
+        args.texts = [*args.texts, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _configure_logging(args.quiet, transformers_logging=args.command != "predict")
+    handlers = {"validate": _validate, "run": _run, "schema": _schema, "predict": _predict}
     try:
         return handlers[args.command](args)
     except DistillError as exc:

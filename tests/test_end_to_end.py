@@ -107,3 +107,29 @@ def test_rerun_skips_and_a_changed_table_reruns_only_what_it_affects(project: Pa
         if "running" in line
     ]
     assert ran == ["export", "report"]
+
+
+def test_same_recipe_and_seed_give_identical_results(project: Path, tmp_path: Path) -> None:
+    """Determinism on CPU: a second run elsewhere gives the same metrics and the same student bytes."""
+    import shutil
+
+    for name in ("recipe.toml", "reviews.csv"):
+        shutil.copy(project / name, tmp_path / name)
+    result = distill("run", "recipe.toml", "--only", "student", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for stage in ("data", "teacher", "student"):
+        first = read_manifest(project / "runs" / "tiny" / stage)
+        second = read_manifest(tmp_path / "runs" / "tiny" / stage)
+        assert first is not None and second is not None
+        assert second["fingerprint"] == first["fingerprint"], stage
+        assert (
+            second["metrics"]["test" if stage != "data" else "sizes"]
+            == first["metrics"]["test" if stage != "data" else "sizes"]
+        )
+    weights = "model/model.safetensors"
+    assert sha256_file(tmp_path / "runs/tiny/student" / weights) == sha256_file(
+        project / "runs/tiny/student" / weights
+    )
+    assert sha256_file(tmp_path / "runs/tiny/teacher/logits/train.npz") == sha256_file(
+        project / "runs/tiny/teacher/logits/train.npz"
+    )

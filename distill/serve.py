@@ -1,0 +1,450 @@
+"""Serve an exported bundle with onnxruntime, tokenizers and numpy only: no torch, no
+transformers.
+
+:func:`load_bundle` reads ``export/<name>/manifest.json``, checks it, checks every file it
+lists (size and sha256), loads ``tokenizer.json`` with the ``tokenizers`` library and
+``model.onnx`` with an onnxruntime CPU session. :meth:`BundlePredictor.predict` then
+tokenizes the way the export stage evaluated the model (truncation to the manifest's
+``max_length``, each batch padded to its longest text), feeds the graph exactly the inputs
+it declares with the integer type it declares, and turns the logits into probabilities.
+
+Everything wrong with a bundle (a missing folder, an unreadable or inconsistent manifest, a
+missing, resized or modified file, a file the manifest does not list but the bundle needs)
+raises :class:`distill.errors.ArtifactError` naming the file and the problem.
+
+This module must stay importable without torch or transformers (``tests/test_predict.py``
+checks it in a fresh interpreter): import only the standard library, numpy, onnxruntime,
+tokenizers and light distill modules here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from distill.artifacts import sha256_file
+from distill.errors import ArtifactError
+from distill.onnx_utils import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
+
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_BATCH_SIZE = 32
+# Graph input -> the tokenizers.Encoding attribute that feeds it.
+ENCODING_FIELDS = {
+    "input_ids": "ids",
+    "attention_mask": "attention_mask",
+    "token_type_ids": "type_ids",
+}
+_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The most probable label of one text, and every label's probability."""
+
+    text: str
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "label": self.label,
+            "probability": self.probability,
+            "probabilities": dict(self.probabilities),
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (computed in float64, max-subtracted)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _problems_error(bundle: Path, problems: list[str]) -> ArtifactError:
+    if len(problems) == 1:
+        return ArtifactError(problems[0])
+    listed = "\n".join(f"  - {p}" for p in problems)
+    return ArtifactError(f"bundle {bundle}: {len(problems)} problems:\n{listed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _safe_relpath(rel: Any) -> bool:
+    """A relative POSIX path inside the bundle (no absolute path, no ``..``, no backslash)."""
+    if not isinstance(rel, str) or not rel or "\\" in rel:
+        return False
+    path = PurePosixPath(rel)
+    return not path.is_absolute() and ".." not in path.parts and rel != MANIFEST_FILE
+
+
+def read_bundle_manifest(bundle: Path) -> dict[str, Any]:
+    """``bundle/manifest.json``, checked for the fields serving needs (raises ArtifactError)."""
+    bundle = Path(bundle)
+    if not bundle.exists():
+        raise ArtifactError(
+            f"{bundle}: no such bundle folder (expected a folder the export stage published, "
+            "e.g. export/<run name>/)"
+        )
+    if not bundle.is_dir():
+        raise ArtifactError(f"{bundle}: not a folder; expected an exported bundle folder")
+    path = bundle / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(
+            f"{path}: missing; {bundle} is not a complete distill bundle "
+            "(the export stage writes manifest.json last)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
+
+    problems: list[str] = []
+    fmt, version = manifest.get("format"), manifest.get("format_version")
+    if fmt != BUNDLE_FORMAT:
+        problems.append(f"{path}: 'format' is {fmt!r}, expected {BUNDLE_FORMAT!r}")
+    elif not _is_int(version) or version < 1:
+        problems.append(f"{path}: 'format_version' must be a positive integer, not {version!r}")
+    elif version > BUNDLE_FORMAT_VERSION:
+        problems.append(
+            f"{path}: format_version {version} is newer than this distill reads "
+            f"({BUNDLE_FORMAT_VERSION}); upgrade distill"
+        )
+    labels = manifest.get("labels")
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or not all(isinstance(name, str) and name for name in labels)
+    ):
+        problems.append(f"{path}: 'labels' must be a non-empty list of label names")
+    elif len(set(labels)) != len(labels):
+        problems.append(f"{path}: 'labels' repeats a name: {labels}")
+    max_length = manifest.get("max_length")
+    if not _is_int(max_length) or max_length < 1:
+        problems.append(f"{path}: 'max_length' must be a positive integer, not {max_length!r}")
+    input_names = manifest.get("input_names")
+    if not isinstance(input_names, list) or not all(isinstance(n, str) for n in input_names):
+        problems.append(f"{path}: 'input_names' must be a list of graph input names")
+    model = manifest.get("model", "model.onnx")
+    if not _safe_relpath(model):
+        problems.append(f"{path}: 'model' must be a relative path inside the bundle, not {model!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        problems.append(f"{path}: 'files' must map each file to its role, sha256 and bytes")
+        raise _problems_error(bundle, problems)
+    for rel, entry in files.items():
+        if not _safe_relpath(rel):
+            problems.append(f"{path}: 'files' lists {rel!r}, which is not a path inside the bundle")
+        elif (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not _SHA256.match(entry["sha256"])
+            or not _is_int(entry.get("bytes"))
+            or entry["bytes"] < 0
+        ):
+            problems.append(
+                f"{path}: the entry of {rel} needs a 64-hex-digit 'sha256' and a 'bytes' count"
+            )
+    for required in (model, TOKENIZER_FILE):
+        if isinstance(required, str) and required not in files:
+            problems.append(
+                f"{path}: 'files' does not list {required}, which the bundle needs "
+                "(every file the bundle uses must be listed with its sha256)"
+            )
+    if problems:
+        raise _problems_error(bundle, problems)
+    manifest.setdefault("model", model)
+    return manifest
+
+
+def verify_bundle(bundle: Path) -> dict[str, Any]:
+    """Check the manifest and every file it lists (presence, size, sha256); returns the manifest.
+
+    Raises :class:`ArtifactError` listing every problem, each naming its file.
+    """
+    bundle = Path(bundle)
+    manifest = read_bundle_manifest(bundle)
+    problems = []
+    for rel, entry in manifest["files"].items():
+        path = bundle / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing (manifest.json lists it)")
+            continue
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            problems.append(
+                f"{path}: {size} bytes, but manifest.json records {entry['bytes']}; "
+                "the file was changed after export"
+            )
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(
+                f"{path}: sha256 differs from manifest.json; the file was changed after export"
+            )
+    if problems:
+        raise _problems_error(bundle, problems)
+    _check_config_labels(bundle, manifest)
+    return manifest
+
+
+def _check_config_labels(bundle: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's label names against ``config.json``'s ``id2label`` (a verified file)."""
+    if "config.json" not in manifest["files"]:
+        return
+    path = bundle / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        id2label = config.get("id2label") if isinstance(config, dict) else None
+        names = [id2label[key] for key in sorted(id2label, key=int)] if id2label else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        raise ArtifactError(f"{path}: not a readable model config") from None
+    if names is None:
+        return
+    labels = manifest["labels"]
+    generic = all(isinstance(n, str) and _GENERIC_LABEL.match(n) for n in names)
+    if len(names) != len(labels) or (not generic and names != labels):
+        raise ArtifactError(
+            f"{bundle / MANIFEST_FILE}: 'labels' {labels} do not match the model's "
+            f"id2label {names} in {path}; was manifest.json edited?"
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _pad_token(bundle: Path, tokenizer: Any, manifest: dict[str, Any]) -> tuple[int, str]:
+    """The padding token the model was trained and exported with.
+
+    Looked up in ``tokenizer_config.json`` / ``special_tokens_map.json`` (what transformers
+    reads), then in ``tokenizer.json``'s own padding settings, then ``config.json``'s
+    ``pad_token_id``. Only files listed (hence verified) by the manifest are read.
+    """
+    files = manifest["files"]
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if name not in files:
+            continue
+        try:
+            token = json.loads((bundle / name).read_text(encoding="utf-8")).get("pad_token")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(token, dict):
+            token = token.get("content")
+        if isinstance(token, str) and tokenizer.token_to_id(token) is not None:
+            return tokenizer.token_to_id(token), token
+    padding = tokenizer.padding
+    if padding and padding.get("pad_token") is not None:
+        return int(padding["pad_id"]), str(padding["pad_token"])
+    if "config.json" in files:
+        try:
+            pad_id = json.loads((bundle / "config.json").read_text(encoding="utf-8")).get(
+                "pad_token_id"
+            )
+        except (OSError, ValueError, AttributeError):
+            pad_id = None
+        if _is_int(pad_id):
+            return pad_id, tokenizer.id_to_token(pad_id) or "[PAD]"
+    raise ArtifactError(
+        f"{bundle / TOKENIZER_FILE}: no padding token found (looked in tokenizer_config.json, "
+        "special_tokens_map.json, tokenizer.json and config.json)"
+    )
+
+
+def _padding_side(bundle: Path, manifest: dict[str, Any], key: str) -> str:
+    if "tokenizer_config.json" in manifest["files"]:
+        try:
+            side = json.loads((bundle / "tokenizer_config.json").read_text(encoding="utf-8")).get(
+                key
+            )
+        except (OSError, ValueError, AttributeError):
+            side = None
+        if side in ("left", "right"):
+            return side
+    return "right"
+
+
+def load_tokenizer(bundle: Path, manifest: dict[str, Any]) -> Any:
+    """``tokenizer.json`` with truncation to ``max_length`` and batch-longest padding.
+
+    The truncation and padding stored inside tokenizer.json (whatever the last transformers
+    call left there, often fixed-length padding) are replaced, so that serving tokenizes
+    like ``tokenizer(texts, truncation=True, max_length=..., padding=True)``.
+    """
+    from tokenizers import Tokenizer
+
+    path = bundle / TOKENIZER_FILE
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
+        raise ArtifactError(f"{path}: the tokenizers library cannot load it: {exc}") from None
+    pad_id, pad_token = _pad_token(bundle, tokenizer, manifest)
+    tokenizer.enable_truncation(
+        max_length=manifest["max_length"],
+        stride=0,
+        strategy="longest_first",
+        direction=_padding_side(bundle, manifest, "truncation_side"),
+    )
+    tokenizer.enable_padding(
+        direction=_padding_side(bundle, manifest, "padding_side"),
+        pad_id=pad_id,
+        pad_type_id=0,
+        pad_token=pad_token,
+    )
+    return tokenizer
+
+
+def make_session(model_path: Path, threads: int | None = None) -> Any:
+    """A CPU onnxruntime session; ``threads`` intra-op threads (None: onnxruntime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{model_path}: onnxruntime cannot load it: {first}") from None
+
+
+class BundlePredictor:
+    """A verified bundle, ready to classify texts. Build it with :func:`load_bundle`."""
+
+    def __init__(self, bundle: Path, *, threads: int | None = None) -> None:
+        self.path = Path(bundle)
+        self.manifest = verify_bundle(self.path)
+        self.labels: list[str] = list(self.manifest["labels"])
+        self.max_length: int = self.manifest["max_length"]
+        self.model_path = self.path / self.manifest["model"]
+        self.tokenizer = load_tokenizer(self.path, self.manifest)
+        self.session = make_session(self.model_path, threads)
+        self._inputs = self._graph_inputs()
+        self._output = self._logits_output()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [name for name, _ in self._inputs]
+
+    def _graph_inputs(self) -> list[tuple[str, Any]]:
+        inputs = []
+        for graph_input in self.session.get_inputs():
+            if graph_input.name not in ENCODING_FIELDS:
+                raise ArtifactError(
+                    f"{self.model_path}: the graph needs input {graph_input.name!r}, which a "
+                    f"tokenizer does not produce (known: {sorted(ENCODING_FIELDS)})"
+                )
+            dtype = _INPUT_DTYPES.get(graph_input.type)
+            if dtype is None:
+                raise ArtifactError(
+                    f"{self.model_path}: input {graph_input.name!r} has type "
+                    f"{graph_input.type}, expected an integer tensor"
+                )
+            inputs.append((graph_input.name, dtype))
+        declared = self.manifest["input_names"]
+        if sorted(declared) != sorted(name for name, _ in inputs):
+            raise ArtifactError(
+                f"{self.path / MANIFEST_FILE}: 'input_names' {declared} differ from the inputs "
+                f"of {self.model_path.name} {[name for name, _ in inputs]}"
+            )
+        return inputs
+
+    def _logits_output(self) -> str:
+        outputs = self.session.get_outputs()
+        output = next((o for o in outputs if o.name == "logits"), outputs[0])
+        width = output.shape[-1] if output.shape else None
+        if _is_int(width) and width != len(self.labels):
+            raise ArtifactError(
+                f"{self.path / MANIFEST_FILE}: lists {len(self.labels)} labels but "
+                f"{self.model_path.name} outputs {width} scores per text"
+            )
+        return output.name
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The graph's feeds for ``texts``: exactly its declared inputs, in their dtypes."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return {
+            name: np.asarray([getattr(e, ENCODING_FIELDS[name]) for e in encodings], dtype=dtype)
+            for name, dtype in self._inputs
+        }
+
+    def logits(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Logits of ``texts``, run ``batch_size`` texts at a time; shape (len(texts), labels)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        chunks = [
+            self._run(texts[start : start + batch_size])
+            for start in range(0, len(texts), batch_size)
+        ]
+        if not chunks:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def _run(self, texts: Sequence[str]) -> np.ndarray:
+        logits = np.asarray(self.session.run([self._output], self.encode(texts))[0])
+        if logits.ndim != 2 or logits.shape[1] != len(self.labels):
+            raise ArtifactError(
+                f"{self.model_path}: output {self._output!r} has shape {logits.shape}, "
+                f"expected (batch, {len(self.labels)}) for the labels in manifest.json"
+            )
+        return logits.astype(np.float32, copy=False)
+
+    def probabilities(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
+        """Softmax of :meth:`logits` (float64), one row per text, columns in label order."""
+        return softmax(self.logits(texts, batch_size))
+
+    def iter_predict(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Iterator[Prediction]:
+        """Predictions in input order, computed one batch at a time (for streaming output)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            for text, row in zip(batch, softmax(self._run(batch)), strict=True):
+                best = int(np.argmax(row))
+                yield Prediction(
+                    text=text,
+                    label=self.labels[best],
+                    probability=float(row[best]),
+                    probabilities={
+                        name: float(p) for name, p in zip(self.labels, row, strict=True)
+                    },
+                )
+
+    def predict(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> list[Prediction]:
+        return list(self.iter_predict(texts, batch_size))
+
+
+def load_bundle(bundle: str | Path, *, threads: int | None = None) -> BundlePredictor:
+    """Verify and load ``bundle`` (an ``export/<name>/`` folder) for prediction."""
+    return BundlePredictor(Path(bundle), threads=threads)
