@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -165,14 +166,35 @@ def _run(args: argparse.Namespace) -> int:
         workdir=args.workdir.resolve(),
         recipe_dir=recipe_dir,
     )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         manifests = run_pipeline(recipe, ctx, start=args.start, only=args.only, force=args.force)
     except KeyboardInterrupt:
-        resume = " ".join(shlex.quote(a) for a in ["distill", *sys.argv[1:]])
-        print(f"\ninterrupted; finished stages are kept. Resume with:\n  {resume}", file=sys.stderr)
+        print(
+            "\ninterrupted; finished stages and sealed checkpoints are kept. Resume with:\n  "
+            + _resume_command(args),
+            file=sys.stderr,
+        )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     _summarise(ctx, manifests)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler's stop, `kill`) ends the run like Ctrl-C: cleanly, with a resume hint."""
+    raise KeyboardInterrupt
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The same run without --force/--from: up-to-date stages are reused, the rest resume."""
+    words = ["distill", "run", args.recipe]
+    for override in args.overrides:
+        words += ["--set", override]
+    if args.workdir.resolve() != Path.cwd().resolve():
+        words += ["--workdir", str(args.workdir)]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _summarise(ctx: object, manifests: dict[str, dict]) -> None:

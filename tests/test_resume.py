@@ -139,3 +139,46 @@ def test_killed_teacher_resumes_and_matches_a_straight_run(
     )[1]
     resumed_logits = load_logits(teacher / "logits" / "test.npz", ids)[1]
     assert np.allclose(straight_logits, resumed_logits, atol=1e-5)
+
+
+def test_sigterm_stops_cleanly_and_prints_the_resume_command(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    write_project(tmp_path, tiny_model_dir)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distill",
+            "run",
+            "recipe.toml",
+            "--set",
+            "teacher.max_steps=100000",
+            "--force",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = tmp_path / "runs" / "resume"
+    deadline = time.time() + 120
+    while (
+        not list(run_dir.glob(".checkpoints/teacher-*/model/checkpoint-4"))
+        and time.time() < deadline
+    ):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "distill run recipe.toml --set teacher.max_steps=100000" in stderr
+    assert "--force" not in stderr.split("Resume with:")[1]
+    assert (run_dir / "data" / "manifest.json").is_file()  # finished stages are kept
+    assert not (run_dir / "teacher").exists()
+    assert not list(run_dir.glob(".teacher.tmp-*"))  # the staging folder was removed
