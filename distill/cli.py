@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="where runs/, export/ and reports/ go (default: .)",
     )
 
+    report = commands.add_parser("report", help="compare two runs' reports side by side")
+    report.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        required=True,
+        metavar=("REPORT_A", "REPORT_B"),
+        help="two report folders, e.g. reports/A reports/B",
+    )
+    report.add_argument("-o", "--output", type=Path, help="folder to write (default: beside them)")
+
     schema = commands.add_parser("schema", help="write the recipe JSON Schema")
     schema.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
 
@@ -159,12 +170,15 @@ def _run(args: argparse.Namespace) -> int:
 
     recipe, recipe_dir = load_recipe(args.recipe, args.overrides)
     check_sources(recipe, recipe_dir, args.recipe)
+    from distill.distributed import current
+
     ctx = RunContext(
         name=recipe.name,
         seed=recipe.seed,
         task=recipe.task,
         workdir=args.workdir.resolve(),
         recipe_dir=recipe_dir,
+        is_main_process=current().is_main,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -178,7 +192,8 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _summarise(ctx, manifests)
+    if ctx.is_main_process:
+        _summarise(ctx, manifests)
     return 0
 
 
@@ -211,6 +226,15 @@ def _summarise(ctx: object, manifests: dict[str, dict]) -> None:
     if "report" in manifests:
         lines.append(f"  report:  {ctx.report_dir / 'report.html'}")
     print("\n".join(lines))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from distill.compare import run_compare
+
+    first, second = args.compare
+    out = run_compare(first, second, args.output)
+    print(f"comparison written to {out}")
+    return 0
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -293,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging(args.quiet, transformers_logging=args.command != "predict")
-    handlers = {"validate": _validate, "run": _run, "schema": _schema, "predict": _predict}
+    handlers = {
+        "validate": _validate,
+        "run": _run,
+        "report": _report,
+        "schema": _schema,
+        "predict": _predict,
+    }
     try:
         return handlers[args.command](args)
     except DistillError as exc:

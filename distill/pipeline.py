@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from distill.artifacts import (
     write_manifest,
 )
 from distill.config import Recipe
+from distill.distributed import barrier
 from distill.errors import ArtifactError, DistillError
 
 log = logging.getLogger("distill")
@@ -47,6 +49,9 @@ class StageSpec:
     requires: tuple[str, ...]
     load: Callable[[], StageFn]  # imported lazily: `distill validate` must stay light
     publish: Callable[[RunContext], dict[str, Path]] = field(default=lambda ctx: {})
+    # Data-parallel stages run on every process (the Trainer shards the work); the others
+    # run on the main process while the rest wait. Only the main process writes either way.
+    distributed: bool = False
 
 
 def _lazy(module: str) -> Callable[[], StageFn]:
@@ -60,8 +65,15 @@ def _lazy(module: str) -> Callable[[], StageFn]:
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("data", ("data",), (), _lazy("data")),
-    StageSpec("teacher", ("data", "teacher"), ("data",), _lazy("teacher")),
-    StageSpec("student", ("data", "student"), ("data", "teacher"), _lazy("student")),
+    StageSpec("teacher", ("data", "teacher"), ("data",), _lazy("teacher"), distributed=True),
+    StageSpec("labels", ("data",), ("data", "teacher"), _lazy("labels"), distributed=True),
+    StageSpec(
+        "student",
+        ("data", "student"),
+        ("data", "teacher", "labels"),
+        _lazy("student"),
+        distributed=True,
+    ),
     StageSpec(
         "export",
         ("data", "export"),
@@ -150,17 +162,20 @@ def run_pipeline(
     manifests: dict[str, dict[str, Any]] = {}
     prints: dict[str, str] = {}
     for spec in stages[: last + 1]:
+        barrier()  # under a launcher: the main process has finished the previous stage
         folder = ctx.stage_dir(spec.name)
         expected = stage_fingerprint(spec, recipe, {u: prints[u] for u in spec.requires})
         fresh, why = _up_to_date(folder, expected)
+        inputs = {u: ctx.stage_dir(u) for u in spec.requires}
         if fresh and spec.name not in forced:
             log.info("stage %-8s skipped (%s)", spec.name, why)
-        else:
+        elif ctx.is_main_process:
             reason = "forced" if spec.name in forced else why
             log.info("stage %-8s running (%s)", spec.name, reason)
-            _run_stage(
-                spec, recipe, ctx, folder, expected, {u: ctx.stage_dir(u) for u in spec.requires}
-            )
+            _run_stage(spec, recipe, ctx, folder, expected, inputs)
+        elif spec.distributed:
+            _assist_stage(spec, recipe, ctx, expected, inputs)
+        barrier()
         manifest = read_manifest(folder)
         if manifest is None:  # pragma: no cover - _run_stage always leaves one
             raise ArtifactError(f"{folder}: stage finished without a manifest")
@@ -215,13 +230,25 @@ def _run_stage(
     shutil.rmtree(checkpoints, ignore_errors=True)  # only needed to resume this stage
 
 
+def _assist_stage(
+    spec: StageSpec, recipe: Recipe, ctx: RunContext, expected: str, inputs: dict[str, Path]
+) -> None:
+    """A non-main process's share of a data-parallel stage; what it writes is thrown away."""
+    run = spec.load()
+    sections = {s: getattr(recipe, s) for s in spec.sections}
+    stage_ctx = dataclasses.replace(ctx, checkpoints=_checkpoint_root(ctx, spec.name, expected))
+    with tempfile.TemporaryDirectory(prefix=f"distill-{spec.name}-") as scratch:
+        run(stage_ctx, inputs, Path(scratch), **sections)
+
+
 def _checkpoint_root(ctx: RunContext, stage: str, expected: str) -> Path:
     """Checkpoints of this stage at this fingerprint; those of other fingerprints are stale."""
     root = ctx.run_dir / ".checkpoints"
     current = root / f"{stage}-{expected[:16]}"
-    for stale in root.glob(f"{stage}-*"):
-        if stale != current:
-            shutil.rmtree(stale, ignore_errors=True)
+    if ctx.is_main_process:
+        for stale in root.glob(f"{stage}-*"):
+            if stale != current:
+                shutil.rmtree(stale, ignore_errors=True)
     return current
 
 

@@ -4,6 +4,10 @@ The HTML page has inline CSS and inline SVG plots (matplotlib's SVG backend with
 as text), no scripts, fonts or other network requests, so it opens offline and can be
 mailed as a single file. Jinja2 autoescapes everything in the HTML template; the
 Markdown template escapes table-breaking and HTML-like characters with the ``md`` filter.
+
+Plots: accuracy vs size, accuracy vs latency, reliability diagrams (teacher and deployed
+student) and training curves; each also written as its own ``.svg`` for the Markdown.
+The comparison page of two runs (:mod:`distill.compare`) uses the same filters.
 """
 
 from __future__ import annotations
@@ -18,9 +22,16 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TEMPLATES = Path(__file__).parent / "templates"
 PLOT_FILE = "accuracy_vs_size.svg"
+# Each plot, also written as its own SVG file beside report.md (which links them).
+PLOT_FILES = {
+    "size": PLOT_FILE,
+    "latency": "accuracy_vs_latency.svg",
+    "reliability": "reliability.svg",
+    "curves": "training_curves.svg",
+}
 _PLOT_COLORS = {
     "teacher": "#4c72b0",
     "student": "#dd8452",
@@ -55,33 +66,50 @@ def load_report(path: Path) -> dict[str, Any]:
 
 
 def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write report.md, report.html and the plot (as its own SVG, for the Markdown) into ``out``."""
+    """Write report.md, report.html and each plot (as its own SVG, for the Markdown) into ``out``.
+
+    Returns the paths: ``markdown``, ``html``, and one per plot drawn (``plot`` is the
+    accuracy-vs-size plot; ``latency``, ``reliability``, ``curves`` the others).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out / "report.md", "html": out / "report.html", "plot": out / PLOT_FILE}
-    plot = accuracy_size_svg(report)
-    paths["plot"].write_text(plot, encoding="utf-8")
-    paths["markdown"].write_text(render_markdown(report, plot_file=PLOT_FILE), encoding="utf-8")
-    paths["html"].write_text(render_html(report, plot_svg=plot), encoding="utf-8")
+    svgs = plots(report)
+    paths = {"markdown": out / "report.md", "html": out / "report.html"}
+    for name, svg in svgs.items():
+        path = out / PLOT_FILES[name]
+        path.write_text(svg, encoding="utf-8")
+        paths["plot" if name == "size" else name] = path
+    files = {name: PLOT_FILES[name] for name in svgs}
+    paths["markdown"].write_text(render_markdown(report, plot_files=files), encoding="utf-8")
+    paths["html"].write_text(render_html(report, svgs=svgs), encoding="utf-8")
     return paths
 
 
-def render_markdown(report: dict[str, Any], plot_file: str | None = None) -> str:
-    """The report as GitHub-flavoured Markdown; ``plot_file`` is an image path to link, if any."""
+def plots(report: dict[str, Any]) -> dict[str, str]:
+    """Every plot the report has data for, as SVG documents keyed like ``PLOT_FILES``."""
+    drawn = {
+        "size": accuracy_size_svg(report),
+        "latency": accuracy_latency_svg(report),
+        "reliability": reliability_svg(report),
+        "curves": training_curves_svg(report),
+    }
+    return {name: svg for name, svg in drawn.items() if svg is not None}
+
+
+def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = None) -> str:
+    """The report as GitHub-flavoured Markdown; ``plot_files`` maps plot names (``PLOT_FILES``
+    keys) to image paths to link; plots left out are not linked."""
     template = _environment(autoescape=False).get_template("report.md.j2")
-    return template.render(**_context(report), plot_file=plot_file)
+    return template.render(**_context(report), plot_files=plot_files or {})
 
 
-def render_html(report: dict[str, Any], plot_svg: str | None = None) -> str:
-    """The report as one HTML page with inline CSS and inline SVG."""
+def render_html(report: dict[str, Any], svgs: dict[str, str] | None = None) -> str:
+    """The report as one HTML page with inline CSS and inline SVG (``svgs``: from :func:`plots`)."""
     template = _environment(autoescape=True).get_template("report.html.j2")
-    plot = _inline_svg(plot_svg if plot_svg is not None else accuracy_size_svg(report), "plot-")
-    curves = training_curves_svg(report)
-    return template.render(
-        **_context(report),
-        # Both SVGs are drawn here by matplotlib, which escapes their text itself.
-        plot_svg=Markup(plot),
-        curves_svg=Markup(_inline_svg(curves, "curves-")) if curves else None,
-    )
+    svgs = plots(report) if svgs is None else svgs
+    # The SVGs are drawn here by matplotlib, which escapes their text itself; each gets its own
+    # id prefix so that several on one page never share an id.
+    inline = {name: Markup(_inline_svg(svg, f"{name}-")) for name, svg in svgs.items()}
+    return template.render(**_context(report), svgs=inline)
 
 
 # --------------------------------------------------------------------------- template context
@@ -93,15 +121,66 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
     deployed = next((row for row in rows if row.get("deployed")), None)
     baseline = report.get("baseline") or {}
     below = [by_key[key] for key in baseline.get("below_baseline", []) if key in by_key]
+    labels = report.get("labels", [])
+    teacher = by_key.get("teacher")
+    confusion = [
+        _confusion_view(row, labels)
+        for row in (teacher, deployed)
+        if row and "confusion_matrix" in row
+    ]
+    breakdowns = [
+        (row, row["size_breakdown"])
+        for row in (teacher, by_key.get("student"))
+        if row and row.get("size_breakdown")
+    ]
     return {
         "report": report,
         "rows": rows,
-        "teacher": by_key.get("teacher"),
+        "teacher": teacher,
         "deployed": deployed,
         "below_baseline": below,
         "splits": (report.get("data") or {}).get("splits", {}),
-        "labels": report.get("labels", []),
+        "labels": labels,
+        "confusion": confusion,
+        "calibrated_rows": [
+            row for row in rows if (row.get("calibration") or {}).get("ece") is not None
+        ],
+        "per_class_rows": [row for row in rows if row.get("per_class_f1")],
+        "breakdowns": breakdowns,
+        "breakdown_parts": [part["part"] for part in breakdowns[-1][1]["parts"]]
+        if breakdowns
+        else [],
+        "disagreements": report.get("disagreements"),
+        "rows_by_key": by_key,
     }
+
+
+def _confusion_view(row: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """A confusion matrix with each cell's share of its gold row (for shading)."""
+    matrix = row["confusion_matrix"]
+    lines = []
+    for gold, counts in zip(labels, matrix, strict=True):
+        total = sum(counts)
+        lines.append(
+            {
+                "gold": gold,
+                "total": total,
+                "cells": [
+                    {"count": count, "share": count / total if total else 0.0} for count in counts
+                ],
+            }
+        )
+    correct = sum(matrix[i][i] for i in range(len(matrix)))
+    return {"row": row, "lines": lines, "correct": correct, "total": sum(map(sum, matrix))}
+
+
+def _part(breakdown: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((part for part in breakdown["parts"] if part["part"] == name), {})
+
+
+def environment(autoescape: bool) -> jinja2.Environment:
+    """The Jinja2 environment of the report templates, with their filters (``pct``, ``md``, ...)."""
+    return _environment(autoescape)
 
 
 def _environment(autoescape: bool) -> jinja2.Environment:
@@ -122,7 +201,12 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         points=fmt_points,
         value=fmt_value,
         md=md_escape,
+        prob=fmt_prob,
+        shade=fmt_shade,
+        delta=fmt_delta,
+        metric=fmt_metric,
     )
+    env.globals.update(part=_part)
     return env
 
 
@@ -180,11 +264,71 @@ def fmt_value(x: Any) -> str:
 
 
 def md_escape(text: Any) -> str:
-    """Escape what would break a Markdown table cell or be read as HTML."""
+    """Escape what would break a Markdown table cell or be read as HTML, a link or an image.
+
+    Brackets and backticks are escaped too, so an example text such as
+    ``![x](http://tracker/img.png)`` shows as text and never makes a viewer load anything.
+    """
     text = "" if text is None else str(text)
-    for old, new in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|")):
+    for old, new in (
+        ("\\", "\\\\"),
+        ("&", "&amp;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("|", "\\|"),
+        ("[", "\\["),
+        ("]", "\\]"),
+        ("`", "\\`"),
+    ):
         text = text.replace(old, new)
     return " ".join(text.split())
+
+
+def fmt_prob(x: Any) -> str:
+    """A probability, as a plain number with 3 decimals."""
+    return DASH if _missing(x) else f"{x:.3f}"
+
+
+def fmt_shade(share: Any) -> str:
+    """An inline CSS background for a table cell, darker for a larger share (0..1)."""
+    share = 0.0 if _missing(share) else max(0.0, min(1.0, float(share)))
+    return f"background-color: rgba(9, 105, 218, {0.08 + 0.6 * share:.3f})" if share else ""
+
+
+def fmt_metric(x: Any, kind: str = "fraction") -> str:
+    """A metric value in its unit: ``fraction`` as a percentage, ``ms``, ``bytes``, ``count``, ``ratio``."""
+    if kind == "fraction":
+        return fmt_pct(x)
+    if kind == "ms":
+        return DASH if _missing(x) else f"{fmt_ms(x)} ms"
+    if kind == "bytes":
+        return fmt_bytes(x)
+    if kind == "count":
+        return fmt_count(x)
+    if kind == "ratio":
+        return fmt_ratio(x)
+    return DASH if _missing(x) else f"{x:g}"
+
+
+def fmt_delta(x: Any, kind: str = "fraction") -> str:
+    """A signed change: percentage points for fractions, else in the metric's unit."""
+    if _missing(x):
+        return DASH
+    if kind == "fraction":
+        return fmt_points(x)
+    if kind == "ms":
+        return f"{x:+.2f} ms"
+    if kind == "bytes":
+        sign = "+" if x >= 0 else "-"
+        return sign + fmt_bytes(abs(x))
+    if kind == "count":
+        sign = "+" if x >= 0 else "-"
+        return sign + fmt_count(abs(x))
+    if kind == "ratio":
+        return f"{x:+.2f}×"
+    if kind == "number":
+        return f"{x:+.4f}"
+    return f"{x:+g}"
 
 
 # --------------------------------------------------------------------------- plots
@@ -276,6 +420,129 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
     axes.grid(True, which="both", alpha=0.3)
     if points or baseline:
         axes.legend(fontsize=8, loc="best", framealpha=0.9)
+    return _svg_text(figure)
+
+
+def accuracy_latency_svg(report: dict[str, Any]) -> str | None:
+    """Test accuracy against p50 latency (log scale); a bar from each point reaches its p95."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    points = [
+        r
+        for r in report.get("rows", [])
+        if (r.get("latency") or {}).get("p50_ms") and r.get("accuracy") is not None
+    ]
+    if not points:
+        return None
+    figure = _figure()
+    axes = figure.add_subplot()
+    for row in points:
+        p50 = row["latency"]["p50_ms"]
+        p95 = row["latency"].get("p95_ms") or p50
+        color = _PLOT_COLORS.get(row["key"], "#937860")
+        axes.errorbar(
+            [p50],
+            [100 * row["accuracy"]],
+            xerr=[[0.0], [max(0.0, p95 - p50)]],
+            fmt=_PLOT_MARKERS.get(row["key"], "o"),
+            markersize=8,
+            color=color,
+            ecolor=color,
+            elinewidth=1,
+            capsize=3,
+            alpha=0.9,
+            zorder=3,
+            label=f"{row['name']}: {fmt_ms(p50)} ms, {fmt_pct(row['accuracy'], 1)}",
+        )
+    baseline = report.get("baseline")
+    if baseline:
+        axes.axhline(
+            100 * baseline["accuracy"],
+            color="#555555",
+            linestyle="--",
+            linewidth=1,
+            label=f"TF-IDF floor: {fmt_pct(baseline['accuracy'], 1)}",
+        )
+    axes.set_xscale("log")
+    low = min(r["latency"]["p50_ms"] for r in points)
+    high = max((r["latency"].get("p95_ms") or r["latency"]["p50_ms"]) for r in points)
+    axes.set_xlim(low / 1.5, high * 1.5)
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    values = [100 * r["accuracy"] for r in points] + (
+        [100 * baseline["accuracy"]] if baseline else []
+    )
+    bottom, top = min(values), max(values)
+    pad = max(1.0, 0.15 * (top - bottom))
+    axes.set_ylim(max(0.0, bottom - pad), min(100.0, top + pad) + 0.5)
+    setup = report.get("latency_setup") or {}
+    axes.set_xlabel(
+        f"p50 latency (ms, log scale; bar to p95), batch {setup.get('batch_size', '?')}, "
+        f"{setup.get('threads', '?')} thread(s)"
+    )
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title("Accuracy vs latency")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="best", framealpha=0.9)
+    return _svg_text(figure)
+
+
+def reliability_svg(report: dict[str, Any]) -> str | None:
+    """Reliability diagrams of the teacher and the deployed student, side by side.
+
+    Bars are the accuracy in each confidence bin, the diagonal is perfect calibration, and
+    the red part of a bar is the gap to the bin's mean confidence.
+    """
+    rows = report.get("rows", [])
+    teacher = next((r for r in rows if r["key"] == "teacher"), None)
+    deployed = next((r for r in rows if r.get("deployed")), None)
+    chosen = [
+        r for r in (teacher, deployed) if r and (r.get("calibration") or {}).get("reliability")
+    ]
+    if not chosen:
+        return None
+    figure = _figure(4.0 * len(chosen), 3.8)
+    panels = figure.subplots(1, len(chosen), squeeze=False)[0]
+    for axes, row in zip(panels, chosen, strict=True):
+        calib = row["calibration"]
+        color = _PLOT_COLORS.get(row["key"], "#937860")
+        width = 1.0 / calib["bins"]
+        filled = [b for b in calib["reliability"] if b["count"]]
+        centers = [(b["lower"] + b["upper"]) / 2 for b in filled]
+        accuracy = [b["accuracy"] for b in filled]
+        confidence = [b["confidence"] for b in filled]
+        axes.bar(
+            centers,
+            accuracy,
+            width=width,
+            color=color,
+            edgecolor="white",
+            linewidth=0.6,
+            label="accuracy in bin",
+        )
+        axes.bar(
+            centers,
+            [c - a for a, c in zip(accuracy, confidence, strict=True)],
+            bottom=accuracy,
+            width=width,
+            color="#c44e52",
+            alpha=0.25,
+            edgecolor="#c44e52",
+            linewidth=0.6,
+            label="gap to confidence",
+        )
+        axes.plot([0, 1], [0, 1], color="#555555", linestyle="--", linewidth=1, label="perfect")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_aspect("equal")
+        axes.set_xlabel("confidence (top class probability)")
+        axes.set_ylabel("accuracy")
+        axes.set_title(
+            f"{row['name']}\nECE {fmt_pct(calib['ece'])} ({calib['bins']} bins)", fontsize=10
+        )
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=7, loc="upper left")
     return _svg_text(figure)
 
 

@@ -25,6 +25,7 @@ from transformers import (
 
 from distill.artifacts import list_files, read_manifest, verify_files, write_json_atomic
 from distill.config import TrainingConfig
+from distill.distributed import current, split_batch
 from distill.errors import DistillError
 from distill.tasks.base import Task
 
@@ -117,17 +118,19 @@ class DistillationTrainer(Trainer):
 
 
 def training_arguments(
-    config: TrainingConfig, output_dir: Path, seed: int, has_extra_columns: bool
+    config: TrainingConfig, output_dir: Path, seed: int, has_extra_columns: bool, table: str
 ) -> TrainingArguments:
     """TrainingArguments from a recipe table; every tracker choice explicit (report_to)."""
     evaluate_by_steps = config.eval_steps is not None
     strategy = "steps" if evaluate_by_steps else "epoch"
+    per_device, accumulation = split_batch(config.batch_size, current().world_size, table)
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         per_device_eval_batch_size=max(config.batch_size, 64),
         weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio,
@@ -188,7 +191,9 @@ def train(
     has_teacher = "teacher_logits" in train_set.column_names
     trainer = DistillationTrainer(
         model=model,
-        args=training_arguments(config, work_dir, seed, has_extra_columns=has_teacher),
+        args=training_arguments(
+            config, work_dir, seed, has_extra_columns=has_teacher, table=stage.split()[0]
+        ),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=DataCollatorWithPadding(tokenizer),
@@ -227,3 +232,32 @@ def save_log_history(path: Path, history: list[dict[str, Any]]) -> None:
 def drop_checkpoints(work_dir: Path) -> None:
     """Checkpoints are only for resuming; the stage's result is the saved model."""
     shutil.rmtree(work_dir, ignore_errors=True)
+    try:
+        work_dir.parent.rmdir()  # the stage's checkpoints folder, once its last variant is gone
+    except OSError:
+        pass
+
+
+def batch_layout(trainer: Trainer) -> dict[str, int]:
+    """How the recipe's batch was laid out over processes (recorded in the stage manifest)."""
+    args = trainer.args
+    per_device = args.per_device_train_batch_size
+    return {
+        "processes": args.world_size,
+        "per_device_batch_size": per_device,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "effective_batch_size": per_device * args.gradient_accumulation_steps * args.world_size,
+    }
+
+
+def predictor(model: nn.Module, tokenizer: Any, work_dir: Path, batch_size: int = 64) -> Trainer:
+    """A Trainer used only for inference: under a launcher it shards the examples over the
+    processes and gathers the logits back in dataset order."""
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_eval_batch_size=batch_size,
+        report_to="none",
+        dataloader_pin_memory=False,
+        disable_tqdm=True,
+    )
+    return Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))

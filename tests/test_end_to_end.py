@@ -69,7 +69,7 @@ latency_warmup = 1
 
 
 def test_run_writes_every_stage_bundle_and_report(project: Path) -> None:
-    for stage in ("data", "teacher", "student", "export", "report"):
+    for stage in ("data", "teacher", "labels", "student", "export", "report"):
         assert read_manifest(project / "runs" / "tiny" / stage) is not None, stage
     report = json.loads((project / "reports" / "tiny" / "report.json").read_text())
     rows = {row["key"]: row for row in report["rows"]}
@@ -98,7 +98,7 @@ def test_run_writes_every_stage_bundle_and_report(project: Path) -> None:
 def test_rerun_skips_and_a_changed_table_reruns_only_what_it_affects(project: Path) -> None:
     again = distill("run", "recipe.toml", cwd=project)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("skipped (up to date)") == 5
+    assert again.stderr.count("skipped (up to date)") == 6
     changed = distill("run", "recipe.toml", "--set", "export.max_accuracy_drop=0.6", cwd=project)
     assert changed.returncode == 0, changed.stderr[-2000:]
     ran = [
@@ -130,6 +130,6 @@ def test_same_recipe_and_seed_give_identical_results(project: Path, tmp_path: Pa
     assert sha256_file(tmp_path / "runs/tiny/student" / weights) == sha256_file(
         project / "runs/tiny/student" / weights
     )
-    assert sha256_file(tmp_path / "runs/tiny/teacher/logits/train.npz") == sha256_file(
-        project / "runs/tiny/teacher/logits/train.npz"
+    assert sha256_file(tmp_path / "runs/tiny/labels/logits/train.npz") == sha256_file(
+        project / "runs/tiny/labels/logits/train.npz"
     )

@@ -21,6 +21,8 @@ from distill.metrics import classification_metrics
 # Label names that would break HTML and Markdown if written unescaped.
 LABELS = ["<script>alert(1)</script>", "neg|ative & co"]
 MAX_LENGTH = 32
+# Appended to some test texts: shown among the disagreements, it must stay inert text.
+INJECTION = " <img src=x onerror=alert(1)> ![t](//tracker.invalid/t.png) a|b `c`"
 SPLIT_SIZES = {"train": 160, "validation": 40, "test": 60}
 
 
@@ -37,6 +39,9 @@ def _splits() -> dict[str, Split]:
                 [0 if label == "positive" else 1 for _, label in chunk], dtype=np.int64
             ),
         )
+    test = splits["test"]
+    texts = [text + INJECTION if i % 3 == 0 else text for i, text in enumerate(test.texts)]
+    splits["test"] = Split(ids=test.ids, texts=texts, labels=test.labels)
     return splits
 
 
@@ -51,13 +56,18 @@ def _noisy_logits(labels: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return build_upstream(tmp_path_factory.mktemp("report-upstream"))
+
+
+def build_upstream(root: Path) -> dict[str, Any]:
+    """Fake data/teacher/student/export stage folders under ``root`` (also used by
+    tests/test_report_browser.py and tests/test_compare.py)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from optimum.exporters.onnx import main_export
 
-    root = tmp_path_factory.mktemp("report-upstream")
     folders = {name: root / name for name in ("data", "teacher", "student", "export")}
     for folder in folders.values():
-        folder.mkdir()
+        folder.mkdir(parents=True)
     splits = _splits()
     data_config = {"path": "synthetic.csv", "max_length": MAX_LENGTH}
 
@@ -157,7 +167,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"folders": folders, "splits": splits, "logits": logits}
 
 
-def _run(upstream: dict[str, Any], out: Path, **overrides: Any) -> dict[str, Any]:
+def run_report(upstream: dict[str, Any], out: Path, **overrides: Any) -> dict[str, Any]:
     from distill.stages import report as report_stage
 
     ctx = RunContext(
@@ -169,14 +179,14 @@ def _run(upstream: dict[str, Any], out: Path, **overrides: Any) -> dict[str, Any
     )
     settings = {"latency_runs": 3, "latency_warmup": 1, "latency_threads": 1, **overrides}
     config = ReportConfig(**settings)
-    out.mkdir()
+    out.mkdir(parents=True)
     return report_stage.run(ctx, upstream["folders"], out, report=config)
 
 
 @pytest.fixture(scope="module")
 def report_dir(upstream: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "out"
-    metrics = _run(upstream, out)
+    metrics = run_report(upstream, out)
     (out / "returned_metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     return out
 
@@ -201,9 +211,17 @@ ROW_KEYS = (
 
 
 def test_files_written(report_dir: Path, document: dict[str, Any]) -> None:
-    for name in ("report.json", "report.md", "report.html", "accuracy_vs_size.svg"):
+    for name in (
+        "report.json",
+        "report.md",
+        "report.html",
+        "accuracy_vs_size.svg",
+        "accuracy_vs_latency.svg",
+        "reliability.svg",
+        "training_curves.svg",
+    ):
         assert (report_dir / name).is_file(), name
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     assert list(_rows(document)) == list(ROW_KEYS)
 
 
@@ -303,6 +321,7 @@ def test_returned_metrics_are_small_and_match(report_dir: Path, document: dict[s
     metrics = json.loads((report_dir / "returned_metrics.json").read_text(encoding="utf-8"))
     assert set(metrics["rows"]) == set(ROW_KEYS)
     assert metrics["rows"]["student"]["accuracy"] == _rows(document)["student"]["accuracy"]
+    assert metrics["rows"]["student"]["ece"] == _rows(document)["student"]["calibration"]["ece"]
     assert metrics["below_baseline"] == document["baseline"]["below_baseline"]
 
 
@@ -366,8 +385,23 @@ def test_html_is_one_escaped_self_contained_page(
     assert checker.errors == [] and checker.stack == []
     assert checker.external == []
     assert "script" not in checker.tags and "link" not in checker.tags
-    assert "<svg" in html and html.count("<svg") >= 1
+    # accuracy vs size, accuracy vs latency, reliability diagrams, training curves
+    assert html.count("<svg") == 4
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the label name, escaped
+    assert "img" not in checker.tags  # the example text with an <img> tag stays text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    for section in (
+        "accuracy-vs-latency",
+        "per-class-f1",
+        "confusion-teacher",
+        "confusion-student_onnx_int8",
+        "calibration-table",
+        "reliability-diagram",
+        "disagreement-examples",
+        "size-breakdown-table",
+        "training-curves",
+    ):
+        assert f'id="{section}"' in html, section
     assert "unit&lt;run&gt;" in html
     assert set(re.findall(r"https?://[^\"'\s]+", html)) <= {  # XML namespaces only
         "http://www.w3.org/2000/svg",
@@ -425,7 +459,7 @@ def test_quantization_none_and_no_baseline(upstream: dict[str, Any], tmp_path: P
         },
     )
     folders["export"] = export
-    _run({"folders": folders}, tmp_path / "out", tfidf_baseline=False, latency_batch_size=2)
+    run_report({"folders": folders}, tmp_path / "out", tfidf_baseline=False, latency_batch_size=2)
     document = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     rows = _rows(document)
     assert "student_onnx_int8" not in rows and "tfidf" not in rows
@@ -435,6 +469,13 @@ def test_quantization_none_and_no_baseline(upstream: dict[str, Any], tmp_path: P
     assert any("quantization = none" in note for note in document["notes"])
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "<svg" in html and 'id="below-baseline"' not in html
+    # The deployed model is the fp32 ONNX file: its disagreements with the teacher are listed.
+    disagreements = document["disagreements"]
+    assert disagreements["student"] == "student_onnx_fp32"
+    teacher = upstream["logits"]["teacher"].argmax(-1)
+    fp32 = upstream["logits"]["student_onnx_fp32"].argmax(-1)
+    assert disagreements["total"] == int((teacher != fp32).sum())
+    assert 'id="confusion-student_onnx_fp32"' in html
 
 
 def test_missing_manifest_is_a_clear_error(upstream: dict[str, Any], tmp_path: Path) -> None:
@@ -444,7 +485,7 @@ def test_missing_manifest_is_a_clear_error(upstream: dict[str, Any], tmp_path: P
     folders["export"] = tmp_path / "export-without-manifest"
     folders["export"].mkdir()
     with pytest.raises(ArtifactError, match="export stage has no complete manifest"):
-        _run({"folders": folders}, tmp_path / "out")
+        run_report({"folders": folders}, tmp_path / "out")
 
 
 def test_rerender_from_json_alone(report_dir: Path, tmp_path: Path) -> None:
@@ -462,3 +503,187 @@ def test_rerender_from_json_alone(report_dir: Path, tmp_path: Path) -> None:
     bad.write_text(json.dumps({**document, "schema_version": 99}), encoding="utf-8")
     with pytest.raises(render.ReportSchemaError):
         render.load_report(bad)
+
+
+# --------------------------------------------------------------------------- schema 2 content
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    return exp / exp.sum(-1, keepdims=True)
+
+
+def _reference_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Guo et al.'s ECE written out plainly: bins (b/bins, (b+1)/bins]."""
+    confidence = probabilities.max(-1)
+    correct = probabilities.argmax(-1) == labels
+    ece = 0.0
+    for b in range(bins):
+        lower, upper = b / bins, (b + 1) / bins
+        in_bin = (confidence > lower) & (confidence <= upper)
+        if in_bin.any():
+            gap = abs(correct[in_bin].mean() - confidence[in_bin].mean())
+            ece += in_bin.mean() * gap
+    return float(ece)
+
+
+def test_ece_hand_computed() -> None:
+    from distill.stages.report import calibration
+
+    # confidences 0.95, 0.95 (one right, one wrong), 0.55 (right), 0.75 (right):
+    # 2/4 x |0.5 - 0.95| + 1/4 x |1 - 0.55| + 1/4 x |1 - 0.75| = 0.225 + 0.1125 + 0.0625
+    probabilities = np.array([[0.95, 0.05], [0.95, 0.05], [0.45, 0.55], [0.25, 0.75]])
+    labels = np.array([0, 1, 1, 1])
+    result = calibration(probabilities, labels)
+    assert result["bins"] == 15 and len(result["reliability"]) == 15
+    assert result["ece"] == pytest.approx(0.4)
+    top = result["reliability"][14]
+    assert (top["count"], top["accuracy"], top["confidence"]) == (2, 0.5, pytest.approx(0.95))
+    assert sum(b["count"] for b in result["reliability"]) == 4
+    assert result["reliability"][0]["accuracy"] is None  # empty bin
+    # Perfectly calibrated: confidence 0.75 everywhere and 3 of 4 right.
+    calibrated = calibration(np.array([[0.75, 0.25]] * 4), np.array([0, 0, 0, 1]))
+    assert calibrated["ece"] == pytest.approx(0.0)
+    # A confidence on a bin edge (0.8 = 12/15) belongs to the bin below, as on paper.
+    edge = calibration(np.array([[0.8, 0.2]]), np.array([0]))
+    assert edge["reliability"][11]["count"] == 1
+
+
+def test_per_class_confusion_and_calibration_match_the_logits(
+    upstream: dict[str, Any], document: dict[str, Any]
+) -> None:
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    labels = upstream["splits"]["test"].labels
+    rows = _rows(document)
+    for key in ROW_KEYS[:-1]:
+        logits = upstream["logits"][key]
+        predicted = logits.argmax(-1)
+        f1 = f1_score(labels, predicted, average=None, labels=[0, 1])
+        assert list(rows[key]["per_class_f1"]) == LABELS, key
+        assert list(rows[key]["per_class_f1"].values()) == pytest.approx(list(f1)), key
+        expected = confusion_matrix(labels, predicted, labels=[0, 1]).tolist()
+        assert rows[key]["confusion_matrix"] == expected, key
+        calib = rows[key]["calibration"]
+        assert calib["ece"] == pytest.approx(
+            _reference_ece(_softmax(logits.astype(np.float64)), labels), abs=1e-6
+        ), key
+        assert sum(b["count"] for b in calib["reliability"]) == SPLIT_SIZES["test"]
+    assert "calibration" in rows["tfidf"] and "confusion_matrix" in rows["tfidf"]
+    assert sum(map(sum, rows["tfidf"]["confusion_matrix"])) == SPLIT_SIZES["test"]
+
+
+def test_disagreements_of_the_deployed_student(
+    upstream: dict[str, Any], document: dict[str, Any]
+) -> None:
+    test = upstream["splits"]["test"]
+    teacher = upstream["logits"]["teacher"]
+    int8 = upstream["logits"]["student_onnx_int8"]
+    differ = np.flatnonzero(teacher.argmax(-1) != int8.argmax(-1))
+    disagreements = document["disagreements"]
+    assert disagreements["student"] == "student_onnx_int8"
+    assert disagreements["reference"] == "teacher"
+    assert disagreements["total"] == differ.size > 0
+    assert sum(disagreements["by_category"].values()) == differ.size
+    examples = disagreements["examples"]
+    assert len(examples) == min(differ.size, 20)
+    ids = {test.ids[i]: i for i in differ}
+    order = {"student wrong": 0, "both wrong": 1, "teacher wrong": 2}
+    assert [order[e["category"]] for e in examples] == sorted(
+        order[e["category"]] for e in examples
+    )
+    for example in examples:
+        i = ids[example["id"]]  # only examples where the two disagree
+        assert example["text"] == test.texts[i]
+        assert example["gold"] == LABELS[test.labels[i]]
+        assert example["teacher"]["label"] == LABELS[teacher[i].argmax()]
+        assert example["student"]["label"] == LABELS[int8[i].argmax()]
+        assert example["teacher"]["probability"] == pytest.approx(
+            _softmax(teacher[i].astype(np.float64)).max(), abs=1e-6
+        )
+        assert example["student"]["probability"] == pytest.approx(
+            _softmax(int8[i].astype(np.float64)).max(), abs=1e-6
+        )
+        assert example["category"] == (
+            "student wrong"
+            if teacher[i].argmax() == test.labels[i]
+            else ("teacher wrong" if int8[i].argmax() == test.labels[i] else "both wrong")
+        )
+
+
+def test_disagreements_are_capped_and_long_texts_cut() -> None:
+    from distill.stages.report import MAX_TEXT_CHARS, find_disagreements
+
+    n = 50
+    split = Split(
+        ids=[f"x{i}" for i in range(n)],
+        texts=["word " * 200] * n,
+        labels=np.zeros(n, dtype=np.int64),
+    )
+    teacher = np.tile([[2.0, 0.0]], (n, 1))
+    student = np.tile([[0.0, 1.0]], (n, 1))
+    student[:, 1] += np.linspace(0, 1, n)  # later rows are more confident
+    result = find_disagreements(split, ["a", "b"], teacher, student, "student_onnx_int8", limit=5)
+    assert result["total"] == n and len(result["examples"]) == 5
+    assert result["by_category"] == {"student wrong": n, "both wrong": 0, "teacher wrong": 0}
+    assert [e["id"] for e in result["examples"]] == ["x49", "x48", "x47", "x46", "x45"]
+    first = result["examples"][0]
+    assert first["text_truncated"] is True and len(first["text"]) == MAX_TEXT_CHARS + 1
+    assert first["gold"] == "a" and first["teacher"]["label"] == "a"
+    assert first["student"]["label"] == "b"
+
+
+def test_size_breakdown(upstream: dict[str, Any], document: dict[str, Any]) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    rows = _rows(document)
+    parts = {}
+    for key in ("teacher", "student"):
+        breakdown = rows[key]["size_breakdown"]
+        assert breakdown["total_parameters"] == rows[key]["parameters"]
+        parts[key] = {part["part"]: part for part in breakdown["parts"]}
+        assert list(parts[key]) == ["embeddings", "encoder layers", "head"]
+        assert sum(p["parameters"] for p in parts[key].values()) == rows[key]["parameters"]
+        assert sum(p["share"] for p in parts[key].values()) == pytest.approx(1.0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        upstream["folders"]["student"] / "model"
+    )
+    embeddings = sum(p.numel() for p in model.bert.embeddings.parameters())
+    layer = sum(p.numel() for p in model.bert.encoder.layer[0].parameters())
+    head = sum(p.numel() for p in model.bert.pooler.parameters()) + sum(
+        p.numel() for p in model.classifier.parameters()
+    )
+    student = parts["student"]
+    assert student["embeddings"]["parameters"] == embeddings
+    assert student["encoder layers"]["parameters"] == 2 * layer
+    assert (
+        student["encoder layers"]["layers"] == 2 and student["encoder layers"]["per_layer"] == layer
+    )
+    assert student["head"]["parameters"] == head
+    assert student["head"]["modules"] == ["bert.pooler", "classifier"]
+    assert parts["teacher"]["encoder layers"]["parameters"] == 4 * layer
+    assert parts["teacher"]["embeddings"]["parameters"] == embeddings
+
+
+def test_markdown_tables_are_well_formed_and_texts_inert(report_dir: Path) -> None:
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    lines = markdown.splitlines()
+    tables: list[list[str]] = []
+    for previous, line in zip(["", *lines], lines, strict=False):
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                assert previous == "", f"a table must follow a blank line: {line}"
+                tables.append([])
+            tables[-1].append(line)
+    assert len(tables) >= 10
+    for table in tables:
+        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table}
+        assert len(widths) == 1, table
+        assert re.fullmatch(r"\|( :?-+:? \|)+", table[1]), table[1]
+    for link in ("accuracy_vs_latency.svg", "reliability.svg", "training_curves.svg"):
+        assert f"]({link})" in markdown
+    assert "## Where the deployed student and the teacher disagree" in markdown
+    assert "## Calibration" in markdown and "## Where the parameters are" in markdown
+    # The example texts: no raw HTML, no image or link syntax left.
+    assert "<img" not in markdown and "![t](" not in markdown
+    assert "!\\[t\\](//tracker.invalid/t.png) a\\|b \\`c\\`" in markdown

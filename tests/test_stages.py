@@ -14,6 +14,7 @@ from distill.config import DataConfig, StudentConfig, TeacherConfig
 from distill.dataset_files import load_logits, read_split
 from distill.metrics import classification_metrics
 from distill.stages import data as data_stage
+from distill.stages import labels as labels_stage
 from distill.stages import student as student_stage
 from distill.stages import teacher as teacher_stage
 from distill.training import NonFiniteLossError
@@ -35,7 +36,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
         name="t", seed=7, task="sequence-classification", workdir=root, recipe_dir=root
     )
     data = DataConfig(path=str(csv_path), max_length=24)
-    folders = {name: root / name for name in ("data", "teacher", "student")}
+    folders = {name: root / name for name in ("data", "teacher", "labels", "student")}
     for folder in folders.values():
         folder.mkdir()
     data_stage.run(ctx, {}, folders["data"], data=data)
@@ -45,12 +46,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
     teacher_metrics = teacher_stage.run(
         ctx, {"data": folders["data"]}, folders["teacher"], data=data, teacher=teacher
     )
+    labels_metrics = labels_stage.run(
+        ctx, {"data": folders["data"], "teacher": folders["teacher"]}, folders["labels"], data=data
+    )
+    assert labels_metrics["examples"] == {"train": 112, "validation": 16, "test": 32}
     student = StudentConfig(
         num_layers=2, epochs=4, learning_rate=3e-3, batch_size=16, temperature=2.0, alpha=0.7
     )
     student_metrics = student_stage.run(
         ctx,
-        {"data": folders["data"], "teacher": folders["teacher"]},
+        {"data": folders["data"], "teacher": folders["teacher"], "labels": folders["labels"]},
         folders["student"],
         data=data,
         student=student,
@@ -77,8 +82,11 @@ def test_teacher_learns_and_caches_logits_keyed_by_id(trained: dict) -> None:
     assert metrics["parameters"]["trainable"] < metrics["parameters"]["total"]  # freeze_layers = 1
     for split in ("train", "validation", "test"):
         examples = read_split(trained["data"], split)
-        _, logits = load_logits(trained["teacher"] / "logits" / f"{split}.npz", examples.ids)
+        _, logits = load_logits(trained["labels"] / "logits" / f"{split}.npz", examples.ids)
         assert logits.shape == (len(examples), 2)
+        if split != "train":  # the teacher's own evaluation and the cache agree
+            _, evaluated = load_logits(trained["teacher"] / "logits" / f"{split}.npz", examples.ids)
+            assert np.allclose(logits, evaluated, atol=1e-5)
     test = read_split(trained["data"], "test")
     _, logits = load_logits(trained["teacher"] / "logits" / "test.npz", test.ids)
     # The cache is aligned with the ids: row i is example i (Trainer's length grouping must not reorder).
@@ -126,7 +134,7 @@ def test_non_finite_loss_stops_the_stage_naming_it(
     ):
         student_stage.run(
             ctx,
-            {"data": trained["data"], "teacher": trained["teacher"]},
+            {"data": trained["data"], "teacher": trained["teacher"], "labels": trained["labels"]},
             tmp_path,
             data=DataConfig(path="x", max_length=24),
             student=student,

@@ -1,6 +1,6 @@
 """Stage `report`: compare teacher, student and the exported student on the test split.
 
-Writes ``report.json`` first (the source of truth, ``schema_version`` 1) and then renders
+Writes ``report.json`` first (the source of truth, ``schema_version`` 2) and then renders
 ``report.md`` and ``report.html`` from that JSON alone (see :mod:`distill.render`), so a
 report can be re-rendered later without rerunning anything.
 
@@ -10,6 +10,13 @@ one, and a TF-IDF + logistic-regression floor. Accuracy, macro-F1 and agreement 
 teacher come from the test logits the upstream stages cached (the exact predictions they
 shipped); sizes are the weight files on disk; latency is measured here, on this machine,
 with a pinned thread count and a fixed sequence length.
+
+Schema 2 added, per row: ``per_class_f1`` ({label: F1}), ``confusion_matrix`` (counts,
+gold label by row, predicted label by column, in ``labels`` order) and ``calibration``
+(expected calibration error over 15 equal-width confidence bins, with the bins for a
+reliability diagram); on the PyTorch rows ``size_breakdown`` (embeddings / encoder layers /
+head); and at the top level ``disagreements`` (test examples where the deployed student and
+the teacher predict different labels, capped).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import numpy as np
 from distill.artifacts import RunContext, library_versions, read_manifest, write_json_atomic
 from distill.config import ReportConfig
 from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, read_split
-from distill.errors import ArtifactError
+from distill.errors import ArtifactError, ModelLoadError
 from distill.latency import (
     LatencyStats,
     fixed_length_batch,
@@ -35,14 +42,17 @@ from distill.latency import (
     time_onnx_model,
     time_torch_model,
 )
-from distill.metrics import classification_metrics
+from distill.metrics import classification_metrics, softmax
 
 log = logging.getLogger("distill")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 UPSTREAM = ("data", "teacher", "student", "export")
 PRIMARY_METRIC = "accuracy"
 _TFIDF_C_GRID = (0.25, 1.0, 4.0, 16.0)
+ECE_BINS = 15
+MAX_DISAGREEMENTS = 20
+MAX_TEXT_CHARS = 500
 
 
 def run(
@@ -67,6 +77,7 @@ def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
             "accuracy": row["accuracy"],
             "macro_f1": row["macro_f1"],
             "agreement": row.get("agreement"),
+            "ece": (row.get("calibration") or {}).get("ece"),
             "bytes": row.get("bytes"),
             "p50_ms": latency.get("p50_ms"),
             "p95_ms": latency.get("p95_ms"),
@@ -105,9 +116,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     student_logits = _logits(student_dir / "logits" / "test.npz", test.ids)
 
     def score(logits: np.ndarray) -> dict[str, Any]:
-        return classification_metrics(
-            logits, test.labels, num_labels, reference_logits=teacher_logits
-        )
+        return evaluate(logits, test.labels, label_names, reference_logits=teacher_logits)
 
     latency_texts = test.texts
     notes: list[str] = []
@@ -192,10 +201,13 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         )
     else:
         notes.append("export.quantization = none: there is no int8 model to report.")
+    deployed_logits: tuple[str, np.ndarray] | None = None
     for key, name, precision, model_path, predictions in onnx_models:
         if model_path is None or not model_path.is_file():
             raise ArtifactError(f"{model_path}: the export stage's ONNX model is missing")
         logits = _logits(predictions, test.ids)
+        if model_path == bundle / "model.onnx":
+            deployed_logits = (key, logits)
         row_metrics = score(logits)
         row_metrics["max_abs_logit_diff_vs_student"] = float(
             np.max(np.abs(logits - student_logits))
@@ -254,6 +266,13 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             )
     _add_ratios(rows)
     baseline = _baseline_summary(rows)
+    disagreements = (
+        find_disagreements(
+            test, label_names, teacher_logits, deployed_logits[1], deployed_logits[0]
+        )
+        if deployed_logits is not None
+        else None
+    )
 
     student_cfg = (manifests["student"].get("config") or {}).get("student") or {}
     by_key = {r["key"]: r for r in rows}
@@ -288,6 +307,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         },
         "rows": rows,
         "baseline": baseline,
+        "disagreements": disagreements,
         "latency_setup": {
             "threads": config.latency_threads,
             "batch_size": config.latency_batch_size,
@@ -355,6 +375,7 @@ def _pytorch_row(
             warmup=config.latency_warmup,
             runs=config.latency_runs,
         )
+    breakdown = size_breakdown(model)
     del model
     gc.collect()
     files = _weight_files(model_dir)
@@ -371,6 +392,7 @@ def _pytorch_row(
         "weight_files": [_relative(f, model_dir.parent) for f in files],
         **metrics,
         "latency": latency.to_dict() if latency else None,
+        "size_breakdown": breakdown,
     }
 
 
@@ -409,6 +431,197 @@ def _baseline_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         "accuracy": floor["accuracy"],
         "macro_f1": floor["macro_f1"],
         "below_baseline": below,
+    }
+
+
+# --------------------------------------------------------------------------- per-model evaluation
+
+
+def evaluate(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    label_names: list[str],
+    reference_logits: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Everything the report shows about one model's test predictions.
+
+    Accuracy, macro-F1 and agreement (:func:`distill.metrics.classification_metrics`), F1
+    per class, the confusion matrix (gold by row, predicted by column) and calibration.
+    """
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    num_labels = len(label_names)
+    result = classification_metrics(logits, labels, num_labels, reference_logits=reference_logits)
+    predictions = np.asarray(logits).argmax(axis=-1)
+    indices = list(range(num_labels))
+    per_class = f1_score(labels, predictions, average=None, labels=indices, zero_division=0)
+    result["per_class_f1"] = {name: float(per_class[i]) for i, name in enumerate(label_names)}
+    result["confusion_matrix"] = confusion_matrix(labels, predictions, labels=indices).tolist()
+    result["calibration"] = calibration(softmax(np.asarray(logits, dtype=np.float64)), labels)
+    return result
+
+
+def calibration(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+) -> dict[str, Any]:
+    """Expected calibration error over ``bins`` equal-width confidence bins, and the bins.
+
+    Confidence is the top class probability; bin ``b`` holds confidences in
+    ``(b / bins, (b + 1) / bins]``. ECE = sum over bins of (share of examples in the bin)
+    x |accuracy in the bin - mean confidence in the bin| (Guo et al., 2017). Empty bins
+    contribute nothing and have ``accuracy = confidence = None``.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    confidence = probabilities.max(axis=-1)
+    correct = probabilities.argmax(axis=-1) == labels
+    # Edges b / bins (each correctly rounded, so 0.8 falls in (11/15, 12/15] as on paper).
+    edges = np.arange(bins + 1) / bins
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    total = len(labels)
+    ece = 0.0
+    table = []
+    for b in range(bins):
+        mask = index == b
+        count = int(mask.sum())
+        accuracy = float(correct[mask].mean()) if count else None
+        mean_confidence = float(confidence[mask].mean()) if count else None
+        if count:
+            ece += count / total * abs(accuracy - mean_confidence)  # type: ignore[operator]
+        table.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "count": count,
+                "accuracy": accuracy,
+                "confidence": mean_confidence,
+            }
+        )
+    return {
+        "ece": float(ece) if total else None,
+        "bins": bins,
+        "mean_confidence": float(confidence.mean()) if total else None,
+        "reliability": table,
+    }
+
+
+def find_disagreements(
+    test: Split,
+    label_names: list[str],
+    teacher_logits: np.ndarray,
+    student_logits: np.ndarray,
+    student_key: str,
+    limit: int = MAX_DISAGREEMENTS,
+) -> dict[str, Any]:
+    """Test examples where the (deployed) student and the teacher predict different labels.
+
+    The student's mistakes that the teacher got right come first, then examples both got
+    wrong, then the student's corrections of the teacher; within each group the student's
+    most confident predictions first. At most ``limit`` are kept (``total`` counts all);
+    texts longer than ``MAX_TEXT_CHARS`` are cut.
+    """
+    teacher_probs = softmax(np.asarray(teacher_logits, dtype=np.float64))
+    student_probs = softmax(np.asarray(student_logits, dtype=np.float64))
+    teacher_pred = teacher_probs.argmax(axis=-1)
+    student_pred = student_probs.argmax(axis=-1)
+    rows = np.flatnonzero(teacher_pred != student_pred)
+    gold = test.labels
+
+    def category(i: int) -> str:
+        if teacher_pred[i] == gold[i]:
+            return "student wrong"
+        if student_pred[i] == gold[i]:
+            return "teacher wrong"
+        return "both wrong"
+
+    rank = {"student wrong": 0, "both wrong": 1, "teacher wrong": 2}
+    ordered = sorted(
+        (int(i) for i in rows),
+        key=lambda i: (rank[category(i)], -student_probs[i, student_pred[i]], i),
+    )
+    counts = {name: 0 for name in rank}
+    for i in rows:
+        counts[category(int(i))] += 1
+
+    def prediction(probs: np.ndarray, i: int, label: int) -> dict[str, Any]:
+        return {
+            "label": label_names[label],
+            "probability": float(probs[i, label]),
+            "probability_of_gold": float(probs[i, gold[i]]),
+        }
+
+    examples = []
+    for i in ordered[:limit]:
+        text = test.texts[i]
+        examples.append(
+            {
+                "id": test.ids[i],
+                "text": text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + "…",
+                "text_truncated": len(text) > MAX_TEXT_CHARS,
+                "gold": label_names[int(gold[i])],
+                "category": category(i),
+                "teacher": prediction(teacher_probs, i, int(teacher_pred[i])),
+                "student": prediction(student_probs, i, int(student_pred[i])),
+            }
+        )
+    return {
+        "student": student_key,
+        "reference": "teacher",
+        "total": int(rows.size),
+        "examples_in_test": len(test),
+        "by_category": counts,
+        "limit": limit,
+        "examples": examples,
+    }
+
+
+def size_breakdown(model: Any) -> dict[str, Any]:
+    """Parameters of the embeddings, the transformer layers and the rest (pooler + classifier).
+
+    Parameters are attributed by name (any dotted component containing ``embed``, or
+    GPT-style ``wte``/``wpe``) and by membership in the layer stack
+    (:func:`distill.models.transformer_layers`); whatever is left is the head.
+    """
+    from distill.models import transformer_layers
+
+    try:
+        stack = transformer_layers(model)
+    except ModelLoadError:
+        stack = None
+    in_stack = {id(p) for p in stack.parameters()} if stack is not None else set()
+    totals = {"embeddings": 0, "encoder layers": 0, "head": 0}
+    modules: dict[str, set[str]] = {name: set() for name in totals}
+    for name, parameter in model.named_parameters():
+        parts = name.split(".")
+        if id(parameter) in in_stack:
+            part = "encoder layers"
+        elif any("embed" in p or p in ("wte", "wpe") for p in parts[:-1]):
+            part = "embeddings"
+        else:
+            part = "head"
+        totals[part] += int(parameter.numel())
+        # The module path up to the first level that tells parts apart (bert.pooler, classifier).
+        prefix = parts[:2] if len(parts) > 2 else parts[:1]
+        modules[part].add(".".join(prefix))
+    total = sum(totals.values())
+    layers = len(stack) if stack is not None else 0
+    return {
+        "total_parameters": total,
+        "parts": [
+            {
+                "part": part,
+                "parameters": count,
+                "share": count / total if total else None,
+                "fp32_bytes": 4 * count,
+                "modules": sorted(modules[part]),
+                **(
+                    {"layers": layers, "per_layer": count // layers if layers else None}
+                    if part == "encoder layers"
+                    else {}
+                ),
+            }
+            for part, count in totals.items()
+        ],
     }
 
 

@@ -27,6 +27,7 @@ from distill.dataset_files import (
     read_split,
     save_logits,
 )
+from distill.model_card import write_student_card
 from distill.models import (
     ATTENTION,
     evenly_spaced_layers,
@@ -40,7 +41,7 @@ from distill.models import (
 )
 from distill.tasks import get_task
 from distill.tasks.base import Task
-from distill.training import drop_checkpoints, predict_logits, save_log_history, train
+from distill.training import batch_layout, drop_checkpoints, predict_logits, save_log_history, train
 
 
 def build_student(
@@ -136,8 +137,21 @@ def _train_variant(
     )
     metrics["epochs_run"] = trainer.state.epoch
     metrics["steps"] = trainer.state.global_step
+    metrics["batch"] = batch_layout(trainer)
     save_log_history(out / "log_history.json", history)
     drop_checkpoints(work_dir)
+    # The model card (README.md) beside the weights: base model, data, test metrics, teacher.
+    write_student_card(
+        out / "model",
+        run_name=ctx.name,
+        label_names=label_names,
+        stage_metrics=metrics,
+        student=config,
+        teacher_stage=teacher_dir.parent,
+        data_source=data.path,
+        variant=name,
+        base_dir=ctx.recipe_dir,
+    )
     return metrics
 
 
@@ -148,7 +162,7 @@ def run(
     label_names = read_label_names(inputs["data"])
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
     teacher_logits = {
-        name: load_logits(inputs["teacher"] / "logits" / f"{name}.npz", split.ids)[1]
+        name: load_logits(inputs["labels"] / "logits" / f"{name}.npz", split.ids)[1]
         for name, split in splits.items()
     }
     teacher_dir = inputs["teacher"] / "model"

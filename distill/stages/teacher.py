@@ -1,8 +1,8 @@
-"""Stage `teacher`: fine-tune the pre-trained model on the domain data and cache its logits.
+"""Stage `teacher`: fine-tune the pre-trained model on the domain data and evaluate it.
 
-Outputs: ``model/`` (save_pretrained + tokenizer), ``logits/<split>.npz`` (logits keyed
-by example id, for every split, so the student never reruns the teacher), and
-``log_history.json`` (the Trainer's training curves).
+Outputs: ``model/`` (save_pretrained + tokenizer), ``logits/validation.npz`` and
+``logits/test.npz`` (its evaluation, keyed by example id; the `labels` stage caches the
+soft targets the student trains on), and ``log_history.json`` (the training curves).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from distill.config import DataConfig, TeacherConfig
 from distill.dataset_files import SPLITS, read_label_names, read_split, save_logits
 from distill.models import freeze, load_tokenizer, resolve_model
 from distill.tasks import get_task
-from distill.training import drop_checkpoints, predict_logits, save_log_history, train
+from distill.training import batch_layout, drop_checkpoints, predict_logits, save_log_history, train
 
 
 def run(
@@ -57,16 +57,16 @@ def run(
 
     (out / "logits").mkdir()
     metrics: dict[str, Any] = {"parameters": parameters, "source": teacher.model}
-    for name, split in splits.items():
+    for name in ("validation", "test"):  # the labels stage caches every split for the student
         logits = predict_logits(trainer, encoded[name])
-        save_logits(out / "logits" / f"{name}.npz", split.ids, logits)
-        if name != "train":
-            metrics[name] = task.metrics(logits, split.labels, len(label_names))
+        save_logits(out / "logits" / f"{name}.npz", splits[name].ids, logits)
+        metrics[name] = task.metrics(logits, splits[name].labels, len(label_names))
     metrics["train_runtime_s"] = next(
         (h["train_runtime"] for h in history if "train_runtime" in h), None
     )
     metrics["epochs_run"] = trainer.state.epoch
     metrics["steps"] = trainer.state.global_step
+    metrics["batch"] = batch_layout(trainer)
     save_log_history(out / "log_history.json", history)
     drop_checkpoints(work_dir)
     return metrics
