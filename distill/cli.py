@@ -180,6 +180,8 @@ def _run(args: argparse.Namespace) -> int:
         recipe_dir=recipe_dir,
         is_main_process=current().is_main,
     )
+    if not ctx.is_main_process:  # one copy of the progress log, from the main process
+        logging.getLogger("distill").setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         manifests = run_pipeline(recipe, ctx, start=args.start, only=args.only, force=args.force)

@@ -33,11 +33,38 @@ def current() -> Processes:
     """The launcher's view (WORLD_SIZE / RANK, set by torchrun and accelerate launch)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
+        import torch
         from accelerate import PartialState
 
-        state = PartialState()  # joins the process group (gloo on CPU, nccl on GPUs)
+        # Joins the process group: nccl on GPUs; on CPU accelerate only sets up (gloo)
+        # data parallelism when told it is a CPU run.
+        state = PartialState(cpu=not torch.cuda.is_available())
+        if not torch.cuda.is_available():
+            _allow_indexed_cpu_storages()
         return Processes(world_size=state.num_processes, rank=state.process_index)
     return Processes(world_size=1, rank=0)
+
+
+def _allow_indexed_cpu_storages() -> None:
+    """Let torch.load restore tensors tagged "cpu:0".
+
+    A multi-process CPU run puts the Trainer's state on device "cpu:0"; its checkpoints
+    then hold storages tagged "cpu:0", which torch cannot map back, so resuming fails
+    ("don't know how to restore data location"). They are ordinary CPU tensors.
+    """
+    import torch
+
+    def restore(storage: object, location: str) -> object | None:
+        return storage if location.startswith("cpu:") else None
+
+    torch.serialization.register_package(9, lambda obj: None, restore)
+
+
+def use_cpu() -> bool:
+    """Whether the Trainer must be told this is a CPU run (needed for CPU data parallelism)."""
+    import torch
+
+    return current().distributed and not torch.cuda.is_available()
 
 
 def barrier() -> None:

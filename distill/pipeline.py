@@ -161,8 +161,16 @@ def run_pipeline(
     check_output_paths(ctx)
     manifests: dict[str, dict[str, Any]] = {}
     prints: dict[str, str] = {}
-    for spec in stages[: last + 1]:
-        barrier()  # under a launcher: the main process has finished the previous stage
+    selected = stages[: last + 1]
+    for position, spec in enumerate(selected):
+        # Once no data-parallel stage is left, helper processes leave (rather than spin in a
+        # barrier while the main process exports and times models, skewing the latencies),
+        # and the main process stops waiting for them.
+        shared = any(s.distributed for s in selected[position:])
+        if not shared and not ctx.is_main_process:
+            break
+        if shared:
+            barrier()  # under a launcher: the main process has finished the previous stage
         folder = ctx.stage_dir(spec.name)
         expected = stage_fingerprint(spec, recipe, {u: prints[u] for u in spec.requires})
         fresh, why = _up_to_date(folder, expected)
@@ -175,7 +183,8 @@ def run_pipeline(
             _run_stage(spec, recipe, ctx, folder, expected, inputs)
         elif spec.distributed:
             _assist_stage(spec, recipe, ctx, expected, inputs)
-        barrier()
+        if shared:
+            barrier()
         manifest = read_manifest(folder)
         if manifest is None:  # pragma: no cover - _run_stage always leaves one
             raise ArtifactError(f"{folder}: stage finished without a manifest")
@@ -228,6 +237,10 @@ def _run_stage(
         )
         replace_dir(out, folder)
     shutil.rmtree(checkpoints, ignore_errors=True)  # only needed to resume this stage
+    try:
+        checkpoints.parent.rmdir()  # .checkpoints/, once no stage has any
+    except OSError:
+        pass
 
 
 def _assist_stage(

@@ -25,7 +25,7 @@ from transformers import (
 
 from distill.artifacts import list_files, read_manifest, verify_files, write_json_atomic
 from distill.config import TrainingConfig
-from distill.distributed import current, split_batch
+from distill.distributed import current, split_batch, use_cpu
 from distill.errors import DistillError
 from distill.tasks.base import Task
 
@@ -153,6 +153,7 @@ def training_arguments(
         dataloader_pin_memory=False,
         disable_tqdm=True,
         save_safetensors=True,
+        use_cpu=use_cpu(),
     )
 
 
@@ -259,5 +260,6 @@ def predictor(model: nn.Module, tokenizer: Any, work_dir: Path, batch_size: int 
         report_to="none",
         dataloader_pin_memory=False,
         disable_tqdm=True,
+        use_cpu=use_cpu(),
     )
     return Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
