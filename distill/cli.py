@@ -17,8 +17,12 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distill.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill.artifacts import RunContext
 
 log = logging.getLogger("distill")
 
@@ -214,20 +218,36 @@ def _resume_command(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _summarise(ctx: object, manifests: dict[str, dict]) -> None:
-    from distill.artifacts import RunContext
-
-    assert isinstance(ctx, RunContext)
+def _summarise(ctx: RunContext, manifests: dict[str, dict]) -> None:
+    """What a run ends with: each stage's time, the report's key rows, where things are."""
     lines = [f"run {ctx.name}: done"]
     for stage, manifest in manifests.items():
         lines.append(
             f"  {stage:<8} {manifest.get('wall_time_s', 0):8.1f} s  {ctx.stage_dir(stage)}"
         )
+    report_json = ctx.report_dir / "report.json"
+    if "report" in manifests and report_json.is_file():
+        lines.append("")
+        lines.extend(_key_rows(json.loads(report_json.read_text(encoding="utf-8"))))
     if "export" in manifests:
         lines.append(f"  bundle:  {ctx.export_dir}")
     if "report" in manifests:
         lines.append(f"  report:  {ctx.report_dir / 'report.html'}")
     print("\n".join(lines))
+
+
+def _key_rows(report: dict) -> list[str]:
+    """A few columns of the report's comparison table, as plain text."""
+    lines = [f"  {'model':<34} {'accuracy':>8} {'macro-F1':>8} {'MB':>7} {'p50 ms':>7}"]
+    for row in report.get("rows", []):
+        latency = (row.get("latency") or {}).get("p50_ms")
+        size = row.get("bytes")
+        lines.append(
+            f"  {row.get('name', row.get('key', '?'))[:34]:<34} {row.get('accuracy', 0):8.4f} "
+            f"{row.get('macro_f1', 0):8.4f} {(size or 0) / 1e6:7.1f} "
+            f"{'' if latency is None else f'{latency:.2f}':>7}"
+        )
+    return [*lines, ""]
 
 
 def _report(args: argparse.Namespace) -> int:

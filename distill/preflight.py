@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from distill.config import Recipe
@@ -35,5 +36,11 @@ def check_sources(recipe: Recipe, recipe_dir: Path, source: str) -> None:
             resolve_model(reference, recipe_dir, key, trust)
         except DistillError as exc:
             problems.append(str(exc))
+    for table in ("teacher", "student"):
+        wanted = getattr(recipe, table).report_to
+        if "tensorboard" in wanted and importlib.util.find_spec("tensorboard") is None:
+            problems.append(
+                f"{table}.report_to: 'tensorboard' needs the tensorboard package (pip install tensorboard)"
+            )
     if problems:
         raise RecipeError(problems, source=source)

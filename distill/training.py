@@ -118,7 +118,12 @@ class DistillationTrainer(Trainer):
 
 
 def training_arguments(
-    config: TrainingConfig, output_dir: Path, seed: int, has_extra_columns: bool, table: str
+    config: TrainingConfig,
+    output_dir: Path,
+    seed: int,
+    has_extra_columns: bool,
+    table: str,
+    log_dir: Path,
 ) -> TrainingArguments:
     """TrainingArguments from a recipe table; every tracker choice explicit (report_to)."""
     evaluate_by_steps = config.eval_steps is not None
@@ -144,7 +149,7 @@ def training_arguments(
         metric_for_best_model="accuracy",
         greater_is_better=True,
         report_to=list(config.report_to) or "none",
-        logging_dir=str(output_dir / "tensorboard"),
+        logging_dir=str(log_dir),
         seed=seed,
         data_seed=seed,
         group_by_length=True,  # batches of similar length: less padding on CPU
@@ -168,6 +173,7 @@ def train(
     eval_set: Any,
     num_labels: int,
     work_dir: Path,
+    log_dir: Path,
     seed: int,
     temperature: float = 1.0,
     alpha: float = 0.0,
@@ -193,7 +199,12 @@ def train(
     trainer = DistillationTrainer(
         model=model,
         args=training_arguments(
-            config, work_dir, seed, has_extra_columns=has_teacher, table=stage.split()[0]
+            config,
+            work_dir,
+            seed,
+            has_extra_columns=has_teacher,
+            table=stage.split()[0],
+            log_dir=log_dir,
         ),
         train_dataset=train_set,
         eval_dataset=eval_set,

@@ -65,6 +65,7 @@ latency_warmup = 1
     )
     result = distill("run", "recipe.toml", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
+    (root / "first-run.out").write_text(result.stdout, encoding="utf-8")
     return root
 
 
@@ -93,6 +94,16 @@ def test_run_writes_every_stage_bundle_and_report(project: Path) -> None:
         assert sha256_file(project / "export" / "tiny" / rel) == entry["sha256"], rel
     roles = {entry["role"] for entry in files.values()}
     assert {"int8", "fp32", "tokenizer", "config"} <= roles
+
+
+def test_run_ends_with_a_summary_of_the_key_rows(project: Path) -> None:
+    summary = (project / "first-run.out").read_text(encoding="utf-8")
+    report = json.loads((project / "reports" / "tiny" / "report.json").read_text())
+    teacher = next(row for row in report["rows"] if row["key"] == "teacher")
+    assert "run tiny: done" in summary
+    assert f"{teacher['name']}" in summary and f"{teacher['accuracy']:8.4f}" in summary
+    assert str(project / "reports" / "tiny" / "report.html") in summary
+    assert str(project / "export" / "tiny") in summary
 
 
 def test_rerun_skips_and_a_changed_table_reruns_only_what_it_affects(project: Path) -> None:

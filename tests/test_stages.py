@@ -139,3 +139,34 @@ def test_non_finite_loss_stops_the_stage_naming_it(
             data=DataConfig(path="x", max_length=24),
             student=student,
         )
+
+
+def test_trackers_only_when_asked(trained: dict, tmp_path: Path, tiny_model_dir: Path) -> None:
+    # Default: no tracker, even though tensorboard is installed here.
+    assert not (trained["teacher"] / "tensorboard").exists()
+    from distill.training import training_arguments
+
+    default = training_arguments(
+        TeacherConfig(model="m"), tmp_path, 0, False, "teacher", tmp_path / "tb"
+    )
+    assert default.report_to == []
+    ctx = RunContext(
+        name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
+    )
+    teacher = TeacherConfig(
+        model=str(tiny_model_dir),
+        max_steps=3,
+        batch_size=16,
+        report_to=["tensorboard"],
+        early_stopping_patience=0,
+    )
+    out = tmp_path / "teacher"
+    out.mkdir()
+    teacher_stage.run(
+        ctx,
+        {"data": trained["data"]},
+        out,
+        data=DataConfig(path="x", max_length=24),
+        teacher=teacher,
+    )
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))

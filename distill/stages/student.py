@@ -115,6 +115,7 @@ def _train_variant(
         eval_set=encoded["validation"],
         num_labels=len(label_names),
         work_dir=work_dir,
+        log_dir=out / "tensorboard",  # written only when report_to asks for it
         seed=ctx.seed,
         temperature=config.temperature,
         alpha=alpha,

@@ -51,6 +51,7 @@ def run(
         eval_set=encoded["validation"],
         num_labels=len(label_names),
         work_dir=work_dir,
+        log_dir=out / "tensorboard",  # written only when report_to asks for it
         seed=ctx.seed,
     )
     trainer.save_model(str(out / "model"))  # weights, config (with label names) and tokenizer
