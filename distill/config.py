@@ -94,6 +94,20 @@ class TeacherConfig(TrainingConfig):
     trust_remote_code: bool = False
 
 
+class TransferConfig(_Table):
+    """[student.transfer]: unlabelled domain text the teacher labels with soft targets."""
+
+    path: str = Field(
+        description="'unused' (rows of data.path left out by data.max_examples), a local "
+        "file, 'pkg:DIST/path', or a hub dataset id."
+    )
+    text_column: str | None = Field(None, description="Default: data.text_column.")
+    encoding: str | None = Field(None, description="Default: data.encoding.")
+    max_examples: int | None = Field(
+        None, gt=0, description="Use at most this many (a seeded sample)."
+    )
+
+
 class StudentConfig(TrainingConfig):
     """[student]: the small model trained against the teacher's soft targets."""
 
@@ -114,6 +128,10 @@ class StudentConfig(TrainingConfig):
     baseline: bool = Field(
         True, description="Also train the same student on hard labels only (the no-KD twin)."
     )
+    transfer: TransferConfig | None = Field(
+        None,
+        description="Extra unlabelled text the student learns from the teacher's soft targets.",
+    )
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
@@ -130,6 +148,10 @@ class StudentConfig(TrainingConfig):
                     raise ValueError("student.num_layers disagrees with len(student.layers)")
         if self.init == "config" and not self.config and self.num_layers is None:
             raise ValueError("init = 'config' needs student.config or student.num_layers")
+        if self.transfer is not None and self.alpha == 0:
+            raise ValueError(
+                "student.transfer needs alpha > 0: unlabelled text teaches only through the teacher"
+            )
         if self.init != "pretrained" and self.model:
             raise ValueError(
                 f"student.model is only used with init = 'pretrained' (not {self.init!r})"
@@ -137,10 +159,22 @@ class StudentConfig(TrainingConfig):
         return self
 
 
-class ExportConfig(_Table):
-    """[export]: ONNX export, parity check, int8 quantization and its accuracy gate."""
+ExportCandidate = Literal[
+    "dynamic",
+    "dynamic-fp32-embeddings",
+    "dynamic-optimized",
+    "dynamic-optimized-fp32-embeddings",
+    "static",
+]
 
-    quantization: Literal["none", "dynamic", "static"] = "dynamic"
+
+class ExportConfig(_Table):
+    """[export]: ONNX export, parity check, int8 candidates and the accuracy gate."""
+
+    quantization: Literal["none", "dynamic", "static"] = Field(
+        "dynamic",
+        description="'none' deploys fp32; 'dynamic' / 'static' pick the default int8 candidates.",
+    )
     max_accuracy_drop: float = Field(
         0.01, ge=0, le=1, description="Largest accuracy loss (fraction, 0.01 = 1 point) allowed."
     )
@@ -149,6 +183,63 @@ class ExportConfig(_Table):
     calibration_samples: int = Field(
         256, ge=1, description="static: training texts used to calibrate activations."
     )
+    optimization_level: Literal[0, 1, 2, 99] = Field(
+        2,
+        description="ONNX Runtime graph optimization (optimum ORTOptimizer) for the "
+        "'-optimized' candidates: 0 off, 1 basic, 2 extended + transformer fusions, "
+        "99 all (may bake CPU-specific layouts into the file).",
+    )
+    candidates: list[ExportCandidate] | None = Field(
+        None,
+        description="int8 candidates to build, evaluate and time; the fastest within "
+        "max_accuracy_drop is deployed. Default: by `quantization` (dynamic: dynamic and "
+        "dynamic-optimized; static: static). The '-fp32-embeddings' ones keep the "
+        "embedding tables fp32 (about 3.3x larger files), for when int8 embeddings cost "
+        "too much accuracy.",
+    )
+    per_channel: bool = Field(True, description="Per-output-channel weight scales.")
+    reduce_range: bool = Field(
+        True,
+        description="7-bit weights: safe on AVX2 CPUs without VNNI (no int16 saturation); "
+        "false uses all 8 bits on VNNI CPUs.",
+    )
+    require_int8: bool = Field(
+        False,
+        description="Fail (AccuracyDropError) when no int8 candidate passes the gate, "
+        "instead of deploying fp32.",
+    )
+
+    @model_validator(mode="after")
+    def _candidates_are_usable(self) -> ExportConfig:
+        if self.candidates is not None:
+            if self.quantization == "none":
+                raise ValueError(
+                    "export.candidates needs export.quantization 'dynamic' or 'static'"
+                )
+            if not self.candidates:
+                raise ValueError("export.candidates must name at least one candidate")
+            if len(set(self.candidates)) != len(self.candidates):
+                raise ValueError("export.candidates lists a candidate twice")
+            optimized = [c for c in self.candidates if "optimized" in c]
+            if optimized and self.optimization_level == 0:
+                raise ValueError(
+                    f"export.candidates {optimized} need export.optimization_level > 0"
+                )
+        if self.require_int8 and self.quantization == "none":
+            raise ValueError("export.require_int8 = true contradicts export.quantization = 'none'")
+        return self
+
+    def candidate_names(self) -> list[str]:
+        """The int8 candidates this table asks for (empty for quantization = 'none')."""
+        if self.quantization == "none":
+            return []
+        if self.candidates is not None:
+            return list(self.candidates)
+        if self.quantization == "static":
+            return ["static"]
+        if self.optimization_level == 0:
+            return ["dynamic"]
+        return ["dynamic", "dynamic-optimized"]
 
 
 class ReportConfig(_Table):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.config import DataConfig
+from distill.config import DataConfig, TransferConfig
 from distill.dataset_files import Split
 from distill.errors import DataError
 from distill.sources import SourceError, resolve_local
@@ -285,14 +286,20 @@ def _label_order(labels: set[str]) -> list[str]:
 def build_splits(
     config: DataConfig, base_dir: Path, seed: int
 ) -> tuple[dict[str, Split], list[str], LoadReport]:
-    """Read, clean and split the data; returns the splits, label names and what cleaning did."""
+    """Read, clean and split the data; returns the splits, label names and what cleaning did.
+
+    Besides train/validation/test, ``splits["unused"]`` holds the rows that
+    ``max_examples`` left out, without labels (label -1), for use as transfer text.
+    """
     report = LoadReport()
     rows = load_rows(config.path, config, base_dir, "data.path", report)
     if config.deduplicate:
         rows, report.duplicates_dropped = _deduplicate(rows)
     if config.max_examples is not None and len(rows) > config.max_examples:
         report.subsampled_from = len(rows)
-        rows, _ = _split(rows, 1 - config.max_examples / len(rows), seed, report)
+        rows, unused = _split(rows, 1 - config.max_examples / len(rows), seed, report)
+    else:
+        unused = []
 
     separate = {}
     for split_name, path_value in (
@@ -344,9 +351,68 @@ def build_splits(
         )
         for name, part in parts.items()
     }
+    # Rows left out by max_examples: unlabelled transfer text for the student (their labels
+    # are dropped), minus any text that validation or test hold.
+    held_out = {_text_key(r.text) for name in ("validation", "test") for r in parts[name]}
+    kept = [r for r in unused if _text_key(r.text) not in held_out]
+    splits["unused"] = Split(
+        ids=[r.example_id for r in kept],
+        texts=[r.text for r in kept],
+        labels=np.full(len(kept), -1, dtype=np.int64),
+    )
     return splits, label_names, report
 
 
 def label_counts(split: Split, label_names: list[str]) -> dict[str, int]:
     counts = Counter(int(x) for x in split.labels)
     return {name: counts.get(i, 0) for i, name in enumerate(label_names)}
+
+
+def load_transfer(
+    transfer: TransferConfig, data: DataConfig, base_dir: Path, data_dir: Path, seed: int
+) -> tuple[Split, dict[str, int]]:
+    """Unlabelled transfer text: deduplicated, never a text of the labelled splits, sampled."""
+    from distill.dataset_files import SPLITS, read_split
+
+    if transfer.path == "unused":
+        pool = read_split(data_dir, "unused")
+        candidates = list(zip(pool.ids, pool.texts, strict=True))
+        read = len(candidates)
+    else:
+        table_config = data.model_copy(update={"encoding": transfer.encoding or data.encoding})
+        column = transfer.text_column or data.text_column
+        name, columns, raw_rows = read_table(
+            transfer.path, table_config, base_dir, "student.transfer.path"
+        )
+        if column not in columns:
+            raise DataError(
+                f"{name}: no column {column!r} (student.transfer.text_column); the columns are {columns}"
+            )
+        stem = Path(name).name
+        candidates = []
+        for line, record in raw_rows:
+            text = "" if record.get(column) is None else str(record[column]).strip()
+            if text:
+                candidates.append((f"transfer:{stem}:{line}", text[:MAX_TEXT_CHARS]))
+        read = len(raw_rows)
+    seen = {_text_key(t) for split in SPLITS for t in read_split(data_dir, split).texts}
+    unique = []
+    for example_id, text in candidates:
+        key = _text_key(text)
+        if key not in seen:
+            seen.add(key)
+            unique.append((example_id, text))
+    chosen = unique
+    if transfer.max_examples is not None and len(unique) > transfer.max_examples:
+        picked = sorted(random.Random(seed).sample(range(len(unique)), transfer.max_examples))
+        chosen = [unique[i] for i in picked]
+    if not chosen:
+        raise DataError(
+            f"student.transfer.path: {transfer.path!r} holds no text that is not already labelled"
+        )
+    split = Split(
+        ids=[i for i, _ in chosen],
+        texts=[t for _, t in chosen],
+        labels=np.full(len(chosen), -1, dtype=np.int64),
+    )
+    return split, {"read": read, "new_texts": len(unique), "used": len(chosen)}

@@ -33,7 +33,14 @@ def distillation_loss(
     With ``alpha = 0`` this is plain cross-entropy and ``teacher_logits`` may be None
     (the no-distillation baseline).
     """
-    ce = F.cross_entropy(student_logits, labels)
+    # Transfer text carries no label (-1): it teaches only through the KD term.
+    labelled = labels >= 0
+    if bool(labelled.all()):
+        ce = F.cross_entropy(student_logits, labels)
+    elif bool(labelled.any()):
+        ce = F.cross_entropy(student_logits[labelled], labels[labelled])
+    else:
+        ce = student_logits.sum() * 0.0
     if alpha == 0:
         return ce, {"ce": float(ce.detach())}
     if teacher_logits is None:

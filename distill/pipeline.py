@@ -66,7 +66,13 @@ def _lazy(module: str) -> Callable[[], StageFn]:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("data", ("data",), (), _lazy("data")),
     StageSpec("teacher", ("data", "teacher"), ("data",), _lazy("teacher"), distributed=True),
-    StageSpec("labels", ("data",), ("data", "teacher"), _lazy("labels"), distributed=True),
+    StageSpec(
+        "labels",
+        ("data", "student.transfer"),
+        ("data", "teacher"),
+        _lazy("labels"),
+        distributed=True,
+    ),
     StageSpec(
         "student",
         ("data", "student"),
@@ -92,8 +98,20 @@ STAGES: tuple[StageSpec, ...] = (
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
+def _section(recipe: Recipe, dotted: str) -> Any:
+    """A recipe table by name; ``student.transfer`` names a sub-table (None when absent)."""
+    value: Any = recipe
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _dump(table: Any) -> Any:
+    return None if table is None else table.model_dump(mode="json")
+
+
 def stage_fingerprint(spec: StageSpec, recipe: Recipe, upstream: dict[str, str]) -> str:
-    settings = {s: getattr(recipe, s).model_dump(mode="json") for s in spec.sections}
+    settings = {s: _dump(_section(recipe, s)) for s in spec.sections}
     return fingerprint(
         {
             "stage": spec.name,
@@ -204,7 +222,7 @@ def _run_stage(
     inputs: dict[str, Path],
 ) -> None:
     run = spec.load()
-    sections = {s: getattr(recipe, s) for s in spec.sections}
+    sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections}
     checkpoints = _checkpoint_root(ctx, spec.name, expected)
     stage_ctx = dataclasses.replace(ctx, checkpoints=checkpoints)
     started = time.perf_counter()
@@ -227,7 +245,7 @@ def _run_stage(
                 "fingerprint": expected,
                 "task": recipe.task,
                 "seed": recipe.seed,
-                "config": {s: sections[s].model_dump(mode="json") for s in spec.sections},
+                "config": {s: _dump(_section(recipe, s)) for s in spec.sections},
                 "upstream": {
                     u: (read_manifest(p) or {}).get("fingerprint") for u, p in inputs.items()
                 },
@@ -248,7 +266,7 @@ def _assist_stage(
 ) -> None:
     """A non-main process's share of a data-parallel stage; what it writes is thrown away."""
     run = spec.load()
-    sections = {s: getattr(recipe, s) for s in spec.sections}
+    sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections}
     stage_ctx = dataclasses.replace(ctx, checkpoints=_checkpoint_root(ctx, spec.name, expected))
     with tempfile.TemporaryDirectory(prefix=f"distill-{spec.name}-") as scratch:
         run(stage_ctx, inputs, Path(scratch), **sections)

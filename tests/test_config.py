@@ -128,3 +128,12 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
         load_recipe(bad)
     with pytest.raises(RecipeError, match="no such recipe file"):
         load_recipe(tmp_path / "missing.toml")
+
+
+def test_transfer_needs_distillation() -> None:
+    raw = {**MINIMAL, "student": {"num_layers": 2, "alpha": 0.0, "transfer": {"path": "unused"}}}
+    with pytest.raises(RecipeError, match="student.transfer needs alpha > 0"):
+        validate_recipe(raw)
+    raw["student"] = {"num_layers": 2, "transfer": {"path": "unused", "colour": 1}}
+    with pytest.raises(RecipeError, match=r"student.transfer.colour: unknown key"):
+        validate_recipe(raw)

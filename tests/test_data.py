@@ -26,11 +26,11 @@ def test_csv_is_split_stratified_disjoint_and_stable(sentiment_csv: Path) -> Non
     splits, labels, report = build_splits(config(sentiment_csv), sentiment_csv.parent, seed=3)
     assert labels == ["negative", "positive"]
     sizes = {name: len(split) for name, split in splits.items()}
-    assert sizes == {"train": 84, "validation": 12, "test": 24}
+    assert sizes == {"train": 84, "validation": 12, "test": 24, "unused": 0}
     all_ids = [i for split in splits.values() for i in split.ids]
     assert len(set(all_ids)) == 120  # disjoint and complete
     assert splits["train"].ids[0] == "reviews.csv:2"  # file name and line: stable across runs
-    for split in splits.values():  # stratified: both classes equally present
+    for split in (splits[n] for n in ("train", "validation", "test")):  # stratified
         assert np.bincount(split.labels).tolist() == [len(split) // 2] * 2
     again, _, _ = build_splits(config(sentiment_csv), sentiment_csv.parent, seed=3)
     assert again["test"].ids == splits["test"].ids
@@ -146,9 +146,10 @@ def test_duplicates_dropped_before_splitting_and_subsample(tmp_path: Path) -> No
     splits, _, report = build_splits(config(path, max_examples=50), tmp_path, seed=0)
     assert report.duplicates_dropped == 2
     assert report.subsampled_from == 100
-    assert sum(len(s) for s in splits.values()) == 50
+    assert sum(len(splits[name]) for name in ("train", "validation", "test")) == 50
     texts = [t.lower() for s in splits.values() for t in s.texts]
-    assert len(texts) == len(set(texts))
+    assert len(texts) == len(set(texts)) == 100  # the 50 left out are kept as unlabelled text
+    assert len(splits["unused"]) == 50 and set(splits["unused"].labels.tolist()) == {-1}
 
 
 def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
@@ -210,3 +211,42 @@ def test_test_texts_are_never_trained_on(sentiment_csv: Path, tmp_path: Path) ->
         build_splits(
             config(sentiment_csv, test_path=str(test_file), deduplicate=False), tmp_path, seed=0
         )
+
+
+def test_transfer_text_from_unused_rows_and_from_a_file(tmp_path: Path) -> None:
+    from distill.config import TransferConfig
+    from distill.data import load_transfer
+    from distill.dataset_files import write_split
+
+    rows = ["text,label"] + [f"text {i},{'a' if i % 2 else 'b'}" for i in range(100)]
+    path = write_csv(tmp_path / "d.csv", rows)
+    data = config(path, max_examples=40)
+    splits, _, _ = build_splits(data, tmp_path, seed=0)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for name, split in splits.items():
+        write_split(data_dir / f"{name}.jsonl", split)
+    unused, counts = load_transfer(
+        TransferConfig(path="unused", max_examples=25), data, tmp_path, data_dir, seed=0
+    )
+    assert counts == {"read": 60, "new_texts": 60, "used": 25}
+    labelled = {t for n in ("train", "validation", "test") for t in splits[n].texts}
+    assert not labelled & set(unused.texts) and set(unused.labels.tolist()) == {-1}
+    # A separate file, with its own column; texts already labelled are skipped.
+    write_csv(
+        tmp_path / "raw.csv",
+        ["body", splits["train"].texts[0], "fresh one", "fresh two", "fresh one"],
+    )
+    extra, counts = load_transfer(
+        TransferConfig(path="raw.csv", text_column="body"), data, tmp_path, data_dir, seed=0
+    )
+    assert extra.texts == ["fresh one", "fresh two"] and extra.ids == [
+        "transfer:raw.csv:3",
+        "transfer:raw.csv:4",
+    ]
+    assert counts == {"read": 4, "new_texts": 2, "used": 2}
+    with pytest.raises(DataError, match=r"no column 'text' \(student.transfer.text_column\)"):
+        load_transfer(TransferConfig(path="raw.csv"), data, tmp_path, data_dir, seed=0)
+    write_csv(tmp_path / "stale.csv", ["text", splits["test"].texts[0]])
+    with pytest.raises(DataError, match="holds no text that is not already labelled"):
+        load_transfer(TransferConfig(path="stale.csv"), data, tmp_path, data_dir, seed=0)

@@ -73,3 +73,19 @@ def test_alpha_zero_is_plain_cross_entropy_without_teacher() -> None:
 def test_alpha_positive_requires_teacher_logits() -> None:
     with pytest.raises(ValueError, match="teacher logits"):
         distillation_loss(torch.zeros(1, 2), None, torch.tensor([0]), temperature=2.0, alpha=0.5)
+
+
+def test_unlabelled_examples_teach_only_through_the_teacher() -> None:
+    student = torch.tensor([[0.2, 1.5, -0.3], [2.0, 0.0, -1.0], [0.1, 0.1, 0.4]])
+    teacher = torch.tensor([[1.0, 0.1, 0.0], [-0.5, 2.5, 0.3], [0.0, 1.0, 0.0]])
+    labels = torch.tensor([1, -1, -1])  # -1: transfer text with no gold label
+    loss, parts = distillation_loss(student, teacher, labels, temperature=2.0, alpha=0.6)
+    ce = F.cross_entropy(student[:1], labels[:1]).item()
+    kd = soft_target_kl(student, teacher, 2.0).item()  # KD over every example
+    assert parts == pytest.approx({"kd": kd, "ce": ce})
+    assert loss.item() == pytest.approx(0.6 * kd + 0.4 * ce, rel=1e-6)
+    only_transfer, parts = distillation_loss(student[1:], teacher[1:], labels[1:], 2.0, 0.6)
+    assert parts["ce"] == 0.0  # no NaN from an empty cross-entropy
+    assert only_transfer.item() == pytest.approx(
+        0.6 * soft_target_kl(student[1:], teacher[1:], 2.0).item(), rel=1e-6
+    )

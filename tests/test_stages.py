@@ -170,3 +170,46 @@ def test_trackers_only_when_asked(trained: dict, tmp_path: Path, tiny_model_dir:
         teacher=teacher,
     )
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_student_learns_from_teacher_labelled_transfer_text(trained: dict, tmp_path: Path) -> None:
+    from conftest import synthetic_rows
+
+    from distill.config import TransferConfig
+
+    raw = tmp_path / "raw.csv"
+    raw.write_text(
+        "body\n" + "\n".join(text + " extra" for text, _ in synthetic_rows(48, seed=9)) + "\n",
+        encoding="utf-8",
+    )
+    ctx = RunContext(
+        name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
+    )
+    data = DataConfig(path="x", max_length=24)
+    transfer = TransferConfig(path="raw.csv", text_column="body", max_examples=40)
+    labels_out = tmp_path / "labels"
+    labels_out.mkdir()
+    metrics = labels_stage.run(
+        ctx,
+        {"data": trained["data"], "teacher": trained["teacher"]},
+        labels_out,
+        data=data,
+        transfer=transfer,
+    )
+    assert metrics["transfer"] == {"read": 48, "new_texts": 48, "used": 40}
+    assert metrics["examples"]["transfer"] == 40
+    ids, logits = load_logits(labels_out / "logits" / "transfer.npz")
+    assert logits.shape == (40, 2) and all(i.startswith("transfer:raw.csv:") for i in ids)
+    student_out = tmp_path / "student"
+    student_out.mkdir()
+    student = StudentConfig(
+        num_layers=1, max_steps=6, batch_size=16, transfer=transfer, baseline=False
+    )
+    result = student_stage.run(
+        ctx,
+        {"data": trained["data"], "teacher": trained["teacher"], "labels": labels_out},
+        student_out,
+        data=data,
+        student=student,
+    )
+    assert result["training_examples"] == {"labelled": 112, "transfer": 40}

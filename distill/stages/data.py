@@ -9,17 +9,20 @@ from typing import Any
 from distill.artifacts import RunContext
 from distill.config import DataConfig
 from distill.data import build_splits, label_counts
-from distill.dataset_files import write_label_names, write_split
+from distill.dataset_files import SPLITS, write_label_names, write_split
 
 
 def run(ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig) -> dict[str, Any]:
     splits, label_names, report = build_splits(data, ctx.recipe_dir, ctx.seed)
-    for name, split in splits.items():
-        write_split(out / f"{name}.jsonl", split)
+    for name in SPLITS:
+        write_split(out / f"{name}.jsonl", splits[name])
     write_label_names(out, label_names)
+    unused = splits.pop("unused")
+    write_split(out / "unused.jsonl", unused)
     return {
         "labels": label_names,
         "sizes": {name: len(split) for name, split in splits.items()},
+        "unused_rows": len(unused),
         "label_counts": {name: label_counts(split, label_names) for name, split in splits.items()},
         "cleaning": dataclasses.asdict(report),
     }

@@ -68,6 +68,17 @@ def run(
     return summary_metrics(document)
 
 
+def _training_examples(student_manifest: dict[str, Any]) -> dict[str, Any]:
+    """How many labelled and transfer (teacher-labelled only) examples the student saw."""
+    examples = (student_manifest.get("metrics") or {}).get("training_examples")
+    if not examples:
+        return {}
+    return {
+        "labelled training examples": examples.get("labelled"),
+        "transfer examples (teacher soft targets only)": examples.get("transfer"),
+    }
+
+
 def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
     """The small part of the report kept in the stage manifest."""
     rows = {}
@@ -281,7 +292,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             key: student_cfg.get(key)
             for key in ("init", "num_layers", "layers", "temperature", "alpha")
             if key in student_cfg
-        },
+        }
+        | _training_examples(manifests["student"]),
         # What the teacher's soft targets bought: distilled student minus its no-KD twin.
         "accuracy_gain_over_no_kd": (
             by_key["student"]["accuracy"] - by_key["student_no_kd"]["accuracy"]

@@ -104,6 +104,13 @@ def _train_variant(
         )
         for split_name, split in splits.items()
     }
+    train_set = encoded["train"]
+    examples = {"labelled": len(splits["train"]), "transfer": 0}
+    if use_teacher and "transfer" in encoded:  # unlabelled text: learnt through the teacher only
+        import datasets
+
+        train_set = datasets.concatenate_datasets([train_set, encoded["transfer"]])
+        examples["transfer"] = len(splits["transfer"])
     work_dir = ctx.checkpoint_dir(out, "baseline" if alpha == 0 else "distilled")
     trainer, history = train(
         stage=f"student ({name})",
@@ -111,7 +118,7 @@ def _train_variant(
         model=model,
         tokenizer=tokenizer,
         config=config,
-        train_set=encoded["train"],
+        train_set=train_set,
         eval_set=encoded["validation"],
         num_labels=len(label_names),
         work_dir=work_dir,
@@ -126,6 +133,7 @@ def _train_variant(
         "built": built,
         "alpha": alpha,
         "parameters": parameter_counts(model),
+        "training_examples": examples,
     }
     for split_name in ("validation", "test"):
         logits = predict_logits(trainer, encoded[split_name])
@@ -166,6 +174,11 @@ def run(
         name: load_logits(inputs["labels"] / "logits" / f"{name}.npz", split.ids)[1]
         for name, split in splits.items()
     }
+    if student.transfer is not None:
+        splits["transfer"] = read_split(inputs["labels"], "transfer")
+        teacher_logits["transfer"] = load_logits(
+            inputs["labels"] / "logits" / "transfer.npz", splits["transfer"].ids
+        )[1]
     teacher_dir = inputs["teacher"] / "model"
     common = dict(
         config=student,

@@ -34,6 +34,7 @@ class Task(ABC):
         split: Split,
         max_length: int,
         teacher_logits: np.ndarray | None = None,
+        with_labels: bool = True,
     ) -> Any:
         """A `datasets.Dataset` of model inputs (+ labels and cached teacher outputs)."""
 

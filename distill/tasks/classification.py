@@ -37,6 +37,7 @@ class SequenceClassification(Task):
         split: Split,
         max_length: int,
         teacher_logits: np.ndarray | None = None,
+        with_labels: bool = True,
     ) -> Any:
         import datasets
 
@@ -45,7 +46,8 @@ class SequenceClassification(Task):
         columns: dict[str, Any] = dict(
             tokenizer(split.texts, truncation=True, max_length=max_length)
         )
-        columns["labels"] = split.labels.tolist()
+        if with_labels:  # label -1 marks unlabelled (transfer) text
+            columns["labels"] = split.labels.tolist()
         if teacher_logits is not None:
             columns["teacher_logits"] = np.asarray(teacher_logits, dtype=np.float32).tolist()
         return datasets.Dataset.from_dict(columns)
