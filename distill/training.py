@@ -250,6 +250,22 @@ def drop_checkpoints(work_dir: Path) -> None:
         pass
 
 
+def finish_training(
+    trainer: Trainer, history: list[dict[str, Any]], out: Path, work_dir: Path
+) -> dict[str, Any]:
+    """Save the training curves, drop the checkpoints; returns what the manifest records."""
+    save_log_history(out / "log_history.json", history)
+    drop_checkpoints(work_dir)
+    return {
+        "train_runtime_s": next(
+            (h["train_runtime"] for h in history if "train_runtime" in h), None
+        ),
+        "epochs_run": trainer.state.epoch,
+        "steps": trainer.state.global_step,
+        "batch": batch_layout(trainer),
+    }
+
+
 def batch_layout(trainer: Trainer) -> dict[str, int]:
     """How the recipe's batch was laid out over processes (recorded in the stage manifest)."""
     args = trainer.args

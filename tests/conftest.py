@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,19 @@ def sentiment_csv(tmp_path: Path) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(synthetic_rows(120))
     return path
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def run_command(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a real process offline with this checkout importable (the CLI as a user runs it)."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(
+        command, cwd=cwd, env=environment, capture_output=True, text=True, check=False, timeout=600
+    )
+
+
+def run_distill(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m distill ARGS` in ``cwd``."""
+    return run_command([sys.executable, "-m", "distill", *args], cwd)

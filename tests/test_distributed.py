@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_command, run_distill
 
 from distill.artifacts import read_manifest
 from distill.dataset_files import load_logits
@@ -39,25 +39,13 @@ KILL_RANK_1 = textwrap.dedent(
 def launch(
     args: list[str], cwd: Path, script: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     target = [str(script)] if script else ["-m", "distill"]
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", *target, *args]
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=600
-    )
+    return run_command(command, cwd, OMP_NUM_THREADS="1")
 
 
 def single(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "distill", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    return run_distill(args, cwd)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_command, run_distill
 
 from distill.artifacts import read_manifest
 from distill.dataset_files import load_logits
@@ -82,19 +83,9 @@ num_layers = 1
 def run_cli(
     args: list[str], cwd: Path, killer: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    command = (
-        [sys.executable, "-c", KILLER, killer] if killer else [sys.executable, "-m", "distill"]
-    )
-    return subprocess.run(
-        [*command, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    if killer is None:
+        return run_distill(args, cwd)
+    return run_command([sys.executable, "-c", KILLER, killer, *args], cwd)
 
 
 @pytest.fixture(scope="module")

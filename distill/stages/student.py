@@ -41,7 +41,7 @@ from distill.models import (
 )
 from distill.tasks import get_task
 from distill.tasks.base import Task
-from distill.training import batch_layout, drop_checkpoints, predict_logits, save_log_history, train
+from distill.training import finish_training, predict_logits, train
 
 
 def build_student(
@@ -141,14 +141,7 @@ def _train_variant(
         metrics[split_name] = task.metrics(
             logits, splits[split_name].labels, len(label_names), teacher_logits[split_name]
         )
-    metrics["train_runtime_s"] = next(
-        (h["train_runtime"] for h in history if "train_runtime" in h), None
-    )
-    metrics["epochs_run"] = trainer.state.epoch
-    metrics["steps"] = trainer.state.global_step
-    metrics["batch"] = batch_layout(trainer)
-    save_log_history(out / "log_history.json", history)
-    drop_checkpoints(work_dir)
+    metrics.update(finish_training(trainer, history, out, work_dir))
     # The model card (README.md) beside the weights: base model, data, test metrics, teacher.
     write_student_card(
         out / "model",

@@ -17,7 +17,7 @@ from distill.config import DataConfig, TeacherConfig
 from distill.dataset_files import SPLITS, read_label_names, read_split, save_logits
 from distill.models import freeze, load_tokenizer, resolve_model
 from distill.tasks import get_task
-from distill.training import batch_layout, drop_checkpoints, predict_logits, save_log_history, train
+from distill.training import finish_training, predict_logits, train
 
 
 def run(
@@ -62,12 +62,5 @@ def run(
         logits = predict_logits(trainer, encoded[name])
         save_logits(out / "logits" / f"{name}.npz", splits[name].ids, logits)
         metrics[name] = task.metrics(logits, splits[name].labels, len(label_names))
-    metrics["train_runtime_s"] = next(
-        (h["train_runtime"] for h in history if "train_runtime" in h), None
-    )
-    metrics["epochs_run"] = trainer.state.epoch
-    metrics["steps"] = trainer.state.global_step
-    metrics["batch"] = batch_layout(trainer)
-    save_log_history(out / "log_history.json", history)
-    drop_checkpoints(work_dir)
+    metrics.update(finish_training(trainer, history, out, work_dir))
     return metrics
