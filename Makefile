@@ -27,8 +27,8 @@ quickstart: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/quickstart.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check distill tests
-	$(BIN)/ruff format --check distill tests
+	$(BIN)/ruff check distill tests bench
+	$(BIN)/ruff format --check distill tests bench
 
 # The report's browser test drives Debian's chromium through playwright (never
 # `playwright install`, which downloads a browser). Installed here so CI never skips it.

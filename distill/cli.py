@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("-o", "--output", type=Path, help="folder to write (default: beside them)")
 
+    from distill import bench
+
+    bench.add_arguments(
+        commands.add_parser("bench", help="CPU latency of a run's models, side by side")
+    )
+
     schema = commands.add_parser("schema", help="write the recipe JSON Schema")
     schema.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
 
@@ -259,6 +265,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from distill.bench import run_from_args
+
+    return run_from_args(args)
+
+
 def _schema(args: argparse.Namespace) -> int:
     from distill.config import recipe_json_schema
 
@@ -343,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate": _validate,
         "run": _run,
         "report": _report,
+        "bench": _bench,
         "schema": _schema,
         "predict": _predict,
     }

@@ -189,6 +189,12 @@ class ExportConfig(_Table):
         "'-optimized' candidates: 0 off, 1 basic, 2 extended + transformer fusions, "
         "99 all (may bake CPU-specific layouts into the file).",
     )
+    cls_pruning: bool = Field(
+        True,
+        description="'-optimized' candidates: after its attention, the last layer computes "
+        "only the first token, the one the classification head reads (exact; checked by "
+        "the parity test).",
+    )
     candidates: list[ExportCandidate] | None = Field(
         None,
         description="int8 candidates to build, evaluate and time; the fastest within "

@@ -1,5 +1,6 @@
-"""ONNX helpers: export with optimum, parity against PyTorch, int8 quantization, batched
-inference with plain onnxruntime, and the deployable bundle's manifest.
+"""ONNX helpers: export with optimum, graph optimization (ORTOptimizer), parity against
+PyTorch, int8 quantization, batched inference with plain onnxruntime, and the deployable
+bundle's manifest.
 
 Everything here tokenizes the same way (``tokenizer(texts, truncation=True,
 max_length=..., padding=..., return_tensors="np")``) and feeds a graph only the inputs it
@@ -9,9 +10,8 @@ declares, so BERT (with ``token_type_ids``) and MPNet (without) are handled alik
 from __future__ import annotations
 
 import logging
-import statistics
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,23 @@ QUANTIZATION_DEFAULTS: dict[str, Any] = {
     "per_channel": True,
     "reduce_range": True,
 }
+# Operators quantized by the dynamic candidates: the weight matmuls (plain MatMul, or the fused
+# Attention of an optimized graph), plus the embedding tables (Gather on the plain graph,
+# EmbedLayerNormalization on a fused one) unless the candidate keeps embeddings fp32. The
+# 30522 x 384 word embedding of MiniLM is three quarters of the fp32 file.
+DYNAMIC_MATMUL_OPERATORS = ("MatMul", "Attention")
+EMBEDDING_OPERATORS = ("Gather", "EmbedLayerNormalization")
+# Passed to onnxruntime's quantize_dynamic (optimum's ORTQuantizer cannot pass them):
+# - DefaultTensorType: the fused contrib ops (Attention, SkipLayerNormalization, ...) of an
+#   optimized graph have no inferred output types; without a default the quantizer fails
+#   with "Unable to find data type for weight_name=...";
+# - MatMulConstBOnly: only matmuls with a constant (weight) operand; the activation x
+#   activation matmuls of unfused attention stay fp32 (onnxruntime's own dynamic default).
+DYNAMIC_EXTRA_OPTIONS: dict[str, Any] = {"DefaultTensorType": "FLOAT", "MatMulConstBOnly": True}
+# Transformer fusions of optimum's OptimizationConfig that stay on for every level > 0
+# (optimum disables the embedding fusion by default; it is exact here and lets the
+# quantizer turn the three embedding tables into one int8 EmbedLayerNormalization).
+OPTIMIZATION_OPTIONS: dict[str, Any] = {"disable_embed_layer_norm_fusion": False}
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
 
@@ -78,6 +95,216 @@ def graph_info(model_path: Path) -> dict[str, Any]:
         "output_names": [o.name for o in model.graph.output],
         "opset": opset,
     }
+
+
+def op_counts(model_path: Path) -> dict[str, int]:
+    """How many nodes of each operator type the graph holds (``domain:op`` outside ONNX's)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# --------------------------------------------------------------------------- graph optimization
+
+
+def optimization_config(level: int) -> Any:
+    """optimum's ``OptimizationConfig`` for CPU at ``level`` (see :data:`OPTIMIZATION_OPTIONS`)."""
+    from optimum.onnxruntime.configuration import OptimizationConfig
+
+    return OptimizationConfig(
+        optimization_level=level, optimize_for_gpu=False, fp16=False, **OPTIMIZATION_OPTIONS
+    )
+
+
+def optimize_graph(
+    onnx_path: Path,
+    save_dir: Path,
+    *,
+    level: int,
+    model_config_dir: Path,
+    cls_pruning: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """ONNX Runtime graph optimization with optimum's ``ORTOptimizer`` (transformer fusions:
+    Attention, SkipLayerNormalization, EmbedLayerNormalization, BiasGelu, ...), then, with
+    ``cls_pruning``, :func:`prune_to_first_token`.
+
+    ``model_config_dir`` holds the transformers ``config.json`` (heads, hidden size, model
+    type). Returns ``save_dir/<stem>_optimized.onnx`` and the settings to record;
+    ``save_dir`` also receives ``ort_config.json``. Raises ``NotImplementedError`` for a model
+    type that onnxruntime's transformer optimizer does not know.
+    """
+    from optimum.onnxruntime import ORTOptimizer
+    from transformers import AutoConfig
+
+    if level not in (1, 2, 99):
+        raise ValueError(f"optimization level must be 1, 2 or 99 (got {level})")
+    config = AutoConfig.from_pretrained(model_config_dir)
+    optimization = optimization_config(level)
+    with _quiet_root_logger():
+        ORTOptimizer([onnx_path], config=config).optimize(optimization, save_dir)
+    path = save_dir / f"{onnx_path.stem}_optimized.onnx"
+    if not path.is_file():  # pragma: no cover - ORTOptimizer names it so
+        raise ModelLoadError(f"optimization of {onnx_path} wrote no {path.name} in {save_dir}")
+    counts = op_counts(path)
+    settings = {
+        "tool": "optimum.onnxruntime.ORTOptimizer",
+        "level": level,
+        "model_type": config.model_type,
+        **OPTIMIZATION_OPTIONS,
+        "nodes": sum(counts.values()),
+        "nodes_before": sum(op_counts(onnx_path).values()),
+        "fused_operators": {k: v for k, v in counts.items() if k.startswith("com.microsoft:")},
+    }
+    if cls_pruning:
+        settings["cls_pruning"] = prune_to_first_token(path)
+    return path, settings
+
+
+# Operators that treat every token alike and independently (given weights/constants that do
+# not vary along the sequence): the tail of the last layer may run on one token through them.
+_TOKENWISE_OPS = frozenset(
+    {
+        "Add",
+        "BiasGelu",
+        "Cast",
+        "Div",
+        "Erf",
+        "FastGelu",
+        "Gelu",
+        "LayerNormalization",
+        "MatMul",
+        "Mul",
+        "Pow",
+        "QuickGelu",
+        "Relu",
+        "SimplifiedLayerNormalization",
+        "SkipLayerNormalization",
+        "SkipSimplifiedLayerNormalization",
+        "Sqrt",
+        "Sub",
+        "Tanh",
+    }
+)
+
+
+def prune_to_first_token(model_path: Path) -> dict[str, Any]:
+    """Make the last transformer layer of a fused classifier run on the first token only,
+    after its attention (rewrites ``model_path`` in place when it applies).
+
+    A sequence classifier reads one vector of the last layer: the first token's (the BERT
+    pooler, the DistilBERT/MPNet heads: ``Gather(axis=1, index 0)``). The last layer still
+    needs every token's keys and values for that token's attention, but everything after the
+    attention (output projection, residuals, layer norms, feed-forward) works token by token,
+    so computing it for the first token alone gives the same logits with about a third
+    fewer matmul operations in a 2-layer student. Applied only when the graph has that
+    shape: the last fused ``Attention`` node followed by token-wise operators (
+    :data:`_TOKENWISE_OPS`, weights and constants that do not vary along the sequence) whose
+    only exits are first-token ``Gather`` nodes. Returns what was done, or why not.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    nodes = list(graph.node)
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    values: dict[str, np.ndarray] = {
+        init.name: numpy_helper.to_array(init)
+        for init in graph.initializer
+        if list(init.dims) in ([], [1])
+    }
+    for node in nodes:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for attr in node.attribute:
+                if attr.name == "value":
+                    shapes[node.output[0]] = list(attr.t.dims)
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    outputs = {o.name for o in graph.output}
+    attentions = [
+        i
+        for i, n in enumerate(nodes)
+        if n.op_type in ("Attention", "MultiHeadAttention") and n.domain == "com.microsoft"
+    ]
+    if not attentions:
+        return {"applied": False, "reason": "no fused Attention node"}
+    at = attentions[-1]
+    attention = nodes[at]
+    if len([o for o in attention.output if o]) != 1:
+        return {"applied": False, "reason": "the last Attention has more than one output"}
+    first = {attention.output[0]: None, attention.input[0]: None}  # tensors cut to token 0
+    tail, readers = [], []
+    for node in nodes[at + 1 :]:
+        used = [name for name in node.input if name in first]
+        if not used:
+            continue
+        if _reads_first_token(node, values):
+            readers.append(node)
+            continue
+        if node.op_type not in _TOKENWISE_OPS:
+            return {"applied": False, "reason": f"{node.op_type} {node.name!r} is not token-wise"}
+        for position, name in enumerate(node.input):
+            if not name or name in first:
+                continue
+            if name not in shapes:  # another activation: not provably token-wise
+                return {"applied": False, "reason": f"{node.name!r} mixes in {name!r}"}
+            weights = node.op_type == "MatMul" and position == 1 and len(shapes[name]) == 2
+            if not weights and any(d != 1 for d in shapes[name][:-1]):
+                return {"applied": False, "reason": f"{name!r} varies along the sequence"}
+        if node.op_type == "MatMul" and node.input[1] in first:
+            return {"applied": False, "reason": f"{node.name!r} multiplies two activations"}
+        tail.append(node)
+        first.update(dict.fromkeys(o for o in node.output if o))
+    if not tail or not readers or outputs & set(first):
+        return {"applied": False, "reason": "the last layer's output is not read at token 0 only"}
+
+    cut = {}
+    for name in (attention.output[0], attention.input[0]):
+        cut[name] = f"{name}__first_token"
+    starts, ends, axes = "distill_first_token_start", "distill_first_token_end", "distill_seq_axis"
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([0], dtype=np.int64), starts),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), ends),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), axes),
+        ]
+    )
+    slices = [
+        helper.make_node(
+            "Slice", [name, starts, ends, axes], [cut[name]], name=f"{name}/first_token"
+        )
+        for name in cut
+    ]
+    for node in tail:
+        for position, name in enumerate(node.input):
+            if name in cut:
+                node.input[position] = cut[name]
+    # shapes recorded for the tail's tensors no longer hold (sequence length is now 1)
+    stale = [vi for vi in graph.value_info if vi.name in first]
+    for vi in stale:
+        graph.value_info.remove(vi)
+    graph.ClearField("node")
+    graph.node.extend([*nodes[: at + 1], *slices, *nodes[at + 1 :]])
+    onnx.save(model, str(model_path))
+    return {
+        "applied": True,
+        "attention": attention.name,
+        "first_token_nodes": len(tail),
+        "readers": [n.name for n in readers],
+    }
+
+
+def _reads_first_token(node: Any, values: dict[str, np.ndarray]) -> bool:
+    """Whether ``node`` is ``Gather(x, 0, axis=1)``: the first token of a (batch, seq, ...) tensor."""
+    if node.op_type != "Gather" or len(node.input) != 2 or node.input[1] not in values:
+        return False
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    index = values[node.input[1]]
+    return axis == 1 and index.size == 1 and int(index.reshape(-1)[0]) == 0
 
 
 # --------------------------------------------------------------------------- inference
@@ -150,7 +377,9 @@ def predict_logits(
     batch_size: int = 32,
     threads: int = SESSION_THREADS,
 ) -> np.ndarray:
-    """Logits of an ONNX classifier over ``texts`` (batched, each batch padded to its longest)."""
+    """Logits of an ONNX classifier over ``texts`` (batched in order, each batch padded to its
+    longest: the way ``distill predict`` batches, so dynamic int8, whose activation scales
+    depend on the batch, gives the same numbers here and there)."""
     session = make_session(model_path, threads)
     output = _logits_output(session)
     chunks = []
@@ -169,29 +398,17 @@ def predict_logits(
     return np.concatenate(chunks).astype(np.float32)
 
 
+def token_lengths(tokenizer: Any, texts: Sequence[str], *, max_length: int) -> np.ndarray:
+    """Tokens per text (special tokens included), truncated at ``max_length``."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return np.asarray([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+
+
 def _logits_output(session: Any) -> str:
     names = [o.name for o in session.get_outputs()]
     return "logits" if "logits" in names else names[0]
-
-
-def latency_ms(
-    model_path: Path,
-    feeds: dict[str, np.ndarray],
-    *,
-    runs: int = 30,
-    warmup: int = 3,
-    threads: int = SESSION_THREADS,
-) -> float:
-    """Median wall time (ms) of one ``session.run`` on ``feeds``."""
-    session = make_session(model_path, threads)
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - started) * 1000.0)
-    return float(statistics.median(times))
 
 
 # --------------------------------------------------------------------------- parity
@@ -259,11 +476,13 @@ def quantization_config(
     per_channel: bool = QUANTIZATION_DEFAULTS["per_channel"],
     reduce_range: bool = QUANTIZATION_DEFAULTS["reduce_range"],
     weights_dtype: str = QUANTIZATION_DEFAULTS["weights_dtype"],
+    operators: Sequence[str] | None = None,
 ) -> Any:
     """optimum's AVX2 preset (``AutoQuantizationConfig.avx2``) with the weight type set.
 
     The preset quantizes weights as QUInt8; ``weights_dtype="QInt8"`` selects the faster
     u8 x s8 kernels of onnxruntime's CPU backend (see :data:`QUANTIZATION_DEFAULTS`).
+    ``operators`` replaces the preset's operator types to quantize.
     """
     from onnxruntime.quantization import QuantType
     from optimum.onnxruntime import AutoQuantizationConfig
@@ -272,6 +491,8 @@ def quantization_config(
         is_static=(mode == "static"), per_channel=per_channel, reduce_range=reduce_range
     )
     config.weights_dtype = QuantType[weights_dtype]
+    if operators is not None:
+        config.operators_to_quantize = list(operators)
     return config
 
 
@@ -291,17 +512,84 @@ def describe_quantization(config: Any, mode: str) -> dict[str, Any]:
     }
 
 
-def quantize_dynamic(onnx_path: Path, save_dir: Path, config: Any) -> Path:
-    """Dynamic int8 quantization with optimum's ``ORTQuantizer``; returns the quantized file.
+def quantize_dynamic(
+    onnx_path: Path, save_dir: Path, config: Any, *, optimization: Any = None
+) -> Path:
+    """Dynamic int8 quantization; returns ``save_dir/<stem>_quantized.onnx``.
 
-    ``save_dir`` also receives ``ort_config.json`` (the settings), ``config.json`` and the
-    tokenizer files next to the model.
+    Runs ``onnxruntime.quantization.quantize_dynamic`` with the settings of the optimum
+    ``QuantizationConfig`` ``config`` plus :data:`DYNAMIC_EXTRA_OPTIONS` (which optimum's
+    ``ORTQuantizer`` cannot pass, and without which an optimized graph does not quantize).
+    ``save_dir`` also receives ``ort_config.json``: optimum's ``ORTConfig`` of the
+    quantization (and of the graph ``optimization`` that preceded it, if any), plus the
+    quantizer call and its extra options under ``"quantizer"``.
     """
-    from optimum.onnxruntime import ORTQuantizer
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
-    quantizer = ORTQuantizer.from_pretrained(onnx_path.parent, file_name=onnx_path.name)
-    quantizer.quantize(quantization_config=config, save_dir=save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    path = save_dir / f"{onnx_path.stem}_quantized.onnx"
+    extra_options = {
+        **DYNAMIC_EXTRA_OPTIONS,
+        "DefaultTensorType": getattr(onnx.TensorProto, DYNAMIC_EXTRA_OPTIONS["DefaultTensorType"]),
+        "WeightSymmetric": bool(config.weights_symmetric),
+        "ActivationSymmetric": bool(config.activations_symmetric),
+    }
+    with _quiet_root_logger():  # "Please consider to run pre-processing" on every call
+        ort_quantize_dynamic(
+            onnx_path,
+            path,
+            op_types_to_quantize=[
+                str(getattr(op, "value", op)) for op in config.operators_to_quantize
+            ],
+            per_channel=bool(config.per_channel),
+            reduce_range=bool(config.reduce_range),
+            weight_type=config.weights_dtype,
+            nodes_to_quantize=list(config.nodes_to_quantize or []),
+            nodes_to_exclude=list(config.nodes_to_exclude or []),
+            extra_options=extra_options,
+        )
+    write_ort_config(
+        save_dir,
+        quantization=config,
+        optimization=optimization,
+        quantizer={
+            "function": "onnxruntime.quantization.quantize_dynamic",
+            "extra_options": {**extra_options, **DYNAMIC_EXTRA_OPTIONS},
+        },
+    )
     return _quantized_file(onnx_path, save_dir)
+
+
+def write_ort_config(
+    save_dir: Path, *, quantization: Any, optimization: Any = None, quantizer: dict | None = None
+) -> Path:
+    """``save_dir/ort_config.json``: optimum's ``ORTConfig`` (loadable by optimum) with the
+    quantizer call recorded under ``"quantizer"``."""
+    import json
+
+    from optimum.onnxruntime.configuration import ORTConfig
+
+    ORTConfig(optimization=optimization, quantization=quantization).save_pretrained(save_dir)
+    path = save_dir / "ort_config.json"
+    if quantizer is not None:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["quantizer"] = quantizer
+        write_json_atomic(path, data)
+    return path
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Raise the root logger to ERROR for a block: onnxruntime's quantizer warns and its
+    transformer optimizer logs every fusion there, through the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def quantize_static(
@@ -324,16 +612,17 @@ def quantize_static(
     calibration = AutoCalibrationConfig.minmax(dataset)
     quantizer = ORTQuantizer.from_pretrained(onnx_path.parent, file_name=onnx_path.name)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ranges = quantizer.fit(
-        dataset=dataset,
-        calibration_config=calibration,
-        onnx_augmented_model_name=work_dir / "augmented_model.onnx",
-        operators_to_quantize=config.operators_to_quantize,
-        batch_size=batch_size,
-    )
-    quantizer.quantize(
-        quantization_config=config, save_dir=save_dir, calibration_tensors_range=ranges
-    )
+    with _quiet_root_logger():  # "Axis 1 is out-of-range for weight ..." per LayerNorm weight
+        ranges = quantizer.fit(
+            dataset=dataset,
+            calibration_config=calibration,
+            onnx_augmented_model_name=work_dir / "augmented_model.onnx",
+            operators_to_quantize=config.operators_to_quantize,
+            batch_size=batch_size,
+        )
+        quantizer.quantize(
+            quantization_config=config, save_dir=save_dir, calibration_tensors_range=ranges
+        )
     return _quantized_file(onnx_path, save_dir)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import onnx
@@ -13,9 +13,9 @@ from conftest import build_tiny_classifier, synthetic_rows, write_vocab
 
 from distill import onnx_utils
 from distill.artifacts import RunContext, read_manifest, sha256_file, verify_files
-from distill.config import DataConfig, ExportConfig
+from distill.config import DataConfig, ExportCandidate, ExportConfig
 from distill.dataset_files import Split, load_logits, write_label_names, write_split
-from distill.errors import AccuracyDropError, ParityError
+from distill.errors import AccuracyDropError, ParityError, RecipeError
 from distill.stages import export as export_stage
 
 MAX_LENGTH = 32
@@ -95,6 +95,17 @@ def _make_distilbert_student(folder: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _short_latency_checks() -> Any:
+    """The stage's batch-1 timing of the candidates, cut short: these tests check what is
+    recorded and chosen, not the speed."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_stage, "LATENCY_RUNS", 6)
+        patch.setattr(export_stage, "LATENCY_ROUNDS", 2)
+        patch.setattr(export_stage, "LATENCY_WARMUP", 1)
+        yield
+
+
 @pytest.fixture(scope="module")
 def stage_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export-inputs")
@@ -151,6 +162,39 @@ def test_dynamic_export_metrics_are_sane(dynamic_run: tuple[Path, dict[str, Any]
     assert q["mode"] == "dynamic" and q["format"] == "QOperator"
     assert (q["weights_dtype"], q["per_channel"], q["reduce_range"]) == ("QInt8", True, True)
     assert metrics["fp32_latency_ms"] > 0 and metrics["int8_latency_ms"] > 0
+    # the fused graph was checked against PyTorch with the same tolerance
+    optimization = metrics["optimization"]
+    assert optimization["level"] == 2 and optimization["parity_max_abs_diff"] <= 1e-4
+    assert set(optimization["parity_differences"]) == {"logits"}
+    assert optimization["fused_operators"]["com.microsoft:Attention"] == 2
+    assert optimization["nodes"] < optimization["nodes_before"]
+    # ... after the last layer was cut to the first token past its attention
+    assert optimization["cls_pruning"]["applied"] is True
+    assert optimization["cls_pruning"]["first_token_nodes"] >= 4
+    # the default dynamic candidates, every one built, scored, weighed and timed
+    records = {r["name"]: r for r in metrics["candidates"]}
+    assert list(records) == ["dynamic", "dynamic-optimized"]
+    for name, r in records.items():
+        assert "error" not in r, name
+        assert r["bytes"] > 0 and 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["macro_f1"] <= 1.0
+        assert 0.0 <= r["agreement_with_fp32"] <= 1.0
+        assert r["accuracy_drop"] == pytest.approx(metrics["fp32_accuracy"] - r["accuracy"])
+        assert (
+            r["latency_b1"]["p50_ms"] > 0 and r["latency_b1"]["p95_ms"] >= r["latency_b1"]["p50_ms"]
+        )
+        assert r["qualifies"] is True and r["settings"]["candidate"] == name
+    assert records["dynamic"]["settings"]["graph"] == "plain"
+    assert records["dynamic-optimized"]["settings"]["graph"] == "optimized"
+    assert records["dynamic-optimized"]["settings"]["optimization_level"] == 2
+    chosen = records[metrics["chosen"]]
+    assert metrics["quantization"] == chosen["settings"]
+    assert metrics["int8_bytes"] == chosen["bytes"]
+    assert metrics["int8_accuracy"] == chosen["accuracy"]
+    assert metrics["int8_latency_ms"] == chosen["latency_b1"]["p50_ms"]
+    assert metrics["chosen_reason"].startswith("fastest at batch 1")
+    # the fastest qualifying p50, up to the documented tie margin
+    fastest = min(r["latency_b1"]["p50_ms"] for r in records.values())
+    assert chosen["latency_b1"]["p50_ms"] <= fastest * (1 + export_stage.LATENCY_TIE)
     json.dumps(metrics)  # the pipeline stores it in the stage manifest
     assert not list(out.glob(".export-work-*")), "the temporary export folder must be removed"
 
@@ -190,6 +234,21 @@ def test_bundle_layout_and_manifest_hashes(dynamic_run: tuple[Path, dict[str, An
     assert "MatMulInteger" not in _op_types(bundle / "fp32" / "model_fp32.onnx")
     config = json.loads((bundle / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
+    # every candidate and the chosen one, with why
+    assert manifest["candidates"] == json.loads(json.dumps(metrics["candidates"]))
+    assert manifest["chosen"] == metrics["chosen"] and manifest["chosen"] in {
+        r["name"] for r in manifest["candidates"]
+    }
+    assert manifest["chosen_reason"] == metrics["chosen_reason"]
+    assert manifest["optimization"]["level"] == 2
+    # the quantizer's settings next to the model: optimum's ORTConfig plus the quantizer call
+    ort_config = json.loads((bundle / "ort_config.json").read_text())
+    assert ort_config["quantization"]["is_static"] is False
+    assert ort_config["quantization"]["per_channel"] is True
+    assert ort_config["quantizer"]["function"] == "onnxruntime.quantization.quantize_dynamic"
+    assert ort_config["quantizer"]["extra_options"]["DefaultTensorType"] == "FLOAT"
+    if manifest["quantization"]["graph"] == "optimized":
+        assert ort_config["optimization"]["optimization_level"] == 2
 
 
 def test_bundle_loads_with_ortmodel_like_onnxruntime(
@@ -241,33 +300,90 @@ def test_saved_test_logits_match_the_bundle(
 # --------------------------------------------------------------------------- static / none
 
 
-def test_static_quantization_builds_a_smaller_model_that_runs(
+def test_every_candidate_builds_a_model_that_runs(
     stage_inputs: dict[str, Path], tmp_path: Path
 ) -> None:
+    """All five candidates on a 2-layer BERT with hidden size 128, static QDQ included."""
     _make_wider_bert_student(tmp_path / "student" / "model")
     inputs = {"data": stage_inputs["data"], "student": tmp_path / "student"}
     out = tmp_path / "stage"
+    names = list(export_stage.CANDIDATES)
     metrics = _run(
-        inputs, out, quantization="static", calibration_samples=24, max_accuracy_drop=1.0
+        inputs,
+        out,
+        quantization="static",
+        candidates=names,
+        calibration_samples=24,
+        max_accuracy_drop=1.0,
     )
+    records = {r["name"]: r for r in metrics["candidates"]}
+    assert list(records) == names
+    for name, r in records.items():
+        assert "error" not in r, (name, r.get("error"))
+        # scored on the whole test split and timed: the int8 graph ran
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["latency_b1"]["p50_ms"] > 0, name
+        assert 0 < r["bytes"] < metrics["fp32_bytes"], name
+    # int8 embeddings make the file smaller, on the plain and on the fused graph
+    assert records["dynamic"]["bytes"] < records["dynamic-fp32-embeddings"]["bytes"]
+    assert (
+        records["dynamic-optimized"]["bytes"]
+        < records["dynamic-optimized-fp32-embeddings"]["bytes"]
+    )
+    assert "Gather" in records["dynamic"]["settings"]["operators"]
+    assert "Gather" not in records["dynamic-fp32-embeddings"]["settings"]["operators"]
+    static = records["static"]["settings"]
+    assert (static["mode"], static["format"], static["graph"]) == ("static", "QDQ", "plain")
+    assert static["calibration"] == {"method": "minmax", "split": "train", "samples": 24}
+    # the deployed file is the chosen candidate, and it runs
     bundle = out / "bundle"
-    assert metrics["quantization"]["mode"] == "static"
-    assert metrics["quantization"]["format"] == "QDQ"
-    assert metrics["quantization"]["calibration"] == {
-        "method": "minmax",
-        "split": "train",
-        "samples": 24,
-    }
-    assert 0 < metrics["int8_bytes"] < metrics["fp32_bytes"]
-    assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(bundle / "model.onnx")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["chosen"] == metrics["chosen"] in records
+    assert manifest["files"]["model.onnx"]["bytes"] == records[metrics["chosen"]]["bytes"]
+    ort_config = json.loads((bundle / "ort_config.json").read_text())
+    assert ort_config["quantization"]["is_static"] is (metrics["chosen"] == "static")
     logits = onnx_utils.predict_logits(
         bundle / "model.onnx", _tokenizer(bundle), ["good fun today"], max_length=8
     )
     assert logits.shape == (1, 2) and np.isfinite(logits).all()
-    assert 0.0 <= metrics["int8_accuracy"] <= 1.0
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["quantization"]["calibration"]["samples"] == 24
-    assert json.loads((bundle / "ort_config.json").read_text())["quantization"]["is_static"] is True
+
+
+def test_candidates_follow_the_quantization_key() -> None:
+    assert set(get_args(ExportCandidate)) == set(export_stage.CANDIDATES)
+    assert ExportConfig().candidate_names() == ["dynamic", "dynamic-optimized"]
+    assert ExportConfig(optimization_level=0).candidate_names() == ["dynamic"]
+    assert ExportConfig(quantization="static").candidate_names() == ["static"]
+    assert ExportConfig(quantization="none").candidate_names() == []
+    assert ExportConfig(candidates=["static", "dynamic"]).candidate_names() == [
+        "static",
+        "dynamic",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"quantization": "none", "candidates": ["dynamic"]}, "export.candidates needs"),
+        ({"candidates": ["dynamic-optimized"], "optimization_level": 0}, "optimization_level"),
+        ({"candidates": []}, "at least one"),
+        ({"candidates": ["dynamic", "dynamic"]}, "twice"),
+        ({"quantization": "none", "require_int8": True}, "require_int8"),
+        ({"candidates": ["fp16"]}, "candidates"),
+        ({"optimization_level": 3}, "optimization_level"),
+    ],
+)
+def test_export_keys_are_validated(settings: dict[str, Any], message: str) -> None:
+    from distill.config import validate_recipe
+
+    raw = {
+        "name": "t",
+        "data": {"path": "x.csv"},
+        "teacher": {"model": "m"},
+        "student": {"num_layers": 1},
+        "export": settings,
+    }
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe(raw)
+    assert message in str(caught.value)
 
 
 def test_none_deploys_fp32_and_feeds_only_declared_inputs(tmp_path: Path) -> None:
@@ -297,28 +413,71 @@ def test_none_deploys_fp32_and_feeds_only_declared_inputs(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- gates
 
 
-def test_accuracy_gate_raises_when_int8_loses_accuracy(
-    stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """fp32 predicts every test label, the int8 model every other label: drop = 1.0."""
-    from distill.dataset_files import read_split
-
-    labels = read_split(stage_inputs["data"], "test").labels
+def _degrade_int8(monkeypatch: pytest.MonkeyPatch, labels: np.ndarray, wrong: int) -> None:
+    """fp32 (model.onnx) predicts every test label; every int8 file gets ``wrong`` of them wrong."""
+    right = np.eye(len(LABELS), dtype=np.float32)[labels]
+    degraded = right.copy()
+    degraded[:wrong] = 1.0 - degraded[:wrong]
     real_predict = onnx_utils.predict_logits
 
-    def degraded(model_path: Path, tokenizer: Any, texts: Any, **kwargs: Any) -> np.ndarray:
+    def fake(model_path: Path, tokenizer: Any, texts: Any, **kwargs: Any) -> np.ndarray:
+        if len(texts) != len(labels):  # not the test split
+            return real_predict(model_path, tokenizer, texts, **kwargs)
         real_predict(model_path, tokenizer, texts, **kwargs)  # still runs the real session
-        right = np.eye(len(LABELS), dtype=np.float32)[labels]
-        return right if model_path.name == "model.onnx" else 1.0 - right
+        return right if model_path.name == "model.onnx" else degraded
 
-    monkeypatch.setattr(onnx_utils, "predict_logits", degraded)
+    monkeypatch.setattr(onnx_utils, "predict_logits", fake)
+
+
+def test_accuracy_gate_falls_back_to_fp32(
+    stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every candidate loses 2 of 40 test examples (0.05) against a budget of 0.02: fp32 is
+    deployed, with the bundle layout of quantization = 'none', and the metrics say why."""
+    from distill.dataset_files import read_split
+
+    _degrade_int8(monkeypatch, read_split(stage_inputs["data"], "test").labels, wrong=2)
+    out = tmp_path / "stage"
+    metrics = _run(
+        stage_inputs, out, candidates=["dynamic", "dynamic-optimized"], max_accuracy_drop=0.02
+    )
+    assert metrics["deployed"] == "fp32" and metrics["chosen"] is None
+    assert "no int8 candidate within export.max_accuracy_drop = 0.02" in metrics["chosen_reason"]
+    assert "fp32 deployed" in metrics["chosen_reason"]
+    assert [r["name"] for r in metrics["candidates"]] == ["dynamic", "dynamic-optimized"]
+    for r in metrics["candidates"]:
+        assert r["accuracy_drop"] == pytest.approx(0.05) and r["qualifies"] is False
+    assert metrics["quantization"] == {"mode": "none"}
+    assert metrics["int8_accuracy"] is None and metrics["int8_bytes"] is None
+    bundle = out / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32" and manifest["chosen"] is None
+    assert manifest["files"]["model.onnx"]["role"] == "fp32"
+    assert len(manifest["candidates"]) == 2 and manifest["fp32_reference"] is None
+    assert not (bundle / "fp32").exists() and not (bundle / "ort_config.json").exists()
+    assert "MatMulInteger" not in _op_types(bundle / "model.onnx")
+    assert not (out / "predictions" / "test_int8.npz").exists()
+
+
+def test_accuracy_gate_raises_when_int8_is_required(
+    stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distill.dataset_files import read_split
+
+    _degrade_int8(monkeypatch, read_split(stage_inputs["data"], "test").labels, wrong=40)
     out = tmp_path / "stage"
     with pytest.raises(AccuracyDropError) as caught:
-        _run(stage_inputs, out, quantization="dynamic", max_accuracy_drop=0.05)
+        _run(
+            stage_inputs,
+            out,
+            candidates=["dynamic"],
+            max_accuracy_drop=0.05,
+            require_int8=True,
+        )
     message = str(caught.value)
-    assert "export.max_accuracy_drop" in message
-    assert "1.0000" in message and "0.0000" in message  # both accuracies (and the drop)
-    assert "0.05" in message
+    assert "export.max_accuracy_drop = 0.05" in message and "export.require_int8" in message
+    assert "1.0000" in message  # fp32's accuracy
+    assert "dynamic accuracy 0.0000 (drop +1.0000)" in message
     assert not (out / "bundle").exists()
 
 
@@ -328,18 +487,68 @@ def test_accuracy_gate_allows_a_drop_within_the_limit(
     """One test example (of 40) lost is a 0.025 drop: allowed at 0.05."""
     from distill.dataset_files import read_split
 
-    labels = read_split(stage_inputs["data"], "test").labels
-    right = np.eye(len(LABELS), dtype=np.float32)[labels]
-    one_wrong = right.copy()
-    one_wrong[0] = 1.0 - one_wrong[0]
-
-    def fake(model_path: Path, *args: Any, **kwargs: Any) -> np.ndarray:
-        return right if model_path.name == "model.onnx" else one_wrong
-
-    monkeypatch.setattr(onnx_utils, "predict_logits", fake)
-    metrics = _run(stage_inputs, tmp_path / "stage", quantization="dynamic", max_accuracy_drop=0.05)
-    assert metrics["fp32_accuracy"] == 1.0
+    _degrade_int8(monkeypatch, read_split(stage_inputs["data"], "test").labels, wrong=1)
+    metrics = _run(stage_inputs, tmp_path / "stage", candidates=["dynamic"], max_accuracy_drop=0.05)
+    assert metrics["fp32_accuracy"] == 1.0 and metrics["chosen"] == "dynamic"
     assert metrics["accuracy_drop"] == pytest.approx(1 / 40)
+
+
+def _record(name: str, p50: float, size: int, drop: float = 0.0, agree: float = 1.0) -> dict:
+    return {
+        "name": name,
+        "bytes": size,
+        "accuracy": 0.9 - drop,
+        "accuracy_drop": drop,
+        "agreement_with_fp32": agree,
+        "latency_b1": {"p50_ms": p50},
+    }
+
+
+def test_choice_is_the_fastest_within_the_budget() -> None:
+    choose = export_stage.choose_candidate
+    records = [
+        _record("a", 2.0, 100),
+        _record("b", 1.0, 100, drop=0.03),  # fastest, but loses too much
+        _record("c", 1.5, 300),
+        {"name": "d", "error": "RuntimeError: boom", "qualifies": False},
+    ]
+    name, reason = choose(records, 0.02)
+    assert name == "c" and "1.50 ms" in reason and "b, d" in reason
+    # within the tie margin the smaller file wins; sizes within it too: the better agreement
+    name, reason = choose([_record("a", 1.02, 100), _record("c", 1.0, 300)], 0.02)
+    assert name == "a" and "tied within 5% with c, so the smaller file" in reason
+    name, reason = choose(
+        [_record("a", 1.0, 100, agree=0.98), _record("c", 1.04, 104, agree=0.99)], 0.02
+    )
+    assert name == "c" and "so the closest agreement with fp32" in reason
+    name, _ = choose([_record("a", 1.0, 100, agree=0.98), _record("c", 1.0, 200)], 0.02)
+    assert name == "a"
+    # nothing qualifies, or nothing was asked for
+    name, reason = choose([_record("b", 1.0, 100, drop=0.03)], 0.02)
+    assert name is None and "fp32 deployed" in reason
+    assert choose([], 0.02)[0] is None
+
+
+def test_a_candidate_that_fails_to_build_is_recorded(
+    stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = onnx_utils.quantize_dynamic
+
+    def fail_on_fused(onnx_path: Path, *args: Any, **kwargs: Any) -> Path:
+        if "optimized" in onnx_path.name:
+            raise RuntimeError("Unable to find data type for weight_name='x'")
+        return real(onnx_path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_utils, "quantize_dynamic", fail_on_fused)
+    metrics = _run(
+        stage_inputs,
+        tmp_path / "stage",
+        candidates=["dynamic", "dynamic-optimized"],
+        max_accuracy_drop=1.0,
+    )
+    failed = metrics["candidates"][1]
+    assert failed["name"] == "dynamic-optimized" and "Unable to find data type" in failed["error"]
+    assert failed["qualifies"] is False and metrics["chosen"] == "dynamic"
 
 
 def test_parity_error_when_onnx_differs_from_pytorch(
@@ -350,12 +559,7 @@ def test_parity_error_when_onnx_differs_from_pytorch(
 
     def export_then_perturb(model_dir: Path, out_dir: Path, **kwargs: Any) -> Path:
         path = real_export(model_dir, out_dir, **kwargs)
-        model = onnx.load(str(path))
-        biases = [i for i in model.graph.initializer if i.name == "classifier.bias"]
-        assert biases, "expected the classifier bias as a named initializer"
-        bias = onnx.numpy_helper.to_array(biases[0]) + 0.5
-        biases[0].CopyFrom(onnx.numpy_helper.from_array(bias, name="classifier.bias"))
-        onnx.save(model, str(path))
+        _shift_classifier_bias(path, 0.5)
         return path
 
     monkeypatch.setattr(onnx_utils, "export_onnx", export_then_perturb)
@@ -366,6 +570,105 @@ def test_parity_error_when_onnx_differs_from_pytorch(
     assert caught.value.differences["logits"] == pytest.approx(0.5, abs=1e-3)
     assert caught.value.tolerance == 1e-4
     assert not (out / "bundle").exists()
+
+
+def _shift_classifier_bias(path: Path, shift: float) -> None:
+    model = onnx.load(str(path))
+    biases = [i for i in model.graph.initializer if i.name == "classifier.bias"]
+    assert biases, "expected the classifier bias as a named initializer"
+    bias = onnx.numpy_helper.to_array(biases[0]) + shift
+    biases[0].CopyFrom(onnx.numpy_helper.from_array(bias, name="classifier.bias"))
+    onnx.save(model, str(path))
+
+
+def test_parity_error_when_the_optimized_graph_differs(
+    stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain export is exact; the fused graph is broken after optimization."""
+    real_optimize = onnx_utils.optimize_graph
+
+    def optimize_then_perturb(*args: Any, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
+        path, settings = real_optimize(*args, **kwargs)
+        _shift_classifier_bias(path, 0.25)
+        return path, settings
+
+    monkeypatch.setattr(onnx_utils, "optimize_graph", optimize_then_perturb)
+    out = tmp_path / "stage"
+    with pytest.raises(ParityError) as caught:
+        _run(stage_inputs, out, candidates=["dynamic", "dynamic-optimized"])
+    assert "model_optimized.onnx" in str(caught.value)
+    assert caught.value.differences["logits"] == pytest.approx(0.25, abs=1e-3)
+    assert caught.value.tolerance == 1e-4
+    assert not (out / "bundle").exists()
+
+
+def test_no_optimization_without_optimized_candidates(
+    stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("optimize_graph must not run")
+
+    monkeypatch.setattr(onnx_utils, "optimize_graph", refuse)
+    metrics = _run(stage_inputs, tmp_path / "stage", optimization_level=0, max_accuracy_drop=1.0)
+    assert metrics["optimization"] == {"level": 0}
+    assert [r["name"] for r in metrics["candidates"]] == ["dynamic"]
+
+
+def test_unsupported_model_type_drops_the_optimized_candidates(
+    stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("ONNX Runtime doesn't support the graph optimization of x")
+
+    monkeypatch.setattr(onnx_utils, "optimize_graph", unsupported)
+    metrics = _run(stage_inputs, tmp_path / "stage", max_accuracy_drop=1.0)
+    assert metrics["optimization"]["skipped"].startswith("ONNX Runtime doesn't support")
+    assert [r["name"] for r in metrics["candidates"]] == ["dynamic"]
+    assert metrics["chosen"] == "dynamic"
+
+
+def test_cls_pruning_is_exact_and_refuses_other_graphs(
+    dynamic_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, _ = dynamic_run
+    bundle = out / "bundle"
+    fused, settings = onnx_utils.optimize_graph(
+        bundle / "fp32" / "model_fp32.onnx", tmp_path / "fused", level=2, model_config_dir=bundle
+    )
+    assert "cls_pruning" not in settings
+    pruned = tmp_path / "pruned.onnx"
+    pruned.write_bytes(fused.read_bytes())
+    done = onnx_utils.prune_to_first_token(pruned)
+    assert done["applied"] is True and done["readers"]
+    ops = _op_types(pruned)
+    assert "Slice" in ops and "Slice" not in _op_types(fused)
+    # the same logits, padded to max_length and to the longest text
+    tokenizer = _tokenizer(bundle)
+    texts = [text for text, _ in synthetic_rows(12, seed=21)]
+    for padding in ("max_length", "longest"):
+        session = onnx_utils.make_session(fused)
+        feeds = onnx_utils.session_feeds(
+            session, tokenizer, texts, max_length=MAX_LENGTH, padding=padding
+        )
+        expected = session.run(["logits"], feeds)[0]
+        got = onnx_utils.make_session(pruned).run(["logits"], feeds)[0]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    # a graph that also outputs the last hidden state is left alone
+    model = onnx.load(str(fused))
+    last = [n for n in model.graph.node if n.op_type == "SkipLayerNormalization"][-1]
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(last.output[0]))
+    exposed = tmp_path / "exposed.onnx"
+    onnx.save(model, str(exposed))
+    before = exposed.read_bytes()
+    refused = onnx_utils.prune_to_first_token(exposed)
+    assert refused["applied"] is False and "token 0 only" in refused["reason"]
+    assert exposed.read_bytes() == before
+    # and so is a graph without fused attention
+    plain = bundle / "fp32" / "model_fp32.onnx"
+    assert onnx_utils.prune_to_first_token(plain) == {
+        "applied": False,
+        "reason": "no fused Attention node",
+    }
 
 
 def test_check_parity_passes_within_tolerance(
@@ -386,3 +689,22 @@ def test_check_parity_passes_within_tolerance(
         tolerance=1e-4,
     )
     assert set(differences) == {"logits"} and differences["logits"] <= 1e-4
+
+
+def test_bundle_has_a_model_card_and_a_clean_tokenizer(
+    dynamic_run: tuple[Path, dict[str, Any]],
+) -> None:
+    import json
+
+    from huggingface_hub import ModelCard
+
+    out, metrics = dynamic_run
+    bundle = out / "bundle"
+    card = ModelCard.load(bundle / "README.md")
+    assert "distillation" in card.data.tags
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["files"]["README.md"]["role"] == "model-card"
+    assert manifest["metrics"]["int8_latency_ms"] == metrics["int8_latency_ms"]
+    # tokenizer.json must not carry the fixed-length padding used while timing the models.
+    assert json.loads((bundle / "tokenizer.json").read_text()).get("padding") is None
+    onnx.checker.check_model(str(bundle / "model.onnx"), full_check=True)

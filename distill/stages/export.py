@@ -1,18 +1,41 @@
-"""Export stage: student -> ONNX fp32 -> parity with PyTorch -> int8 -> accuracy gate -> bundle.
+"""Export stage: student -> ONNX fp32 -> parity -> graph optimization -> parity -> int8
+candidates -> accuracy gate -> the fastest faithful one -> bundle.
+
+1. optimum exports the student to fp32 ONNX (its defaults: the plain graph), checked against
+   PyTorch on real texts (:class:`~distill.errors.ParityError` beyond
+   ``export.parity_tolerance``);
+2. when a candidate needs it, ONNX Runtime's transformer optimizer (optimum
+   ``ORTOptimizer``, ``export.optimization_level``) fuses the graph (Attention,
+   SkipLayerNormalization, EmbedLayerNormalization, BiasGelu) and, with
+   ``export.cls_pruning``, its last layer computes only the first token past its attention
+   (:func:`distill.onnx_utils.prune_to_first_token`); that graph is checked against PyTorch
+   again, with the same tolerance;
+3. every int8 candidate (:data:`CANDIDATES`, chosen by ``export.candidates`` or by
+   ``export.quantization``) is built, scored on the whole test split (accuracy, macro-F1,
+   agreement with fp32), weighed and timed at batch 1 and ``max_length`` (all candidates and
+   the fp32 graph interleaved, so noise hits them alike);
+4. the fastest candidate whose accuracy drop vs fp32 is within ``export.max_accuracy_drop``
+   is deployed (p50s within :data:`LATENCY_TIE` of the fastest count as a tie, settled by
+   the smaller file, sizes within the same margin by agreement with fp32, then accuracy).
+   When none qualifies the fp32 model is deployed and the metrics say why, or, with
+   ``export.require_int8 = true``, :class:`~distill.errors.AccuracyDropError` is raised.
 
 Writes into the stage folder:
 
 ``bundle/``
     the deployable folder (published to ``export/<run>/``): ``model.onnx`` (the deployed
-    model: int8, or fp32 when ``export.quantization = "none"``), ``fp32/model_fp32.onnx`` (the
-    fp32 reference, only when quantized), ``config.json``, ``ort_config.json`` (the
-    quantizer's settings, when quantized), the tokenizer files, and ``manifest.json``
-    (written last: every file with its role, sha256 and size, the label names, the
-    tokenization, the graph's inputs, the quantization settings and the metrics).
+    model: the chosen int8 candidate, or fp32), ``fp32/model_fp32.onnx`` (the fp32 reference
+    as optimum exports it, only when int8 is deployed), ``config.json``, ``ort_config.json``
+    (optimum's ORTConfig of the chosen candidate: its quantization and graph optimization,
+    plus the quantizer call), the tokenizer files, and ``manifest.json`` (written last:
+    every file with its role, sha256 and size, the label names, the tokenization, the
+    graph's inputs, the quantization settings, every candidate with its measurements,
+    the chosen one and why, and the metrics).
 ``predictions/test_fp32.npz``, ``predictions/test_int8.npz``
-    test-split logits keyed by example id (:func:`distill.dataset_files.save_logits`).
+    test-split logits keyed by example id (:func:`distill.dataset_files.save_logits`);
+    int8 = the chosen candidate (absent when fp32 is deployed).
 
-The student's PyTorch model is only used for the parity check; every metric is measured
+The student's PyTorch model is only used for the parity checks; every metric is measured
 with plain onnxruntime sessions, the way the bundle will be served.
 """
 
@@ -21,10 +44,14 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import onnx
+from transformers import AutoTokenizer
 
 from distill import onnx_utils
 from distill.artifacts import RunContext
@@ -32,19 +59,62 @@ from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, read_label_names, read_split, save_logits
 from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoadError
 from distill.metrics import classification_metrics
+from distill.model_card import bundle_card
 
 log = logging.getLogger("distill")
 
 PARITY_EXAMPLES = 32
 EVAL_BATCH_SIZE = 32
-LATENCY_RUNS = 30
+# Batch-1 latency of the candidates: warm-up calls, then timed calls spread over many short
+# rounds (5 calls per model each), so a burst of load from elsewhere hits every model.
+LATENCY_WARMUP = 5
+LATENCY_RUNS = 60
+LATENCY_ROUNDS = 12
+# Candidates whose batch-1 p50 (or, among those, file size) is within this fraction of the
+# best one's are a tie.
+LATENCY_TIE = 0.05
 # Float noise allowance when comparing an accuracy drop (a ratio of counts) with the gate.
 _DROP_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way of making the int8 model."""
+
+    name: str
+    mode: Literal["dynamic", "static"]
+    optimized: bool  # quantize the ORT-optimized (fused) graph instead of the plain export
+    quantize_embeddings: bool  # int8 embedding tables (Gather / EmbedLayerNormalization)
+
+    def describe(self) -> str:
+        graph = "ORT-optimized graph" if self.optimized else "plain graph"
+        embeddings = "int8 embeddings" if self.quantize_embeddings else "fp32 embeddings"
+        if self.mode == "static":
+            return f"static QDQ (MinMax calibration) on the {graph}"
+        return f"dynamic int8 on the {graph}, {embeddings}"
+
+
+CANDIDATES: dict[str, Candidate] = {
+    c.name: c
+    for c in (
+        Candidate("dynamic", "dynamic", optimized=False, quantize_embeddings=True),
+        Candidate("dynamic-fp32-embeddings", "dynamic", optimized=False, quantize_embeddings=False),
+        Candidate("dynamic-optimized", "dynamic", optimized=True, quantize_embeddings=True),
+        Candidate(
+            "dynamic-optimized-fp32-embeddings",
+            "dynamic",
+            optimized=True,
+            quantize_embeddings=False,
+        ),
+        Candidate("static", "static", optimized=False, quantize_embeddings=True),
+    )
+}
 
 
 def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, export: ExportConfig
 ) -> dict[str, Any]:
+    started = time.perf_counter()
     model_dir = inputs["student"] / "model"
     data_dir = inputs["data"]
     label_names = read_label_names(data_dir)
@@ -52,11 +122,12 @@ def run(
     if len(test) == 0:
         raise DataError(f"{data_dir / 'test.jsonl'}: the test split is empty; nothing to evaluate")
     tokenizer, torch_model = _load_student(model_dir, label_names, data.max_length)
+    wanted = [CANDIDATES[name] for name in export.candidate_names()]
 
     with tempfile.TemporaryDirectory(prefix=".export-work-", dir=out) as tmp:
         work = Path(tmp)
 
-        # 1. Export the fp32 ONNX graph.
+        # 1. Export the fp32 ONNX graph (optimum's defaults) and check it against PyTorch.
         fp32_path = onnx_utils.export_onnx(model_dir, work / "fp32", opset=export.opset)
         graph = onnx_utils.graph_info(fp32_path)
         log.info(
@@ -65,70 +136,133 @@ def run(
             graph["opset"],
             graph["input_names"],
         )
-
-        # 2. Parity: ONNX Runtime vs PyTorch on real texts, padded to max_length and dynamically.
+        parity_texts = _parity_texts(data_dir, test)
         parity = onnx_utils.check_parity(
             fp32_path,
             torch_model,
             tokenizer,
-            _parity_texts(data_dir, test),
+            parity_texts,
             max_length=data.max_length,
             tolerance=export.parity_tolerance,
         )
-        del torch_model
         log.info("parity with PyTorch: %s", parity)
 
-        # 3. Quantize to int8 (or deploy fp32).
-        int8_path, quantization = _quantize(
-            export, fp32_path, work, tokenizer, data_dir, data, ctx.seed
-        )
+        # 2. Graph optimization, checked against PyTorch with the same tolerance.
+        optimized_path: Path | None = None
+        optimization: dict[str, Any] = {"level": export.optimization_level}
+        if any(c.optimized for c in wanted):
+            optimized_path, optimization = _optimize(
+                export, fp32_path, work, model_dir, torch_model, tokenizer, parity_texts, data
+            )
+            if optimized_path is None:
+                wanted = [c for c in wanted if not c.optimized]
+        elif export.optimization_level:
+            optimization["skipped"] = "no '-optimized' int8 candidate to build"
+        del torch_model
 
-        # 4. Evaluate fp32 and int8 on the whole test split with onnxruntime.
+        # 3. fp32 on the whole test split.
         predictions = out / "predictions"
         predictions.mkdir()
         num_labels = len(label_names)
-        fp32_logits = _evaluate(
-            fp32_path, tokenizer, test, data.max_length, predictions / "test_fp32.npz"
-        )
+        fp32_logits = _evaluate(fp32_path, tokenizer, test, data.max_length)
+        save_logits(predictions / "test_fp32.npz", test.ids, fp32_logits)
         fp32_scores = classification_metrics(fp32_logits, test.labels, num_labels)
-        int8_scores: dict[str, Any] | None = None
-        int8_vs_fp32: dict[str, float] = {}
-        if int8_path is not None:
-            int8_logits = _evaluate(
-                int8_path, tokenizer, test, data.max_length, predictions / "test_int8.npz"
-            )
-            int8_scores = classification_metrics(int8_logits, test.labels, num_labels, fp32_logits)
-            int8_vs_fp32 = {
-                "int8_fp32_agreement": int8_scores["agreement"],
-                "int8_fp32_max_abs_logit_diff": float(np.max(np.abs(int8_logits - fp32_logits))),
-            }
 
-        # 5. The accuracy gate.
-        drop = 0.0 if int8_scores is None else fp32_scores["accuracy"] - int8_scores["accuracy"]
-        if drop > export.max_accuracy_drop + _DROP_EPSILON:
+        # 4. Every int8 candidate: build, score, weigh; then time them all together.
+        built: dict[str, tuple[Path, np.ndarray]] = {}
+        records: list[dict[str, Any]] = []
+        for candidate in wanted:
+            record, path, logits = _build_candidate(
+                candidate,
+                export,
+                fp32_path=fp32_path,
+                optimized_path=optimized_path,
+                optimization=optimization,
+                work=work,
+                tokenizer=tokenizer,
+                test=test,
+                data_dir=data_dir,
+                data=data,
+                seed=ctx.seed,
+                fp32_logits=fp32_logits,
+                fp32_accuracy=fp32_scores["accuracy"],
+                num_labels=num_labels,
+            )
+            records.append(record)
+            if path is not None and logits is not None:
+                built[candidate.name] = (path, logits)
+        latency = _time_models(
+            {"fp32": fp32_path, **{name: path for name, (path, _) in built.items()}},
+            tokenizer,
+            test,
+            data.max_length,
+        )
+        for record in records:
+            if record["name"] in latency:
+                record["latency_b1"] = latency[record["name"]]
+                record["speedup_vs_fp32"] = (
+                    latency["fp32"]["p50_ms"] / record["latency_b1"]["p50_ms"]
+                )
+
+        # 5. The gate and the choice.
+        chosen, reason = choose_candidate(records, export.max_accuracy_drop)
+        log.info("int8 candidates: %s", _candidates_line(records))
+        log.info("deployed: %s (%s)", chosen or "fp32", reason)
+        if chosen is None and records and export.require_int8:
             raise AccuracyDropError(
-                f"int8 model accuracy {int8_scores['accuracy']:.4f} vs fp32 {fp32_scores['accuracy']:.4f} "
-                f"on {len(test)} test examples: a drop of {drop:.4f}, more than "
-                f"export.max_accuracy_drop = {export.max_accuracy_drop:g}; the model was not published "
-                f"(raise export.max_accuracy_drop, or set export.quantization = 'static' or 'none')"
+                f"no int8 candidate was built with an accuracy within export.max_accuracy_drop = "
+                f"{export.max_accuracy_drop:g} of fp32 ({fp32_scores['accuracy']:.4f} on "
+                f"{len(test)} test examples): {_candidates_line(records)}; the model was not "
+                "published (export.require_int8 = true; raise export.max_accuracy_drop, try "
+                "other export.candidates, or allow an fp32 fallback)"
             )
+        int8_path, int8_logits, chosen_record = None, None, None
+        if chosen is not None:
+            int8_path, int8_logits = built[chosen]
+            chosen_record = next(r for r in records if r["name"] == chosen)
+            save_logits(predictions / "test_int8.npz", test.ids, int8_logits)
+            if latency[chosen]["p50_ms"] > latency["fp32"]["p50_ms"]:
+                log.warning(
+                    "the chosen int8 model is slower than fp32 at batch 1 (%.2f vs %.2f ms p50)",
+                    latency[chosen]["p50_ms"],
+                    latency["fp32"]["p50_ms"],
+                )
 
-        latency = _quick_latency(fp32_path, int8_path, tokenizer, test, data.max_length)
+        quantization = chosen_record["settings"] if chosen_record is not None else {"mode": "none"}
         metrics: dict[str, Any] = {
             "parity_max_abs_diff": max(parity.values()),
             "parity_differences": parity,
             "parity_tolerance": export.parity_tolerance,
+            "optimization": optimization,
             "fp32_accuracy": fp32_scores["accuracy"],
             "fp32_macro_f1": fp32_scores["macro_f1"],
-            "int8_accuracy": None if int8_scores is None else int8_scores["accuracy"],
-            "int8_macro_f1": None if int8_scores is None else int8_scores["macro_f1"],
-            "accuracy_drop": None if int8_scores is None else drop,
-            **int8_vs_fp32,
-            "deployed": "fp32" if int8_path is None else "int8",
+            "int8_accuracy": None if chosen_record is None else chosen_record["accuracy"],
+            "int8_macro_f1": None if chosen_record is None else chosen_record["macro_f1"],
+            "accuracy_drop": None if chosen_record is None else chosen_record["accuracy_drop"],
+            "int8_fp32_agreement": None
+            if chosen_record is None
+            else chosen_record["agreement_with_fp32"],
+            "int8_fp32_max_abs_logit_diff": None
+            if chosen_record is None
+            else chosen_record["max_abs_logit_diff_vs_fp32"],
+            "deployed": "fp32" if chosen is None else "int8",
+            "chosen": chosen,
+            "chosen_reason": reason,
+            "candidates": records,
             "test_examples": len(test),
             "fp32_bytes": fp32_path.stat().st_size,
-            "int8_bytes": None if int8_path is None else int8_path.stat().st_size,
-            **latency,
+            "int8_bytes": None if chosen_record is None else chosen_record["bytes"],
+            "latency_check": {
+                "batch_size": 1,
+                "seq_len": data.max_length,
+                "threads": onnx_utils.SESSION_THREADS,
+                "runs": LATENCY_RUNS,
+                "warmup": LATENCY_WARMUP,
+                "rounds": LATENCY_ROUNDS,
+            },
+            "fp32_latency": latency["fp32"],
+            "fp32_latency_ms": latency["fp32"]["p50_ms"],
+            "int8_latency_ms": None if chosen is None else latency[chosen]["p50_ms"],
             "quantization": quantization,
             "opset": graph["opset"],
             "input_names": graph["input_names"],
@@ -139,25 +273,37 @@ def run(
         # 6. The bundle, its manifest last.
         bundle, roles = _assemble_bundle(out / "bundle", model_dir, tokenizer, fp32_path, int8_path)
         metrics["deployed_bytes"] = (bundle / "model.onnx").stat().st_size
-        onnx_utils.write_bundle_manifest(
+        metrics["seconds"] = round(time.perf_counter() - started, 2)
+        info = {
+            "run": ctx.name,
+            "task": "text-classification",
+            "model": "model.onnx",
+            "precision": metrics["deployed"],
+            "fp32_reference": "fp32/model_fp32.onnx" if int8_path is not None else None,
+            "labels": label_names,
+            "max_length": data.max_length,
+            "tokenization": {"truncation": True, "max_length": data.max_length},
+            "input_names": graph["input_names"],
+            "output_names": graph["output_names"],
+            "opset": graph["opset"],
+            "quantization": quantization,
+            "optimization": optimization,
+            "chosen": chosen,
+            "chosen_reason": reason,
+            "candidates": records,
+            "metrics": {k: metrics[k] for k in _BUNDLE_METRICS},
+        }
+        # The card an edge team reads first: what the model is, how faithful and fast it is.
+        card = bundle_card(
             bundle,
-            roles,
-            {
-                "run": ctx.name,
-                "task": "text-classification",
-                "model": "model.onnx",
-                "precision": metrics["deployed"],
-                "fp32_reference": "fp32/model_fp32.onnx" if int8_path is not None else None,
-                "labels": label_names,
-                "max_length": data.max_length,
-                "tokenization": {"truncation": True, "max_length": data.max_length},
-                "input_names": graph["input_names"],
-                "output_names": graph["output_names"],
-                "opset": graph["opset"],
-                "quantization": quantization,
-                "metrics": {k: metrics[k] for k in _BUNDLE_METRICS},
-            },
+            info,
+            data_source=data.path,
+            base_dir=ctx.recipe_dir,
+            student_readme=model_dir / "README.md",
         )
+        (bundle / "README.md").write_text(card, encoding="utf-8")
+        roles["README.md"] = "model-card"
+        onnx_utils.write_bundle_manifest(bundle, roles, info)
     return metrics
 
 
@@ -170,7 +316,12 @@ _BUNDLE_METRICS = (
     "parity_max_abs_diff",
     "parity_tolerance",
     "test_examples",
+    "fp32_latency_ms",
+    "int8_latency_ms",
 )
+
+
+# --------------------------------------------------------------------------- the student
 
 
 def _load_student(model_dir: Path, label_names: list[str], max_length: int) -> tuple[Any, Any]:
@@ -209,36 +360,164 @@ def _parity_texts(data_dir: Path, test: Split) -> list[str]:
     return texts[:PARITY_EXAMPLES]
 
 
-def _quantize(
+# --------------------------------------------------------------------------- optimization
+
+
+def _optimize(
     export: ExportConfig,
     fp32_path: Path,
+    work: Path,
+    model_dir: Path,
+    torch_model: Any,
+    tokenizer: Any,
+    parity_texts: list[str],
+    data: DataConfig,
+) -> tuple[Path | None, dict[str, Any]]:
+    """The ORT-optimized graph (None when the model type has no transformer optimizer) and
+    its settings, including its parity with PyTorch (ParityError beyond the tolerance)."""
+    try:
+        path, settings = onnx_utils.optimize_graph(
+            fp32_path,
+            work / "optimized",
+            level=export.optimization_level,
+            model_config_dir=model_dir,
+            cls_pruning=export.cls_pruning,
+        )
+    except NotImplementedError as exc:
+        log.warning("graph optimization skipped: %s", exc)
+        return None, {"level": export.optimization_level, "skipped": str(exc)}
+    settings["parity_differences"] = onnx_utils.check_parity(
+        path,
+        torch_model,
+        tokenizer,
+        parity_texts,
+        max_length=data.max_length,
+        tolerance=export.parity_tolerance,
+    )
+    settings["parity_max_abs_diff"] = max(settings["parity_differences"].values())
+    log.info(
+        "optimized graph (level %s): %s -> %s nodes, fused %s, CLS pruning %s, parity %s",
+        settings["level"],
+        settings["nodes_before"],
+        settings["nodes"],
+        settings["fused_operators"],
+        settings.get("cls_pruning", {"applied": False}),
+        settings["parity_differences"],
+    )
+    return path, settings
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def _build_candidate(
+    candidate: Candidate,
+    export: ExportConfig,
+    *,
+    fp32_path: Path,
+    optimized_path: Path | None,
+    optimization: dict[str, Any],
+    work: Path,
+    tokenizer: Any,
+    test: Split,
+    data_dir: Path,
+    data: DataConfig,
+    seed: int,
+    fp32_logits: np.ndarray,
+    fp32_accuracy: float,
+    num_labels: int,
+) -> tuple[dict[str, Any], Path | None, np.ndarray | None]:
+    """Quantize one candidate and score it on the test split; a candidate whose quantizer
+    fails is recorded with its error (and cannot be chosen) rather than failing the stage."""
+    started = time.perf_counter()
+    source = optimized_path if candidate.optimized else fp32_path
+    assert source is not None
+    record: dict[str, Any] = {"name": candidate.name, "description": candidate.describe()}
+    try:
+        path, settings = _quantize(
+            candidate, export, source, optimization, work, tokenizer, data_dir, data, seed
+        )
+    except Exception as exc:  # the quantizers raise anything from ValueError to RuntimeError
+        log.warning("int8 candidate %s failed to build: %s", candidate.name, exc)
+        record.update({"error": f"{type(exc).__name__}: {exc}", "qualifies": False})
+        return record, None, None
+    logits = _evaluate(path, tokenizer, test, data.max_length)
+    scores = classification_metrics(logits, test.labels, num_labels, fp32_logits)
+    drop = fp32_accuracy - scores["accuracy"]
+    record.update(
+        {
+            "settings": settings,
+            "bytes": path.stat().st_size,
+            "accuracy": scores["accuracy"],
+            "macro_f1": scores["macro_f1"],
+            "agreement_with_fp32": scores["agreement"],
+            "max_abs_logit_diff_vs_fp32": float(np.max(np.abs(logits - fp32_logits))),
+            "accuracy_drop": drop,
+            "qualifies": bool(drop <= export.max_accuracy_drop + _DROP_EPSILON),
+            "build_seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+    return record, path, logits
+
+
+def _quantize(
+    candidate: Candidate,
+    export: ExportConfig,
+    source: Path,
+    optimization: dict[str, Any],
     work: Path,
     tokenizer: Any,
     data_dir: Path,
     data: DataConfig,
     seed: int,
-) -> tuple[Path | None, dict[str, Any]]:
-    """The int8 model (None for "none") and its recorded settings."""
-    if export.quantization == "none":
-        return None, {"mode": "none"}
-    config = onnx_utils.quantization_config(export.quantization)
-    settings = onnx_utils.describe_quantization(config, export.quantization)
-    if export.quantization == "dynamic":
-        path = onnx_utils.quantize_dynamic(fp32_path, work / "int8", config)
+) -> tuple[Path, dict[str, Any]]:
+    """The candidate's int8 file (with ``ort_config.json`` beside it) and its settings."""
+    save_dir = work / "candidates" / candidate.name
+    operators = None
+    if candidate.mode == "dynamic":
+        operators = list(onnx_utils.DYNAMIC_MATMUL_OPERATORS)
+        if candidate.quantize_embeddings:
+            operators += onnx_utils.EMBEDDING_OPERATORS
+    config = onnx_utils.quantization_config(
+        candidate.mode,
+        per_channel=export.per_channel,
+        reduce_range=export.reduce_range,
+        operators=operators,
+    )
+    settings = onnx_utils.describe_quantization(config, candidate.mode)
+    settings.update(
+        {
+            "candidate": candidate.name,
+            "graph": "optimized" if candidate.optimized else "plain",
+            "optimization_level": optimization.get("level", 0) if candidate.optimized else 0,
+            "quantize_embeddings": candidate.quantize_embeddings,
+        }
+    )
+    if candidate.mode == "dynamic":
+        settings["quantizer"] = "onnxruntime.quantization.quantize_dynamic"
+        settings["extra_options"] = dict(onnx_utils.DYNAMIC_EXTRA_OPTIONS)
+        path = onnx_utils.quantize_dynamic(
+            source,
+            save_dir,
+            config,
+            optimization=onnx_utils.optimization_config(optimization["level"])
+            if candidate.optimized
+            else None,
+        )
     else:
         texts = _calibration_texts(data_dir, export.calibration_samples, seed)
         features = onnx_utils.encode(
             tokenizer,
             texts,
             max_length=data.max_length,
-            input_names=onnx_utils.graph_info(fp32_path)["input_names"],
+            input_names=onnx_utils.graph_info(source)["input_names"],
             padding="max_length",
         )
+        settings["quantizer"] = "optimum.onnxruntime.ORTQuantizer"
         path = onnx_utils.quantize_static(
-            fp32_path, work / "int8", config, features, work_dir=work / "calib"
+            source, save_dir, config, features, work_dir=work / "calibration" / candidate.name
         )
         settings["calibration"] = {"method": "minmax", "split": "train", "samples": len(texts)}
-    log.info("quantized (%s): %s", export.quantization, settings)
     return path, settings
 
 
@@ -254,43 +533,107 @@ def _calibration_texts(data_dir: Path, count: int, seed: int) -> list[str]:
     return [train.texts[i] for i in chosen]
 
 
-def _evaluate(
-    model_path: Path, tokenizer: Any, test: Split, max_length: int, save_to: Path
-) -> np.ndarray:
-    """Test-split logits from an onnxruntime session, saved keyed by example id."""
-    logits = onnx_utils.predict_logits(
+def _evaluate(model_path: Path, tokenizer: Any, test: Split, max_length: int) -> np.ndarray:
+    """Test-split logits from an onnxruntime session."""
+    return onnx_utils.predict_logits(
         model_path, tokenizer, test.texts, max_length=max_length, batch_size=EVAL_BATCH_SIZE
     )
-    save_logits(save_to, test.ids, logits)
-    return logits
 
 
-def _quick_latency(
-    fp32_path: Path, int8_path: Path | None, tokenizer: Any, test: Split, max_length: int
-) -> dict[str, Any]:
-    """Batch-1 median latency at max_length (a sanity check; the report stage measures properly)."""
-    session = onnx_utils.make_session(fp32_path)
-    feeds = onnx_utils.session_feeds(
-        session, tokenizer, test.texts[:1], max_length=max_length, padding="max_length"
-    )
-    result: dict[str, Any] = {
-        "latency_check": {
-            "batch_size": 1,
-            "seq_len": max_length,
-            "threads": onnx_utils.SESSION_THREADS,
-        },
-        "fp32_latency_ms": onnx_utils.latency_ms(fp32_path, feeds, runs=LATENCY_RUNS),
-        "int8_latency_ms": None,
+def _time_models(
+    paths: dict[str, Path], tokenizer: Any, test: Split, max_length: int
+) -> dict[str, dict[str, Any]]:
+    """Batch-1 latency at ``max_length`` of every model, interleaved (p50, p95, ...)."""
+    from distill import latency
+    from distill.bench import interleaved_latency, onnx_call
+
+    inputs = latency.fixed_length_batch(tokenizer, test.texts, batch_size=1, max_length=max_length)
+    sessions = {
+        name: latency.ort_session(path, onnx_utils.SESSION_THREADS) for name, path in paths.items()
     }
-    if int8_path is not None:
-        result["int8_latency_ms"] = onnx_utils.latency_ms(int8_path, feeds, runs=LATENCY_RUNS)
-        if result["int8_latency_ms"] > result["fp32_latency_ms"]:
-            log.warning(
-                "int8 model slower than fp32 at batch 1 (%.2f vs %.2f ms median)",
-                result["int8_latency_ms"],
-                result["fp32_latency_ms"],
+    stats = interleaved_latency(
+        {name: onnx_call(session, inputs) for name, session in sessions.items()},
+        runs=LATENCY_RUNS,
+        warmup=LATENCY_WARMUP,
+        rounds=LATENCY_ROUNDS,
+    )
+    return {
+        name: {
+            k: v
+            for k, v in s.with_setup(
+                threads=onnx_utils.SESSION_THREADS, batch_size=1, sequence_length=max_length
             )
-    return result
+            .to_dict()
+            .items()
+            if k in ("p50_ms", "p95_ms", "mean_ms", "runs", "warmup", "threads")
+        }
+        for name, s in stats.items()
+    }
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def choose_candidate(
+    records: list[dict[str, Any]], max_accuracy_drop: float, tie: float = LATENCY_TIE
+) -> tuple[str | None, str]:
+    """The candidate to deploy and why: the fastest (batch-1 p50) of those within the
+    accuracy budget. p50s within ``tie`` of the fastest are a tie, settled by size (files
+    within ``tie`` of the smallest stay tied), then by agreement with fp32, then accuracy.
+    ``(None, reason)`` when no candidate qualifies."""
+    if not records:
+        return None, "no int8 candidates (export.quantization = 'none')"
+    qualified = [
+        r
+        for r in records
+        if "error" not in r and r["accuracy_drop"] <= max_accuracy_drop + _DROP_EPSILON
+    ]
+    if not qualified:
+        return None, (
+            f"no int8 candidate within export.max_accuracy_drop = {max_accuracy_drop:g} "
+            f"({_candidates_line(records)}): fp32 deployed"
+        )
+    fastest = min(r["latency_b1"]["p50_ms"] for r in qualified)
+    tied = [r for r in qualified if r["latency_b1"]["p50_ms"] <= fastest * (1 + tie)]
+    smallest = min(r["bytes"] for r in tied)
+    small = [r for r in tied if r["bytes"] <= smallest * (1 + tie)]
+    best = min(
+        small,
+        key=lambda r: (-r["agreement_with_fp32"], -r["accuracy"], r["latency_b1"]["p50_ms"]),
+    )
+    reason = (
+        f"fastest at batch 1 within the accuracy budget: {best['latency_b1']['p50_ms']:.2f} ms "
+        f"p50, accuracy drop {best['accuracy_drop']:+.4f} <= {max_accuracy_drop:g}"
+    )
+    if len(tied) > 1:
+        others = ", ".join(r["name"] for r in tied if r is not best)
+        reason += f"; tied within {tie:.0%} with {others}"
+        if len(small) < len(tied):
+            reason += ", so the smaller file"
+        if len(small) > 1:
+            reason += ", so the closest agreement with fp32"
+    excluded = [r["name"] for r in records if r not in qualified]
+    if excluded:
+        reason += f"; over the accuracy budget or failed: {', '.join(excluded)}"
+    return best["name"], reason
+
+
+def _candidates_line(records: list[dict[str, Any]]) -> str:
+    parts = []
+    for r in records:
+        if "error" in r:
+            parts.append(f"{r['name']} failed ({r['error']})")
+            continue
+        p50 = (r.get("latency_b1") or {}).get("p50_ms")
+        timing = f", {p50:.2f} ms" if p50 is not None else ""
+        parts.append(
+            f"{r['name']} accuracy {r['accuracy']:.4f} (drop {r['accuracy_drop']:+.4f}), "
+            f"{r['bytes'] / 1e6:.1f} MB{timing}"
+        )
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- the bundle
 
 
 def _assemble_bundle(
@@ -313,6 +656,12 @@ def _assemble_bundle(
         place(fp32_path, "fp32/model_fp32.onnx", "fp32")
         place(int8_path.parent / "ort_config.json", "ort_config.json", "config")
     place(model_dir / "config.json", "config.json", "config")
+    for onnx_file in (bundle / "model.onnx", bundle / "fp32" / "model_fp32.onnx"):
+        if onnx_file.is_file():  # the full check also rejects external data outside the bundle
+            onnx.checker.check_model(str(onnx_file), full_check=True)
+    # A fresh tokenizer: the one used above carries the fixed-length padding of the
+    # latency runs, which tokenizer.json would otherwise record.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     for written in tokenizer.save_pretrained(bundle):
         path = Path(written)
         if path.is_file():

@@ -737,6 +737,9 @@ def _max_length(export_dir: Path, manifests: dict[str, dict[str, Any]]) -> int:
 
 
 def _quantization(export_dir: Path, manifest: dict[str, Any]) -> str:
+    # No int8 candidate passed the accuracy gate: fp32 was deployed whatever the recipe asked.
+    if (manifest.get("metrics") or {}).get("deployed") == "fp32":
+        return "none"
     value = ((manifest.get("config") or {}).get("export") or {}).get("quantization")
     if isinstance(value, str):
         return value
