@@ -12,6 +12,7 @@ with transfer text, ``transfer``; ``transfer.jsonl`` (the transfer texts, label 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ from distill.distributed import current
 from distill.models import ATTENTION, load_tokenizer
 from distill.tasks import get_task
 from distill.training import predict_logits, predictor
+
+log = logging.getLogger("distill")
 
 
 def run(
@@ -70,6 +73,9 @@ def run(
             save_logits(out / "logits" / f"{name}.npz", split.ids, logits)
             metrics["examples"][name] = len(split)
             metrics["seconds"][name] = round(time.perf_counter() - started, 3)
+            log.info(
+                "labels: %s, %d examples in %.1f s", name, len(split), metrics["seconds"][name]
+            )
             if name in SPLITS:
                 metrics[f"{name}_accuracy"] = task.metrics(logits, split.labels, num_labels)[
                     "accuracy"
