@@ -121,21 +121,7 @@ def onnx_call(session: Any, inputs: Mapping[str, np.ndarray]) -> Callable[[], An
 
 def torch_call(model: Any, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
     """``model(**inputs)`` under ``torch.inference_mode`` (threads are pinned by the caller)."""
-    import torch
-
-    accepted = lat._torch_input_names(model)
-    tensors = {
-        name: torch.from_numpy(np.ascontiguousarray(value))
-        for name, value in inputs.items()
-        if accepted is None or name in accepted
-    }
-    model.eval()
-
-    def call() -> None:
-        with torch.inference_mode():
-            model(**tensors)
-
-    return call
+    return lat.torch_call(model, inputs)
 
 
 # --------------------------------------------------------------------------- the run's models

@@ -147,6 +147,15 @@ def time_torch_model(
     runs: int,
 ) -> LatencyStats:
     """Latency of ``model(**inputs)`` in eval mode under ``torch.inference_mode``."""
+    call = torch_call(model, inputs)
+    with torch_threads(threads):
+        stats = measure(call, warmup=warmup, runs=runs)
+    return stats.with_setup(threads=threads, **_shape(inputs))
+
+
+def torch_call(model: Any, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+    """``model(**inputs)`` in eval mode under ``torch.inference_mode``, fed only the inputs
+    its ``forward`` accepts (threads are pinned by the caller)."""
     import torch
 
     accepted = _torch_input_names(model)
@@ -161,9 +170,7 @@ def time_torch_model(
         with torch.inference_mode():
             model(**tensors)
 
-    with torch_threads(threads):
-        stats = measure(call, warmup=warmup, runs=runs)
-    return stats.with_setup(threads=threads, **_shape(inputs))
+    return call
 
 
 def _torch_input_names(model: Any) -> set[str] | None:

@@ -23,6 +23,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from distill.artifacts import read_manifest
+from distill.render import md_escape
 
 log = logging.getLogger("distill")
 
@@ -485,21 +486,7 @@ def _source_line(reference: str | None, base_dir: Path) -> str:
 
 def _md(text: Any) -> str:
     """Plain text for Markdown: no HTML, links, emphasis or table breaks."""
-    text = "" if text is None else str(text)
-    for old, new in (
-        ("\\", "\\\\"),
-        ("&", "&amp;"),
-        ("<", "&lt;"),
-        (">", "&gt;"),
-        ("|", "\\|"),
-        ("[", "\\["),
-        ("]", "\\]"),
-        ("`", "\\`"),
-        ("*", "\\*"),
-        ("_", "\\_"),
-    ):
-        text = text.replace(old, new)
-    return " ".join(text.split())
+    return md_escape(text).replace("*", "\\*").replace("_", "\\_")
 
 
 def _code(text: Any) -> str:
