@@ -90,7 +90,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "report",
         ("report",),
-        ("data", "teacher", "student", "export"),
+        ("data", "teacher", "labels", "student", "export"),
         _lazy("report"),
         publish=lambda ctx: {".": ctx.report_dir},
     ),

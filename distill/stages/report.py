@@ -303,6 +303,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     }
 
     wall_times = {name: manifests[name].get("wall_time_s") for name in UPSTREAM}
+    if "labels" in inputs:  # the labelling pass, between teacher and student
+        wall_times["labels"] = (read_manifest(inputs["labels"]) or {}).get("wall_time_s")
     wall_times["report"] = round(time.perf_counter() - started, 3)
 
     return {
