@@ -213,3 +213,58 @@ def test_student_learns_from_teacher_labelled_transfer_text(trained: dict, tmp_p
         student=student,
     )
     assert result["training_examples"] == {"labelled": 112, "transfer": 40}
+
+
+def test_student_with_another_tokenizer_learns_from_the_cached_logits(
+    trained: dict, tmp_path: Path
+) -> None:
+    """Logit distillation needs no shared vocabulary: the cache is keyed by example id."""
+    from conftest import POSITIVE, write_vocab
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    other = tmp_path / "other-student"
+    vocab = write_vocab(other)
+    words = vocab.read_text(encoding="utf-8").split("\n")
+    shuffled = words[:5] + list(reversed([w for w in words[5:] if w]))  # same words, other ids
+    vocab.write_text("\n".join(shuffled) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    torch.manual_seed(1)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    BertForSequenceClassification(config).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    teacher_ids = AutoTokenizer.from_pretrained(trained["teacher"] / "model")(POSITIVE[0])[
+        "input_ids"
+    ]
+    assert tokenizer(POSITIVE[0])["input_ids"] != teacher_ids  # really another vocabulary
+
+    ctx = RunContext(
+        name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
+    )
+    student = StudentConfig(
+        init="pretrained",
+        model=str(other),
+        max_steps=20,
+        batch_size=16,
+        learning_rate=3e-3,
+        baseline=False,
+    )
+    out = tmp_path / "student"
+    out.mkdir()
+    inputs = {"data": trained["data"], "teacher": trained["teacher"], "labels": trained["labels"]}
+    metrics = student_stage.run(
+        ctx, inputs, out, data=DataConfig(path="x", max_length=24), student=student
+    )
+    assert metrics["built"] == {"init": "pretrained", "model": str(other)}
+    assert metrics["steps"] == 20 and 0.0 <= metrics["test"]["agreement"] <= 1.0
+    saved = AutoTokenizer.from_pretrained(out / "model")
+    assert (
+        saved(POSITIVE[0])["input_ids"] == tokenizer(POSITIVE[0])["input_ids"]
+    )  # its own tokenizer kept
