@@ -188,13 +188,16 @@ def _torch_input_names(model: Any) -> set[str] | None:
 # --------------------------------------------------------------------------- ONNX Runtime
 
 
-def ort_session(model_path: Path | str, threads: int) -> Any:
-    """A CPU ``InferenceSession`` with ``threads`` intra-op threads and one inter-op thread."""
+def ort_session(model_path: Path | str, threads: int | None) -> Any:
+    """A CPU ``InferenceSession`` with ``threads`` intra-op threads (None: onnxruntime's
+    default) and one inter-op thread; the one way distill opens an ONNX model."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    if threads is not None:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: fusion notes would drown the progress log
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(
         str(model_path), sess_options=options, providers=["CPUExecutionProvider"]

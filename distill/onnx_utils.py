@@ -19,6 +19,7 @@ import numpy as np
 
 from distill.artifacts import sha256_file, write_json_atomic
 from distill.errors import ModelLoadError, ParityError
+from distill.latency import ort_session
 
 log = logging.getLogger("distill")
 
@@ -312,15 +313,7 @@ def _reads_first_token(node: Any, values: dict[str, np.ndarray]) -> bool:
 
 def make_session(model_path: Path, threads: int = SESSION_THREADS) -> Any:
     """A CPU ``onnxruntime.InferenceSession`` with the thread count set explicitly."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    return ort_session(model_path, threads)
 
 
 def encode(

@@ -364,14 +364,48 @@ def _inline_svg(svg: str, prefix: str) -> str:
     return re.sub(r'(\bid="|url\(#|href="#)', lambda m: m.group(1) + prefix, svg)
 
 
+def _floor_line(axes: Any, baseline: dict[str, Any] | None) -> None:
+    """The TF-IDF floor as a dashed horizontal line (when the report has one)."""
+    if baseline:
+        axes.axhline(
+            100 * baseline["accuracy"],
+            color="#555555",
+            linestyle="--",
+            linewidth=1,
+            label=f"TF-IDF floor: {fmt_pct(baseline['accuracy'], 1)}",
+        )
+
+
+def _log_x(axes: Any, low: float, high: float) -> None:
+    """A log x axis spanning [low, high] with margin, ticked at 1, 2, 5 x 10^k."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.set_xscale("log")
+    axes.set_xlim(low / 1.5, high * 1.5)
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _accuracy_ylim(
+    axes: Any, points: list[dict[str, Any]], baseline: dict[str, Any] | None
+) -> None:
+    """Accuracy axis (%) fitted to the points and the floor, padded, within [0, 100]."""
+    values = [100 * r["accuracy"] for r in points] + (
+        [100 * baseline["accuracy"]] if baseline else []
+    )
+    if values:
+        low, high = min(values), max(values)
+        pad = max(1.0, 0.15 * (high - low))
+        axes.set_ylim(max(0.0, low - pad), min(100.0, high + pad) + 0.5)
+
+
 def accuracy_size_svg(report: dict[str, Any]) -> str:
     """Test accuracy against size on disk (log scale), with the TF-IDF floor as a line.
 
     Models are told apart by colour, marker and a legend rather than text next to each
     point: the PyTorch student and its fp32 ONNX export usually sit on top of each other.
     """
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     figure = _figure()
     axes = figure.add_subplot()
     points = [
@@ -392,28 +426,11 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
             label=f"{row['name']}: {fmt_bytes(row['bytes'])}, {fmt_pct(row['accuracy'], 1)}",
         )
     baseline = report.get("baseline")
-    if baseline:
-        axes.axhline(
-            100 * baseline["accuracy"],
-            color="#555555",
-            linestyle="--",
-            linewidth=1,
-            label=f"TF-IDF floor: {fmt_pct(baseline['accuracy'], 1)}",
-        )
+    _floor_line(axes, baseline)
     if points:
-        axes.set_xscale("log")
         sizes = [r["bytes"] / 1e6 for r in points]
-        axes.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
-        axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.xaxis.set_minor_formatter(NullFormatter())
-    values = [100 * r["accuracy"] for r in points] + (
-        [100 * baseline["accuracy"]] if baseline else []
-    )
-    if values:
-        low, high = min(values), max(values)
-        pad = max(1.0, 0.15 * (high - low))
-        axes.set_ylim(max(0.0, low - pad), min(100.0, high + pad) + 0.5)
+        _log_x(axes, min(sizes), max(sizes))
+    _accuracy_ylim(axes, points, baseline)
     axes.set_xlabel("size on disk (MB, log scale)")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title("Accuracy vs size")
@@ -425,8 +442,6 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
 
 def accuracy_latency_svg(report: dict[str, Any]) -> str | None:
     """Test accuracy against p50 latency (log scale); a bar from each point reaches its p95."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     points = [
         r
         for r in report.get("rows", [])
@@ -455,27 +470,11 @@ def accuracy_latency_svg(report: dict[str, Any]) -> str | None:
             label=f"{row['name']}: {fmt_ms(p50)} ms, {fmt_pct(row['accuracy'], 1)}",
         )
     baseline = report.get("baseline")
-    if baseline:
-        axes.axhline(
-            100 * baseline["accuracy"],
-            color="#555555",
-            linestyle="--",
-            linewidth=1,
-            label=f"TF-IDF floor: {fmt_pct(baseline['accuracy'], 1)}",
-        )
-    axes.set_xscale("log")
+    _floor_line(axes, baseline)
     low = min(r["latency"]["p50_ms"] for r in points)
     high = max((r["latency"].get("p95_ms") or r["latency"]["p50_ms"]) for r in points)
-    axes.set_xlim(low / 1.5, high * 1.5)
-    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
-    values = [100 * r["accuracy"] for r in points] + (
-        [100 * baseline["accuracy"]] if baseline else []
-    )
-    bottom, top = min(values), max(values)
-    pad = max(1.0, 0.15 * (top - bottom))
-    axes.set_ylim(max(0.0, bottom - pad), min(100.0, top + pad) + 0.5)
+    _log_x(axes, low, high)
+    _accuracy_ylim(axes, points, baseline)
     setup = report.get("latency_setup") or {}
     axes.set_xlabel(
         f"p50 latency (ms, log scale; bar to p95), batch {setup.get('batch_size', '?')}, "

@@ -30,6 +30,7 @@ import numpy as np
 
 from distill.artifacts import sha256_file
 from distill.errors import ArtifactError
+from distill.latency import ort_session
 from distill.onnx_utils import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
 
 MANIFEST_FILE = "manifest.json"
@@ -317,17 +318,8 @@ def load_tokenizer(bundle: Path, manifest: dict[str, Any]) -> Any:
 
 def make_session(model_path: Path, threads: int | None = None) -> Any:
     """A CPU onnxruntime session; ``threads`` intra-op threads (None: onnxruntime's default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        return ort_session(model_path, threads)
     except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"{model_path}: onnxruntime cannot load it: {first}") from None
