@@ -139,6 +139,15 @@ def load_classifier(
     return model
 
 
+def load_saved_classifier(folder: Path) -> nn.Module:
+    """A classifier an earlier stage saved (safetensors only, the same attention kernel)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        folder, use_safetensors=True, attn_implementation=ATTENTION
+    )
+
+
 def transformer_layers(model: nn.Module) -> nn.ModuleList:
     """The stack of transformer blocks, for the architectures distill knows."""
     base = getattr(model, "base_model", model)

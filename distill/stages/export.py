@@ -60,6 +60,7 @@ from distill.dataset_files import Split, read_label_names, read_split, save_logi
 from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoadError
 from distill.metrics import classification_metrics
 from distill.model_card import bundle_card
+from distill.models import load_saved_classifier
 
 log = logging.getLogger("distill")
 
@@ -326,14 +327,11 @@ _BUNDLE_METRICS = (
 
 def _load_student(model_dir: Path, label_names: list[str], max_length: int) -> tuple[Any, Any]:
     """The student's tokenizer and PyTorch model (for parity), checked against the data stage."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     if not (model_dir / "config.json").is_file():
         raise ArtifactError(f"{model_dir}: no config.json; is the student stage complete?")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
+        model = load_saved_classifier(model_dir)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"{model_dir}: cannot load the student model or tokenizer: {exc}"

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForSequenceClassification
-
 from distill.artifacts import RunContext
 from distill.config import DataConfig, TransferConfig
 from distill.data import load_transfer
@@ -32,7 +30,7 @@ from distill.dataset_files import (
     write_split,
 )
 from distill.distributed import current
-from distill.models import ATTENTION, load_tokenizer
+from distill.models import load_saved_classifier, load_tokenizer
 from distill.tasks import get_task
 from distill.training import predict_logits, predictor
 
@@ -50,9 +48,7 @@ def run(
     task = get_task(ctx.task)
     teacher_dir = inputs["teacher"] / "model"
     num_labels = len(read_label_names(inputs["data"]))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        teacher_dir, use_safetensors=True, attn_implementation=ATTENTION
-    )
+    model = load_saved_classifier(teacher_dir)
     tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
     metrics: dict[str, Any] = {"processes": current().world_size, "examples": {}, "seconds": {}}

@@ -43,6 +43,7 @@ from distill.latency import (
     time_torch_model,
 )
 from distill.metrics import classification_metrics, softmax
+from distill.models import load_saved_classifier
 
 log = logging.getLogger("distill")
 
@@ -359,12 +360,10 @@ def _pytorch_row(
     config: ReportConfig,
     measure_latency: bool = True,
 ) -> dict[str, Any]:
-    from transformers import AutoModelForSequenceClassification
-
     if not model_dir.is_dir():
         raise ArtifactError(f"{model_dir}: model folder is missing")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model = load_saved_classifier(model_dir)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{model_dir}: cannot load the model: {exc}") from None
     model.eval()

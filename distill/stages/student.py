@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import AutoModelForSequenceClassification, set_seed
+from transformers import set_seed
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig
@@ -29,9 +29,9 @@ from distill.dataset_files import (
 )
 from distill.model_card import write_student_card
 from distill.models import (
-    ATTENTION,
     evenly_spaced_layers,
     freeze,
+    load_saved_classifier,
     load_tokenizer,
     parameter_counts,
     resolve_model,
@@ -62,9 +62,7 @@ def build_student(
         )
         return model, tokenizer, {"init": "pretrained", "model": config.model}
 
-    teacher = AutoModelForSequenceClassification.from_pretrained(
-        teacher_dir, use_safetensors=True, attn_implementation=ATTENTION
-    )
+    teacher = load_saved_classifier(teacher_dir)
     tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
     if config.init == "teacher-layers":
         total = len(transformer_layers(teacher))
