@@ -100,3 +100,37 @@ def run_command(command: list[str], cwd: Path, **env: str) -> subprocess.Complet
 def run_distill(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """`python -m distill ARGS` in ``cwd``."""
     return run_command([sys.executable, "-m", "distill", *args], cwd)
+
+
+LABELS = ["negative", "positive"]
+
+
+def make_data_stage(folder: Path) -> Path:
+    """A finished data-stage folder (train/validation/test JSONL, labels.json): 64/16/40
+    synthetic rows with ids ``<split>-<i>``."""
+    import numpy as np
+
+    from distill.dataset_files import Split, write_label_names, write_split
+
+    folder.mkdir(parents=True)
+    rows = synthetic_rows(120, seed=3)
+    for name, part in {"train": rows[:64], "validation": rows[64:80], "test": rows[80:]}.items():
+        split = Split(
+            ids=[f"{name}-{i}" for i in range(len(part))],
+            texts=[text for text, _ in part],
+            labels=np.asarray([LABELS.index(label) for _, label in part], dtype=np.int64),
+        )
+        write_split(folder / f"{name}.jsonl", split)
+    write_label_names(folder, LABELS)
+    return folder
+
+
+def set_label_maps(model_dir: Path) -> None:
+    """Give a saved model real id2label/label2id, as the student stage does."""
+    import json
+
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["id2label"] = {str(i): name for i, name in enumerate(LABELS)}
+    config["label2id"] = {name: i for i, name in enumerate(LABELS)}
+    path.write_text(json.dumps(config, indent=2))

@@ -9,42 +9,23 @@ from typing import Any, get_args
 import numpy as np
 import onnx
 import pytest
-from conftest import build_tiny_classifier, synthetic_rows, write_vocab
+from conftest import (
+    LABELS,
+    build_tiny_classifier,
+    make_data_stage,
+    set_label_maps,
+    synthetic_rows,
+    write_vocab,
+)
 
 from distill import onnx_utils
 from distill.artifacts import RunContext, read_manifest, sha256_file, verify_files
 from distill.config import DataConfig, ExportCandidate, ExportConfig
-from distill.dataset_files import Split, load_logits, write_label_names, write_split
+from distill.dataset_files import load_logits
 from distill.errors import AccuracyDropError, ParityError, RecipeError
 from distill.stages import export as export_stage
 
 MAX_LENGTH = 32
-LABELS = ["negative", "positive"]
-
-
-def _make_data_stage(folder: Path) -> Path:
-    """A finished data-stage folder: train/validation/test JSONL plus labels.json."""
-    folder.mkdir(parents=True)
-    rows = synthetic_rows(120, seed=3)
-    parts = {"train": rows[:64], "validation": rows[64:80], "test": rows[80:]}
-    for name, part in parts.items():
-        split = Split(
-            ids=[f"{name}-{i}" for i in range(len(part))],
-            texts=[text for text, _ in part],
-            labels=np.asarray([LABELS.index(label) for _, label in part], dtype=np.int64),
-        )
-        write_split(folder / f"{name}.jsonl", split)
-    write_label_names(folder, LABELS)
-    return folder
-
-
-def _label_maps(model_dir: Path) -> None:
-    """Give the saved student real id2label/label2id, as the student stage does."""
-    path = model_dir / "config.json"
-    config = json.loads(path.read_text())
-    config["id2label"] = {str(i): name for i, name in enumerate(LABELS)}
-    config["label2id"] = {name: i for i, name in enumerate(LABELS)}
-    path.write_text(json.dumps(config, indent=2))
 
 
 def _make_wider_bert_student(folder: Path) -> Path:
@@ -66,7 +47,7 @@ def _make_wider_bert_student(folder: Path) -> Path:
     )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    _label_maps(folder)
+    set_label_maps(folder)
     return folder
 
 
@@ -110,8 +91,8 @@ def _short_latency_checks() -> Any:
 def stage_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export-inputs")
     model_dir = build_tiny_classifier(root / "student" / "model", num_labels=len(LABELS), layers=2)
-    _label_maps(model_dir)
-    return {"data": _make_data_stage(root / "data"), "student": root / "student"}
+    set_label_maps(model_dir)
+    return {"data": make_data_stage(root / "data"), "student": root / "student"}
 
 
 def _run(inputs: dict[str, Path], out: Path, **export_settings: Any) -> dict[str, Any]:
@@ -388,9 +369,9 @@ def test_export_keys_are_validated(settings: dict[str, Any], message: str) -> No
 
 def test_none_deploys_fp32_and_feeds_only_declared_inputs(tmp_path: Path) -> None:
     """DistilBERT has no token_type_ids input although its tokenizer produces them."""
-    data_dir = _make_data_stage(tmp_path / "data")
+    data_dir = make_data_stage(tmp_path / "data")
     _make_distilbert_student(tmp_path / "student" / "model")
-    _label_maps(tmp_path / "student" / "model")
+    set_label_maps(tmp_path / "student" / "model")
     out = tmp_path / "stage"
     metrics = _run(
         {"data": data_dir, "student": tmp_path / "student"}, out, quantization="none", opset=14

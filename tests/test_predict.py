@@ -19,19 +19,25 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import build_tiny_classifier, synthetic_rows, write_vocab
+from conftest import (
+    LABELS,
+    build_tiny_classifier,
+    make_data_stage,
+    set_label_maps,
+    synthetic_rows,
+    write_vocab,
+)
 
 from distill import onnx_utils
 from distill.artifacts import RunContext
 from distill.cli import main
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import Split, load_logits, read_split, write_label_names, write_split
+from distill.dataset_files import load_logits, read_split
 from distill.errors import ArtifactError
 from distill.serve import load_bundle, softmax
 from distill.stages import export as export_stage
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS = ["negative", "positive"]
 MAX_LENGTH = 12  # short enough that some texts below are truncated
 EXTRA_TEXTS = [
     "GOOD fun, Great service!!",
@@ -41,28 +47,6 @@ EXTRA_TEXTS = [
     "café naïve 😀",
     "bad",
 ]
-
-
-def _make_data_stage(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    rows = synthetic_rows(120, seed=3)
-    for name, part in {"train": rows[:64], "validation": rows[64:80], "test": rows[80:]}.items():
-        split = Split(
-            ids=[f"{name}-{i}" for i in range(len(part))],
-            texts=[text for text, _ in part],
-            labels=np.asarray([LABELS.index(label) for _, label in part], dtype=np.int64),
-        )
-        write_split(folder / f"{name}.jsonl", split)
-    write_label_names(folder, LABELS)
-    return folder
-
-
-def _label_maps(model_dir: Path) -> None:
-    path = model_dir / "config.json"
-    config = json.loads(path.read_text())
-    config["id2label"] = {str(i): name for i, name in enumerate(LABELS)}
-    config["label2id"] = {name: i for i, name in enumerate(LABELS)}
-    path.write_text(json.dumps(config, indent=2))
 
 
 def _train_briefly(model_dir: Path, steps: int = 40) -> None:
@@ -96,7 +80,7 @@ def _export(root: Path, student: Path, **export_settings: Any) -> Path:
     """Run the export stage; returns its output folder (bundle/, predictions/)."""
     data_dir = root / "data"
     if not data_dir.exists():
-        _make_data_stage(data_dir)
+        make_data_stage(data_dir)
     out = root / "stage"
     out.mkdir()
     ctx = RunContext(
@@ -117,7 +101,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The export stage's output folder for a dynamic-int8 BERT bundle (do not modify)."""
     root = tmp_path_factory.mktemp("predict")
     model_dir = build_tiny_classifier(root / "student" / "model", num_labels=2, layers=2, seed=1)
-    _label_maps(model_dir)
+    set_label_maps(model_dir)
     _train_briefly(model_dir)
     return _export(root, root / "student", quantization="dynamic")
 
@@ -230,7 +214,7 @@ def test_fp32_bundle_feeds_only_the_declared_inputs(tmp_path: Path) -> None:
     )
     DistilBertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    _label_maps(folder)
+    set_label_maps(folder)
     bundle = _export(tmp_path, tmp_path / "student", quantization="none") / "bundle"
     predictor = load_bundle(bundle, threads=1)
     assert predictor.manifest["precision"] == "fp32"
