@@ -190,7 +190,8 @@ def run_pipeline(
         if shared:
             barrier()  # under a launcher: the main process has finished the previous stage
         folder = ctx.stage_dir(spec.name)
-        expected = stage_fingerprint(spec, recipe, {u: prints[u] for u in spec.requires})
+        upstream = {u: prints[u] for u in spec.requires}
+        expected = stage_fingerprint(spec, recipe, upstream)
         fresh, why = _up_to_date(folder, expected)
         inputs = {u: ctx.stage_dir(u) for u in spec.requires}
         if fresh and spec.name not in forced:
@@ -198,7 +199,7 @@ def run_pipeline(
         elif ctx.is_main_process:
             reason = "forced" if spec.name in forced else why
             log.info("stage %-8s running (%s)", spec.name, reason)
-            _run_stage(spec, recipe, ctx, folder, expected, inputs)
+            _run_stage(spec, recipe, ctx, folder, expected, inputs, upstream)
         elif spec.distributed:
             _assist_stage(spec, recipe, ctx, expected, inputs)
         if shared:
@@ -220,15 +221,13 @@ def _run_stage(
     folder: Path,
     expected: str,
     inputs: dict[str, Path],
+    upstream: dict[str, str],
 ) -> None:
-    run = spec.load()
-    sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections}
-    checkpoints = _checkpoint_root(ctx, spec.name, expected)
-    stage_ctx = dataclasses.replace(ctx, checkpoints=checkpoints)
+    run, checkpoints = _bind(spec, recipe, ctx, expected, inputs)
     started = time.perf_counter()
     with staging_dir(folder) as out:
         try:
-            metrics = run(stage_ctx, inputs, out, **sections)
+            metrics = run(out)
         except DistillError:
             raise
         except OSError as exc:
@@ -246,9 +245,7 @@ def _run_stage(
                 "task": recipe.task,
                 "seed": recipe.seed,
                 "config": {s: _dump(_section(recipe, s)) for s in spec.sections},
-                "upstream": {
-                    u: (read_manifest(p) or {}).get("fingerprint") for u, p in inputs.items()
-                },
+                "upstream": upstream,
                 "metrics": metrics,
                 "wall_time_s": round(time.perf_counter() - started, 3),
             },
@@ -265,11 +262,21 @@ def _assist_stage(
     spec: StageSpec, recipe: Recipe, ctx: RunContext, expected: str, inputs: dict[str, Path]
 ) -> None:
     """A non-main process's share of a data-parallel stage; what it writes is thrown away."""
-    run = spec.load()
-    sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections}
-    stage_ctx = dataclasses.replace(ctx, checkpoints=_checkpoint_root(ctx, spec.name, expected))
+    run, _ = _bind(spec, recipe, ctx, expected, inputs)
     with tempfile.TemporaryDirectory(prefix=f"distill-{spec.name}-") as scratch:
-        run(stage_ctx, inputs, Path(scratch), **sections)
+        run(Path(scratch))
+
+
+def _bind(
+    spec: StageSpec, recipe: Recipe, ctx: RunContext, expected: str, inputs: dict[str, Path]
+) -> tuple[Callable[[Path], dict[str, Any]], Path]:
+    """The stage function with its inputs, its own recipe tables and its checkpoint folder
+    bound; what is left to give is the folder it writes to."""
+    stage = spec.load()
+    sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections}
+    checkpoints = _checkpoint_root(ctx, spec.name, expected)
+    stage_ctx = dataclasses.replace(ctx, checkpoints=checkpoints)
+    return (lambda out: stage(stage_ctx, inputs, out, **sections)), checkpoints
 
 
 def _checkpoint_root(ctx: RunContext, stage: str, expected: str) -> Path:
