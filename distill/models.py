@@ -60,8 +60,34 @@ def _check_model_folder(folder: Path, key: str, trust_remote_code: bool) -> None
         raise ModelLoadError(f"{key}: {folder} has no .safetensors weights{detail}; refused")
 
 
-def resolve_model(reference: str, base_dir: Path, key: str, trust_remote_code: bool = False) -> str:
-    """A local folder path (checked) or a hub id, as a string for ``from_pretrained``."""
+def resolve_model(
+    reference: str,
+    base_dir: Path,
+    key: str,
+    trust_remote_code: bool = False,
+    archive: list[str] | None = None,
+) -> str:
+    """A local folder path (checked) or a hub id, as a string for ``from_pretrained``.
+
+    With ``archive`` (split zip parts), the parts are unpacked once into the cache and
+    ``reference`` names the folder inside the archive.
+    """
+    if archive:
+        from distill.archives import resolve_parts, unpack_split_zip
+
+        archive_key = f"{key.rsplit('.', 1)[0]}.archive"
+        root = unpack_split_zip(resolve_parts(archive, base_dir, archive_key), archive_key)
+        inside = Path(reference)
+        if inside.is_absolute() or ".." in inside.parts:
+            raise ModelLoadError(
+                f"{key}: {reference!r} must be a folder inside {archive_key} (a relative path)"
+            )
+        reference = str(root / inside)
+        if not Path(reference).is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise ModelLoadError(
+                f"{key}: the archive has no folder {inside.as_posix()!r} (it holds {found})"
+            )
     local = resolve_local(reference, base_dir, key)
     if local is None:
         return reference

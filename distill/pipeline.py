@@ -48,7 +48,8 @@ class StageSpec:
     sections: tuple[str, ...]
     requires: tuple[str, ...]
     load: Callable[[], StageFn]  # imported lazily: `distill validate` must stay light
-    publish: Callable[[RunContext], dict[str, Path]] = field(default=lambda ctx: {})
+    # (context, finished stage folder) -> {sub-folder: public folder it is copied to}
+    publish: Callable[[RunContext, Path], dict[str, Path]] = field(default=lambda ctx, folder: {})
     # Data-parallel stages run on every process (the Trainer shards the work); the others
     # run on the main process while the rest wait. Only the main process writes either way.
     distributed: bool = False
@@ -85,14 +86,22 @@ STAGES: tuple[StageSpec, ...] = (
         ("data", "export"),
         ("data", "student"),
         _lazy("export"),
-        publish=lambda ctx: {"bundle": ctx.export_dir},
+        publish=lambda ctx, folder: {
+            "bundle": ctx.export_dir,
+            **{
+                f"variants/{variant.name}/bundle": ctx.export_dir.with_name(
+                    f"{ctx.name}.{variant.name}"
+                )
+                for variant in sorted((folder / "variants").glob("*"))
+            },
+        },
     ),
     StageSpec(
         "report",
         ("report",),
         ("data", "teacher", "labels", "student", "export"),
         _lazy("report"),
-        publish=lambda ctx: {".": ctx.report_dir},
+        publish=lambda ctx, folder: {".": ctx.report_dir},
     ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -137,7 +146,7 @@ def _up_to_date(folder: Path, expected: str) -> tuple[bool, str]:
 
 
 def _publish(spec: StageSpec, ctx: RunContext, folder: Path) -> None:
-    for sub, final in spec.publish(ctx).items():
+    for sub, final in spec.publish(ctx, folder).items():
         source = folder / sub
         published = read_manifest(final)
         current = read_manifest(source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from distill.archives import resolve_parts
 from distill.config import Recipe
 from distill.errors import DistillError, RecipeError
 from distill.models import resolve_model
@@ -28,12 +29,18 @@ def check_sources(recipe: Recipe, recipe_dir: Path, source: str) -> None:
                 problems.append(f"{key}: {path} is a folder; name a data file")
         except DistillError as exc:
             problems.append(str(exc))
-    model_refs = [("teacher.model", recipe.teacher.model, recipe.teacher.trust_remote_code)]
-    if recipe.student.init == "pretrained" and recipe.student.model:
-        model_refs.append(("student.model", recipe.student.model, recipe.student.trust_remote_code))
-    for key, reference, trust in model_refs:
+    model_refs = [("teacher", recipe.teacher)]
+    for name in recipe.student.student_names():
+        student = recipe.student.variant(name)
+        table = "student" if name == "main" else f"student.variants.{name}"
+        if student.init == "pretrained" and student.model:
+            model_refs.append((table, student))
+    for table, config in model_refs:
         try:
-            resolve_model(reference, recipe_dir, key, trust)
+            if config.archive:  # unpacking is compute: here only check that the parts exist
+                resolve_parts(config.archive, recipe_dir, f"{table}.archive")
+            else:
+                resolve_model(config.model, recipe_dir, f"{table}.model", config.trust_remote_code)
         except DistillError as exc:
             problems.append(str(exc))
     for table in ("teacher", "student"):

@@ -31,6 +31,7 @@ PLOT_FILES = {
     "latency": "accuracy_vs_latency.svg",
     "reliability": "reliability.svg",
     "curves": "training_curves.svg",
+    "frontier": "students_frontier.svg",
 }
 _PLOT_COLORS = {
     "teacher": "#4c72b0",
@@ -91,6 +92,7 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         "latency": accuracy_latency_svg(report),
         "reliability": reliability_svg(report),
         "curves": training_curves_svg(report),
+        "frontier": frontier_svg(report),
     }
     return {name: svg for name, svg in drawn.items() if svg is not None}
 
@@ -437,6 +439,63 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
     axes.grid(True, which="both", alpha=0.3)
     if points or baseline:
         axes.legend(fontsize=8, loc="best", framealpha=0.9)
+    return _svg_text(figure)
+
+
+def frontier_svg(report: dict[str, Any]) -> str | None:
+    """The students of a multi-student recipe: deployed accuracy against deployed size, the
+    Pareto-optimal ones (no other student beats them on both) filled and joined by a line."""
+    students = report.get("students")
+    if not students:
+        return None
+    figure = _figure()
+    axes = figure.add_subplot()
+    front = sorted((s for s in students if s["pareto"]), key=lambda s: s["bytes"])
+    axes.plot(
+        [s["bytes"] / 1e6 for s in front],
+        [100 * s["accuracy"] for s in front],
+        color="#c44e52",
+        linewidth=1,
+        zorder=2,
+        label="Pareto front (accuracy vs size)",
+    )
+    for student in students:
+        axes.scatter(
+            [student["bytes"] / 1e6],
+            [100 * student["accuracy"]],
+            s=70,
+            marker="o",
+            color="#c44e52" if student["pareto"] else "white",
+            edgecolors="#c44e52",
+            linewidths=1.5,
+            zorder=3,
+        )
+        axes.annotate(
+            student["name"],
+            (student["bytes"] / 1e6, 100 * student["accuracy"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=8,
+        )
+    teacher = next((r for r in report.get("rows", []) if r.get("key") == "teacher"), None)
+    if teacher:
+        axes.axhline(
+            100 * teacher["accuracy"],
+            color="#4c72b0",
+            linestyle=":",
+            linewidth=1,
+            label=f"teacher: {fmt_pct(teacher['accuracy'], 1)}",
+        )
+    baseline = report.get("baseline")
+    _floor_line(axes, baseline)
+    sizes = [s["bytes"] / 1e6 for s in students]
+    _log_x(axes, min(sizes), max(sizes))
+    _accuracy_ylim(axes, students + ([teacher] if teacher else []), baseline)
+    axes.set_xlabel("deployed model size (MB, log scale)")
+    axes.set_ylabel("test accuracy of the deployed model (%)")
+    axes.set_title("Students: accuracy vs size")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="best", framealpha=0.9)
     return _svg_text(figure)
 
 

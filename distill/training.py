@@ -27,6 +27,7 @@ from distill.artifacts import list_files, read_manifest, verify_files, write_jso
 from distill.config import TrainingConfig
 from distill.distributed import current, split_batch, use_cpu
 from distill.errors import DistillError
+from distill.layer_losses import LayerDistillation, unwrap_student
 from distill.tasks.base import Task
 
 log = logging.getLogger("distill")
@@ -76,7 +77,8 @@ def last_complete_checkpoint(work_dir: Path) -> Path | None:
 
 
 class DistillationTrainer(Trainer):
-    """A Trainer whose loss mixes soft targets (cached teacher logits) with hard labels."""
+    """A Trainer whose loss mixes soft targets (cached teacher logits) with hard labels,
+    plus, when asked, layer losses against the teacher run online."""
 
     def __init__(
         self,
@@ -86,6 +88,7 @@ class DistillationTrainer(Trainer):
         task: Task,
         temperature: float,
         alpha: float,
+        layers: LayerDistillation | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -94,6 +97,9 @@ class DistillationTrainer(Trainer):
         self.task = task
         self.temperature = temperature
         self.alpha = alpha
+        self.layers = layers
+        if layers is not None:
+            layers.teacher.to(self.args.device).eval().requires_grad_(False)
 
     def compute_loss(
         self,
@@ -108,6 +114,9 @@ class DistillationTrainer(Trainer):
         loss, _ = self.task.distillation_loss(
             outputs.logits, teacher_logits, labels, self.temperature, self.alpha
         )
+        if self.layers is not None and model.training:  # evaluation scores the logits only
+            layer_loss, _ = self.layers.loss(model, outputs, inputs)
+            loss = loss + layer_loss
         if not torch.isfinite(loss):
             # Checked on every batch: the Trainer's own logging hides NaN (logging_nan_inf_filter).
             raise NonFiniteLossError(
@@ -154,6 +163,9 @@ def training_arguments(
         data_seed=seed,
         group_by_length=True,  # batches of similar length: less padding on CPU
         remove_unused_columns=not has_extra_columns,
+        # Said outright: the Trainer infers it from forward()'s signature, which a wrapped
+        # student (layer losses) hides, and would then skip the loss in evaluation.
+        label_names=["labels"],
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
         disable_tqdm=True,
@@ -177,6 +189,7 @@ def train(
     seed: int,
     temperature: float = 1.0,
     alpha: float = 0.0,
+    layers: LayerDistillation | None = None,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
     """Train with early stopping on the validation split; the best checkpoint is loaded at the end."""
 
@@ -202,7 +215,8 @@ def train(
             config,
             work_dir,
             seed,
-            has_extra_columns=has_teacher,
+            # A wrapped student's forward(**inputs) hides which columns it takes.
+            has_extra_columns=has_teacher or layers is not None,
             table=stage.split()[0],
             log_dir=log_dir,
         ),
@@ -217,12 +231,20 @@ def train(
         task=task,
         temperature=temperature,
         alpha=alpha,
+        layers=layers,
     )
     resume = last_complete_checkpoint(work_dir) if work_dir.is_dir() else None
     if resume is not None:
         log.info("%s: resuming from %s", stage, resume)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return trainer, list(trainer.state.log_history)
+
+
+def save_trained_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
+    """Save the trained model (the student alone when projections were trained beside it)."""
+    if trainer.args.should_save:
+        unwrap_student(trainer.model).save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
 
 
 def predict_logits(trainer: Trainer, dataset: Any) -> np.ndarray:

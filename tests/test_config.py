@@ -137,3 +137,68 @@ def test_transfer_needs_distillation() -> None:
     raw["student"] = {"num_layers": 2, "transfer": {"path": "unused", "colour": 1}}
     with pytest.raises(RecipeError, match=r"student.transfer.colour: unknown key"):
         validate_recipe(raw)
+
+
+def test_variants_are_students_with_keys_replaced() -> None:
+    raw = apply_overrides(
+        MINIMAL,
+        [
+            "student.temperature=3.0",
+            "student.variants.L4.num_layers=4",
+            "student.variants.mini.init='pretrained'",
+            "student.variants.mini.model='org/mini'",
+        ],
+    )
+    student = validate_recipe(raw).student
+    assert student.student_names() == ["main", "L4", "mini"]
+    assert student.variant("L4").num_layers == 4
+    assert student.variant("L4").temperature == 3.0  # inherited from [student]
+    mini = student.variant("mini")  # another init: the primary's num_layers is not inherited
+    assert (mini.init, mini.model, mini.num_layers) == ("pretrained", "org/mini", None)
+
+
+def test_variant_errors_are_reported_with_their_names() -> None:
+    raw = apply_overrides(
+        MINIMAL,
+        [
+            "student.variants.bad.alpha=2",
+            "student.variants.bad.colour='x'",
+            "student.variants.odd.init='pretrained'",
+            "student.variants.main.num_layers=1",
+        ],
+    )
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    text = "\n".join(info.value.problems)
+    assert "student.variants.bad.colour: unknown key" in text
+    raw = apply_overrides(
+        MINIMAL,
+        [
+            "student.variants.bad.alpha=2",
+            "student.variants.odd.init='pretrained'",
+            "student.variants.main.num_layers=1",
+        ],
+    )
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    text = "\n".join(info.value.problems)
+    assert "variants.bad.alpha: Input should be less than or equal to 1" in text
+    assert "variants.odd: init = 'pretrained' needs student.model" in text
+    assert "variants.main: 'main' names the [student] table itself" in text
+    bad_name = {**MINIMAL, "student": {"num_layers": 2, "variants": {"x y": {"num_layers": 1}}}}
+    with pytest.raises(RecipeError, match=r"student\.variants\.x y\.\[key\]: String should match"):
+        validate_recipe(bad_name)
+
+
+@pytest.mark.parametrize(
+    ("student", "message"),
+    [
+        ({"num_layers": 2, "layer_map": [[0, 1]]}, "used only with hidden_weight"),
+        ({"num_layers": 2, "hidden_weight": 1.0, "layer_map": []}, "at least one layer"),
+        ({"num_layers": 2, "hidden_weight": 1.0, "layer_map": [[0, -1]]}, "count from 0"),
+        ({"num_layers": 2, "archive": ["a.zip.001"]}, "archive is only used with init"),
+    ],
+)
+def test_layer_and_archive_keys_are_checked(student: dict, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        validate_recipe({**MINIMAL, "student": student})

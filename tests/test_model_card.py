@@ -14,7 +14,7 @@ from conftest import synthetic_rows
 from huggingface_hub import ModelCard, ModelCardData
 
 from distill.artifacts import RunContext, write_manifest
-from distill.config import DataConfig, StudentConfig, TeacherConfig
+from distill.config import DataConfig, StudentTable, TeacherConfig
 from distill.model_card import bundle_card, hub_id, student_card
 
 TEST_METRICS = {"accuracy": 0.875, "macro_f1": 0.8612, "agreement": 0.93, "examples": 40}
@@ -268,7 +268,7 @@ def student_stage_run(
     labels_stage.run(
         ctx, {"data": folders["data"], "teacher": folders["teacher"]}, folders["labels"], data=data
     )
-    student = StudentConfig(num_layers=2, max_steps=3, batch_size=16, temperature=3.0, alpha=0.6)
+    student = StudentTable(num_layers=2, max_steps=3, batch_size=16, temperature=3.0, alpha=0.6)
     metrics = student_stage.run(
         ctx,
         {"data": folders["data"], "teacher": folders["teacher"], "labels": folders["labels"]},

@@ -10,8 +10,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.artifacts import RunContext
-from distill.config import DataConfig, StudentConfig, TeacherConfig
+from distill.config import DataConfig, StudentTable, TeacherConfig
 from distill.dataset_files import load_logits, read_split
+from distill.errors import ModelLoadError
 from distill.metrics import classification_metrics
 from distill.stages import data as data_stage
 from distill.stages import labels as labels_stage
@@ -50,7 +51,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
         ctx, {"data": folders["data"], "teacher": folders["teacher"]}, folders["labels"], data=data
     )
     assert labels_metrics["examples"] == {"train": 112, "validation": 16, "test": 32}
-    student = StudentConfig(
+    student = StudentTable(
         num_layers=2, epochs=4, learning_rate=3e-3, batch_size=16, temperature=2.0, alpha=0.7
     )
     student_metrics = student_stage.run(
@@ -127,7 +128,7 @@ def test_non_finite_loss_stops_the_stage_naming_it(
     ctx = RunContext(
         name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
     )
-    student = StudentConfig(num_layers=1, max_steps=30, batch_size=8, baseline=False)
+    student = StudentTable(num_layers=1, max_steps=30, batch_size=8, baseline=False)
     with pytest.raises(
         NonFiniteLossError,
         match=r"stage student \(distilled\): loss is nan at step 1; stopped, nothing saved. Lower student.learning_rate",
@@ -202,7 +203,7 @@ def test_student_learns_from_teacher_labelled_transfer_text(trained: dict, tmp_p
     assert logits.shape == (40, 2) and all(i.startswith("transfer:raw.csv:") for i in ids)
     student_out = tmp_path / "student"
     student_out.mkdir()
-    student = StudentConfig(
+    student = StudentTable(
         num_layers=1, max_steps=6, batch_size=16, transfer=transfer, baseline=False
     )
     result = student_stage.run(
@@ -248,7 +249,7 @@ def test_student_with_another_tokenizer_learns_from_the_cached_logits(
     ctx = RunContext(
         name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
     )
-    student = StudentConfig(
+    student = StudentTable(
         init="pretrained",
         model=str(other),
         max_steps=20,
@@ -268,3 +269,76 @@ def test_student_with_another_tokenizer_learns_from_the_cached_logits(
     assert (
         saved(POSITIVE[0])["input_ids"] == tokenizer(POSITIVE[0])["input_ids"]
     )  # its own tokenizer kept
+    # Layer losses compare positions: the same pair is refused, naming both sides.
+    layered = StudentTable(
+        init="pretrained", model=str(other), max_steps=2, hidden_weight=1.0, baseline=False
+    )
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    with pytest.raises(ModelLoadError) as err:
+        student_stage.run(
+            ctx, inputs, refused, data=DataConfig(path="x", max_length=24), student=layered
+        )
+    assert "teacher model" in str(err.value) and str(other) in str(err.value)
+    assert "different vocabularies" in str(err.value)
+
+
+def test_layer_losses_trimming_and_variants_in_one_student_stage(
+    trained: dict, tmp_path: Path
+) -> None:
+    ctx = RunContext(
+        name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
+    )
+    student = StudentTable(
+        num_layers=2,
+        max_steps=8,
+        batch_size=16,
+        learning_rate=3e-3,
+        hidden_weight=1.0,
+        attention_weight=0.5,
+        layer_map=[(0, 1), (1, 3)],
+        trim_vocabulary=True,
+        baseline=False,
+        variants={
+            "one": {
+                "num_layers": 1,
+                "hidden_weight": 0.0,
+                "attention_weight": 0.0,
+                "layer_map": None,
+                "baseline": True,
+                "trim_vocabulary": False,
+            }
+        },
+    )
+    out = tmp_path / "student"
+    out.mkdir()
+    inputs = {"data": trained["data"], "teacher": trained["teacher"], "labels": trained["labels"]}
+    metrics = student_stage.run(
+        ctx, inputs, out, data=DataConfig(path="x", max_length=24), student=student
+    )
+    built = metrics["built"]
+    assert built["layer_map"] == [[0, 1], [1, 3]] and built["projection"] is None  # same width
+    vocabulary = built["vocabulary"]
+    # The synthetic text uses nearly every token of the tiny vocabulary (test_vocabulary.py
+    # shows the shrinking); here: the saved tokenizer and model agree on the trimmed size.
+    assert vocabulary["vocabulary_after"] <= vocabulary["vocabulary_before"] == 52
+    assert len(AutoTokenizer.from_pretrained(out / "model")) == vocabulary["vocabulary_after"]
+    saved = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert saved.config.vocab_size == vocabulary["vocabulary_after"]
+    assert saved.config._attn_implementation != "eager"  # eager was for training only
+    assert not any("projection" in name for name, _ in saved.named_parameters())
+    # The saved student and its trimmed tokenizer reproduce its cached test logits.
+    test = read_split(trained["data"], "test")
+    _, logits = load_logits(out / "logits" / "test.npz", test.ids)
+    assert np.allclose(logits[:6], forward(out / "model", test.texts[:6]), atol=1e-4)
+    # The variant: its own folder, its own baseline, the variant's settings.
+    variant = metrics["variants"]["one"]
+    assert variant["built"] == {"init": "teacher-layers", "teacher_layers": [3]}
+    assert "baseline" in variant and "baseline" not in metrics
+    assert (out / "variants" / "one" / "baseline" / "model" / "model.safetensors").is_file()
+    assert (
+        AutoModelForSequenceClassification.from_pretrained(
+            out / "variants" / "one" / "model"
+        ).config.num_hidden_layers
+        == 1
+    )

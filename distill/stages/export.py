@@ -115,13 +115,46 @@ CANDIDATES: dict[str, Candidate] = {
 def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, export: ExportConfig
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    model_dir = inputs["student"] / "model"
+    """Export the primary student into ``bundle/`` and each variant into ``variants/NAME/``."""
     data_dir = inputs["data"]
-    label_names = read_label_names(data_dir)
     test = read_split(data_dir, "test")
     if len(test) == 0:
         raise DataError(f"{data_dir / 'test.jsonl'}: the test split is empty; nothing to evaluate")
+    metrics = export_student(ctx, inputs["student"] / "model", data_dir, test, out, data, export)
+    variants = sorted(p.name for p in (inputs["student"] / "variants").glob("*") if p.is_dir())
+    if variants:
+        metrics["variants"] = {}
+    for name in variants:
+        log.info("exporting student variant %s", name)
+        folder = out / "variants" / name
+        folder.mkdir(parents=True)
+        metrics["variants"][name] = export_student(
+            ctx,
+            inputs["student"] / "variants" / name / "model",
+            data_dir,
+            test,
+            folder,
+            data,
+            export,
+            variant=name,
+        )
+    return metrics
+
+
+def export_student(
+    ctx: RunContext,
+    model_dir: Path,
+    data_dir: Path,
+    test: Split,
+    out: Path,
+    data: DataConfig,
+    export: ExportConfig,
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """One student: ONNX, parity, int8 candidates, the gate; writes ``out/bundle`` and
+    ``out/predictions``; returns its metrics."""
+    started = time.perf_counter()
+    label_names = read_label_names(data_dir)
     tokenizer, torch_model = _load_student(model_dir, label_names, data.max_length)
     wanted = [CANDIDATES[name] for name in export.candidate_names()]
 
@@ -277,6 +310,7 @@ def run(
         metrics["seconds"] = round(time.perf_counter() - started, 2)
         info = {
             "run": ctx.name,
+            "student": variant or "main",
             "task": "text-classification",
             "model": "model.onnx",
             "precision": metrics["deployed"],

@@ -303,6 +303,19 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         ),
     }
 
+    students = student_frontier(
+        manifests,
+        student_dir,
+        export_dir,
+        test,
+        score,
+        by_key,
+        config,
+        latency_texts,
+        max_length,
+        ctx.name,
+    )
+
     wall_times = {name: manifests[name].get("wall_time_s") for name in UPSTREAM}
     if "labels" in inputs:  # the labelling pass, between teacher and student
         wall_times["labels"] = (read_manifest(inputs["labels"]) or {}).get("wall_time_s")
@@ -337,6 +350,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             "onnxruntime": "intra_op_num_threads = threads, inter_op_num_threads = 1, sequential",
         },
         "distillation": distillation,
+        "students": students,
         "recipe": _recipe(manifests, config),
         "training": {
             "teacher": _training(teacher_dir, manifests["teacher"]),
@@ -347,6 +361,116 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "hardware": hardware,
         "notes": notes,
     }
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (accuracy, bytes) points: True where no other point is at least as accurate and
+    at most as large while strictly better on one of the two."""
+    return [
+        not any(
+            (a2 >= a and b2 <= b) and (a2 > a or b2 < b)
+            for j, (a2, b2) in enumerate(points)
+            if j != i
+        )
+        for i, (a, b) in enumerate(points)
+    ]
+
+
+def _student_settings(student_manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    """The recipe keys that tell one student from another (the variant's own table merged)."""
+    table = dict((student_manifest.get("config") or {}).get("student") or {})
+    variants = table.pop("variants", None) or {}
+    if name != "main":
+        table.update({k: v for k, v in (variants.get(name) or {}).items() if v is not None})
+    keys = ("init", "model", "num_layers", "layers", "temperature", "alpha")
+    keys += ("hidden_weight", "attention_weight", "trim_vocabulary")
+    return {k: table.get(k) for k in keys if table.get(k) not in (None, False)}
+
+
+def student_frontier(
+    manifests: dict[str, dict[str, Any]],
+    student_dir: Path,
+    export_dir: Path,
+    test: Split,
+    score: Any,
+    rows_by_key: dict[str, dict[str, Any]],
+    config: ReportConfig,
+    texts: list[str],
+    max_length: int,
+    run: str,
+) -> list[dict[str, Any]] | None:
+    """One entry per student of the recipe (the primary and each variant), measured as
+    deployed: accuracy of its deployed ONNX model, its file size, its latency; marked
+    ``pareto`` when no other student beats it on both accuracy and size. None when the
+    recipe has a single student (the main table already says everything)."""
+    student_metrics = manifests["student"].get("metrics") or {}
+    export_metrics = manifests["export"].get("metrics") or {}
+    names = ["main", *sorted(student_metrics.get("variants") or {})]
+    if len(names) == 1:
+        return None
+    teacher = rows_by_key["teacher"]
+    entries = []
+    for name in names:
+        trained = student_metrics if name == "main" else student_metrics["variants"][name]
+        exported = export_metrics if name == "main" else export_metrics["variants"][name]
+        model_dir = (
+            student_dir / "model" if name == "main" else student_dir / "variants" / name / "model"
+        )
+        stage_dir = export_dir if name == "main" else export_dir / "variants" / name
+        predictions = stage_dir / "predictions"
+        int8 = predictions / "test_int8.npz"
+        metrics = score(
+            _logits(int8 if int8.is_file() else predictions / "test_fp32.npz", test.ids)
+        )
+        deployed_model = stage_dir / "bundle" / "model.onnx"
+        batch = fixed_length_batch(
+            _tokenizer(model_dir),
+            texts,
+            batch_size=config.latency_batch_size,
+            max_length=max_length,
+        )
+        log.info("report: timing student %s", name)
+        latency = time_onnx_model(
+            deployed_model,
+            batch,
+            threads=config.latency_threads,
+            warmup=config.latency_warmup,
+            runs=config.latency_runs,
+        ).to_dict()
+        no_kd = ((trained.get("baseline") or {}).get("test") or {}).get("accuracy")
+        pytorch_accuracy = (trained.get("test") or {}).get("accuracy")
+        entries.append(
+            {
+                "name": name,
+                "settings": _student_settings(manifests["student"], name),
+                "built": trained.get("built"),
+                "parameters": (trained.get("parameters") or {}).get("total"),
+                "deployed_precision": exported.get("deployed"),
+                "bytes": deployed_model.stat().st_size,
+                "accuracy": metrics["accuracy"],
+                "macro_f1": metrics["macro_f1"],
+                "agreement": metrics.get("agreement"),
+                "pytorch_accuracy": pytorch_accuracy,
+                "no_kd_accuracy": no_kd,
+                "gain_over_no_kd": None
+                if no_kd is None or pytorch_accuracy is None
+                else pytorch_accuracy - no_kd,
+                "latency": latency,
+                "accuracy_retained": metrics["accuracy"] / teacher["accuracy"]
+                if teacher["accuracy"]
+                else None,
+                "size_ratio": teacher["bytes"] / deployed_model.stat().st_size,
+                "speedup": (teacher.get("latency") or {}).get("p50_ms", 0) / latency["p50_ms"]
+                if latency.get("p50_ms")
+                else None,
+                "bundle": f"export/{run}/" if name == "main" else f"export/{run}.{name}/",
+            }
+        )
+    for entry, best in zip(
+        entries, pareto_front([(e["accuracy"], e["bytes"]) for e in entries]), strict=True
+    ):
+        entry["pareto"] = best
+    return entries
 
 
 def _pytorch_row(

@@ -1,12 +1,15 @@
-"""Stage `student`: build a small model and train it against the teacher's cached soft targets.
+"""Stage `student`: build small models and train them against the teacher's cached soft targets.
 
-Beside the distilled student it trains its no-distillation twin (same architecture,
-same initialisation, same budget, hard labels only) unless `student.baseline = false`,
-so the report can show what distillation itself gained.
+Beside each distilled student it trains its no-distillation twin (same architecture,
+same initialisation, same budget, hard labels only) unless `baseline = false`, so the
+report can show what distillation itself gained. With hidden_weight / attention_weight the
+teacher also runs online for the layer losses. With trim_vocabulary the student keeps only
+the tokens its training text uses (the twin gets the same trimmed vocabulary).
 
-Outputs: ``model/`` and ``baseline/model/`` (save_pretrained + tokenizer),
-``logits/<split>.npz`` and ``baseline/logits/<split>.npz`` for validation and test,
-``log_history.json``.
+Outputs, for the primary student (``[student]``): ``model/`` and ``baseline/model/``
+(save_pretrained + tokenizer), ``logits/<split>.npz`` and ``baseline/logits/<split>.npz``
+for validation and test, ``log_history.json``; for each ``[student.variants.NAME]`` the
+same files under ``variants/NAME/``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import nn
 from transformers import set_seed
 
 from distill.artifacts import RunContext
-from distill.config import DataConfig, StudentConfig
+from distill.config import DataConfig, StudentConfig, StudentTable
 from distill.dataset_files import (
     SPLITS,
     Split,
@@ -27,8 +30,17 @@ from distill.dataset_files import (
     read_split,
     save_logits,
 )
+from distill.layer_losses import (
+    LayerDistillation,
+    StudentWithProjections,
+    check_layer_map,
+    check_same_vocabulary,
+    projections_for,
+    uniform_layer_map,
+)
 from distill.model_card import write_student_card
 from distill.models import (
+    ATTENTION,
     evenly_spaced_layers,
     freeze,
     load_saved_classifier,
@@ -41,7 +53,8 @@ from distill.models import (
 )
 from distill.tasks import get_task
 from distill.tasks.base import Task
-from distill.training import finish_training, predict_logits, train
+from distill.training import finish_training, predict_logits, save_trained_model, train
+from distill.vocabulary import trim_vocabulary
 
 
 def build_student(
@@ -52,7 +65,11 @@ def build_student(
     if config.init == "pretrained":
         assert config.model is not None  # checked by the recipe
         source = resolve_model(
-            config.model, ctx.recipe_dir, "student.model", config.trust_remote_code
+            config.model,
+            ctx.recipe_dir,
+            "student.model",
+            config.trust_remote_code,
+            archive=config.archive,
         )
         tokenizer = load_tokenizer(
             source, "student.model", config.revision, config.trust_remote_code
@@ -80,6 +97,58 @@ def build_student(
     return model, tokenizer, {"init": "config", "overrides": overrides}
 
 
+def _layer_distillation(
+    config: StudentConfig,
+    model: nn.Module,
+    tokenizer: Any,
+    teacher_dir: Path,
+    built: dict[str, Any],
+    seed: int,
+) -> tuple[nn.Module, LayerDistillation]:
+    """The teacher (online) and the layer map for the hidden-state / attention losses; the
+    model to train is the student wrapped with its projections."""
+    teacher = load_saved_classifier(teacher_dir)
+    teacher_tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
+    check_same_vocabulary(
+        teacher_tokenizer,
+        tokenizer,
+        f"teacher model {teacher_dir}",
+        built.get("model", built["init"]),
+    )
+    student_layers, teacher_layers = (
+        len(transformer_layers(model)),
+        len(transformer_layers(teacher)),
+    )
+    layer_map = (
+        [tuple(pair) for pair in config.layer_map]
+        if config.layer_map
+        else uniform_layer_map(student_layers, teacher_layers)
+    )
+    check_layer_map(layer_map, student_layers, teacher_layers)  # type: ignore[arg-type]
+    if config.attention_weight > 0:  # the fused kernels do not return attention maps
+        teacher.set_attn_implementation("eager")
+        model.set_attn_implementation("eager")
+    projections = projections_for(
+        model.config.hidden_size,
+        teacher.config.hidden_size,
+        layer_map,
+        seed,  # type: ignore[arg-type]
+    )
+    built["layer_map"] = [list(pair) for pair in layer_map]
+    built["projection"] = (
+        None
+        if model.config.hidden_size == teacher.config.hidden_size
+        else [model.config.hidden_size, teacher.config.hidden_size]
+    )
+    wrapped = StudentWithProjections(model, projections, attentions=config.attention_weight > 0)
+    return wrapped, LayerDistillation(
+        teacher=teacher,
+        layer_map=layer_map,  # type: ignore[arg-type]
+        hidden_weight=config.hidden_weight,
+        attention_weight=config.attention_weight,
+    )
+
+
 def _train_variant(
     name: str,
     alpha: float,
@@ -92,10 +161,28 @@ def _train_variant(
     teacher_logits: dict[str, Any],
     label_names: list[str],
     out: Path,
+    checkpoint_name: str,
 ) -> dict[str, Any]:
     model, tokenizer, built = build_student(config, teacher_dir, ctx, task, label_names)
-    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
     use_teacher = alpha > 0
+    layers: LayerDistillation | None = None
+    trainable: nn.Module = model
+    if use_teacher and config.layer_losses:
+        # Checked on the untrimmed tokenizer: trimming keeps the teacher's pieces, and the
+        # loss maps trimmed ids back to the teacher's (LayerDistillation.teacher_ids).
+        trainable, layers = _layer_distillation(
+            config, model, tokenizer, teacher_dir, built, ctx.seed
+        )
+    if config.trim_vocabulary:
+        texts = splits["train"].texts + (splits["transfer"].texts if "transfer" in splits else [])
+        model, tokenizer, kept_ids, built["vocabulary"] = trim_vocabulary(
+            model, tokenizer, texts, data.max_length
+        )
+        if layers is not None:
+            import torch
+
+            layers.teacher_ids = torch.from_numpy(kept_ids)
+    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
     encoded = {
         split_name: task.encode(
             tokenizer, split, data.max_length, teacher_logits[split_name] if use_teacher else None
@@ -109,11 +196,11 @@ def _train_variant(
 
         train_set = datasets.concatenate_datasets([train_set, encoded["transfer"]])
         examples["transfer"] = len(splits["transfer"])
-    work_dir = ctx.checkpoint_dir(out, "baseline" if alpha == 0 else "distilled")
+    work_dir = ctx.checkpoint_dir(out, checkpoint_name)
     trainer, history = train(
         stage=f"student ({name})",
         task=task,
-        model=model,
+        model=trainable,
         tokenizer=tokenizer,
         config=config,
         train_set=train_set,
@@ -124,8 +211,11 @@ def _train_variant(
         seed=ctx.seed,
         temperature=config.temperature,
         alpha=alpha,
+        layers=layers,
     )
-    trainer.save_model(str(out / "model"))
+    if layers is not None and config.attention_weight > 0:
+        model.set_attn_implementation(ATTENTION)  # eager was only needed for the maps
+    save_trained_model(trainer, tokenizer, out / "model")
     (out / "logits").mkdir()
     metrics: dict[str, Any] = {
         "built": built,
@@ -155,8 +245,29 @@ def _train_variant(
     return metrics
 
 
+def _train_student(
+    config: StudentConfig, out: Path, name: str, common: dict[str, Any]
+) -> dict[str, Any]:
+    """One student of the recipe: distilled, and its no-KD twin unless baseline = false."""
+    label = "distilled" if name == "main" else f"{name}, distilled"
+    metrics = _train_variant(
+        label, config.alpha, config=config, out=out, checkpoint_name=f"{name}-distilled", **common
+    )
+    if config.baseline:
+        (out / "baseline").mkdir()
+        metrics["baseline"] = _train_variant(
+            "no-KD baseline" if name == "main" else f"{name}, no-KD baseline",
+            0.0,
+            config=config,
+            out=out / "baseline",
+            checkpoint_name=f"{name}-baseline",
+            **common,
+        )
+    return metrics
+
+
 def run(
-    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentConfig
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentTable
 ) -> dict[str, Any]:
     task = get_task(ctx.task)
     label_names = read_label_names(inputs["data"])
@@ -172,7 +283,6 @@ def run(
         )[1]
     teacher_dir = inputs["teacher"] / "model"
     common = dict(
-        config=student,
         data=data,
         ctx=ctx,
         task=task,
@@ -181,8 +291,11 @@ def run(
         teacher_logits=teacher_logits,
         label_names=label_names,
     )
-    metrics = _train_variant("distilled", student.alpha, out=out, **common)
-    if student.baseline:
-        (out / "baseline").mkdir()
-        metrics["baseline"] = _train_variant("no-KD baseline", 0.0, out=out / "baseline", **common)
+    metrics = _train_student(student.variant("main"), out, "main", common)
+    if student.variants:
+        metrics["variants"] = {}
+    for name in student.variants:
+        folder = out / "variants" / name
+        folder.mkdir(parents=True)
+        metrics["variants"][name] = _train_student(student.variant(name), folder, name, common)
     return metrics

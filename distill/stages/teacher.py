@@ -28,7 +28,11 @@ def run(
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
 
     source = resolve_model(
-        teacher.model, ctx.recipe_dir, "teacher.model", teacher.trust_remote_code
+        teacher.model,
+        ctx.recipe_dir,
+        "teacher.model",
+        teacher.trust_remote_code,
+        archive=teacher.archive,
     )
     tokenizer = load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
     set_seed(ctx.seed)

@@ -1,0 +1,121 @@
+"""Several students in one recipe, through the command line: each is trained, exported,
+published as its own bundle and measured; the report marks the accuracy/size frontier."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_distill, synthetic_rows
+
+from distill.artifacts import read_manifest
+from distill.stages.report import pareto_front
+
+
+def test_pareto_front_marks_students_no_other_beats_on_both() -> None:
+    # (accuracy, bytes): B dominates A (more accurate, same size); C is smallest; D ties B.
+    points = [(0.70, 10), (0.80, 10), (0.60, 4), (0.80, 10), (0.65, 20)]
+    assert pareto_front(points) == [False, True, True, True, False]
+    assert pareto_front([(0.5, 1)]) == [True]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("students")
+    with (root / "reviews.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(synthetic_rows(160))
+    (root / "recipe.toml").write_text(
+        f"""
+name = "multi"
+seed = 3
+[data]
+path = "reviews.csv"
+max_length = 24
+[teacher]
+model = "{tiny_model_dir}"
+epochs = 4
+learning_rate = 3e-3
+batch_size = 16
+[student]
+num_layers = 2
+max_steps = 12
+learning_rate = 3e-3
+batch_size = 16
+hidden_weight = 1.0
+trim_vocabulary = true
+baseline = false
+[student.variants.L1]
+num_layers = 1
+hidden_weight = 0.0
+trim_vocabulary = false
+baseline = true
+[export]
+candidates = ["dynamic"]
+max_accuracy_drop = 0.5
+[report]
+latency_runs = 3
+latency_warmup = 1
+""",
+        encoding="utf-8",
+    )
+    result = run_distill(["run", "recipe.toml"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def test_every_student_is_exported_and_published(project: Path) -> None:
+    export = read_manifest(project / "runs" / "multi" / "export")
+    assert set(export["metrics"]["variants"]) == {"L1"}
+    main = json.loads((project / "export" / "multi" / "manifest.json").read_text())
+    variant = json.loads((project / "export" / "multi.L1" / "manifest.json").read_text())
+    assert (main["student"], variant["student"]) == ("main", "L1")
+    assert main["files"]["model.onnx"]["sha256"] != variant["files"]["model.onnx"]["sha256"]
+    # Each published bundle is the stage's copy, byte for byte (its manifest checks it).
+    assert (
+        variant["files"]
+        == json.loads(
+            (
+                project
+                / "runs"
+                / "multi"
+                / "export"
+                / "variants"
+                / "L1"
+                / "bundle"
+                / "manifest.json"
+            ).read_text()
+        )["files"]
+    )
+
+
+def test_trimmed_bundle_serves_without_torch(project: Path) -> None:
+    result = run_distill(
+        ["predict", "export/multi", "good great flight", "awful sad food"], project
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "positive" in result.stdout and "negative" in result.stdout
+
+
+def test_report_lists_each_student_with_its_frontier_flag(project: Path) -> None:
+    report = json.loads((project / "reports" / "multi" / "report.json").read_text())
+    students = {s["name"]: s for s in report["students"]}
+    assert set(students) == {"main", "L1"}
+    main, small = students["main"], students["L1"]
+    assert main["settings"]["hidden_weight"] == 1.0 and main["settings"]["trim_vocabulary"]
+    assert small["settings"]["num_layers"] == 1 and "hidden_weight" not in small["settings"]
+    assert main["parameters"] > small["parameters"]
+    assert main["bytes"] == (project / "export" / "multi" / "model.onnx").stat().st_size
+    assert small["no_kd_accuracy"] is not None and main["no_kd_accuracy"] is None
+    flags = pareto_front([(s["accuracy"], s["bytes"]) for s in report["students"]])
+    assert [s["pareto"] for s in report["students"]] == flags and any(flags)
+    # The primary student's entry agrees with its int8 row of the main table.
+    int8 = next(r for r in report["rows"] if r["key"] == "student_onnx_int8")
+    assert main["accuracy"] == pytest.approx(int8["accuracy"])
+    markdown = (project / "reports" / "multi" / "report.md").read_text()
+    assert "## Students" in markdown and "students_frontier.svg" in markdown
+    assert (project / "reports" / "multi" / "students_frontier.svg").is_file()
+    assert 'id="students-frontier"' in (project / "reports" / "multi" / "report.html").read_text()
