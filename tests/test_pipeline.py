@@ -52,7 +52,9 @@ def stages(fail_at: str | None = None, fail: BaseException | None = None) -> tup
         spec("data", ("data",), ()),
         spec("teacher", ("data", "teacher"), ("data",)),
         spec("student", ("student",), ("data", "teacher")),
-        spec("export", ("export",), ("student",), publish=lambda ctx, folder: {".": ctx.export_dir}),
+        spec(
+            "export", ("export",), ("student",), publish=lambda ctx, folder: {".": ctx.export_dir}
+        ),
     )
 
 
