@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,7 @@ class OnnxCausalLM:
         self.name = name
         inputs = {i.name: i for i in session.get_inputs()}
         missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
-        past = sorted(
-            (int(m.group(1)), m.group(2), name) for name in inputs if (m := _PAST.match(name))
-        )
+        past = sorted((int(m.group(1)), m.group(2), n) for n in inputs if (m := _PAST.match(n)))
         if missing or not past:
             raise ArtifactError(
                 f"{name}: not a causal LM exported with a KV cache (inputs {sorted(inputs)}; "
@@ -172,7 +171,8 @@ def choose_token(
     top_p: float | None = None,
 ) -> int:
     """The next token from one position's logits [V]: argmax, or a sample after temperature,
-    top-k and top-p filtering (in that order, as transformers applies them)."""
+    top-k and top-p filtering (in that order, as transformers applies them), drawn with ``rng``
+    (None: an unseeded generator)."""
     if not do_sample:
         return int(np.argmax(logits))
     scores = np.asarray(logits, dtype=np.float64) / temperature
@@ -191,7 +191,7 @@ def choose_token(
         keep[order[:cut]] = True
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum()
-    assert rng is not None
+    rng = rng if rng is not None else np.random.default_rng()
     return int(rng.choice(probs.size, p=probs))
 
 
@@ -229,8 +229,6 @@ def generate(
     the same tokens. Generation stops after a token of ``eos_token_ids`` (default: the
     model's EOS ids; ``()`` never stops early).
     """
-    import time
-
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
     lm = model if isinstance(model, OnnxCausalLM) else OnnxCausalLM.load(model, file_name=file_name)
     if isinstance(prompt, str):

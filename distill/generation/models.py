@@ -97,10 +97,10 @@ def _clean_copy(model: nn.Module) -> nn.Module:
     return clean.eval()
 
 
-def materialized_folder(gguf_path: Path, cache_dir: Path) -> Path:
+def materialized_folder(gguf_path: Path, cache_dir: Path, digest: str | None = None) -> Path:
     """Where :func:`materialize_gguf` puts ``gguf_path``: keyed by the file's sha256."""
-    digest = sha256_file(gguf_path)[:_KEY_HEX]
-    return Path(cache_dir) / f"{gguf_path.stem}-{digest}"
+    digest = digest or sha256_file(gguf_path)
+    return Path(cache_dir) / f"{gguf_path.stem}-{digest[:_KEY_HEX]}"
 
 
 def is_materialized(folder: Path) -> bool:
@@ -122,7 +122,8 @@ def materialize_gguf(gguf_path: Path, cache_dir: Path) -> Path:
     if not gguf_path.is_file():
         raise ModelLoadError(f"{gguf_path}: no such GGUF file")
     cache_dir = Path(cache_dir)
-    target = materialized_folder(gguf_path, cache_dir)
+    digest = sha256_file(gguf_path)
+    target = materialized_folder(gguf_path, cache_dir, digest)
     if is_materialized(target):
         return target
     if target.exists():
@@ -142,7 +143,7 @@ def materialize_gguf(gguf_path: Path, cache_dir: Path) -> Path:
         marker = {
             "source": gguf_path.name,
             "source_bytes": gguf_path.stat().st_size,
-            "source_sha256": sha256_file(gguf_path),
+            "source_sha256": digest,
             "architecture": type(clean).__name__,
             "parameters": sum(p.numel() for p in clean.parameters()),
             "dtype": str(next(clean.parameters()).dtype).removeprefix("torch."),
