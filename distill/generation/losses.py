@@ -1,0 +1,210 @@
+"""Token-level distillation losses for causal language models.
+
+Logits at position ``t`` predict the token at ``t + 1`` (the shift transformers applies in
+its causal-LM loss); ``labels`` are the input ids with -100 wherever no prediction should be
+scored (padding, prompt tokens). Every term is averaged over the scored tokens, not over
+sequences, so a long sequence weighs more than a short one, as in the cross-entropy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+DIVERGENCES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
+# The teacher as full logits [B, T, V], or as a cached top-k: (values [B, T, k], ids [B, T, k]).
+Teacher = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+def top_k_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest logits of each position and their token ids (int64), largest first."""
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"k must be in 1..{logits.shape[-1]} (the vocabulary size), not {k}")
+    values, indices = torch.topk(logits, k, dim=-1, sorted=True)
+    return values, indices.to(torch.int64)
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(P || Q)`` summed over the last axis, with 0 * log 0 = 0 (no NaN for p = 0)."""
+    p = log_p.exp()
+    # Where p == 0 the difference may be -inf - (-inf); zeroing it first keeps the gradient finite.
+    diff = torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))
+    return (p * diff).sum(dim=-1)
+
+
+def divergence_per_token(
+    teacher_log_probs: torch.Tensor,
+    student_log_probs: torch.Tensor,
+    divergence: Divergence,
+    jsd_beta: float = 0.5,
+) -> torch.Tensor:
+    """Divergence between teacher P and student Q at each position (last axis: the vocabulary).
+
+    - ``forward_kl``: KL(P || Q), mean-seeking (Hinton et al.).
+    - ``reverse_kl``: KL(Q || P), mode-seeking.
+    - ``jsd``: the generalized Jensen-Shannon divergence of GKD (Agarwal et al., 2024),
+      ``beta * KL(P || M) + (1 - beta) * KL(Q || M)`` with ``M = beta * P + (1 - beta) * Q``.
+      ``beta`` must lie strictly between 0 and 1: at either end it is identically zero (the
+      scaled limits are the two KLs, available as ``forward_kl`` and ``reverse_kl``).
+    """
+    if divergence == "forward_kl":
+        return _kl(teacher_log_probs, student_log_probs)
+    if divergence == "reverse_kl":
+        return _kl(student_log_probs, teacher_log_probs)
+    if divergence == "jsd":
+        if not 0.0 < jsd_beta < 1.0:
+            raise ValueError(f"jsd_beta must be strictly between 0 and 1, not {jsd_beta}")
+        # log M computed as a log-sum-exp: the mixture of two tiny probabilities stays exact.
+        mixture = torch.logsumexp(
+            torch.stack(
+                [teacher_log_probs + math.log(jsd_beta), student_log_probs + math.log1p(-jsd_beta)]
+            ),
+            dim=0,
+        )
+        return jsd_beta * _kl(teacher_log_probs, mixture) + (1 - jsd_beta) * _kl(
+            student_log_probs, mixture
+        )
+    raise ValueError(f"divergence must be one of {list(DIVERGENCES)}, not {divergence!r}")
+
+
+def _shift(tensor: torch.Tensor) -> torch.Tensor:
+    """Positions 0..T-2 (the predictions that have a next token)."""
+    return tensor[:, :-1]
+
+
+def mean_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token negative log-likelihood (nats) and the number of scored tokens.
+
+    Perplexity over a data set is ``exp(sum of nll / sum of counts)`` over its batches.
+    """
+    _check_shapes(logits, labels)
+    targets = labels[:, 1:]
+    with torch.no_grad():
+        nll = F.cross_entropy(
+            _shift(logits).float().reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+    return float(nll), int((targets != IGNORE_INDEX).sum())
+
+
+def _check_shapes(student_logits: torch.Tensor, labels: torch.Tensor) -> None:
+    if student_logits.dim() != 3 or labels.shape != student_logits.shape[:2]:
+        raise ValueError(
+            f"expected logits [B, T, V] and labels [B, T]; got {tuple(student_logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+
+
+def _check_teacher(student_logits: torch.Tensor, teacher: Teacher) -> None:
+    if isinstance(teacher, torch.Tensor):
+        if teacher.shape != student_logits.shape:
+            raise ValueError(
+                f"teacher logits {tuple(teacher.shape)} and student logits "
+                f"{tuple(student_logits.shape)} differ in shape (token-level KD needs one vocabulary)"
+            )
+        return
+    values, indices = teacher
+    if values.shape != indices.shape or values.shape[:2] != student_logits.shape[:2]:
+        raise ValueError(
+            f"top-k teacher values {tuple(values.shape)} and ids {tuple(indices.shape)} "
+            f"do not match student logits {tuple(student_logits.shape)} on [B, T, k]"
+        )
+    if indices.dtype != torch.int64:
+        raise ValueError(f"top-k teacher ids must be int64, not {indices.dtype}")
+
+
+def _select(teacher: Teacher, index: torch.Tensor | slice) -> Teacher:
+    """The same positions of full logits or of both halves of a top-k cache."""
+    if isinstance(teacher, torch.Tensor):
+        return teacher[index]
+    return teacher[0][index], teacher[1][index]
+
+
+def _teacher_and_student_log_probs(
+    student_logits: torch.Tensor, teacher: Teacher, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temperature-softened log-probabilities of teacher and student over the same support
+    (the last axis: the vocabulary, or the teacher's top-k ids)."""
+    if isinstance(teacher, torch.Tensor):
+        teacher_scores, student_scores = teacher, student_logits
+    else:
+        teacher_scores, indices = teacher
+        # The student is restricted to the teacher's k ids and renormalised there.
+        student_scores = student_logits.gather(-1, indices)
+    teacher_log_probs = F.log_softmax(teacher_scores.to(student_logits.dtype) / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student_scores / temperature, dim=-1)
+    return teacher_log_probs, student_log_probs
+
+
+def token_distillation_loss(
+    student_logits: torch.Tensor,
+    teacher: Teacher | None,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    divergence: Divergence = "forward_kl",
+    jsd_beta: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``alpha * T^2 * D(teacher_T, student_T) + (1 - alpha) * CE`` over the scored tokens.
+
+    ``student_logits`` is [B, T, V]; ``labels`` [B, T] are the input ids with -100 at the
+    positions to ignore; logits at ``t`` are scored against ``labels[:, t + 1]``, and both the
+    divergence and the cross-entropy (at temperature 1) are averaged over the positions whose
+    next label is not -100. ``D`` is chosen by ``divergence`` (see
+    :func:`divergence_per_token`); T^2 keeps its gradients on the cross-entropy's scale.
+
+    ``teacher`` is either full logits [B, T, V] or a top-k cache ``(values, ids)``, both
+    [B, T, k] (ids int64, from :func:`top_k_logits`). With a top-k cache the teacher
+    distribution is the softmax of its k values at temperature T, and the student's
+    distribution is restricted to the same k ids and renormalised (softmax of the student's
+    logits at those ids, at temperature T): the two then share one support, which is what
+    distillation from cached top-k logits does. The tail outside the top k is not distilled;
+    with k = V this equals the full-logit loss.
+
+    With ``alpha = 0`` this is the plain next-token cross-entropy and ``teacher`` may be None.
+    Returns the loss and its parts (``kd``: the divergence times T^2; ``ce``) as floats.
+    """
+    _check_shapes(student_logits, labels)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, not {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+    targets = labels[:, 1:]
+    scored = targets != IGNORE_INDEX
+    count = int(scored.sum())
+    logits = _shift(student_logits)
+    if count == 0:
+        # Nothing to score (every label masked): a zero that still belongs to the graph.
+        zero = student_logits.sum() * 0.0
+        return zero, {"kd": 0.0, "ce": 0.0}
+    ce = (
+        F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        / count
+    )
+    if alpha == 0:
+        return ce, {"ce": float(ce.detach())}
+    if teacher is None:
+        raise ValueError("alpha > 0 needs the teacher's logits or its top-k cache")
+    _check_teacher(student_logits, teacher)
+    # Only scored positions take part: masked ones may hold anything (padding logits).
+    teacher_log_probs, student_log_probs = _teacher_and_student_log_probs(
+        logits[scored],
+        _select(_select(teacher, (slice(None), slice(None, -1))), scored),
+        temperature,
+    )
+    per_token = divergence_per_token(teacher_log_probs, student_log_probs, divergence, jsd_beta)
+    kd = per_token.sum() / count * temperature**2
+    loss = alpha * kd + (1 - alpha) * ce
+    return loss, {"kd": float(kd.detach()), "ce": float(ce.detach())}

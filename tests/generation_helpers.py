@@ -1,0 +1,89 @@
+"""Tiny causal LMs for the generation tests: a random Llama (hidden 32, 2 layers) with a
+word-level tokenizer built in memory, saved as a ``from_pretrained`` folder. No network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+WORDS = (
+    "the a an of to in is was and or but cat dog bird fish tree house river city king queen "
+    "red green blue small big old new fast slow happy sad one two three four five six seven "
+    "eight nine ten run walk swim fly see hear eat sleep paris france capital country town "
+    "sun moon star sky sea land north south east west up down left right good bad hot cold"
+).split() + [f"w{i}" for i in range(40)]
+SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+
+def tiny_tokenizer() -> Any:
+    """A ``PreTrainedTokenizerFast`` over :data:`WORDS` that prepends ``<s>`` like Llama's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", BOS_ID)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
+
+
+def tiny_llama(seed: int = 0, layers: int = 2, **overrides: Any) -> Any:
+    """A random ``LlamaForCausalLM`` (grouped-query attention, tied embeddings) in eval mode."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(SPECIAL) + len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        tie_word_embeddings=True,
+        **overrides,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    # Larger weights than the init's 0.02 std: the next-token distribution is then peaked, so
+    # greedy choices are far from ties and fp32 rounding (ONNX vs torch) cannot flip them.
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, 0.3)
+    return model
+
+
+def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
+    """:func:`tiny_llama` and :func:`tiny_tokenizer` saved into ``folder`` (safetensors)."""
+    tiny_llama(seed).save_pretrained(folder, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+_EXPORTED: dict[str, Path] = {}
+
+
+def exported_tiny_llama(tmp_path_factory: Any) -> tuple[Path, Path]:
+    """(model folder, ONNX folder of ``text-generation-with-past``), built once per session."""
+    from distill.generation.onnx_export import export_causal_lm
+
+    if "onnx" not in _EXPORTED:
+        root = tmp_path_factory.mktemp("tiny-llama")
+        model_dir = save_tiny_llama(root / "model")
+        export_causal_lm(model_dir, root / "onnx")
+        _EXPORTED.update(model=model_dir, onnx=root / "onnx")
+    return _EXPORTED["model"], _EXPORTED["onnx"]
