@@ -149,7 +149,8 @@ def load_classifier(
     from transformers import AutoModelForSequenceClassification
 
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = with_supported_attention(
+            AutoModelForSequenceClassification.from_pretrained,
             source,
             revision=revision,
             num_labels=len(label_names),
@@ -158,19 +159,29 @@ def load_classifier(
             ignore_mismatched_sizes=True,
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
-            attn_implementation=ATTENTION,
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_failure(key, source, exc)) from None
     return model
 
 
+def with_supported_attention(load: Any, *args: Any, **kwargs: Any) -> Any:
+    """``load(..., attn_implementation=ATTENTION)``, or eager attention for the architectures
+    without a fused kernel (MPNet has no SDPA path in transformers 4.57)."""
+    try:
+        return load(*args, attn_implementation=ATTENTION, **kwargs)
+    except ValueError as exc:
+        if "attention implementation" not in str(exc) and "attn_implementation" not in str(exc):
+            raise
+        return load(*args, attn_implementation="eager", **kwargs)
+
+
 def load_saved_classifier(folder: Path) -> nn.Module:
     """A classifier an earlier stage saved (safetensors only, the same attention kernel)."""
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        folder, use_safetensors=True, attn_implementation=ATTENTION
+    return with_supported_attention(
+        AutoModelForSequenceClassification.from_pretrained, folder, use_safetensors=True
     )
 
 
@@ -279,7 +290,7 @@ def student_from_config(teacher: nn.Module, overrides: dict[str, Any], seed: int
         setattr(config, key, value)
     torch.manual_seed(seed)
     try:
-        return AutoModelForSequenceClassification.from_config(config, attn_implementation=ATTENTION)
+        return with_supported_attention(AutoModelForSequenceClassification.from_config, config)
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(
             f"student.config: cannot build a {type(config).__name__} from it: {exc}"

@@ -40,7 +40,6 @@ from distill.layer_losses import (
 )
 from distill.model_card import write_student_card
 from distill.models import (
-    ATTENTION,
     evenly_spaced_layers,
     freeze,
     load_saved_classifier,
@@ -167,6 +166,7 @@ def _train_variant(
     use_teacher = alpha > 0
     layers: LayerDistillation | None = None
     trainable: nn.Module = model
+    attention = model.config._attn_implementation  # restored after the attention loss
     if use_teacher and config.layer_losses:
         # Checked on the untrimmed tokenizer: trimming keeps the teacher's pieces, and the
         # loss maps trimmed ids back to the teacher's (LayerDistillation.teacher_ids).
@@ -214,7 +214,7 @@ def _train_variant(
         layers=layers,
     )
     if layers is not None and config.attention_weight > 0:
-        model.set_attn_implementation(ATTENTION)  # eager was only needed for the maps
+        model.set_attn_implementation(attention)  # eager was only needed for the maps
     save_trained_model(trainer, tokenizer, out / "model")
     (out / "logits").mkdir()
     metrics: dict[str, Any] = {
