@@ -23,7 +23,7 @@ from pydantic import (
 
 from distill.errors import RecipeError
 
-TaskName = Literal["sequence-classification"]
+TaskName = Literal["sequence-classification", "causal-lm"]
 
 
 class _Table(BaseModel):
@@ -151,6 +151,21 @@ class StudentConfig(TrainingConfig):
     transfer: TransferConfig | None = Field(
         None,
         description="Extra unlabelled text the student learns from the teacher's soft targets.",
+    )
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl",
+        description="causal-lm: per-token divergence between teacher and student: forward "
+        "KL(teacher||student), reverse KL(student||teacher) (MiniLLM) or generalized "
+        "Jensen-Shannon with jsd_beta (GKD).",
+    )
+    jsd_beta: float = Field(0.5, gt=0, lt=1, description="causal-lm: the JSD's mixture weight.")
+    teacher_outputs: Literal["top-k", "online"] = Field(
+        "top-k",
+        description="causal-lm: learn from the teacher's top-k logits cached once by the "
+        "labels stage, or run the teacher online at every step (full distribution).",
+    )
+    top_k: int = Field(
+        64, ge=1, le=4096, description="causal-lm: teacher logits kept per token when cached."
     )
     hidden_weight: float = Field(
         0.0,
@@ -330,6 +345,13 @@ class ExportConfig(_Table):
         description="7-bit weights: safe on AVX2 CPUs without VNNI (no int16 saturation); "
         "false uses all 8 bits on VNNI CPUs.",
     )
+    max_perplexity_increase: float = Field(
+        0.05,
+        ge=0,
+        le=10,
+        description="causal-lm: largest relative test-perplexity increase of int8 vs fp32 "
+        "(0.05 = 5%) for the int8 model to be deployed.",
+    )
     require_int8: bool = Field(
         False,
         description="Fail (AccuracyDropError) when no int8 candidate passes the gate, "
@@ -379,6 +401,12 @@ class ReportConfig(_Table):
     tfidf_baseline: bool = Field(
         True, description="Compute the TF-IDF + logistic-regression floor."
     )
+    samples: int = Field(
+        3, ge=0, le=50, description="causal-lm: held-out prompts continued side by side."
+    )
+    max_new_tokens: int = Field(
+        32, ge=1, le=1024, description="causal-lm: tokens generated per sample and for tokens/s."
+    )
 
 
 class Recipe(_Table):
@@ -395,6 +423,37 @@ class Recipe(_Table):
     student: StudentTable
     export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _keys_fit_the_task(self) -> Recipe:
+        student = self.student
+        problems = []
+        if self.task == "causal-lm":
+            unsupported = {
+                "student.variants": bool(student.variants),
+                "student.transfer": student.transfer is not None,
+                "student.hidden_weight": student.hidden_weight > 0,
+                "student.attention_weight": student.attention_weight > 0,
+                "student.trim_vocabulary": student.trim_vocabulary,
+                "student.init = 'pretrained'": student.init == "pretrained",
+                "export.quantization = 'static'": self.export.quantization == "static",
+                "export.candidates": self.export.candidates is not None,
+            }
+            problems += [
+                f"{key} is not supported for task 'causal-lm' (yet)"
+                for key, used in unsupported.items()
+                if used
+            ]
+        else:
+            fields = student.model_fields_set
+            problems += [
+                f"student.{key} applies to task 'causal-lm' only"
+                for key in ("divergence", "jsd_beta", "teacher_outputs", "top_k")
+                if key in fields
+            ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

@@ -175,14 +175,20 @@ def read_table(
 
 
 def load_rows(
-    reference: str, config: DataConfig, base_dir: Path, key: str, report: LoadReport
+    reference: str,
+    config: DataConfig,
+    base_dir: Path,
+    key: str,
+    report: LoadReport,
+    labelled: bool = True,
 ) -> list[Row]:
-    """Rows with text, label and id; rows with empty text are dropped and counted."""
+    """Rows with text, label and id; rows with empty text are dropped and counted.
+
+    ``labelled = False`` (plain domain text, causal LM) reads no label column."""
     name, columns, raw_rows = read_table(reference, config, base_dir, key)
+    label_column = config.label_column if labelled else None
     missing = [
-        c
-        for c in (config.text_column, config.label_column, config.id_column)
-        if c and c not in columns
+        c for c in (config.text_column, label_column, config.id_column) if c and c not in columns
     ]
     if missing:
         raise DataError(
@@ -199,8 +205,8 @@ def load_rows(
         if len(text) > MAX_TEXT_CHARS:
             text = text[:MAX_TEXT_CHARS]
             report.texts_truncated += 1
-        label = record.get(config.label_column)
-        if label is None or str(label).strip() == "":
+        label = record.get(config.label_column) if labelled else ""
+        if labelled and (label is None or str(label).strip() == ""):
             raise DataError(f"{name}: line {line}: empty label in column {config.label_column!r}")
         example_id = str(record[config.id_column]) if config.id_column else f"{stem}:{line}"
         rows.append(Row(example_id, text, str(label).strip(), f"{name}: line {line}"))
@@ -284,15 +290,16 @@ def _label_order(labels: set[str]) -> list[str]:
 
 
 def build_splits(
-    config: DataConfig, base_dir: Path, seed: int
+    config: DataConfig, base_dir: Path, seed: int, labelled: bool = True
 ) -> tuple[dict[str, Split], list[str], LoadReport]:
     """Read, clean and split the data; returns the splits, label names and what cleaning did.
 
     Besides train/validation/test, ``splits["unused"]`` holds the rows that
-    ``max_examples`` left out, without labels (label -1), for use as transfer text.
+    ``max_examples`` left out, without labels (label -1), for use as transfer text. With
+    ``labelled = False`` every split is plain text (label -1) and there are no label names.
     """
     report = LoadReport()
-    rows = load_rows(config.path, config, base_dir, "data.path", report)
+    rows = load_rows(config.path, config, base_dir, "data.path", report, labelled)
     if config.deduplicate:
         rows, report.duplicates_dropped = _deduplicate(rows)
     if config.max_examples is not None and len(rows) > config.max_examples:
@@ -308,7 +315,7 @@ def build_splits(
     ):
         if path_value is not None:
             separate[split_name] = load_rows(
-                path_value, config, base_dir, f"data.{split_name}_path", report
+                path_value, config, base_dir, f"data.{split_name}_path", report, labelled
             )
     parts: dict[str, list[Row]] = {}
     train = rows
@@ -323,6 +330,21 @@ def build_splits(
     parts["train"] = _without_evaluation_texts(train, parts, config, report)
     train = parts["train"]
 
+    if not labelled:
+        for split_name in ("train", "validation", "test"):
+            if not parts[split_name]:
+                raise DataError(
+                    f"the {split_name} split is empty; add data or change data.{split_name}_fraction"
+                )
+        splits = {
+            name: Split(
+                ids=[r.example_id for r in part],
+                texts=[r.text for r in part],
+                labels=np.full(len(part), -1, dtype=np.int64),
+            )
+            for name, part in {**parts, "unused": unused}.items()
+        }
+        return splits, [], report
     train_labels = {r.label for r in train}
     if len(train_labels) < 2:
         raise DataError(

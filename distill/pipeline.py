@@ -47,19 +47,36 @@ class StageSpec:
     name: str
     sections: tuple[str, ...]
     requires: tuple[str, ...]
-    load: Callable[[], StageFn]  # imported lazily: `distill validate` must stay light
+    load: Callable[
+        [str], StageFn
+    ]  # task -> stage function; imported lazily (`validate` stays light)
     # (context, finished stage folder) -> {sub-folder: public folder it is copied to}
     publish: Callable[[RunContext, Path], dict[str, Path]] = field(default=lambda ctx, folder: {})
     # Data-parallel stages run on every process (the Trainer shards the work); the others
     # run on the main process while the rest wait. Only the main process writes either way.
     distributed: bool = False
+    # A task whose stage reads other recipe entries than ``sections`` (dotted names may
+    # name a single key, e.g. "student.top_k").
+    task_sections: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def sections_for(self, task: str) -> tuple[str, ...]:
+        return self.task_sections.get(task, self.sections)
 
 
-def _lazy(module: str) -> Callable[[], StageFn]:
-    def load() -> StageFn:
+# Where each task's stage functions live. The stage order, manifests, fingerprints,
+# resumption, publishing and process roles above are shared; what a stage computes is the
+# task's (classification and causal-LM training, export and reports differ in kind).
+STAGE_PACKAGES = {
+    "sequence-classification": "distill.stages",
+    "causal-lm": "distill.generation.stages",
+}
+
+
+def _lazy(module: str) -> Callable[[str], StageFn]:
+    def load(task: str) -> StageFn:
         import importlib
 
-        return importlib.import_module(f"distill.stages.{module}").run
+        return importlib.import_module(f"{STAGE_PACKAGES[task]}.{module}").run
 
     return load
 
@@ -73,6 +90,8 @@ STAGES: tuple[StageSpec, ...] = (
         ("data", "teacher"),
         _lazy("labels"),
         distributed=True,
+        # Token-level soft targets: what to cache depends on how the student learns.
+        task_sections={"causal-lm": ("data", "student.teacher_outputs", "student.top_k")},
     ),
     StageSpec(
         "student",
@@ -116,11 +135,11 @@ def _section(recipe: Recipe, dotted: str) -> Any:
 
 
 def _dump(table: Any) -> Any:
-    return None if table is None else table.model_dump(mode="json")
+    return table.model_dump(mode="json") if hasattr(table, "model_dump") else table
 
 
 def stage_fingerprint(spec: StageSpec, recipe: Recipe, upstream: dict[str, str]) -> str:
-    settings = {s: _dump(_section(recipe, s)) for s in spec.sections}
+    settings = {s: _dump(_section(recipe, s)) for s in spec.sections_for(recipe.task)}
     return fingerprint(
         {
             "stage": spec.name,
@@ -253,7 +272,7 @@ def _run_stage(
                 "fingerprint": expected,
                 "task": recipe.task,
                 "seed": recipe.seed,
-                "config": {s: _dump(_section(recipe, s)) for s in spec.sections},
+                "config": {s: _dump(_section(recipe, s)) for s in spec.sections_for(recipe.task)},
                 "upstream": upstream,
                 "metrics": metrics,
                 "wall_time_s": round(time.perf_counter() - started, 3),
@@ -281,8 +300,8 @@ def _bind(
 ) -> tuple[Callable[[Path], dict[str, Any]], Path]:
     """The stage function with its inputs, its own recipe tables and its checkpoint folder
     bound; what is left to give is the folder it writes to."""
-    stage = spec.load()
-    sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections}
+    stage = spec.load(recipe.task)
+    sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections_for(recipe.task)}
     checkpoints = _checkpoint_root(ctx, spec.name, expected)
     stage_ctx = dataclasses.replace(ctx, checkpoints=checkpoints)
     return (lambda out: stage(stage_ctx, inputs, out, **sections)), checkpoints

@@ -39,6 +39,12 @@ def check_sources(recipe: Recipe, recipe_dir: Path, source: str) -> None:
         try:
             if config.archive:  # unpacking is compute: here only check that the parts exist
                 resolve_parts(config.archive, recipe_dir, f"{table}.archive")
+            elif str(config.model).lower().endswith(".gguf"):
+                path = resolve_local(config.model, recipe_dir, f"{table}.model")
+                if recipe.task != "causal-lm":
+                    problems.append(f"{table}.model: GGUF files are read for task 'causal-lm' only")
+                elif path is None or not path.is_file():
+                    problems.append(f"{table}.model: {config.model!r} is not a GGUF file")
             else:
                 resolve_model(config.model, recipe_dir, f"{table}.model", config.trust_remote_code)
         except DistillError as exc:

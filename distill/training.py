@@ -133,8 +133,12 @@ def training_arguments(
     has_extra_columns: bool,
     table: str,
     log_dir: Path,
+    metric: str = "accuracy",
 ) -> TrainingArguments:
-    """TrainingArguments from a recipe table; every tracker choice explicit (report_to)."""
+    """TrainingArguments from a recipe table; every tracker choice explicit (report_to).
+
+    ``metric`` picks the best checkpoint and drives early stopping (a loss: lower is better).
+    """
     evaluate_by_steps = config.eval_steps is not None
     strategy = "steps" if evaluate_by_steps else "epoch"
     per_device, accumulation = split_batch(config.batch_size, current().world_size, table)
@@ -155,8 +159,8 @@ def training_arguments(
         logging_steps=10,
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
-        greater_is_better=True,
+        metric_for_best_model=metric,
+        greater_is_better=not metric.endswith("loss"),
         report_to=list(config.report_to) or "none",
         logging_dir=str(log_dir),
         seed=seed,

@@ -45,7 +45,11 @@ def stages(fail_at: str | None = None, fail: BaseException | None = None) -> tup
         name: str, sections: tuple[str, ...], requires: tuple[str, ...], **kw: Any
     ) -> StageSpec:
         return StageSpec(
-            name, sections, requires, lambda: _stage(name, fail if name == fail_at else None), **kw
+            name,
+            sections,
+            requires,
+            lambda task: _stage(name, fail if name == fail_at else None),
+            **kw,
         )
 
     return (
@@ -178,7 +182,7 @@ KILL_SCRIPT = textwrap.dedent(
         return {{}}
 
     specs = list(tp.stages())
-    specs[2] = tp.StageSpec("student", ("student",), ("data", "teacher"), lambda: slow)
+    specs[2] = tp.StageSpec("student", ("student",), ("data", "teacher"), lambda task: slow)
     ctx = RunContext(name="p", seed=1, task="sequence-classification", workdir=Path({workdir!r}), recipe_dir=Path({workdir!r}))
     tp.run_pipeline(tp.recipe(), ctx, stages=tuple(specs))
     """

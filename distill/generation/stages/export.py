@@ -1,0 +1,146 @@
+"""Stage `export` for causal LMs: ONNX with a KV cache, parity, int8, perplexity with ORT.
+
+1. optimum exports the student for ``text-generation-with-past`` (one graph: the prompt
+   with an empty past, then one token at a time); its logits are checked against PyTorch on
+   a test text, on the first step and on a step fed from the cache
+   (:class:`~distill.errors.ParityError` beyond ``export.parity_tolerance``);
+2. dynamic int8 quantization of the weight matmuls;
+3. test perplexity of both graphs, measured with onnxruntime;
+4. int8 is deployed when its perplexity is within ``export.max_perplexity_increase`` of fp32
+   (else fp32, or :class:`~distill.errors.AccuracyDropError` with ``export.require_int8``).
+
+Writes ``bundle/`` (published to ``export/<run>/``): ``model.onnx`` (deployed),
+``fp32/model.onnx`` (only when int8 is deployed), the tokenizer, ``config.json``,
+``generation_config.json``, ``ort_config.json`` (when quantized) and ``manifest.json``
+(written last: every file with its role and sha256, the task, EOS ids, metrics). The bundle
+runs with onnxruntime, tokenizers and numpy alone (`distill generate`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from distill import onnx_utils
+from distill.artifacts import RunContext
+from distill.config import DataConfig, ExportConfig
+from distill.dataset_files import read_split
+from distill.errors import AccuracyDropError, DataError
+from distill.generation.onnx_export import (
+    check_causal_parity,
+    export_causal_lm,
+    onnx_perplexity,
+    quantize_int8,
+)
+from distill.generation.training import encode_texts, load_causal_lm, prepare_tokenizer
+from distill.models import load_tokenizer
+
+log = logging.getLogger("distill")
+
+
+def run(
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, export: ExportConfig
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    model_dir = inputs["student"] / "model"
+    test = read_split(inputs["data"], "test")
+    if len(test) == 0:
+        raise DataError(f"{inputs['data'] / 'test.jsonl'}: the test split is empty")
+    tokenizer = prepare_tokenizer(load_tokenizer(str(model_dir), "student model"))
+    sequences = encode_texts(tokenizer, test, data.max_length)
+    with tempfile.TemporaryDirectory(prefix=".export-work-", dir=out) as tmp:
+        work = Path(tmp)
+        fp32_dir = work / "fp32"
+        fp32_path = export_causal_lm(model_dir, fp32_dir, opset=export.opset)
+        torch_model = load_causal_lm(model_dir, "student model").eval()
+        longest = max(sequences, key=len)
+        parity = check_causal_parity(
+            fp32_path, torch_model, longest, tolerance=export.parity_tolerance
+        )
+        del torch_model
+        log.info("parity with PyTorch: %s", parity)
+        fp32_scores = onnx_perplexity(fp32_path, sequences)
+        int8_path, int8_scores = None, None
+        if export.quantization != "none":
+            int8_path = quantize_int8(fp32_path, work / "int8")
+            int8_scores = onnx_perplexity(int8_path, sequences)
+        increase = (
+            None
+            if int8_scores is None
+            else int8_scores["perplexity"] / fp32_scores["perplexity"] - 1
+        )
+        passes = increase is not None and increase <= export.max_perplexity_increase
+        if int8_scores is not None and not passes:
+            message = (
+                f"int8 test perplexity {int8_scores['perplexity']:.3f} is "
+                f"{100 * increase:.1f}% above fp32's {fp32_scores['perplexity']:.3f}, beyond "
+                f"export.max_perplexity_increase = {export.max_perplexity_increase:g}"
+            )
+            if export.require_int8:
+                raise AccuracyDropError(message + " (export.require_int8 = true); not published")
+            log.warning("%s: deploying fp32", message)
+        deployed = "int8" if passes else "fp32"
+
+        bundle = out / "bundle"
+        bundle.mkdir()
+        roles: dict[str, str] = {}
+        for item in sorted(fp32_dir.iterdir()):  # tokenizer, configs (not the graph)
+            if item.is_file() and item.suffix != ".onnx" and not item.name.endswith("_data"):
+                shutil.copy2(item, bundle / item.name)
+                roles[item.name] = "tokenizer-or-config"
+        if deployed == "int8":
+            assert int8_path is not None
+            shutil.copy2(int8_path, bundle / "model.onnx")
+            (bundle / "fp32").mkdir()
+            shutil.copy2(fp32_path, bundle / "fp32" / "model.onnx")
+            roles.update({"model.onnx": "model", "fp32/model.onnx": "fp32-reference"})
+            ort_config = int8_path.parent / "ort_config.json"
+            if ort_config.is_file():
+                shutil.copy2(ort_config, bundle / "ort_config.json")
+                roles["ort_config.json"] = "quantization-config"
+        else:
+            shutil.copy2(fp32_path, bundle / "model.onnx")
+            roles["model.onnx"] = "model"
+        metrics: dict[str, Any] = {
+            "parity_differences": parity,
+            "parity_max_abs_diff": max(parity.values()),
+            "parity_tolerance": export.parity_tolerance,
+            "fp32_perplexity": fp32_scores["perplexity"],
+            "int8_perplexity": None if int8_scores is None else int8_scores["perplexity"],
+            "int8_perplexity_increase": increase,
+            "test_tokens": fp32_scores["tokens"],
+            "fp32_bytes": fp32_path.stat().st_size,
+            "int8_bytes": None if int8_path is None else int8_path.stat().st_size,
+            "deployed": deployed,
+            "deployed_bytes": (bundle / "model.onnx").stat().st_size,
+            "max_length": data.max_length,
+        }
+        generation_config = bundle / "generation_config.json"
+        eos = (
+            json.loads(generation_config.read_text(encoding="utf-8")).get("eos_token_id")
+            if generation_config.is_file()
+            else tokenizer.eos_token_id
+        )
+        info = {
+            "run": ctx.name,
+            "student": "main",
+            "task": "text-generation",
+            "model": "model.onnx",
+            "precision": deployed,
+            "fp32_reference": "fp32/model.onnx" if deployed == "int8" else None,
+            "eos_token_ids": eos if isinstance(eos, list) else [eos],
+            "max_length": data.max_length,
+            "inputs": "input_ids, attention_mask, position_ids (when declared), "
+            "past_key_values.N.key/value; outputs logits, present.N.key/value",
+            "metrics": {
+                k: metrics[k] for k in ("fp32_perplexity", "int8_perplexity", "parity_max_abs_diff")
+            },
+        }
+        onnx_utils.write_bundle_manifest(bundle, roles, info)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    return metrics

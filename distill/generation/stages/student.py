@@ -1,0 +1,157 @@
+"""Stage `student` for causal LMs: token-level distillation, beside a no-KD twin.
+
+The student is a layer-dropped copy of the teacher (``num_layers`` evenly spaced or explicit
+``layers``), a config-built model of the teacher's family, or another pre-trained causal LM
+with the very same tokenizer (token-level KD compares distributions id by id: a mismatched
+pair is refused, naming both). It learns from the teacher's cached top-k logits or from the
+teacher online (``student.teacher_outputs``) with the chosen divergence; its twin has the
+same architecture, initialisation and budget and learns from the text alone.
+
+Outputs: ``model/``, ``baseline/model/``, ``log_history.json`` for each; metrics hold
+validation and test perplexity.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import set_seed
+
+from distill.artifacts import RunContext
+from distill.config import DataConfig, StudentConfig, StudentTable
+from distill.dataset_files import read_split
+from distill.generation.models import check_same_tokenizer, drop_layers
+from distill.generation.stages.labels import load_top_k
+from distill.generation.training import (
+    as_dataset,
+    encode_texts,
+    load_causal_lm,
+    perplexity,
+    prepare_tokenizer,
+    resolve_causal_lm,
+    train_causal,
+)
+from distill.models import (
+    evenly_spaced_layers,
+    freeze,
+    load_tokenizer,
+    parameter_counts,
+    with_supported_attention,
+)
+from distill.training import finish_training, save_trained_model
+
+
+def build_student(
+    config: StudentConfig, teacher: nn.Module, teacher_tokenizer: Any, ctx: RunContext
+) -> tuple[nn.Module, dict[str, Any]]:
+    set_seed(ctx.seed)
+    if config.init == "pretrained":
+        assert config.model is not None  # checked by the recipe
+        source = resolve_causal_lm(
+            config.model, ctx.recipe_dir, "student.model", config.trust_remote_code, config.archive
+        )
+        tokenizer = load_tokenizer(
+            source, "student.model", config.revision, config.trust_remote_code
+        )
+        check_same_tokenizer(
+            teacher_tokenizer, tokenizer, "the teacher", f"student.model {config.model!r}"
+        )
+        model = load_causal_lm(source, "student.model", config.revision, config.trust_remote_code)
+        return model, {"init": "pretrained", "model": config.model}
+    total = teacher.config.num_hidden_layers
+    if config.init == "teacher-layers":
+        layers = (
+            list(config.layers)
+            if config.layers
+            else evenly_spaced_layers(total, config.num_layers or total)
+        )
+        return drop_layers(teacher, layers), {"init": "teacher-layers", "teacher_layers": layers}
+    from transformers import AutoModelForCausalLM
+
+    settings = copy.deepcopy(teacher.config)
+    overrides = dict(config.config or {})
+    if config.num_layers is not None:
+        overrides.setdefault("num_hidden_layers", config.num_layers)
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    return with_supported_attention(AutoModelForCausalLM.from_config, settings), {
+        "init": "config",
+        "overrides": overrides,
+    }
+
+
+def _train_one(
+    name: str,
+    alpha: float,
+    config: StudentConfig,
+    ctx: RunContext,
+    teacher: nn.Module,
+    tokenizer: Any,
+    sequences: dict[str, list[list[int]]],
+    top_k: tuple[list[Any], list[Any]] | None,
+    out: Path,
+) -> dict[str, Any]:
+    model, built = build_student(config, teacher, tokenizer, ctx)
+    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
+    online = alpha > 0 and top_k is None
+    work_dir = ctx.checkpoint_dir(out, "baseline" if alpha == 0 else "distilled")
+    trainer, history = train_causal(
+        stage=f"student ({name})",
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        train_set=as_dataset(sequences["train"], top_k if alpha > 0 else None),
+        eval_set=as_dataset(sequences["validation"]),
+        work_dir=work_dir,
+        log_dir=out / "tensorboard",
+        seed=ctx.seed,
+        temperature=config.temperature,
+        alpha=alpha,
+        divergence=config.divergence,
+        jsd_beta=config.jsd_beta,
+        teacher=teacher if online else None,
+    )
+    save_trained_model(trainer, tokenizer, out / "model")
+    metrics: dict[str, Any] = {
+        "built": built,
+        "alpha": alpha,
+        "parameters": parameter_counts(model),
+        "teacher_outputs": None if alpha == 0 else ("online" if online else "top-k"),
+    }
+    for split in ("validation", "test"):
+        metrics[split] = perplexity(model, sequences[split], tokenizer.pad_token_id)
+    metrics.update(finish_training(trainer, history, out, work_dir))
+    return metrics
+
+
+def run(
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentTable
+) -> dict[str, Any]:
+    teacher_dir = inputs["teacher"] / "model"
+    tokenizer = prepare_tokenizer(load_tokenizer(str(teacher_dir), "teacher model"))
+    teacher = load_causal_lm(teacher_dir, "teacher model").eval()
+    splits = {name: read_split(inputs["data"], name) for name in ("train", "validation", "test")}
+    sequences = {
+        name: encode_texts(tokenizer, split, data.max_length) for name, split in splits.items()
+    }
+    top_k = None
+    if student.teacher_outputs == "top-k" and student.alpha > 0:
+        top_k = load_top_k(
+            inputs["labels"] / "topk" / "train.npz", splits["train"].ids, sequences["train"]
+        )
+    common = dict(
+        config=student, ctx=ctx, teacher=teacher, tokenizer=tokenizer, sequences=sequences
+    )
+    metrics = _train_one("distilled", student.alpha, top_k=top_k, out=out, **common)
+    metrics.update(
+        divergence=student.divergence, temperature=student.temperature, top_k=student.top_k
+    )
+    if student.baseline:
+        (out / "baseline").mkdir()
+        metrics["baseline"] = _train_one(
+            "no-KD baseline", 0.0, top_k=None, out=out / "baseline", **common
+        )
+    return metrics

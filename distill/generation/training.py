@@ -1,0 +1,264 @@
+"""Causal-LM training and evaluation shared by the teacher and student stages.
+
+The Trainer does the loop (early stopping on validation loss, sealed checkpoints and
+resumption, data-parallel runs under `accelerate launch` / `torchrun`); this module gives it
+the token-level loss, a collator that masks padding, and exact perplexity.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+
+from distill.config import TrainingConfig
+from distill.dataset_files import Split
+from distill.errors import ModelLoadError
+from distill.generation.losses import IGNORE_INDEX, mean_token_nll, token_distillation_loss
+from distill.models import resolve_model, with_supported_attention
+from distill.sources import resolve_local
+from distill.training import (
+    MarkCompleteCheckpoints,
+    NonFiniteLossError,
+    last_complete_checkpoint,
+    training_arguments,
+)
+
+log = logging.getLogger("distill")
+
+TOP_K_COLUMNS = ("topk_values", "topk_indices")
+
+
+def cache_root() -> Path:
+    """Where models made once from other formats (GGUF) are kept between runs."""
+    import os
+
+    base = os.environ.get("DISTILL_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "distill") / "gguf"
+
+
+def resolve_causal_lm(
+    reference: str, base_dir: Path, key: str, trust_remote_code: bool, archive: list[str] | None
+) -> str:
+    """A folder or hub id for ``from_pretrained``; a ``.gguf`` file is turned into a normal
+    folder once (dequantized to float32, cached) instead of being re-read every run."""
+    local = None if archive else resolve_local(reference, base_dir, key)
+    if local is not None and local.is_file() and local.suffix.lower() == ".gguf":
+        from distill.generation.models import materialize_gguf
+
+        return str(materialize_gguf(local, cache_root()))
+    return resolve_model(reference, base_dir, key, trust_remote_code, archive=archive)
+
+
+def load_causal_lm(
+    source: str | Path, key: str, revision: str | None = None, trust: bool = False
+) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return with_supported_attention(
+            AutoModelForCausalLM.from_pretrained,
+            str(source),
+            revision=revision,
+            use_safetensors=True,
+            trust_remote_code=trust,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{key}: cannot load {source!r} as a causal LM: {exc}") from None
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Padding needs a pad token; causal LMs often have none, and EOS serves (the collator
+    masks padding by the attention mask, so a real EOS is still learnt)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def encode_texts(tokenizer: Any, split: Split, max_length: int) -> list[list[int]]:
+    """Token ids of each text, truncated, ending with EOS (so the model learns where text
+    ends and generation can stop there)."""
+    eos = tokenizer.eos_token_id
+    room = max_length - (1 if eos is not None else 0)
+    encoded = tokenizer(split.texts, truncation=True, max_length=room, add_special_tokens=True)
+    return [ids + ([eos] if eos is not None else []) for ids in encoded["input_ids"]]
+
+
+def as_dataset(sequences: list[list[int]], top_k: tuple[list[Any], list[Any]] | None = None) -> Any:
+    import datasets
+
+    columns: dict[str, Any] = {"input_ids": sequences}
+    if top_k is not None:
+        columns["topk_values"], columns["topk_indices"] = top_k
+    return datasets.Dataset.from_dict(columns)
+
+
+class CausalCollator:
+    """Pads to the longest sequence of the batch; labels are the ids with padding at -100.
+    Cached top-k teacher logits are padded alongside (padding is never scored)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(features), length), dtype=torch.long)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            ids[row, :n] = torch.as_tensor(feature["input_ids"])
+            mask[row, :n] = 1
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": ids.masked_fill(mask == 0, IGNORE_INDEX),
+        }
+        if "topk_values" in features[0]:
+            k = len(features[0]["topk_values"][0])
+            values = torch.zeros((len(features), length, k), dtype=torch.float32)
+            indices = torch.zeros((len(features), length, k), dtype=torch.long)
+            for row, feature in enumerate(features):
+                n = len(feature["topk_values"])
+                values[row, :n] = torch.as_tensor(np.asarray(feature["topk_values"], np.float32))
+                indices[row, :n] = torch.as_tensor(np.asarray(feature["topk_indices"]))
+            batch["topk_values"], batch["topk_indices"] = values, indices
+        return batch
+
+
+class TokenDistillationTrainer(Trainer):
+    """Next-token CE mixed with a per-token divergence from the teacher: its cached top-k
+    logits (batch columns) or the teacher run online. Evaluation scores CE only, so early
+    stopping follows validation perplexity for the distilled student and its twin alike."""
+
+    def __init__(
+        self,
+        *args: Any,
+        stage: str,
+        table: str,
+        temperature: float = 1.0,
+        alpha: float = 0.0,
+        divergence: str = "forward_kl",
+        jsd_beta: float = 0.5,
+        teacher: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage, self.table = stage, table
+        self.temperature, self.alpha = temperature, alpha
+        self.divergence, self.jsd_beta = divergence, jsd_beta
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.to(self.args.device).eval().requires_grad_(False)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        labels = inputs.pop("labels")
+        cached = tuple(inputs.pop(c, None) for c in TOP_K_COLUMNS)
+        outputs = model(**inputs)
+        alpha = self.alpha if model.training else 0.0
+        teacher: Any = None
+        if alpha > 0:
+            if cached[0] is not None:
+                teacher = cached
+            elif self.teacher is not None:
+                with torch.no_grad():
+                    teacher = self.teacher(**inputs).logits
+        loss, _ = token_distillation_loss(
+            outputs.logits,
+            teacher,
+            labels,
+            self.temperature,
+            alpha,
+            self.divergence,  # type: ignore[arg-type]
+            self.jsd_beta,
+        )
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"stage {self.stage}: loss is {loss.item()} at step {self.state.global_step + 1}; "
+                f"stopped, nothing saved. Lower {self.table}.learning_rate or check the data"
+            )
+        return (loss, outputs) if return_outputs else loss
+
+
+def train_causal(
+    *,
+    stage: str,
+    model: nn.Module,
+    tokenizer: Any,
+    config: TrainingConfig,
+    train_set: Any,
+    eval_set: Any,
+    work_dir: Path,
+    log_dir: Path,
+    seed: int,
+    **loss: Any,
+) -> tuple[Trainer, list[dict[str, Any]]]:
+    """Train with early stopping on validation loss; the best checkpoint is loaded at the end."""
+    callbacks: list[TrainerCallback] = [MarkCompleteCheckpoints()]
+    if config.early_stopping_patience > 0:
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+        )
+    args = training_arguments(
+        config,
+        work_dir,
+        seed,
+        has_extra_columns=True,  # input_ids only; the collator builds the rest
+        table=stage.split()[0],
+        log_dir=log_dir,
+        metric="eval_loss",
+    )
+    trainer = TokenDistillationTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=CausalCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        stage=stage,
+        table=stage.split()[0],
+        **loss,
+    )
+    resume = last_complete_checkpoint(work_dir) if work_dir.is_dir() else None
+    if resume is not None:
+        log.info("%s: resuming from %s", stage, resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return trainer, list(trainer.state.log_history)
+
+
+@torch.no_grad()
+def perplexity(
+    model: nn.Module, sequences: list[list[int]], pad_id: int, batch_size: int = 16
+) -> dict[str, Any]:
+    """``exp(summed next-token NLL / scored tokens)`` over ``sequences``, exactly (token-weighted,
+    padding excluded), in PyTorch."""
+    model.eval()
+    collate = CausalCollator(pad_id)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(sequences), batch_size):
+        batch = collate([{"input_ids": s} for s in sequences[start : start + batch_size]])
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+        ).logits
+        nll, tokens = mean_token_nll(logits.float(), batch["labels"].to(device))
+        total, count = total + nll, count + tokens
+    return {
+        "nll": total,
+        "tokens": count,
+        "perplexity": math.exp(total / count) if count else float("nan"),
+    }
