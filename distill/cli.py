@@ -1,7 +1,8 @@
-"""Command line: ``distill validate | run | schema | predict``.
+"""Command line: ``distill validate | run | schema | predict | generate``.
 
-``predict`` serves an exported bundle (:mod:`distill.serve`): it must not import torch or
-transformers, so every heavy import stays inside the other handlers.
+``predict`` serves an exported bundle (:mod:`distill.serve`) and ``generate`` continues a
+prompt with a text-generation bundle (:mod:`distill.generation.generate`): neither may import
+torch or transformers, so every heavy import stays inside the other handlers.
 
 User errors (a bad recipe, missing data, a model that cannot be found) print one clear
 message and exit with status 2; no traceback.
@@ -129,6 +130,60 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="texts per onnxruntime call (default: 32)",
     )
+
+    generate = commands.add_parser(
+        "generate",
+        help="continue a prompt with an exported causal-LM bundle (onnxruntime only, no torch)",
+        description=(
+            "Continue PROMPT with a text-generation bundle (export/<name>/ of a causal-lm "
+            "run). Greedy by default; --sample draws tokens (reproducibly with --seed). Prints "
+            "the prompt and its continuation, or only the new text with --only-new."
+        ),
+    )
+    generate.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
+    generate.add_argument("prompt", help="the text to continue ('-' reads it from stdin)")
+    generate.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=32,
+        help="tokens to generate at most (default: 32; fewer when the model ends the text)",
+    )
+    decoding = generate.add_mutually_exclusive_group()
+    decoding.add_argument(
+        "--greedy",
+        dest="sample",
+        action="store_false",
+        help="always take the most likely token (the default)",
+    )
+    decoding.add_argument("--sample", dest="sample", action="store_true", help="sample each token")
+    generate.set_defaults(sample=False)
+    generate.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="--sample: softmax temperature (> 0; default 1)",
+    )
+    generate.add_argument(
+        "--top-k", type=int, default=None, help="--sample: keep the k most likely tokens"
+    )
+    generate.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="--sample: keep the most likely tokens up to this probability mass (0 < p <= 1)",
+    )
+    generate.add_argument(
+        "--seed", type=int, default=None, help="--sample: random seed (same seed, same text)"
+    )
+    generate.add_argument(
+        "--only-new", action="store_true", help="print only the generated text, not the prompt"
+    )
+    generate.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="onnxruntime intra-op threads (default: onnxruntime's choice)",
+    )
     return parser
 
 
@@ -244,6 +299,16 @@ def _summarise(ctx: RunContext, manifests: dict[str, dict]) -> None:
 
 def _key_rows(report: dict) -> list[str]:
     """A few columns of the report's comparison table, as plain text."""
+    if report.get("task") == "causal-lm":
+        lines = [f"  {'model':<34} {'perplexity':>10} {'MB':>7} {'tokens/s':>8}"]
+        for row in report.get("rows", []):
+            speed = (row.get("speed") or {}).get("tokens_per_s")
+            lines.append(
+                f"  {row.get('name', row.get('key', '?'))[:34]:<34} "
+                f"{row.get('perplexity') or float('nan'):10.3f} {(row.get('bytes') or 0) / 1e6:7.1f} "
+                f"{'' if speed is None else f'{speed:.1f}':>8}"
+            )
+        return [*lines, ""]
     lines = [f"  {'model':<34} {'accuracy':>8} {'macro-F1':>8} {'MB':>7} {'p50 ms':>7}"]
     for row in report.get("rows", []):
         latency = (row.get("latency") or {}).get("p50_ms")
@@ -341,6 +406,112 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+GENERATION_TASK = "text-generation"
+
+
+def _generation_bundle(bundle: Path) -> str:
+    """Check that ``bundle`` is a text-generation bundle; returns its model file's name."""
+    from distill.errors import ArtifactError
+
+    if not bundle.is_dir():
+        what = "not a folder" if bundle.exists() else "no such bundle folder"
+        raise ArtifactError(f"{bundle}: {what} (expected export/<run name>/ of a causal-lm run)")
+    path = bundle / "manifest.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; {bundle} is not a complete distill bundle")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot read it as JSON ({exc})") from None
+    task = manifest.get("task") if isinstance(manifest, dict) else None
+    if task != GENERATION_TASK:
+        hint = "; use `distill predict` for it" if task == "text-classification" else ""
+        raise ArtifactError(
+            f"{path}: task is {task!r}, not {GENERATION_TASK!r}: not a text-generation bundle{hint}"
+        )
+    model = manifest.get("model", "model.onnx")
+    if not isinstance(model, str) or Path(model).is_absolute() or ".." in Path(model).parts:
+        raise ArtifactError(f"{path}: 'model' must be a relative path inside the bundle")
+    # A truncated copy fails here, by name, rather than deep inside onnxruntime.
+    files = manifest.get("files")
+    for rel, entry in (files if isinstance(files, dict) else {}).items():
+        expected = entry.get("bytes") if isinstance(entry, dict) else None
+        file = bundle / rel
+        if not file.is_file():
+            raise ArtifactError(f"{file}: missing (manifest.json lists it)")
+        if isinstance(expected, int) and file.stat().st_size != expected:
+            raise ArtifactError(
+                f"{file}: {file.stat().st_size} bytes, but manifest.json records {expected}"
+            )
+    return model
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from distill.errors import ArtifactError, DataError
+
+    problems = []
+    if not args.sample:
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("temperature", "top_k", "top_p", "seed")
+            if getattr(args, name) is not None
+        ]
+        if given:
+            problems.append(f"{', '.join(given)} only apply with --sample (greedy is the default)")
+    if args.temperature is not None and not args.temperature > 0:
+        problems.append(f"--temperature must be > 0, not {args.temperature:g}")
+    if args.top_k is not None and args.top_k < 1:
+        problems.append(f"--top-k must be >= 1, not {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        problems.append(f"--top-p must be in (0, 1], not {args.top_p:g}")
+    if problems:
+        raise DataError("; ".join(problems))
+    prompt = args.prompt
+    if prompt == "-":
+        if sys.stdin is None:
+            raise DataError("PROMPT is '-' but there is no stdin to read it from")
+        prompt = sys.stdin.read().removesuffix("\n")
+    if not prompt.strip():
+        raise DataError("PROMPT is empty; give the text to continue")
+
+    model_file = _generation_bundle(args.bundle)
+    # distill.generation.generate is the torch-free path: onnxruntime, tokenizers and numpy.
+    from distill.generation.generate import OnnxCausalLM, generate
+
+    try:
+        lm = OnnxCausalLM.load(args.bundle, file_name=model_file, threads=args.threads)
+    except (RuntimeError, ValueError, OSError) as exc:  # onnxruntime's load failures
+        raise ArtifactError(f"{args.bundle / model_file}: cannot load it: {exc}") from None
+    try:
+        output = generate(
+            lm,
+            prompt,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=args.sample,
+            temperature=1.0 if args.temperature is None else args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+    except ValueError as exc:  # e.g. a prompt the tokenizer turns into no tokens
+        raise DataError(f"{args.bundle}: {exc}") from None
+    if args.only_new:
+        text = output.text
+    else:
+        # Decoded together with the prompt, the new text gets the spacing the tokenizer gives
+        # it after the prompt (decoded alone, its first word loses any leading space).
+        whole = lm.tokenizer.decode(output.prompt_ids + output.token_ids, skip_special_tokens=True)
+        start = lm.tokenizer.decode(output.prompt_ids, skip_special_tokens=True)
+        text = prompt + (whole[len(start) :] if whole.startswith(start) else " " + output.text)
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -350,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         args.texts = [*args.texts, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _configure_logging(args.quiet, transformers_logging=args.command != "predict")
+    _configure_logging(args.quiet, transformers_logging=args.command not in ("predict", "generate"))
     handlers = {
         "validate": _validate,
         "run": _run,
@@ -358,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _bench,
         "schema": _schema,
         "predict": _predict,
+        "generate": _generate,
     }
     try:
         return handlers[args.command](args)

@@ -59,6 +59,11 @@ def load_report(path: Path) -> dict[str, Any]:
     """Read a report.json and check its schema version."""
     report = json.loads(Path(path).read_text(encoding="utf-8"))
     version = report.get("schema_version") if isinstance(report, dict) else None
+    if isinstance(report, dict) and report.get("task") == "causal-lm":
+        raise ReportSchemaError(
+            f"{path}: a causal-lm report; this renderer (and `distill report --compare`) reads "
+            "classification reports"
+        )
     if version != SCHEMA_VERSION:
         raise ReportSchemaError(
             f"{path}: schema_version {version!r}; this renderer reads {SCHEMA_VERSION}"

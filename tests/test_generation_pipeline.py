@@ -75,8 +75,9 @@ max_new_tokens = 4
 """,
         encoding="utf-8",
     )
-    result = run_distill(["run", "recipe.toml", "--only", "export"], root)
+    result = run_distill(["run", "recipe.toml"], root)
     assert result.returncode == 0, result.stderr[-3000:]
+    (root / "run.out").write_text(result.stdout, encoding="utf-8")
     return root
 
 
@@ -122,3 +123,28 @@ def test_export_bundle_with_kv_cache_and_int8(project: Path) -> None:
     student = read_manifest(project / "runs" / "gen" / "student")["metrics"]
     assert export["fp32_perplexity"] == pytest.approx(student["test"]["perplexity"], rel=1e-3)
     assert export["test_tokens"] == student["test"]["tokens"]
+
+
+def test_report_compares_perplexity_size_and_speed(project: Path) -> None:
+    report = json.loads((project / "reports" / "gen" / "report.json").read_text())
+    assert report["task"] == "causal-lm"
+    rows = {row["key"]: row for row in report["rows"]}
+    assert set(rows) == {
+        "teacher",
+        "student",
+        "student_no_kd",
+        "student_onnx_fp32",
+        "student_onnx_int8",
+    }
+    export = read_manifest(project / "runs" / "gen" / "export")["metrics"]
+    assert rows["student_onnx_int8"]["perplexity"] == pytest.approx(export["int8_perplexity"])
+    assert (
+        rows["student_onnx_int8"]["bytes"]
+        == (project / "export" / "gen" / "model.onnx").stat().st_size
+    )
+    assert rows["teacher"]["speed"]["tokens_per_s"] > 0
+    assert len(report["samples"]) == 2
+    assert (project / "reports" / "gen" / "report.html").is_file()
+    # The run's closing summary shows perplexities, not classification columns.
+    summary = (project / "run.out").read_text()
+    assert "perplexity" in summary and "accuracy" not in summary

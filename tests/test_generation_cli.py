@@ -1,0 +1,133 @@
+"""`distill generate BUNDLE PROMPT`: a text-generation bundle continued from the command line,
+with onnxruntime and tokenizers only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_command, run_distill
+from generation_helpers import exported_tiny_llama
+
+from distill.cli import main
+from distill.generation.generate import generate
+
+PROMPT = "the cat is in the"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """The exported tiny Llama with the bundle manifest the export stage writes."""
+    _, onnx_dir = exported_tiny_llama(tmp_path_factory)
+    folder = tmp_path_factory.mktemp("gen-bundle") / "tiny-lm"
+    shutil.copytree(onnx_dir, folder)
+    files = {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+    manifest = {"task": "text-generation", "model": "model.onnx", "files": files}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
+def test_greedy_output_matches_generate(bundle, tmp_path) -> None:
+    expected = generate(bundle, PROMPT, max_new_tokens=6)
+    assert expected.text  # something to compare
+    result = run_distill(["generate", str(bundle), PROMPT, "--max-new-tokens", "6"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    # The word-level test tokenizer joins words with single spaces.
+    assert result.stdout == f"{PROMPT} {expected.text}\n"
+    only_new = run_distill(
+        ["generate", str(bundle), PROMPT, "--max-new-tokens", "6", "--only-new", "--greedy"],
+        tmp_path,
+    )
+    assert only_new.returncode == 0, only_new.stderr
+    assert only_new.stdout == expected.text + "\n"
+
+
+def test_sampling_with_a_seed_is_reproducible(bundle, capsys) -> None:
+    args = ["generate", str(bundle), PROMPT, "--only-new", "--max-new-tokens", "8", "--sample"]
+    args += ["--temperature", "1.5", "--top-k", "20", "--top-p", "0.95", "--seed", "7"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    expected = generate(
+        bundle,
+        PROMPT,
+        max_new_tokens=8,
+        do_sample=True,
+        temperature=1.5,
+        top_k=20,
+        top_p=0.95,
+        seed=7,
+    )
+    assert first == expected.text + "\n"
+
+
+def test_generate_imports_neither_torch_nor_transformers(bundle, tmp_path) -> None:
+    code = (
+        "import sys\n"
+        "from distill.cli import main\n"
+        f"code = main(['generate', {str(bundle)!r}, 'the dog', '--max-new-tokens', '3'])\n"
+        "print('exit', code)\n"
+        "print('heavy', sorted(m for m in ('torch', 'transformers', 'optimum') "
+        "if m in sys.modules))\n"
+    )
+    result = run_command([sys.executable, "-c", code], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["exit 0", "heavy []"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sample", "--temperature", "0"], "--temperature must be > 0, not 0"),
+        (["--sample", "--top-p", "1.5"], "--top-p must be in (0, 1], not 1.5"),
+        (["--sample", "--top-k", "0"], "--top-k must be >= 1, not 0"),
+        (["--temperature", "0.7", "--seed", "1"], "--temperature, --seed only apply with --sample"),
+    ],
+)
+def test_bad_sampling_values_exit_2_with_one_line(bundle, capsys, extra, message) -> None:
+    assert main(["generate", str(bundle), PROMPT, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_bundle_problems_exit_2_naming_the_file(bundle, tmp_path, capsys) -> None:
+    missing = tmp_path / "nowhere"
+    assert main(["generate", str(missing), PROMPT]) == 2
+    assert f"{missing}: no such bundle folder" in capsys.readouterr().err
+
+    classifier = tmp_path / "classifier"
+    classifier.mkdir()
+    (classifier / "manifest.json").write_text(json.dumps({"task": "text-classification"}))
+    assert main(["generate", str(classifier), PROMPT]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{classifier / 'manifest.json'}: task is 'text-classification'" in err
+    assert "not a text-generation bundle; use `distill predict`" in err
+
+    (classifier / "manifest.json").unlink()
+    assert main(["generate", str(classifier), PROMPT]) == 2
+    assert f"{classifier / 'manifest.json'}: missing" in capsys.readouterr().err
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(bundle, truncated)
+    model = truncated / "model.onnx"
+    model.write_bytes(model.read_bytes()[:100])
+    assert main(["generate", str(truncated), PROMPT]) == 2
+    assert f"{model}: 100 bytes, but manifest.json records" in capsys.readouterr().err
+
+
+def test_a_subprocess_error_is_one_line_with_status_2(tmp_path) -> None:
+    result = run_distill(["generate", str(tmp_path / "nowhere"), PROMPT], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nowhere'}: no such bundle folder "
+        "(expected export/<run name>/ of a causal-lm run)"
+    ]

@@ -1,0 +1,315 @@
+"""The causal-LM report stage on fake upstream folders: tiny real Llamas, real ONNX files
+(fp32 and int8), perplexities written into the manifests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from generation_helpers import WORDS, exported_tiny_llama, save_tiny_llama, tiny_llama
+
+from distill.artifacts import RunContext, read_manifest, write_manifest
+from distill.config import ReportConfig
+from distill.dataset_files import Split, write_split
+from distill.errors import ArtifactError
+from distill.generation.generate import generate
+from distill.generation.stages import report as generation_report
+
+INJECTION = "<script>alert(1)</script>"
+CONFIG = ReportConfig(
+    latency_threads=1, latency_runs=3, latency_warmup=1, samples=2, max_new_tokens=4
+)
+PERPLEXITY = {"teacher": 11.5, "student": 14.25, "no_kd": 17.0, "fp32": 14.26, "int8": 14.9}
+
+
+def _texts(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS[:60], size=10 + i % 5)) for i in range(n)]
+
+
+def build_upstream(root: Path, exported: tuple[Path, Path], *, int8: bool, baseline: bool) -> dict:
+    """data/teacher/student/export stage folders as the causal-lm stages write them."""
+    student_source, onnx_dir = exported
+    data = root / "data"
+    data.mkdir(parents=True)
+    for name, n in {"train": 12, "validation": 4, "test": 5}.items():
+        texts = _texts(n, seed=len(name))
+        if name == "test":
+            texts[0] = f"{INJECTION} & {texts[0]}"
+        split = Split([f"{name}-{i}" for i in range(n)], texts, np.full(n, -1, dtype=np.int64))
+        write_split(data / f"{name}.jsonl", split)
+    write_manifest(data, {"stage": "data", "wall_time_s": 0.5, "metrics": {}})
+
+    teacher = root / "teacher"
+    (teacher / "model").mkdir(parents=True)
+    tiny_llama(seed=5, layers=4).save_pretrained(teacher / "model", safe_serialization=True)
+    shutil.copy(student_source / "tokenizer.json", teacher / "model" / "tokenizer.json")
+    write_manifest(
+        teacher,
+        {
+            "stage": "teacher",
+            "wall_time_s": 2.0,
+            "metrics": {
+                "test": {"perplexity": PERPLEXITY["teacher"], "nll": 2.44, "tokens": 321},
+                "validation": {"perplexity": 12.0, "nll": 2.48, "tokens": 99},
+                "parameters": {"total": 1, "trainable": 1},
+            },
+        },
+    )
+
+    student = root / "student"
+    shutil.copytree(student_source, student / "model")
+    metrics: dict[str, Any] = {
+        "test": {"perplexity": PERPLEXITY["student"], "nll": 2.66, "tokens": 321},
+        "parameters": {"total": 1, "trainable": 1},
+        "built": {"layers": [0, 3]},
+        "divergence": "reverse_kl",
+        "teacher_outputs": "top-k",
+        "top_k": 16,
+    }
+    if baseline:
+        save_tiny_llama(student / "baseline" / "model", seed=2)
+        metrics["baseline"] = {
+            "test": {"perplexity": PERPLEXITY["no_kd"], "nll": 2.83, "tokens": 321},
+            "parameters": {"total": 1, "trainable": 1},
+        }
+    write_manifest(
+        student,
+        {
+            "stage": "student",
+            "wall_time_s": 3.0,
+            "metrics": metrics,
+            "config": {"student": {"temperature": 2.0, "alpha": 0.5, "num_layers": 2}},
+        },
+    )
+
+    export = root / "export"
+    bundle = export / "bundle"
+    shutil.copytree(onnx_dir, bundle)
+    fp32_bytes = (bundle / "model.onnx").stat().st_size
+    int8_bytes = None
+    if int8:
+        from distill.generation.onnx_export import quantize_int8
+
+        (bundle / "fp32").mkdir()
+        shutil.move(bundle / "model.onnx", bundle / "fp32" / "model.onnx")
+        quantized = quantize_int8(bundle / "fp32" / "model.onnx", root / "quantized")
+        shutil.move(quantized, bundle / "model.onnx")
+        int8_bytes = (bundle / "model.onnx").stat().st_size
+    write_manifest(
+        export,
+        {
+            "stage": "export",
+            "wall_time_s": 4.0,
+            "metrics": {
+                "fp32_perplexity": PERPLEXITY["fp32"],
+                "int8_perplexity": PERPLEXITY["int8"] if int8 else None,
+                "parity_max_abs_diff": 1.5e-5,
+                "fp32_bytes": fp32_bytes,
+                "int8_bytes": int8_bytes,
+                "deployed": "int8" if int8 else "fp32",
+            },
+        },
+    )
+    return {"data": data, "teacher": teacher, "student": student, "export": export}
+
+
+def _run(root: Path, inputs: dict[str, Path]) -> tuple[dict, dict, Path]:
+    out = root / "report"
+    out.mkdir()
+    ctx = RunContext(name="tiny-lm", seed=0, task="causal-lm", workdir=root, recipe_dir=root)
+    metrics = generation_report.run(ctx, inputs, out, report=CONFIG)
+    return metrics, json.loads((out / "report.json").read_text(encoding="utf-8")), out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, Path]:
+    return exported_tiny_llama(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, exported) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("gen-report")
+    inputs = build_upstream(root, exported, int8=True, baseline=True)
+    metrics, document, out = _run(root, inputs)
+    return {"inputs": inputs, "metrics": metrics, "report": document, "out": out}
+
+
+def test_rows_copy_perplexities_and_measure_files(full) -> None:
+    report, inputs = full["report"], full["inputs"]
+    assert report["task"] == "causal-lm"
+    assert report["schema_version"] == generation_report.SCHEMA_VERSION
+    rows = {row["key"]: row for row in report["rows"]}
+    assert list(rows) == [
+        "teacher",
+        "student",
+        "student_no_kd",
+        "student_onnx_fp32",
+        "student_onnx_int8",
+    ]
+    expected = {
+        "teacher": PERPLEXITY["teacher"],
+        "student": PERPLEXITY["student"],
+        "student_no_kd": PERPLEXITY["no_kd"],
+        "student_onnx_fp32": PERPLEXITY["fp32"],
+        "student_onnx_int8": PERPLEXITY["int8"],
+    }
+    assert {key: row["perplexity"] for key, row in rows.items()} == expected
+    assert rows["teacher"]["validation_perplexity"] == 12.0
+
+    def weights(folder: Path) -> int:
+        return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+    bundle = inputs["export"] / "bundle"
+    assert rows["teacher"]["bytes"] == weights(inputs["teacher"] / "model")
+    assert rows["student"]["bytes"] == weights(inputs["student"] / "model")
+    assert rows["student_no_kd"]["bytes"] == weights(inputs["student"] / "baseline" / "model")
+    assert rows["student_onnx_fp32"]["bytes"] == (bundle / "fp32" / "model.onnx").stat().st_size
+    assert rows["student_onnx_int8"]["bytes"] == (bundle / "model.onnx").stat().st_size
+    assert rows["student_onnx_int8"]["deployed"] and report["deployed"] == "student_onnx_int8"
+    assert [row["key"] for row in report["rows"] if row["deployed"]] == ["student_onnx_int8"]
+    # Counted on the loaded models (the 4-layer teacher is bigger than the 2-layer student).
+    assert rows["teacher"]["parameters"] > rows["student"]["parameters"] > 0
+    assert rows["student_onnx_int8"]["parameters"] == rows["student"]["parameters"]
+    assert rows["student_no_kd"]["parameters"] == rows["student"]["parameters"]
+    teacher = rows["teacher"]
+    for row in rows.values():
+        assert row["size_ratio"] == pytest.approx(teacher["bytes"] / row["bytes"])
+        assert row["perplexity_ratio"] == pytest.approx(row["perplexity"] / teacher["perplexity"])
+    assert report["distillation"]["perplexity_gain_over_no_kd"] == pytest.approx(
+        PERPLEXITY["no_kd"] - PERPLEXITY["student"]
+    )
+    settings = report["distillation"]["settings"]
+    assert settings["divergence"] == "reverse_kl" and settings["top_k"] == 16
+    assert settings["temperature"] == 2.0 and settings["alpha"] == 0.5
+    assert "jsd_beta" not in settings
+    assert report["export"]["parity_max_abs_diff"] == 1.5e-5
+    assert report["wall_time_s"]["teacher"] == 2.0 and report["wall_time_s"]["report"] > 0
+    assert report["data"]["splits"]["test"]["examples"] == 5
+    assert report["data"]["test_tokens_scored"] == 321
+
+
+def test_tokens_per_second_are_measured_and_compared_with_the_teacher(full) -> None:
+    rows = {row["key"]: row for row in full["report"]["rows"]}
+    teacher_rate = rows["teacher"]["speed"]["tokens_per_s"]
+    for key in ("teacher", "student", "student_onnx_fp32", "student_onnx_int8"):
+        speed = rows[key]["speed"]
+        assert speed["tokens_per_s"] > 0 and speed["runs"] == 3
+        assert speed["new_tokens_per_run"] == CONFIG.max_new_tokens  # EOS ignored
+        assert speed["tokens_per_s_min"] <= speed["tokens_per_s"] <= speed["tokens_per_s_max"]
+        assert rows[key]["speedup"] == pytest.approx(speed["tokens_per_s"] / teacher_rate)
+    assert rows["student_no_kd"]["speed"] is None and rows["student_no_kd"]["speedup"] is None
+    setup = full["report"]["speed_setup"]
+    assert (setup["threads"], setup["runs"], setup["max_new_tokens"]) == (1, 3, 4)
+    metrics = full["metrics"]
+    assert metrics["deployed"] == "student_onnx_int8"
+    assert metrics["rows"]["student_onnx_int8"]["tokens_per_s"] == pytest.approx(
+        rows["student_onnx_int8"]["speed"]["tokens_per_s"]
+    )
+    assert metrics["rows"]["teacher"]["perplexity"] == PERPLEXITY["teacher"]
+
+
+def test_samples_continue_the_first_test_prompts(full) -> None:
+    samples = full["report"]["samples"]
+    bundle = full["inputs"]["export"] / "bundle"
+    assert [s["id"] for s in samples] == ["test-0", "test-1"]
+    for sample in samples:
+        assert [c["key"] for c in sample["continuations"]] == [
+            "teacher",
+            "student",
+            "student_no_kd",
+            "student_onnx_int8",
+        ]
+        by_key = {c["key"]: c for c in sample["continuations"]}
+        deployed = generate(bundle, sample["prompt"], max_new_tokens=CONFIG.max_new_tokens)
+        assert by_key["student_onnx_int8"]["text"] == deployed.text
+        assert by_key["student_onnx_int8"]["tokens"] == len(deployed.token_ids)
+        # The PyTorch student has the fp32 export's weights: the same greedy continuation.
+        fp32 = generate(
+            bundle,
+            sample["prompt"],
+            max_new_tokens=CONFIG.max_new_tokens,
+            file_name="fp32/model.onnx",
+        )
+        assert by_key["student"]["text"] == fp32.text
+        assert all(0 < c["tokens"] <= CONFIG.max_new_tokens for c in by_key.values())
+    first = samples[0]
+    words = full["report"]["samples"][0]["prompt"].split() + first["reference"].split()
+    assert words[0] == INJECTION
+    assert len(first["prompt"].split()) == len(words) // 2
+
+
+def test_markdown_html_and_plot_are_written_and_escaped(full) -> None:
+    out = full["out"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert (out / generation_report.PLOT_FILE).read_text(encoding="utf-8").startswith("<?xml")
+    assert INJECTION not in html and INJECTION not in markdown
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+    assert "<script" not in html.lower()  # no scripts at all: the page works offline
+    assert "<svg" in html and "http://" not in html.split("<svg")[0]
+    rows = {row["key"]: row for row in full["report"]["rows"]}
+    deployed, teacher = rows["student_onnx_int8"], rows["teacher"]
+    times = generation_report.fmt_times
+    headline = (
+        f"{times(deployed['size_ratio'], 'smaller', 'larger')} and "
+        f"{times(deployed['speedup'], 'faster', 'slower')} (tokens/s"
+    )
+    assert headline in html and headline in markdown
+    assert (
+        f"test perplexity {PERPLEXITY['int8']:.4g} vs the teacher's {teacher['perplexity']:.4g}"
+        in markdown
+    )
+    assert f"![Perplexity vs size]({generation_report.PLOT_FILE})" in markdown
+    for row in rows.values():
+        assert f'id="row-{row["key"]}"' in html
+    # Re-rendering from the JSON alone gives the same page.
+    report = generation_report.load_report(out / "report.json")
+    assert generation_report.render_markdown(report) == markdown
+
+
+def test_fp32_deployed_without_a_no_kd_student(tmp_path, exported) -> None:
+    inputs = build_upstream(tmp_path, exported, int8=False, baseline=False)
+    metrics, report, _ = _run(tmp_path, inputs)
+    rows = {row["key"]: row for row in report["rows"]}
+    assert list(rows) == ["teacher", "student", "student_onnx_fp32"]
+    bundle = inputs["export"] / "bundle"
+    assert rows["student_onnx_fp32"]["deployed"]
+    assert rows["student_onnx_fp32"]["bytes"] == (bundle / "model.onnx").stat().st_size
+    assert report["distillation"]["perplexity_gain_over_no_kd"] is None
+    assert any("no int8 model" in note for note in report["notes"])
+    assert [c["key"] for c in report["samples"][0]["continuations"]] == [
+        "teacher",
+        "student",
+        "student_onnx_fp32",
+    ]
+    assert metrics["deployed"] == "student_onnx_fp32"
+    assert read_manifest(inputs["export"])["metrics"]["deployed"] == "fp32"
+
+
+def test_ratios_read_as_words() -> None:
+    times = generation_report.fmt_times
+    assert times(2.5, "smaller", "larger") == "2.50× smaller"
+    assert times(0.8, "smaller", "larger") == "1.25× larger"
+    assert times(None, "faster", "slower") == "– faster"
+
+
+def test_missing_upstream_and_foreign_reports_are_refused(tmp_path) -> None:
+    ctx = RunContext(name="x", seed=0, task="causal-lm", workdir=tmp_path, recipe_dir=tmp_path)
+    with pytest.raises(ArtifactError, match=r"missing upstream stage folder\(s\) \['export'\]"):
+        generation_report.build_report(
+            ctx, {name: tmp_path for name in ("data", "teacher", "student")}, CONFIG
+        )
+    with pytest.raises(ArtifactError, match="the data stage has no complete manifest"):
+        generation_report.build_report(
+            ctx, {name: tmp_path / name for name in generation_report.UPSTREAM}, CONFIG
+        )
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"schema_version": 2, "task": "sequence-classification"}))
+    with pytest.raises(ArtifactError, match="not a causal-lm report"):
+        generation_report.load_report(path)
