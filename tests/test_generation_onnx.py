@@ -73,8 +73,42 @@ def test_int8_model_quantizes_every_projection_and_stays_close(exported, tmp_pat
     int8 = quantize_int8(fp32, tmp_path)
     assert int8 == tmp_path / "model_quantized.onnx"
     # (No size check: at hidden 32 the per-channel scales and extra nodes outweigh the savings.)
-    # Every projection of both layers (q, k, v, o, gate, up, down) runs in int8.
-    assert op_counts(int8).get("MatMulInteger") == 2 * 7
+    # Every projection of both layers (q, k, v, o, gate, up, down) runs in int8, and so does
+    # the head tied to the embedding table.
+    assert op_counts(int8).get("MatMulInteger") == 2 * 7 + 1
     base = onnx_perplexity(fp32, SEQUENCES)["perplexity"]
     quantized = onnx_perplexity(int8, SEQUENCES)["perplexity"]
     assert quantized == pytest.approx(base, rel=0.1)
+
+
+def test_tied_embedding_table_is_stored_once_in_int8(exported, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    fp32 = exported[1] / "model.onnx"
+    table = next(
+        numpy_helper.to_array(i)
+        for i in onnx.load(str(fp32)).graph.initializer
+        if i.name == "model.embed_tokens.weight"
+    )
+    int8 = onnx.load(str(quantize_int8(fp32, tmp_path)))
+    initializers = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    assert "model.embed_tokens.weight" not in initializers
+    stored = initializers["model.embed_tokens.weight.int8_t"]
+    scale = initializers["model.embed_tokens.weight.row_scale"]
+    assert stored.dtype == np.int8 and stored.shape == table.shape[::-1]
+    # Per-token scales: each row is within half a step of the fp32 row.
+    assert np.abs(stored.T * scale[:, None] - table).max() <= scale.max() / 2 + 1e-7
+    assert not [
+        n
+        for n in int8.graph.node
+        if n.op_type == "Transpose" and n.input[0] == "model.embed_tokens.weight"
+    ]
+    # The embeddings it computes are the dequantized rows: first-step logits stay close.
+    from distill.generation.generate import OnnxCausalLM
+    from distill.latency import ort_session
+
+    ids = np.asarray([SEQUENCES[0]], dtype=np.int64)
+    reference, _ = OnnxCausalLM(ort_session(fp32, 1)).forward(ids)
+    quantized, _ = OnnxCausalLM(ort_session(tmp_path / "model_quantized.onnx", 1)).forward(ids)
+    assert np.corrcoef(reference.ravel(), quantized.ravel())[0, 1] > 0.99

@@ -21,10 +21,10 @@ from distill.latency import ort_session
 
 TASK = "text-generation-with-past"
 # The weight matmuls only; the activation x activation matmuls of attention (Q.K^T, P.V) stay
-# fp32 (MatMulConstBOnly in onnx_utils.DYNAMIC_EXTRA_OPTIONS). Not the embedding Gather: with
-# tied embeddings optimum's export feeds the head a Transpose of the embedding table, so an
-# int8 table would be dequantized and transposed in full at every decoding step. For the same
-# reason a tied head is no constant MatMul weight and stays fp32.
+# fp32 (MatMulConstBOnly in onnx_utils.DYNAMIC_EXTRA_OPTIONS). Not the embedding Gather here:
+# quantized by ORT, a tied table would be dequantized and transposed in full at every
+# decoding step (optimum feeds the tied head a Transpose of it);
+# quantize_embedding_table stores it once in int8 for both uses instead.
 INT8_OPERATORS = ("MatMul",)
 
 
@@ -100,12 +100,158 @@ def check_causal_parity(
 def quantize_int8(onnx_path: Path, save_dir: Path) -> Path:
     """Dynamic int8 quantization (weights QInt8, per channel, reduced range: the settings of
     :data:`distill.onnx_utils.QUANTIZATION_DEFAULTS`) of the weight matmuls (see
-    :data:`INT8_OPERATORS`); returns ``save_dir/<stem>_quantized.onnx``. ``save_dir`` also gets ``ort_config.json``.
+    :data:`INT8_OPERATORS`), then the embedding table (and a head tied to it) in int8 too
+    (:func:`quantize_embedding_table`); returns ``save_dir/<stem>_quantized.onnx``.
+    ``save_dir`` also gets ``ort_config.json``.
     """
+    import onnx
+
     from distill import onnx_utils
 
     config = onnx_utils.quantization_config("dynamic", operators=INT8_OPERATORS)
-    return onnx_utils.quantize_dynamic(Path(onnx_path), Path(save_dir), config)
+    path = onnx_utils.quantize_dynamic(Path(onnx_path), Path(save_dir), config)
+    model = onnx.load(str(path))
+    if quantize_embedding_table(model):
+        onnx.save(model, str(path))
+    return path
+
+
+def _row_quantize(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: ``table ~= q * scale[:, None]``."""
+    scale = np.abs(table).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    quantized = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+    return quantized, scale.astype(np.float32)
+
+
+def quantize_embedding_table(model: Any) -> bool:
+    """Store the token embedding table once, in int8 with a scale per token, in place.
+
+    In small LMs the table is a fifth or more of the weights and, tied, also the output head;
+    the int8 matmul pass leaves both in fp32 (the tied head multiplies by a ``Transpose`` of
+    the table, not a constant). The table is stored transposed, [hidden, vocab] int8:
+
+    * embeddings: ``Gather(axis=1)`` of the ids' columns, transposed back, cast and scaled;
+    * tied head: ``DynamicQuantizeLinear(hidden)`` then ``MatMulInteger`` with the table,
+      rescaled by the activation scale and the per-token scales (each logit's row is one
+      token's embedding, so a per-token scale is exactly per output channel).
+
+    Returns False (graph unchanged) when no embedding ``Gather`` over an initializer is fed
+    by ``input_ids``.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    gather = next(
+        (
+            n
+            for n in graph.node
+            if n.op_type == "Gather"
+            and n.input[0] in initializers
+            and n.input[1] == "input_ids"
+            and len(initializers[n.input[0]].dims) == 2
+        ),
+        None,
+    )
+    if gather is None:
+        return False
+    table_name = gather.input[0]
+    table = numpy_helper.to_array(initializers[table_name]).astype(np.float32)
+    quantized, scale = _row_quantize(table)
+    transpose = next(
+        (n for n in graph.node if n.op_type == "Transpose" and list(n.input) == [table_name]),
+        None,
+    )
+    heads = (
+        [n for n in graph.node if n.op_type == "MatMul" and n.input[1] == transpose.output[0]]
+        if transpose is not None
+        else []
+    )
+    users = [
+        n for n in graph.node if table_name in n.input and n is not gather and n is not transpose
+    ]
+    if users or (transpose is not None and len(heads) != 1):
+        return False  # the table feeds something else too: leave the graph as it is
+    stored, scales = f"{table_name}.int8_t", f"{table_name}.row_scale"
+    graph.initializer.remove(initializers[table_name])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.ascontiguousarray(quantized.T), stored),
+            numpy_helper.from_array(scale, scales),
+        ]
+    )
+    prefix = "/distill/embedding_int8"
+    embedded = gather.output[0]
+    nodes = [
+        helper.make_node("Gather", [stored, "input_ids"], [f"{prefix}/cols"], axis=1),
+        helper.make_node("Transpose", [f"{prefix}/cols"], [f"{prefix}/rows"], perm=[1, 2, 0]),
+        helper.make_node("Cast", [f"{prefix}/rows"], [f"{prefix}/rows_f"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", [scales, "input_ids"], [f"{prefix}/scale"], axis=0),
+        helper.make_node("Unsqueeze", [f"{prefix}/scale", f"{prefix}/last"], [f"{prefix}/scale_u"]),
+        helper.make_node("Mul", [f"{prefix}/rows_f", f"{prefix}/scale_u"], [embedded]),
+    ]
+    graph.initializer.append(numpy_helper.from_array(np.asarray([-1], np.int64), f"{prefix}/last"))
+    graph.node.remove(gather)
+    graph.node.extend(nodes)
+    if transpose is not None:
+        (head,) = heads
+        hidden, logits = head.input[0], head.output[0]
+        head_prefix = "/distill/head_int8"
+        head_nodes = [
+            helper.make_node(
+                "DynamicQuantizeLinear",
+                [hidden],
+                [f"{head_prefix}/q", f"{head_prefix}/q_scale", f"{head_prefix}/q_zero"],
+            ),
+            helper.make_node(
+                "MatMulInteger",
+                [f"{head_prefix}/q", stored, f"{head_prefix}/q_zero"],
+                [f"{head_prefix}/int"],
+            ),
+            helper.make_node(
+                "Cast", [f"{head_prefix}/int"], [f"{head_prefix}/f"], to=TensorProto.FLOAT
+            ),
+            helper.make_node(
+                "Mul", [f"{head_prefix}/f", f"{head_prefix}/q_scale"], [f"{head_prefix}/a"]
+            ),
+            helper.make_node("Mul", [f"{head_prefix}/a", scales], [logits]),
+        ]
+        graph.node.remove(head)
+        graph.node.remove(transpose)
+        graph.node.extend(head_nodes)
+    _toposort(graph)
+    return True
+
+
+def _toposort(graph: Any) -> None:
+    """Reorder ``graph.node`` so each node follows the producers of its inputs (ONNX requires
+    it), keeping the existing order where it already does (Kahn's algorithm)."""
+    import heapq
+
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
+    waiting = [0] * len(nodes)
+    consumers: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        sources = {producer[name] for name in node.input if name in producer}
+        waiting[i] = len(sources)
+        for source in sources:
+            consumers.setdefault(source, []).append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        i = heapq.heappop(ready)
+        ordered.append(nodes[i])
+        for j in consumers.get(i, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(ordered) != len(nodes):
+        raise ModelLoadError("int8 embedding rewrite left a cycle in the graph")
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
