@@ -204,3 +204,39 @@ def publish_copy(source: Path, final: Path) -> None:
     with staging_dir(final) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         replace_dir(staging, final)
+
+
+def finished_manifest(folder: Path, name: str) -> dict[str, Any]:
+    """The manifest of a finished stage folder; an error naming the stage when there is none."""
+    from distill.errors import ArtifactError
+
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ArtifactError(f"{folder}: the {name} stage has no complete manifest; run it first")
+    return manifest
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The weight files of a save_pretrained folder (safetensors, else PyTorch pickles)."""
+    from distill.errors import ArtifactError
+
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("pytorch_model*.bin"))
+    if not files:
+        raise ArtifactError(f"{model_dir}: no weight files (*.safetensors or pytorch_model*.bin)")
+    return files
+
+
+def onnx_files(model_path: Path) -> list[Path]:
+    """An ONNX file plus its external-data file(s), when the weights are stored beside it."""
+    files = [model_path]
+    names = (
+        f"{model_path.name}_data",  # model.onnx_data, optimum's name
+        f"{model_path.name}.data",
+        f"{model_path.stem}.data",
+        f"{model_path.stem}.onnx_data",
+    )
+    for name in names:
+        candidate = model_path.with_name(name)
+        if candidate.is_file() and candidate not in files:
+            files.append(candidate)
+    return files

@@ -117,13 +117,36 @@ class DistillationTrainer(Trainer):
         if self.layers is not None and model.training:  # evaluation scores the logits only
             layer_loss, _ = self.layers.loss(model, outputs, inputs)
             loss = loss + layer_loss
-        if not torch.isfinite(loss):
-            # Checked on every batch: the Trainer's own logging hides NaN (logging_nan_inf_filter).
-            raise NonFiniteLossError(
-                f"stage {self.stage}: loss is {loss.item()} at step {self.state.global_step + 1}; "
-                f"stopped, nothing saved. Lower {self.table}.learning_rate or check the data"
-            )
+        check_finite(loss, self.stage, self.table, self.state.global_step + 1)
         return (loss, outputs) if return_outputs else loss
+
+
+def check_finite(loss: torch.Tensor, stage: str, table: str, step: int) -> None:
+    """Checked on every batch: the Trainer's own logging hides NaN (logging_nan_inf_filter)."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"stage {stage}: loss is {loss.item()} at step {step}; "
+            f"stopped, nothing saved. Lower {table}.learning_rate or check the data"
+        )
+
+
+def stopping_callbacks(config: TrainingConfig) -> list[TrainerCallback]:
+    """Checkpoint sealing, and early stopping unless the table turns it off."""
+    callbacks: list[TrainerCallback] = [MarkCompleteCheckpoints()]
+    if config.early_stopping_patience > 0:
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+        )
+    return callbacks
+
+
+def train_resuming(trainer: Trainer, work_dir: Path, stage: str) -> list[dict[str, Any]]:
+    """``trainer.train()``, from the newest sealed checkpoint in ``work_dir`` if there is one."""
+    resume = last_complete_checkpoint(work_dir) if work_dir.is_dir() else None
+    if resume is not None:
+        log.info("%s: resuming from %s", stage, resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return list(trainer.state.log_history)
 
 
 def training_arguments(
@@ -207,11 +230,6 @@ def train(
         metrics.pop("examples", None)
         return metrics
 
-    callbacks: list[TrainerCallback] = [MarkCompleteCheckpoints()]
-    if config.early_stopping_patience > 0:
-        callbacks.append(
-            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
-        )
     has_teacher = "teacher_logits" in train_set.column_names
     trainer = DistillationTrainer(
         model=model,
@@ -229,7 +247,7 @@ def train(
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=callbacks,
+        callbacks=stopping_callbacks(config),
         stage=stage,
         table=stage.split()[0],
         task=task,
@@ -237,11 +255,7 @@ def train(
         alpha=alpha,
         layers=layers,
     )
-    resume = last_complete_checkpoint(work_dir) if work_dir.is_dir() else None
-    if resume is not None:
-        log.info("%s: resuming from %s", stage, resume)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    return trainer, list(trainer.state.log_history)
+    return trainer, train_resuming(trainer, work_dir, stage)
 
 
 def save_trained_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+from transformers import Trainer
 
 from distill.config import TrainingConfig
 from distill.dataset_files import Split
@@ -24,9 +24,9 @@ from distill.generation.losses import IGNORE_INDEX, mean_token_nll, token_distil
 from distill.models import resolve_model, with_supported_attention
 from distill.sources import resolve_local
 from distill.training import (
-    MarkCompleteCheckpoints,
-    NonFiniteLossError,
-    last_complete_checkpoint,
+    check_finite,
+    stopping_callbacks,
+    train_resuming,
     training_arguments,
 )
 
@@ -184,11 +184,7 @@ class TokenDistillationTrainer(Trainer):
             self.divergence,  # type: ignore[arg-type]
             self.jsd_beta,
         )
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"stage {self.stage}: loss is {loss.item()} at step {self.state.global_step + 1}; "
-                f"stopped, nothing saved. Lower {self.table}.learning_rate or check the data"
-            )
+        check_finite(loss, self.stage, self.table, self.state.global_step + 1)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -206,11 +202,6 @@ def train_causal(
     **loss: Any,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
     """Train with early stopping on validation loss; the best checkpoint is loaded at the end."""
-    callbacks: list[TrainerCallback] = [MarkCompleteCheckpoints()]
-    if config.early_stopping_patience > 0:
-        callbacks.append(
-            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
-        )
     args = training_arguments(
         config,
         work_dir,
@@ -227,16 +218,12 @@ def train_causal(
         eval_dataset=eval_set,
         data_collator=CausalCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=stopping_callbacks(config),
         stage=stage,
         table=stage.split()[0],
         **loss,
     )
-    resume = last_complete_checkpoint(work_dir) if work_dir.is_dir() else None
-    if resume is not None:
-        log.info("%s: resuming from %s", stage, resume)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    return trainer, list(trainer.state.log_history)
+    return trainer, train_resuming(trainer, work_dir, stage)
 
 
 @torch.no_grad()

@@ -31,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifacts import RunContext, library_versions, read_manifest, write_json_atomic
+from distill.artifacts import (
+    RunContext,
+    finished_manifest,
+    library_versions,
+    onnx_files,
+    read_manifest,
+    weight_files,
+    write_json_atomic,
+)
 from distill.config import ReportConfig
 from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, read_split
 from distill.errors import ArtifactError, ModelLoadError
@@ -111,7 +119,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     missing = [name for name in UPSTREAM if name not in inputs]
     if missing:
         raise ArtifactError(f"report: missing upstream stage folder(s) {missing}")
-    manifests = {name: _manifest(inputs[name], name) for name in UPSTREAM}
+    manifests = {name: finished_manifest(inputs[name], name) for name in UPSTREAM}
     data_dir, teacher_dir, student_dir, export_dir = (inputs[name] for name in UPSTREAM)
 
     label_names = read_label_names(data_dir)
@@ -232,7 +240,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             warmup=config.latency_warmup,
             runs=config.latency_runs,
         )
-        files = _onnx_files(model_path)
+        files = onnx_files(model_path)
         rows.append(
             {
                 "key": key,
@@ -515,7 +523,7 @@ def _pytorch_row(
     breakdown = size_breakdown(model)
     del model
     gc.collect()
-    files = _weight_files(model_dir)
+    files = weight_files(model_dir)
     return {
         "key": key,
         "name": name,
@@ -819,13 +827,6 @@ def tfidf_baseline(
 # --------------------------------------------------------------------------- reading upstream
 
 
-def _manifest(folder: Path, name: str) -> dict[str, Any]:
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise ArtifactError(f"{folder}: the {name} stage has no complete manifest; run it first")
-    return manifest
-
-
 def _logits(path: Path, ids: list[str]) -> np.ndarray:
     if not path.is_file():
         raise ArtifactError(f"{path}: cached logits are missing")
@@ -869,28 +870,6 @@ def _quantization(export_dir: Path, manifest: dict[str, Any]) -> str:
     if isinstance(value, str):
         return value
     return "dynamic" if (export_dir / "bundle" / "fp32" / "model_fp32.onnx").is_file() else "none"
-
-
-def _weight_files(model_dir: Path) -> list[Path]:
-    """The weight files of a save_pretrained folder (safetensors, else PyTorch pickles)."""
-    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("pytorch_model*.bin"))
-    if not files:
-        raise ArtifactError(f"{model_dir}: no weight files (*.safetensors or pytorch_model*.bin)")
-    return files
-
-
-def _onnx_files(model_path: Path) -> list[Path]:
-    """An ONNX file plus its external-data file, when the weights are stored beside it."""
-    files = [model_path]
-    for name in (
-        f"{model_path.name}_data",
-        f"{model_path.name}.data",
-        f"{model_path.stem}.onnx_data",
-    ):
-        candidate = model_path.with_name(name)
-        if candidate.is_file() and candidate not in files:
-            files.append(candidate)
-    return files
 
 
 def _relative(path: Path, base: Path) -> str:

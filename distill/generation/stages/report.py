@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifacts import RunContext, library_versions, read_manifest, write_json_atomic
+from distill.artifacts import (
+    RunContext,
+    finished_manifest,
+    library_versions,
+    onnx_files,
+    read_manifest,
+    weight_files,
+    write_json_atomic,
+)
 from distill.config import ReportConfig
 from distill.dataset_files import SPLITS, read_split
 from distill.errors import ArtifactError
@@ -92,7 +100,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     missing = [name for name in UPSTREAM if name not in inputs]
     if missing:
         raise ArtifactError(f"report: missing upstream stage folder(s) {missing}")
-    manifests = {name: _manifest(inputs[name], name) for name in UPSTREAM}
+    manifests = {name: finished_manifest(inputs[name], name) for name in UPSTREAM}
     data_dir, teacher_dir, student_dir, export_dir = (inputs[name] for name in UPSTREAM)
     teacher_metrics = manifests["teacher"].get("metrics") or {}
     student_metrics = manifests["student"].get("metrics") or {}
@@ -176,7 +184,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             ("student_onnx_int8", "Student ONNX int8", "int8", int8_path, "int8_perplexity")
         )
     for key, name, precision, path, metric in onnx_rows:
-        files = _onnx_files(path)
+        files = onnx_files(path)
         rows.append(
             {
                 "key": key,
@@ -559,7 +567,7 @@ def _torch_row(
         parameters: int | None = int(sum(p.numel() for p in model.parameters()))
     else:
         parameters = (metrics.get("parameters") or {}).get("total")
-    files = _weight_files(model_dir)
+    files = weight_files(model_dir)
     return {
         "key": key,
         "name": name,
@@ -606,38 +614,8 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- reading upstream
 
 
-def _manifest(folder: Path, name: str) -> dict[str, Any]:
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise ArtifactError(f"{folder}: the {name} stage has no complete manifest; run it first")
-    return manifest
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _weight_files(model_dir: Path) -> list[Path]:
-    """The weight files of a save_pretrained folder (safetensors, else PyTorch pickles)."""
-    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("pytorch_model*.bin"))
-    if not files:
-        raise ArtifactError(f"{model_dir}: no weight files (*.safetensors or pytorch_model*.bin)")
-    return files
-
-
-def _onnx_files(model_path: Path) -> list[Path]:
-    """An ONNX file plus its external-data file(s), when the weights are stored beside it."""
-    files = [model_path]
-    names = (
-        f"{model_path.name}_data",  # model.onnx_data, optimum's name
-        f"{model_path.name}.data",
-        f"{model_path.stem}.data",
-    )
-    for name in names:
-        candidate = model_path.with_name(name)
-        if candidate.is_file() and candidate not in files:
-            files.append(candidate)
-    return files
 
 
 def _relative(path: Path, base: Path) -> str:
