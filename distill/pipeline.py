@@ -91,7 +91,14 @@ STAGES: tuple[StageSpec, ...] = (
         _lazy("labels"),
         distributed=True,
         # Token-level soft targets: what to cache depends on how the student learns.
-        task_sections={"causal-lm": ("data", "student.teacher_outputs", "student.top_k")},
+        task_sections={
+            "causal-lm": (
+                "data",
+                "student.teacher_outputs",
+                "student.top_k",
+                "student.temperature",  # the cached normalizer is the softened distribution's
+            )
+        },
     ),
     StageSpec(
         "student",

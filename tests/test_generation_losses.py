@@ -200,3 +200,69 @@ def test_mean_token_nll_sums_over_scored_tokens(batch) -> None:
     nll0, c0 = mean_token_nll(student[:1], labels[:1])
     nll1, c1 = mean_token_nll(student[1:], labels[1:])
     assert (nll0 + nll1, c0 + c1) == (pytest.approx(nll, rel=1e-6), count)
+
+
+def tail_reference(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    kind: str,
+    top_k: int,
+) -> float:
+    """k + 1 buckets by hand: the teacher's top-k ids with their full-vocabulary probabilities
+    (both models at temperature T), then one bucket with the rest."""
+    s, t, y = student.double().tolist(), teacher.double().tolist(), labels.tolist()
+    kd_sum = ce_sum = 0.0
+    count = 0
+    for b in range(len(y)):
+        for pos in range(len(y[b]) - 1):
+            target = y[b][pos + 1]
+            if target == IGNORE_INDEX:
+                continue
+            count += 1
+            ce_sum -= _log_softmax(s[b][pos])[target]
+            ids = sorted(range(V), key=lambda i, row=t[b][pos]: -row[i])[:top_k]
+            full_p = _log_softmax(t[b][pos], temperature)
+            full_q = _log_softmax(s[b][pos], temperature)
+            buckets = []
+            for full in (full_p, full_q):
+                top = [full[i] for i in ids]
+                rest = max(1 - sum(math.exp(x) for x in top), 1e-12)
+                buckets.append([*top, math.log(rest)])
+            kd_sum += _divergence(buckets[0], buckets[1], kind, 0.5)
+    return alpha * temperature**2 * kd_sum / count + (1 - alpha) * ce_sum / count
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("k", [2, V])
+def test_top_k_with_the_full_normalizer_keeps_a_tail_bucket(batch, kind: str, k: int) -> None:
+    student, teacher, labels = batch
+    values, indices = top_k_logits(teacher, k)
+    normalizer = torch.logsumexp(teacher / 2.0, dim=-1)
+    loss, _ = token_distillation_loss(
+        student, (values, indices, normalizer), labels, 2.0, 0.6, kind
+    )
+    assert float(loss) == pytest.approx(
+        tail_reference(student, teacher, labels, 2.0, 0.6, kind, k), rel=1e-9
+    )
+    if k == V:  # nothing left for the tail: the full-vocabulary loss
+        full, _ = token_distillation_loss(student, teacher, labels, 2.0, 0.6, kind)
+        assert float(loss) == pytest.approx(float(full), rel=1e-9)
+
+
+def test_mass_outside_the_top_k_is_paid_for_only_with_the_tail_bucket(batch) -> None:
+    _, teacher, labels = batch
+    values, indices = top_k_logits(teacher, 3)
+    normalizer = torch.logsumexp(teacher, dim=-1)
+    # A student equal to the teacher on its top 3 ids, but with far more mass elsewhere.
+    student = teacher.clone()
+    outside = torch.ones_like(teacher, dtype=torch.bool).scatter(-1, indices, False)
+    student[outside] += 6.0
+
+    def kd(cache: tuple) -> float:
+        return token_distillation_loss(student, cache, labels, 1.0, 1.0)[1]["kd"]
+
+    assert kd((values, indices)) == pytest.approx(0.0, abs=1e-9)  # blind to it
+    assert kd((values, indices, normalizer)) > 0.5

@@ -95,6 +95,9 @@ def test_top_k_cache_covers_every_training_token(project: Path) -> None:
         assert cache["values"].shape == (labels["tokens"], 8)
         assert cache["values"].dtype == np.float16 and cache["indices"].dtype == np.int32
         assert int(cache["lengths"].sum()) == labels["tokens"]
+        # The full distribution's log-normalizer: at least the largest logit (T = 1 here).
+        assert cache["log_normalizer"].shape == (labels["tokens"],)
+        assert (cache["log_normalizer"] >= cache["values"][:, 0].astype(np.float32) - 1e-2).all()
         # Sorted descending per token: the top of the teacher's distribution.
         assert (np.diff(cache["values"].astype(np.float32), axis=1) <= 0).all()
 

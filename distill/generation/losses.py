@@ -17,8 +17,17 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 DIVERGENCES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
-# The teacher as full logits [B, T, V], or as a cached top-k: (values [B, T, k], ids [B, T, k]).
-Teacher = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+# The teacher as full logits [B, T, V], or as a cached top-k: (values [B, T, k], ids [B, T, k]),
+# optionally with the log-normalizer of its full distribution at the distillation temperature,
+# logsumexp(logits / T) [B, T], which gives the top-k tokens their true probabilities and the
+# rest of the vocabulary one "tail" bucket (see _teacher_and_student_log_probs).
+Teacher = (
+    torch.Tensor
+    | tuple[torch.Tensor, torch.Tensor]
+    | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+)
+# Smallest probability given to a tail bucket, so that log 0 never reaches a KL.
+_TAIL_FLOOR = 1e-12
 
 
 def top_k_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +119,12 @@ def _check_teacher(student_logits: torch.Tensor, teacher: Teacher) -> None:
                 f"{tuple(student_logits.shape)} differ in shape (token-level KD needs one vocabulary)"
             )
         return
-    values, indices = teacher
+    values, indices = teacher[0], teacher[1]
+    if len(teacher) == 3 and teacher[2].shape != values.shape[:2]:
+        raise ValueError(
+            f"top-k teacher log-normalizer {tuple(teacher[2].shape)} must be [B, T] = "
+            f"{tuple(values.shape[:2])}"
+        )
     if values.shape != indices.shape or values.shape[:2] != student_logits.shape[:2]:
         raise ValueError(
             f"top-k teacher values {tuple(values.shape)} and ids {tuple(indices.shape)} "
@@ -124,7 +138,7 @@ def _select(teacher: Teacher, index: torch.Tensor | slice) -> Teacher:
     """The same positions of full logits or of both halves of a top-k cache."""
     if isinstance(teacher, torch.Tensor):
         return teacher[index]
-    return teacher[0][index], teacher[1][index]
+    return tuple(part[index] for part in teacher)  # type: ignore[return-value]
 
 
 def _teacher_and_student_log_probs(
@@ -134,6 +148,16 @@ def _teacher_and_student_log_probs(
     (the last axis: the vocabulary, or the teacher's top-k ids)."""
     if isinstance(teacher, torch.Tensor):
         teacher_scores, student_scores = teacher, student_logits
+    elif len(teacher) == 3:
+        # k + 1 buckets: the teacher's top-k tokens with their true probabilities (from the
+        # cached full log-normalizer) and one bucket for the rest of the vocabulary; the
+        # student's full distribution is folded the same way. Mass the student puts outside
+        # the teacher's top k is then paid for; with k = V the tail is empty and this is the
+        # full-vocabulary divergence.
+        values, indices, log_normalizer = teacher
+        teacher_top = values.to(student_logits.dtype) / temperature - log_normalizer.unsqueeze(-1)
+        student_top = F.log_softmax(student_logits / temperature, dim=-1).gather(-1, indices)
+        return _with_tail(teacher_top), _with_tail(student_top)
     else:
         teacher_scores, indices = teacher
         # The student is restricted to the teacher's k ids and renormalised there.
@@ -141,6 +165,12 @@ def _teacher_and_student_log_probs(
     teacher_log_probs = F.log_softmax(teacher_scores.to(student_logits.dtype) / temperature, dim=-1)
     student_log_probs = F.log_softmax(student_scores / temperature, dim=-1)
     return teacher_log_probs, student_log_probs
+
+
+def _with_tail(top_log_probs: torch.Tensor) -> torch.Tensor:
+    """Top-k log-probabilities plus a last entry: the log of the mass left to the other ids."""
+    tail = (1 - top_log_probs.exp().sum(dim=-1, keepdim=True)).clamp_min(_TAIL_FLOOR)
+    return torch.cat([top_log_probs, tail.log()], dim=-1)
 
 
 def token_distillation_loss(
@@ -161,12 +191,15 @@ def token_distillation_loss(
     :func:`divergence_per_token`); T^2 keeps its gradients on the cross-entropy's scale.
 
     ``teacher`` is either full logits [B, T, V] or a top-k cache ``(values, ids)``, both
-    [B, T, k] (ids int64, from :func:`top_k_logits`). With a top-k cache the teacher
-    distribution is the softmax of its k values at temperature T, and the student's
-    distribution is restricted to the same k ids and renormalised (softmax of the student's
-    logits at those ids, at temperature T): the two then share one support, which is what
-    distillation from cached top-k logits does. The tail outside the top k is not distilled;
-    with k = V this equals the full-logit loss.
+    [B, T, k] (ids int64, from :func:`top_k_logits`), optionally with a third part, the
+    teacher's full log-normalizer ``logsumexp(logits / T)`` [B, T]. With it (what distill
+    caches) the divergence is taken over k + 1 buckets: the k ids with their true
+    probabilities, and the rest of the vocabulary as one bucket, for the teacher and for the
+    student's full distribution alike, so a student that moves mass off the teacher's top k
+    pays for it. Without it the teacher distribution is the softmax of its k values and the
+    student's is restricted to the same k ids and renormalised; that version cannot see mass
+    the student puts elsewhere (a student trained that way may match the top-k shape with a
+    poor overall distribution). With k = V both equal the full-logit loss.
 
     With ``alpha = 0`` this is the plain next-token cross-entropy and ``teacher`` may be None.
     Returns the loss and its parts (``kd``: the divergence times T^2; ``ce``) as floats.

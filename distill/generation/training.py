@@ -32,7 +32,7 @@ from distill.training import (
 
 log = logging.getLogger("distill")
 
-TOP_K_COLUMNS = ("topk_values", "topk_indices")
+TOP_K_COLUMNS = ("topk_values", "topk_indices", "topk_log_normalizer")
 
 
 def cache_root() -> Path:
@@ -91,18 +91,19 @@ def encode_texts(tokenizer: Any, split: Split, max_length: int) -> list[list[int
     return [ids + ([eos] if eos is not None else []) for ids in encoded["input_ids"]]
 
 
-def as_dataset(sequences: list[list[int]], top_k: tuple[list[Any], list[Any]] | None = None) -> Any:
+def as_dataset(sequences: list[list[int]], top_k: tuple[list[Any], ...] | None = None) -> Any:
     import datasets
 
     columns: dict[str, Any] = {"input_ids": sequences}
     if top_k is not None:
-        columns["topk_values"], columns["topk_indices"] = top_k
+        columns.update(zip(TOP_K_COLUMNS, top_k, strict=True))
     return datasets.Dataset.from_dict(columns)
 
 
 class CausalCollator:
     """Pads to the longest sequence of the batch; labels are the ids with padding at -100.
-    Cached top-k teacher logits are padded alongside (padding is never scored)."""
+    Cached top-k teacher logits (and their log-normalizers) are padded alongside (padding is
+    never scored)."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -124,11 +125,16 @@ class CausalCollator:
             k = len(features[0]["topk_values"][0])
             values = torch.zeros((len(features), length, k), dtype=torch.float32)
             indices = torch.zeros((len(features), length, k), dtype=torch.long)
+            normalizers = torch.zeros((len(features), length), dtype=torch.float32)
             for row, feature in enumerate(features):
                 n = len(feature["topk_values"])
                 values[row, :n] = torch.as_tensor(np.asarray(feature["topk_values"], np.float32))
                 indices[row, :n] = torch.as_tensor(np.asarray(feature["topk_indices"]))
+                normalizers[row, :n] = torch.as_tensor(
+                    np.asarray(feature["topk_log_normalizer"], np.float32)
+                )
             batch["topk_values"], batch["topk_indices"] = values, indices
+            batch["topk_log_normalizer"] = normalizers
         return batch
 
 

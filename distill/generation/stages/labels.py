@@ -7,7 +7,10 @@ A full distribution per token (49,152 floats for SmolLM2) is too large to cache;
 at every step instead.
 
 Outputs: ``topk/train.npz`` with ``ids``, ``lengths`` (tokens per example), ``values``
-(float16, [tokens, k]) and ``indices`` (int32, [tokens, k]), rows in example order.
+(float16, [tokens, k]), ``indices`` (int32, [tokens, k]) and ``log_normalizer`` (float32,
+[tokens]: ``logsumexp(logits / T)`` over the whole vocabulary at the student's temperature,
+which gives the top-k ids their true probabilities and leaves the rest of the vocabulary
+one "tail" bucket in the loss), rows in example order.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def run(
     data: DataConfig,
     teacher_outputs: str,
     top_k: int,
+    temperature: float,
 ) -> dict[str, Any]:
     if teacher_outputs == "online":
         return {"mode": "online", "cached": False}
@@ -59,13 +63,14 @@ def run(
     model = load_causal_lm(teacher_dir, "teacher model").eval()
     train = read_split(inputs["data"], "train")
     sequences = encode_texts(tokenizer, train, data.max_length)
-    values, indices = top_k_cache(model, sequences, tokenizer.pad_token_id, top_k)
+    cache = top_k_cache(model, sequences, tokenizer.pad_token_id, top_k, temperature)
     (out / "topk").mkdir()
-    save_top_k(out / "topk" / "train.npz", train.ids, sequences, values, indices)
+    save_top_k(out / "topk" / "train.npz", train.ids, sequences, *cache)
     return {
         "mode": "top-k",
         "cached": True,
         "k": top_k,
+        "temperature": temperature,
         "examples": len(sequences),
         "tokens": int(sum(len(s) for s in sequences)),
         "bytes": (out / "topk" / "train.npz").stat().st_size,
@@ -75,20 +80,23 @@ def run(
 
 @torch.no_grad()
 def top_k_cache(
-    model: Any, sequences: list[list[int]], pad_id: int, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k logits of every real token of ``sequences``, concatenated in order."""
+    model: Any, sequences: list[list[int]], pad_id: int, k: int, temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k logits of every real token of ``sequences`` and the log-normalizer of the
+    softened distribution (``logsumexp(logits / temperature)``), concatenated in order."""
     collate = CausalCollator(pad_id)
-    values, indices = [], []
+    values, indices, normalizers = [], [], []
     for start in range(0, len(sequences), BATCH_SIZE):
         chunk = sequences[start : start + BATCH_SIZE]
         batch = collate([{"input_ids": s} for s in chunk])
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         top_values, top_indices = top_k_logits(logits.float(), min(k, logits.shape[-1]))
+        normalizer = torch.logsumexp(logits.float() / temperature, dim=-1)
         for row, sequence in enumerate(chunk):
             values.append(top_values[row, : len(sequence)].to(torch.float16).numpy())
             indices.append(top_indices[row, : len(sequence)].to(torch.int32).numpy())
-    return np.concatenate(values), np.concatenate(indices)
+            normalizers.append(normalizer[row, : len(sequence)].numpy())
+    return np.concatenate(values), np.concatenate(indices), np.concatenate(normalizers)
 
 
 def save_top_k(
@@ -97,9 +105,17 @@ def save_top_k(
     sequences: list[list[int]],
     values: np.ndarray,
     indices: np.ndarray,
+    log_normalizer: np.ndarray,
 ) -> None:
     lengths = np.asarray([len(s) for s in sequences], dtype=np.int32)
-    np.savez(path, ids=np.asarray(ids), lengths=lengths, values=values, indices=indices)
+    np.savez(
+        path,
+        ids=np.asarray(ids),
+        lengths=lengths,
+        values=values,
+        indices=indices,
+        log_normalizer=log_normalizer.astype(np.float32),
+    )
 
 
 def load_top_k(
@@ -112,6 +128,7 @@ def load_top_k(
     with np.load(path) as cache:
         cached_ids = [str(i) for i in cache["ids"]]
         lengths, values, indices = cache["lengths"], cache["values"], cache["indices"]
+        normalizers = cache["log_normalizer"]
     if cached_ids != list(ids):
         raise ArtifactError(f"{path}: cached for other examples than the training split")
     expected = [len(s) for s in sequences]
@@ -122,4 +139,5 @@ def load_top_k(
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     value_rows = [values[a:b].astype(np.float32) for a, b in itertools.pairwise(offsets)]
     index_rows = [indices[a:b].astype(np.int64) for a, b in itertools.pairwise(offsets)]
-    return value_rows, index_rows
+    normalizer_rows = [normalizers[a:b] for a, b in itertools.pairwise(offsets)]
+    return value_rows, index_rows, normalizer_rows

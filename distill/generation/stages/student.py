@@ -91,7 +91,7 @@ def _train_one(
     teacher: nn.Module,
     tokenizer: Any,
     sequences: dict[str, list[list[int]]],
-    top_k: tuple[list[Any], list[Any]] | None,
+    top_k: tuple[list[Any], ...] | None,
     out: Path,
 ) -> dict[str, Any]:
     model, built = build_student(config, teacher, tokenizer, ctx)
