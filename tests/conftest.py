@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,17 +74,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_classifier(tmp_path_factory.mktemp("tiny-bert"))
 
 
+def write_csv(path: Path, header: list[str], rows: Any) -> Path:
+    """A UTF-8 CSV file with a header row."""
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
 @pytest.fixture
 def sentiment_csv(tmp_path: Path) -> Path:
     """A small two-class CSV with columns text,label."""
-    import csv
-
-    path = tmp_path / "reviews.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(synthetic_rows(120))
-    return path
+    return write_csv(tmp_path / "reviews.csv", ["text", "label"], synthetic_rows(120))
 
 
 ROOT = Path(__file__).parent.parent

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_distill
+from conftest import run_distill, write_csv
 
 from distill.artifacts import read_manifest, sha256_file
 
@@ -18,15 +18,11 @@ def distill(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    import csv
 
     from conftest import synthetic_rows
 
     root = tmp_path_factory.mktemp("project")
-    with (root / "reviews.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(synthetic_rows(160))
+    write_csv((root / "reviews.csv"), ["text", "label"], synthetic_rows(160))
     (root / "recipe.toml").write_text(
         f"""
 name = "tiny"

@@ -4,14 +4,13 @@ to ONNX with a KV cache and int8, perplexity re-measured with onnxruntime."""
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_distill
+from conftest import run_distill, write_csv
 from generation_helpers import WORDS, tiny_llama, tiny_tokenizer
 
 from distill.artifacts import read_manifest
@@ -39,10 +38,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     teacher = root / "teacher-base"
     tiny_llama(seed=1, layers=4).save_pretrained(teacher, safe_serialization=True)
     tiny_tokenizer().save_pretrained(teacher)
-    with (root / "text.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text"])
-        writer.writerows([s] for s in sentences(160))
+    write_csv(root / "text.csv", ["text"], ([s] for s in sentences(160)))
     (root / "recipe.toml").write_text(
         """
 name = "gen"

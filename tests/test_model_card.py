@@ -3,14 +3,13 @@ the folder still loads with transformers and pipeline() shows real label names. 
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import synthetic_rows
+from conftest import synthetic_rows, write_csv
 from huggingface_hub import ModelCard, ModelCardData
 
 from distill.artifacts import RunContext, write_manifest
@@ -244,10 +243,7 @@ def student_stage_run(
     shutil.copytree(tiny_model_dir, source)
     (source / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n", encoding="utf-8")
     csv_path = root / "reviews.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(synthetic_rows(120))
+    write_csv(csv_path, ["text", "label"], synthetic_rows(120))
     ctx = RunContext(
         name="card-run", seed=3, task="sequence-classification", workdir=root, recipe_dir=root
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_command, run_distill
+from conftest import run_command, run_distill, write_csv
 
 from distill.artifacts import read_manifest
 from distill.dataset_files import load_logits
@@ -48,15 +48,11 @@ KILLER = textwrap.dedent(
 
 
 def write_project(root: Path, model_dir: Path) -> Path:
-    import csv
 
     from conftest import synthetic_rows
 
     root.mkdir(parents=True, exist_ok=True)
-    with (root / "reviews.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(synthetic_rows(120))
+    write_csv((root / "reviews.csv"), ["text", "label"], synthetic_rows(120))
     recipe = root / "recipe.toml"
     recipe.write_text(
         f"""

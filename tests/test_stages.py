@@ -23,16 +23,12 @@ from distill.training import NonFiniteLossError
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
-    import csv
 
-    from conftest import synthetic_rows
+    from conftest import synthetic_rows, write_csv
 
     root = tmp_path_factory.mktemp("stages")
     csv_path = root / "reviews.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(synthetic_rows(160))
+    write_csv(csv_path, ["text", "label"], synthetic_rows(160))
     ctx = RunContext(
         name="t", seed=7, task="sequence-classification", workdir=root, recipe_dir=root
     )

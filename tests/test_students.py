@@ -3,12 +3,11 @@ published as its own bundle and measured; the report marks the accuracy/size fro
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
-from conftest import run_distill, synthetic_rows
+from conftest import run_distill, synthetic_rows, write_csv
 
 from distill.artifacts import read_manifest
 from distill.stages.report import pareto_front
@@ -24,10 +23,7 @@ def test_pareto_front_marks_students_no_other_beats_on_both() -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("students")
-    with (root / "reviews.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(synthetic_rows(160))
+    write_csv((root / "reviews.csv"), ["text", "label"], synthetic_rows(160))
     (root / "recipe.toml").write_text(
         f"""
 name = "multi"
