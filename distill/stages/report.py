@@ -901,8 +901,8 @@ def _recipe(manifests: dict[str, dict[str, Any]], config: ReportConfig) -> dict[
     return recipe
 
 
-def _training(stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Headline training numbers and the loss / eval curves from the Trainer's log history."""
+def training_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Steps, epochs, train time and the validation/test metrics a training stage recorded."""
     metrics = manifest.get("metrics") or {}
     summary = {
         key: metrics.get(key)
@@ -912,6 +912,12 @@ def _training(stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     for split in ("validation", "test"):
         if isinstance(metrics.get(split), dict):
             summary[split] = metrics[split]
+    return summary
+
+
+def _training(stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Headline training numbers and the loss / eval curves from the Trainer's log history."""
+    summary = training_summary(manifest)
     curves: dict[str, list[list[float]]] = {}
     path = stage_dir / "log_history.json"
     if path.is_file():

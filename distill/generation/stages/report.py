@@ -626,16 +626,9 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def _training(manifest: dict[str, Any]) -> dict[str, Any]:
-    metrics = manifest.get("metrics") or {}
-    summary = {
-        key: metrics.get(key)
-        for key in ("steps", "epochs_run", "train_runtime_s")
-        if metrics.get(key) is not None
-    }
-    for split in ("validation", "test"):
-        if isinstance(metrics.get(split), dict):
-            summary[split] = metrics[split]
-    return {"summary": summary, "wall_time_s": manifest.get("wall_time_s")}
+    from distill.stages.report import training_summary
+
+    return {"summary": training_summary(manifest), "wall_time_s": manifest.get("wall_time_s")}
 
 
 def _recipe(manifests: dict[str, dict[str, Any]], config: ReportConfig) -> dict[str, Any]:
