@@ -18,6 +18,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     create_model,
+    field_serializer,
     model_validator,
 )
 
@@ -261,6 +262,11 @@ class StudentTable(StudentConfig):
         description="[student.variants.NAME] tables: further students, each [student] with "
         "the keys it names replaced. Names: letters, digits, '-' and '_'.",
     )
+
+    @field_serializer("variants")
+    def _only_the_keys_each_variant_sets(self, variants: dict[str, Any]) -> dict[str, Any]:
+        # What a variant leaves unset it inherits: a full dump (with None) would lose that.
+        return {name: v.model_dump(mode="json", exclude_unset=True) for name, v in variants.items()}
 
     @model_validator(mode="after")
     def _variants_are_valid_students(self) -> StudentTable:

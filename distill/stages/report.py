@@ -385,14 +385,25 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
 
 
 def _student_settings(student_manifest: dict[str, Any], name: str) -> dict[str, Any]:
-    """The recipe keys that tell one student from another (the variant's own table merged)."""
+    """The recipe keys that tell one student from another, as the student stage resolved
+    them (the variant's table over [student], with the same inheritance rules)."""
+    from pydantic import ValidationError
+
+    from distill.config import StudentTable
+
     table = dict((student_manifest.get("config") or {}).get("student") or {})
-    variants = table.pop("variants", None) or {}
-    if name != "main":
-        table.update({k: v for k, v in (variants.get(name) or {}).items() if v is not None})
+    # Older manifests dumped every variant key, None for those a variant left unset.
+    table["variants"] = {
+        variant: {k: v for k, v in (keys or {}).items() if v is not None}
+        for variant, keys in (table.get("variants") or {}).items()
+    }
+    try:
+        resolved = StudentTable.model_validate(table).variant(name).model_dump(mode="json")
+    except (ValidationError, KeyError):  # a manifest from another version: show what it says
+        resolved = {k: v for k, v in table.items() if k != "variants"}
     keys = ("init", "model", "num_layers", "layers", "temperature", "alpha")
-    keys += ("hidden_weight", "attention_weight", "trim_vocabulary")
-    return {k: table.get(k) for k in keys if table.get(k) not in (None, False)}
+    keys += ("learning_rate", "hidden_weight", "attention_weight", "trim_vocabulary")
+    return {k: resolved.get(k) for k in keys if resolved.get(k) not in (None, False, 0, 0.0)}
 
 
 def student_frontier(
