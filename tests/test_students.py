@@ -115,3 +115,23 @@ def test_report_lists_each_student_with_its_frontier_flag(project: Path) -> None
     assert "## Students" in markdown and "students_frontier.svg" in markdown
     assert (project / "reports" / "multi" / "students_frontier.svg").is_file()
     assert 'id="students-frontier"' in (project / "reports" / "multi" / "report.html").read_text()
+
+
+def test_student_settings_follow_the_variant_inheritance_rules() -> None:
+    from distill.config import StudentTable
+    from distill.stages.report import _student_settings
+
+    table = StudentTable(
+        init="pretrained",
+        model="org/mini",
+        trim_vocabulary=True,
+        variants={"cut": {"init": "teacher-layers", "layers": [0, 5]}},
+    )
+    manifest = {"config": {"student": table.model_dump(mode="json")}}
+    assert manifest["config"]["student"]["variants"] == {
+        "cut": {"init": "teacher-layers", "layers": [0, 5]}
+    }  # only the keys the variant sets are stored
+    assert _student_settings(manifest, "main")["model"] == "org/mini"
+    cut = _student_settings(manifest, "cut")
+    assert cut["init"] == "teacher-layers" and cut["layers"] == [0, 5]
+    assert "model" not in cut and cut["trim_vocabulary"] is True  # inherited, not the model
