@@ -111,6 +111,7 @@ def test_report_lists_each_student_with_its_frontier_flag(project: Path) -> None
     # The primary student's entry agrees with its int8 row of the main table.
     int8 = next(r for r in report["rows"] if r["key"] == "student_onnx_int8")
     assert main["accuracy"] == pytest.approx(int8["accuracy"])
+    assert main["latency"] == int8["latency"]  # the same file, timed once
     markdown = (project / "reports" / "multi" / "report.md").read_text()
     assert "## Students" in markdown and "students_frontier.svg" in markdown
     assert (project / "reports" / "multi" / "students_frontier.svg").is_file()
