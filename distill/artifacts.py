@@ -216,6 +216,19 @@ def finished_manifest(folder: Path, name: str) -> dict[str, Any]:
     return manifest
 
 
+def upstream_manifests(
+    inputs: dict[str, Path], names: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """The manifests of the finished stages ``names`` a report reads; an error naming any
+    folder that is missing or unfinished."""
+    from distill.errors import ArtifactError
+
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise ArtifactError(f"report: missing upstream stage folder(s) {missing}")
+    return {name: finished_manifest(inputs[name], name) for name in names}
+
+
 def weight_files(model_dir: Path) -> list[Path]:
     """The weight files of a save_pretrained folder (safetensors, else PyTorch pickles)."""
     from distill.errors import ArtifactError

@@ -33,10 +33,10 @@ import numpy as np
 
 from distill.artifacts import (
     RunContext,
-    finished_manifest,
     library_versions,
     onnx_files,
     read_manifest,
+    upstream_manifests,
     weight_files,
     write_json_atomic,
 )
@@ -116,10 +116,7 @@ def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
 def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig) -> dict[str, Any]:
     """Everything the report shows, as one JSON-able dict."""
     started = time.perf_counter()
-    missing = [name for name in UPSTREAM if name not in inputs]
-    if missing:
-        raise ArtifactError(f"report: missing upstream stage folder(s) {missing}")
-    manifests = {name: finished_manifest(inputs[name], name) for name in UPSTREAM}
+    manifests = upstream_manifests(inputs, UPSTREAM)
     data_dir, teacher_dir, student_dir, export_dir = (inputs[name] for name in UPSTREAM)
 
     label_names = read_label_names(data_dir)
