@@ -32,18 +32,12 @@ import time
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from distill.errors import DistillError
+from distill.locking import exclusive_lock
 from distill.sources import resolve_local
-
-try:  # POSIX; elsewhere extraction is not serialised, the atomic rename still keeps it whole
-    import fcntl
-except ImportError:  # pragma: no cover - not on Linux
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("distill.archives")
 
@@ -115,7 +109,7 @@ def unpack_split_zip(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ArchiveError(f"{key}: cannot create the cache folder {root} ({exc})") from None
-    with _lock(root / f".{final.name}.lock"):
+    with exclusive_lock(root / f".{final.name}.lock"):
         # Another process may have finished while this one waited for the lock.
         if _valid_marker(final, digest) is not None:
             return final
@@ -190,20 +184,6 @@ def _valid_marker(final: Path, digest: str) -> dict[str, Any] | None:
         except OSError:
             return None
     return marker
-
-
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes; the kernel drops it if the holder dies."""
-    if fcntl is None:  # pragma: no cover - not on Linux
-        yield
-        return
-    with path.open("a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _remove(path: Path) -> None:

@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -184,13 +186,38 @@ def replace_dir(staging: Path, final: Path) -> None:
         os.replace(staging, final)
 
 
+_STAGING_OWNER = re.compile(r"\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)-[0-9a-f]{6}$")
+
+
+def _owner_gone(staging: Path) -> bool:
+    """Whether the process that made a staging folder has ended (its name holds host and PID).
+    A folder of another host, or of an unknown owner, is left alone: its owner may be alive."""
+    match = _STAGING_OWNER.search(staging.name)
+    if match is None or match["host"] not in (None, socket.gethostname()):
+        return False
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 @contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
-    """A fresh temporary sibling of ``final``; removed if the block fails, else left for the caller."""
+    """A fresh temporary sibling of ``final``; removed if the block fails, else left for the caller.
+
+    Leftovers of interrupted earlier attempts are removed, but only those whose owner
+    process has ended: a live process's staging folder is never touched.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        _remove(stale)  # leftovers of an interrupted earlier attempt: never reused
-    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        if _owner_gone(stale):
+            _remove(stale)
+    staging = final.with_name(
+        f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    )
     staging.mkdir()
     try:
         yield staging

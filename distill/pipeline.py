@@ -4,7 +4,9 @@ Each stage is a function ``run(ctx, inputs, out, **sections) -> metrics`` where
 ``inputs`` maps each upstream stage to its finished folder, ``out`` is an empty
 staging folder, and ``sections`` are the recipe tables the stage declares (and only
 those). The pipeline decides freshness from a fingerprint of those tables, the task,
-the seed and the upstream fingerprints, and checks every file's sha256 before reuse.
+the seed, the content of the files the stage reads (``StageSpec.reads``) and the files
+its upstream stages actually produced (their manifests' sha256s), and checks every file's
+sha256 before reuse. One process at a time runs in a run folder (``runs/<name>/.lock``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,10 @@ from distill.artifacts import (
     write_manifest,
 )
 from distill.config import Recipe
+from distill.content import ContentHashes, Source, identify
 from distill.distributed import barrier
 from distill.errors import ArtifactError, DistillError
+from distill.locking import run_lock
 
 log = logging.getLogger("distill")
 
@@ -58,6 +63,9 @@ class StageSpec:
     # A task whose stage reads other recipe entries than ``sections`` (dotted names may
     # name a single key, e.g. "student.top_k").
     task_sections: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The files, folders and hub references outside the run that the stage reads: their
+    # content (not the recipe text naming them) is part of its fingerprint.
+    reads: Callable[[Recipe], list[Source]] = field(default=lambda recipe: [])
 
     def sections_for(self, task: str) -> tuple[str, ...]:
         return self.task_sections.get(task, self.sections)
@@ -72,6 +80,37 @@ STAGE_PACKAGES = {
 }
 
 
+def _model_sources(table: str, config: Any) -> list[Source]:
+    """A model's weights: its archive parts when it comes from one, else its folder or hub id."""
+    if config.archive:
+        return [Source(f"{table}.archive[{i}]", part) for i, part in enumerate(config.archive)]
+    return [Source(f"{table}.model", config.model, config.revision)]
+
+
+def _data_reads(recipe: Recipe) -> list[Source]:
+    data = recipe.data
+    keys = {"data.path": data.path, "data.validation_path": data.validation_path}
+    keys["data.test_path"] = data.test_path
+    return [Source(key, ref, repo_type="dataset") for key, ref in keys.items() if ref]
+
+
+def _transfer_reads(recipe: Recipe) -> list[Source]:
+    transfer = recipe.student.transfer
+    if transfer is None or transfer.path == "unused":  # "unused" rows come from the data stage
+        return []
+    return [Source("student.transfer.path", transfer.path, repo_type="dataset")]
+
+
+def _student_reads(recipe: Recipe) -> list[Source]:
+    sources = []
+    for name in recipe.student.student_names():
+        config = recipe.student.variant(name)
+        if config.init == "pretrained":
+            table = "student" if name == "main" else f"student.variants.{name}"
+            sources += _model_sources(table, config)
+    return sources
+
+
 def _lazy(module: str) -> Callable[[str], StageFn]:
     def load(task: str) -> StageFn:
         import importlib
@@ -82,14 +121,22 @@ def _lazy(module: str) -> Callable[[str], StageFn]:
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("data", ("data",), (), _lazy("data")),
-    StageSpec("teacher", ("data", "teacher"), ("data",), _lazy("teacher"), distributed=True),
+    StageSpec("data", ("data",), (), _lazy("data"), reads=_data_reads),
+    StageSpec(
+        "teacher",
+        ("data", "teacher"),
+        ("data",),
+        _lazy("teacher"),
+        distributed=True,
+        reads=lambda recipe: _model_sources("teacher", recipe.teacher),
+    ),
     StageSpec(
         "labels",
         ("data", "student.transfer"),
         ("data", "teacher"),
         _lazy("labels"),
         distributed=True,
+        reads=_transfer_reads,
         # Token-level soft targets: what to cache depends on how the student learns.
         task_sections={
             "causal-lm": (
@@ -106,6 +153,7 @@ STAGES: tuple[StageSpec, ...] = (
         ("data", "teacher", "labels"),
         _lazy("student"),
         distributed=True,
+        reads=_student_reads,
     ),
     StageSpec(
         "export",
@@ -145,30 +193,84 @@ def _dump(table: Any) -> Any:
     return table.model_dump(mode="json") if hasattr(table, "model_dump") else table
 
 
-def stage_fingerprint(spec: StageSpec, recipe: Recipe, upstream: dict[str, str]) -> str:
-    settings = {s: _dump(_section(recipe, s)) for s in spec.sections_for(recipe.task)}
+@dataclass(frozen=True)
+class Dependencies:
+    """Everything a stage's result depends on; the fingerprint hashes all of it."""
+
+    settings: dict[str, Any]  # the recipe tables the stage reads
+    sources: dict[str, Any]  # content identities of the files/folders/hub refs it reads
+    upstream: dict[str, str]  # a digest of each upstream stage's output files
+
+    def fingerprint(self, spec: StageSpec, recipe: Recipe) -> str:
+        return fingerprint(
+            {
+                "stage": spec.name,
+                "distill": __version__,
+                "task": recipe.task,
+                "seed": recipe.seed,
+                "settings": self.settings,
+                "sources": self.sources,
+                "upstream": self.upstream,
+            }
+        )
+
+
+# Files that record how a result was made rather than the result: training logs with wall
+# times, the Trainer's pickled arguments (which hold the output path). They differ between
+# two identical runs, so they are left out of what later stages depend on.
+RECORD_ONLY = frozenset({"log_history.json", "training_args.bin"})
+
+
+def outputs_digest(manifest: dict[str, Any]) -> str:
+    """What a finished stage produced: a digest of its result files' paths, sizes and sha256s."""
+    files = manifest["files"]
     return fingerprint(
-        {
-            "stage": spec.name,
-            "distill": __version__,
-            "task": recipe.task,
-            "seed": recipe.seed,
-            "settings": settings,
-            "upstream": upstream,
-        }
+        {rel: files[rel] for rel in files if rel.rsplit("/", 1)[-1] not in RECORD_ONLY}
     )
 
 
-def _up_to_date(folder: Path, expected: str) -> tuple[bool, str]:
+def stage_dependencies(
+    spec: StageSpec,
+    recipe: Recipe,
+    ctx: RunContext,
+    upstream: dict[str, dict[str, Any]],
+    hashes: ContentHashes,
+) -> Dependencies:
+    """The stage's recipe tables, the content of what it reads, and its upstream outputs."""
+    return Dependencies(
+        settings={s: _dump(_section(recipe, s)) for s in spec.sections_for(recipe.task)},
+        sources=identify(spec.reads(recipe), ctx.recipe_dir, hashes),
+        upstream={name: outputs_digest(manifest) for name, manifest in upstream.items()},
+    )
+
+
+def _up_to_date(folder: Path, expected: str, deps: Dependencies) -> tuple[bool, str]:
     manifest = read_manifest(folder)
     if manifest is None:
         return False, "no complete manifest" if folder.exists() else "not run yet"
     if manifest.get("fingerprint") != expected:
-        return False, "recipe or upstream changed"
+        return False, _what_changed(manifest, deps)
     problems = verify_files(folder, manifest)
     if problems:
         return False, "; ".join(problems[:3])
     return True, "up to date"
+
+
+def _what_changed(manifest: dict[str, Any], deps: Dependencies) -> str:
+    """Why a stage is stale, in words: which upstream stage, input file or recipe table."""
+
+    def differing(old: Any, new: dict[str, Any]) -> list[str]:
+        old = old if isinstance(old, dict) else {}
+        return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+    reasons = []
+    if changed := differing(manifest.get("upstream"), deps.upstream):
+        reasons.append(f"upstream {', '.join(changed)} changed")
+    if changed := differing(manifest.get("sources"), deps.sources):
+        reasons.append(f"{', '.join(changed)} changed on disk")
+    if changed := differing(manifest.get("config"), deps.settings):
+        reasons.append(f"recipe {', '.join(changed)} changed")
+    return "; ".join(reasons) or "seed, task or distill version changed"
 
 
 def _publish(spec: StageSpec, ctx: RunContext, folder: Path) -> None:
@@ -212,9 +314,17 @@ def run_pipeline(
     last = names.index(only) if only else len(stages) - 1
 
     check_output_paths(ctx)
+    # One run at a time per run folder: the main process holds the lock for the whole run
+    # (helper processes of the same launch share it); a second run is refused at once.
+    with run_lock(ctx.run_dir) if ctx.is_main_process else nullcontext():
+        return _run_stages(recipe, ctx, stages[: last + 1], forced)
+
+
+def _run_stages(
+    recipe: Recipe, ctx: RunContext, selected: tuple[StageSpec, ...], forced: set[str]
+) -> dict[str, dict[str, Any]]:
     manifests: dict[str, dict[str, Any]] = {}
-    prints: dict[str, str] = {}
-    selected = stages[: last + 1]
+    hashes = ContentHashes()
     for position, spec in enumerate(selected):
         # Once no data-parallel stage is left, helper processes leave (rather than spin in a
         # barrier while the main process exports and times models, skewing the latencies),
@@ -225,16 +335,19 @@ def run_pipeline(
         if shared:
             barrier()  # under a launcher: the main process has finished the previous stage
         folder = ctx.stage_dir(spec.name)
-        upstream = {u: prints[u] for u in spec.requires}
-        expected = stage_fingerprint(spec, recipe, upstream)
-        fresh, why = _up_to_date(folder, expected)
+        deps = stage_dependencies(
+            spec, recipe, ctx, {u: manifests[u] for u in spec.requires}, hashes
+        )
+        hashes.save()
+        expected = deps.fingerprint(spec, recipe)
+        fresh, why = _up_to_date(folder, expected, deps)
         inputs = {u: ctx.stage_dir(u) for u in spec.requires}
         if fresh and spec.name not in forced:
             log.info("stage %-8s skipped (%s)", spec.name, why)
         elif ctx.is_main_process:
             reason = "forced" if spec.name in forced else why
             log.info("stage %-8s running (%s)", spec.name, reason)
-            _run_stage(spec, recipe, ctx, folder, expected, inputs, upstream)
+            _run_stage(spec, recipe, ctx, folder, expected, inputs, deps)
         elif spec.distributed:
             _assist_stage(spec, recipe, ctx, expected, inputs)
         if shared:
@@ -245,7 +358,6 @@ def run_pipeline(
         if ctx.is_main_process:
             _publish(spec, ctx, folder)
         manifests[spec.name] = manifest
-        prints[spec.name] = expected
     return manifests
 
 
@@ -256,7 +368,7 @@ def _run_stage(
     folder: Path,
     expected: str,
     inputs: dict[str, Path],
-    upstream: dict[str, str],
+    deps: Dependencies,
 ) -> None:
     run, checkpoints = _bind(spec, recipe, ctx, expected, inputs)
     started = time.perf_counter()
@@ -279,8 +391,9 @@ def _run_stage(
                 "fingerprint": expected,
                 "task": recipe.task,
                 "seed": recipe.seed,
-                "config": {s: _dump(_section(recipe, s)) for s in spec.sections_for(recipe.task)},
-                "upstream": upstream,
+                "config": deps.settings,
+                "sources": deps.sources,
+                "upstream": deps.upstream,
                 "metrics": metrics,
                 "wall_time_s": round(time.perf_counter() - started, 3),
             },

@@ -97,8 +97,9 @@ def test_student_under_two_processes(projects: tuple[Path, Path]) -> None:
     }
     assert first["metrics"]["batch"]["effective_batch_size"] == 32
     assert abs(second["metrics"]["test"]["accuracy"] - first["metrics"]["test"]["accuracy"]) <= 0.15
-    # Exactly one copy of each artifact: no per-rank folders, no leftovers.
+    # Exactly one copy of each artifact: no per-rank folders, no leftovers; one run lock.
     assert sorted(p.name for p in (two / "runs/resume").iterdir()) == [
+        ".lock",
         "data",
         "export",
         "labels",

@@ -17,7 +17,7 @@ import pytest
 from distill.artifacts import RunContext, read_manifest
 from distill.config import Recipe, validate_recipe
 from distill.errors import ArtifactError
-from distill.pipeline import StageSpec, run_pipeline
+from distill.pipeline import StageSpec, outputs_digest, run_pipeline
 
 RAW = {
     "name": "p",
@@ -32,7 +32,11 @@ def _stage(name: str, fail: BaseException | None = None) -> Any:
     def run(ctx: RunContext, inputs: dict[str, Path], out: Path, **sections: Any) -> dict[str, Any]:
         CALLS.append(name)
         upstream = {k: (v / "value.txt").read_text() for k, v in inputs.items()}
-        (out / "value.txt").write_text(f"{name}<-{sorted(upstream.items())}")
+        # Like a real stage, what it writes depends on its settings and its inputs.
+        settings = {
+            k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in sections.items()
+        }
+        (out / "value.txt").write_text(f"{name}<-{sorted(upstream.items())} {settings}")
         if fail is not None:
             raise fail
         return {"sections": sorted(sections)}
@@ -83,7 +87,7 @@ def test_runs_in_order_then_skips_everything(ctx: RunContext) -> None:
     assert (ctx.stage_dir("student") / "value.txt").read_text().startswith("student<-[('data'")
     assert manifests["teacher"]["config"].keys() == {"data", "teacher"}  # only its own tables
     assert manifests["teacher"]["files"]["value.txt"]["bytes"] > 0
-    assert manifests["teacher"]["upstream"] == {"data": manifests["data"]["fingerprint"]}
+    assert manifests["teacher"]["upstream"] == {"data": outputs_digest(manifests["data"])}
     CALLS.clear()
     run_pipeline(recipe(), ctx, stages=stages())
     assert CALLS == []
