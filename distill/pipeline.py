@@ -216,17 +216,16 @@ class Dependencies:
 
 
 # Files that record how a result was made rather than the result: training logs with wall
-# times, the Trainer's pickled arguments (which hold the output path). They differ between
-# two identical runs, so they are left out of what later stages depend on.
-RECORD_ONLY = frozenset({"log_history.json", "training_args.bin"})
+# times, tensorboard event files, the Trainer's pickled arguments (which hold the output
+# path). They differ between two identical runs, so later stages do not depend on them.
+RECORD_ONLY = frozenset({"log_history.json", "training_args.bin", "tensorboard"})
 
 
 def outputs_digest(manifest: dict[str, Any]) -> str:
     """What a finished stage produced: a digest of its result files' paths, sizes and sha256s."""
     files = manifest["files"]
-    return fingerprint(
-        {rel: files[rel] for rel in files if rel.rsplit("/", 1)[-1] not in RECORD_ONLY}
-    )
+    results = {rel: entry for rel, entry in files.items() if RECORD_ONLY.isdisjoint(rel.split("/"))}
+    return fingerprint(results)
 
 
 def stage_dependencies(
