@@ -224,10 +224,12 @@ def _validate(args: argparse.Namespace) -> int:
     from distill.preflight import check_sources
 
     recipe, recipe_dir = load_recipe(args.recipe, args.overrides)
-    check_sources(recipe, recipe_dir, args.recipe)
+    notes = check_sources(recipe, recipe_dir, args.recipe)
     print(
         f"{args.recipe}: ok (run {recipe.name!r}, task {recipe.task}, student init {recipe.student.init})"
     )
+    for note in notes:
+        print(f"  note: {note}")
     return 0
 
 
@@ -238,7 +240,8 @@ def _run(args: argparse.Namespace) -> int:
     from distill.preflight import check_sources
 
     recipe, recipe_dir = load_recipe(args.recipe, args.overrides)
-    check_sources(recipe, recipe_dir, args.recipe)
+    for note in check_sources(recipe, recipe_dir, args.recipe):
+        log.info("not checked before the run: %s", note)
     from distill.distributed import current
 
     ctx = RunContext(
