@@ -96,7 +96,7 @@ def _read_csv(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dic
     return header, rows
 
 
-def _check_unique_columns(path: Path, header: list[str]) -> None:
+def _check_unique_columns(path: Path, header: list[str], where: str = "line 1: the header") -> None:
     """A repeated column name would silently keep only its last column: refuse it."""
     positions: dict[str, list[int]] = {}
     for number, name in enumerate(header, start=1):
@@ -107,8 +107,7 @@ def _check_unique_columns(path: Path, header: list[str]) -> None:
             f"{name!r} is columns {', '.join(map(str, where))}" for name, where in repeated.items()
         )
         raise DataError(
-            f"{path}: line 1: the header repeats column name(s): {listed}; "
-            "give every column a unique name"
+            f"{path}: {where} repeats column name(s): {listed}; give every column a unique name"
         )
 
 
@@ -169,9 +168,14 @@ def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]
     import pyarrow.parquet as pq
 
     try:
+        # The schema first: pyarrow cannot read a table whose columns repeat a name.
+        _check_unique_columns(path, pq.read_schema(path).names, where="the schema")
         table = pq.read_table(path)
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable Parquet file ({first})") from None
     return table.column_names, [(i + 1, r) for i, r in enumerate(table.to_pylist())]
 
 

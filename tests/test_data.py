@@ -119,6 +119,22 @@ def test_csv_header_with_a_repeated_column_name_is_refused_naming_its_positions(
     assert "'text' is columns 1, 3" in message and "'label'" not in message
 
 
+def test_parquet_with_a_repeated_column_name_is_refused_naming_its_positions(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array([f"row {i}" for i in range(40)]), pa.array(["a", "b"] * 20)]
+    table = pa.Table.from_arrays([*columns, columns[0]], names=["text", "label", "text"])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(
+        DataError,
+        match=r"dup\.parquet: the schema repeats column name\(s\): 'text' is columns 1, 3",
+    ):
+        build_splits(config(tmp_path / "dup.parquet"), tmp_path, seed=0)
+
+
 def test_repeated_json_keys_are_refused_naming_file_line_and_key(tmp_path: Path) -> None:
     good = '{"text": "a", "label": "x"}'
     (tmp_path / "d.jsonl").write_text(f'{good}\n{{"text": "b", "label": "y", "text": "c"}}\n')
