@@ -60,6 +60,24 @@ def check_cached_model(repo_id: str, revision: str | None, key: str) -> Path:
     return config
 
 
+def check_cached_dataset(dataset_id: str, key: str) -> None:
+    """Offline: ``datasets`` finds the data set prepared in its own cache, or downloaded in
+    the hub cache; with neither, ``load_dataset`` cannot work."""
+    import datasets.config
+    from datasets.naming import camelcase_to_snakecase
+    from huggingface_hub import constants
+
+    parts = dataset_id.split("/")
+    parts[-1] = camelcase_to_snakecase(parts[-1])  # how datasets names its cache folder
+    prepared = Path(datasets.config.HF_DATASETS_CACHE).expanduser() / "___".join(parts)
+    downloaded = Path(constants.HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}"
+    if not prepared.is_dir() and not downloaded.is_dir():
+        raise SourceError(
+            f"{key}: hub dataset {dataset_id!r} is in neither local cache ({prepared}, "
+            f"{downloaded}) and HF_HUB_OFFLINE is set; load it once online, or name a file"
+        )
+
+
 def check_online(repo_id: str, revision: str | None, repo_type: str, key: str) -> None:
     """One metadata request (TIMEOUT_S, no retries): the repository and revision exist."""
     import requests

@@ -76,12 +76,12 @@ def _check_data(recipe: Recipe, recipe_dir: Path, found: _Findings) -> None:
 def _check_hub(
     repo_id: str, revision: str | None, repo_type: str, key: str, found: _Findings
 ) -> None:
-    """Offline: the model is cached (datasets keep their own cache: noted); online: it exists."""
+    """Offline: the model or data set is cached; online: it exists (one short request)."""
     if hub.hub_offline():
         if repo_type == "model":
             hub.check_cached_model(repo_id, revision, key)
         else:
-            found.notes.append(f"{key}: hub dataset {repo_id!r} not checked offline")
+            hub.check_cached_dataset(repo_id, key)
         return
     if found.network_down:
         found.unchecked_hub.append(f"{key} {repo_id!r}")
@@ -167,11 +167,11 @@ def _check_max_length(
     for name in recipe.student.student_names():
         student = recipe.student.variant(name)
         table = "student" if name == "main" else f"student.variants.{name}"
-        if student.init == "config" and teacher is not None and student.config:
-            models[f"{table}.config (the teacher's config with these overrides)"] = {
-                **teacher,
-                **student.config,
-            }
+        if student.init != "config" or teacher is None or not student.config:
+            continue
+        merged = {**teacher, **student.config}
+        if usable_positions(merged) != usable_positions(teacher):  # else the teacher's check
+            models[f"{table}.config (the teacher's config with these overrides)"] = merged
     max_length = recipe.data.max_length
     for model, config in models.items():
         limit = usable_positions(config) if config is not None else None

@@ -278,3 +278,77 @@ def test_validate_online_names_a_hub_model_that_does_not_exist(
     assert code == 2
     assert "student.model: no model 'someone/student-model' on the Hugging Face Hub" in err
     assert "teacher.model" not in err
+
+
+def test_validate_checks_max_length_of_a_causal_lm_teacher(tmp_path: Path, capsys) -> None:
+    (tmp_path / "texts.csv").write_text("text\nthe cat sat\n", encoding="utf-8")
+    llama = _model_folder(tmp_path / "lm", model_type="llama", max_position_embeddings=32)
+    body = f"""
+name = "x"
+task = "causal-lm"
+[data]
+path = "texts.csv"
+max_length = 48
+[teacher]
+model = "{llama}"
+[student]
+num_layers = 1
+"""
+    code, _, err = _validate(write_recipe(tmp_path, body), capsys)
+    assert code == 2
+    assert f"data.max_length: 48 exceeds the 32 token positions of teacher.model '{llama}'" in err
+
+
+def _recipe_with_hub_data(folder: Path, model: Path) -> Path:
+    body = f"""
+name = "x"
+[data]
+path = "someone/reviews"
+[teacher]
+model = "{model}"
+[student]
+num_layers = 1
+"""
+    return write_recipe(folder, body)
+
+
+def test_validate_offline_refuses_a_hub_dataset_in_neither_cache(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets.config
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    model = _model_folder(tmp_path / "bert", model_type="bert", max_position_embeddings=512)
+    recipe = _recipe_with_hub_data(tmp_path, model)
+    code, _, err = _validate(recipe, capsys)
+    assert code == 2
+    assert "data.path: hub dataset 'someone/reviews' is in neither local cache" in err
+    (tmp_path / "datasets" / "someone___reviews").mkdir(parents=True)  # prepared once online
+    code, out, err = _validate(recipe, capsys)
+    assert code == 0 and "ok" in out, err
+
+
+def test_validate_online_names_a_hub_dataset_that_does_not_exist(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    calls = []
+
+    def repo_info(self: object, repo_id: str, **kwargs: object) -> None:
+        calls.append(kwargs["repo_type"])
+        response = requests.Response()
+        response.status_code = 404
+        raise RepositoryNotFoundError("404 Client Error", response=response)
+
+    _online_with_an_empty_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    model = _model_folder(tmp_path / "bert", model_type="bert", max_position_embeddings=512)
+    code, _, err = _validate(_recipe_with_hub_data(tmp_path, model), capsys)
+    assert code == 2 and calls == ["dataset"]
+    assert "data.path: no dataset 'someone/reviews' on the Hugging Face Hub" in err
