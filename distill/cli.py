@@ -24,6 +24,7 @@ from distill.errors import DistillError
 
 if TYPE_CHECKING:
     from distill.artifacts import RunContext
+    from distill.predict_lines import InputLine
 
 log = logging.getLogger("distill")
 
@@ -102,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Classify texts with an exported bundle (export/<name>/). Texts come from the "
             "arguments, from --file (one per line), or from stdin when neither is given "
-            "(or for '-'); blank lines are skipped. Prints one line per text: "
-            "label<TAB>probability<TAB>every label=probability."
+            "(or for '-'). Prints one line per input line, in input order: "
+            "label<TAB>probability<TAB>every label=probability (--json: one JSON object). "
+            "A line that is not UTF-8 or is blank is not predicted: its output line is "
+            '\'error<TAB>WHERE: why\' (--json: {"line": N, "source": ..., "error": ...}), '
+            "every other line is still predicted, and the exit status is 2."
         ),
     )
     predict.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
@@ -220,10 +224,12 @@ def _validate(args: argparse.Namespace) -> int:
     from distill.preflight import check_sources
 
     recipe, recipe_dir = load_recipe(args.recipe, args.overrides)
-    check_sources(recipe, recipe_dir, args.recipe)
+    notes = check_sources(recipe, recipe_dir, args.recipe)
     print(
         f"{args.recipe}: ok (run {recipe.name!r}, task {recipe.task}, student init {recipe.student.init})"
     )
+    for note in notes:
+        print(f"  note: {note}")
     return 0
 
 
@@ -234,7 +240,8 @@ def _run(args: argparse.Namespace) -> int:
     from distill.preflight import check_sources
 
     recipe, recipe_dir = load_recipe(args.recipe, args.overrides)
-    check_sources(recipe, recipe_dir, args.recipe)
+    for note in check_sources(recipe, recipe_dir, args.recipe):
+        log.info("not checked before the run: %s", note)
     from distill.distributed import current
 
     ctx = RunContext(
@@ -347,62 +354,69 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_lines(text: str) -> list[str]:
-    """One text per line (\\n or \\r\\n); blank lines are skipped."""
-    lines = (line.removesuffix("\r") for line in text.split("\n"))
-    return [line for line in lines if line.strip()]
-
-
-def _predict_texts(args: argparse.Namespace) -> list[str]:
-    """The texts in order: arguments ('-' is stdin), then --file; stdin when neither is given."""
+def _predict_inputs(args: argparse.Namespace) -> list[InputLine]:
+    """The inputs in order: arguments ('-' is stdin), then --file; stdin when neither is given."""
     from distill.errors import DataError
+    from distill.predict_lines import STDIN, argument_lines, split_lines, to_bytes
 
-    def stdin_lines() -> list[str]:
+    def stdin_lines() -> list[InputLine]:
         if sys.stdin is None:
             raise DataError("no texts given and no stdin to read them from")
         if sys.stdin.isatty():
             print("reading texts from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
-        return _read_lines(sys.stdin.read())
+        # Bytes, so that one undecodable line fails alone (text-mode stdin may be a StringIO).
+        buffer = getattr(sys.stdin, "buffer", None)
+        data = buffer.read() if buffer is not None else to_bytes(sys.stdin.read())
+        return split_lines(data, STDIN)
 
-    texts: list[str] = []
+    inputs: list[InputLine] = []
+    arguments = [text for text in args.texts if text != "-"]
+    numbered = iter(argument_lines(arguments))
     for text in args.texts:
-        if text == "-":
-            texts.extend(stdin_lines())
-        else:
-            texts.append(text)
+        inputs.extend(stdin_lines() if text == "-" else [next(numbered)])
     if args.file is not None:
         if str(args.file) == "-":
-            texts.extend(stdin_lines())
+            inputs.extend(stdin_lines())
         else:
             try:
-                texts.extend(_read_lines(args.file.read_text(encoding="utf-8-sig")))
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{args.file}: not UTF-8 text ({exc.reason})") from None
+                inputs.extend(split_lines(args.file.read_bytes(), str(args.file)))
             except OSError as exc:
                 raise DataError(f"{args.file}: cannot read it: {exc.strerror or exc}") from None
     elif not args.texts:
-        texts.extend(stdin_lines())
-    return texts
+        inputs.extend(stdin_lines())
+    return inputs
 
 
 def _predict(args: argparse.Namespace) -> int:
+    """One output line per input line; a line that cannot be predicted gets an error line."""
+    from distill.errors import DataError
+    from distill.predict_lines import failure_summary, prediction_tsv
     from distill.serve import load_bundle
 
     predictor = load_bundle(args.bundle, threads=args.threads)
-    texts = _predict_texts(args)
+    inputs = _predict_inputs(args)
+    texts = [item.text for item in inputs if item.text is not None]
+    predictions = predictor.iter_predict(texts, batch_size=args.batch_size)
+    failed = []
     try:
-        for prediction in predictor.iter_predict(texts, batch_size=args.batch_size):
-            if args.json:
-                line = json.dumps(prediction.to_dict(), ensure_ascii=False)
-            else:
-                scores = " ".join(f"{k}={v:.4f}" for k, v in prediction.probabilities.items())
-                line = f"{prediction.label}\t{prediction.probability:.4f}\t{scores}"
-            print(line)
+        for item in inputs:
+            if item.text is None:
+                failed.append(item)
+                print(item.error_json() if args.json else item.error_tsv())
+                continue
+            prediction = next(predictions)
+            print(
+                json.dumps(prediction.to_dict(), ensure_ascii=False)
+                if args.json
+                else prediction_tsv(prediction)
+            )
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. `distill predict ... | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    if failed:
+        raise DataError(failure_summary(failed, len(inputs)))
     return 0
 
 

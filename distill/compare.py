@@ -22,6 +22,7 @@ from distill.errors import ArtifactError
 COMPARE_SCHEMA_VERSION = 1
 READABLE_SCHEMAS = (1, 2)
 REPORT_FILE = "report.json"
+CLASSIFICATION_TASK = "sequence-classification"
 
 # (key, label, kind, higher_is_better): kind picks the formatting (see distill.render).
 METRICS: tuple[tuple[str, str, str, bool], ...] = (
@@ -61,6 +62,7 @@ def compare_reports(dir_a: Path, dir_b: Path) -> dict[str, Any]:
     """Everything the comparison shows, as one JSON-able dict (changes are B - A)."""
     folder_a, a = load_report_json(dir_a)
     folder_b, b = load_report_json(dir_b)
+    _check_same_task(folder_a, a, folder_b, b)
     rows_a = {row["key"]: row for row in a.get("rows", [])}
     rows_b = {row["key"]: row for row in b.get("rows", [])}
     keys = list(rows_a) + [key for key in rows_b if key not in rows_a]
@@ -166,14 +168,35 @@ def run_compare(dir_a: Path, dir_b: Path, out: Path | None = None) -> Path:
 
     comparison = compare_reports(dir_a, dir_b)
     out = Path(out) if out is not None else default_out(dir_a, dir_b)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "compare.json", comparison)
-    (out / "compare.md").write_text(render_markdown(comparison), encoding="utf-8")
-    (out / "compare.html").write_text(render_html(comparison), encoding="utf-8")
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out}: is a file; -o names the folder to write the comparison into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "compare.json", comparison)
+        (out / "compare.md").write_text(render_markdown(comparison), encoding="utf-8")
+        (out / "compare.html").write_text(render_html(comparison), encoding="utf-8")
+    except OSError as exc:  # a read-only place, a file in the way, /proc, a full disk
+        where = exc.filename or out
+        raise ArtifactError(
+            f"{where}: cannot write the comparison there ({exc.strerror or exc}); "
+            "pass -o a folder you can write to"
+        ) from None
     return out
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _check_same_task(folder_a: Path, a: dict[str, Any], folder_b: Path, b: dict[str, Any]) -> None:
+    """Reports of different tasks share no metric (accuracy vs perplexity): refuse the pair."""
+    # Reports written before causal-lm existed carry no task: they are classification.
+    task_a, task_b = (r.get("task") or CLASSIFICATION_TASK for r in (a, b))
+    if task_a != task_b:
+        raise ArtifactError(
+            f"cannot compare {folder_a / REPORT_FILE} (task {task_a!r}) with "
+            f"{folder_b / REPORT_FILE} (task {task_b!r}): reports of different tasks have "
+            "different metrics; compare two runs of the same task"
+        )
 
 
 def _side(folder: Path, report: dict[str, Any]) -> dict[str, Any]:

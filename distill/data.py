@@ -6,6 +6,7 @@ is an error naming the file and line, never a silent NaN.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -53,9 +54,12 @@ class LoadReport:
 
 
 def _decode(path: Path, encoding: str) -> str:
+    """The file's text; a UTF-8 byte-order mark (Excel writes one) is not part of it."""
     raw = path.read_bytes()
     try:
-        return raw.decode(encoding)
+        text = raw.decode(encoding)
+        # The BOM would otherwise glue itself to the first column name ('\ufefftext').
+        return text.removeprefix("\ufeff") if codecs.lookup(encoding).name == "utf-8" else text
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(
@@ -76,6 +80,7 @@ def _read_csv(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dic
         raise DataError(f"{path}: the file is empty") from None
     except csv.Error as exc:
         raise DataError(f"{path}: line 1: malformed CSV header ({exc})") from None
+    _check_unique_columns(path, header)
     rows: list[tuple[int, dict[str, Any]]] = []
     try:
         for fields in reader:
@@ -91,6 +96,34 @@ def _read_csv(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dic
     return header, rows
 
 
+def _check_unique_columns(path: Path, header: list[str], where: str = "line 1: the header") -> None:
+    """A repeated column name would silently keep only its last column: refuse it."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(header, start=1):
+        positions.setdefault(name, []).append(number)
+    repeated = {name: where for name, where in positions.items() if len(where) > 1}
+    if repeated:
+        listed = "; ".join(
+            f"{name!r} is columns {', '.join(map(str, where))}" for name, where in repeated.items()
+        )
+        raise DataError(
+            f"{path}: {where} repeats column name(s): {listed}; give every column a unique name"
+        )
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object names one key twice (json keeps the last value silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen[key] = value
+    return seen
+
+
 def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     rows = []
     columns: dict[str, None] = {}
@@ -98,9 +131,13 @@ def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, d
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
+        except _RepeatedKey as exc:
+            raise DataError(
+                f"{path}: line {number}: the object repeats the key {exc.args[0]!r}"
+            ) from None
         if not isinstance(obj, dict):
             raise DataError(
                 f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}"
@@ -112,9 +149,11 @@ def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, d
 
 def _read_json(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     try:
-        obj = json.loads(_decode(path, encoding))
+        obj = json.loads(_decode(path, encoding), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    except _RepeatedKey as exc:
+        raise DataError(f"{path}: an object repeats the key {exc.args[0]!r}") from None
     if isinstance(obj, dict) and isinstance(obj.get("data"), list):
         obj = obj["data"]
     if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
@@ -129,9 +168,14 @@ def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]
     import pyarrow.parquet as pq
 
     try:
+        # The schema first: pyarrow cannot read a table whose columns repeat a name.
+        _check_unique_columns(path, pq.read_schema(path).names, where="the schema")
         table = pq.read_table(path)
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable Parquet file ({first})") from None
     return table.column_names, [(i + 1, r) for i, r in enumerate(table.to_pylist())]
 
 

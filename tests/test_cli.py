@@ -92,3 +92,263 @@ def test_schema_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "student" in schema["properties"] and schema["additionalProperties"] is False
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def _model_folder(folder: Path, **config: object) -> Path:
+    """A model folder as validate sees it: config.json and (empty) safetensors weights."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+def _validate(recipe: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["validate", str(recipe)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_validate_refuses_max_length_beyond_the_teachers_positions(
+    tmp_path: Path, sentiment_csv: Path, tiny_model_dir: Path, capsys
+) -> None:
+    body = f"""
+name = "x"
+[data]
+path = "{sentiment_csv}"
+max_length = {{}}
+[teacher]
+model = "{tiny_model_dir}"
+[student]
+num_layers = 2
+"""
+    code, _, err = _validate(write_recipe(tmp_path, body.format(128)), capsys)
+    assert code == 2
+    assert (
+        f"data.max_length: 128 exceeds the 64 token positions of teacher.model "
+        f"'{tiny_model_dir}' (max_position_embeddings = 64); set data.max_length to at most 64"
+    ) in err
+    code, out, err = _validate(write_recipe(tmp_path, body.format(64)), capsys)
+    assert code == 0 and "ok" in out, err
+
+
+def test_validate_checks_max_length_of_pretrained_and_config_students(
+    tmp_path: Path, sentiment_csv: Path, capsys
+) -> None:
+    bert = _model_folder(tmp_path / "bert", model_type="bert", max_position_embeddings=512)
+    # RoBERTa's position ids start after pad_token_id: 66 rows hold 64 tokens.
+    roberta = _model_folder(
+        tmp_path / "roberta", model_type="roberta", max_position_embeddings=66, pad_token_id=1
+    )
+    body = f"""
+name = "x"
+[data]
+path = "{sentiment_csv}"
+max_length = 65
+[teacher]
+model = "{bert}"
+[student]
+init = "pretrained"
+model = "{roberta}"
+[student.variants.small]
+init = "config"
+config = {{ max_position_embeddings = 32, num_hidden_layers = 2 }}
+"""
+    code, _, err = _validate(write_recipe(tmp_path, body), capsys)
+    assert code == 2
+    assert f"65 exceeds the 64 token positions of student.model '{roberta}'" in err
+    assert "less 2 because roberta position ids start after the padding id" in err
+    assert "65 exceeds the 32 token positions of student.variants.small.config" in err
+    assert "teacher.model" not in err
+
+
+def _recipe_with_hub_models(folder: Path, data: Path) -> Path:
+    return write_recipe(
+        folder,
+        f"""
+name = "x"
+[data]
+path = "{data}"
+[teacher]
+model = "someone/teacher-model"
+[student]
+init = "pretrained"
+model = "someone/student-model"
+""",
+    )
+
+
+def test_validate_offline_refuses_a_hub_model_missing_from_an_empty_cache(
+    tmp_path: Path, sentiment_csv: Path
+) -> None:
+    from conftest import run_command
+
+    recipe = _recipe_with_hub_models(tmp_path, sentiment_csv)
+    command = [sys.executable, "-m", "distill", "validate", str(recipe)]
+    result = run_command(command, tmp_path, HF_HOME=str(tmp_path / "hf"))  # offline, empty
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    for key, repo in (
+        ("teacher.model", "someone/teacher-model"),
+        ("student.model", "someone/student-model"),
+    ):
+        assert f"{key}: '{repo}' is not in the local Hugging Face cache" in result.stderr
+
+
+def _fake_cache(root: Path, repo_id: str, **config: object) -> Path:
+    """The hub cache layout huggingface_hub reads: refs/main -> snapshots/<commit>/."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    _model_folder(repo / "snapshots" / ("0" * 40), **config)
+    return repo
+
+
+def test_validate_offline_reads_a_cached_hub_models_config(
+    tmp_path: Path, sentiment_csv: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    _fake_cache(tmp_path / "cache", "someone/teacher-model", max_position_embeddings=512)
+    _fake_cache(tmp_path / "cache", "someone/student-model", max_position_embeddings=100)
+    code, _, err = _validate(_recipe_with_hub_models(tmp_path, sentiment_csv), capsys)
+    assert code == 2  # cached, so checked: the student's positions are too few for 128
+    assert "128 exceeds the 100 token positions of student.model 'someone/student-model'" in err
+    assert "teacher" not in err
+
+
+def _online_with_an_empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+
+
+def test_validate_online_without_network_fails_once_and_fast_with_a_hint(
+    tmp_path: Path, sentiment_csv: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+    from huggingface_hub import HfApi
+
+    calls = []
+
+    def unreachable(self: object, repo_id: str, **kwargs: object) -> None:
+        calls.append((repo_id, kwargs))
+        raise requests.ConnectionError("Failed to resolve 'huggingface.co'")
+
+    _online_with_an_empty_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(HfApi, "repo_info", unreachable)
+    code, _, err = _validate(_recipe_with_hub_models(tmp_path, sentiment_csv), capsys)
+    assert code == 2
+    assert len(calls) == 1 and calls[0][1]["timeout"] <= 10  # one short request, no storm
+    assert (
+        "teacher.model: cannot reach the Hugging Face Hub to check model 'someone/teacher-model'"
+        in err
+    )
+    assert "set HF_HUB_OFFLINE=1 and pre-download it" in err
+    assert "not checked, the hub being unreachable: student.model 'someone/student-model'" in err
+
+
+def test_validate_online_names_a_hub_model_that_does_not_exist(
+    tmp_path: Path, sentiment_csv: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+    from huggingface_hub import HfApi, file_download
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def repo_info(self: object, repo_id: str, **kwargs: object) -> None:
+        if repo_id == "someone/student-model":
+            response = requests.Response()
+            response.status_code = 404
+            raise RepositoryNotFoundError("404 Client Error", response=response)
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tests never download")
+
+    _online_with_an_empty_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    monkeypatch.setattr(file_download, "hf_hub_download", no_download)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_download)
+    code, _, err = _validate(_recipe_with_hub_models(tmp_path, sentiment_csv), capsys)
+    assert code == 2
+    assert "student.model: no model 'someone/student-model' on the Hugging Face Hub" in err
+    assert "teacher.model" not in err
+
+
+def test_validate_checks_max_length_of_a_causal_lm_teacher(tmp_path: Path, capsys) -> None:
+    (tmp_path / "texts.csv").write_text("text\nthe cat sat\n", encoding="utf-8")
+    llama = _model_folder(tmp_path / "lm", model_type="llama", max_position_embeddings=32)
+    body = f"""
+name = "x"
+task = "causal-lm"
+[data]
+path = "texts.csv"
+max_length = 48
+[teacher]
+model = "{llama}"
+[student]
+num_layers = 1
+"""
+    code, _, err = _validate(write_recipe(tmp_path, body), capsys)
+    assert code == 2
+    assert f"data.max_length: 48 exceeds the 32 token positions of teacher.model '{llama}'" in err
+
+
+def _recipe_with_hub_data(folder: Path, model: Path) -> Path:
+    body = f"""
+name = "x"
+[data]
+path = "someone/reviews"
+[teacher]
+model = "{model}"
+[student]
+num_layers = 1
+"""
+    return write_recipe(folder, body)
+
+
+def test_validate_offline_refuses_a_hub_dataset_in_neither_cache(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets.config
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    model = _model_folder(tmp_path / "bert", model_type="bert", max_position_embeddings=512)
+    recipe = _recipe_with_hub_data(tmp_path, model)
+    code, _, err = _validate(recipe, capsys)
+    assert code == 2
+    assert "data.path: hub dataset 'someone/reviews' is in neither local cache" in err
+    (tmp_path / "datasets" / "someone___reviews").mkdir(parents=True)  # prepared once online
+    code, out, err = _validate(recipe, capsys)
+    assert code == 0 and "ok" in out, err
+
+
+def test_validate_online_names_a_hub_dataset_that_does_not_exist(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    calls = []
+
+    def repo_info(self: object, repo_id: str, **kwargs: object) -> None:
+        calls.append(kwargs["repo_type"])
+        response = requests.Response()
+        response.status_code = 404
+        raise RepositoryNotFoundError("404 Client Error", response=response)
+
+    _online_with_an_empty_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    model = _model_folder(tmp_path / "bert", model_type="bert", max_position_embeddings=512)
+    code, _, err = _validate(_recipe_with_hub_data(tmp_path, model), capsys)
+    assert code == 2 and calls == ["dataset"]
+    assert "data.path: no dataset 'someone/reviews' on the Hugging Face Hub" in err

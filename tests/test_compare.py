@@ -274,3 +274,35 @@ def test_cli_report_compare(
     assert written["a"]["folder"] == str(pair[0]) and written["b"]["folder"] == str(pair[1])
     assert {p.name for p in out.iterdir()} == {"compare.json", "compare.md", "compare.html"}
     assert main(["report", "--compare", str(tmp_path / "nope"), str(pair[1])]) == 2
+
+
+@pytest.mark.parametrize("target", ["/proc/distill-compare", "a-file"], ids=["proc", "file"])
+def test_cli_report_compare_unwritable_output_names_the_path(
+    pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    from distill.cli import main
+
+    out = Path(target) if target.startswith("/") else tmp_path / target
+    if not target.startswith("/"):
+        out.write_text("not a folder", encoding="utf-8")
+    code = main(["report", "--compare", str(pair[0]), str(pair[1]), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith(f"error: {out}") and "Traceback" not in captured.err
+    assert ("is a file" if out.is_file() else "cannot write the comparison there") in captured.err
+
+
+def test_cli_report_compare_of_a_classification_and_a_causal_lm_report_is_refused(
+    pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distill.cli import main
+
+    lm = {"schema_version": 2, "task": "causal-lm", "run": "lm", "rows": [{"key": "teacher"}]}
+    lm["rows"][0]["perplexity"] = 12.5
+    lm_folder = _write(tmp_path / "reports" / "LM", lm)
+    out = tmp_path / "cmp"
+    code = main(["report", "--compare", str(pair[0]), str(lm_folder), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "'sequence-classification'" in err and "'causal-lm'" in err
+    assert str(pair[0] / "report.json") in err and str(lm_folder / "report.json") in err

@@ -107,6 +107,67 @@ def test_ragged_csv_row_names_file_and_line(tmp_path: Path) -> None:
         build_splits(config(path), tmp_path, seed=0)
 
 
+def test_csv_header_with_a_repeated_column_name_is_refused_naming_its_positions(
+    tmp_path: Path,
+) -> None:
+    lines = ["text,label,text"] + [f"row {i},{'ab'[i % 2]},other {i}" for i in range(40)]
+    path = write_csv(tmp_path / "dup.csv", lines)
+    with pytest.raises(DataError) as error:
+        build_splits(config(path), tmp_path, seed=0)
+    message = str(error.value)
+    assert str(path) in message and "line 1" in message
+    assert "'text' is columns 1, 3" in message and "'label'" not in message
+
+
+def test_parquet_with_a_repeated_column_name_is_refused_naming_its_positions(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array([f"row {i}" for i in range(40)]), pa.array(["a", "b"] * 20)]
+    table = pa.Table.from_arrays([*columns, columns[0]], names=["text", "label", "text"])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(
+        DataError,
+        match=r"dup\.parquet: the schema repeats column name\(s\): 'text' is columns 1, 3",
+    ):
+        build_splits(config(tmp_path / "dup.parquet"), tmp_path, seed=0)
+
+
+def test_repeated_json_keys_are_refused_naming_file_line_and_key(tmp_path: Path) -> None:
+    good = '{"text": "a", "label": "x"}'
+    (tmp_path / "d.jsonl").write_text(f'{good}\n{{"text": "b", "label": "y", "text": "c"}}\n')
+    with pytest.raises(DataError, match=r"d\.jsonl: line 2: the object repeats the key 'text'"):
+        build_splits(config(tmp_path / "d.jsonl"), tmp_path, seed=0)
+    (tmp_path / "d.json").write_text(f'[{good}, {{"text": "b", "label": "y", "label": "z"}}]')
+    with pytest.raises(DataError, match=r"d\.json: an object repeats the key 'label'"):
+        build_splits(config(tmp_path / "d.json"), tmp_path, seed=0)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl"])
+@pytest.mark.parametrize("encoding", ["utf-8", "UTF8"])
+def test_a_utf8_bom_is_not_part_of_the_first_column_name(
+    tmp_path: Path, suffix: str, encoding: str
+) -> None:
+    records = [{"text": f"row {i}", "label": "ab"[i % 2]} for i in range(40)]
+    if suffix == ".json":
+        content = json.dumps(records)
+    elif suffix == ".jsonl":
+        content = "\n".join(json.dumps(r) for r in records)
+    else:
+        sep = "\t" if suffix == ".tsv" else ","
+        content = "\n".join(
+            [f"text{sep}label", *(f"{r['text']}{sep}{r['label']}" for r in records)]
+        )
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode("utf-8"))
+    splits, labels, _ = build_splits(config(path, encoding=encoding), tmp_path, seed=0)
+    assert labels == ["a", "b"]
+    texts = [t for split in splits.values() for t in split.texts]
+    assert sorted(texts) == sorted(r["text"] for r in records)
+
+
 def test_broken_jsonl_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', encoding="utf-8")

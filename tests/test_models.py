@@ -176,3 +176,41 @@ def test_tokenizer_files_outside_the_folder_are_refused(
         ModelLoadError, match="field 'vocab_file' = '../../etc/passwd' points outside"
     ):
         load_tokenizer(str(folder), "teacher.model")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"model_type": "bert", "max_position_embeddings": 12},
+        {"model_type": "roberta", "max_position_embeddings": 12, "pad_token_id": 1},
+        {"model_type": "xlm-roberta", "max_position_embeddings": 12, "pad_token_id": 1},
+        {"model_type": "mpnet", "max_position_embeddings": 12},
+        {"model_type": "gpt2", "n_positions": 12},
+        {"model_type": "llama", "max_position_embeddings": 12},
+    ],
+    ids=lambda config: config["model_type"],
+)
+def test_usable_positions_is_the_longest_input_transformers_runs(config: dict) -> None:
+    """What preflight compares data.max_length with: one more token and the model fails."""
+    from transformers import AutoConfig, AutoModel
+
+    from distill.models import usable_positions
+
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    small = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
+    if config["model_type"] == "gpt2":
+        small = {"n_embd": 16, "n_head": 2, "n_layer": 1}
+    else:
+        small["num_hidden_layers"] = 1
+    model = AutoModel.from_config(
+        AutoConfig.for_model(config["model_type"], vocab_size=40, **fields, **small)
+    ).eval()
+    limit, why = usable_positions(config)
+    assert why.startswith(next(iter(fields)))
+    ids = torch.full((1, limit), 5)
+    with torch.no_grad():
+        model(input_ids=ids)  # the longest input runs
+        if config["model_type"] != "llama":  # rotary: no table to run past, only untrained
+            with pytest.raises((IndexError, RuntimeError)):
+                model(input_ids=torch.full((1, limit + 1), 5))
+    assert usable_positions({"model_type": "t5"}) is None

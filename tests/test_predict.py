@@ -283,14 +283,14 @@ def test_predict_reads_a_file_and_stdin(
     texts = ["good fun today", "awful boring flight", "the flight was", "café 😀"]
     code, from_args, err = _cli(["predict", str(bundle), *texts], capsys)
     assert code == 0, err
-    # one text per line; CRLF, a UTF-8 BOM, blank lines and a missing final newline are fine
+    # one text per line; CRLF, a UTF-8 BOM and a missing final newline are fine
     path = tmp_path / "texts.txt"
-    content = "\ufeff" + f"{texts[0]}\r\n{texts[1]}\r\n\r\n  \n{texts[2]}\n{texts[3]}"
+    content = "\ufeff" + f"{texts[0]}\r\n{texts[1]}\r\n{texts[2]}\n{texts[3]}"
     path.write_bytes(content.encode("utf-8"))
     code, from_file, err = _cli(["predict", str(bundle), "--file", str(path)], capsys)
     assert code == 0, err
     assert from_file == from_args
-    stdin_text = "\n".join(texts) + "\n\n"
+    stdin_text = "\n".join(texts) + "\n"
     for argv in (
         ["predict", str(bundle)],
         ["predict", str(bundle), "-"],
@@ -305,6 +305,79 @@ def test_predict_reads_a_file_and_stdin(
     assert code == 0 and both.splitlines()[1:] == from_args.splitlines()
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert _cli(["predict", str(bundle)], capsys)[:2] == (0, "")
+
+
+def _stdin_bytes(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    """A real binary-backed stdin, as a pipe gives (``sys.stdin.buffer`` holds the bytes)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["tsv", "json"])
+def test_predict_undecodable_stdin_line_errors_that_line_and_predicts_the_rest(
+    bundle: Path, capsys, monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    json_flag = ["--json"] if as_json else []
+    code, expected, err = _cli(["predict", str(bundle), *json_flag, "good", "sad"], capsys)
+    assert code == 0, err
+    _stdin_bytes(monkeypatch, b"good\n\xff bad\nsad\n")
+    code, out, err = _cli(["predict", str(bundle), *json_flag], capsys)
+    assert code == 2
+    lines = out.splitlines()
+    assert len(lines) == 3 and [lines[0], lines[2]] == expected.splitlines()
+    if as_json:
+        row = json.loads(lines[1])
+        assert row["line"] == 2 and row["source"] == "stdin"
+        assert "not UTF-8" in row["error"] and "0xff" in row["error"]
+    else:
+        assert lines[1].startswith("error\tstdin line 2: not UTF-8 text: byte 0xff at byte 1")
+    assert err.startswith("error: 1 of 3 input line(s) could not be predicted")
+    assert "stdin line 2: not UTF-8" in err and "Traceback" not in err
+
+
+def test_predict_undecodable_argument_and_file_line_error_alone(
+    bundle: Path, tmp_path: Path, capsys
+) -> None:
+    path = tmp_path / "texts.txt"
+    path.write_bytes(b"good\nsad \xe9t\xe9\n")
+    bad_argument = b"caf\xe9".decode("utf-8", "surrogateescape")  # how argv holds it
+    code, out, err = _cli(
+        ["predict", str(bundle), "--json", "bad", bad_argument, "--file", str(path)], capsys
+    )
+    assert code == 2
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [row.get("text") for row in rows] == ["bad", None, "good", None]
+    assert rows[1] == {"line": 2, "source": "arguments", "error": rows[1]["error"]}
+    assert rows[3]["line"] == 2 and rows[3]["source"] == str(path)
+    assert "argument 2: not UTF-8" in err and f"{path} line 2: not UTF-8" in err
+
+
+def test_predict_blank_lines_keep_their_place_as_errors(bundle: Path, capsys, monkeypatch) -> None:
+    code, expected, err = _cli(["predict", str(bundle), "good", "sad"], capsys)
+    assert code == 0, err
+    _stdin_bytes(monkeypatch, b"good\r\n\r\n  \nsad")
+    code, out, err = _cli(["predict", str(bundle)], capsys)
+    assert code == 2
+    lines = out.splitlines()
+    assert len(lines) == 4 and [lines[0], lines[3]] == expected.splitlines()
+    assert lines[1] == "error\tstdin line 2: blank text: nothing to classify"
+    assert lines[2] == "error\tstdin line 3: blank text: nothing to classify"
+    assert "2 of 4 input line(s) could not be predicted" in err
+
+
+def test_predict_undecodable_stdin_in_a_real_process(bundle: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "distill", "predict", str(bundle), "--threads", "1"],
+        input=b"good\n\xff bad\n",
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    out, err = result.stdout.decode(), result.stderr.decode()
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].split("\t")[0] in LABELS
+    assert lines[1].startswith("error\tstdin line 2: not UTF-8")
+    assert "Traceback" not in err and "stdin line 2" in err
 
 
 def test_predict_unreadable_text_file(bundle: Path, tmp_path: Path, capsys) -> None:
