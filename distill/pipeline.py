@@ -86,7 +86,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("teacher", ("data", "teacher"), ("data",), _lazy("teacher"), distributed=True),
     StageSpec(
         "labels",
-        ("data", "student.transfer"),
+        ("data", "student.transfer", "labels"),
         ("data", "teacher"),
         _lazy("labels"),
         distributed=True,
