@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import LABELS, NEGATIVE, NEUTRAL, POSITIVE, build_tiny_classifier
+from test_config import MINIMAL
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill import onnx_utils
@@ -165,14 +166,6 @@ def test_length_sample_is_seeded_and_spans_the_lengths() -> None:
     chosen = np.sort(lengths[sample])
     assert chosen[0] <= 7 and chosen[-1] >= 48  # the shortest and longest strata are drawn
     assert length_sample(lengths[:5], 10, seed=7).tolist() == [0, 1, 2, 3, 4]
-
-
-MINIMAL = {
-    "name": "t",
-    "data": {"path": "x.csv"},
-    "teacher": {"model": "some/model"},
-    "student": {"num_layers": 2},
-}
 
 
 def test_labels_table_defaults_validates_and_rejects_unknown_values() -> None:

@@ -64,6 +64,7 @@ def run(
     transfer: TransferConfig | None = None,
     labels: LabelsConfig | None = None,
 ) -> dict[str, Any]:
+    """Cache the teacher's logits for every split (and the transfer text), keyed by id."""
     labels = labels or LabelsConfig()
     backend = resolve_backend(labels.backend)
     processes = current()
