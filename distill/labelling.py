@@ -31,6 +31,7 @@ log = logging.getLogger("distill")
 Backend = Literal["onnxruntime", "pytorch"]
 Labeller = Callable[[Split], np.ndarray]
 OPTIMIZATION_LEVEL = 2
+PARITY_BATCH_SIZE = 16
 
 
 def resolve_backend(backend: LabelsBackend) -> Backend:
@@ -161,8 +162,13 @@ def check_cached_logits(
     :class:`LabelParityError` naming the max |difference| when it exceeds ``tolerance``."""
     lengths = onnx_utils.token_lengths(tokenizer, split.texts, max_length=max_length)
     chosen = length_sample(lengths, samples, seed)
+    chosen = chosen[length_order(lengths[chosen])]  # batches of like lengths pad less
     reference = torch_logits(
-        model, tokenizer, [split.texts[i] for i in chosen], max_length=max_length, batch_size=16
+        model,
+        tokenizer,
+        [split.texts[i] for i in chosen],
+        max_length=max_length,
+        batch_size=PARITY_BATCH_SIZE,
     )
     per_example = np.abs(logits[chosen].astype(np.float64) - reference).max(axis=1, initial=0.0)
     worst = int(np.argmax(per_example)) if per_example.size else 0
