@@ -123,6 +123,46 @@ class TransferConfig(_Table):
     )
 
 
+LabelsBackend = Literal["auto", "onnxruntime", "pytorch"]
+
+
+class LabelsConfig(_Table):
+    """[labels]: how the labels stage runs the teacher over every example (classification)."""
+
+    backend: LabelsBackend = Field(
+        "auto",
+        description="'onnxruntime': the teacher exported to ONNX (fp32, ORT graph fusions) and "
+        "its cached logits checked against PyTorch on a sample; 'pytorch': the teacher as "
+        "trained; 'auto': onnxruntime on CPU, pytorch when a GPU is available.",
+    )
+    parity_tolerance: float = Field(
+        1e-3,
+        ge=0,
+        description="onnxruntime: largest |ONNX Runtime - PyTorch| allowed on the cached "
+        "logits of the parity sample (else ParityError).",
+    )
+    parity_samples: int = Field(
+        64,
+        ge=1,
+        le=100000,
+        description="onnxruntime: examples (a seeded sample spread over the token lengths) "
+        "whose cached logits are recomputed with PyTorch.",
+    )
+    batch_size: int = Field(
+        64,
+        ge=1,
+        le=65536,
+        description="Examples per batch (per process for pytorch under a launcher); each "
+        "batch holds texts of similar token length.",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="onnxruntime: intra-op threads; default: onnxruntime's (one per physical core).",
+    )
+
+
 class StudentConfig(TrainingConfig):
     """[student]: the small model trained against the teacher's soft targets."""
 
@@ -427,6 +467,7 @@ class Recipe(_Table):
     data: DataConfig
     teacher: TeacherConfig
     student: StudentTable
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
@@ -444,6 +485,7 @@ class Recipe(_Table):
                 "student.init = 'pretrained'": student.init == "pretrained",
                 "export.quantization = 'static'": self.export.quantization == "static",
                 "export.candidates": self.export.candidates is not None,
+                "[labels]": "labels" in self.model_fields_set,
             }
             problems += [
                 f"{key} is not supported for task 'causal-lm' (yet)"

@@ -50,3 +50,19 @@ class AccuracyDropError(DistillError):
 
 class ArtifactError(DistillError):
     """An artifact on disk is missing, incomplete or fails its checksum."""
+
+
+class LabelParityError(ParityError):
+    """The labels stage's ONNX Runtime logits differ from PyTorch's beyond the tolerance."""
+
+    def __init__(self, max_diff: float, tolerance: float, *, examples: int, worst_id: str) -> None:
+        self.differences = {"logits": max_diff}
+        self.tolerance = tolerance
+        self.max_diff = max_diff
+        DistillError.__init__(
+            self,
+            f"labels: ONNX Runtime logits differ from PyTorch by max |diff| {max_diff:.3g} "
+            f"(example {worst_id!r}, {examples} sampled) beyond labels.parity_tolerance = "
+            f"{tolerance:g}; nothing was cached. Set labels.backend = 'pytorch' or raise "
+            "labels.parity_tolerance",
+        )

@@ -374,6 +374,14 @@ def predict_logits(
     longest: the way ``distill predict`` batches, so dynamic int8, whose activation scales
     depend on the batch, gives the same numbers here and there)."""
     session = make_session(model_path, threads)
+    return session_logits(session, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+
+
+def session_logits(
+    session: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_size: int
+) -> np.ndarray:
+    """:func:`predict_logits` on an open session: batches of ``batch_size`` in the order
+    given, each padded to its longest text."""
     output = _logits_output(session)
     chunks = []
     for start in range(0, len(texts), batch_size):

@@ -132,7 +132,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         "labels",
-        ("data", "student.transfer"),
+        ("data", "student.transfer", "labels"),
         ("data", "teacher"),
         _lazy("labels"),
         distributed=True,

@@ -67,18 +67,41 @@ def projects(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
     return one, two
 
 
-@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this python")
-def test_sharded_labelling_pass_equals_the_single_process_cache(
-    projects: tuple[Path, Path],
-) -> None:
-    one, two = projects
+def assert_same_cache(one: Path, two: Path, atol: float) -> None:
     for split in ("train", "validation", "test"):
         ids_one, logits_one = load_logits(one / "runs/resume/labels/logits" / f"{split}.npz")
         ids_two, logits_two = load_logits(two / "runs/resume/labels/logits" / f"{split}.npz")
         assert ids_two == ids_one  # no example lost, doubled or reordered
-        assert np.allclose(logits_two, logits_one, atol=1e-5)
+        assert np.allclose(logits_two, logits_one, atol=atol)
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this python")
+def test_onnxruntime_labelling_under_two_processes_equals_the_single_process_cache(
+    projects: tuple[Path, Path],
+) -> None:
+    one, two = projects
+    assert_same_cache(one, two, atol=1e-5)
     manifest = read_manifest(two / "runs/resume/labels")
     assert manifest is not None and manifest["metrics"]["processes"] == 2
+    assert manifest["metrics"]["backend"] == "onnxruntime"  # run by the main process alone
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this python")
+def test_sharded_pytorch_labelling_pass_equals_the_single_process_cache(
+    projects: tuple[Path, Path], tmp_path: Path
+) -> None:
+    one, _ = projects
+    sharded = tmp_path / "sharded"
+    shutil.copytree(one, sharded)
+    result = launch(
+        ["run", "recipe.toml", "--only", "labels", "--set", "labels.backend='pytorch'"], sharded
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    manifest = read_manifest(sharded / "runs/resume/labels")
+    assert manifest is not None and manifest["metrics"]["processes"] == 2
+    assert manifest["metrics"]["backend"] == "pytorch"
+    # the single-process cache came from ONNX Runtime: equal within fp32 noise, not 1e-3
+    assert_same_cache(one, sharded, atol=1e-4)
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this python")

@@ -2,9 +2,16 @@
 
 The student reads these instead of rerunning the teacher (torchdistill's cache). With
 `[student.transfer]`, unlabelled domain text is labelled here too: the student learns
-from it through the teacher alone. Under `accelerate launch` / `torchrun` the pass is
-sharded over the processes and gathered back in dataset order, so the cache is the same
-whatever the process count.
+from it through the teacher alone.
+
+`[labels] backend` picks how the teacher runs (:mod:`distill.labelling`): ONNX Runtime
+(the default on CPU: the teacher exported in fp32 with fused kernels, the cached logits
+checked against PyTorch on a seeded sample within `labels.parity_tolerance`) or PyTorch.
+Either way the texts are batched by token length and the logits put back in split order.
+Under `accelerate launch` / `torchrun` the PyTorch pass is sharded over the processes and
+gathered back in dataset order; the ONNX Runtime pass runs on the main process alone (its
+threads already use the machine's cores; the other processes wait at the pipeline's
+barrier), so the cache is the same whatever the process count.
 
 Outputs: ``logits/<split>.npz`` (ids and float32 logits) for train, validation, test and,
 with transfer text, ``transfer``; ``transfer.jsonl`` (the transfer texts, label -1).
@@ -18,8 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distill.artifacts import RunContext
-from distill.config import DataConfig, TransferConfig
+from distill.config import DataConfig, LabelsConfig, TransferConfig
 from distill.data import load_transfer
 from distill.dataset_files import (
     SPLITS,
@@ -30,9 +39,18 @@ from distill.dataset_files import (
     write_split,
 )
 from distill.distributed import current
+from distill.labelling import (
+    Labeller,
+    check_cached_logits,
+    export_teacher,
+    onnx_labeller,
+    resolve_backend,
+    torch_labeller,
+)
+from distill.latency import ort_session
 from distill.models import load_saved_classifier, load_tokenizer
 from distill.tasks import get_task
-from distill.training import predict_logits, predictor
+from distill.training import predictor
 
 log = logging.getLogger("distill")
 
@@ -44,14 +62,22 @@ def run(
     *,
     data: DataConfig,
     transfer: TransferConfig | None = None,
+    labels: LabelsConfig | None = None,
 ) -> dict[str, Any]:
+    """Cache the teacher's logits for every split (and the transfer text), keyed by id."""
+    labels = labels or LabelsConfig()
+    backend = resolve_backend(labels.backend)
+    processes = current()
+    metrics: dict[str, Any] = {"processes": processes.world_size, "backend": backend}
+    if backend == "onnxruntime" and not processes.is_main:
+        return metrics  # the main process labels everything (see the module docstring)
     task = get_task(ctx.task)
     teacher_dir = inputs["teacher"] / "model"
     num_labels = len(read_label_names(inputs["data"]))
     model = load_saved_classifier(teacher_dir)
     tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
-    metrics: dict[str, Any] = {"processes": current().world_size, "examples": {}, "seconds": {}}
+    metrics.update(examples={}, seconds={}, batch_size=labels.batch_size)
     if transfer is not None:
         splits["transfer"], metrics["transfer"] = load_transfer(
             transfer, data, ctx.recipe_dir, inputs["data"], ctx.seed
@@ -60,23 +86,99 @@ def run(
 
     (out / "logits").mkdir()
     with tempfile.TemporaryDirectory(prefix="distill-labels-") as scratch:
-        trainer = predictor(model, tokenizer, Path(scratch))
-        for name, split in splits.items():
-            started = time.perf_counter()
-            encoded = task.encode(tokenizer, split, data.max_length, with_labels=False)
-            logits = predict_logits(trainer, encoded)
-            _check_count(logits.shape[0], split, name)
-            save_logits(out / "logits" / f"{name}.npz", split.ids, logits)
-            metrics["examples"][name] = len(split)
-            metrics["seconds"][name] = round(time.perf_counter() - started, 3)
-            log.info(
-                "labels: %s, %d examples in %.1f s", name, len(split), metrics["seconds"][name]
-            )
-            if name in SPLITS:
-                metrics[f"{name}_accuracy"] = task.metrics(logits, split.labels, num_labels)[
-                    "accuracy"
-                ]
+        if backend == "pytorch":
+            trainer = predictor(model, tokenizer, Path(scratch), batch_size=labels.batch_size)
+            label = torch_labeller(trainer, tokenizer, task, max_length=data.max_length)
+        else:
+            label, metrics["onnx"] = _onnx_labeller(teacher_dir, tokenizer, labels, data, scratch)
+        computed = _label_splits(label, splits, metrics)
+    if backend == "onnxruntime":  # checked before anything is cached
+        metrics["parity"] = _check_parity(computed, splits, model, tokenizer, labels, data, ctx)
+        metrics["parity_max_abs_diff"] = metrics["parity"]["max_abs_diff"]
+    for name, split in splits.items():
+        save_logits(out / "logits" / f"{name}.npz", split.ids, computed[name])
+        if name in SPLITS:
+            metrics[f"{name}_accuracy"] = task.metrics(computed[name], split.labels, num_labels)[
+                "accuracy"
+            ]
     return metrics
+
+
+def _onnx_labeller(
+    teacher_dir: Path, tokenizer: Any, labels: LabelsConfig, data: DataConfig, scratch: str
+) -> tuple[Labeller, dict[str, Any]]:
+    """The teacher exported and optimized for ONNX Runtime, and what the manifest records."""
+    started = time.perf_counter()
+    path, optimization = export_teacher(teacher_dir, Path(scratch) / "onnx")
+    session = ort_session(path, labels.threads)
+    info = {
+        "export_s": round(time.perf_counter() - started, 3),
+        "precision": "fp32",
+        "optimization": optimization,
+        "threads": labels.threads or "onnxruntime default",
+    }
+    label = onnx_labeller(
+        session, tokenizer, max_length=data.max_length, batch_size=labels.batch_size
+    )
+    return label, info
+
+
+def _label_splits(
+    label: Labeller, splits: dict[str, Split], metrics: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Each split's logits in split order; counts, seconds and examples/s into ``metrics``."""
+    computed = {}
+    for name, split in splits.items():
+        started = time.perf_counter()
+        computed[name] = label(split)
+        _check_count(computed[name].shape[0], split, name)
+        metrics["examples"][name] = len(split)
+        metrics["seconds"][name] = round(time.perf_counter() - started, 3)
+        log.info(
+            "labels: %s, %d examples in %.1f s (%s)",
+            name,
+            len(split),
+            metrics["seconds"][name],
+            metrics["backend"],
+        )
+    seconds = sum(metrics["seconds"].values())
+    metrics["examples_per_s"] = round(sum(metrics["examples"].values()) / max(seconds, 1e-9), 1)
+    return computed
+
+
+def _check_parity(
+    computed: dict[str, np.ndarray],
+    splits: dict[str, Split],
+    model: Any,
+    tokenizer: Any,
+    labels: LabelsConfig,
+    data: DataConfig,
+    ctx: RunContext,
+) -> dict[str, Any]:
+    """ONNX Runtime's cached logits against PyTorch on one sample drawn over every split."""
+    started = time.perf_counter()
+    everything = Split(
+        ids=[i for split in splits.values() for i in split.ids],
+        texts=[t for split in splits.values() for t in split.texts],
+        labels=np.concatenate([split.labels for split in splits.values()]),
+    )
+    parity = check_cached_logits(
+        np.concatenate(list(computed.values())),
+        everything,
+        model,
+        tokenizer,
+        max_length=data.max_length,
+        samples=labels.parity_samples,
+        seed=ctx.seed,
+        tolerance=labels.parity_tolerance,
+    )
+    parity["seconds"] = round(time.perf_counter() - started, 3)
+    log.info(
+        "labels: ONNX Runtime vs PyTorch on %d examples, max |diff| %.2g",
+        parity["examples"],
+        parity["max_abs_diff"],
+    )
+    return parity
 
 
 def _check_count(count: int, split: Split, name: str) -> None:

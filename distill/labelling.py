@@ -1,0 +1,188 @@
+"""The labelling pass's two ways of running the teacher, and the check that ties them.
+
+- ONNX Runtime: the teacher exported to ONNX in fp32 (optimum), its graph fused by ONNX
+  Runtime at level 2 (level 99 may bake this CPU's layouts into what is a cache), the last
+  layer pruned to the token the head reads (exact); then a seeded sample of the cached
+  logits, spread over the token lengths, is recomputed with PyTorch and compared.
+- PyTorch: the fine-tuned teacher through a predicting Trainer, which under a launcher
+  shards the examples over the processes and gathers them back in order.
+
+Both sort the texts by token length before batching (each batch is padded to its longest
+text, so mixed lengths waste most of a batch on padding) and return the logits in the
+order of the texts given, so ids keep their logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from distill import onnx_utils
+from distill.config import LabelsBackend
+from distill.dataset_files import Split
+from distill.errors import LabelParityError
+
+log = logging.getLogger("distill")
+
+Backend = Literal["onnxruntime", "pytorch"]
+Labeller = Callable[[Split], np.ndarray]
+OPTIMIZATION_LEVEL = 2
+PARITY_BATCH_SIZE = 16
+
+
+def resolve_backend(backend: LabelsBackend) -> Backend:
+    """``auto``: ONNX Runtime on CPU; PyTorch when a GPU is there (onnxruntime runs on CPU)."""
+    if backend != "auto":
+        return backend
+    import torch
+
+    return "pytorch" if torch.cuda.is_available() else "onnxruntime"
+
+
+# --------------------------------------------------------------------------- length order
+
+
+def length_order(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Indices that sort the texts longest first (stable: ties keep their order), so that
+    a batch too large for memory fails at once rather than at the end."""
+    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+
+
+def unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Rows computed in ``order`` put back in input order: row ``order[i]`` is ``values[i]``."""
+    restored = np.empty_like(values)
+    restored[order] = values
+    return restored
+
+
+def length_sample(lengths: Sequence[int] | np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` indices spread over the token lengths, in increasing order: the texts sorted
+    by length, cut into ``size`` equal strata, one drawn (seeded) from each."""
+    if size >= len(lengths):
+        return np.arange(len(lengths))
+    rng = np.random.default_rng(seed)
+    strata = np.array_split(length_order(lengths), size)
+    return np.sort(np.asarray([rng.choice(stratum) for stratum in strata], dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+def export_teacher(teacher_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]:
+    """The teacher's fp32 ONNX graph, ORT-optimized; the plain export when onnxruntime's
+    transformer optimizer does not know the model type."""
+    plain = onnx_utils.export_onnx(teacher_dir, work / "fp32")
+    try:
+        return onnx_utils.optimize_graph(
+            plain,
+            work / "optimized",
+            level=OPTIMIZATION_LEVEL,
+            model_config_dir=teacher_dir,
+            cls_pruning=True,
+        )
+    except NotImplementedError as exc:
+        log.warning("labels: graph optimization skipped: %s", exc)
+        return plain, {"level": OPTIMIZATION_LEVEL, "skipped": str(exc)}
+
+
+def onnx_labeller(session: Any, tokenizer: Any, *, max_length: int, batch_size: int) -> Labeller:
+    """Logits of an ONNX Runtime session over a split, batched by length, in split order."""
+
+    def label(split: Split) -> np.ndarray:
+        lengths = onnx_utils.token_lengths(tokenizer, split.texts, max_length=max_length)
+        order = length_order(lengths)
+        logits = onnx_utils.session_logits(
+            session,
+            tokenizer,
+            [split.texts[i] for i in order],
+            max_length=max_length,
+            batch_size=batch_size,
+        )
+        return unsort(logits, order)
+
+    return label
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+def torch_labeller(trainer: Any, tokenizer: Any, task: Any, *, max_length: int) -> Labeller:
+    """Logits of a predicting Trainer over a split, batched by length, in split order."""
+    from distill.training import predict_logits
+
+    def label(split: Split) -> np.ndarray:
+        encoded = task.encode(tokenizer, split, max_length, with_labels=False)
+        order = length_order([len(ids) for ids in encoded["input_ids"]])
+        return unsort(predict_logits(trainer, encoded.select(order)), order)
+
+    return label
+
+
+def torch_logits(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_size: int
+) -> np.ndarray:
+    """PyTorch logits in the order given, each batch padded to its longest text. No Trainer:
+    under a launcher it would wait for the other processes, and only the main one checks."""
+    import torch
+
+    model.eval()
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            chunks.append(model(**batch).logits.float().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def check_cached_logits(
+    logits: np.ndarray,
+    split: Split,
+    model: Any,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    samples: int,
+    seed: int,
+    tolerance: float,
+) -> dict[str, Any]:
+    """Recompute a seeded sample of ``logits`` (rows of ``split``) with PyTorch; raises
+    :class:`LabelParityError` naming the max |difference| when it exceeds ``tolerance``."""
+    lengths = onnx_utils.token_lengths(tokenizer, split.texts, max_length=max_length)
+    chosen = length_sample(lengths, samples, seed)
+    chosen = chosen[length_order(lengths[chosen])]  # batches of like lengths pad less
+    reference = torch_logits(
+        model,
+        tokenizer,
+        [split.texts[i] for i in chosen],
+        max_length=max_length,
+        batch_size=PARITY_BATCH_SIZE,
+    )
+    per_example = np.abs(logits[chosen].astype(np.float64) - reference).max(axis=1, initial=0.0)
+    worst = int(np.argmax(per_example)) if per_example.size else 0
+    max_diff = float(per_example[worst]) if per_example.size else 0.0
+    if not max_diff <= tolerance:  # NaN fails too
+        raise LabelParityError(
+            max_diff, tolerance, examples=len(chosen), worst_id=split.ids[int(chosen[worst])]
+        )
+    return {
+        "examples": len(chosen),
+        "seed": seed,
+        "token_lengths": [int(lengths[chosen].min()), int(lengths[chosen].max())]
+        if len(chosen)
+        else [],
+        "max_abs_diff": max_diff,
+        "tolerance": tolerance,
+    }
