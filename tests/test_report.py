@@ -155,16 +155,45 @@ def build_upstream(root: Path) -> dict[str, Any]:
         ("student_onnx_int8", "test_int8.npz"),
     ):
         save_logits(folders["export"] / "predictions" / file, test.ids, logits[key])
+    _teacher_baseline(folders, logits, test)
     write_manifest(
         folders["export"],
         {
             "stage": "export",
             "config": {"data": data_config, "export": {"quantization": "dynamic"}},
-            "metrics": {},
+            "metrics": {"teacher_baseline": {"int8": {"candidate": "dynamic"}}},
             "wall_time_s": 3.0,
         },
     )
     return {"folders": folders, "splits": splits, "logits": logits}
+
+
+def _teacher_baseline(folders: dict[str, Path], logits: dict[str, Any], test: Split) -> None:
+    """export/teacher/ as the export stage writes it: the teacher's real fp32 ONNX file, a
+    real dynamic-int8 copy, and known test predictions (stored shuffled)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from optimum.exporters.onnx import main_export
+
+    folder = folders["export"] / "teacher"
+    main_export(
+        str(folders["teacher"] / "model"),
+        output=folder / "work",
+        task="text-classification",
+        do_validation=False,
+    )
+    (folder / "work" / "model.onnx").rename(folder / "model_fp32.onnx")
+    shutil.rmtree(folder / "work")
+    quantize_dynamic(
+        folder / "model_fp32.onnx", folder / "model_int8.onnx", weight_type=QuantType.QInt8
+    )
+    rng = np.random.default_rng(8)
+    logits["teacher_onnx_fp32"] = logits["teacher"] + rng.normal(0, 1e-6, logits["teacher"].shape)
+    logits["teacher_onnx_int8"] = _noisy_logits(test.labels, 0.85, seed=9)
+    order = rng.permutation(len(test))
+    (folder / "predictions").mkdir()
+    for key in ("teacher_onnx_fp32", "teacher_onnx_int8"):
+        file = folder / "predictions" / f"test_{key.rsplit('_', 1)[1]}.npz"
+        save_logits(file, [test.ids[i] for i in order], logits[key][order])
 
 
 def run_report(upstream: dict[str, Any], out: Path, **overrides: Any) -> dict[str, Any]:
@@ -206,6 +235,8 @@ ROW_KEYS = (
     "student_no_kd",
     "student_onnx_fp32",
     "student_onnx_int8",
+    "teacher_onnx_fp32",
+    "teacher_onnx_int8",
     "tfidf",
 )
 
