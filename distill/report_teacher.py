@@ -43,23 +43,48 @@ def teacher_onnx_rows(
     rows = []
     for key, name, suffix, precision in models:
         path = folder / f"model_{suffix}.onnx"
-        files = onnx_files(path)
         plan.add_onnx(key, path, loaded_tokenizer)
-        rows.append(
-            {
-                "key": key,
-                "name": name,
-                "kind": "transformer",
-                "runtime": "onnxruntime",
-                "precision": precision,
-                "deployed": False,
-                "baseline_of": "teacher",  # agreement here = with the PyTorch teacher
-                "parameters": teacher_row["parameters"],
-                "architecture": teacher_row.get("architecture"),
-                "bytes": sum(f.stat().st_size for f in files),
-                "weight_files": [f"{FOLDER}/{f.name}" for f in files],
-                **score(load(folder / "predictions" / f"test_{suffix}.npz")),
-                "latency": None,
-            }
-        )
+        metrics = score(load(folder / "predictions" / f"test_{suffix}.npz"))
+        row = onnx_row(key, name, precision, path, export_dir, like=teacher_row, metrics=metrics)
+        row["baseline_of"] = "teacher"  # agreement here = with the PyTorch teacher
+        rows.append(row)
     return rows, None
+
+
+def onnx_row(
+    key: str,
+    name: str,
+    precision: str,
+    path: Path,
+    base: Path,
+    *,
+    like: dict[str, Any],
+    metrics: dict[str, Any],
+    deployed: bool = False,
+) -> dict[str, Any]:
+    """One ONNX model's row (a student's or the teacher's): the parameters and architecture
+    of the PyTorch row ``like``, its files (relative to ``base``) and ``metrics``; the
+    latency is filled in after the interleaved run."""
+    files = onnx_files(path)
+    return {
+        "key": key,
+        "name": name,
+        "kind": "transformer",
+        "runtime": "onnxruntime",
+        "precision": precision,
+        "deployed": deployed,
+        "parameters": like["parameters"],
+        "architecture": like.get("architecture"),
+        "bytes": sum(f.stat().st_size for f in files),
+        "weight_files": [relative_path(f, base) for f in files],
+        **metrics,
+        "latency": None,
+    }
+
+
+def relative_path(path: Path, base: Path) -> str:
+    """``path`` below ``base`` as a POSIX string (its name when it is elsewhere)."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name

@@ -62,9 +62,6 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def build_upstream(root: Path) -> dict[str, Any]:
     """Fake data/teacher/student/export stage folders under ``root`` (also used by
     tests/test_report_browser.py and tests/test_compare.py)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from optimum.exporters.onnx import main_export
-
     folders = {name: root / name for name in ("data", "teacher", "student", "export")}
     for folder in folders.values():
         folder.mkdir(parents=True)
@@ -130,18 +127,8 @@ def build_upstream(root: Path) -> dict[str, Any]:
 
     # export: real fp32 ONNX file and a real dynamic-int8 copy of it
     bundle = folders["export"] / "bundle"
-    main_export(
-        str(folders["student"] / "model"),
-        output=bundle / "fp32",
-        task="text-classification",
-        do_validation=False,
-    )
-    for extra in (bundle / "fp32").iterdir():  # keep only the graph, like a bundle's fp32/ folder
-        if extra.name != "model.onnx":
-            extra.unlink()
-    (bundle / "fp32" / "model.onnx").rename(bundle / "fp32" / "model_fp32.onnx")
-    quantize_dynamic(
-        bundle / "fp32" / "model_fp32.onnx", bundle / "model.onnx", weight_type=QuantType.QInt8
+    _onnx_pair(
+        folders["student"] / "model", bundle / "fp32" / "model_fp32.onnx", bundle / "model.onnx"
     )
     (bundle / "manifest.json").write_text(
         json.dumps({"label_names": LABELS, "max_length": MAX_LENGTH}), encoding="utf-8"
@@ -168,24 +155,24 @@ def build_upstream(root: Path) -> dict[str, Any]:
     return {"folders": folders, "splits": splits, "logits": logits}
 
 
-def _teacher_baseline(folders: dict[str, Path], logits: dict[str, Any], test: Split) -> None:
-    """export/teacher/ as the export stage writes it: the teacher's real fp32 ONNX file, a
-    real dynamic-int8 copy, and known test predictions (stored shuffled)."""
+def _onnx_pair(model_dir: Path, fp32: Path, int8: Path) -> None:
+    """A real fp32 ONNX export of ``model_dir`` (the graph file only) and a dynamic-int8 copy."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from optimum.exporters.onnx import main_export
 
+    work = fp32.parent / "export-work"
+    main_export(str(model_dir), output=work, task="text-classification", do_validation=False)
+    fp32.parent.mkdir(parents=True, exist_ok=True)
+    (work / "model.onnx").rename(fp32)
+    shutil.rmtree(work)
+    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+
+
+def _teacher_baseline(folders: dict[str, Path], logits: dict[str, Any], test: Split) -> None:
+    """export/teacher/ as the export stage writes it: the teacher's real fp32 ONNX file, a
+    real dynamic-int8 copy, and known test predictions (stored shuffled)."""
     folder = folders["export"] / "teacher"
-    main_export(
-        str(folders["teacher"] / "model"),
-        output=folder / "work",
-        task="text-classification",
-        do_validation=False,
-    )
-    (folder / "work" / "model.onnx").rename(folder / "model_fp32.onnx")
-    shutil.rmtree(folder / "work")
-    quantize_dynamic(
-        folder / "model_fp32.onnx", folder / "model_int8.onnx", weight_type=QuantType.QInt8
-    )
+    _onnx_pair(folders["teacher"] / "model", folder / "model_fp32.onnx", folder / "model_int8.onnx")
     rng = np.random.default_rng(8)
     logits["teacher_onnx_fp32"] = logits["teacher"] + rng.normal(0, 1e-6, logits["teacher"].shape)
     logits["teacher_onnx_int8"] = _noisy_logits(test.labels, 0.85, seed=9)

@@ -6,10 +6,14 @@ report can be re-rendered later without rerunning anything.
 
 One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
 int8 ONNX files, the student trained without distillation when the student stage made
-one, and a TF-IDF + logistic-regression floor. Accuracy, macro-F1 and agreement with the
-teacher come from the test logits the upstream stages cached (the exact predictions they
-shipped); sizes are the weight files on disk; latency is measured here, on this machine,
-with a pinned thread count and a fixed sequence length.
+one, the teacher's own ONNX fp32 and int8 files (:mod:`distill.report_teacher`), and a
+TF-IDF + logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher come
+from the test logits the upstream stages cached (the exact predictions they shipped);
+sizes are the weight files on disk; latency is measured here, on this machine, with a
+pinned thread count and a fixed sequence length, every model in one interleaved run
+(:mod:`distill.report_timing`). The conclusions (the paired significance of the KD gain,
+the headline against the quantized teacher, the floor warnings) are
+:mod:`distill.report_verdict`'s.
 
 Schema 2 added, per row: ``per_class_f1`` ({label: F1}), ``confusion_matrix`` (counts,
 gold label by row, predicted label by column, in ``labels`` order) and ``calibration``
@@ -34,7 +38,6 @@ import numpy as np
 from distill.artifacts import (
     RunContext,
     library_versions,
-    onnx_files,
     read_manifest,
     upstream_manifests,
     weight_files,
@@ -46,7 +49,7 @@ from distill.errors import ArtifactError, ModelLoadError
 from distill.latency import hardware_info
 from distill.metrics import classification_metrics, softmax
 from distill.models import load_saved_classifier
-from distill.report_teacher import teacher_onnx_rows
+from distill.report_teacher import onnx_row, relative_path, teacher_onnx_rows
 from distill.report_timing import TimingPlan
 from distill.report_verdict import headline, kd_significance, student_kd_significance
 
@@ -221,22 +224,17 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             np.max(np.abs(logits - student_logits))
         )
         plan.add_onnx(key, model_path, tokenizer)
-        files = onnx_files(model_path)
         rows.append(
-            {
-                "key": key,
-                "name": name,
-                "kind": "transformer",
-                "runtime": "onnxruntime",
-                "precision": precision,
-                "deployed": model_path == bundle / "model.onnx",
-                "parameters": student_row["parameters"],
-                "architecture": student_row.get("architecture"),
-                "bytes": sum(f.stat().st_size for f in files),
-                "weight_files": [_relative(f, export_dir) for f in files],
-                **row_metrics,
-                "latency": None,
-            }
+            onnx_row(
+                key,
+                name,
+                precision,
+                model_path,
+                export_dir,
+                like=student_row,
+                metrics=row_metrics,
+                deployed=model_path == bundle / "model.onnx",
+            )
         )
 
     # The teacher through the same export path: "why not just quantize the teacher?" ---------
@@ -544,7 +542,7 @@ def _pytorch_row(
         "parameters": parameters,
         "architecture": architecture,
         "bytes": sum(f.stat().st_size for f in files),
-        "weight_files": [_relative(f, model_dir.parent) for f in files],
+        "weight_files": [relative_path(f, model_dir.parent) for f in files],
         **metrics,
         "latency": None,
         "size_breakdown": breakdown,
@@ -880,13 +878,6 @@ def _quantization(export_dir: Path, manifest: dict[str, Any]) -> str:
     if isinstance(value, str):
         return value
     return "dynamic" if (export_dir / "bundle" / "fp32" / "model_fp32.onnx").is_file() else "none"
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.name
 
 
 def _split_summary(split: Split, label_names: list[str]) -> dict[str, Any]:
