@@ -99,6 +99,7 @@ def test_run_ends_with_a_summary_of_the_key_rows(project: Path) -> None:
     teacher = next(row for row in report["rows"] if row["key"] == "teacher")
     assert "run tiny: done" in summary
     assert f"{teacher['name']}" in summary and f"{teacher['accuracy']:8.4f}" in summary
+    assert report["distillation"]["significance"]["verdict"] in summary
     assert str(project / "reports" / "tiny" / "report.html") in summary
     assert str(project / "export" / "tiny") in summary
 
