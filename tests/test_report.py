@@ -343,6 +343,11 @@ def test_returned_metrics_are_small_and_match(report_dir: Path, document: dict[s
     assert metrics["rows"]["student"]["accuracy"] == _rows(document)["student"]["accuracy"]
     assert metrics["rows"]["student"]["ece"] == _rows(document)["student"]["calibration"]["ece"]
     assert metrics["below_baseline"] == document["baseline"]["below_baseline"]
+    significance = document["distillation"]["significance"]
+    assert metrics["kd_significance"] == {
+        key: significance[key]
+        for key in ("accuracy_difference", "p_value", "ci_low", "ci_high", "significant")
+    }
 
 
 class _Checker(HTMLParser):

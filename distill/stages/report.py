@@ -103,10 +103,17 @@ def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
             "p95_ms": latency.get("p95_ms"),
         }
     baseline = document.get("baseline") or {}
+    significance = (document.get("distillation") or {}).get("significance") or {}
     return {
         "rows": rows,
         "baseline_accuracy": baseline.get("accuracy"),
         "below_baseline": baseline.get("below_baseline", []),
+        "kd_significance": {
+            key: significance.get(key)
+            for key in ("accuracy_difference", "p_value", "ci_low", "ci_high", "significant")
+        }
+        if significance
+        else None,
     }
 
 
