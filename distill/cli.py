@@ -325,6 +325,10 @@ def _key_rows(report: dict) -> list[str]:
             f"{row.get('macro_f1', 0):8.4f} {(size or 0) / 1e6:7.1f} "
             f"{'' if latency is None else f'{latency:.2f}':>7}"
         )
+    # The report's conclusions in words: the KD verdict and any floor warning.
+    verdict = ((report.get("distillation") or {}).get("significance") or {}).get("verdict")
+    warnings = (report.get("headline") or {}).get("floor_warnings") or []
+    lines += [f"  {sentence}" for sentence in ([verdict] if verdict else []) + warnings]
     return [*lines, ""]
 
 

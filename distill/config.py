@@ -403,6 +403,12 @@ class ExportConfig(_Table):
         description="Fail (AccuracyDropError) when no int8 candidate passes the gate, "
         "instead of deploying fp32.",
     )
+    teacher_baseline: bool = Field(
+        True,
+        description="Also export the teacher to fp32 ONNX and int8 (the student's export "
+        "path and deployed candidate) and score it on the test split: a baseline row in the "
+        "report (never deployed). Classification only.",
+    )
 
     @model_validator(mode="after")
     def _candidates_are_usable(self) -> ExportConfig:

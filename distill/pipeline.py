@@ -158,7 +158,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "export",
         ("data", "export"),
-        ("data", "student"),
+        ("data", "teacher", "student"),  # the teacher: its baseline export (classification)
         _lazy("export"),
         publish=lambda ctx, folder: {
             "bundle": ctx.export_dir,

@@ -39,6 +39,8 @@ _PLOT_COLORS = {
     "student_no_kd": "#8c8c8c",
     "student_onnx_fp32": "#55a868",
     "student_onnx_int8": "#c44e52",
+    "teacher_onnx_fp32": "#8172b3",
+    "teacher_onnx_int8": "#64b5cd",
 }
 
 
@@ -48,6 +50,8 @@ _PLOT_MARKERS = {
     "student_no_kd": "v",
     "student_onnx_fp32": "D",
     "student_onnx_int8": "^",
+    "teacher_onnx_fp32": "P",
+    "teacher_onnx_int8": "X",
 }
 
 
@@ -128,6 +132,8 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
     deployed = next((row for row in rows if row.get("deployed")), None)
     baseline = report.get("baseline") or {}
     below = [by_key[key] for key in baseline.get("below_baseline", []) if key in by_key]
+    headline = report.get("headline") or {}  # absent from reports written before it
+    quantized = headline.get("vs_quantized_teacher")
     labels = report.get("labels", [])
     teacher = by_key.get("teacher")
     confusion = [
@@ -146,6 +152,18 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
         "teacher": teacher,
         "deployed": deployed,
         "below_baseline": below,
+        # The teacher and the deployed student have their own sentence; the others are listed.
+        "floor_warnings": [
+            w.removeprefix("Warning: ") for w in headline.get("floor_warnings") or []
+        ],
+        "other_below_baseline": [
+            row
+            for row in below
+            if "floor_warnings" not in headline
+            or (row["key"] != "teacher" and not row.get("deployed"))
+        ],
+        "vs_quantized_teacher": quantized,
+        "quantized_teacher": by_key.get(quantized["reference"]) if quantized else None,
         "splits": (report.get("data") or {}).get("splits", {}),
         "labels": labels,
         "confusion": confusion,
@@ -209,6 +227,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         value=fmt_value,
         md=md_escape,
         prob=fmt_prob,
+        pvalue=fmt_pvalue,
         shade=fmt_shade,
         delta=fmt_delta,
         metric=fmt_metric,
@@ -289,6 +308,13 @@ def md_escape(text: Any) -> str:
     ):
         text = text.replace(old, new)
     return " ".join(text.split())
+
+
+def fmt_pvalue(x: Any) -> str:
+    """A p-value: 3 significant digits, or "< 0.001"."""
+    if _missing(x):
+        return DASH
+    return "< 0.001" if x < 0.001 else f"{x:.3g}"
 
 
 def fmt_prob(x: Any) -> str:

@@ -66,8 +66,19 @@ def test_run_writes_every_stage_bundle_and_report(project: Path) -> None:
         "student_no_kd",
         "student_onnx_fp32",
         "student_onnx_int8",
+        "teacher_onnx_fp32",
+        "teacher_onnx_int8",
         "tfidf",
     } <= rows.keys()
+    # The quantized-teacher baseline is scored as the export stage measured it.
+    exported = read_manifest(project / "runs" / "tiny" / "export")["metrics"]["teacher_baseline"]
+    assert rows["teacher_onnx_int8"]["accuracy"] == pytest.approx(exported["int8"]["accuracy"])
+    assert rows["teacher_onnx_fp32"]["agreement"] == pytest.approx(
+        exported["fp32"]["agreement_with_pytorch"]
+    )
+    verdict = report["distillation"]["significance"]["verdict"]
+    assert verdict.startswith("Distillation ")
+    assert verdict in (project / "reports" / "tiny" / "report.md").read_text()
     teacher = read_manifest(project / "runs" / "tiny" / "teacher")
     assert rows["teacher"]["accuracy"] == pytest.approx(teacher["metrics"]["test"]["accuracy"])
     assert rows["teacher"]["accuracy"] >= 0.8
@@ -88,6 +99,7 @@ def test_run_ends_with_a_summary_of_the_key_rows(project: Path) -> None:
     teacher = next(row for row in report["rows"] if row["key"] == "teacher")
     assert "run tiny: done" in summary
     assert f"{teacher['name']}" in summary and f"{teacher['accuracy']:8.4f}" in summary
+    assert report["distillation"]["significance"]["verdict"] in summary
     assert str(project / "reports" / "tiny" / "report.html") in summary
     assert str(project / "export" / "tiny") in summary
 

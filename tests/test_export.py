@@ -689,3 +689,82 @@ def test_bundle_has_a_model_card_and_a_clean_tokenizer(
     # tokenizer.json must not carry the fixed-length padding used while timing the models.
     assert json.loads((bundle / "tokenizer.json").read_text()).get("padding") is None
     onnx.checker.check_model(str(bundle / "model.onnx"), full_check=True)
+
+
+# --------------------------------------------------------------------------- teacher baseline
+
+
+def _teacher_stage(folder: Path, data_dir: Path) -> tuple[Path, np.ndarray]:
+    """A finished teacher folder: a tiny 4-layer model and its PyTorch test logits."""
+    import torch
+
+    from distill.dataset_files import read_split, save_logits
+
+    model_dir = build_tiny_classifier(folder / "model", num_labels=len(LABELS), layers=4, seed=1)
+    set_label_maps(model_dir)
+    test = read_split(data_dir, "test")
+    tokenizer = _tokenizer(model_dir)
+    from distill.models import load_saved_classifier
+
+    model = load_saved_classifier(model_dir).eval()
+    encoded = tokenizer(
+        test.texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        logits = model(**encoded).logits.numpy()
+    (folder / "logits").mkdir()
+    save_logits(folder / "logits" / "test.npz", test.ids, logits)
+    return folder, logits
+
+
+@pytest.fixture(scope="module")
+def teacher_run(stage_inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("export-teacher")
+    teacher, pytorch_logits = _teacher_stage(root / "teacher", stage_inputs["data"])
+    out = root / "stage"
+    metrics = _run({**stage_inputs, "teacher": teacher}, out, max_accuracy_drop=1.0)
+    return out, metrics, pytorch_logits
+
+
+def test_teacher_is_exported_with_the_students_candidate_and_scored(
+    teacher_run: tuple[Path, dict[str, Any], np.ndarray], stage_inputs: dict[str, Path]
+) -> None:
+    from distill.dataset_files import read_split
+
+    out, metrics, pytorch_logits = teacher_run
+    test = read_split(stage_inputs["data"], "test")
+    baseline = metrics["teacher_baseline"]
+    assert baseline["int8"]["candidate"] == metrics["chosen"]
+    assert baseline["parity_max_abs_diff"] <= 1e-4
+    for precision, name in (("fp32", "model_fp32.onnx"), ("int8", "model_int8.onnx")):
+        scores = baseline[precision]
+        logits = load_logits(out / "teacher" / "predictions" / f"test_{precision}.npz", test.ids)[1]
+        predicted = logits.argmax(-1)
+        assert scores["accuracy"] == pytest.approx(float((predicted == test.labels).mean()))
+        assert scores["agreement_with_pytorch"] == pytest.approx(
+            float((predicted == pytorch_logits.argmax(-1)).mean())
+        )
+        assert scores["bytes"] == (out / "teacher" / name).stat().st_size
+        assert scores["file"] == f"teacher/{name}"
+    assert baseline["fp32"]["agreement_with_pytorch"] == 1.0  # within the parity tolerance
+    assert baseline["int8"]["bytes"] < baseline["fp32"]["bytes"]
+    # A baseline, not a deliverable: nothing of the teacher goes into the bundle.
+    assert not any("teacher" in p.name for p in (out / "bundle").rglob("*"))
+
+
+def test_teacher_baseline_can_be_turned_off(stage_inputs: dict[str, Path], tmp_path: Path) -> None:
+    from distill.dataset_files import read_split
+
+    skipped = export_stage._teacher_baseline(
+        RunContext(
+            name="t", seed=1, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
+        ),
+        {**stage_inputs, "teacher": tmp_path / "unused"},
+        read_split(stage_inputs["data"], "test"),
+        tmp_path,
+        DataConfig(path="unused.csv", max_length=MAX_LENGTH),
+        ExportConfig(teacher_baseline=False),
+        {"chosen": "dynamic"},
+    )
+    assert skipped == {"skipped": "export.teacher_baseline = false"}
+    assert not (tmp_path / "teacher").exists()

@@ -62,9 +62,6 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def build_upstream(root: Path) -> dict[str, Any]:
     """Fake data/teacher/student/export stage folders under ``root`` (also used by
     tests/test_report_browser.py and tests/test_compare.py)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from optimum.exporters.onnx import main_export
-
     folders = {name: root / name for name in ("data", "teacher", "student", "export")}
     for folder in folders.values():
         folder.mkdir(parents=True)
@@ -130,18 +127,8 @@ def build_upstream(root: Path) -> dict[str, Any]:
 
     # export: real fp32 ONNX file and a real dynamic-int8 copy of it
     bundle = folders["export"] / "bundle"
-    main_export(
-        str(folders["student"] / "model"),
-        output=bundle / "fp32",
-        task="text-classification",
-        do_validation=False,
-    )
-    for extra in (bundle / "fp32").iterdir():  # keep only the graph, like a bundle's fp32/ folder
-        if extra.name != "model.onnx":
-            extra.unlink()
-    (bundle / "fp32" / "model.onnx").rename(bundle / "fp32" / "model_fp32.onnx")
-    quantize_dynamic(
-        bundle / "fp32" / "model_fp32.onnx", bundle / "model.onnx", weight_type=QuantType.QInt8
+    _onnx_pair(
+        folders["student"] / "model", bundle / "fp32" / "model_fp32.onnx", bundle / "model.onnx"
     )
     (bundle / "manifest.json").write_text(
         json.dumps({"label_names": LABELS, "max_length": MAX_LENGTH}), encoding="utf-8"
@@ -155,16 +142,45 @@ def build_upstream(root: Path) -> dict[str, Any]:
         ("student_onnx_int8", "test_int8.npz"),
     ):
         save_logits(folders["export"] / "predictions" / file, test.ids, logits[key])
+    _teacher_baseline(folders, logits, test)
     write_manifest(
         folders["export"],
         {
             "stage": "export",
             "config": {"data": data_config, "export": {"quantization": "dynamic"}},
-            "metrics": {},
+            "metrics": {"teacher_baseline": {"int8": {"candidate": "dynamic"}}},
             "wall_time_s": 3.0,
         },
     )
     return {"folders": folders, "splits": splits, "logits": logits}
+
+
+def _onnx_pair(model_dir: Path, fp32: Path, int8: Path) -> None:
+    """A real fp32 ONNX export of ``model_dir`` (the graph file only) and a dynamic-int8 copy."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from optimum.exporters.onnx import main_export
+
+    work = fp32.parent / "export-work"
+    main_export(str(model_dir), output=work, task="text-classification", do_validation=False)
+    fp32.parent.mkdir(parents=True, exist_ok=True)
+    (work / "model.onnx").rename(fp32)
+    shutil.rmtree(work)
+    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+
+
+def _teacher_baseline(folders: dict[str, Path], logits: dict[str, Any], test: Split) -> None:
+    """export/teacher/ as the export stage writes it: the teacher's real fp32 ONNX file, a
+    real dynamic-int8 copy, and known test predictions (stored shuffled)."""
+    folder = folders["export"] / "teacher"
+    _onnx_pair(folders["teacher"] / "model", folder / "model_fp32.onnx", folder / "model_int8.onnx")
+    rng = np.random.default_rng(8)
+    logits["teacher_onnx_fp32"] = logits["teacher"] + rng.normal(0, 1e-6, logits["teacher"].shape)
+    logits["teacher_onnx_int8"] = _noisy_logits(test.labels, 0.85, seed=9)
+    order = rng.permutation(len(test))
+    (folder / "predictions").mkdir()
+    for key in ("teacher_onnx_fp32", "teacher_onnx_int8"):
+        file = folder / "predictions" / f"test_{key.rsplit('_', 1)[1]}.npz"
+        save_logits(file, [test.ids[i] for i in order], logits[key][order])
 
 
 def run_report(upstream: dict[str, Any], out: Path, **overrides: Any) -> dict[str, Any]:
@@ -206,6 +222,8 @@ ROW_KEYS = (
     "student_no_kd",
     "student_onnx_fp32",
     "student_onnx_int8",
+    "teacher_onnx_fp32",
+    "teacher_onnx_int8",
     "tfidf",
 )
 
@@ -274,7 +292,8 @@ def test_sizes_parameters_and_ratios(upstream: dict[str, Any], document: dict[st
 
 def test_latency_recorded_with_its_setup(document: dict[str, Any]) -> None:
     rows = _rows(document)
-    for key in ("teacher", "student", "student_onnx_fp32", "student_onnx_int8"):
+    timed = ("teacher", "student", "student_onnx_fp32", "student_onnx_int8")
+    for key in (*timed, "teacher_onnx_fp32", "teacher_onnx_int8"):
         latency = rows[key]["latency"]
         assert latency["runs"] == 3 and latency["warmup"] == 1, key
         assert latency["threads"] == 1 and latency["batch_size"] == 1, key
@@ -283,6 +302,7 @@ def test_latency_recorded_with_its_setup(document: dict[str, Any]) -> None:
     assert rows["tfidf"]["latency"] is None
     setup = document["latency_setup"]
     assert (setup["threads"], setup["batch_size"], setup["sequence_length"]) == (1, 1, MAX_LENGTH)
+    assert setup["rounds"] == 3  # one interleaved run: 3 timed runs, one per round
     assert document["hardware"]["cpu"] and document["hardware"]["logical_cores"] >= 1
 
 
@@ -323,6 +343,11 @@ def test_returned_metrics_are_small_and_match(report_dir: Path, document: dict[s
     assert metrics["rows"]["student"]["accuracy"] == _rows(document)["student"]["accuracy"]
     assert metrics["rows"]["student"]["ece"] == _rows(document)["student"]["calibration"]["ece"]
     assert metrics["below_baseline"] == document["baseline"]["below_baseline"]
+    significance = document["distillation"]["significance"]
+    assert metrics["kd_significance"] == {
+        key: significance[key]
+        for key in ("accuracy_difference", "p_value", "ci_low", "ci_high", "significant")
+    }
 
 
 class _Checker(HTMLParser):
@@ -687,3 +712,139 @@ def test_markdown_tables_are_well_formed_and_texts_inert(report_dir: Path) -> No
     # The example texts: no raw HTML, no image or link syntax left.
     assert "<img" not in markdown and "![t](" not in markdown
     assert "!\\[t\\](//tracker.invalid/t.png) a\\|b \\`c\\`" in markdown
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+def test_kd_verdict_is_the_paired_test_of_the_two_students_test_predictions(
+    upstream: dict[str, Any], document: dict[str, Any], report_dir: Path
+) -> None:
+    from math import comb
+
+    labels = upstream["splits"]["test"].labels
+    distilled = upstream["logits"]["student"].argmax(-1) == labels
+    no_kd = upstream["logits"]["student_no_kd"].argmax(-1) == labels
+    b, c = int((distilled & ~no_kd).sum()), int((~distilled & no_kd).sum())
+    expected_p = min(1.0, 2 * sum(comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c))
+    significance = document["distillation"]["significance"]
+    assert (significance["only_first_correct"], significance["only_second_correct"]) == (b, c)
+    assert significance["p_value"] == pytest.approx(expected_p)
+    assert significance["accuracy_difference"] == pytest.approx(distilled.mean() - no_kd.mean())
+    assert significance["ci_low"] <= significance["accuracy_difference"] <= significance["ci_high"]
+    assert significance["resamples"] == 10_000 and significance["examples"] == SPLIT_SIZES["test"]
+    assert significance["significant"] is (expected_p < 0.05)
+    verdict = significance["verdict"]
+    points = 100 * (distilled.mean() - no_kd.mean())
+    assert verdict.startswith(f"Distillation gained {points:+.1f} points over the same student")
+    for name in ("report.md", "report.html"):
+        assert verdict in (report_dir / name).read_text(encoding="utf-8"), name
+
+
+def test_kd_verdict_fields_for_a_constructed_pair_of_prediction_sets() -> None:
+    from distill.report_verdict import kd_significance
+
+    labels = np.zeros(100, dtype=np.int64)
+    # 80 both right, 8 right only when distilled, 2 right only without, 10 both wrong.
+    distilled = np.r_[np.zeros(88), np.ones(12)].astype(int)
+    no_kd = np.r_[np.zeros(80), np.ones(8), np.zeros(2), np.ones(10)].astype(int)
+    result = kd_significance(np.eye(2)[distilled], np.eye(2)[no_kd], labels)
+    assert result["p_value"] == 0.109375
+    assert result["accuracy_difference"] == pytest.approx(0.06)
+    assert result["significant"] is False
+    assert result["verdict"].endswith("McNemar exact p = 0.109): not significant at the 5% level.")
+
+
+def test_teacher_onnx_rows_are_a_baseline_scored_from_their_own_predictions(
+    upstream: dict[str, Any], document: dict[str, Any], report_dir: Path
+) -> None:
+    folder = upstream["folders"]["export"] / "teacher"
+    labels = upstream["splits"]["test"].labels
+    rows = _rows(document)
+    teacher_labels = upstream["logits"]["teacher"].argmax(-1)
+    for key, file, precision in (
+        ("teacher_onnx_fp32", "model_fp32.onnx", "fp32"),
+        ("teacher_onnx_int8", "model_int8.onnx", "int8 (dynamic)"),
+    ):
+        row = rows[key]
+        predicted = upstream["logits"][key].argmax(-1)
+        assert row["accuracy"] == pytest.approx(float((predicted == labels).mean())), key
+        assert row["agreement"] == pytest.approx(float((predicted == teacher_labels).mean()))
+        assert row["bytes"] == (folder / file).stat().st_size
+        assert (row["precision"], row["deployed"]) == (precision, False)
+        assert row["parameters"] == rows["teacher"]["parameters"]
+    assert rows["teacher_onnx_int8"]["accuracy"] == pytest.approx(0.85, abs=0.1)
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    assert "| Teacher ONNX int8 | onnxruntime int8 (dynamic) |" in markdown
+    assert 'id="row-teacher_onnx_int8"' in (report_dir / "report.html").read_text("utf-8")
+
+
+def test_headline_compares_the_deployed_student_with_the_quantized_teacher(
+    document: dict[str, Any], report_dir: Path
+) -> None:
+    rows = _rows(document)
+    deployed, quantized = rows["student_onnx_int8"], rows["teacher_onnx_int8"]
+    versus = document["headline"]["vs_quantized_teacher"]
+    assert versus["reference"] == "teacher_onnx_int8"
+    assert versus["size_ratio"] == pytest.approx(quantized["bytes"] / deployed["bytes"])
+    assert versus["speedup"] == pytest.approx(
+        quantized["latency"]["p50_ms"] / deployed["latency"]["p50_ms"]
+    )
+    assert versus["accuracy_delta"] == pytest.approx(deployed["accuracy"] - quantized["accuracy"])
+    assert document["headline"]["vs_teacher"]["size_ratio"] == pytest.approx(deployed["size_ratio"])
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    assert (
+        f"Against the teacher quantized the same way (Teacher ONNX int8, "
+        f"{100 * quantized['accuracy']:.2f}%"
+    ) in markdown
+
+
+def _with_floor(document: dict[str, Any], floor_accuracy: float) -> dict[str, Any]:
+    """The report with the TF-IDF row at ``floor_accuracy`` and what follows from it."""
+    import copy
+
+    from distill.report_verdict import headline
+    from distill.stages.report import _baseline_summary
+
+    changed = copy.deepcopy(document)
+    next(r for r in changed["rows"] if r["key"] == "tfidf")["accuracy"] = floor_accuracy
+    changed["baseline"] = _baseline_summary(changed["rows"])
+    changed["headline"] = headline(changed["rows"])
+    return changed
+
+
+def test_floor_warning_names_the_deployed_student_below_the_floor(document: dict[str, Any]) -> None:
+    from distill import render
+
+    rows = _rows(document)
+    deployed = rows["student_onnx_int8"]["accuracy"]  # 0.75; the teacher is at 0.90
+    constructed = _with_floor(document, 0.80)
+    sentence = (
+        f"Warning: the deployed student (Student ONNX int8, {100 * deployed:.1f}%) is below "
+        "the TF-IDF + logistic-regression floor (80.0%) on test accuracy."
+    )
+    assert constructed["headline"]["floor_warnings"] == [sentence]
+    markdown = render.render_markdown(constructed)
+    assert "> **Warning:** " + sentence.removeprefix("Warning: ") in markdown
+    assert "Warning:** the teacher" not in markdown
+    html = render.render_html(constructed)
+    assert sentence.removeprefix("Warning: ") in html
+
+
+def test_no_floor_warning_when_everything_beats_the_floor(document: dict[str, Any]) -> None:
+    from distill import render
+
+    constructed = _with_floor(document, 0.5)
+    assert constructed["headline"]["floor_warnings"] == []
+    assert constructed["baseline"]["below_baseline"] == []
+    assert "Warning" not in render.render_markdown(constructed)
+    assert 'id="below-baseline"' not in render.render_html(constructed)
+
+
+def test_floor_warning_for_the_teacher_too(document: dict[str, Any]) -> None:
+    warnings = _with_floor(document, 0.95)["headline"]["floor_warnings"]
+    assert warnings[0] == (
+        "Warning: the teacher (90.0%) is below the TF-IDF + logistic-regression floor (95.0%) "
+        "on test accuracy."
+    )
+    assert warnings[1].startswith("Warning: the deployed student (Student ONNX int8, 75.0%)")

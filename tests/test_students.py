@@ -136,3 +136,30 @@ def test_student_settings_follow_the_variant_inheritance_rules() -> None:
     cut = _student_settings(manifest, "cut")
     assert cut["init"] == "teacher-layers" and cut["layers"] == [0, 5]
     assert "model" not in cut and cut["trim_vocabulary"] is True  # inherited, not the model
+
+
+def test_each_student_with_a_twin_has_its_paired_kd_test(project: Path) -> None:
+    import numpy as np
+
+    from distill.dataset_files import load_logits, read_split
+    from distill.significance import mcnemar_exact
+
+    report = json.loads((project / "reports" / "multi" / "report.json").read_text())
+    students = {s["name"]: s for s in report["students"]}
+    assert students["main"]["kd_significance"] is None  # baseline = false: no twin to test
+    test = read_split(project / "runs" / "multi" / "data", "test")
+    folder = project / "runs" / "multi" / "student" / "variants" / "L1"
+    distilled = load_logits(folder / "logits" / "test.npz", test.ids)[1].argmax(-1) == test.labels
+    no_kd = (
+        load_logits(folder / "baseline" / "logits" / "test.npz", test.ids)[1].argmax(-1)
+        == test.labels
+    )
+    b, c = int((distilled & ~no_kd).sum()), int((~distilled & no_kd).sum())
+    small = students["L1"]["kd_significance"]
+    assert (small["only_first_correct"], small["only_second_correct"]) == (b, c)
+    assert small["p_value"] == mcnemar_exact(b, c)
+    assert small["accuracy_difference"] == pytest.approx(students["L1"]["gain_over_no_kd"])
+    assert small["ci_low"] <= small["accuracy_difference"] <= small["ci_high"]
+    assert np.isfinite([small["ci_low"], small["ci_high"]]).all()
+    markdown = (project / "reports" / "multi" / "report.md").read_text()
+    assert "| KD gain 95% CI | McNemar p |" in markdown

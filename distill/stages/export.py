@@ -34,6 +34,10 @@ Writes into the stage folder:
 ``predictions/test_fp32.npz``, ``predictions/test_int8.npz``
     test-split logits keyed by example id (:func:`distill.dataset_files.save_logits`);
     int8 = the chosen candidate (absent when fp32 is deployed).
+``teacher/``
+    with ``export.teacher_baseline`` (default): the teacher through the same export, fp32
+    and int8 with the student's candidate, and its test predictions; a baseline for the
+    report, never deployed (:mod:`distill.stages.export_teacher`).
 
 The student's PyTorch model is only used for the parity checks; every metric is measured
 with plain onnxruntime sessions, the way the bundle will be served.
@@ -138,7 +142,38 @@ def run(
             export,
             variant=name,
         )
+    metrics["teacher_baseline"] = _teacher_baseline(ctx, inputs, test, out, data, export, metrics)
     return metrics
+
+
+def _teacher_baseline(
+    ctx: RunContext,
+    inputs: dict[str, Path],
+    test: Split,
+    out: Path,
+    data: DataConfig,
+    export: ExportConfig,
+    student_metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """The teacher through the same export path (:mod:`distill.stages.export_teacher`), a
+    baseline row for the report; or why there is none."""
+    from distill.stages import export_teacher
+
+    if not export.teacher_baseline:
+        return {"skipped": "export.teacher_baseline = false"}
+    if "teacher" not in inputs:  # a stage called without its teacher (tests of the student path)
+        return {"skipped": "no teacher stage among the inputs"}
+    log.info("exporting the teacher as a baseline")
+    return export_teacher.export_teacher(
+        inputs["teacher"],
+        inputs["data"],
+        test,
+        out / export_teacher.FOLDER,
+        data,
+        export,
+        candidate_name=export_teacher.teacher_candidate(export, student_metrics.get("chosen")),
+        seed=ctx.seed,
+    )
 
 
 def export_student(
@@ -359,26 +394,29 @@ _BUNDLE_METRICS = (
 # --------------------------------------------------------------------------- the student
 
 
-def _load_student(model_dir: Path, label_names: list[str], max_length: int) -> tuple[Any, Any]:
-    """The student's tokenizer and PyTorch model (for parity), checked against the data stage."""
+def _load_student(
+    model_dir: Path, label_names: list[str], max_length: int, role: str = "student"
+) -> tuple[Any, Any]:
+    """The tokenizer and PyTorch model (for parity) of the student (or of the teacher, for
+    its baseline export), checked against the data stage."""
     if not (model_dir / "config.json").is_file():
-        raise ArtifactError(f"{model_dir}: no config.json; is the student stage complete?")
+        raise ArtifactError(f"{model_dir}: no config.json; is the {role} stage complete?")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = load_saved_classifier(model_dir)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
-            f"{model_dir}: cannot load the student model or tokenizer: {exc}"
+            f"{model_dir}: cannot load the {role} model or tokenizer: {exc}"
         ) from exc
     if model.config.num_labels != len(label_names):
         raise ArtifactError(
-            f"{model_dir}: the student has {model.config.num_labels} labels but the data stage "
+            f"{model_dir}: the {role} has {model.config.num_labels} labels but the data stage "
             f"has {len(label_names)} ({label_names})"
         )
     positions = getattr(model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and max_length > positions:
         raise ModelLoadError(
-            f"data.max_length = {max_length} exceeds the student's {positions} position embeddings"
+            f"data.max_length = {max_length} exceeds the {role}'s {positions} position embeddings"
         )
     return tokenizer, model.eval()
 

@@ -6,10 +6,14 @@ report can be re-rendered later without rerunning anything.
 
 One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
 int8 ONNX files, the student trained without distillation when the student stage made
-one, and a TF-IDF + logistic-regression floor. Accuracy, macro-F1 and agreement with the
-teacher come from the test logits the upstream stages cached (the exact predictions they
-shipped); sizes are the weight files on disk; latency is measured here, on this machine,
-with a pinned thread count and a fixed sequence length.
+one, the teacher's own ONNX fp32 and int8 files (:mod:`distill.report_teacher`), and a
+TF-IDF + logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher come
+from the test logits the upstream stages cached (the exact predictions they shipped);
+sizes are the weight files on disk; latency is measured here, on this machine, with a
+pinned thread count and a fixed sequence length, every model in one interleaved run
+(:mod:`distill.report_timing`). The conclusions (the paired significance of the KD gain,
+the headline against the quantized teacher, the floor warnings) are
+:mod:`distill.report_verdict`'s.
 
 Schema 2 added, per row: ``per_class_f1`` ({label: F1}), ``confusion_matrix`` (counts,
 gold label by row, predicted label by column, in ``labels`` order) and ``calibration``
@@ -34,7 +38,6 @@ import numpy as np
 from distill.artifacts import (
     RunContext,
     library_versions,
-    onnx_files,
     read_manifest,
     upstream_manifests,
     weight_files,
@@ -43,15 +46,12 @@ from distill.artifacts import (
 from distill.config import ReportConfig
 from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, read_split
 from distill.errors import ArtifactError, ModelLoadError
-from distill.latency import (
-    LatencyStats,
-    fixed_length_batch,
-    hardware_info,
-    time_onnx_model,
-    time_torch_model,
-)
+from distill.latency import hardware_info
 from distill.metrics import classification_metrics, softmax
 from distill.models import load_saved_classifier
+from distill.report_teacher import onnx_row, relative_path, teacher_onnx_rows
+from distill.report_timing import TimingPlan
+from distill.report_verdict import headline, kd_significance, student_kd_significance
 
 log = logging.getLogger("distill")
 
@@ -103,10 +103,17 @@ def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
             "p95_ms": latency.get("p95_ms"),
         }
     baseline = document.get("baseline") or {}
+    significance = (document.get("distillation") or {}).get("significance") or {}
     return {
         "rows": rows,
         "baseline_accuracy": baseline.get("accuracy"),
         "below_baseline": baseline.get("below_baseline", []),
+        "kd_significance": {
+            key: significance.get(key)
+            for key in ("accuracy_difference", "p_value", "ci_low", "ci_high", "significant")
+        }
+        if significance
+        else None,
     }
 
 
@@ -145,6 +152,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         )
 
     rows: list[dict[str, Any]] = []
+    # Every timed row registers its model here; all are timed together, interleaved, below.
+    plan = TimingPlan(config, latency_texts, max_length)
 
     # PyTorch rows -------------------------------------------------------------------------
     rows.append(
@@ -153,9 +162,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             name="Teacher",
             model_dir=teacher_dir / "model",
             metrics=score(teacher_logits),
-            texts=latency_texts,
-            max_length=max_length,
-            config=config,
+            plan=plan,
         )
     )
     student_row = _pytorch_row(
@@ -163,26 +170,23 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         name="Student (distilled)",
         model_dir=student_dir / "model",
         metrics=score(student_logits),
-        texts=latency_texts,
-        max_length=max_length,
-        config=config,
+        plan=plan,
     )
     rows.append(student_row)
 
+    no_kd_logits: np.ndarray | None = None
     no_kd_logits_path = student_dir / "baseline" / "logits" / "test.npz"
     if no_kd_logits_path.is_file() and (student_dir / "baseline" / "model").is_dir():
         # Same architecture as the student: its latency would repeat the student's, so it is
         # not re-measured; the row is there to show what distillation itself gained.
+        no_kd_logits = _logits(no_kd_logits_path, test.ids)
         rows.append(
             _pytorch_row(
                 key="student_no_kd",
                 name="Student without KD",
                 model_dir=student_dir / "baseline" / "model",
-                metrics=score(_logits(no_kd_logits_path, test.ids)),
-                texts=latency_texts,
-                max_length=max_length,
-                config=config,
-                measure_latency=False,
+                metrics=score(no_kd_logits),
+                plan=None,
             )
         )
 
@@ -194,9 +198,6 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     )
     int8_path = bundle / "model.onnx" if quantization != "none" else None
     tokenizer = _tokenizer(student_dir / "model")
-    onnx_batch = fixed_length_batch(
-        tokenizer, latency_texts, batch_size=config.latency_batch_size, max_length=max_length
-    )
     onnx_models: list[tuple[str, str, str, Path | None, Path]] = [
         (
             "student_onnx_fp32",
@@ -229,25 +230,33 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         row_metrics["max_abs_logit_diff_vs_student"] = float(
             np.max(np.abs(logits - student_logits))
         )
-        log.info("report: timing %s", name)
-        latency = _time_onnx(model_path, onnx_batch, config)
-        files = onnx_files(model_path)
+        plan.add_onnx(key, model_path, tokenizer)
         rows.append(
-            {
-                "key": key,
-                "name": name,
-                "kind": "transformer",
-                "runtime": "onnxruntime",
-                "precision": precision,
-                "deployed": model_path == bundle / "model.onnx",
-                "parameters": student_row["parameters"],
-                "architecture": student_row.get("architecture"),
-                "bytes": sum(f.stat().st_size for f in files),
-                "weight_files": [_relative(f, export_dir) for f in files],
-                **row_metrics,
-                "latency": latency.to_dict(),
-            }
+            onnx_row(
+                key,
+                name,
+                precision,
+                model_path,
+                export_dir,
+                like=student_row,
+                metrics=row_metrics,
+                deployed=model_path == bundle / "model.onnx",
+            )
         )
+
+    # The teacher through the same export path: "why not just quantize the teacher?" ---------
+    teacher_rows, teacher_note = teacher_onnx_rows(
+        export_dir,
+        manifests["export"].get("metrics") or {},
+        rows[0],
+        lambda: _tokenizer(teacher_dir / "model"),
+        lambda path: _logits(path, test.ids),
+        score,
+        plan,
+    )
+    rows.extend(teacher_rows)
+    if teacher_note:
+        notes.append(teacher_note)
 
     # TF-IDF floor -------------------------------------------------------------------------
     if config.tfidf_baseline:
@@ -275,6 +284,10 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
                     "details": tfidf_info,
                 }
             )
+    variant_names = _register_variants(manifests, student_dir, export_dir, plan)
+    latencies = plan.run()
+    for row in rows:
+        row["latency"] = latencies.get(row["key"], row["latency"])
     _add_ratios(rows)
     baseline = _baseline_summary(rows)
     disagreements = (
@@ -300,6 +313,10 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             if "student_no_kd" in by_key
             else None
         ),
+        # Whether that gain is more than the luck of this test split (paired, by example id).
+        "significance": kd_significance(student_logits, no_kd_logits, test.labels)
+        if no_kd_logits is not None
+        else None,
     }
 
     students = student_frontier(
@@ -309,9 +326,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         test,
         score,
         by_key,
-        config,
-        latency_texts,
-        max_length,
+        {name: latencies[f"variant:{name}"] for name in variant_names},
         ctx.name,
     )
 
@@ -333,6 +348,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             "splits": {name: _split_summary(split, label_names) for name, split in splits.items()},
         },
         "rows": rows,
+        "headline": headline(rows),
         "baseline": baseline,
         "disagreements": disagreements,
         "latency_setup": {
@@ -341,6 +357,11 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             "sequence_length": max_length,
             "runs": config.latency_runs,
             "warmup": config.latency_warmup,
+            "rounds": plan.rounds,
+            "interleaved": (
+                "every timed model in one run: each warmed up, then its timed runs spread over "
+                "the rounds, the order rotating from round to round"
+            ),
             "inputs": (
                 f"the first {config.latency_batch_size} test text(s), padded/truncated to "
                 f"{max_length} tokens; model call only (tokenization excluded)"
@@ -360,17 +381,6 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "hardware": hardware,
         "notes": notes,
     }
-
-
-def _time_onnx(model_path: Path, batch: Any, config: ReportConfig) -> LatencyStats:
-    """One ONNX file timed with the report's thread count, warm-up and runs."""
-    return time_onnx_model(
-        model_path,
-        batch,
-        threads=config.latency_threads,
-        warmup=config.latency_warmup,
-        runs=config.latency_runs,
-    )
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
@@ -415,15 +425,15 @@ def student_frontier(
     test: Split,
     score: Any,
     rows_by_key: dict[str, dict[str, Any]],
-    config: ReportConfig,
-    texts: list[str],
-    max_length: int,
+    variant_latencies: dict[str, dict[str, Any]],
     run: str,
 ) -> list[dict[str, Any]] | None:
     """One entry per student of the recipe (the primary and each variant), measured as
-    deployed: accuracy of its deployed ONNX model, its file size, its latency; marked
-    ``pareto`` when no other student beats it on both accuracy and size. None when the
-    recipe has a single student (the main table already says everything)."""
+    deployed: accuracy of its deployed ONNX model, its file size, its latency (from the
+    report's interleaved run: ``variant_latencies`` by variant name); the paired
+    significance of its gain over its no-KD twin; marked ``pareto`` when no other student
+    beats it on both accuracy and size. None when the recipe has a single student (the
+    main table already says everything)."""
     student_metrics = manifests["student"].get("metrics") or {}
     export_metrics = manifests["export"].get("metrics") or {}
     names = ["main", *sorted(student_metrics.get("variants") or {})]
@@ -434,9 +444,7 @@ def student_frontier(
     for name in names:
         trained = student_metrics if name == "main" else student_metrics["variants"][name]
         exported = export_metrics if name == "main" else export_metrics["variants"][name]
-        model_dir = (
-            student_dir / "model" if name == "main" else student_dir / "variants" / name / "model"
-        )
+        student_folder = student_dir if name == "main" else student_dir / "variants" / name
         stage_dir = export_dir if name == "main" else export_dir / "variants" / name
         predictions = stage_dir / "predictions"
         int8 = predictions / "test_int8.npz"
@@ -446,16 +454,9 @@ def student_frontier(
         deployed_model = stage_dir / "bundle" / "model.onnx"
         deployed_row = next((r for r in rows_by_key.values() if r.get("deployed")), None)
         if name == "main" and deployed_row is not None:
-            latency = deployed_row["latency"]  # the main table just timed this very file
+            latency = deployed_row["latency"]  # the main table timed this very file
         else:
-            batch = fixed_length_batch(
-                _tokenizer(model_dir),
-                texts,
-                batch_size=config.latency_batch_size,
-                max_length=max_length,
-            )
-            log.info("report: timing student %s", name)
-            latency = _time_onnx(deployed_model, batch, config).to_dict()
+            latency = variant_latencies[name]
         no_kd = ((trained.get("baseline") or {}).get("test") or {}).get("accuracy")
         pytorch_accuracy = (trained.get("test") or {}).get("accuracy")
         entries.append(
@@ -474,6 +475,9 @@ def student_frontier(
                 "gain_over_no_kd": None
                 if no_kd is None or pytorch_accuracy is None
                 else pytorch_accuracy - no_kd,
+                "kd_significance": student_kd_significance(
+                    student_folder, test.labels, lambda path: _logits(path, test.ids)
+                ),
                 "latency": latency,
                 "accuracy_retained": metrics["accuracy"] / teacher["accuracy"]
                 if teacher["accuracy"]
@@ -492,17 +496,29 @@ def student_frontier(
     return entries
 
 
+def _register_variants(
+    manifests: dict[str, dict[str, Any]], student_dir: Path, export_dir: Path, plan: TimingPlan
+) -> list[str]:
+    """Add each variant's deployed model to the timing plan (as ``variant:NAME``), so the
+    Students table is timed in the same run as the main table; returns the names."""
+    names = sorted((manifests["student"].get("metrics") or {}).get("variants") or {})
+    for name in names:
+        model_dir = student_dir / "variants" / name / "model"
+        deployed = export_dir / "variants" / name / "bundle" / "model.onnx"
+        plan.add_onnx(f"variant:{name}", deployed, _tokenizer(model_dir))
+    return names
+
+
 def _pytorch_row(
     *,
     key: str,
     name: str,
     model_dir: Path,
     metrics: dict[str, Any],
-    texts: list[str],
-    max_length: int,
-    config: ReportConfig,
-    measure_latency: bool = True,
+    plan: TimingPlan | None,
 ) -> dict[str, Any]:
+    """A PyTorch model's row; with ``plan``, the model is registered there to be timed (the
+    row's latency is filled in after the interleaved run)."""
     if not model_dir.is_dir():
         raise ArtifactError(f"{model_dir}: model folder is missing")
     try:
@@ -517,22 +533,10 @@ def _pytorch_row(
         "layers": getattr(model_config, "num_hidden_layers", None),
         "hidden_size": getattr(model_config, "hidden_size", None),
     }
-    latency: LatencyStats | None = None
-    if measure_latency:
-        tokenizer = _tokenizer(model_dir)
-        batch = fixed_length_batch(
-            tokenizer, texts, batch_size=config.latency_batch_size, max_length=max_length
-        )
-        log.info("report: timing %s", name)
-        latency = time_torch_model(
-            model,
-            batch,
-            threads=config.latency_threads,
-            warmup=config.latency_warmup,
-            runs=config.latency_runs,
-        )
+    if plan is not None:
+        plan.add_torch(key, model, _tokenizer(model_dir))
     breakdown = size_breakdown(model)
-    del model
+    del model  # the plan keeps a timed model alive until it has run
     gc.collect()
     files = weight_files(model_dir)
     return {
@@ -545,9 +549,9 @@ def _pytorch_row(
         "parameters": parameters,
         "architecture": architecture,
         "bytes": sum(f.stat().st_size for f in files),
-        "weight_files": [_relative(f, model_dir.parent) for f in files],
+        "weight_files": [relative_path(f, model_dir.parent) for f in files],
         **metrics,
-        "latency": latency.to_dict() if latency else None,
+        "latency": None,
         "size_breakdown": breakdown,
     }
 
@@ -881,13 +885,6 @@ def _quantization(export_dir: Path, manifest: dict[str, Any]) -> str:
     if isinstance(value, str):
         return value
     return "dynamic" if (export_dir / "bundle" / "fp32" / "model_fp32.onnx").is_file() else "none"
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.name
 
 
 def _split_summary(split: Split, label_names: list[str]) -> dict[str, Any]:

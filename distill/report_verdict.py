@@ -1,0 +1,93 @@
+"""What the report concludes, in numbers and in words: is distillation's gain significant,
+how does the deployed student compare with the quantized teacher, is anything below the
+TF-IDF floor. Built from the report's rows and cached predictions; no models are run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.significance import paired_comparison, verdict_sentence
+
+FLOOR_NAME = "TF-IDF + logistic-regression floor"
+
+
+def kd_significance(
+    student_logits: np.ndarray, no_kd_logits: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """Distilled student vs its no-KD twin on the same test examples (aligned by id by the
+    caller): McNemar's exact p, the bootstrap interval, and the verdict sentence."""
+    comparison = paired_comparison(
+        np.asarray(student_logits).argmax(-1) == labels,
+        np.asarray(no_kd_logits).argmax(-1) == labels,
+    )
+    return {**comparison, "verdict": verdict_sentence(comparison)}
+
+
+def student_kd_significance(
+    student_folder: Path, labels: np.ndarray, load: Callable[[Path], np.ndarray]
+) -> dict[str, Any] | None:
+    """:func:`kd_significance` of one student folder of the student stage (``logits/`` and
+    ``baseline/logits/``); None when it has no no-KD twin."""
+    twin = student_folder / "baseline" / "logits" / "test.npz"
+    if not twin.is_file():
+        return None
+    return kd_significance(load(student_folder / "logits" / "test.npz"), load(twin), labels)
+
+
+def floor_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """A sentence for the teacher and for the deployed student when either does not beat
+    the TF-IDF floor on accuracy (none without a floor)."""
+    floor = next((r for r in rows if r["key"] == "tfidf"), None)
+    if floor is None:
+        return []
+    warnings = []
+    for row in rows:
+        accuracy, bar = row["accuracy"], floor["accuracy"]
+        if row["key"] == "teacher":
+            who = f"the teacher ({100 * accuracy:.1f}%)"
+        elif row.get("deployed"):
+            who = f"the deployed student ({row['name']}, {100 * accuracy:.1f}%)"
+        else:
+            continue
+        if accuracy < bar:
+            relation = "is below"
+        elif accuracy == bar:
+            relation = "only ties"
+        else:
+            continue
+        warnings.append(
+            f"Warning: {who} {relation} the {FLOOR_NAME} ({100 * bar:.1f}%) on test accuracy."
+        )
+    return warnings
+
+
+def versus(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """``row`` against ``reference``: how many times smaller and faster (p50), and the
+    accuracy difference (None where a number is missing)."""
+    p50 = (row.get("latency") or {}).get("p50_ms")
+    reference_p50 = (reference.get("latency") or {}).get("p50_ms")
+    return {
+        "reference": reference["key"],
+        "size_ratio": reference["bytes"] / row["bytes"] if row.get("bytes") else None,
+        "speedup": reference_p50 / p50 if reference_p50 and p50 else None,
+        "accuracy_delta": row["accuracy"] - reference["accuracy"],
+    }
+
+
+def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's first lines: the deployed model against the PyTorch teacher and against
+    the teacher quantized the same way (int8, else fp32 ONNX), and the floor warnings."""
+    by_key = {r["key"]: r for r in rows}
+    deployed = next((r for r in rows if r.get("deployed")), None)
+    quantized = by_key.get("teacher_onnx_int8") or by_key.get("teacher_onnx_fp32")
+    return {
+        "deployed": deployed["key"] if deployed else None,
+        "vs_teacher": versus(deployed, by_key["teacher"]) if deployed else None,
+        "vs_quantized_teacher": versus(deployed, quantized) if deployed and quantized else None,
+        "floor_warnings": floor_warnings(rows),
+    }
