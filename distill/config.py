@@ -76,9 +76,29 @@ class DataConfig(_Table):
 class TrainingConfig(_Table):
     """Keys shared by every training stage."""
 
-    epochs: float = Field(3.0, gt=0, le=1000)
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
-    learning_rate: float = Field(5e-5, gt=0, le=1)
+    epochs: float = Field(
+        3.0, gt=0, le=1000, description="Passes over the training data (unless min_steps is more)."
+    )
+    max_steps: int | None = Field(
+        None,
+        gt=0,
+        description="Stop after this many optimizer steps (overrides epochs, min_steps).",
+    )
+    min_steps: int | None = Field(
+        None,
+        ge=0,
+        le=10_000_000,
+        description="Train at least this many optimizer steps when `epochs` would make fewer "
+        "(small data sets); 0 disables. Default: 200 for classification, 0 for causal-lm.",
+    )
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Default by what is trained: 5e-5 fine-tuning all pre-trained weights, "
+        "1e-4 with embeddings or lower layers frozen; students cut from the teacher 2x that; "
+        "students from a config (random init) 3e-4.",
+    )
     batch_size: int = Field(32, ge=1, le=65536)
     weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
@@ -88,11 +108,23 @@ class TrainingConfig(_Table):
     early_stopping_patience: int = Field(
         2, ge=0, description="Evaluations without improvement before stopping; 0 disables."
     )
+    min_validation_examples: int = Field(
+        50,
+        ge=0,
+        description="Early stopping and best-checkpoint choice need a validation split this big; "
+        "below, the whole budget is trained and the last model kept (with a warning).",
+    )
     freeze_embeddings: bool = Field(False, description="Do not train the embedding matrices.")
     freeze_layers: int = Field(0, ge=0, description="Freeze the lowest N transformer layers.")
     report_to: list[Literal["tensorboard"]] = Field(
         default_factory=list, description="Training trackers; none unless asked for."
     )
+
+    def default_learning_rate(self) -> tuple[float, str]:
+        """The learning rate when the recipe sets none, and why."""
+        if self.freeze_embeddings or self.freeze_layers:
+            return 1e-4, "pre-trained weights, embeddings or lower layers frozen"
+        return 5e-5, "fine-tuning all pre-trained weights"
 
 
 class TeacherConfig(TrainingConfig):
@@ -268,6 +300,16 @@ class StudentConfig(TrainingConfig):
             if min(min(pair) for pair in self.layer_map) < 0:
                 raise ValueError("student.layer_map: layers count from 0")
         return self
+
+    def default_learning_rate(self) -> tuple[float, str]:
+        """Random weights move further than pre-trained ones; layers cut from the teacher
+        re-adapt to new neighbours, so both start higher than fine-tuning."""
+        if self.init == "config":
+            return 3e-4, "student from a config (random initialisation)"
+        rate, why = super().default_learning_rate()
+        if self.init == "teacher-layers":
+            return 2 * rate, f"student cut from the teacher's layers; {why}"
+        return rate, why
 
     @property
     def layer_losses(self) -> bool:

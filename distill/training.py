@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from distill.artifacts import list_files, read_manifest, verify_files, write_json_atomic
+from distill.budget import CLASSIFICATION_MIN_STEPS, Budget, resolve_budget, warn_if_still_improving
 from distill.config import TrainingConfig
 from distill.distributed import current, split_batch, use_cpu
 from distill.errors import DistillError
@@ -80,6 +81,8 @@ class DistillationTrainer(Trainer):
     """A Trainer whose loss mixes soft targets (cached teacher logits) with hard labels,
     plus, when asked, layer losses against the teacher run online."""
 
+    budget: Budget | None = None  # what training_budget resolved; recorded in the manifest
+
     def __init__(
         self,
         *args: Any,
@@ -130,10 +133,10 @@ def check_finite(loss: torch.Tensor, stage: str, table: str, step: int) -> None:
         )
 
 
-def stopping_callbacks(config: TrainingConfig) -> list[TrainerCallback]:
-    """Checkpoint sealing, and early stopping unless the table turns it off."""
+def stopping_callbacks(config: TrainingConfig, budget: Budget) -> list[TrainerCallback]:
+    """Checkpoint sealing, and early stopping unless the table or the budget turns it off."""
     callbacks: list[TrainerCallback] = [MarkCompleteCheckpoints()]
-    if config.early_stopping_patience > 0:
+    if budget.early_stopping:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
         )
@@ -149,6 +152,28 @@ def train_resuming(trainer: Trainer, work_dir: Path, stage: str) -> list[dict[st
     return list(trainer.state.log_history)
 
 
+def training_budget(
+    config: TrainingConfig,
+    train_set: Any,
+    eval_set: Any,
+    stage: str,
+    default_min_steps: int = CLASSIFICATION_MIN_STEPS,
+) -> Budget:
+    """The resolved budget of one training run, logged (the manifest records it too)."""
+    budget = resolve_budget(
+        config, len(train_set), len(eval_set), stage.split()[0], default_min_steps
+    )
+    log.info(
+        "%s: %d training examples, %s; learning rate %g (%s)",
+        stage,
+        budget.train_examples,
+        budget.why,
+        budget.learning_rate,
+        budget.learning_rate_why,
+    )
+    return budget
+
+
 def training_arguments(
     config: TrainingConfig,
     output_dir: Path,
@@ -156,20 +181,21 @@ def training_arguments(
     has_extra_columns: bool,
     table: str,
     log_dir: Path,
+    budget: Budget,
     metric: str = "accuracy",
 ) -> TrainingArguments:
-    """TrainingArguments from a recipe table; every tracker choice explicit (report_to).
+    """TrainingArguments from a recipe table and its resolved budget; every tracker choice
+    explicit (report_to).
 
     ``metric`` picks the best checkpoint and drives early stopping (a loss: lower is better).
     """
-    evaluate_by_steps = config.eval_steps is not None
-    strategy = "steps" if evaluate_by_steps else "epoch"
+    strategy = "steps" if budget.eval_steps is not None else "epoch"
     per_device, accumulation = split_batch(config.batch_size, current().world_size, table)
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        learning_rate=config.learning_rate,
+        max_steps=budget.max_steps,
+        learning_rate=budget.learning_rate,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
         per_device_eval_batch_size=max(config.batch_size, 64),
@@ -177,11 +203,13 @@ def training_arguments(
         warmup_ratio=config.warmup_ratio,
         eval_strategy=strategy,
         save_strategy=strategy,
-        eval_steps=config.eval_steps,
-        save_steps=config.eval_steps,
+        eval_steps=budget.eval_steps,
+        save_steps=budget.eval_steps,
         logging_steps=10,
         save_total_limit=2,
-        load_best_model_at_end=True,
+        # Without early stopping (tiny validation split) the last model is kept: picking
+        # the "best" of checkpoints that few examples cannot tell apart is noise.
+        load_best_model_at_end=budget.early_stopping,
         metric_for_best_model=metric,
         greater_is_better=not metric.endswith("loss"),
         report_to=list(config.report_to) or "none",
@@ -231,6 +259,7 @@ def train(
         return metrics
 
     has_teacher = "teacher_logits" in train_set.column_names
+    budget = training_budget(config, train_set, eval_set, stage)
     trainer = DistillationTrainer(
         model=model,
         args=training_arguments(
@@ -241,13 +270,14 @@ def train(
             has_extra_columns=has_teacher or layers is not None,
             table=stage.split()[0],
             log_dir=log_dir,
+            budget=budget,
         ),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=stopping_callbacks(config),
+        callbacks=stopping_callbacks(config, budget),
         stage=stage,
         table=stage.split()[0],
         task=task,
@@ -255,6 +285,7 @@ def train(
         alpha=alpha,
         layers=layers,
     )
+    trainer.budget = budget
     return trainer, train_resuming(trainer, work_dir, stage)
 
 
@@ -293,9 +324,12 @@ def drop_checkpoints(work_dir: Path) -> None:
 def finish_training(
     trainer: Trainer, history: list[dict[str, Any]], out: Path, work_dir: Path
 ) -> dict[str, Any]:
-    """Save the training curves, drop the checkpoints; returns what the manifest records."""
+    """Save the training curves, drop the checkpoints, warn when validation loss was still
+    falling; returns what the manifest records (with the resolved budget)."""
     save_log_history(out / "log_history.json", history)
     drop_checkpoints(work_dir)
+    # Both trainer classes (classification, causal LM) carry stage and budget.
+    budget: Budget | None = getattr(trainer, "budget", None)
     return {
         "train_runtime_s": next(
             (h["train_runtime"] for h in history if "train_runtime" in h), None
@@ -303,6 +337,8 @@ def finish_training(
         "epochs_run": trainer.state.epoch,
         "steps": trainer.state.global_step,
         "batch": batch_layout(trainer),
+        "budget": budget.as_metrics() if budget else None,
+        "still_improving": warn_if_still_improving(history, getattr(trainer, "stage", "training")),
     }
 
 

@@ -35,24 +35,59 @@ def synthetic_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
-def write_vocab(folder: Path) -> Path:
+# Five topics for the small-data budget checks: each text has one or two cue words of its
+# topic among shared filler, and one text in four also a cue word of another topic.
+TOPICS = {
+    "sport": ["match", "goal", "team", "coach", "league", "score"],
+    "politics": ["vote", "senate", "party", "minister", "election", "law"],
+    "tech": ["software", "chip", "app", "laptop", "code", "robot"],
+    "food": ["recipe", "bread", "cheese", "soup", "dinner", "spice"],
+    "travel": ["airport", "hotel", "beach", "visa", "train", "trip"],
+}
+FILLER = ["news", "report", "people", "week", "big", "new", "story", "city", "year", "talk"]
+
+
+def topic_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, topic) pairs over 5 balanced classes, learnable from the cue words but noisy."""
+    rng = random.Random(seed)
+    names = sorted(TOPICS)
+    rows = []
+    for i in range(n):
+        label = names[i % len(names)]
+        words = rng.sample(FILLER, 4) + rng.sample(TOPICS[label], rng.choice([1, 2]))
+        if rng.random() < 0.25:
+            other = rng.choice([name for name in names if name != label])
+            words.append(rng.choice(TOPICS[other]))
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+TOPIC_WORDS = [word for cues in TOPICS.values() for word in cues] + FILLER
+
+
+def write_vocab(folder: Path, extra_words: list[str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     digits = [str(d) for d in range(10)] + [f"##{d}" for d in range(10)]
-    vocab = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL + digits
+    vocab = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL + digits + (extra_words or [])
     path = folder / "vocab.txt"
     path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
     return path
 
 
 def build_tiny_classifier(
-    folder: Path, num_labels: int = 2, layers: int = 4, seed: int = 0
+    folder: Path,
+    num_labels: int = 2,
+    layers: int = 4,
+    seed: int = 0,
+    extra_words: list[str] | None = None,
 ) -> Path:
     """A randomly initialised tiny BERT classifier + WordPiece tokenizer, saved like a hub model."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     torch.manual_seed(seed)
-    vocab = write_vocab(folder)
+    vocab = write_vocab(folder, extra_words)
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,

@@ -141,11 +141,12 @@ def test_non_finite_loss_stops_the_stage_naming_it(
 def test_trackers_only_when_asked(trained: dict, tmp_path: Path, tiny_model_dir: Path) -> None:
     # Default: no tracker, even though tensorboard is installed here.
     assert not (trained["teacher"] / "tensorboard").exists()
+    from distill.budget import resolve_budget
     from distill.training import training_arguments
 
-    default = training_arguments(
-        TeacherConfig(model="m"), tmp_path, 0, False, "teacher", tmp_path / "tb"
-    )
+    config = TeacherConfig(model="m")
+    budget = resolve_budget(config, 100, 100, "teacher", default_min_steps=0)
+    default = training_arguments(config, tmp_path, 0, False, "teacher", tmp_path / "tb", budget)
     assert default.report_to == []
     ctx = RunContext(
         name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path

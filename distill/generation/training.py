@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from distill.budget import Budget
 from distill.config import TrainingConfig
 from distill.dataset_files import Split
 from distill.errors import ModelLoadError
@@ -28,6 +29,7 @@ from distill.training import (
     stopping_callbacks,
     train_resuming,
     training_arguments,
+    training_budget,
 )
 
 log = logging.getLogger("distill")
@@ -143,6 +145,8 @@ class TokenDistillationTrainer(Trainer):
     logits (batch columns) or the teacher run online. Evaluation scores CE only, so early
     stopping follows validation perplexity for the distilled student and its twin alike."""
 
+    budget: Budget | None = None  # what training_budget resolved; recorded in the manifest
+
     def __init__(
         self,
         *args: Any,
@@ -208,6 +212,8 @@ def train_causal(
     **loss: Any,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
     """Train with early stopping on validation loss; the best checkpoint is loaded at the end."""
+    # No step floor by default: a text teaches through every one of its tokens.
+    budget = training_budget(config, train_set, eval_set, stage, default_min_steps=0)
     args = training_arguments(
         config,
         work_dir,
@@ -215,6 +221,7 @@ def train_causal(
         has_extra_columns=True,  # input_ids only; the collator builds the rest
         table=stage.split()[0],
         log_dir=log_dir,
+        budget=budget,
         metric="eval_loss",
     )
     trainer = TokenDistillationTrainer(
@@ -224,11 +231,12 @@ def train_causal(
         eval_dataset=eval_set,
         data_collator=CausalCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=stopping_callbacks(config),
+        callbacks=stopping_callbacks(config, budget),
         stage=stage,
         table=stage.split()[0],
         **loss,
     )
+    trainer.budget = budget
     return trainer, train_resuming(trainer, work_dir, stage)
 
 
