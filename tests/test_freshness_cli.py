@@ -41,11 +41,13 @@ max_length = 24
 [teacher]
 model = "{tiny_model_dir}"
 epochs = 2
+min_steps = 0
 learning_rate = 3e-3
 batch_size = 16
 [student]
 num_layers = 1
 epochs = 2
+min_steps = 0
 learning_rate = 3e-3
 batch_size = 16
 [export]

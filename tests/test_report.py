@@ -98,7 +98,17 @@ def build_upstream(root: Path) -> dict[str, Any]:
             "stage": "teacher",
             "task": "sequence-classification",
             "config": {"data": data_config, "teacher": teacher_config},
-            "metrics": {"steps": 10, "epochs_run": 1.0},
+            "metrics": {
+                "steps": 10,
+                "epochs_run": 1.0,
+                "budget": {"why": "1 epochs x 10 steps/epoch = 10 steps (>= min_steps 0)"},
+                # as the history above says: the last evaluation is the best, 0.6 -> 0.5
+                "still_improving": {
+                    "previous_eval_loss": 0.6,
+                    "last_eval_loss": 0.5,
+                    "relative_drop": 1 / 6,
+                },
+            },
             "wall_time_s": 12.5,
         },
     )
@@ -848,3 +858,19 @@ def test_floor_warning_for_the_teacher_too(document: dict[str, Any]) -> None:
         "on test accuracy."
     )
     assert warnings[1].startswith("Warning: the deployed student (Student ONNX int8, 75.0%)")
+
+
+def test_training_summary_states_the_budget_and_a_still_falling_validation_loss(
+    document: dict[str, Any], report_dir: Path
+) -> None:
+    teacher = document["training"]["teacher"]["summary"]
+    assert teacher["budget"] == "1 epochs x 10 steps/epoch = 10 steps (>= min_steps 0)"
+    assert teacher["still_improving"]["last_eval_loss"] == 0.5
+    assert "still_improving" not in document["training"]["student"]["summary"]
+    sentence = "validation loss was still falling at the end"
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    assert f"**teacher: {sentence}** (0.6 → 0.5 at the last evaluation)" in markdown
+    assert "raise `teacher.min_steps` or `teacher.epochs`" in markdown
+    assert markdown.count(sentence) == 1
+    html = (report_dir / "report.html").read_text(encoding="utf-8")
+    assert f"<strong>teacher: {sentence}</strong> (0.6 → 0.5 at the last evaluation)" in html

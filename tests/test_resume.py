@@ -70,6 +70,7 @@ learning_rate = 3e-3
 batch_size = 8
 [student]
 num_layers = 1
+min_steps = 0
 """,
         encoding="utf-8",
     )

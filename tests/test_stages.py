@@ -38,7 +38,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
         folder.mkdir()
     data_stage.run(ctx, {}, folders["data"], data=data)
     teacher = TeacherConfig(
-        model=str(tiny_model_dir), epochs=6, learning_rate=3e-3, batch_size=16, freeze_layers=1
+        model=str(tiny_model_dir),
+        epochs=6,
+        min_steps=0,
+        learning_rate=3e-3,
+        batch_size=16,
+        freeze_layers=1,
     )
     teacher_metrics = teacher_stage.run(
         ctx, {"data": folders["data"]}, folders["teacher"], data=data, teacher=teacher
@@ -48,7 +53,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
     )
     assert labels_metrics["examples"] == {"train": 112, "validation": 16, "test": 32}
     student = StudentTable(
-        num_layers=2, epochs=4, learning_rate=3e-3, batch_size=16, temperature=2.0, alpha=0.7
+        num_layers=2,
+        epochs=4,
+        min_steps=0,
+        learning_rate=3e-3,
+        batch_size=16,
+        temperature=2.0,
+        alpha=0.7,
     )
     student_metrics = student_stage.run(
         ctx,

@@ -34,6 +34,7 @@ max_length = 24
 [teacher]
 model = "{tiny_model_dir}"
 epochs = 4
+min_steps = 0
 learning_rate = 3e-3
 batch_size = 16
 [student]
