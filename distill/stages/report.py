@@ -6,8 +6,9 @@ report can be re-rendered later without rerunning anything.
 
 One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
 int8 ONNX files, the student's twins when the student stage trained them (without
-distillation; with the teacher's hard labels on the transfer text), the teacher's own ONNX fp32 and int8 files (:mod:`distill.report_teacher`), and a
-TF-IDF + logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher come
+distillation; with the teacher's hard labels on the transfer text), the teacher's own
+ONNX fp32 and int8 files (:mod:`distill.report_teacher`), and a TF-IDF +
+logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher come
 from the test logits the upstream stages cached (the exact predictions they shipped);
 sizes are the weight files on disk; latency is measured here, on this machine, with a
 pinned thread count and a fixed sequence length, every model in one interleaved run
