@@ -25,6 +25,8 @@ from pydantic import (
 from distill.errors import RecipeError
 
 TaskName = Literal["sequence-classification", "causal-lm"]
+# The twins a student can be trained beside (folder under the student's, metrics key).
+TwinName = Literal["no-kd", "pseudo-labels"]
 
 
 class _Table(BaseModel):
@@ -218,8 +220,18 @@ class StudentConfig(TrainingConfig):
     )
     temperature: float = Field(2.0, gt=0, le=100)
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term.")
-    baseline: bool = Field(
-        True, description="Also train the same student on hard labels only (the no-KD twin)."
+    baseline: bool | None = Field(
+        None,
+        description="Older spelling of `baselines`: true = ['no-kd'] (the default), "
+        "false = [] (no twin).",
+    )
+    baselines: list[TwinName] | None = Field(
+        None,
+        description="Twins trained beside the distilled student (same architecture, "
+        "initialisation and budget), for the report: 'no-kd' (hard labels, labelled "
+        "examples only) and 'pseudo-labels' (hard labels on the labelled examples plus the "
+        "transfer text labelled with the teacher's argmax; needs student.transfer). "
+        "Default: ['no-kd'].",
     )
     transfer: TransferConfig | None = Field(
         None,
@@ -280,6 +292,9 @@ class StudentConfig(TrainingConfig):
                     raise ValueError("student.num_layers disagrees with len(student.layers)")
         if self.init == "config" and not self.config and self.num_layers is None:
             raise ValueError("init = 'config' needs student.config or student.num_layers")
+        problems = self._twin_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.transfer is not None and self.alpha == 0:
             raise ValueError(
                 "student.transfer needs alpha > 0: unlabelled text teaches only through the teacher"
@@ -311,6 +326,30 @@ class StudentConfig(TrainingConfig):
             return 2 * rate, f"student cut from the teacher's layers; {why}"
         return rate, why
 
+    def _twin_problems(self) -> list[str]:
+        """What is wrong with baseline / baselines (both keys name the same twins)."""
+        problems = []
+        if self.baseline is not None and self.baselines is not None:
+            problems.append(
+                "student.baseline and student.baselines both set: keep baselines "
+                "(baseline = true/false is the older spelling of ['no-kd'] / [])"
+            )
+        if self.baselines is not None and len(set(self.baselines)) != len(self.baselines):
+            problems.append("student.baselines lists a twin twice")
+        if "pseudo-labels" in self.twins and self.transfer is None:
+            problems.append(
+                "student.baselines = ['pseudo-labels'] needs student.transfer: the twin "
+                "learns the teacher's hard labels on the transfer text"
+            )
+        return problems
+
+    @property
+    def twins(self) -> list[str]:
+        """The twins to train beside the distilled student, in training order."""
+        if self.baselines is not None:
+            return list(self.baselines)
+        return [] if self.baseline is False else ["no-kd"]
+
     @property
     def layer_losses(self) -> bool:
         return self.hidden_weight > 0 or self.attention_weight > 0
@@ -332,6 +371,8 @@ StudentVariant = create_model(  # type: ignore[call-overload]
 )
 # Keys that say how the primary student is built; a variant with another `init` drops them.
 _INIT_KEYS = {"model", "archive", "revision", "layers", "num_layers", "config", "trust_remote_code"}
+# Two spellings of one setting: a variant setting either replaces both of the primary's.
+_TWIN_KEYS = {"baseline", "baselines"}
 VariantName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")]
 
 
@@ -376,6 +417,9 @@ class StudentTable(StudentConfig):
         if changes.get("init", base["init"]) != base["init"]:
             # Another way of building the student: the primary's building keys do not apply.
             for key in _INIT_KEYS - changes.keys():
+                base.pop(key, None)
+        if changes.keys() & _TWIN_KEYS:
+            for key in _TWIN_KEYS - changes.keys():
                 base.pop(key, None)
         return StudentConfig.model_validate({**base, **changes})
 

@@ -228,6 +228,11 @@ def outputs_digest(manifest: dict[str, Any]) -> str:
     return fingerprint(results)
 
 
+def stage_settings(spec: StageSpec, recipe: Recipe) -> dict[str, Any]:
+    """The recipe tables (or keys) the stage reads, as JSON."""
+    return {s: _dump(_section(recipe, s)) for s in spec.sections_for(recipe.task)}
+
+
 def stage_dependencies(
     spec: StageSpec,
     recipe: Recipe,
@@ -237,7 +242,7 @@ def stage_dependencies(
 ) -> Dependencies:
     """The stage's recipe tables, the content of what it reads, and its upstream outputs."""
     return Dependencies(
-        settings={s: _dump(_section(recipe, s)) for s in spec.sections_for(recipe.task)},
+        settings=stage_settings(spec, recipe),
         sources=identify(spec.reads(recipe), ctx.recipe_dir, hashes),
         upstream={name: outputs_digest(manifest) for name, manifest in upstream.items()},
     )

@@ -37,6 +37,7 @@ _PLOT_COLORS = {
     "teacher": "#4c72b0",
     "student": "#dd8452",
     "student_no_kd": "#8c8c8c",
+    "student_pseudo": "#b8b8b8",
     "student_onnx_fp32": "#55a868",
     "student_onnx_int8": "#c44e52",
     "teacher_onnx_fp32": "#8172b3",
@@ -48,6 +49,7 @@ _PLOT_MARKERS = {
     "teacher": "o",
     "student": "s",
     "student_no_kd": "v",
+    "student_pseudo": "<",
     "student_onnx_fp32": "D",
     "student_onnx_int8": "^",
     "teacher_onnx_fp32": "P",
@@ -177,6 +179,10 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
         else [],
         "disagreements": report.get("disagreements"),
         "rows_by_key": by_key,
+        # The Students table has a pseudo-label column only when a student has that twin.
+        "students_pseudo": any(
+            s.get("pseudo_accuracy") is not None for s in report.get("students") or []
+        ),
     }
 
 

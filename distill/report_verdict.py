@@ -16,27 +16,58 @@ from distill.significance import paired_comparison, verdict_sentence
 FLOOR_NAME = "TF-IDF + logistic-regression floor"
 
 
+# Each twin of the student stage (its folder beside the distilled student): what the
+# verdict credits for the distilled student's gain over it, and how it names the twin.
+TWIN_VERDICTS = {
+    "baseline": ("Distillation", "the same student trained without it"),
+    "pseudo": (
+        "Soft targets",
+        "the same student trained on the same labelled and transfer text with the "
+        "teacher's hard labels",
+    ),
+}
+
+
 def kd_significance(
-    student_logits: np.ndarray, no_kd_logits: np.ndarray, labels: np.ndarray
+    student_logits: np.ndarray, twin_logits: np.ndarray, labels: np.ndarray, twin: str = "baseline"
 ) -> dict[str, Any]:
-    """Distilled student vs its no-KD twin on the same test examples (aligned by id by the
-    caller): McNemar's exact p, the bootstrap interval, and the verdict sentence."""
+    """Distilled student vs one of its twins (``baseline``: no-KD; ``pseudo``: pseudo-label)
+    on the same test examples (aligned by id by the caller): McNemar's exact p, the
+    bootstrap interval, and the verdict sentence."""
     comparison = paired_comparison(
         np.asarray(student_logits).argmax(-1) == labels,
-        np.asarray(no_kd_logits).argmax(-1) == labels,
+        np.asarray(twin_logits).argmax(-1) == labels,
     )
-    return {**comparison, "verdict": verdict_sentence(comparison)}
+    return {**comparison, "verdict": verdict_sentence(comparison, *TWIN_VERDICTS[twin])}
 
 
 def student_kd_significance(
-    student_folder: Path, labels: np.ndarray, load: Callable[[Path], np.ndarray]
+    student_folder: Path,
+    labels: np.ndarray,
+    load: Callable[[Path], np.ndarray],
+    twin: str = "baseline",
 ) -> dict[str, Any] | None:
     """:func:`kd_significance` of one student folder of the student stage (``logits/`` and
-    ``baseline/logits/``); None when it has no no-KD twin."""
-    twin = student_folder / "baseline" / "logits" / "test.npz"
-    if not twin.is_file():
+    ``<twin>/logits/``); None when it has no such twin."""
+    twin_logits = student_folder / twin / "logits" / "test.npz"
+    if not twin_logits.is_file():
         return None
-    return kd_significance(load(student_folder / "logits" / "test.npz"), load(twin), labels)
+    return kd_significance(
+        load(student_folder / "logits" / "test.npz"), load(twin_logits), labels, twin
+    )
+
+
+def gain_decomposition(distilled: float, no_kd: float, pseudo: float) -> str:
+    """In words, the distilled student's accuracy gain over its no-KD twin split in two:
+    what the transfer text brought with hard labels alone (pseudo-label twin minus no-KD
+    twin) and what the soft targets added beyond it (distilled minus pseudo-label twin)."""
+    total, data, soft = distilled - no_kd, pseudo - no_kd, distilled - pseudo
+    return (
+        f"Of the {100 * total:+.1f} points the distilled student gained over its no-KD twin, "
+        f"{100 * data:+.1f} come with the transfer text itself (the teacher's hard labels on "
+        f"it, over the labelled examples alone) and {100 * soft:+.1f} from the soft targets "
+        "(the distilled student over the pseudo-label twin, on the same examples)."
+    )
 
 
 def floor_warnings(rows: list[dict[str, Any]]) -> list[str]:

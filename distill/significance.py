@@ -104,10 +104,14 @@ def format_p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
 
 
-def verdict_sentence(comparison: dict[str, Any]) -> str:
+def verdict_sentence(
+    comparison: dict[str, Any],
+    subject: str = "Distillation",
+    reference: str = "the same student trained without it",
+) -> str:
     """The Distillation section's verdict, e.g. "Distillation gained +1.6 points over the
     same student trained without it (95% CI +0.4 to +2.8; McNemar exact p = 0.0107):
-    significant at the 5% level."."""
+    significant at the 5% level."; ``subject`` and ``reference`` name the two models."""
     points = 100 * comparison["accuracy_difference"]
     if points > 0:
         change = f"gained {points:+.1f} points over"
@@ -122,7 +126,7 @@ def verdict_sentence(comparison: dict[str, Any]) -> str:
         else f"not significant at the {level} level"
     )
     return (
-        f"Distillation {change} the same student trained without it "
+        f"{subject} {change} {reference} "
         f"({comparison['ci_level']:.0%} CI {100 * comparison['ci_low']:+.1f} to "
         f"{100 * comparison['ci_high']:+.1f}; McNemar exact {format_p(comparison['p_value'])}): "
         f"{verdict}."

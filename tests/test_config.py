@@ -202,3 +202,71 @@ def test_variant_errors_are_reported_with_their_names() -> None:
 def test_layer_and_archive_keys_are_checked(student: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         validate_recipe({**MINIMAL, "student": student})
+
+
+@pytest.mark.parametrize(
+    ("student", "twins"),
+    [
+        ({}, ["no-kd"]),
+        ({"baseline": True}, ["no-kd"]),
+        ({"baseline": False}, []),
+        ({"baselines": []}, []),
+        ({"baselines": ["no-kd", "pseudo-labels"], "transfer": {"path": "unused"}}, None),
+        ({"baselines": ["pseudo-labels"], "transfer": {"path": "unused"}}, None),
+    ],
+)
+def test_baseline_true_false_keep_their_meaning_beside_baselines(
+    student: dict, twins: list[str] | None
+) -> None:
+    table = validate_recipe({**MINIMAL, "student": {"num_layers": 2, **student}}).student
+    assert table.twins == (student["baselines"] if twins is None else twins)
+
+
+def test_pseudo_label_twin_without_transfer_text_is_refused_naming_the_key() -> None:
+    raw = apply_overrides(
+        MINIMAL,
+        ["student.baselines=['no-kd', 'pseudo-labels']", "export.quantization='fp8'"],
+    )
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    problems = info.value.problems
+    assert len(problems) == 2  # reported with the recipe's other errors
+    assert (
+        "student: student.baselines = ['pseudo-labels'] needs student.transfer: the twin "
+        "learns the teacher's hard labels on the transfer text"
+    ) in problems
+    for bad, message in (
+        (["student.baseline=true", "student.baselines=['no-kd']"], "both set: keep baselines"),
+        (["student.baselines=['no-kd', 'no-kd']"], "lists a twin twice"),
+        (["student.baselines=['soft']"], "student.baselines.0: Input should be 'no-kd' or"),
+    ):
+        with pytest.raises(RecipeError, match=message):
+            validate_recipe(apply_overrides(MINIMAL, bad))
+
+
+def test_variants_choose_their_twins_and_inherit_the_transfer_text() -> None:
+    raw = apply_overrides(
+        MINIMAL,
+        [
+            "student.transfer.path='unused'",
+            "student.variants.L1.num_layers=1",
+            "student.variants.L1.baselines=['pseudo-labels']",
+            "student.variants.L3.num_layers=3",
+            "student.variants.L3.baseline=false",
+        ],
+    )
+    student = validate_recipe(raw).student
+    assert [student.variant(n).twins for n in ("main", "L1", "L3")] == [
+        ["no-kd"],
+        ["pseudo-labels"],
+        [],
+    ]
+    # The primary's baselines do not clash with a variant's older `baseline` spelling.
+    raw = apply_overrides(raw, ["student.baselines=['no-kd', 'pseudo-labels']"])
+    assert validate_recipe(raw).student.variant("L3").twins == []
+    without = apply_overrides(MINIMAL, ["student.variants.L1.baselines=['pseudo-labels']"])
+    with pytest.raises(
+        RecipeError,
+        match=r"variants\.L1: student\.baselines = \['pseudo-labels'\] needs student\.transfer",
+    ):
+        validate_recipe(without)

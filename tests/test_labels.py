@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill import onnx_utils
 from distill.artifacts import RunContext
-from distill.config import DataConfig, LabelsConfig, validate_recipe
+from distill.config import DataConfig, LabelsConfig, Recipe, validate_recipe
 from distill.dataset_files import (
     SPLITS,
     Split,
@@ -25,7 +25,7 @@ from distill.dataset_files import (
 )
 from distill.errors import LabelParityError, ParityError, RecipeError
 from distill.labelling import length_order, length_sample, unsort
-from distill.pipeline import STAGES, stage_fingerprint
+from distill.pipeline import STAGES, Dependencies, StageSpec, stage_settings
 from distill.stages import labels as labels_stage
 
 DATA = DataConfig(path="unused.csv", max_length=24)
@@ -191,12 +191,16 @@ def test_labels_table_defaults_validates_and_rejects_unknown_values() -> None:
 
 def test_labels_backend_is_part_of_the_labels_fingerprint_only() -> None:
     specs = {spec.name: spec for spec in STAGES}
-    upstream = {"data": "d", "teacher": "t"}
     default = validate_recipe(MINIMAL)
     fallback = validate_recipe({**MINIMAL, "labels": {"backend": "pytorch"}})
-    assert stage_fingerprint(specs["labels"], default, upstream) != stage_fingerprint(
+
+    def fingerprint(spec: StageSpec, recipe: Recipe, upstream: dict[str, str]) -> str:
+        return Dependencies(stage_settings(spec, recipe), {}, upstream).fingerprint(spec, recipe)
+
+    upstream = {"data": "d", "teacher": "t"}
+    assert fingerprint(specs["labels"], default, upstream) != fingerprint(
         specs["labels"], fallback, upstream
     )
-    assert stage_fingerprint(specs["teacher"], default, {"data": "d"}) == stage_fingerprint(
+    assert fingerprint(specs["teacher"], default, {"data": "d"}) == fingerprint(
         specs["teacher"], fallback, {"data": "d"}
     )

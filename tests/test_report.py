@@ -765,6 +765,104 @@ def test_kd_verdict_fields_for_a_constructed_pair_of_prediction_sets() -> None:
     assert result["verdict"].endswith("McNemar exact p = 0.109): not significant at the 5% level.")
 
 
+@pytest.fixture(scope="module")
+def pseudo_upstream(
+    upstream: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The same upstream folders plus a pseudo-label twin (``student/pseudo/``, its test
+    logits stored shuffled), as `baselines = ["no-kd", "pseudo-labels"]` leaves them."""
+    root = tmp_path_factory.mktemp("report-pseudo-upstream")
+    folders = {name: root / name for name in upstream["folders"]}
+    for name, folder in upstream["folders"].items():
+        shutil.copytree(folder, folders[name])
+    test = upstream["splits"]["test"]
+    twin = folders["student"] / "pseudo"
+    shutil.copytree(folders["student"] / "baseline" / "model", twin / "model")
+    (twin / "logits").mkdir()
+    logits = _noisy_logits(test.labels, 0.75, seed=11)
+    order = np.random.default_rng(12).permutation(len(test))
+    save_logits(twin / "logits" / "test.npz", [test.ids[i] for i in order], logits[order])
+    manifest = read_manifest(folders["student"])
+    assert manifest is not None
+    kept = {k: manifest[k] for k in ("stage", "config", "metrics", "wall_time_s")}
+    write_manifest(folders["student"], kept)
+    return {**upstream, "folders": folders, "logits": {**upstream["logits"], "pseudo": logits}}
+
+
+def test_report_compares_the_distilled_student_with_its_pseudo_label_twin(
+    pseudo_upstream: dict[str, Any], document: dict[str, Any], tmp_path: Path
+) -> None:
+    from distill.significance import mcnemar_exact
+
+    metrics = run_report(pseudo_upstream, tmp_path / "out", tfidf_baseline=False)
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    rows = _rows(report)
+    labels = pseudo_upstream["splits"]["test"].labels
+    logits = pseudo_upstream["logits"]
+    row = rows["student_pseudo"]
+    assert row["name"] == "Student, teacher's hard labels on the transfer text"
+    assert row["accuracy"] == pytest.approx(
+        classification_metrics(logits["pseudo"], labels, 2)["accuracy"]
+    )
+    # The second verdict is computed from the pseudo-label twin's own test predictions.
+    distilled = logits["student"].argmax(-1) == labels
+    pseudo = logits["pseudo"].argmax(-1) == labels
+    b, c = int((distilled & ~pseudo).sum()), int((~distilled & pseudo).sum())
+    soft = report["distillation"]["soft_target_significance"]
+    assert (soft["only_first_correct"], soft["only_second_correct"]) == (b, c)
+    assert soft["p_value"] == mcnemar_exact(b, c)
+    assert soft["accuracy_difference"] == pytest.approx(distilled.mean() - pseudo.mean())
+    assert report["distillation"]["accuracy_gain_over_pseudo_labels"] == pytest.approx(
+        distilled.mean() - pseudo.mean()
+    )
+    points = 100 * (distilled.mean() - pseudo.mean())
+    change = (
+        f"gained {points:+.1f} points over" if points > 0 else f"lost {-points:.1f} points against"
+    )
+    assert soft["verdict"].startswith(
+        f"Soft targets {change} the same student trained on the same labelled and transfer "
+        "text with the teacher's hard labels (95% CI "
+    )
+    assert metrics["soft_target_significance"]["p_value"] == soft["p_value"]
+    # The no-KD comparison is untouched by the second twin.
+    assert report["distillation"]["significance"] == document["distillation"]["significance"]
+    no_kd = logits["student_no_kd"].argmax(-1) == labels
+    total, data, gain = (
+        100 * (distilled.mean() - no_kd.mean()),
+        100 * (pseudo.mean() - no_kd.mean()),
+        100 * (distilled.mean() - pseudo.mean()),
+    )
+    decomposition = report["distillation"]["gain_decomposition"]
+    assert decomposition == (
+        f"Of the {total:+.1f} points the distilled student gained over its no-KD twin, "
+        f"{data:+.1f} come with the transfer text itself (the teacher's hard labels on it, "
+        f"over the labelled examples alone) and {gain:+.1f} from the soft targets (the "
+        "distilled student over the pseudo-label twin, on the same examples)."
+    )
+    markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert f"**{soft['verdict']}** {decomposition}" in markdown
+    assert "| Paired test of distilled vs pseudo-label student (test split) | Value |" in markdown
+    assert (
+        f"| right only with soft targets / only with the teacher's hard labels | {b} / {c} |"
+        in markdown
+    )
+    assert "| Student, teacher's hard labels on the transfer text | pytorch fp32 |" in markdown
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert 'id="soft-target-verdict"' in html and 'id="soft-target-significance"' in html
+
+
+def test_report_without_a_pseudo_label_twin_has_no_second_verdict(
+    document: dict[str, Any], report_dir: Path
+) -> None:
+    assert "student_pseudo" not in _rows(document)
+    distillation = document["distillation"]
+    assert distillation["soft_target_significance"] is None
+    assert distillation["accuracy_gain_over_pseudo_labels"] is None
+    assert distillation["gain_decomposition"] is None
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    assert "pseudo-label" not in markdown and "Soft targets" not in markdown
+
+
 def test_teacher_onnx_rows_are_a_baseline_scored_from_their_own_predictions(
     upstream: dict[str, Any], document: dict[str, Any], report_dir: Path
 ) -> None:

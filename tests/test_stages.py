@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -181,7 +182,9 @@ def test_trackers_only_when_asked(trained: dict, tmp_path: Path, tiny_model_dir:
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
 
 
-def test_student_learns_from_teacher_labelled_transfer_text(trained: dict, tmp_path: Path) -> None:
+def _labels_with_transfer(trained: dict, tmp_path: Path) -> tuple[RunContext, Any, dict]:
+    """A labels stage over the trained teacher with 40 transfer texts (48 read); returns the
+    run context, the transfer table and the labels stage's metrics."""
     from conftest import synthetic_rows
 
     from distill.config import TransferConfig
@@ -194,34 +197,83 @@ def test_student_learns_from_teacher_labelled_transfer_text(trained: dict, tmp_p
     ctx = RunContext(
         name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
     )
-    data = DataConfig(path="x", max_length=24)
     transfer = TransferConfig(path="raw.csv", text_column="body", max_examples=40)
-    labels_out = tmp_path / "labels"
-    labels_out.mkdir()
+    (tmp_path / "labels").mkdir()
     metrics = labels_stage.run(
         ctx,
         {"data": trained["data"], "teacher": trained["teacher"]},
-        labels_out,
-        data=data,
+        tmp_path / "labels",
+        data=DataConfig(path="x", max_length=24),
         transfer=transfer,
     )
+    return ctx, transfer, metrics
+
+
+def _run_student(trained: dict, ctx: RunContext, student: StudentTable) -> dict:
+    out = ctx.workdir / "student"
+    out.mkdir()
+    return student_stage.run(
+        ctx,
+        {"data": trained["data"], "teacher": trained["teacher"], "labels": ctx.workdir / "labels"},
+        out,
+        data=DataConfig(path="x", max_length=24),
+        student=student,
+    )
+
+
+def test_student_learns_from_teacher_labelled_transfer_text(trained: dict, tmp_path: Path) -> None:
+    ctx, transfer, metrics = _labels_with_transfer(trained, tmp_path)
     assert metrics["transfer"] == {"read": 48, "new_texts": 48, "used": 40}
     assert metrics["examples"]["transfer"] == 40
-    ids, logits = load_logits(labels_out / "logits" / "transfer.npz")
+    ids, logits = load_logits(tmp_path / "labels" / "logits" / "transfer.npz")
     assert logits.shape == (40, 2) and all(i.startswith("transfer:raw.csv:") for i in ids)
-    student_out = tmp_path / "student"
-    student_out.mkdir()
     student = StudentTable(
         num_layers=1, max_steps=6, batch_size=16, transfer=transfer, baseline=False
     )
-    result = student_stage.run(
-        ctx,
-        {"data": trained["data"], "teacher": trained["teacher"], "labels": labels_out},
-        student_out,
-        data=data,
-        student=student,
-    )
+    result = _run_student(trained, ctx, student)
     assert result["training_examples"] == {"labelled": 112, "transfer": 40}
+
+
+def test_pseudo_label_twin_learns_labelled_and_transfer_text_with_the_teachers_argmax(
+    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, transfer, _ = _labels_with_transfer(trained, tmp_path)
+    seen: dict[str, Any] = {}
+    real_train = student_stage.train
+
+    def recording_train(**kwargs: Any) -> Any:
+        seen[kwargs["stage"]] = kwargs["train_set"]
+        return real_train(**kwargs)
+
+    monkeypatch.setattr(student_stage, "train", recording_train)
+    student = StudentTable(
+        num_layers=1, max_steps=4, batch_size=16, transfer=transfer, baselines=["pseudo-labels"]
+    )
+    result = _run_student(trained, ctx, student)
+    assert list(seen) == ["student (distilled)", "student (pseudo-label baseline)"]
+    pseudo = seen["student (pseudo-label baseline)"]
+    train = read_split(trained["data"], "train")
+    moved = read_split(tmp_path / "labels", "transfer")
+    _, teacher = load_logits(tmp_path / "labels" / "logits" / "transfer.npz", moved.ids)
+    # Exactly the labelled examples, then the transfer texts, labelled with the teacher's argmax.
+    assert set(teacher.argmax(-1)) == {0, 1}  # both classes: a real labelling, not a constant
+    assert len(pseudo) == 112 + 40 and "teacher_logits" not in pseudo.column_names
+    assert pseudo["labels"] == train.labels.tolist() + teacher.argmax(-1).tolist()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "student" / "pseudo" / "model")
+    encoded = tokenizer(moved.texts, truncation=True, max_length=24)["input_ids"]
+    assert pseudo["input_ids"][112:] == encoded
+    # The distilled student sees the same examples, its transfer ones unlabelled (-1).
+    assert seen["student (distilled)"]["labels"][112:] == [-1] * 40
+    assert result["pseudo"]["alpha"] == 0.0 and "baseline" not in result
+    assert result["pseudo"]["training_examples"] == {
+        "labelled": 112,
+        "transfer": 40,
+        "transfer_labels": "teacher argmax",
+    }
+    test = read_split(trained["data"], "test")
+    _, logits = load_logits(tmp_path / "student" / "pseudo" / "logits" / "test.npz", test.ids)
+    expected = classification_metrics(logits, test.labels, 2)["accuracy"]
+    assert result["pseudo"]["test"]["accuracy"] == pytest.approx(expected)
 
 
 def test_student_with_another_tokenizer_learns_from_the_cached_logits(

@@ -31,6 +31,7 @@ seed = 3
 [data]
 path = "reviews.csv"
 max_length = 24
+max_examples = 120
 [teacher]
 model = "{tiny_model_dir}"
 epochs = 4
@@ -45,11 +46,13 @@ batch_size = 16
 hidden_weight = 1.0
 trim_vocabulary = true
 baseline = false
+[student.transfer]
+path = "unused"
 [student.variants.L1]
 num_layers = 1
 hidden_weight = 0.0
 trim_vocabulary = false
-baseline = true
+baselines = ["no-kd", "pseudo-labels"]
 [export]
 candidates = ["dynamic"]
 max_accuracy_drop = 0.5
@@ -164,3 +167,51 @@ def test_each_student_with_a_twin_has_its_paired_kd_test(project: Path) -> None:
     assert np.isfinite([small["ci_low"], small["ci_high"]]).all()
     markdown = (project / "reports" / "multi" / "report.md").read_text()
     assert "| KD gain 95% CI | McNemar p |" in markdown
+
+
+def test_students_table_has_the_pseudo_label_twin_of_each_student_that_has_one(
+    project: Path,
+) -> None:
+    from distill.dataset_files import load_logits, read_split
+    from distill.significance import mcnemar_exact
+
+    run = project / "runs" / "multi"
+    trained = read_manifest(run / "student")["metrics"]
+    small = trained["variants"]["L1"]
+    assert "pseudo" not in trained  # [student] sets baseline = false
+    transfer = small["training_examples"]["transfer"]
+    assert transfer == len(read_split(run / "labels", "transfer")) > 0
+    assert small["pseudo"]["training_examples"] == {
+        "labelled": small["training_examples"]["labelled"],
+        "transfer": transfer,
+        "transfer_labels": "teacher argmax",
+    }
+    report = json.loads((project / "reports" / "multi" / "report.json").read_text())
+    students = {s["name"]: s for s in report["students"]}
+    assert students["main"]["pseudo_accuracy"] is None
+    assert students["main"]["soft_target_significance"] is None
+    assert students["L1"]["pseudo_accuracy"] == small["pseudo"]["test"]["accuracy"]
+    test = read_split(run / "data", "test")
+    folder = run / "student" / "variants" / "L1"
+    right = {
+        twin: load_logits(folder / twin / "logits" / "test.npz", test.ids)[1].argmax(-1)
+        == test.labels
+        for twin in ("", "pseudo")
+    }
+    b = int((right[""] & ~right["pseudo"]).sum())
+    c = int((~right[""] & right["pseudo"]).sum())
+    soft = students["L1"]["soft_target_significance"]
+    assert (soft["only_first_correct"], soft["only_second_correct"]) == (b, c)
+    assert soft["p_value"] == mcnemar_exact(b, c)
+    assert soft["verdict"].startswith("Soft targets ")
+    markdown = (project / "reports" / "multi" / "report.md").read_text()
+    assert "| No-KD accuracy | Pseudo-label accuracy | KD gain |" in markdown
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+    lines = markdown.splitlines()
+    header = cells(next(line for line in lines if line.startswith("| Student | Settings |")))
+    row = cells(next(line for line in lines if line.startswith("| L1 |")))
+    expected = f"{100 * small['pseudo']['test']['accuracy']:.2f}%"
+    assert row[header.index("Pseudo-label accuracy")] == expected

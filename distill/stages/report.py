@@ -5,14 +5,15 @@ Writes ``report.json`` first (the source of truth, ``schema_version`` 2) and the
 report can be re-rendered later without rerunning anything.
 
 One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
-int8 ONNX files, the student trained without distillation when the student stage made
-one, the teacher's own ONNX fp32 and int8 files (:mod:`distill.report_teacher`), and a
-TF-IDF + logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher come
+int8 ONNX files, the student's twins when the student stage trained them (without
+distillation; with the teacher's hard labels on the transfer text), the teacher's own
+ONNX fp32 and int8 files (:mod:`distill.report_teacher`), and a TF-IDF +
+logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher come
 from the test logits the upstream stages cached (the exact predictions they shipped);
 sizes are the weight files on disk; latency is measured here, on this machine, with a
 pinned thread count and a fixed sequence length, every model in one interleaved run
-(:mod:`distill.report_timing`). The conclusions (the paired significance of the KD gain,
-the headline against the quantized teacher, the floor warnings) are
+(:mod:`distill.report_timing`). The conclusions (the paired significance of the KD gain
+over each twin, the headline against the quantized teacher, the floor warnings) are
 :mod:`distill.report_verdict`'s.
 
 Schema 2 added, per row: ``per_class_f1`` ({label: F1}), ``confusion_matrix`` (counts,
@@ -51,7 +52,12 @@ from distill.metrics import classification_metrics, softmax
 from distill.models import load_saved_classifier
 from distill.report_teacher import onnx_row, relative_path, teacher_onnx_rows
 from distill.report_timing import TimingPlan
-from distill.report_verdict import headline, kd_significance, student_kd_significance
+from distill.report_verdict import (
+    gain_decomposition,
+    headline,
+    kd_significance,
+    student_kd_significance,
+)
 
 log = logging.getLogger("distill")
 
@@ -103,18 +109,24 @@ def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
             "p95_ms": latency.get("p95_ms"),
         }
     baseline = document.get("baseline") or {}
-    significance = (document.get("distillation") or {}).get("significance") or {}
+    distillation = document.get("distillation") or {}
     return {
         "rows": rows,
         "baseline_accuracy": baseline.get("accuracy"),
         "below_baseline": baseline.get("below_baseline", []),
-        "kd_significance": {
-            key: significance.get(key)
-            for key in ("accuracy_difference", "p_value", "ci_low", "ci_high", "significant")
-        }
-        if significance
-        else None,
+        "kd_significance": _significance_summary(distillation.get("significance")),
+        "soft_target_significance": _significance_summary(
+            distillation.get("soft_target_significance")
+        ),
     }
+
+
+def _significance_summary(significance: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The numbers of one paired comparison that the stage manifest keeps."""
+    if not significance:
+        return None
+    keys = ("accuracy_difference", "p_value", "ci_low", "ci_high", "significant")
+    return {key: significance.get(key) for key in keys}
 
 
 # --------------------------------------------------------------------------- building the JSON
@@ -174,21 +186,12 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     )
     rows.append(student_row)
 
-    no_kd_logits: np.ndarray | None = None
-    no_kd_logits_path = student_dir / "baseline" / "logits" / "test.npz"
-    if no_kd_logits_path.is_file() and (student_dir / "baseline" / "model").is_dir():
-        # Same architecture as the student: its latency would repeat the student's, so it is
-        # not re-measured; the row is there to show what distillation itself gained.
-        no_kd_logits = _logits(no_kd_logits_path, test.ids)
-        rows.append(
-            _pytorch_row(
-                key="student_no_kd",
-                name="Student without KD",
-                model_dir=student_dir / "baseline" / "model",
-                metrics=score(no_kd_logits),
-                plan=None,
-            )
-        )
+    twin_logits: dict[str, np.ndarray] = {}  # by twin folder, for the paired verdicts
+    for twin, key, name in TWIN_ROWS:
+        found = _twin_row(student_dir, twin, key, name, score, test.ids)
+        if found is not None:
+            twin_logits[twin], row = found
+            rows.append(row)
 
     # ONNX rows ----------------------------------------------------------------------------
     quantization = _quantization(export_dir, manifests["export"])
@@ -298,26 +301,10 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         else None
     )
 
-    student_cfg = (manifests["student"].get("config") or {}).get("student") or {}
     by_key = {r["key"]: r for r in rows}
-    distillation = {
-        "settings": {
-            key: student_cfg.get(key)
-            for key in ("init", "num_layers", "layers", "temperature", "alpha")
-            if key in student_cfg
-        }
-        | _training_examples(manifests["student"]),
-        # What the teacher's soft targets bought: distilled student minus its no-KD twin.
-        "accuracy_gain_over_no_kd": (
-            by_key["student"]["accuracy"] - by_key["student_no_kd"]["accuracy"]
-            if "student_no_kd" in by_key
-            else None
-        ),
-        # Whether that gain is more than the luck of this test split (paired, by example id).
-        "significance": kd_significance(student_logits, no_kd_logits, test.labels)
-        if no_kd_logits is not None
-        else None,
-    }
+    distillation = _distillation(
+        manifests["student"], by_key, student_logits, twin_logits, test.labels
+    )
 
     students = student_frontier(
         manifests,
@@ -380,6 +367,72 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "versions": library_versions(),
         "hardware": hardware,
         "notes": notes,
+    }
+
+
+# The student stage's twins the report has a row for: (folder, row key, row name).
+TWIN_ROWS = (
+    ("baseline", "student_no_kd", "Student without KD"),
+    ("pseudo", "student_pseudo", "Student, teacher's hard labels on the transfer text"),
+)
+
+
+def _twin_row(
+    student_dir: Path, twin: str, key: str, name: str, score: Any, ids: list[str]
+) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """One twin's test logits and row (None when the student stage trained no such twin).
+    Same architecture as the student: its latency would repeat the student's, so it is not
+    re-measured; the row is there to show what distillation itself gained."""
+    logits_path, model_dir = (
+        student_dir / twin / "logits" / "test.npz",
+        student_dir / twin / "model",
+    )
+    if not (logits_path.is_file() and model_dir.is_dir()):
+        return None
+    logits = _logits(logits_path, ids)
+    return logits, _pytorch_row(
+        key=key, name=name, model_dir=model_dir, metrics=score(logits), plan=None
+    )
+
+
+def _distillation(
+    student_manifest: dict[str, Any],
+    by_key: dict[str, dict[str, Any]],
+    student_logits: np.ndarray,
+    twin_logits: dict[str, np.ndarray],
+    labels: np.ndarray,
+) -> dict[str, Any]:
+    """The Distillation section: the settings, and the distilled student against each twin
+    it has (accuracy gain, and the paired test of whether it beats this test split's luck)."""
+    student_cfg = (student_manifest.get("config") or {}).get("student") or {}
+
+    def gain(key: str) -> float | None:
+        return by_key["student"]["accuracy"] - by_key[key]["accuracy"] if key in by_key else None
+
+    def significance(twin: str) -> dict[str, Any] | None:
+        if twin not in twin_logits:
+            return None
+        return kd_significance(student_logits, twin_logits[twin], labels, twin)
+
+    both = {"student_no_kd", "student_pseudo"} <= by_key.keys()
+    return {
+        "settings": {
+            key: student_cfg.get(key)
+            for key in ("init", "num_layers", "layers", "temperature", "alpha")
+            if key in student_cfg
+        }
+        | _training_examples(student_manifest),
+        # What the teacher bought (soft targets and transfer text): minus the no-KD twin.
+        "accuracy_gain_over_no_kd": gain("student_no_kd"),
+        "significance": significance("baseline"),
+        # What the soft targets bought beyond the extra text: minus the pseudo-label twin.
+        "accuracy_gain_over_pseudo_labels": gain("student_pseudo"),
+        "soft_target_significance": significance("pseudo"),
+        "gain_decomposition": gain_decomposition(
+            *(by_key[k]["accuracy"] for k in ("student", "student_no_kd", "student_pseudo"))
+        )
+        if both
+        else None,
     }
 
 
@@ -458,6 +511,7 @@ def student_frontier(
         else:
             latency = variant_latencies[name]
         no_kd = ((trained.get("baseline") or {}).get("test") or {}).get("accuracy")
+        pseudo = ((trained.get("pseudo") or {}).get("test") or {}).get("accuracy")
         pytorch_accuracy = (trained.get("test") or {}).get("accuracy")
         entries.append(
             {
@@ -477,6 +531,10 @@ def student_frontier(
                 else pytorch_accuracy - no_kd,
                 "kd_significance": student_kd_significance(
                     student_folder, test.labels, lambda path: _logits(path, test.ids)
+                ),
+                "pseudo_accuracy": pseudo,
+                "soft_target_significance": student_kd_significance(
+                    student_folder, test.labels, lambda path: _logits(path, test.ids), "pseudo"
                 ),
                 "latency": latency,
                 "accuracy_retained": metrics["accuracy"] / teacher["accuracy"]

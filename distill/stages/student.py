@@ -1,15 +1,18 @@
 """Stage `student`: build small models and train them against the teacher's cached soft targets.
 
-Beside each distilled student it trains its no-distillation twin (same architecture,
-same initialisation, same budget, hard labels only) unless `baseline = false`, so the
-report can show what distillation itself gained. With hidden_weight / attention_weight the
+Beside each distilled student it trains the twins `baselines` names (same architecture,
+same initialisation, same budget, cross-entropy on hard labels only), so the report can
+show what distillation itself gained: ``no-kd`` (the default) learns the labelled examples
+alone; ``pseudo-labels`` learns them plus the transfer text labelled with the teacher's
+argmax, the same examples the distilled student sees, so that comparing the two isolates
+what the soft targets add beyond the extra text. With hidden_weight / attention_weight the
 teacher also runs online for the layer losses. With trim_vocabulary the student keeps only
 the tokens its training text uses (the twin gets the same trimmed vocabulary).
 
-Outputs, for the primary student (``[student]``): ``model/`` and ``baseline/model/``
-(save_pretrained + tokenizer), ``logits/<split>.npz`` and ``baseline/logits/<split>.npz``
-for validation and test, ``log_history.json``; for each ``[student.variants.NAME]`` the
-same files under ``variants/NAME/``.
+Outputs, for the primary student (``[student]``): ``model/`` (save_pretrained +
+tokenizer), ``logits/<split>.npz`` for validation and test, ``log_history.json``, and the
+same under ``baseline/`` (no-KD twin) and ``pseudo/`` (pseudo-label twin) when trained; for
+each ``[student.variants.NAME]`` the same files under ``variants/NAME/``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 from transformers import set_seed
 
@@ -54,6 +58,12 @@ from distill.tasks import get_task
 from distill.tasks.base import Task
 from distill.training import finish_training, predict_logits, save_trained_model, train
 from distill.vocabulary import trim_vocabulary
+
+# Each twin: its folder beside the distilled student (also its metrics key), and its name in logs.
+TWINS = {
+    "no-kd": ("baseline", "no-KD baseline"),
+    "pseudo-labels": ("pseudo", "pseudo-label baseline"),
+}
 
 
 def build_student(
@@ -161,7 +171,12 @@ def _train_variant(
     label_names: list[str],
     out: Path,
     checkpoint_name: str,
+    pseudo_labels: bool = False,
 ) -> dict[str, Any]:
+    """Train one student (distilled when alpha > 0, else a twin) and save it to ``out``;
+    with ``pseudo_labels`` the transfer text is learnt with the teacher's argmax as label."""
+    if pseudo_labels:
+        splits = {**splits, "transfer": teacher_labelled(splits, teacher_logits)}
     model, tokenizer, built = build_student(config, teacher_dir, ctx, task, label_names)
     use_teacher = alpha > 0
     layers: LayerDistillation | None = None
@@ -189,13 +204,9 @@ def _train_variant(
         )
         for split_name, split in splits.items()
     }
-    train_set = encoded["train"]
-    examples = {"labelled": len(splits["train"]), "transfer": 0}
-    if use_teacher and "transfer" in encoded:  # unlabelled text: learnt through the teacher only
-        import datasets
-
-        train_set = datasets.concatenate_datasets([train_set, encoded["transfer"]])
-        examples["transfer"] = len(splits["transfer"])
+    train_set, examples = _training_set(encoded, splits, use_teacher or pseudo_labels)
+    if pseudo_labels:
+        examples["transfer_labels"] = "teacher argmax"
     work_dir = ctx.checkpoint_dir(out, checkpoint_name)
     trainer, history = train(
         stage=f"student ({name})",
@@ -245,22 +256,46 @@ def _train_variant(
     return metrics
 
 
+def teacher_labelled(splits: dict[str, Split], teacher_logits: dict[str, Any]) -> Split:
+    """The transfer text with the teacher's argmax as its label (the pseudo-label twin's)."""
+    transfer = splits["transfer"]
+    labels = np.asarray(teacher_logits["transfer"]).argmax(axis=-1).astype(np.int64)
+    return Split(ids=transfer.ids, texts=transfer.texts, labels=labels)
+
+
+def _training_set(
+    encoded: dict[str, Any], splits: dict[str, Split], with_transfer: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The labelled training split, followed by the transfer text when this model learns
+    from it (the distilled student through the KD term, the pseudo-label twin through its
+    hard labels); and how many of each."""
+    examples: dict[str, Any] = {"labelled": len(splits["train"]), "transfer": 0}
+    if not with_transfer or "transfer" not in encoded:
+        return encoded["train"], examples
+    import datasets
+
+    examples["transfer"] = len(splits["transfer"])
+    return datasets.concatenate_datasets([encoded["train"], encoded["transfer"]]), examples
+
+
 def _train_student(
     config: StudentConfig, out: Path, name: str, common: dict[str, Any]
 ) -> dict[str, Any]:
-    """One student of the recipe: distilled, and its no-KD twin unless baseline = false."""
+    """One student of the recipe: distilled, then each twin its `baselines` name."""
     label = "distilled" if name == "main" else f"{name}, distilled"
     metrics = _train_variant(
         label, config.alpha, config=config, out=out, checkpoint_name=f"{name}-distilled", **common
     )
-    if config.baseline:
-        (out / "baseline").mkdir()
-        metrics["baseline"] = _train_variant(
-            "no-KD baseline" if name == "main" else f"{name}, no-KD baseline",
+    for twin in config.twins:
+        folder, what = TWINS[twin]
+        (out / folder).mkdir()
+        metrics[folder] = _train_variant(
+            what if name == "main" else f"{name}, {what}",
             0.0,
             config=config,
-            out=out / "baseline",
-            checkpoint_name=f"{name}-baseline",
+            out=out / folder,
+            checkpoint_name=f"{name}-{folder}",
+            pseudo_labels=twin == "pseudo-labels",
             **common,
         )
     return metrics

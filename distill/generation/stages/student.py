@@ -149,7 +149,7 @@ def run(
     metrics.update(
         divergence=student.divergence, temperature=student.temperature, top_k=student.top_k
     )
-    if student.baseline:
+    if "no-kd" in student.twins:
         (out / "baseline").mkdir()
         metrics["baseline"] = _train_one(
             "no-KD baseline", 0.0, top_k=None, out=out / "baseline", **common
