@@ -9,7 +9,7 @@ nothing reruns). What the cache trusts is that a file whose size, modification t
 change time and inode are all unchanged holds the same bytes; rewriting a file in place
 while restoring all of these is not something editors, ``cp``, ``git`` or ``pip`` do.
 
-Hub references are identified by the commit their revision resolves to: from the local
+Hub references are identified by the commit their revision resolves to (hub.py): from the local
 hub cache (``refs/<revision>``), else, when online, by asking the hub once with a short
 timeout. Left unresolved (offline, nothing cached) they count by name and revision only.
 """
@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,6 +28,7 @@ from typing import Any
 
 from distill.artifacts import sha256_file, write_json_atomic
 from distill.errors import DistillError
+from distill.hub import resolved_commit
 from distill.sources import PKG_PREFIX, resolve_local
 
 log = logging.getLogger("distill")
@@ -36,8 +36,6 @@ log = logging.getLogger("distill")
 CACHE_NAME = "content-hashes.json"
 CACHE_FORMAT = 1
 MAX_CACHE_ENTRIES = 50_000
-HUB_TIMEOUT_S = 5.0
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def default_cache_path() -> Path:
@@ -139,42 +137,10 @@ def source_identity(
         return {
             "hub": reference,
             "revision": revision,
-            "commit": hub_commit(reference, revision, repo_type),
+            "commit": resolved_commit(reference, revision, repo_type),
         }
     identity: dict[str, Any] = {"sha256": hashes.tree(local)}
     if reference.startswith(PKG_PREFIX):
         dist = reference[len(PKG_PREFIX) :].lstrip("/").partition("/")[0]
         identity["package"] = f"{dist}=={metadata.version(dist)}"
     return identity
-
-
-def hub_commit(repo_id: str, revision: str | None, repo_type: str = "model") -> str | None:
-    """The commit a hub revision resolves to: the local cache's ref, else (online) the hub's
-    answer within a few seconds; None when neither can tell."""
-    wanted = revision or "main"
-    if _COMMIT.match(wanted):
-        return wanted
-    from huggingface_hub import constants
-
-    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    try:
-        return (folder / "refs" / wanted).read_text(encoding="utf-8").strip()
-    except OSError:
-        pass
-    if constants.HF_HUB_OFFLINE:
-        return None
-    try:
-        from huggingface_hub import HfApi
-
-        info = HfApi().repo_info(
-            repo_id, repo_type=repo_type, revision=wanted, timeout=HUB_TIMEOUT_S
-        )
-    except Exception as exc:  # network or hub errors: the stage itself reports them properly
-        log.warning(
-            "could not resolve %s@%s on the hub (%s); fingerprinted by name",
-            repo_id,
-            wanted,
-            type(exc).__name__,
-        )
-        return None
-    return getattr(info, "sha", None)

@@ -10,11 +10,15 @@ a missing network then fails once, in seconds, instead of after the long retry l
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from distill.sources import SourceError
+
+log = logging.getLogger("distill")
 
 TIMEOUT_S = 5.0
 CONFIG_FILE = "config.json"
@@ -33,6 +37,35 @@ def hub_offline() -> bool:
     from huggingface_hub.constants import _is_true
 
     return _is_true(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))
+
+
+def cache_folder(repo_id: str, repo_type: str) -> Path:
+    """Where huggingface_hub keeps ``repo_id`` (``models--org--name``, ``datasets--...``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+
+
+def resolved_commit(repo_id: str, revision: str | None, repo_type: str = "model") -> str | None:
+    """The commit a revision resolves to: the local cache's ref, else (online) the hub's
+    answer within TIMEOUT_S; None when neither can tell (the stage reports load errors)."""
+    wanted = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", wanted):
+        return wanted
+    try:
+        return (cache_folder(repo_id, repo_type) / "refs" / wanted).read_text("utf-8").strip()
+    except OSError:
+        pass
+    if hub_offline():
+        return None
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().repo_info(repo_id, repo_type=repo_type, revision=wanted, timeout=TIMEOUT_S)
+    except Exception as exc:  # network or hub errors: the stage itself reports them properly
+        log.warning("could not resolve %s@%s on the hub (%s)", repo_id, wanted, type(exc).__name__)
+        return None
+    return getattr(info, "sha", None)
 
 
 def cached_file(repo_id: str, filename: str, revision: str | None, repo_type: str) -> Path | None:
@@ -65,12 +98,11 @@ def check_cached_dataset(dataset_id: str, key: str) -> None:
     the hub cache; with neither, ``load_dataset`` cannot work."""
     import datasets.config
     from datasets.naming import camelcase_to_snakecase
-    from huggingface_hub import constants
 
     parts = dataset_id.split("/")
     parts[-1] = camelcase_to_snakecase(parts[-1])  # how datasets names its cache folder
     prepared = Path(datasets.config.HF_DATASETS_CACHE).expanduser() / "___".join(parts)
-    downloaded = Path(constants.HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}"
+    downloaded = cache_folder(dataset_id, "dataset")
     if not prepared.is_dir() and not downloaded.is_dir():
         raise SourceError(
             f"{key}: hub dataset {dataset_id!r} is in neither local cache ({prepared}, "

@@ -250,3 +250,27 @@ def test_unwritable_workdir_is_a_clear_error(
     monkeypatch.setattr(Path, "mkdir", read_only)
     with pytest.raises(ArtifactError, match=r"cannot create .*runs/f: Read-only file system"):
         _run(project)
+
+
+def test_a_hub_reference_counts_by_the_commit_its_revision_resolves_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    from distill.content import source_identity
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    refs = tmp_path / "hub" / "models--org--tiny" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("a" * 40)
+    hashes = ContentHashes(tmp_path / "cache.json")
+
+    def commit(revision: str | None, repo: str = "org/tiny") -> str | None:
+        return source_identity(repo, tmp_path, "teacher.model", hashes, revision)["commit"]
+
+    assert commit(None) == "a" * 40  # the cached ref of "main"
+    assert commit("b" * 40) == "b" * 40  # a commit names itself
+    assert commit("v2") is None  # offline, nothing cached for that revision
+    (refs / "main").write_text("c" * 40)  # the cache moved on: so does the fingerprint
+    assert commit(None) == "c" * 40
