@@ -280,3 +280,12 @@ def onnx_files(model_path: Path) -> list[Path]:
         if candidate.is_file() and candidate not in files:
             files.append(candidate)
     return files
+
+
+def relative_path(path: Path, base: Path) -> str:
+    """``path`` below ``base`` as a POSIX string (its name when it is elsewhere): how reports
+    name the files a row was measured from."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name

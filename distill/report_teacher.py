@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifacts import onnx_files
+from distill.artifacts import onnx_files, relative_path
 from distill.report_timing import TimingPlan
 
 FOLDER = "teacher"  # under the export stage folder
@@ -80,11 +80,3 @@ def onnx_row(
         **metrics,
         "latency": None,
     }
-
-
-def relative_path(path: Path, base: Path) -> str:
-    """``path`` below ``base`` as a POSIX string (its name when it is elsewhere)."""
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.name

@@ -40,6 +40,7 @@ from distill.artifacts import (
     RunContext,
     library_versions,
     read_manifest,
+    relative_path,
     upstream_manifests,
     weight_files,
     write_json_atomic,
@@ -50,7 +51,7 @@ from distill.errors import ArtifactError, ModelLoadError
 from distill.latency import hardware_info
 from distill.metrics import classification_metrics, softmax
 from distill.models import load_saved_classifier
-from distill.report_teacher import onnx_row, relative_path, teacher_onnx_rows
+from distill.report_teacher import onnx_row, teacher_onnx_rows
 from distill.report_timing import TimingPlan
 from distill.report_verdict import (
     gain_decomposition,

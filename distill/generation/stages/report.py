@@ -32,6 +32,7 @@ from distill.artifacts import (
     library_versions,
     onnx_files,
     read_manifest,
+    relative_path,
     upstream_manifests,
     weight_files,
     write_json_atomic,
@@ -192,7 +193,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
                 "parameters": student_parameters,
                 "architecture": rows[1]["architecture"],
                 "bytes": sum(f.stat().st_size for f in files),
-                "weight_files": [_relative(f, export_dir) for f in files],
+                "weight_files": [relative_path(f, export_dir) for f in files],
                 "perplexity": _number(export_metrics.get(metric)),
                 "validation_perplexity": None,
                 "test_tokens": None,
@@ -574,7 +575,7 @@ def _torch_row(
         "parameters": parameters,
         "architecture": _architecture(model_dir),
         "bytes": sum(f.stat().st_size for f in files),
-        "weight_files": [_relative(f, model_dir.parent) for f in files],
+        "weight_files": [relative_path(f, model_dir.parent) for f in files],
         "perplexity": _number((metrics.get("test") or {}).get("perplexity")),
         "validation_perplexity": _number((metrics.get("validation") or {}).get("perplexity")),
         "test_tokens": (metrics.get("test") or {}).get("tokens"),
@@ -613,13 +614,6 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.name
 
 
 def _training(manifest: dict[str, Any]) -> dict[str, Any]:
