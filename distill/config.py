@@ -426,6 +426,14 @@ class StudentTable(StudentConfig):
     def student_names(self) -> list[str]:
         return ["main", *self.variants]
 
+    def by_table(self) -> list[tuple[str, StudentConfig]]:
+        """Every student, resolved, with its recipe table (``student``, ``student.variants.X``),
+        the name its recipe errors use."""
+        return [
+            ("student" if name == "main" else f"student.variants.{name}", self.variant(name))
+            for name in self.student_names()
+        ]
+
 
 ExportCandidate = Literal[
     "dynamic",

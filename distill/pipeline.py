@@ -103,10 +103,8 @@ def _transfer_reads(recipe: Recipe) -> list[Source]:
 
 def _student_reads(recipe: Recipe) -> list[Source]:
     sources = []
-    for name in recipe.student.student_names():
-        config = recipe.student.variant(name)
+    for table, config in recipe.student.by_table():
         if config.init == "pretrained":
-            table = "student" if name == "main" else f"student.variants.{name}"
             sources += _model_sources(table, config)
     return sources
 

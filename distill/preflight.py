@@ -93,18 +93,10 @@ def _check_hub(
         raise
 
 
-def _students(recipe: Recipe) -> list[tuple[str, StudentConfig]]:
-    """Every student, resolved, with its recipe table (``student``, ``student.variants.X``)."""
-    return [
-        ("student" if name == "main" else f"student.variants.{name}", recipe.student.variant(name))
-        for name in recipe.student.student_names()
-    ]
-
-
 def _model_refs(recipe: Recipe) -> list[tuple[str, TeacherConfig | StudentConfig]]:
     """The teacher and every student that loads a pre-trained model of its own."""
     refs: list[tuple[str, TeacherConfig | StudentConfig]] = [("teacher", recipe.teacher)]
-    refs += [(t, s) for t, s in _students(recipe) if s.init == "pretrained" and s.model]
+    refs += [(t, s) for t, s in recipe.student.by_table() if s.init == "pretrained" and s.model]
     return refs
 
 
@@ -168,7 +160,7 @@ def _check_max_length(
     references = {table: ref.model for table, ref in _model_refs(recipe)}
     models = {f"{table}.model {references[table]!r}": config for table, config in configs.items()}
     teacher = configs.get("teacher")
-    for table, student in _students(recipe):
+    for table, student in recipe.student.by_table():
         if student.init != "config" or teacher is None or not student.config:
             continue
         merged = {**teacher, **student.config}

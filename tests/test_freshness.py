@@ -274,3 +274,43 @@ def test_a_hub_reference_counts_by_the_commit_its_revision_resolves_to(
     assert commit("v2") is None  # offline, nothing cached for that revision
     (refs / "main").write_text("c" * 40)  # the cache moved on: so does the fingerprint
     assert commit(None) == "c" * 40
+
+
+def test_editing_a_pretrained_variants_model_reruns_the_student_stage_only(
+    project: RunContext,
+) -> None:
+    from distill.pipeline import _student_reads
+
+    small = project.recipe_dir / "small"
+    small.mkdir()
+    (small / "model.safetensors").write_text("small-v1")
+    specs = list(_specs())
+    specs[3] = StageSpec(
+        "student",
+        ("student",),
+        ("data", "labels"),
+        lambda task: _reader("student"),
+        reads=_student_reads,
+    )
+    recipe = validate_recipe(
+        {
+            "name": "f",
+            "data": {"path": "reviews.csv"},
+            "teacher": {"model": "teacher"},
+            "student": {
+                "num_layers": 1,
+                "variants": {"small": {"init": "pretrained", "model": "small"}},
+            },
+        }
+    )
+
+    def run() -> list[str]:
+        CALLS.clear()
+        run_pipeline(recipe, project, stages=tuple(specs))
+        return list(CALLS)
+
+    assert run() == ["data", "teacher", "labels", "student"]
+    (small / "model.safetensors").write_text("small-v2")
+    assert run() == ["student"]
+    manifest = read_manifest(project.stage_dir("student"))
+    assert manifest is not None and set(manifest["sources"]) == {"student.variants.small.model"}
