@@ -270,3 +270,15 @@ def test_variants_choose_their_twins_and_inherit_the_transfer_text() -> None:
         match=r"variants\.L1: student\.baselines = \['pseudo-labels'\] needs student\.transfer",
     ):
         validate_recipe(without)
+
+
+def test_teacher_baseline_is_refused_for_causal_lm_which_would_ignore_it() -> None:
+    raw = {**MINIMAL, "task": "causal-lm", "export": {"teacher_baseline": False}}
+    with pytest.raises(
+        RecipeError, match=r"export.teacher_baseline is not supported for task 'causal-lm'"
+    ):
+        validate_recipe(raw)
+    assert (
+        validate_recipe({**MINIMAL, "export": {"teacher_baseline": False}}).export.teacher_baseline
+        is False
+    )
