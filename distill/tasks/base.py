@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch import nn
+if TYPE_CHECKING:  # the registry is imported by torch-free paths (`distill generate`)
+    import numpy as np
+    import torch
+    from torch import nn
 
-from distill.dataset_files import Split
+    from distill.dataset_files import Split
 
 
 class Task(ABC):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch import nn
-
-from distill.dataset_files import Split
-from distill.losses import distillation_loss
-from distill.metrics import classification_metrics
-from distill.models import load_classifier
 from distill.tasks.base import Task
+
+if TYPE_CHECKING:  # the registry is imported by torch-free paths (`distill generate`)
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from distill.dataset_files import Split
 
 
 class SequenceClassification(Task):
@@ -27,6 +26,8 @@ class SequenceClassification(Task):
         revision: str | None,
         trust_remote_code: bool,
     ) -> nn.Module:
+        from distill.models import load_classifier
+
         return load_classifier(
             source, key, label_names, revision=revision, trust_remote_code=trust_remote_code
         )
@@ -40,6 +41,7 @@ class SequenceClassification(Task):
         with_labels: bool = True,
     ) -> Any:
         import datasets
+        import numpy as np
 
         # No padding here: the collator pads each batch to its longest example, which on
         # short texts (tweets) makes CPU training several times faster than fixed padding.
@@ -59,6 +61,8 @@ class SequenceClassification(Task):
         num_labels: int,
         reference_logits: np.ndarray | None = None,
     ) -> dict[str, Any]:
+        from distill.metrics import classification_metrics
+
         return classification_metrics(logits, labels, num_labels, reference_logits)
 
     def distillation_loss(
@@ -69,4 +73,6 @@ class SequenceClassification(Task):
         temperature: float,
         alpha: float,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        from distill.losses import distillation_loss
+
         return distillation_loss(student_logits, teacher_logits, labels, temperature, alpha)
