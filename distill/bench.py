@@ -234,7 +234,7 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
     """The five models of the comparison (the optimized fp32 is rebuilt under ``work``)."""
     from transformers import AutoTokenizer
 
-    from distill import onnx_utils
+    from distill.export import onnx as onnx_utils
 
     manifest = paths.manifest
     bundle = paths.bundle
@@ -303,7 +303,7 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
 
 def typical_lengths(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, int]:
     """Median and 95th-percentile token length of ``texts`` (rounded up), and ``max_length``."""
-    from distill.onnx_utils import token_lengths
+    from distill.export.onnx import token_lengths
 
     lengths = token_lengths(tokenizer, texts, max_length=max_length)
     if lengths.size == 0:

@@ -1,7 +1,7 @@
 """Command line: ``distill validate | run | schema | predict | generate``.
 
-``predict`` serves an exported bundle (:mod:`distill.serve`) and ``generate`` continues a
-prompt with a text-generation bundle (:mod:`distill.generation.generate`): neither may import
+``predict`` serves an exported bundle (:mod:`distill.tasks.classification.runner`) and ``generate`` continues a
+prompt with a text-generation bundle (:mod:`distill.tasks.causal_lm.generate`): neither may import
 torch or transformers, so every heavy import stays inside the other handlers.
 
 User errors (a bad recipe, missing data, a model that cannot be found) print one clear
@@ -333,7 +333,7 @@ def _key_rows(report: dict) -> list[str]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from distill.compare import run_compare
+    from distill.report.compare import run_compare
 
     first, second = args.compare
     out = run_compare(first, second, args.output)
@@ -395,7 +395,7 @@ def _predict(args: argparse.Namespace) -> int:
     """One output line per input line; a line that cannot be predicted gets an error line."""
     from distill.errors import DataError
     from distill.predict_lines import failure_summary, prediction_tsv
-    from distill.serve import load_bundle
+    from distill.tasks.classification.runner import load_bundle
 
     predictor = load_bundle(args.bundle, threads=args.threads)
     inputs = _predict_inputs(args)
@@ -493,8 +493,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise DataError("PROMPT is empty; give the text to continue")
 
     model_file = _generation_bundle(args.bundle)
-    # distill.generation.generate is the torch-free path: onnxruntime, tokenizers and numpy.
-    from distill.generation.generate import OnnxCausalLM, generate
+    # distill.tasks.causal_lm.generate is the torch-free path: onnxruntime, tokenizers and numpy.
+    from distill.tasks.causal_lm.generate import OnnxCausalLM, generate
 
     try:
         lm = OnnxCausalLM.load(args.bundle, file_name=model_file, threads=args.threads)

@@ -75,8 +75,8 @@ class StageSpec:
 # resumption, publishing and process roles above are shared; what a stage computes is the
 # task's (classification and causal-LM training, export and reports differ in kind).
 STAGE_PACKAGES = {
-    "sequence-classification": "distill.stages",
-    "causal-lm": "distill.generation.stages",
+    "sequence-classification": "distill.tasks.classification.stages",
+    "causal-lm": "distill.tasks.causal_lm.stages",
 }
 
 

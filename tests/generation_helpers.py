@@ -79,7 +79,7 @@ _EXPORTED: dict[str, Path] = {}
 
 def exported_tiny_llama(tmp_path_factory: Any) -> tuple[Path, Path]:
     """(model folder, ONNX folder of ``text-generation-with-past``), built once per session."""
-    from distill.generation.onnx_export import export_causal_lm
+    from distill.tasks.causal_lm.onnx_export import export_causal_lm
 
     if "onnx" not in _EXPORTED:
         root = tmp_path_factory.mktemp("tiny-llama")

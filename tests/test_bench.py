@@ -18,7 +18,7 @@ from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, write_label_names, write_split
 from distill.errors import ArtifactError
-from distill.stages import export as export_stage
+from distill.tasks.classification.stages import export as export_stage
 
 LABELS = ["negative", "positive"]
 MAX_LENGTH = 24

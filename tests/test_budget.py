@@ -9,10 +9,10 @@ import logging
 import pytest
 
 from distill.artifacts import RunContext
-from distill.budget import CLASSIFICATION_MIN_STEPS, resolve_budget, still_improving
 from distill.config import DataConfig, StudentConfig, TeacherConfig
-from distill.stages import data as data_stage
-from distill.stages import teacher as teacher_stage
+from distill.tasks.classification.stages import data as data_stage
+from distill.tasks.classification.stages import teacher as teacher_stage
+from distill.train.budget import CLASSIFICATION_MIN_STEPS, resolve_budget, still_improving
 
 
 def teacher(**keys: object) -> TeacherConfig:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from distill.compare import compare_reports, diff_recipes, render_html, run_compare
 from distill.errors import ArtifactError
+from distill.report.compare import compare_reports, diff_recipes, render_html, run_compare
 
 
 def _row(key: str, name: str, accuracy: float, **extra: Any) -> dict[str, Any]:

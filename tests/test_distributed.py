@@ -22,7 +22,7 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 KILL_RANK_1 = textwrap.dedent(
     """
     import os, signal, sys
-    from distill import training
+    from distill.train import trainer as training
     from distill.cli import main
 
     original = training.DistillationTrainer.compute_loss

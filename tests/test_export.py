@@ -18,12 +18,12 @@ from conftest import (
     write_vocab,
 )
 
-from distill import onnx_utils
 from distill.artifacts import RunContext, read_manifest, sha256_file, verify_files
 from distill.config import DataConfig, ExportCandidate, ExportConfig
 from distill.dataset_files import load_logits
 from distill.errors import AccuracyDropError, ParityError, RecipeError
-from distill.stages import export as export_stage
+from distill.export import onnx as onnx_utils
+from distill.tasks.classification.stages import export as export_stage
 
 MAX_LENGTH = 32
 
@@ -260,7 +260,7 @@ def test_saved_test_logits_match_the_bundle(
     dynamic_run: tuple[Path, dict[str, Any]], stage_inputs: dict[str, Path]
 ) -> None:
     from distill.dataset_files import read_split
-    from distill.metrics import classification_metrics
+    from distill.tasks.classification.metrics import classification_metrics
 
     out, metrics = dynamic_run
     test = read_split(stage_inputs["data"], "test")

@@ -13,7 +13,7 @@ from conftest import run_command, run_distill
 from generation_helpers import exported_tiny_llama
 
 from distill.cli import main
-from distill.generation.generate import generate
+from distill.tasks.causal_lm.generate import generate
 
 PROMPT = "the cat is in the"
 

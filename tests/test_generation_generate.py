@@ -14,7 +14,7 @@ import torch
 from generation_helpers import EOS_ID, exported_tiny_llama
 from transformers import AutoModelForCausalLM
 
-from distill.generation.generate import OnnxCausalLM, choose_token, generate
+from distill.tasks.causal_lm.generate import OnnxCausalLM, choose_token, generate
 
 PROMPTS = ["the cat is in the house", "paris is the capital of", "one"]
 
@@ -93,7 +93,7 @@ def test_bad_sampling_settings_are_refused(lm) -> None:
 def test_generation_loads_neither_torch_nor_transformers(exported) -> None:
     code = (
         "import json, sys\n"
-        "from distill.generation.generate import generate\n"
+        "from distill.tasks.causal_lm.generate import generate\n"
         f"out = generate({str(exported[1])!r}, 'the cat', max_new_tokens=4, eos_token_ids=())\n"
         "heavy = ('torch', 'transformers', 'optimum', 'datasets', 'accelerate', 'sklearn')\n"
         "print(json.dumps({'n': len(out.token_ids), 'loaded': [m for m in heavy if m in sys.modules]}))\n"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from distill.generation.losses import (
+from distill.tasks.causal_lm.losses import (
     IGNORE_INDEX,
     mean_token_nll,
     token_distillation_loss,

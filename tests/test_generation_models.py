@@ -11,8 +11,8 @@ from generation_helpers import tiny_llama, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from distill.errors import DistillError, ModelLoadError
-from distill.generation import models
-from distill.generation.models import (
+from distill.tasks.causal_lm import models
+from distill.tasks.causal_lm.models import (
     MATERIALIZED_MARKER,
     TokenizerMismatchError,
     check_same_tokenizer,

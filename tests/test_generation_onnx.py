@@ -11,14 +11,14 @@ from generation_helpers import exported_tiny_llama
 from transformers import AutoModelForCausalLM
 
 from distill.errors import ParityError
-from distill.generation.generate import OnnxCausalLM
-from distill.generation.losses import mean_token_nll
-from distill.generation.onnx_export import (
+from distill.export.onnx import op_counts
+from distill.tasks.causal_lm.generate import OnnxCausalLM
+from distill.tasks.causal_lm.losses import mean_token_nll
+from distill.tasks.causal_lm.onnx_export import (
     check_causal_parity,
     onnx_perplexity,
     quantize_int8,
 )
-from distill.onnx_utils import op_counts
 
 SEQUENCES = [[1, 10, 20, 30, 40, 50, 60], [1, 5, 6], [1, 70, 71, 72, 73, 74, 75, 76, 77, 78]]
 
@@ -105,8 +105,8 @@ def test_tied_embedding_table_is_stored_once_in_int8(exported, tmp_path: Path) -
         if n.op_type == "Transpose" and n.input[0] == "model.embed_tokens.weight"
     ]
     # The embeddings it computes are the dequantized rows: first-step logits stay close.
-    from distill.generation.generate import OnnxCausalLM
     from distill.latency import ort_session
+    from distill.tasks.causal_lm.generate import OnnxCausalLM
 
     ids = np.asarray([SEQUENCES[0]], dtype=np.int64)
     reference, _ = OnnxCausalLM(ort_session(fp32, 1)).forward(ids)

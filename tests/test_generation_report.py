@@ -16,8 +16,8 @@ from distill.artifacts import RunContext, read_manifest, write_manifest
 from distill.config import ReportConfig
 from distill.dataset_files import Split, write_split
 from distill.errors import ArtifactError
-from distill.generation.generate import generate
-from distill.generation.stages import report as generation_report
+from distill.tasks.causal_lm.generate import generate
+from distill.tasks.causal_lm.stages import report as generation_report
 
 INJECTION = "<script>alert(1)</script>"
 CONFIG = ReportConfig(
@@ -93,7 +93,7 @@ def build_upstream(root: Path, exported: tuple[Path, Path], *, int8: bool, basel
     fp32_bytes = (bundle / "model.onnx").stat().st_size
     int8_bytes = None
     if int8:
-        from distill.generation.onnx_export import quantize_int8
+        from distill.tasks.causal_lm.onnx_export import quantize_int8
 
         (bundle / "fp32").mkdir()
         shutil.move(bundle / "model.onnx", bundle / "fp32" / "model.onnx")

@@ -42,7 +42,7 @@ def test_output_folder_behind_a_symlink_is_refused_before_writing(
 
 
 def test_onnx_external_data_outside_the_bundle_is_refused(tmp_path: Path) -> None:
-    from distill.onnx_utils import make_session
+    from distill.export.onnx import make_session
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()

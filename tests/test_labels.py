@@ -12,7 +12,6 @@ from conftest import LABELS, NEGATIVE, NEUTRAL, POSITIVE, build_tiny_classifier
 from test_config import MINIMAL
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill import onnx_utils
 from distill.artifacts import RunContext
 from distill.config import DataConfig, LabelsConfig, Recipe, validate_recipe
 from distill.dataset_files import (
@@ -24,9 +23,10 @@ from distill.dataset_files import (
     write_split,
 )
 from distill.errors import LabelParityError, ParityError, RecipeError
-from distill.labelling import length_order, length_sample, unsort
+from distill.export import onnx as onnx_utils
 from distill.pipeline import STAGES, Dependencies, StageSpec, stage_settings
-from distill.stages import labels as labels_stage
+from distill.tasks.classification.labelling import length_order, length_sample, unsort
+from distill.tasks.classification.stages import labels as labels_stage
 
 DATA = DataConfig(path="unused.csv", max_length=24)
 TOLERANCE = 1e-3

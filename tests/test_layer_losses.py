@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertTokenizerFast
 
 from distill.errors import ModelLoadError
-from distill.layer_losses import (
+from distill.train.layer_losses import (
     LayerDistillation,
     StudentWithProjections,
     attention_loss,

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.losses import distillation_loss, soft_target_kl
+from distill.tasks.classification.losses import distillation_loss, soft_target_kl
 
 
 def reference_kl(student: list[float], teacher: list[float], temperature: float) -> float:

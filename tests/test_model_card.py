@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from distill.artifacts import RunContext, write_manifest
 from distill.config import DataConfig, StudentTable, TeacherConfig
-from distill.model_card import bundle_card, hub_id, student_card
+from distill.report.model_card import bundle_card, hub_id, student_card
 
 TEST_METRICS = {"accuracy": 0.875, "macro_f1": 0.8612, "agreement": 0.93, "examples": 40}
 
@@ -233,10 +233,10 @@ def student_stage_run(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
 ) -> dict[str, Any]:
     """The real data, teacher, labels and student stages on a tiny BERT, a few steps each."""
-    from distill.stages import data as data_stage
-    from distill.stages import labels as labels_stage
-    from distill.stages import student as student_stage
-    from distill.stages import teacher as teacher_stage
+    from distill.tasks.classification.stages import data as data_stage
+    from distill.tasks.classification.stages import labels as labels_stage
+    from distill.tasks.classification.stages import student as student_stage
+    from distill.tasks.classification.stages import teacher as teacher_stage
 
     root = tmp_path_factory.mktemp("card-stages")
     source = root / "tiny-teacher"

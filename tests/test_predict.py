@@ -1,4 +1,4 @@
-"""Serving a bundle without torch: distill.serve, `distill predict` and export/README.md.
+"""Serving a bundle without torch: distill.tasks.classification.runner, `distill predict` and export/README.md.
 
 One real bundle is built by the export stage from a tiny BERT (trained for a few steps
 so that it predicts both labels) and is copied before any test tampers with it.
@@ -28,14 +28,14 @@ from conftest import (
     write_vocab,
 )
 
-from distill import onnx_utils
 from distill.artifacts import RunContext
 from distill.cli import main
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import load_logits, read_split
 from distill.errors import ArtifactError
-from distill.serve import load_bundle, softmax
-from distill.stages import export as export_stage
+from distill.export import onnx as onnx_utils
+from distill.tasks.classification.runner import load_bundle, softmax
+from distill.tasks.classification.stages import export as export_stage
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 12  # short enough that some texts below are truncated
@@ -390,7 +390,7 @@ def test_predict_loads_neither_torch_nor_transformers(bundle: Path) -> None:
     """A fresh interpreter: import the serving path, predict, and list what got imported."""
     code = (
         "import json, sys\n"
-        "import distill.serve, distill.cli\n"
+        "import distill.tasks.classification.runner, distill.cli\n"
         f"rc = distill.cli.main(['predict', {str(bundle)!r}, 'good fun', '--json', '--threads', '1'])\n"
         "heavy = ('torch', 'transformers', 'optimum', 'datasets', 'accelerate', 'sklearn')\n"
         "print(json.dumps({'rc': rc, 'loaded': [m for m in heavy if m in sys.modules]}),"

@@ -16,7 +16,7 @@ from conftest import build_tiny_classifier, synthetic_rows
 from distill.artifacts import RunContext, read_manifest, write_manifest
 from distill.config import ReportConfig
 from distill.dataset_files import Split, save_logits, write_label_names, write_split
-from distill.metrics import classification_metrics
+from distill.tasks.classification.metrics import classification_metrics
 
 # Label names that would break HTML and Markdown if written unescaped.
 LABELS = ["<script>alert(1)</script>", "neg|ative & co"]
@@ -194,7 +194,7 @@ def _teacher_baseline(folders: dict[str, Path], logits: dict[str, Any], test: Sp
 
 
 def run_report(upstream: dict[str, Any], out: Path, **overrides: Any) -> dict[str, Any]:
-    from distill.stages import report as report_stage
+    from distill.tasks.classification.stages import report as report_stage
 
     ctx = RunContext(
         name="unit<run>",
@@ -524,7 +524,7 @@ def test_missing_manifest_is_a_clear_error(upstream: dict[str, Any], tmp_path: P
 
 
 def test_rerender_from_json_alone(report_dir: Path, tmp_path: Path) -> None:
-    from distill import render
+    from distill.report import render
 
     document = render.load_report(report_dir / "report.json")
     paths = render.write_reports(document, tmp_path)
@@ -563,7 +563,7 @@ def _reference_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
 
 
 def test_ece_hand_computed() -> None:
-    from distill.stages.report import calibration
+    from distill.tasks.classification.stages.report import calibration
 
     # confidences 0.95, 0.95 (one right, one wrong), 0.55 (right), 0.75 (right):
     # 2/4 x |0.5 - 0.95| + 1/4 x |1 - 0.55| + 1/4 x |1 - 0.75| = 0.225 + 0.1125 + 0.0625
@@ -647,7 +647,7 @@ def test_disagreements_of_the_deployed_student(
 
 
 def test_disagreements_are_capped_and_long_texts_cut() -> None:
-    from distill.stages.report import MAX_TEXT_CHARS, find_disagreements
+    from distill.tasks.classification.stages.report import MAX_TEXT_CHARS, find_disagreements
 
     n = 50
     split = Split(
@@ -752,7 +752,7 @@ def test_kd_verdict_is_the_paired_test_of_the_two_students_test_predictions(
 
 
 def test_kd_verdict_fields_for_a_constructed_pair_of_prediction_sets() -> None:
-    from distill.report_verdict import kd_significance
+    from distill.tasks.classification.report_verdict import kd_significance
 
     labels = np.zeros(100, dtype=np.int64)
     # 80 both right, 8 right only when distilled, 2 right only without, 10 both wrong.
@@ -792,7 +792,7 @@ def pseudo_upstream(
 def test_report_compares_the_distilled_student_with_its_pseudo_label_twin(
     pseudo_upstream: dict[str, Any], document: dict[str, Any], tmp_path: Path
 ) -> None:
-    from distill.significance import mcnemar_exact
+    from distill.report.significance import mcnemar_exact
 
     metrics = run_report(pseudo_upstream, tmp_path / "out", tfidf_baseline=False)
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
@@ -911,8 +911,8 @@ def _with_floor(document: dict[str, Any], floor_accuracy: float) -> dict[str, An
     """The report with the TF-IDF row at ``floor_accuracy`` and what follows from it."""
     import copy
 
-    from distill.report_verdict import headline
-    from distill.stages.report import _baseline_summary
+    from distill.tasks.classification.report_verdict import headline
+    from distill.tasks.classification.stages.report import _baseline_summary
 
     changed = copy.deepcopy(document)
     next(r for r in changed["rows"] if r["key"] == "tfidf")["accuracy"] = floor_accuracy
@@ -922,7 +922,7 @@ def _with_floor(document: dict[str, Any], floor_accuracy: float) -> dict[str, An
 
 
 def test_floor_warning_names_the_deployed_student_below_the_floor(document: dict[str, Any]) -> None:
-    from distill import render
+    from distill.report import render
 
     rows = _rows(document)
     deployed = rows["student_onnx_int8"]["accuracy"]  # 0.75; the teacher is at 0.90
@@ -940,7 +940,7 @@ def test_floor_warning_names_the_deployed_student_below_the_floor(document: dict
 
 
 def test_no_floor_warning_when_everything_beats_the_floor(document: dict[str, Any]) -> None:
-    from distill import render
+    from distill.report import render
 
     constructed = _with_floor(document, 0.5)
     assert constructed["headline"]["floor_warnings"] == []

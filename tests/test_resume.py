@@ -24,7 +24,7 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     import transformers
-    from distill import training
+    from distill.train import trainer as training
     from distill.cli import main
 
     where = sys.argv[1]

@@ -7,7 +7,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from distill.significance import (
+from distill.report.significance import (
     bootstrap_difference_interval,
     mcnemar_exact,
     paired_comparison,

@@ -14,12 +14,12 @@ from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, TeacherConfig
 from distill.dataset_files import load_logits, read_split
 from distill.errors import ModelLoadError
-from distill.metrics import classification_metrics
-from distill.stages import data as data_stage
-from distill.stages import labels as labels_stage
-from distill.stages import student as student_stage
-from distill.stages import teacher as teacher_stage
-from distill.training import NonFiniteLossError
+from distill.tasks.classification.metrics import classification_metrics
+from distill.tasks.classification.stages import data as data_stage
+from distill.tasks.classification.stages import labels as labels_stage
+from distill.tasks.classification.stages import student as student_stage
+from distill.tasks.classification.stages import teacher as teacher_stage
+from distill.train.trainer import NonFiniteLossError
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_student_is_distilled_and_loadable(trained: dict) -> None:
 def test_non_finite_loss_stops_the_stage_naming_it(
     trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distill.tasks.classification import SequenceClassification
+    from distill.tasks.classification.task import SequenceClassification
 
     def nan_loss(self, student_logits, teacher_logits, labels, temperature, alpha):
         return student_logits.sum() * float("nan"), {}
@@ -153,8 +153,8 @@ def test_non_finite_loss_stops_the_stage_naming_it(
 def test_trackers_only_when_asked(trained: dict, tmp_path: Path, tiny_model_dir: Path) -> None:
     # Default: no tracker, even though tensorboard is installed here.
     assert not (trained["teacher"] / "tensorboard").exists()
-    from distill.budget import resolve_budget
-    from distill.training import training_arguments
+    from distill.train.budget import resolve_budget
+    from distill.train.trainer import training_arguments
 
     config = TeacherConfig(model="m")
     budget = resolve_budget(config, 100, 100, "teacher", default_min_steps=0)

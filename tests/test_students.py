@@ -10,7 +10,7 @@ import pytest
 from conftest import run_distill, synthetic_rows, write_csv
 
 from distill.artifacts import read_manifest
-from distill.stages.report import pareto_front
+from distill.tasks.classification.stages.report import pareto_front
 
 
 def test_pareto_front_marks_students_no_other_beats_on_both() -> None:
@@ -124,7 +124,7 @@ def test_report_lists_each_student_with_its_frontier_flag(project: Path) -> None
 
 def test_student_settings_follow_the_variant_inheritance_rules() -> None:
     from distill.config import StudentTable
-    from distill.stages.report import _student_settings
+    from distill.tasks.classification.stages.report import _student_settings
 
     table = StudentTable(
         init="pretrained",
@@ -146,7 +146,7 @@ def test_each_student_with_a_twin_has_its_paired_kd_test(project: Path) -> None:
     import numpy as np
 
     from distill.dataset_files import load_logits, read_split
-    from distill.significance import mcnemar_exact
+    from distill.report.significance import mcnemar_exact
 
     report = json.loads((project / "reports" / "multi" / "report.json").read_text())
     students = {s["name"]: s for s in report["students"]}
@@ -173,7 +173,7 @@ def test_students_table_has_the_pseudo_label_twin_of_each_student_that_has_one(
     project: Path,
 ) -> None:
     from distill.dataset_files import load_logits, read_split
-    from distill.significance import mcnemar_exact
+    from distill.report.significance import mcnemar_exact
 
     run = project / "runs" / "multi"
     trained = read_manifest(run / "student")["metrics"]

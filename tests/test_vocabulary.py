@@ -12,7 +12,7 @@ from conftest import synthetic_rows
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.errors import ModelLoadError
-from distill.vocabulary import trim_tokenizer, trim_vocabulary, used_token_ids
+from distill.train.vocabulary import trim_tokenizer, trim_vocabulary, used_token_ids
 
 TEXTS = [text for text, _ in synthetic_rows(40)]
 

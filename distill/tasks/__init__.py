@@ -7,7 +7,7 @@ distillation loss, so a new task plugs in without rewriting the stages.
 from __future__ import annotations
 
 from distill.tasks.base import Task
-from distill.tasks.classification import SequenceClassification
+from distill.tasks.classification.task import SequenceClassification
 
 TASKS: dict[str, type[Task]] = {SequenceClassification.name: SequenceClassification}
 

@@ -24,12 +24,17 @@ from transformers import (
 )
 
 from distill.artifacts import list_files, read_manifest, verify_files, write_json_atomic
-from distill.budget import CLASSIFICATION_MIN_STEPS, Budget, resolve_budget, warn_if_still_improving
 from distill.config import TrainingConfig
 from distill.distributed import current, split_batch, use_cpu
 from distill.errors import DistillError
-from distill.layer_losses import LayerDistillation, unwrap_student
 from distill.tasks.base import Task
+from distill.train.budget import (
+    CLASSIFICATION_MIN_STEPS,
+    Budget,
+    resolve_budget,
+    warn_if_still_improving,
+)
+from distill.train.layer_losses import LayerDistillation, unwrap_student
 
 log = logging.getLogger("distill")
 

@@ -1,5 +1,5 @@
 """The report's "teacher ONNX fp32 / int8" rows: the teacher as the export stage built it
-through the student's export path (:mod:`distill.stages.export_teacher`), scored from its
+through the student's export path (:mod:`distill.tasks.classification.stages.export_teacher`), scored from its
 saved test predictions and timed in the report's interleaved run. A baseline, never the
 deployed model.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from distill.artifacts import onnx_files, relative_path
-from distill.report_timing import TimingPlan
+from distill.report.timing import TimingPlan
 
 FOLDER = "teacher"  # under the export stage folder
 

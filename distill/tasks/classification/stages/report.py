@@ -1,20 +1,20 @@
 """Stage `report`: compare teacher, student and the exported student on the test split.
 
 Writes ``report.json`` first (the source of truth, ``schema_version`` 2) and then renders
-``report.md`` and ``report.html`` from that JSON alone (see :mod:`distill.render`), so a
+``report.md`` and ``report.html`` from that JSON alone (see :mod:`distill.report.render`), so a
 report can be re-rendered later without rerunning anything.
 
 One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
 int8 ONNX files, the student's twins when the student stage trained them (without
 distillation; with the teacher's hard labels on the transfer text), the teacher's own
-ONNX fp32 and int8 files (:mod:`distill.report_teacher`), and a TF-IDF +
+ONNX fp32 and int8 files (:mod:`distill.tasks.classification.report_teacher`), and a TF-IDF +
 logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher come
 from the test logits the upstream stages cached (the exact predictions they shipped);
 sizes are the weight files on disk; latency is measured here, on this machine, with a
 pinned thread count and a fixed sequence length, every model in one interleaved run
-(:mod:`distill.report_timing`). The conclusions (the paired significance of the KD gain
+(:mod:`distill.report.timing`). The conclusions (the paired significance of the KD gain
 over each twin, the headline against the quantized teacher, the floor warnings) are
-:mod:`distill.report_verdict`'s.
+:mod:`distill.tasks.classification.report_verdict`'s.
 
 Schema 2 added, per row: ``per_class_f1`` ({label: F1}), ``confusion_matrix`` (counts,
 gold label by row, predicted label by column, in ``labels`` order) and ``calibration``
@@ -49,11 +49,11 @@ from distill.config import ReportConfig
 from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, read_split
 from distill.errors import ArtifactError, ModelLoadError
 from distill.latency import hardware_info
-from distill.metrics import classification_metrics, softmax
 from distill.models import load_saved_classifier
-from distill.report_teacher import onnx_row, teacher_onnx_rows
-from distill.report_timing import TimingPlan
-from distill.report_verdict import (
+from distill.report.timing import TimingPlan
+from distill.tasks.classification.metrics import classification_metrics, softmax
+from distill.tasks.classification.report_teacher import onnx_row, teacher_onnx_rows
+from distill.tasks.classification.report_verdict import (
     gain_decomposition,
     headline,
     kd_significance,
@@ -75,7 +75,7 @@ def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
 ) -> dict[str, Any]:
     """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
-    from distill import render
+    from distill.report import render
 
     document = build_report(ctx, inputs, report)
     write_json_atomic(out / "report.json", document)
@@ -664,7 +664,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Everything the report shows about one model's test predictions.
 
-    Accuracy, macro-F1 and agreement (:func:`distill.metrics.classification_metrics`), F1
+    Accuracy, macro-F1 and agreement (:func:`distill.tasks.classification.metrics.classification_metrics`), F1
     per class, the confusion matrix (gold by row, predicted by column) and calibration.
     """
     from sklearn.metrics import confusion_matrix, f1_score

@@ -8,7 +8,7 @@ candidates -> accuracy gate -> the fastest faithful one -> bundle.
    ``ORTOptimizer``, ``export.optimization_level``) fuses the graph (Attention,
    SkipLayerNormalization, EmbedLayerNormalization, BiasGelu) and, with
    ``export.cls_pruning``, its last layer computes only the first token past its attention
-   (:func:`distill.onnx_utils.prune_to_first_token`); that graph is checked against PyTorch
+   (:func:`distill.export.onnx.prune_to_first_token`); that graph is checked against PyTorch
    again, with the same tolerance;
 3. every int8 candidate (:data:`CANDIDATES`, chosen by ``export.candidates`` or by
    ``export.quantization``) is built, scored on the whole test split (accuracy, macro-F1,
@@ -37,7 +37,7 @@ Writes into the stage folder:
 ``teacher/``
     with ``export.teacher_baseline`` (default): the teacher through the same export, fp32
     and int8 with the student's candidate, and its test predictions; a baseline for the
-    report, never deployed (:mod:`distill.stages.export_teacher`).
+    report, never deployed (:mod:`distill.tasks.classification.stages.export_teacher`).
 
 The student's PyTorch model is only used for the parity checks; every metric is measured
 with plain onnxruntime sessions, the way the bundle will be served.
@@ -57,14 +57,14 @@ import numpy as np
 import onnx
 from transformers import AutoTokenizer
 
-from distill import onnx_utils
 from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, read_label_names, read_split, save_logits
 from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoadError
-from distill.metrics import classification_metrics
-from distill.model_card import bundle_card
+from distill.export import onnx as onnx_utils
 from distill.models import load_saved_classifier
+from distill.report.model_card import bundle_card
+from distill.tasks.classification.metrics import classification_metrics
 
 log = logging.getLogger("distill")
 
@@ -155,9 +155,9 @@ def _teacher_baseline(
     export: ExportConfig,
     student_metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """The teacher through the same export path (:mod:`distill.stages.export_teacher`), a
+    """The teacher through the same export path (:mod:`distill.tasks.classification.stages.export_teacher`), a
     baseline row for the report; or why there is none."""
-    from distill.stages import export_teacher
+    from distill.tasks.classification.stages import export_teacher
 
     if not export.teacher_baseline:
         return {"skipped": "export.teacher_baseline = false"}

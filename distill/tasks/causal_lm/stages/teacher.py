@@ -18,7 +18,8 @@ from transformers import set_seed
 from distill.artifacts import RunContext
 from distill.config import DataConfig, TeacherConfig
 from distill.dataset_files import read_split
-from distill.generation.training import (
+from distill.models import freeze, load_tokenizer, parameter_counts
+from distill.tasks.causal_lm.training import (
     as_dataset,
     encode_texts,
     load_causal_lm,
@@ -27,8 +28,7 @@ from distill.generation.training import (
     resolve_causal_lm,
     train_causal,
 )
-from distill.models import freeze, load_tokenizer, parameter_counts
-from distill.training import finish_training, save_trained_model
+from distill.train.trainer import finish_training, save_trained_model
 
 
 def run(

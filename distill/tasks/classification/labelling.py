@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distill import onnx_utils
 from distill.config import LabelsBackend
 from distill.dataset_files import Split
 from distill.errors import LabelParityError
+from distill.export import onnx as onnx_utils
 
 log = logging.getLogger("distill")
 
@@ -112,7 +112,7 @@ def onnx_labeller(session: Any, tokenizer: Any, *, max_length: int, batch_size: 
 
 def torch_labeller(trainer: Any, tokenizer: Any, task: Any, *, max_length: int) -> Labeller:
     """Logits of a predicting Trainer over a split, batched by length, in split order."""
-    from distill.training import predict_logits
+    from distill.train.trainer import predict_logits
 
     def label(split: Split) -> np.ndarray:
         encoded = task.encode(tokenizer, split, max_length, with_labels=False)

@@ -34,15 +34,6 @@ from distill.dataset_files import (
     read_split,
     save_logits,
 )
-from distill.layer_losses import (
-    LayerDistillation,
-    StudentWithProjections,
-    check_layer_map,
-    check_same_vocabulary,
-    projections_for,
-    uniform_layer_map,
-)
-from distill.model_card import write_student_card
 from distill.models import (
     evenly_spaced_layers,
     freeze,
@@ -54,10 +45,19 @@ from distill.models import (
     student_from_teacher_layers,
     transformer_layers,
 )
+from distill.report.model_card import write_student_card
 from distill.tasks import get_task
 from distill.tasks.base import Task
-from distill.training import finish_training, predict_logits, save_trained_model, train
-from distill.vocabulary import trim_vocabulary
+from distill.train.layer_losses import (
+    LayerDistillation,
+    StudentWithProjections,
+    check_layer_map,
+    check_same_vocabulary,
+    projections_for,
+    uniform_layer_map,
+)
+from distill.train.trainer import finish_training, predict_logits, save_trained_model, train
+from distill.train.vocabulary import trim_vocabulary
 
 # Each twin: its folder beside the distilled student (also its metrics key), and its name in logs.
 TWINS = {

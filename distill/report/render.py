@@ -7,7 +7,7 @@ Markdown template escapes table-breaking and HTML-like characters with the ``md`
 
 Plots: accuracy vs size, accuracy vs latency, reliability diagrams (teacher and deployed
 student) and training curves; each also written as its own ``.svg`` for the Markdown.
-The comparison page of two runs (:mod:`distill.compare`) uses the same filters.
+The comparison page of two runs (:mod:`distill.report.compare`) uses the same filters.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from markupsafe import Markup
 
 SCHEMA_VERSION = 2
 TEMPLATES = Path(__file__).parent / "templates"
+# Until each task renders its own report, this module renders classification's.
+REPORT_TEMPLATES = Path(__file__).parents[1] / "tasks" / "classification" / "templates"
 PLOT_FILE = "accuracy_vs_size.svg"
 # Each plot, also written as its own SVG file beside report.md (which links them).
 PLOT_FILES = {
@@ -209,14 +211,16 @@ def _part(breakdown: dict[str, Any], name: str) -> dict[str, Any]:
     return next((part for part in breakdown["parts"] if part["part"] == name), {})
 
 
-def environment(autoescape: bool) -> jinja2.Environment:
-    """The Jinja2 environment of the report templates, with their filters (``pct``, ``md``, ...)."""
-    return _environment(autoescape)
+def environment(autoescape: bool, folder: Path | None = None) -> jinja2.Environment:
+    """The Jinja2 environment of the report templates, with their filters (``pct``, ``md``, ...);
+    templates are looked up in ``folder`` first, then in the shared ones."""
+    return _environment(autoescape, folder)
 
 
-def _environment(autoescape: bool) -> jinja2.Environment:
+def _environment(autoescape: bool, folder: Path | None = None) -> jinja2.Environment:
+    folders = [str(folder or REPORT_TEMPLATES), str(TEMPLATES)]
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(folders),
         autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -26,19 +26,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill import onnx_utils
 from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import read_split
 from distill.errors import AccuracyDropError, DataError
-from distill.generation.onnx_export import (
+from distill.export import onnx as onnx_utils
+from distill.models import load_tokenizer
+from distill.tasks.causal_lm.onnx_export import (
     check_causal_parity,
     export_causal_lm,
     onnx_perplexity,
     quantize_int8,
 )
-from distill.generation.training import encode_texts, load_causal_lm, prepare_tokenizer
-from distill.models import load_tokenizer
+from distill.tasks.causal_lm.training import encode_texts, load_causal_lm, prepare_tokenizer
 
 log = logging.getLogger("distill")
 

@@ -2,7 +2,7 @@
 
 A full distribution per token (49,152 floats for SmolLM2) is too large to cache; the top k
 (``student.top_k``) are kept, keyed by example id, and the student learns from those
-(:func:`distill.generation.losses.token_distillation_loss`). With
+(:func:`distill.tasks.causal_lm.losses.token_distillation_loss`). With
 ``student.teacher_outputs = "online"`` nothing is cached: the student stage runs the teacher
 at every step instead.
 
@@ -29,14 +29,14 @@ from distill.config import DataConfig
 from distill.dataset_files import read_split
 from distill.distributed import current
 from distill.errors import ArtifactError
-from distill.generation.losses import top_k_logits
-from distill.generation.training import (
+from distill.models import load_tokenizer
+from distill.tasks.causal_lm.losses import top_k_logits
+from distill.tasks.causal_lm.training import (
     CausalCollator,
     encode_texts,
     load_causal_lm,
     prepare_tokenizer,
 )
-from distill.models import load_tokenizer
 
 log = logging.getLogger("distill")
 

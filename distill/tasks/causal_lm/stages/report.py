@@ -3,7 +3,7 @@ student's ONNX exports, side by side.
 
 Writes ``report.json`` first (the source of truth, ``task = "causal-lm"``) and then renders
 ``report.md``, ``report.html`` and ``perplexity_vs_size.svg`` from that JSON alone, with the
-filters of :mod:`distill.render`, so a report can be re-rendered without rerunning anything.
+filters of :mod:`distill.report.render`, so a report can be re-rendered without rerunning anything.
 
 One row per model: the teacher and the distilled student in PyTorch fp32, the student
 trained without distillation when the student stage made one, and the student's fp32 and
@@ -318,7 +318,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
                 "min_new_tokens = max_new_tokens)"
             ),
             "onnxruntime": (
-                "distill.generation.generate (onnxruntime, numpy; intra_op_num_threads = threads, "
+                "distill.tasks.causal_lm.generate (onnxruntime, numpy; intra_op_num_threads = threads, "
                 "inter_op_num_threads = 1), eos_token_ids = ()"
             ),
         },
@@ -450,7 +450,7 @@ def _load_torch(model_dir: Path) -> Any:
 
 
 def _load_onnx(bundle: Path, path: Path, threads: int) -> Any:
-    from distill.generation.generate import OnnxCausalLM
+    from distill.tasks.causal_lm.generate import OnnxCausalLM
 
     if not path.is_file():
         raise ArtifactError(f"{path}: the export stage's ONNX model is missing")
@@ -534,7 +534,7 @@ def _torch_continuer(
 
 
 def _onnx_caller(lm: Any, max_new_tokens: int) -> Callable[[list[int]], int]:
-    from distill.generation.generate import generate
+    from distill.tasks.causal_lm.generate import generate
 
     return lambda ids: len(
         generate(lm, ids, max_new_tokens=max_new_tokens, eos_token_ids=()).token_ids
@@ -542,7 +542,7 @@ def _onnx_caller(lm: Any, max_new_tokens: int) -> Callable[[list[int]], int]:
 
 
 def _onnx_continuer(lm: Any, max_new_tokens: int) -> Callable[[list[int]], tuple[list[int], str]]:
-    from distill.generation.generate import generate
+    from distill.tasks.causal_lm.generate import generate
 
     def continuer(ids: list[int]) -> tuple[list[int], str]:
         output = generate(lm, ids, max_new_tokens=max_new_tokens)
@@ -617,7 +617,7 @@ def _number(value: Any) -> float | None:
 
 
 def _training(manifest: dict[str, Any]) -> dict[str, Any]:
-    from distill.stages.report import training_summary
+    from distill.tasks.classification.stages.report import training_summary
 
     return {"summary": training_summary(manifest), "wall_time_s": manifest.get("wall_time_s")}
 
@@ -679,18 +679,18 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def environment(autoescape: bool) -> Any:
-    """:func:`distill.render.environment` plus ``num`` (4 significant digits: perplexities,
+    """:func:`distill.report.render.environment` plus ``num`` (4 significant digits: perplexities,
     logit differences) and ``rate`` (tokens/s)."""
-    from distill import render
+    from distill.report import render
 
-    env = render.environment(autoescape)
+    env = render.environment(autoescape, Path(__file__).parents[1] / "templates")
     env.filters.update(num=fmt_number, rate=fmt_rate, times=fmt_times)
     return env
 
 
 def fmt_times(x: Any, more: str, less: str) -> str:
     """A ratio against the teacher in words: ``2.50× smaller``, or ``1.25× larger`` below 1."""
-    from distill import render
+    from distill.report import render
 
     if render._missing(x) or x <= 0:
         return f"{render.DASH} {more}"
@@ -698,13 +698,13 @@ def fmt_times(x: Any, more: str, less: str) -> str:
 
 
 def fmt_number(x: Any) -> str:
-    from distill import render
+    from distill.report import render
 
     return render.DASH if render._missing(x) else f"{x:.4g}"
 
 
 def fmt_rate(x: Any) -> str:
-    from distill import render
+    from distill.report import render
 
     if render._missing(x):
         return render.DASH
@@ -713,7 +713,7 @@ def fmt_rate(x: Any) -> str:
 
 def render_markdown(report: dict[str, Any], plot_file: str | None = PLOT_FILE) -> str:
     """The report as GitHub-flavoured Markdown, linking ``plot_file`` when given."""
-    template = environment(autoescape=False).get_template("generation_report.md.j2")
+    template = environment(autoescape=False).get_template("report.md.j2")
     return template.render(**_context(report), plot_file=plot_file)
 
 
@@ -721,9 +721,9 @@ def render_html(report: dict[str, Any], svg: str | None = None) -> str:
     """The report as one HTML page with inline CSS and the plot as inline SVG."""
     from markupsafe import Markup
 
-    from distill import render
+    from distill.report import render
 
-    template = environment(autoescape=True).get_template("generation_report.html.j2")
+    template = environment(autoescape=True).get_template("report.html.j2")
     svg = perplexity_size_svg(report) if svg is None else svg
     # matplotlib escapes the SVG's text itself; the id prefix keeps ids unique on the page.
     return template.render(**_context(report), svg=Markup(render._inline_svg(svg, "ppl-")))
@@ -731,7 +731,7 @@ def render_html(report: dict[str, Any], svg: str | None = None) -> str:
 
 def perplexity_size_svg(report: dict[str, Any]) -> str:
     """Test perplexity (lower is better) against size on disk, both on log scales."""
-    from distill import render
+    from distill.report import render
 
     figure = render._figure()
     axes = figure.add_subplot()

@@ -4,7 +4,7 @@ The student reads these instead of rerunning the teacher (torchdistill's cache).
 `[student.transfer]`, unlabelled domain text is labelled here too: the student learns
 from it through the teacher alone.
 
-`[labels] backend` picks how the teacher runs (:mod:`distill.labelling`): ONNX Runtime
+`[labels] backend` picks how the teacher runs (:mod:`distill.tasks.classification.labelling`): ONNX Runtime
 (the default on CPU: the teacher exported in fp32 with fused kernels, the cached logits
 checked against PyTorch on a seeded sample within `labels.parity_tolerance`) or PyTorch.
 Either way the texts are batched by token length and the logits put back in split order.
@@ -39,7 +39,10 @@ from distill.dataset_files import (
     write_split,
 )
 from distill.distributed import current
-from distill.labelling import (
+from distill.latency import ort_session
+from distill.models import load_saved_classifier, load_tokenizer
+from distill.tasks import get_task
+from distill.tasks.classification.labelling import (
     Labeller,
     check_cached_logits,
     export_teacher,
@@ -47,10 +50,7 @@ from distill.labelling import (
     resolve_backend,
     torch_labeller,
 )
-from distill.latency import ort_session
-from distill.models import load_saved_classifier, load_tokenizer
-from distill.tasks import get_task
-from distill.training import predictor
+from distill.train.trainer import predictor
 
 log = logging.getLogger("distill")
 

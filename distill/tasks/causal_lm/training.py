@@ -17,14 +17,14 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from distill.budget import Budget
 from distill.config import TrainingConfig
 from distill.dataset_files import Split
 from distill.errors import ModelLoadError
-from distill.generation.losses import IGNORE_INDEX, mean_token_nll, token_distillation_loss
 from distill.models import resolve_model, with_supported_attention
 from distill.sources import resolve_local
-from distill.training import (
+from distill.tasks.causal_lm.losses import IGNORE_INDEX, mean_token_nll, token_distillation_loss
+from distill.train.budget import Budget
+from distill.train.trainer import (
     check_finite,
     stopping_callbacks,
     train_resuming,
@@ -52,7 +52,7 @@ def resolve_causal_lm(
     folder once (dequantized to float32, cached) instead of being re-read every run."""
     local = None if archive else resolve_local(reference, base_dir, key)
     if local is not None and local.is_file() and local.suffix.lower() == ".gguf":
-        from distill.generation.models import materialize_gguf
+        from distill.tasks.causal_lm.models import materialize_gguf
 
         return str(materialize_gguf(local, cache_root()))
     return resolve_model(reference, base_dir, key, trust_remote_code, archive=archive)

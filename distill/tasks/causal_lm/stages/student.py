@@ -23,9 +23,16 @@ from transformers import set_seed
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
 from distill.dataset_files import read_split
-from distill.generation.models import check_same_tokenizer, drop_layers
-from distill.generation.stages.labels import load_top_k
-from distill.generation.training import (
+from distill.models import (
+    evenly_spaced_layers,
+    freeze,
+    load_tokenizer,
+    parameter_counts,
+    with_supported_attention,
+)
+from distill.tasks.causal_lm.models import check_same_tokenizer, drop_layers
+from distill.tasks.causal_lm.stages.labels import load_top_k
+from distill.tasks.causal_lm.training import (
     as_dataset,
     encode_texts,
     load_causal_lm,
@@ -34,14 +41,7 @@ from distill.generation.training import (
     resolve_causal_lm,
     train_causal,
 )
-from distill.models import (
-    evenly_spaced_layers,
-    freeze,
-    load_tokenizer,
-    parameter_counts,
-    with_supported_attention,
-)
-from distill.training import finish_training, save_trained_model
+from distill.train.trainer import finish_training, save_trained_model
 
 
 def build_student(

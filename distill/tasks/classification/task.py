@@ -61,7 +61,7 @@ class SequenceClassification(Task):
         num_labels: int,
         reference_logits: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        from distill.metrics import classification_metrics
+        from distill.tasks.classification.metrics import classification_metrics
 
         return classification_metrics(logits, labels, num_labels, reference_logits)
 
@@ -73,6 +73,6 @@ class SequenceClassification(Task):
         temperature: float,
         alpha: float,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        from distill.losses import distillation_loss
+        from distill.tasks.classification.losses import distillation_loss
 
         return distillation_loss(student_logits, teacher_logits, labels, temperature, alpha)

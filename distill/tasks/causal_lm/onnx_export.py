@@ -2,7 +2,7 @@
 logit parity against PyTorch on the first step and on a step with past, dynamic int8
 quantization, and perplexity with onnxruntime.
 
-Running the exported model goes through :class:`distill.generation.generate.OnnxCausalLM`,
+Running the exported model goes through :class:`distill.tasks.causal_lm.generate.OnnxCausalLM`,
 the torch-free runner that generation uses, so parity and perplexity check the code path
 that serves.
 """
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from distill.errors import ModelLoadError, ParityError
-from distill.generation.generate import MODEL_FILE, OnnxCausalLM
 from distill.latency import ort_session
+from distill.tasks.causal_lm.generate import MODEL_FILE, OnnxCausalLM
 
 TASK = "text-generation-with-past"
 # The weight matmuls only; the activation x activation matmuls of attention (Q.K^T, P.V) stay
@@ -99,14 +99,14 @@ def check_causal_parity(
 
 def quantize_int8(onnx_path: Path, save_dir: Path) -> Path:
     """Dynamic int8 quantization (weights QInt8, per channel, reduced range: the settings of
-    :data:`distill.onnx_utils.QUANTIZATION_DEFAULTS`) of the weight matmuls (see
+    :data:`distill.export.onnx.QUANTIZATION_DEFAULTS`) of the weight matmuls (see
     :data:`INT8_OPERATORS`), then the embedding table (and a head tied to it) in int8 too
     (:func:`quantize_embedding_table`); returns ``save_dir/<stem>_quantized.onnx``.
     ``save_dir`` also gets ``ort_config.json``.
     """
     import onnx
 
-    from distill import onnx_utils
+    from distill.export import onnx as onnx_utils
 
     config = onnx_utils.quantization_config("dynamic", operators=INT8_OPERATORS)
     path = onnx_utils.quantize_dynamic(Path(onnx_path), Path(save_dir), config)
@@ -270,7 +270,7 @@ def onnx_perplexity(
     token on, one forward pass per sequence, no padding): ``exp(summed nll / tokens)``.
 
     Returns ``nll`` (summed, nats), ``tokens`` and ``perplexity``; the same pooling as
-    :func:`distill.generation.losses.mean_token_nll`, so the two compare directly.
+    :func:`distill.tasks.causal_lm.losses.mean_token_nll`, so the two compare directly.
     """
     lm = _runner(onnx_model, threads)
     total, count = 0.0, 0

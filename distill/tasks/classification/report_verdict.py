@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.significance import paired_comparison, verdict_sentence
+from distill.report.significance import paired_comparison, verdict_sentence
 
 FLOOR_NAME = "TF-IDF + logistic-regression floor"
 

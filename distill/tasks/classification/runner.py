@@ -30,8 +30,8 @@ import numpy as np
 
 from distill.artifacts import sha256_file
 from distill.errors import ArtifactError
+from distill.export.onnx import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
 from distill.latency import ort_session
-from distill.onnx_utils import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
 
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"

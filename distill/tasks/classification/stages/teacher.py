@@ -17,7 +17,7 @@ from distill.config import DataConfig, TeacherConfig
 from distill.dataset_files import SPLITS, read_label_names, read_split, save_logits
 from distill.models import freeze, load_tokenizer, resolve_model
 from distill.tasks import get_task
-from distill.training import finish_training, predict_logits, train
+from distill.train.trainer import finish_training, predict_logits, train
 
 
 def run(

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from distill import onnx_utils
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, load_logits, read_label_names, save_logits
 from distill.errors import ArtifactError
-from distill.metrics import classification_metrics
-from distill.stages import export as export_stage
+from distill.export import onnx as onnx_utils
+from distill.tasks.classification.metrics import classification_metrics
+from distill.tasks.classification.stages import export as export_stage
 
 log = logging.getLogger("distill")
 
