@@ -109,7 +109,7 @@ def build_labellers(
     """The labellers to compare, and the ONNX export's settings."""
     from distill.models import load_saved_classifier
     from distill.tasks import get_task
-    from distill.train.trainer import predictor
+    from distill.tasks.classification.training import predictor
 
     task = get_task("sequence-classification")
     trainer = predictor(

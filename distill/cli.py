@@ -305,31 +305,10 @@ def _summarise(ctx: RunContext, manifests: dict[str, dict]) -> None:
 
 
 def _key_rows(report: dict) -> list[str]:
-    """A few columns of the report's comparison table, as plain text."""
-    if report.get("task") == "causal-lm":
-        lines = [f"  {'model':<34} {'perplexity':>10} {'MB':>7} {'tokens/s':>8}"]
-        for row in report.get("rows", []):
-            speed = (row.get("speed") or {}).get("tokens_per_s")
-            lines.append(
-                f"  {row.get('name', row.get('key', '?'))[:34]:<34} "
-                f"{row.get('perplexity') or float('nan'):10.3f} {(row.get('bytes') or 0) / 1e6:7.1f} "
-                f"{'' if speed is None else f'{speed:.1f}':>8}"
-            )
-        return [*lines, ""]
-    lines = [f"  {'model':<34} {'accuracy':>8} {'macro-F1':>8} {'MB':>7} {'p50 ms':>7}"]
-    for row in report.get("rows", []):
-        latency = (row.get("latency") or {}).get("p50_ms")
-        size = row.get("bytes")
-        lines.append(
-            f"  {row.get('name', row.get('key', '?'))[:34]:<34} {row.get('accuracy', 0):8.4f} "
-            f"{row.get('macro_f1', 0):8.4f} {(size or 0) / 1e6:7.1f} "
-            f"{'' if latency is None else f'{latency:.2f}':>7}"
-        )
-    # The report's conclusions in words: the KD verdict and any floor warning.
-    verdict = ((report.get("distillation") or {}).get("significance") or {}).get("verdict")
-    warnings = (report.get("headline") or {}).get("floor_warnings") or []
-    lines += [f"  {sentence}" for sentence in ([verdict] if verdict else []) + warnings]
-    return [*lines, ""]
+    """A few columns of the report's comparison table, as plain text (the task's choice)."""
+    from distill.tasks import task_of_report
+
+    return task_of_report(report).summary_lines(report)
 
 
 def _report(args: argparse.Namespace) -> int:

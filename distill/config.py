@@ -23,8 +23,10 @@ from pydantic import (
 )
 
 from distill.errors import RecipeError
+from distill.tasks import DEFAULT_TASK, TASK_NAMES, TASKS, get_task
 
-TaskName = Literal["sequence-classification", "causal-lm"]
+# One spelling per task, from the registry (distill/tasks/__init__.py).
+TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
 # The twins a student can be trained beside (folder under the student's, metrics key).
 TwinName = Literal["no-kd", "pseudo-labels"]
 
@@ -91,7 +93,7 @@ class TrainingConfig(_Table):
         ge=0,
         le=10_000_000,
         description="Train at least this many optimizer steps when `epochs` would make fewer "
-        "(small data sets); 0 disables. Default: 200 for classification, 0 for causal-lm.",
+        "(small data sets); 0 disables. Default: the task's (200 for classification, 0 for causal LMs).",
     )
     learning_rate: float | None = Field(
         None,
@@ -239,18 +241,18 @@ class StudentConfig(TrainingConfig):
     )
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
         "forward_kl",
-        description="causal-lm: per-token divergence between teacher and student: forward "
+        description="Causal LMs: per-token divergence between teacher and student: forward "
         "KL(teacher||student), reverse KL(student||teacher) (MiniLLM) or generalized "
         "Jensen-Shannon with jsd_beta (GKD).",
     )
-    jsd_beta: float = Field(0.5, gt=0, lt=1, description="causal-lm: the JSD's mixture weight.")
+    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Causal LMs: the JSD's mixture weight.")
     teacher_outputs: Literal["top-k", "online"] = Field(
         "top-k",
-        description="causal-lm: learn from the teacher's top-k logits cached once by the "
+        description="Causal LMs: learn from the teacher's top-k logits cached once by the "
         "labels stage, or run the teacher online at every step (full distribution).",
     )
     top_k: int = Field(
-        64, ge=1, le=4096, description="causal-lm: teacher logits kept per token when cached."
+        64, ge=1, le=4096, description="Causal LMs: teacher logits kept per token when cached."
     )
     hidden_weight: float = Field(
         0.0,
@@ -489,7 +491,7 @@ class ExportConfig(_Table):
         0.05,
         ge=0,
         le=10,
-        description="causal-lm: largest relative test-perplexity increase of int8 vs fp32 "
+        description="Causal LMs: largest relative test-perplexity increase of int8 vs fp32 "
         "(0.05 = 5%) for the int8 model to be deployed.",
     )
     require_int8: bool = Field(
@@ -548,10 +550,10 @@ class ReportConfig(_Table):
         True, description="Compute the TF-IDF + logistic-regression floor."
     )
     samples: int = Field(
-        3, ge=0, le=50, description="causal-lm: held-out prompts continued side by side."
+        3, ge=0, le=50, description="Causal LMs: held-out prompts continued side by side."
     )
     max_new_tokens: int = Field(
-        32, ge=1, le=1024, description="causal-lm: tokens generated per sample and for tokens/s."
+        32, ge=1, le=1024, description="Causal LMs: tokens generated per sample and for tokens/s."
     )
 
 
@@ -563,7 +565,7 @@ class Recipe(_Table):
         description="Run name: folder name under runs/, export/ and reports/.",
     )
     seed: int = Field(13, ge=0, le=2**32 - 1)
-    task: TaskName = "sequence-classification"
+    task: TaskName = DEFAULT_TASK
     data: DataConfig
     teacher: TeacherConfig
     student: StudentTable
@@ -573,37 +575,30 @@ class Recipe(_Table):
 
     @model_validator(mode="after")
     def _keys_fit_the_task(self) -> Recipe:
-        student = self.student
-        problems = []
-        if self.task == "causal-lm":
-            unsupported = {
-                "student.variants": bool(student.variants),
-                "student.transfer": student.transfer is not None,
-                "student.hidden_weight": student.hidden_weight > 0,
-                "student.attention_weight": student.attention_weight > 0,
-                "student.trim_vocabulary": student.trim_vocabulary,
-                "student.init = 'pretrained'": student.init == "pretrained",
-                "export.quantization = 'static'": self.export.quantization == "static",
-                "export.candidates": self.export.candidates is not None,
-                "[labels]": "labels" in self.model_fields_set,
-                # the causal-LM export has no quantized-teacher baseline row (yet)
-                "export.teacher_baseline": "teacher_baseline" in self.export.model_fields_set,
-            }
-            problems += [
-                f"{key} is not supported for task 'causal-lm' (yet)"
-                for key, used in unsupported.items()
-                if used
-            ]
-        else:
-            fields = student.model_fields_set
-            problems += [
-                f"student.{key} applies to task 'causal-lm' only"
-                for key in ("divergence", "jsd_beta", "teacher_outputs", "top_k")
-                if key in fields
-            ]
+        """Each task owns its keys: one set for another task would be ignored, so it is an
+        error naming the key and the task that reads it."""
+        task = get_task(self.task)
+        problems = [
+            f"{key} is read by task {other.name!r} only, not by this recipe's task {task.name!r}"
+            for other in TASKS.values()
+            if other.name != task.name
+            for key in other.own_keys
+            if key not in task.own_keys and self.is_set(key)
+        ]
+        problems += task.check_recipe(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def is_set(self, dotted: str) -> bool:
+        """Whether the recipe gives ``dotted`` (a table, or a key of one) itself."""
+        table: Any = self
+        *parents, key = dotted.split(".")
+        for part in parents:
+            if part not in table.model_fields_set:
+                return False
+            table = getattr(table, part)
+        return key in table.model_fields_set
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

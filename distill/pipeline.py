@@ -39,10 +39,10 @@ from distill.content import ContentHashes, Source, identify
 from distill.distributed import barrier
 from distill.errors import ArtifactError, DistillError
 from distill.locking import run_lock
+from distill.tasks import get_task
+from distill.tasks.base import StageFn
 
 log = logging.getLogger("distill")
-
-StageFn = Callable[..., dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -52,32 +52,26 @@ class StageSpec:
     name: str
     sections: tuple[str, ...]
     requires: tuple[str, ...]
-    load: Callable[
-        [str], StageFn
-    ]  # task -> stage function; imported lazily (`validate` stays light)
+    # task -> stage body; by default the task's own (imported on demand: `validate` stays
+    # light). Tests give their own.
+    load: Callable[[str], StageFn] | None = None
     # (context, finished stage folder) -> {sub-folder: public folder it is copied to}
     publish: Callable[[RunContext, Path], dict[str, Path]] = field(default=lambda ctx, folder: {})
     # Data-parallel stages run on every process (the Trainer shards the work); the others
     # run on the main process while the rest wait. Only the main process writes either way.
     distributed: bool = False
-    # A task whose stage reads other recipe entries than ``sections`` (dotted names may
-    # name a single key, e.g. "student.top_k").
-    task_sections: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The files, folders and hub references outside the run that the stage reads: their
     # content (not the recipe text naming them) is part of its fingerprint.
     reads: Callable[[Recipe], list[Source]] = field(default=lambda recipe: [])
 
     def sections_for(self, task: str) -> tuple[str, ...]:
-        return self.task_sections.get(task, self.sections)
+        """The recipe entries the stage reads for ``task`` (a task may name single keys)."""
+        return get_task(task).stage_sections.get(self.name, self.sections)
 
-
-# Where each task's stage functions live. The stage order, manifests, fingerprints,
-# resumption, publishing and process roles above are shared; what a stage computes is the
-# task's (classification and causal-LM training, export and reports differ in kind).
-STAGE_PACKAGES = {
-    "sequence-classification": "distill.tasks.classification.stages",
-    "causal-lm": "distill.tasks.causal_lm.stages",
-}
+    def body(self, task: str) -> StageFn:
+        """What the stage computes: the task's. The order, manifests, fingerprints,
+        resumption, publishing and process roles here are shared."""
+        return self.load(task) if self.load is not None else get_task(task).stage(self.name)
 
 
 def _model_sources(table: str, config: Any) -> list[Source]:
@@ -109,22 +103,12 @@ def _student_reads(recipe: Recipe) -> list[Source]:
     return sources
 
 
-def _lazy(module: str) -> Callable[[str], StageFn]:
-    def load(task: str) -> StageFn:
-        import importlib
-
-        return importlib.import_module(f"{STAGE_PACKAGES[task]}.{module}").run
-
-    return load
-
-
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("data", ("data",), (), _lazy("data"), reads=_data_reads),
+    StageSpec("data", ("data",), (), reads=_data_reads),
     StageSpec(
         "teacher",
         ("data", "teacher"),
         ("data",),
-        _lazy("teacher"),
         distributed=True,
         reads=lambda recipe: _model_sources("teacher", recipe.teacher),
     ),
@@ -132,24 +116,13 @@ STAGES: tuple[StageSpec, ...] = (
         "labels",
         ("data", "student.transfer", "labels"),
         ("data", "teacher"),
-        _lazy("labels"),
         distributed=True,
         reads=_transfer_reads,
-        # Token-level soft targets: what to cache depends on how the student learns.
-        task_sections={
-            "causal-lm": (
-                "data",
-                "student.teacher_outputs",
-                "student.top_k",
-                "student.temperature",  # the cached normalizer is the softened distribution's
-            )
-        },
     ),
     StageSpec(
         "student",
         ("data", "student"),
         ("data", "teacher", "labels"),
-        _lazy("student"),
         distributed=True,
         reads=_student_reads,
     ),
@@ -157,7 +130,6 @@ STAGES: tuple[StageSpec, ...] = (
         "export",
         ("data", "export"),
         ("data", "teacher", "student"),  # the teacher: its baseline export (classification)
-        _lazy("export"),
         publish=lambda ctx, folder: {
             "bundle": ctx.export_dir,
             **{
@@ -172,7 +144,6 @@ STAGES: tuple[StageSpec, ...] = (
         "report",
         ("report",),
         ("data", "teacher", "labels", "student", "export"),
-        _lazy("report"),
         publish=lambda ctx, folder: {".": ctx.report_dir},
     ),
 )
@@ -422,7 +393,7 @@ def _bind(
 ) -> tuple[Callable[[Path], dict[str, Any]], Path]:
     """The stage function with its inputs, its own recipe tables and its checkpoint folder
     bound; what is left to give is the folder it writes to."""
-    stage = spec.load(recipe.task)
+    stage = spec.body(recipe.task)
     sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections_for(recipe.task)}
     checkpoints = _checkpoint_root(ctx, spec.name, expected)
     stage_ctx = dataclasses.replace(ctx, checkpoints=checkpoints)

@@ -19,6 +19,7 @@ from distill.config import Recipe, StudentConfig, TeacherConfig
 from distill.errors import DistillError, RecipeError
 from distill.models import resolve_model, usable_positions
 from distill.sources import resolve_local
+from distill.tasks import TASKS, get_task
 
 
 @dataclass
@@ -128,8 +129,9 @@ def _check_model(
         return None
     if str(config.model).lower().endswith(".gguf"):
         path = resolve_local(config.model, recipe_dir, key)
-        if recipe.task != "causal-lm":
-            found.problems.append(f"{key}: GGUF files are read for task 'causal-lm' only")
+        if not get_task(recipe.task).reads_gguf:
+            readers = ", ".join(repr(t.name) for t in TASKS.values() if t.reads_gguf)
+            found.problems.append(f"{key}: GGUF files are read by task {readers} only")
         elif path is None or not path.is_file():
             found.problems.append(f"{key}: {config.model!r} is not a GGUF file")
         else:

@@ -12,7 +12,10 @@ from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, TeacherConfig
 from distill.tasks.classification.stages import data as data_stage
 from distill.tasks.classification.stages import teacher as teacher_stage
-from distill.train.budget import CLASSIFICATION_MIN_STEPS, resolve_budget, still_improving
+from distill.tasks.classification.task import SequenceClassification
+from distill.train.budget import resolve_budget, still_improving
+
+CLASSIFICATION_MIN_STEPS = SequenceClassification.default_min_steps
 
 
 def teacher(**keys: object) -> TeacherConfig:

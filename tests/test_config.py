@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from distill.config import apply_overrides, load_recipe, parse_override, validate_recipe
 from distill.errors import RecipeError
+from distill.tasks import TASKS
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
 
@@ -275,10 +277,59 @@ def test_variants_choose_their_twins_and_inherit_the_transfer_text() -> None:
 def test_teacher_baseline_is_refused_for_causal_lm_which_would_ignore_it() -> None:
     raw = {**MINIMAL, "task": "causal-lm", "export": {"teacher_baseline": False}}
     with pytest.raises(
-        RecipeError, match=r"export.teacher_baseline is not supported for task 'causal-lm'"
+        RecipeError,
+        match=r"export.teacher_baseline is read by task 'sequence-classification' only, "
+        r"not by this recipe's task 'causal-lm'",
     ):
         validate_recipe(raw)
     assert (
         validate_recipe({**MINIMAL, "export": {"teacher_baseline": False}}).export.teacher_baseline
         is False
     )
+
+
+def _default_of(recipe: Any, dotted: str) -> Any:
+    value = recipe
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+OWN_KEYS = [
+    (task, other, key)
+    for task in TASKS.values()
+    for other in TASKS.values()
+    if other is not task
+    for key in other.own_keys
+    if key not in task.own_keys
+]
+
+
+@pytest.mark.parametrize(
+    ("task", "other", "key"), OWN_KEYS, ids=[f"{t.name}-{k}" for t, _, k in OWN_KEYS]
+)
+def test_a_key_another_task_owns_is_an_error_naming_the_key_and_its_task(
+    task: Any, other: Any, key: str
+) -> None:
+    """Set to its own default even, a key only another task reads would be ignored: refused."""
+    default = _default_of(validate_recipe({**MINIMAL, "task": other.name}), key)
+    raw = apply_overrides({**MINIMAL, "task": task.name}, [])
+    *parents, last = key.split(".")
+    table = raw
+    for part in parents:
+        table = table.setdefault(part, {})
+    table[last] = default
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    assert info.value.problems == [
+        f"(top level): {key} is read by task {other.name!r} only, not by this recipe's task "
+        f"{task.name!r}"
+    ]
+
+
+def test_every_task_key_is_a_recipe_key() -> None:
+    """A task's own keys name real recipe entries (a typo would never be checked)."""
+    recipe = validate_recipe(MINIMAL)
+    for task in TASKS.values():
+        for key in task.own_keys:
+            _default_of(recipe, key)  # AttributeError for a key the recipe does not have

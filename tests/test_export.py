@@ -23,6 +23,7 @@ from distill.config import DataConfig, ExportCandidate, ExportConfig
 from distill.dataset_files import load_logits
 from distill.errors import AccuracyDropError, ParityError, RecipeError
 from distill.export import onnx as onnx_utils
+from distill.export.gate import Gate
 from distill.tasks.classification.stages import export as export_stage
 
 MAX_LENGTH = 32
@@ -485,6 +486,9 @@ def _record(name: str, p50: float, size: int, drop: float = 0.0, agree: float = 
     }
 
 
+GATE = Gate("export.max_accuracy_drop", 0.02)
+
+
 def test_choice_is_the_fastest_within_the_budget() -> None:
     choose = export_stage.choose_candidate
     records = [
@@ -493,21 +497,21 @@ def test_choice_is_the_fastest_within_the_budget() -> None:
         _record("c", 1.5, 300),
         {"name": "d", "error": "RuntimeError: boom", "qualifies": False},
     ]
-    name, reason = choose(records, 0.02)
+    name, reason = choose(records, GATE)
     assert name == "c" and "1.50 ms" in reason and "b, d" in reason
     # within the tie margin the smaller file wins; sizes within it too: the better agreement
-    name, reason = choose([_record("a", 1.02, 100), _record("c", 1.0, 300)], 0.02)
+    name, reason = choose([_record("a", 1.02, 100), _record("c", 1.0, 300)], GATE)
     assert name == "a" and "tied within 5% with c, so the smaller file" in reason
     name, reason = choose(
-        [_record("a", 1.0, 100, agree=0.98), _record("c", 1.04, 104, agree=0.99)], 0.02
+        [_record("a", 1.0, 100, agree=0.98), _record("c", 1.04, 104, agree=0.99)], GATE
     )
     assert name == "c" and "so the closest agreement with fp32" in reason
-    name, _ = choose([_record("a", 1.0, 100, agree=0.98), _record("c", 1.0, 200)], 0.02)
+    name, _ = choose([_record("a", 1.0, 100, agree=0.98), _record("c", 1.0, 200)], GATE)
     assert name == "a"
     # nothing qualifies, or nothing was asked for
-    name, reason = choose([_record("b", 1.0, 100, drop=0.03)], 0.02)
+    name, reason = choose([_record("b", 1.0, 100, drop=0.03)], GATE)
     assert name is None and "fp32 deployed" in reason
-    assert choose([], 0.02)[0] is None
+    assert choose([], GATE)[0] is None
 
 
 def test_a_candidate_that_fails_to_build_is_recorded(

@@ -185,7 +185,7 @@ def test_labels_table_defaults_validates_and_rejects_unknown_values() -> None:
     assert "labels.backend:" in text and "'tensorrt'" in text
     assert "labels.parity_tolerance: Input should be greater than or equal to 0" in text
     assert "labels.colour: unknown key" in text
-    with pytest.raises(RecipeError, match=r"\[labels\] is not supported for task 'causal-lm'"):
+    with pytest.raises(RecipeError, match=r"labels is read by task 'sequence-classification' only"):
         validate_recipe({**MINIMAL, "task": "causal-lm", "labels": {"backend": "pytorch"}})
 
 

@@ -61,25 +61,27 @@ _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(fl
 # --------------------------------------------------------------------------- export
 
 
-def export_onnx(model_dir: Path, out_dir: Path, *, opset: int | None = None) -> Path:
-    """Export a ``save_pretrained`` sequence classifier to ``out_dir/model.onnx`` (fp32).
+def export_onnx(model_dir: Path, out_dir: Path, *, task: str, opset: int | None = None) -> Path:
+    """Export a ``save_pretrained`` model to ``out_dir/model.onnx`` (fp32) for optimum's
+    ``task`` (the exporting task's ``Task.export_task``).
 
-    optimum's own validation is off: :func:`check_parity` does it on real texts.
+    optimum also copies the config, generation config and tokenizer files into ``out_dir``.
+    Its own validation is off: each task checks parity on real inputs.
     """
     from optimum.exporters.onnx import main_export
 
     main_export(
         str(model_dir),
         output=out_dir,
-        task="text-classification",
+        task=task,
         opset=opset,
         device="cpu",
         do_validation=False,
         local_files_only=True,
         library_name="transformers",
     )
-    path = out_dir / "model.onnx"
-    if not path.is_file():  # pragma: no cover - optimum always writes it for this task
+    path = Path(out_dir) / "model.onnx"
+    if not path.is_file():  # pragma: no cover - optimum always writes it
         raise ModelLoadError(f"{model_dir}: the ONNX export wrote no model.onnx in {out_dir}")
     return path
 

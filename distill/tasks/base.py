@@ -1,61 +1,61 @@
-"""The interface every task implements."""
+"""The interface every task implements, and nothing else: the registry lives in
+:mod:`distill.tasks`.
+
+A task is one folder under ``distill/tasks/``: its stage bodies (``stages/<name>.py``, one
+``run(ctx, inputs, out, **tables)`` each), its bundle runner, its report rendering and its
+templates. This class says where those are and which recipe keys are the task's own, so the
+shared machinery (pipeline, config, preflight, CLI, report loading) can ask without naming
+a task. Importing a task must stay cheap: ``distill validate`` reads every task's keys
+without torch.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:  # the registry is imported by torch-free paths (`distill generate`)
-    import numpy as np
-    import torch
-    from torch import nn
-
-    from distill.dataset_files import Split
+StageFn = Callable[..., dict[str, Any]]
 
 
-class Task(ABC):
-    name: str
-    onnx_task: str  # optimum's task name for export
+class Task:
+    """A task: where its code lives, what it owns, and how its results read in a terminal."""
 
-    @abstractmethod
-    def load_pretrained(
-        self,
-        source: str,
-        key: str,
-        label_names: list[str],
-        revision: str | None,
-        trust_remote_code: bool,
-    ) -> nn.Module:
-        """Load a pre-trained model with this task's head."""
+    name: ClassVar[str]  # the one spelling, in recipes (`task = ...`), manifests and reports
+    export_task: ClassVar[str]  # optimum's task for the ONNX export (`main_export(task=...)`)
+    bundle_task: ClassVar[str]  # the pipeline tag a bundle's manifest.json records
+    package: ClassVar[str]  # the task's folder as a module path
+    # The CLI verb that runs this task's bundles, and the module (torch-free) it calls.
+    command: ClassVar[str]
+    runner: ClassVar[str]
+    # Recipe keys (dotted; a whole table as its name) that only this task reads: set in a
+    # recipe of another task, each is an error naming the key and the task.
+    own_keys: ClassVar[tuple[str, ...]] = ()
+    # Stage -> the recipe entries it reads, where they differ from the stage's default tables.
+    stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Optimizer-step floor of a training run that sets no min_steps.
+    default_min_steps: ClassVar[int] = 0
+    # Whether model references may name GGUF files.
+    reads_gguf: ClassVar[bool] = False
 
-    @abstractmethod
-    def encode(
-        self,
-        tokenizer: Any,
-        split: Split,
-        max_length: int,
-        teacher_logits: np.ndarray | None = None,
-        with_labels: bool = True,
-    ) -> Any:
-        """A `datasets.Dataset` of model inputs (+ labels and cached teacher outputs)."""
+    def stage(self, name: str) -> StageFn:
+        """The task's body for pipeline stage ``name``."""
+        return importlib.import_module(f"{self.package}.stages.{name}").run
 
-    @abstractmethod
-    def metrics(
-        self,
-        logits: np.ndarray,
-        labels: np.ndarray,
-        num_labels: int,
-        reference_logits: np.ndarray | None = None,
-    ) -> dict[str, Any]:
-        """Task metrics from model outputs."""
+    def module(self, name: str) -> Any:
+        """One of the task's modules by its name in the folder (``report``, ``runner`` ...)."""
+        return importlib.import_module(f"{self.package}.{name}")
 
-    @abstractmethod
-    def distillation_loss(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | None,
-        labels: torch.Tensor,
-        temperature: float,
-        alpha: float,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The student's training loss."""
+    @property
+    def templates(self) -> Path:
+        """The task's report templates (they extend the shared ones in distill/report/)."""
+        return Path(importlib.import_module(self.package).__file__ or "").parent / "templates"
+
+    def check_recipe(self, recipe: Any) -> list[str]:
+        """Problems with values this task cannot use (its keys are checked by the registry)."""
+        return []
+
+    def summary_lines(self, report: dict[str, Any]) -> list[str]:
+        """The report's key rows as plain text, for the end of `distill run`."""
+        return []

@@ -17,9 +17,6 @@ from distill.config import TrainingConfig
 
 log = logging.getLogger("distill")
 
-# Default step floor for classification: few labels need many passes. Causal LMs learn from
-# every token of every text, so their default floor is 0 (epochs alone).
-CLASSIFICATION_MIN_STEPS = 200
 EVALUATIONS_UNDER_FLOOR = 10  # evaluations over a floor-sized budget (not one per tiny epoch)
 STILL_FALLING = 0.005  # relative drop of the last evaluation's loss that counts as "still falling"
 

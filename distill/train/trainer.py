@@ -1,7 +1,9 @@
-"""Training shared by the teacher and student stages, on the transformers Trainer.
+"""The one Trainer of every task's teacher and student stages, on the transformers Trainer.
 
 The Trainer gives early stopping, checkpoints and data-parallel training under
-`accelerate launch` / `torchrun` without a loop of our own.
+`accelerate launch` / `torchrun` without a loop of our own. What is minimized is the task's:
+an :class:`Objective` turns a batch into a loss; the Trainer around it seals checkpoints,
+resumes, stops on a non-finite loss, resolves the step budget and records it.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import (
-    DataCollatorWithPadding,
     EarlyStoppingCallback,
     Trainer,
     TrainerCallback,
@@ -27,14 +29,12 @@ from distill.artifacts import list_files, read_manifest, verify_files, write_jso
 from distill.config import TrainingConfig
 from distill.distributed import current, split_batch, use_cpu
 from distill.errors import DistillError
-from distill.tasks.base import Task
 from distill.train.budget import (
-    CLASSIFICATION_MIN_STEPS,
     Budget,
     resolve_budget,
     warn_if_still_improving,
 )
-from distill.train.layer_losses import LayerDistillation, unwrap_student
+from distill.train.layer_losses import unwrap_student
 
 log = logging.getLogger("distill")
 
@@ -82,32 +82,33 @@ def last_complete_checkpoint(work_dir: Path) -> Path | None:
     return found
 
 
+class Objective(Protocol):
+    """What a task's training minimizes: a batch (which it may consume) to a loss."""
+
+    def prepare(self, device: Any) -> None:
+        """Move what it runs beside the student (a teacher run online) to ``device``."""
+
+    def __call__(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], training: bool
+    ) -> tuple[torch.Tensor, Any]:
+        """The loss of ``model`` on ``inputs`` and the model's outputs; ``training`` is False
+        in evaluation, which may score less than training does."""
+        ...
+
+
 class DistillationTrainer(Trainer):
-    """A Trainer whose loss mixes soft targets (cached teacher logits) with hard labels,
-    plus, when asked, layer losses against the teacher run online."""
+    """A Trainer whose loss is the task's :class:`Objective`, checked finite on every batch."""
 
     budget: Budget | None = None  # what training_budget resolved; recorded in the manifest
 
     def __init__(
-        self,
-        *args: Any,
-        stage: str,
-        table: str,
-        task: Task,
-        temperature: float,
-        alpha: float,
-        layers: LayerDistillation | None = None,
-        **kwargs: Any,
+        self, *args: Any, stage: str, table: str, objective: Objective, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.stage = stage
         self.table = table
-        self.task = task
-        self.temperature = temperature
-        self.alpha = alpha
-        self.layers = layers
-        if layers is not None:
-            layers.teacher.to(self.args.device).eval().requires_grad_(False)
+        self.objective = objective
+        objective.prepare(self.args.device)
 
     def compute_loss(
         self,
@@ -116,15 +117,7 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        teacher_logits = inputs.pop("teacher_logits", None)
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        loss, _ = self.task.distillation_loss(
-            outputs.logits, teacher_logits, labels, self.temperature, self.alpha
-        )
-        if self.layers is not None and model.training:  # evaluation scores the logits only
-            layer_loss, _ = self.layers.loss(model, outputs, inputs)
-            loss = loss + layer_loss
+        loss, outputs = self.objective(model, inputs, model.training)
         check_finite(loss, self.stage, self.table, self.state.global_step + 1)
         return (loss, outputs) if return_outputs else loss
 
@@ -162,7 +155,7 @@ def training_budget(
     train_set: Any,
     eval_set: Any,
     stage: str,
-    default_min_steps: int = CLASSIFICATION_MIN_STEPS,
+    default_min_steps: int,
 ) -> Budget:
     """The resolved budget of one training run, logged (the manifest records it too)."""
     budget = resolve_budget(
@@ -237,58 +230,46 @@ def training_arguments(
 def train(
     *,
     stage: str,
-    task: Task,
     model: nn.Module,
     tokenizer: Any,
     config: TrainingConfig,
     train_set: Any,
     eval_set: Any,
-    num_labels: int,
     work_dir: Path,
     log_dir: Path,
     seed: int,
-    temperature: float = 1.0,
-    alpha: float = 0.0,
-    layers: LayerDistillation | None = None,
+    objective: Objective,
+    collator: Any,
+    default_min_steps: int,
+    has_extra_columns: bool,
+    compute_metrics: Callable[[Any], dict[str, Any]] | None = None,
+    metric: str = "accuracy",
 ) -> tuple[Trainer, list[dict[str, Any]]]:
-    """Train with early stopping on the validation split; the best checkpoint is loaded at the end."""
-
-    def compute_metrics(prediction: Any) -> dict[str, Any]:
-        logits = (
-            prediction.predictions[0]
-            if isinstance(prediction.predictions, tuple)
-            else prediction.predictions
-        )
-        metrics = task.metrics(logits, prediction.label_ids, num_labels)
-        metrics.pop("examples", None)
-        return metrics
-
-    has_teacher = "teacher_logits" in train_set.column_names
-    budget = training_budget(config, train_set, eval_set, stage)
+    """Train with early stopping on the validation split (by ``metric``); the best checkpoint
+    is loaded at the end. ``stage`` starts with the recipe table it trains ("student (...)")."""
+    table = stage.split()[0]
+    budget = training_budget(config, train_set, eval_set, stage, default_min_steps)
     trainer = DistillationTrainer(
         model=model,
         args=training_arguments(
             config,
             work_dir,
             seed,
-            # A wrapped student's forward(**inputs) hides which columns it takes.
-            has_extra_columns=has_teacher or layers is not None,
-            table=stage.split()[0],
+            has_extra_columns=has_extra_columns,
+            table=table,
             log_dir=log_dir,
             budget=budget,
+            metric=metric,
         ),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=stopping_callbacks(config, budget),
         stage=stage,
-        table=stage.split()[0],
-        task=task,
-        temperature=temperature,
-        alpha=alpha,
-        layers=layers,
+        table=table,
+        objective=objective,
     )
     trainer.budget = budget
     return trainer, train_resuming(trainer, work_dir, stage)
@@ -333,7 +314,6 @@ def finish_training(
     falling; returns what the manifest records (with the resolved budget)."""
     save_log_history(out / "log_history.json", history)
     drop_checkpoints(work_dir)
-    # Both trainer classes (classification, causal LM) carry stage and budget.
     budget: Budget | None = getattr(trainer, "budget", None)
     return {
         "train_runtime_s": next(
@@ -359,9 +339,9 @@ def batch_layout(trainer: Trainer) -> dict[str, int]:
     }
 
 
-def predictor(model: nn.Module, tokenizer: Any, work_dir: Path, batch_size: int = 64) -> Trainer:
+def predictor(model: nn.Module, collator: Any, work_dir: Path, batch_size: int = 64) -> Trainer:
     """A Trainer used only for inference: under a launcher it shards the examples over the
-    processes and gathers the logits back in dataset order."""
+    processes and gathers the outputs back in dataset order."""
     args = TrainingArguments(
         output_dir=str(work_dir),
         per_device_eval_batch_size=batch_size,
@@ -370,4 +350,4 @@ def predictor(model: nn.Module, tokenizer: Any, work_dir: Path, batch_size: int 
         disable_tqdm=True,
         use_cpu=use_cpu(),
     )
-    return Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
+    return Trainer(model=model, args=args, data_collator=collator)

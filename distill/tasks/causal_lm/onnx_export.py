@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from distill.errors import ModelLoadError, ParityError
+from distill.export import onnx as onnx_utils
 from distill.latency import ort_session
-from distill.tasks.causal_lm.generate import MODEL_FILE, OnnxCausalLM
+from distill.tasks.causal_lm.generate import OnnxCausalLM
+from distill.tasks.causal_lm.task import CausalLM
 
-TASK = "text-generation-with-past"
 # The weight matmuls only; the activation x activation matmuls of attention (Q.K^T, P.V) stay
 # fp32 (MatMulConstBOnly in onnx_utils.DYNAMIC_EXTRA_OPTIONS). Not the embedding Gather here:
 # quantized by ORT, a tied table would be dequantized and transposed in full at every
@@ -33,25 +34,10 @@ def export_causal_lm(model_dir: Path, out_dir: Path, *, opset: int | None = None
 
     One graph serves both steps: the prompt with an empty past, then one token at a time.
     optimum also copies the config, generation config and tokenizer files into ``out_dir``,
-    which makes it a folder :meth:`OnnxCausalLM.load` reads. optimum's own validation is off:
-    :func:`check_causal_parity` does it.
+    which makes it a folder :meth:`OnnxCausalLM.load` reads; :func:`check_causal_parity`
+    checks it.
     """
-    from optimum.exporters.onnx import main_export
-
-    main_export(
-        str(model_dir),
-        output=out_dir,
-        task=TASK,
-        opset=opset,
-        device="cpu",
-        do_validation=False,
-        local_files_only=True,
-        library_name="transformers",
-    )
-    path = Path(out_dir) / MODEL_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{model_dir}: the ONNX export wrote no {MODEL_FILE} in {out_dir}")
-    return path
+    return onnx_utils.export_onnx(model_dir, out_dir, task=CausalLM.export_task, opset=opset)
 
 
 def _runner(model: OnnxCausalLM | Path, threads: int | None = None) -> OnnxCausalLM:
@@ -105,8 +91,6 @@ def quantize_int8(onnx_path: Path, save_dir: Path) -> Path:
     ``save_dir`` also gets ``ort_config.json``.
     """
     import onnx
-
-    from distill.export import onnx as onnx_utils
 
     config = onnx_utils.quantization_config("dynamic", operators=INT8_OPERATORS)
     path = onnx_utils.quantize_dynamic(Path(onnx_path), Path(save_dir), config)

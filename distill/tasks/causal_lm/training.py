@@ -23,14 +23,8 @@ from distill.errors import ModelLoadError
 from distill.models import resolve_model, with_supported_attention
 from distill.sources import resolve_local
 from distill.tasks.causal_lm.losses import IGNORE_INDEX, mean_token_nll, token_distillation_loss
-from distill.train.budget import Budget
-from distill.train.trainer import (
-    check_finite,
-    stopping_callbacks,
-    train_resuming,
-    training_arguments,
-    training_budget,
-)
+from distill.tasks.causal_lm.task import CausalLM
+from distill.train import trainer as shared
 
 log = logging.getLogger("distill")
 
@@ -140,44 +134,34 @@ class CausalCollator:
         return batch
 
 
-class TokenDistillationTrainer(Trainer):
+class TokenObjective:
     """Next-token CE mixed with a per-token divergence from the teacher: its cached top-k
     logits (batch columns) or the teacher run online. Evaluation scores CE only, so early
     stopping follows validation perplexity for the distilled student and its twin alike."""
 
-    budget: Budget | None = None  # what training_budget resolved; recorded in the manifest
-
     def __init__(
         self,
-        *args: Any,
-        stage: str,
-        table: str,
         temperature: float = 1.0,
         alpha: float = 0.0,
         divergence: str = "forward_kl",
         jsd_beta: float = 0.5,
         teacher: nn.Module | None = None,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        self.stage, self.table = stage, table
         self.temperature, self.alpha = temperature, alpha
         self.divergence, self.jsd_beta = divergence, jsd_beta
         self.teacher = teacher
-        if teacher is not None:
-            teacher.to(self.args.device).eval().requires_grad_(False)
 
-    def compute_loss(
-        self,
-        model: nn.Module,
-        inputs: dict[str, torch.Tensor],
-        return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ) -> Any:
+    def prepare(self, device: Any) -> None:
+        if self.teacher is not None:
+            self.teacher.to(device).eval().requires_grad_(False)
+
+    def __call__(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], training: bool
+    ) -> tuple[torch.Tensor, Any]:
         labels = inputs.pop("labels")
         cached = tuple(inputs.pop(c, None) for c in TOP_K_COLUMNS)
         outputs = model(**inputs)
-        alpha = self.alpha if model.training else 0.0
+        alpha = self.alpha if training else 0.0
         teacher: Any = None
         if alpha > 0:
             if cached[0] is not None:
@@ -194,8 +178,7 @@ class TokenDistillationTrainer(Trainer):
             self.divergence,  # type: ignore[arg-type]
             self.jsd_beta,
         )
-        check_finite(loss, self.stage, self.table, self.state.global_step + 1)
-        return (loss, outputs) if return_outputs else loss
+        return loss, outputs
 
 
 def train_causal(
@@ -212,32 +195,22 @@ def train_causal(
     **loss: Any,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
     """Train with early stopping on validation loss; the best checkpoint is loaded at the end."""
-    # No step floor by default: a text teaches through every one of its tokens.
-    budget = training_budget(config, train_set, eval_set, stage, default_min_steps=0)
-    args = training_arguments(
-        config,
-        work_dir,
-        seed,
-        has_extra_columns=True,  # input_ids only; the collator builds the rest
-        table=stage.split()[0],
+    return shared.train(
+        stage=stage,
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        train_set=train_set,
+        eval_set=eval_set,
+        work_dir=work_dir,
         log_dir=log_dir,
-        budget=budget,
+        seed=seed,
+        objective=TokenObjective(**loss),
+        collator=CausalCollator(tokenizer.pad_token_id),
+        default_min_steps=CausalLM.default_min_steps,
+        has_extra_columns=True,  # input_ids only; the collator builds the rest
         metric="eval_loss",
     )
-    trainer = TokenDistillationTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=CausalCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=stopping_callbacks(config, budget),
-        stage=stage,
-        table=stage.split()[0],
-        **loss,
-    )
-    trainer.budget = budget
-    return trainer, train_resuming(trainer, work_dir, stage)
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from distill.config import LabelsBackend
 from distill.dataset_files import Split
 from distill.errors import LabelParityError
 from distill.export import onnx as onnx_utils
+from distill.tasks.classification.task import SequenceClassification
 
 log = logging.getLogger("distill")
 
@@ -75,7 +76,9 @@ def length_sample(lengths: Sequence[int] | np.ndarray, size: int, seed: int) -> 
 def export_teacher(teacher_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]:
     """The teacher's fp32 ONNX graph, ORT-optimized; the plain export when onnxruntime's
     transformer optimizer does not know the model type."""
-    plain = onnx_utils.export_onnx(teacher_dir, work / "fp32")
+    plain = onnx_utils.export_onnx(
+        teacher_dir, work / "fp32", task=SequenceClassification.export_task
+    )
     try:
         return onnx_utils.optimize_graph(
             plain,

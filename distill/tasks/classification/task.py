@@ -1,12 +1,16 @@
-"""Sequence classification (sentiment, topics, spam)."""
+"""Sequence classification (sentiment, topics, spam): what the registry knows of it, and the
+model, encoding, metric and loss choices its stages share.
+
+Imports stay lazy: the registry (and so `distill validate`) reads this class without torch.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from distill.tasks.base import Task
 
-if TYPE_CHECKING:  # the registry is imported by torch-free paths (`distill generate`)
+if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
@@ -16,7 +20,48 @@ if TYPE_CHECKING:  # the registry is imported by torch-free paths (`distill gene
 
 class SequenceClassification(Task):
     name = "sequence-classification"
-    onnx_task = "text-classification"
+    export_task = "text-classification"
+    bundle_task = "text-classification"
+    package = "distill.tasks.classification"
+    command = "predict"
+    runner = "runner"
+    own_keys: ClassVar[tuple[str, ...]] = (
+        "labels",  # the ONNX labelling pass of the transfer text
+        "student.variants",
+        "student.transfer",
+        "student.hidden_weight",
+        "student.attention_weight",
+        "student.layer_map",
+        "student.trim_vocabulary",
+        "export.max_accuracy_drop",
+        "export.calibration_samples",
+        "export.optimization_level",
+        "export.cls_pruning",
+        "export.candidates",
+        "export.per_channel",
+        "export.reduce_range",
+        "export.teacher_baseline",
+        "report.tfidf_baseline",
+    )
+    # Small labelled sets: a few epochs of a few hundred examples are too few steps to move
+    # a pre-trained encoder (see distill.train.budget).
+    default_min_steps = 200
+
+    def summary_lines(self, report: dict[str, Any]) -> list[str]:
+        lines = [f"  {'model':<34} {'accuracy':>8} {'macro-F1':>8} {'MB':>7} {'p50 ms':>7}"]
+        for row in report.get("rows", []):
+            latency = (row.get("latency") or {}).get("p50_ms")
+            size = row.get("bytes")
+            lines.append(
+                f"  {row.get('name', row.get('key', '?'))[:34]:<34} {row.get('accuracy', 0):8.4f} "
+                f"{row.get('macro_f1', 0):8.4f} {(size or 0) / 1e6:7.1f} "
+                f"{'' if latency is None else f'{latency:.2f}':>7}"
+            )
+        # The report's conclusions in words: the KD verdict and any floor warning.
+        verdict = ((report.get("distillation") or {}).get("significance") or {}).get("verdict")
+        warnings = (report.get("headline") or {}).get("floor_warnings") or []
+        lines += [f"  {sentence}" for sentence in ([verdict] if verdict else []) + warnings]
+        return [*lines, ""]
 
     def load_pretrained(
         self,
@@ -40,6 +85,7 @@ class SequenceClassification(Task):
         teacher_logits: np.ndarray | None = None,
         with_labels: bool = True,
     ) -> Any:
+        """A `datasets.Dataset` of model inputs (+ labels and cached teacher logits)."""
         import datasets
         import numpy as np
 

@@ -31,6 +31,7 @@ from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import read_split
 from distill.errors import AccuracyDropError, DataError
 from distill.export import onnx as onnx_utils
+from distill.export.gate import Gate
 from distill.models import load_tokenizer
 from distill.tasks.causal_lm.onnx_export import (
     check_causal_parity,
@@ -74,12 +75,13 @@ def run(
             if int8_scores is None
             else int8_scores["perplexity"] / fp32_scores["perplexity"] - 1
         )
-        passes = increase is not None and increase <= export.max_perplexity_increase
+        gate = Gate("export.max_perplexity_increase", export.max_perplexity_increase)
+        passes = gate.passes(increase)
         if int8_scores is not None and not passes:
             message = (
                 f"int8 test perplexity {int8_scores['perplexity']:.3f} is "
                 f"{100 * increase:.1f}% above fp32's {fp32_scores['perplexity']:.3f}, beyond "
-                f"export.max_perplexity_increase = {export.max_perplexity_increase:g}"
+                f"{gate.describe()}"
             )
             if export.require_int8:
                 raise AccuracyDropError(message + " (export.require_int8 = true); not published")

@@ -62,9 +62,11 @@ from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, read_label_names, read_split, save_logits
 from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoadError
 from distill.export import onnx as onnx_utils
+from distill.export.gate import Gate
 from distill.models import load_saved_classifier
 from distill.report.model_card import bundle_card
 from distill.tasks.classification.metrics import classification_metrics
+from distill.tasks.classification.task import SequenceClassification
 
 log = logging.getLogger("distill")
 
@@ -78,8 +80,6 @@ LATENCY_ROUNDS = 12
 # Candidates whose batch-1 p50 (or, among those, file size) is within this fraction of the
 # best one's are a tie.
 LATENCY_TIE = 0.05
-# Float noise allowance when comparing an accuracy drop (a ratio of counts) with the gate.
-_DROP_EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,9 @@ def export_student(
         work = Path(tmp)
 
         # 1. Export the fp32 ONNX graph (optimum's defaults) and check it against PyTorch.
-        fp32_path = onnx_utils.export_onnx(model_dir, work / "fp32", opset=export.opset)
+        fp32_path = onnx_utils.export_onnx(
+            model_dir, work / "fp32", task=SequenceClassification.export_task, opset=export.opset
+        )
         graph = onnx_utils.graph_info(fp32_path)
         log.info(
             "exported %s (opset %s, inputs %s)",
@@ -274,7 +276,9 @@ def export_student(
                 )
 
         # 5. The gate and the choice.
-        chosen, reason = choose_candidate(records, export.max_accuracy_drop)
+        chosen, reason = choose_candidate(
+            records, Gate("export.max_accuracy_drop", export.max_accuracy_drop)
+        )
         log.info("int8 candidates: %s", _candidates_line(records))
         log.info("deployed: %s (%s)", chosen or "fp32", reason)
         if chosen is None and records and export.require_int8:
@@ -509,7 +513,7 @@ def _build_candidate(
         )
     except Exception as exc:  # the quantizers raise anything from ValueError to RuntimeError
         log.warning("int8 candidate %s failed to build: %s", candidate.name, exc)
-        record.update({"error": f"{type(exc).__name__}: {exc}", "qualifies": False})
+        record["error"] = f"{type(exc).__name__}: {exc}"
         return record, None, None
     logits = _evaluate(path, tokenizer, test, data.max_length)
     scores = classification_metrics(logits, test.labels, num_labels, fp32_logits)
@@ -523,7 +527,6 @@ def _build_candidate(
             "agreement_with_fp32": scores["agreement"],
             "max_abs_logit_diff_vs_fp32": float(np.max(np.abs(logits - fp32_logits))),
             "accuracy_drop": drop,
-            "qualifies": bool(drop <= export.max_accuracy_drop + _DROP_EPSILON),
             "build_seconds": round(time.perf_counter() - started, 2),
         }
     )
@@ -645,22 +648,20 @@ def _time_models(
 
 
 def choose_candidate(
-    records: list[dict[str, Any]], max_accuracy_drop: float, tie: float = LATENCY_TIE
+    records: list[dict[str, Any]], gate: Gate, tie: float = LATENCY_TIE
 ) -> tuple[str | None, str]:
-    """The candidate to deploy and why: the fastest (batch-1 p50) of those within the
-    accuracy budget. p50s within ``tie`` of the fastest are a tie, settled by size (files
-    within ``tie`` of the smallest stay tied), then by agreement with fp32, then accuracy.
-    ``(None, reason)`` when no candidate qualifies."""
+    """The candidate to deploy and why: the fastest (batch-1 p50) of those the gate passes
+    (each record gets ``qualifies``). p50s within ``tie`` of the fastest are a tie, settled by
+    size (files within ``tie`` of the smallest stay tied), then by agreement with fp32, then
+    accuracy. ``(None, reason)`` when no candidate qualifies."""
     if not records:
         return None, "no int8 candidates (export.quantization = 'none')"
-    qualified = [
-        r
-        for r in records
-        if "error" not in r and r["accuracy_drop"] <= max_accuracy_drop + _DROP_EPSILON
-    ]
+    for r in records:
+        r["qualifies"] = "error" not in r and gate.passes(r.get("accuracy_drop"))
+    qualified = [r for r in records if r["qualifies"]]
     if not qualified:
         return None, (
-            f"no int8 candidate within export.max_accuracy_drop = {max_accuracy_drop:g} "
+            f"no int8 candidate within {gate.describe()} "
             f"({_candidates_line(records)}): fp32 deployed"
         )
     fastest = min(r["latency_b1"]["p50_ms"] for r in qualified)
@@ -673,7 +674,7 @@ def choose_candidate(
     )
     reason = (
         f"fastest at batch 1 within the accuracy budget: {best['latency_b1']['p50_ms']:.2f} ms "
-        f"p50, accuracy drop {best['accuracy_drop']:+.4f} <= {max_accuracy_drop:g}"
+        f"p50, accuracy drop {best['accuracy_drop']:+.4f} <= {gate.budget:g}"
     )
     if len(tied) > 1:
         others = ", ".join(r["name"] for r in tied if r is not best)

@@ -28,6 +28,7 @@ from distill.errors import ArtifactError
 from distill.export import onnx as onnx_utils
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.stages import export as export_stage
+from distill.tasks.classification.task import SequenceClassification
 
 log = logging.getLogger("distill")
 
@@ -65,7 +66,9 @@ def export_teacher(
     (out / "predictions").mkdir()
     with tempfile.TemporaryDirectory(prefix=".teacher-work-", dir=out) as tmp:
         work = Path(tmp)
-        fp32_path = onnx_utils.export_onnx(model_dir, work / "fp32", opset=export.opset)
+        fp32_path = onnx_utils.export_onnx(
+            model_dir, work / "fp32", task=SequenceClassification.export_task, opset=export.opset
+        )
         parity_texts = export_stage._parity_texts(data_dir, test)
         parity = onnx_utils.check_parity(
             fp32_path,

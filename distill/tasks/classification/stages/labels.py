@@ -50,7 +50,7 @@ from distill.tasks.classification.labelling import (
     resolve_backend,
     torch_labeller,
 )
-from distill.train.trainer import predictor
+from distill.tasks.classification.training import predictor
 
 log = logging.getLogger("distill")
 

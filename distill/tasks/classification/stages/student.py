@@ -48,6 +48,7 @@ from distill.models import (
 from distill.report.model_card import write_student_card
 from distill.tasks import get_task
 from distill.tasks.base import Task
+from distill.tasks.classification.training import train
 from distill.train.layer_losses import (
     LayerDistillation,
     StudentWithProjections,
@@ -56,7 +57,7 @@ from distill.train.layer_losses import (
     projections_for,
     uniform_layer_map,
 )
-from distill.train.trainer import finish_training, predict_logits, save_trained_model, train
+from distill.train.trainer import finish_training, predict_logits, save_trained_model
 from distill.train.vocabulary import trim_vocabulary
 
 # Each twin: its folder beside the distilled student (also its metrics key), and its name in logs.

@@ -17,7 +17,8 @@ from distill.config import DataConfig, TeacherConfig
 from distill.dataset_files import SPLITS, read_label_names, read_split, save_logits
 from distill.models import freeze, load_tokenizer, resolve_model
 from distill.tasks import get_task
-from distill.train.trainer import finish_training, predict_logits, train
+from distill.tasks.classification.training import train
+from distill.train.trainer import finish_training, predict_logits
 
 
 def run(
