@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,6 @@ class RunContext:
     # Set by the pipeline for the running stage: where its training checkpoints live. They
     # sit outside the stage's staging folder so that a killed stage can resume from them.
     checkpoints: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
