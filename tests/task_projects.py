@@ -1,0 +1,92 @@
+"""One tiny project per registered task, for the task contract (tests/test_task_contract.py).
+
+A new task is registered in distill/tasks/__init__.py and gets one builder here: a tiny
+model built from a config, a few rows of local data, a recipe, and the arguments its bundle
+runner answers (`distill <task.command> BUNDLE ...`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from conftest import build_tiny_classifier, synthetic_rows, write_csv
+from generation_helpers import tiny_llama, tiny_tokenizer
+
+NAME = "contract"
+LATENCY = "[report]\nlatency_runs = 3\nlatency_warmup = 1\n"
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    runner_args: list[str]  # after `distill <command> BUNDLE`
+
+
+def classification(root: Path) -> Project:
+    build_tiny_classifier(root / "teacher-base", layers=2)
+    write_csv(root / "data.csv", ["text", "label"], synthetic_rows(100))
+    (root / "recipe.toml").write_text(
+        f"""name = "{NAME}"
+[data]
+path = "data.csv"
+max_length = 16
+[teacher]
+model = "teacher-base"
+epochs = 2
+min_steps = 0
+learning_rate = 3e-3
+batch_size = 16
+[student]
+num_layers = 1
+epochs = 2
+min_steps = 0
+learning_rate = 3e-3
+batch_size = 16
+[export]
+max_accuracy_drop = 1.0
+{LATENCY}""",
+        encoding="utf-8",
+    )
+    return Project(root, ["good fun", "--json"])
+
+
+def causal_lm(root: Path) -> Project:
+    teacher = root / "teacher-base"
+    tiny_llama(seed=1, layers=2).save_pretrained(teacher, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(teacher)
+    rows = [f"the cat {verb} in the house w{i % 40}" for i, verb in enumerate(["run", "see"] * 40)]
+    write_csv(root / "text.csv", ["text"], ([row] for row in rows))
+    (root / "recipe.toml").write_text(
+        f"""name = "{NAME}"
+task = "causal-lm"
+[data]
+path = "text.csv"
+max_length = 16
+[teacher]
+model = "teacher-base"
+epochs = 1
+learning_rate = 3e-3
+batch_size = 16
+[student]
+num_layers = 1
+epochs = 1
+learning_rate = 3e-3
+batch_size = 16
+top_k = 4
+[export]
+parity_tolerance = 1e-3
+max_perplexity_increase = 10.0
+{LATENCY}samples = 1
+max_new_tokens = 3
+""",
+        encoding="utf-8",
+    )
+    return Project(root, ["the cat", "--max-new-tokens", "3"])
+
+
+PROJECTS: dict[str, Callable[[Path], Project]] = {
+    "sequence-classification": classification,
+    "causal-lm": causal_lm,
+}

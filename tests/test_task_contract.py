@@ -1,0 +1,101 @@
+"""The contract every registered task passes: a tiny end-to-end `distill run`, a bundle the
+one reader verifies, a runner that answers without torch, a report that renders.
+
+A new task is done when it passes here (its project goes in tests/task_projects.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_distill
+from task_projects import NAME, PROJECTS, Project
+
+from distill.artifacts import read_manifest, sha256_file
+from distill.tasks import TASKS, get_task, task_of_bundle, task_of_report
+
+HEAVY = ("torch", "transformers", "optimum", "datasets", "accelerate", "sklearn")
+
+
+def test_every_registered_task_has_a_contract_project() -> None:
+    assert sorted(PROJECTS) == sorted(TASKS)
+
+
+@pytest.fixture(scope="module", params=sorted(TASKS))
+def finished(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    project = PROJECTS[request.param](tmp_path_factory.mktemp(request.param))
+    result = run_distill(["run", "recipe.toml"], project.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project
+
+
+def _task_name(project: Project) -> str:
+    return read_manifest(project.root / "runs" / NAME / "data")["task"]
+
+
+def test_every_stage_finishes_with_a_manifest_of_the_task(finished: Project) -> None:
+    for stage in ("data", "teacher", "labels", "student", "export", "report"):
+        manifest = read_manifest(finished.root / "runs" / NAME / stage)
+        assert manifest is not None and manifest["task"] == _task_name(finished), stage
+
+
+def test_bundle_names_its_task_and_every_file_matches_its_sha256(finished: Project) -> None:
+    bundle = finished.root / "export" / NAME
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert task_of_bundle(manifest["task"], str(bundle)).name == _task_name(finished)
+    assert manifest["files"], "an empty bundle"
+    for rel, entry in manifest["files"].items():
+        assert sha256_file(bundle / rel) == entry["sha256"], rel
+
+
+def test_runner_answers_without_torch(finished: Project) -> None:
+    """A fresh interpreter runs the task's CLI verb on the bundle; no heavy module loads."""
+    task = get_task(_task_name(finished))
+    argv = [task.command, str(finished.root / "export" / NAME), *finished.runner_args]
+    code = (
+        "import json, sys\n"
+        "import distill.cli\n"
+        f"rc = distill.cli.main({argv!r})\n"
+        f"print(json.dumps({{'rc': rc, 'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}),"
+        " file=sys.stderr)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stderr.strip().splitlines()[-1]) == {"rc": 0, "loaded": []}
+    assert result.stdout.strip(), "the runner printed nothing"
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.seen: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.seen.add(tag)
+        if tag not in ("meta", "br", "img", "link", "input", "hr", "path", "use", "rect"):
+            self.open.append(tag)
+
+
+def test_report_renders_json_markdown_and_html(finished: Project) -> None:
+    folder = finished.root / "reports" / NAME
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    assert task_of_report(report).name == _task_name(finished)
+    rows = report["rows"]
+    assert len(rows) >= 3  # teacher, distilled student, deployed bundle at least
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    markdown = (folder / "report.md").read_text(encoding="utf-8")
+    for row in rows:
+        assert row["name"] in markdown, row["name"]
+    parser = _Tags()
+    parser.feed(html)
+    assert {"html", "table", "svg"} <= parser.seen
