@@ -1,6 +1,6 @@
 """ONNX helpers: export with optimum, graph optimization (ORTOptimizer), parity against
-PyTorch, int8 quantization, batched inference with plain onnxruntime, and the deployable
-bundle's manifest.
+PyTorch, int8 quantization and batched inference with plain onnxruntime (the bundle's
+manifest is :mod:`distill.export.bundle`'s).
 
 Everything here tokenizes the same way (``tokenizer(texts, truncation=True,
 max_length=..., padding=..., return_tensors="np")``) and feeds a graph only the inputs it
@@ -17,15 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distill.artifacts import sha256_file, write_json_atomic
+from distill.artifacts import write_json_atomic
 from distill.errors import ModelLoadError, ParityError
 from distill.latency import ort_session
 
 log = logging.getLogger("distill")
 
 SESSION_THREADS = 2
-BUNDLE_FORMAT = "distill-onnx-bundle"
-BUNDLE_FORMAT_VERSION = 1
 Padding = Literal["max_length", "longest"]
 # int8 settings for x86-64 CPUs with AVX2 whose int8 dot products may lack VNNI:
 # - weights QInt8 (u8 activations x s8 weights): onnxruntime's u8s8 kernels ran 1.4-1.8x
@@ -634,43 +632,3 @@ def _quantized_file(onnx_path: Path, save_dir: Path) -> Path:
     if not path.is_file():  # pragma: no cover - ORTQuantizer names it so
         raise ModelLoadError(f"quantization of {onnx_path} wrote no {path.name} in {save_dir}")
     return path
-
-
-# --------------------------------------------------------------------------- bundle
-
-
-def write_bundle_manifest(
-    bundle: Path, roles: dict[str, str], info: dict[str, Any]
-) -> dict[str, Any]:
-    """Hash every file of ``bundle`` and write ``bundle/manifest.json`` (atomically, last).
-
-    ``roles`` maps each file (relative POSIX path) to its role; a file in the folder without
-    a role, or a role without a file, is a bug and raises ``ValueError``. ``files`` has the
-    shape :func:`distill.artifacts.verify_files` checks.
-    """
-    present = {
-        p.relative_to(bundle).as_posix()
-        for p in bundle.rglob("*")
-        if p.is_file() and p.name != "manifest.json"
-    }
-    if present != set(roles):
-        raise ValueError(
-            f"{bundle}: files without a role {sorted(present - set(roles))}, "
-            f"roles without a file {sorted(set(roles) - present)}"
-        )
-    files = {
-        rel: {
-            "role": roles[rel],
-            "sha256": sha256_file(bundle / rel),
-            "bytes": (bundle / rel).stat().st_size,
-        }
-        for rel in sorted(roles)
-    }
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_FORMAT_VERSION,
-        **info,
-        "files": files,
-    }
-    write_json_atomic(bundle / "manifest.json", manifest)
-    return manifest

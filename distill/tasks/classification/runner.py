@@ -30,7 +30,7 @@ import numpy as np
 
 from distill.artifacts import sha256_file
 from distill.errors import ArtifactError
-from distill.export.onnx import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
+from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
 from distill.latency import ort_session
 
 MANIFEST_FILE = "manifest.json"

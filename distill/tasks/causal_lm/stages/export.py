@@ -30,7 +30,7 @@ from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import read_split
 from distill.errors import AccuracyDropError, DataError
-from distill.export import onnx as onnx_utils
+from distill.export.bundle import write_bundle_manifest
 from distill.export.gate import Gate
 from distill.models import load_tokenizer
 from distill.tasks.causal_lm.onnx_export import (
@@ -143,6 +143,6 @@ def run(
                 k: metrics[k] for k in ("fp32_perplexity", "int8_perplexity", "parity_max_abs_diff")
             },
         }
-        onnx_utils.write_bundle_manifest(bundle, roles, info)
+        write_bundle_manifest(bundle, roles, info)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     return metrics

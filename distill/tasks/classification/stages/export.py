@@ -62,6 +62,7 @@ from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, read_label_names, read_split, save_logits
 from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoadError
 from distill.export import onnx as onnx_utils
+from distill.export.bundle import write_bundle_manifest
 from distill.export.gate import Gate
 from distill.models import load_saved_classifier
 from distill.report.model_card import bundle_card
@@ -377,7 +378,7 @@ def export_student(
         )
         (bundle / "README.md").write_text(card, encoding="utf-8")
         roles["README.md"] = "model-card"
-        onnx_utils.write_bundle_manifest(bundle, roles, info)
+        write_bundle_manifest(bundle, roles, info)
     return metrics
 
 
