@@ -1,8 +1,16 @@
-"""The bundle format: the one module that writes a bundle's ``manifest.json``.
+"""The bundle format: the one module that writes a bundle's ``manifest.json`` and the one
+that reads and verifies it.
 
 A bundle (``export/<name>/``) is a folder of files plus ``manifest.json``, written last:
 ``format`` / ``format_version``, the ``task`` whose runner serves it, the ``model`` file,
 the task's own fields, and every other file with its role, sha256 and size.
+
+:func:`write_bundle_manifest` writes it (the export stages). :func:`read_bundle` reads it,
+tells which task the bundle is (the registry's :func:`~distill.tasks.task_of_bundle`) and
+checks every file it lists (present, size, sha256) before any runner loads a byte: every
+``distill predict``, ``distill generate`` and ``distill bench`` goes through it. Everything
+wrong raises :class:`~distill.errors.ArtifactError` naming the file and the problem; the
+checks only a task's runner can make (labels, tokenizer settings) stay in its runner.
 
 This module must stay importable without torch or transformers (edge machines have
 onnxruntime, tokenizers and numpy only): import only the standard library and light distill
@@ -11,14 +19,40 @@ modules here.
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from distill.artifacts import sha256_file, write_json_atomic
+from distill.errors import ArtifactError
+from distill.tasks import TASKS, task_of_bundle
+from distill.tasks.base import Task
 
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "distill-onnx-bundle"
 BUNDLE_FORMAT_VERSION = 1
+DEFAULT_MODEL = "model.onnx"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle :func:`read_bundle` checked: its folder, its manifest and its task."""
+
+    path: Path
+    manifest: dict[str, Any]
+    task: Task
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest["model"]
 
 
 def write_bundle_manifest(
@@ -56,3 +90,165 @@ def write_bundle_manifest(
     }
     write_json_atomic(bundle / MANIFEST_FILE, manifest)
     return manifest
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON ``true`` must not pass for 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def safe_relpath(rel: Any) -> bool:
+    """A relative POSIX path inside the bundle (no absolute path, no ``..``, no backslash)."""
+    if not isinstance(rel, str) or not rel or "\\" in rel:
+        return False
+    path = PurePosixPath(rel)
+    return not path.is_absolute() and ".." not in path.parts and rel != MANIFEST_FILE
+
+
+def problems_error(bundle: Path, problems: list[str]) -> ArtifactError:
+    """One error for every problem found: a single one as is, several as a list."""
+    if len(problems) == 1:
+        return ArtifactError(problems[0])
+    listed = "\n".join(f"  - {p}" for p in problems)
+    return ArtifactError(f"bundle {bundle}: {len(problems)} problems:\n{listed}")
+
+
+def _expected(command: str | None) -> str:
+    """What a bundle folder is, for the tasks whose bundles ``distill COMMAND`` runs."""
+    names = [t.name for t in TASKS.values() if command is None or t.command == command]
+    return f"expected export/<run name>/ of a {' or '.join(names)} run"
+
+
+def load_manifest(bundle: Path, command: str | None = None) -> dict[str, Any]:
+    """``bundle/manifest.json`` as a JSON object; nothing in it checked yet."""
+    if not bundle.exists():
+        raise ArtifactError(f"{bundle}: no such bundle folder ({_expected(command)})")
+    if not bundle.is_dir():
+        raise ArtifactError(f"{bundle}: not a folder ({_expected(command)})")
+    path = bundle / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(
+            f"{path}: missing; {bundle} is not a complete distill bundle "
+            "(the export stage writes manifest.json last)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
+    return manifest
+
+
+def _check_format(path: Path, manifest: dict[str, Any]) -> None:
+    """The format and a version this distill reads: checked first, as they say how to read
+    the rest (the task included)."""
+    fmt, version = manifest.get("format"), manifest.get("format_version")
+    if fmt != BUNDLE_FORMAT:
+        raise ArtifactError(f"{path}: 'format' is {fmt!r}, expected {BUNDLE_FORMAT!r}")
+    if not is_int(version) or version < 1:
+        raise ArtifactError(f"{path}: 'format_version' must be a positive integer, not {version!r}")
+    if version > BUNDLE_FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format_version {version} is newer than this distill reads "
+            f"({BUNDLE_FORMAT_VERSION}); upgrade distill"
+        )
+
+
+def bundle_task(path: Path, manifest: dict[str, Any], command: str | None = None) -> Task:
+    """The task the manifest records; with ``command`` (the verb the user ran), one whose
+    bundles that verb runs, else an error naming the verb that runs this one."""
+    task = task_of_bundle(manifest.get("task"), str(path))
+    if command is None or task.command == command:
+        return task
+    runs = [t.bundle_task for t in TASKS.values() if t.command == command]
+    raise ArtifactError(
+        f"{path}: task is {task.bundle_task!r}, not {' or '.join(map(repr, runs))}: "
+        f"not a {' or '.join(runs)} bundle; use `distill {task.command}` for it"
+    )
+
+
+def _entry_problems(path: Path, manifest: dict[str, Any]) -> list[str]:
+    """The ``model`` and ``files`` fields: safe paths, a sha256 and a size for every file."""
+    problems: list[str] = []
+    model = manifest.get("model", DEFAULT_MODEL)
+    if not safe_relpath(model):
+        problems.append(f"{path}: 'model' must be a relative path inside the bundle, not {model!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        problems.append(f"{path}: 'files' must map each file to its role, sha256 and bytes")
+        return problems
+    for rel, entry in files.items():
+        if not safe_relpath(rel):
+            problems.append(f"{path}: 'files' lists {rel!r}, which is not a path inside the bundle")
+        elif (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not _SHA256.match(entry["sha256"])
+            or not is_int(entry.get("bytes"))
+            or entry["bytes"] < 0
+        ):
+            problems.append(
+                f"{path}: the entry of {rel} needs a 64-hex-digit 'sha256' and a 'bytes' count"
+            )
+    if isinstance(model, str):
+        problems += unlisted(path, files, [model])
+    return problems
+
+
+def unlisted(path: Path, files: dict[str, Any], needed: Iterable[str]) -> list[str]:
+    """A problem for each file of ``needed`` that the manifest at ``path`` does not list
+    (an unlisted file would be used unverified)."""
+    return [
+        f"{path}: 'files' does not list {name}, which the bundle needs "
+        "(every file the bundle uses must be listed with its sha256)"
+        for name in needed
+        if name not in files
+    ]
+
+
+def file_problems(bundle: Path, files: dict[str, Any]) -> list[str]:
+    """Every listed file against the manifest: present, same size, same sha256."""
+    problems = []
+    for rel, entry in files.items():
+        path = bundle / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing (manifest.json lists it)")
+        elif (size := path.stat().st_size) != entry["bytes"]:
+            problems.append(
+                f"{path}: {size} bytes, but manifest.json records {entry['bytes']}; "
+                "the file was changed after export"
+            )
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(
+                f"{path}: sha256 differs from manifest.json; the file was changed after export"
+            )
+    return problems
+
+
+def read_bundle(bundle: Path | str, *, command: str | None = None) -> Bundle:
+    """Read ``bundle/manifest.json``, tell its task and verify every file it lists.
+
+    ``command`` is the verb the user ran (``Task.command``): a bundle of a task that another
+    verb runs is refused with a hint naming that verb, before any file is hashed. Raises
+    :class:`ArtifactError` listing every problem, each naming its file.
+    """
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle, command)
+    path = bundle / MANIFEST_FILE
+    _check_format(path, manifest)
+    task = bundle_task(path, manifest, command)
+    problems = _entry_problems(path, manifest) or file_problems(bundle, manifest["files"])
+    if problems:
+        raise problems_error(bundle, problems)
+    manifest.setdefault("model", DEFAULT_MODEL)
+    return Bundle(bundle, manifest, task)

@@ -1,10 +1,12 @@
 """Serve an exported bundle with onnxruntime, tokenizers and numpy only: no torch, no
 transformers.
 
-:func:`load_bundle` reads ``export/<name>/manifest.json``, checks it, checks every file it
-lists (size and sha256), loads ``tokenizer.json`` with the ``tokenizers`` library and
-``model.onnx`` with an onnxruntime CPU session. :meth:`BundlePredictor.predict` then
-tokenizes the way the export stage evaluated the model (truncation to the manifest's
+:func:`load_bundle` reads and verifies ``export/<name>/`` with the one bundle reader
+(:func:`distill.export.bundle.read_bundle`: the manifest, the task, every listed file's size
+and sha256), checks what prediction needs beyond that (labels, ``max_length``, input names,
+the tokenizer listed, labels against ``config.json``), loads ``tokenizer.json`` with the
+``tokenizers`` library and ``model.onnx`` with an onnxruntime CPU session.
+:meth:`BundlePredictor.predict` then tokenizes the way the export stage evaluated the model (truncation to the manifest's
 ``max_length``, each batch padded to its longest text), feeds the graph exactly the inputs
 it declares with the integer type it declares, and turns the logits into probabilities.
 
@@ -23,17 +25,23 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distill.artifacts import sha256_file
 from distill.errors import ArtifactError
-from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
+from distill.export.bundle import (
+    MANIFEST_FILE,
+    Bundle,
+    is_int,
+    problems_error,
+    read_bundle,
+    unlisted,
+)
 from distill.latency import ort_session
+from distill.tasks.classification.task import SequenceClassification
 
-MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_BATCH_SIZE = 32
 # Graph input -> the tokenizers.Encoding attribute that feeds it.
@@ -43,7 +51,6 @@ ENCODING_FIELDS = {
     "token_type_ids": "type_ids",
 }
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 
 
@@ -76,65 +83,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- checking
 
 
-def _problems_error(bundle: Path, problems: list[str]) -> ArtifactError:
-    if len(problems) == 1:
-        return ArtifactError(problems[0])
-    listed = "\n".join(f"  - {p}" for p in problems)
-    return ArtifactError(f"bundle {bundle}: {len(problems)} problems:\n{listed}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _safe_relpath(rel: Any) -> bool:
-    """A relative POSIX path inside the bundle (no absolute path, no ``..``, no backslash)."""
-    if not isinstance(rel, str) or not rel or "\\" in rel:
-        return False
-    path = PurePosixPath(rel)
-    return not path.is_absolute() and ".." not in path.parts and rel != MANIFEST_FILE
-
-
-def read_bundle_manifest(bundle: Path) -> dict[str, Any]:
-    """``bundle/manifest.json``, checked for the fields serving needs (raises ArtifactError)."""
-    bundle = Path(bundle)
-    if not bundle.exists():
-        raise ArtifactError(
-            f"{bundle}: no such bundle folder (expected a folder the export stage published, "
-            "e.g. export/<run name>/)"
-        )
-    if not bundle.is_dir():
-        raise ArtifactError(f"{bundle}: not a folder; expected an exported bundle folder")
-    path = bundle / MANIFEST_FILE
-    if not path.is_file():
-        raise ArtifactError(
-            f"{path}: missing; {bundle} is not a complete distill bundle "
-            "(the export stage writes manifest.json last)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ArtifactError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
-
+def _manifest_problems(bundle: Bundle) -> list[str]:
+    """What prediction reads from the manifest beyond the bundle format."""
+    path, manifest = bundle.manifest_path, bundle.manifest
     problems: list[str] = []
-    fmt, version = manifest.get("format"), manifest.get("format_version")
-    if fmt != BUNDLE_FORMAT:
-        problems.append(f"{path}: 'format' is {fmt!r}, expected {BUNDLE_FORMAT!r}")
-    elif not _is_int(version) or version < 1:
-        problems.append(f"{path}: 'format_version' must be a positive integer, not {version!r}")
-    elif version > BUNDLE_FORMAT_VERSION:
-        problems.append(
-            f"{path}: format_version {version} is newer than this distill reads "
-            f"({BUNDLE_FORMAT_VERSION}); upgrade distill"
-        )
     labels = manifest.get("labels")
     if (
         not isinstance(labels, list)
@@ -145,70 +97,25 @@ def read_bundle_manifest(bundle: Path) -> dict[str, Any]:
     elif len(set(labels)) != len(labels):
         problems.append(f"{path}: 'labels' repeats a name: {labels}")
     max_length = manifest.get("max_length")
-    if not _is_int(max_length) or max_length < 1:
+    if not is_int(max_length) or max_length < 1:
         problems.append(f"{path}: 'max_length' must be a positive integer, not {max_length!r}")
     input_names = manifest.get("input_names")
     if not isinstance(input_names, list) or not all(isinstance(n, str) for n in input_names):
         problems.append(f"{path}: 'input_names' must be a list of graph input names")
-    model = manifest.get("model", "model.onnx")
-    if not _safe_relpath(model):
-        problems.append(f"{path}: 'model' must be a relative path inside the bundle, not {model!r}")
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        problems.append(f"{path}: 'files' must map each file to its role, sha256 and bytes")
-        raise _problems_error(bundle, problems)
-    for rel, entry in files.items():
-        if not _safe_relpath(rel):
-            problems.append(f"{path}: 'files' lists {rel!r}, which is not a path inside the bundle")
-        elif (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("sha256"), str)
-            or not _SHA256.match(entry["sha256"])
-            or not _is_int(entry.get("bytes"))
-            or entry["bytes"] < 0
-        ):
-            problems.append(
-                f"{path}: the entry of {rel} needs a 64-hex-digit 'sha256' and a 'bytes' count"
-            )
-    for required in (model, TOKENIZER_FILE):
-        if isinstance(required, str) and required not in files:
-            problems.append(
-                f"{path}: 'files' does not list {required}, which the bundle needs "
-                "(every file the bundle uses must be listed with its sha256)"
-            )
+    return problems + unlisted(path, manifest["files"], [TOKENIZER_FILE])
+
+
+def check_bundle(bundle: Path | Bundle) -> Bundle:
+    """A bundle verified by :func:`distill.export.bundle.read_bundle` (every file's size and
+    sha256), then checked for prediction: labels, max_length, input names, the tokenizer
+    listed, and the labels against ``config.json``. Raises :class:`ArtifactError`."""
+    if not isinstance(bundle, Bundle):
+        bundle = read_bundle(bundle, command=SequenceClassification.command)
+    problems = _manifest_problems(bundle)
     if problems:
-        raise _problems_error(bundle, problems)
-    manifest.setdefault("model", model)
-    return manifest
-
-
-def verify_bundle(bundle: Path) -> dict[str, Any]:
-    """Check the manifest and every file it lists (presence, size, sha256); returns the manifest.
-
-    Raises :class:`ArtifactError` listing every problem, each naming its file.
-    """
-    bundle = Path(bundle)
-    manifest = read_bundle_manifest(bundle)
-    problems = []
-    for rel, entry in manifest["files"].items():
-        path = bundle / rel
-        if not path.is_file():
-            problems.append(f"{path}: missing (manifest.json lists it)")
-            continue
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            problems.append(
-                f"{path}: {size} bytes, but manifest.json records {entry['bytes']}; "
-                "the file was changed after export"
-            )
-        elif sha256_file(path) != entry["sha256"]:
-            problems.append(
-                f"{path}: sha256 differs from manifest.json; the file was changed after export"
-            )
-    if problems:
-        raise _problems_error(bundle, problems)
-    _check_config_labels(bundle, manifest)
-    return manifest
+        raise problems_error(bundle.path, problems)
+    _check_config_labels(bundle.path, bundle.manifest)
+    return bundle
 
 
 def _check_config_labels(bundle: Path, manifest: dict[str, Any]) -> None:
@@ -265,7 +172,7 @@ def _pad_token(bundle: Path, tokenizer: Any, manifest: dict[str, Any]) -> tuple[
             )
         except (OSError, ValueError, AttributeError):
             pad_id = None
-        if _is_int(pad_id):
+        if is_int(pad_id):
             return pad_id, tokenizer.id_to_token(pad_id) or "[PAD]"
     raise ArtifactError(
         f"{bundle / TOKENIZER_FILE}: no padding token found (looked in tokenizer_config.json, "
@@ -328,9 +235,10 @@ def make_session(model_path: Path, threads: int | None = None) -> Any:
 class BundlePredictor:
     """A verified bundle, ready to classify texts. Build it with :func:`load_bundle`."""
 
-    def __init__(self, bundle: Path, *, threads: int | None = None) -> None:
-        self.path = Path(bundle)
-        self.manifest = verify_bundle(self.path)
+    def __init__(self, bundle: Path | Bundle, *, threads: int | None = None) -> None:
+        checked = check_bundle(bundle)
+        self.path = checked.path
+        self.manifest = checked.manifest
         self.labels: list[str] = list(self.manifest["labels"])
         self.max_length: int = self.manifest["max_length"]
         self.model_path = self.path / self.manifest["model"]
@@ -370,7 +278,7 @@ class BundlePredictor:
         outputs = self.session.get_outputs()
         output = next((o for o in outputs if o.name == "logits"), outputs[0])
         width = output.shape[-1] if output.shape else None
-        if _is_int(width) and width != len(self.labels):
+        if is_int(width) and width != len(self.labels):
             raise ArtifactError(
                 f"{self.path / MANIFEST_FILE}: lists {len(self.labels)} labels but "
                 f"{self.model_path.name} outputs {width} scores per text"
@@ -437,6 +345,7 @@ class BundlePredictor:
         return list(self.iter_predict(texts, batch_size))
 
 
-def load_bundle(bundle: str | Path, *, threads: int | None = None) -> BundlePredictor:
-    """Verify and load ``bundle`` (an ``export/<name>/`` folder) for prediction."""
-    return BundlePredictor(Path(bundle), threads=threads)
+def load_bundle(bundle: str | Path | Bundle, *, threads: int | None = None) -> BundlePredictor:
+    """Verify and load ``bundle`` (an ``export/<name>/`` folder, or one
+    :func:`~distill.export.bundle.read_bundle` verified) for prediction."""
+    return BundlePredictor(bundle if isinstance(bundle, Bundle) else Path(bundle), threads=threads)
