@@ -116,18 +116,19 @@ def problems_error(bundle: Path, problems: list[str]) -> ArtifactError:
     return ArtifactError(f"bundle {bundle}: {len(problems)} problems:\n{listed}")
 
 
-def _expected(command: str | None) -> str:
-    """What a bundle folder is, for the tasks whose bundles ``distill COMMAND`` runs."""
+def bundles_of(command: str | None) -> str:
+    """Where the bundles ``distill COMMAND`` runs come from (None: any bundle), named from
+    the registry."""
     names = [t.name for t in TASKS.values() if command is None or t.command == command]
-    return f"expected export/<run name>/ of a {' or '.join(names)} run"
+    return f"export/<run name>/ of a {' or '.join(names)} run"
 
 
 def load_manifest(bundle: Path, command: str | None = None) -> dict[str, Any]:
     """``bundle/manifest.json`` as a JSON object; nothing in it checked yet."""
     if not bundle.exists():
-        raise ArtifactError(f"{bundle}: no such bundle folder ({_expected(command)})")
+        raise ArtifactError(f"{bundle}: no such bundle folder (expected {bundles_of(command)})")
     if not bundle.is_dir():
-        raise ArtifactError(f"{bundle}: not a folder ({_expected(command)})")
+        raise ArtifactError(f"{bundle}: not a folder (expected {bundles_of(command)})")
     path = bundle / MANIFEST_FILE
     if not path.is_file():
         raise ArtifactError(
@@ -200,7 +201,7 @@ def _entry_problems(path: Path, manifest: dict[str, Any]) -> list[str]:
             problems.append(
                 f"{path}: the entry of {rel} needs a 64-hex-digit 'sha256' and a 'bytes' count"
             )
-    if isinstance(model, str):
+    if safe_relpath(model):
         problems += unlisted(path, files, [model])
     return problems
 

@@ -1,0 +1,111 @@
+"""The one bundle reader (distill.export.bundle) on small hand-made bundles: the manifest the
+writer makes reads back, each kind of damage is refused naming the file, the task comes from
+the registry, and the module imports without torch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_command
+
+from distill.errors import ArtifactError
+from distill.export.bundle import read_bundle, write_bundle_manifest
+from distill.tasks import TASKS
+
+
+def _bundle(folder: Path, task: str = "text-generation") -> Path:
+    """A bundle of placeholder files (the reader never parses them) and its manifest."""
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(bytes(range(256)) * 4)
+    (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
+    roles = {"model.onnx": "model", "tokenizer.json": "tokenizer"}
+    write_bundle_manifest(folder, roles, {"task": task, "model": "model.onnx"})
+    return folder
+
+
+def _edit(folder: Path, **fields: object) -> None:
+    path = folder / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}), encoding="utf-8")
+
+
+@pytest.mark.parametrize("task", [task.name for task in TASKS.values()])
+def test_a_written_manifest_reads_back_with_its_task(tmp_path: Path, task: str) -> None:
+    bundle_task = TASKS[task].bundle_task
+    folder = _bundle(tmp_path / "b", bundle_task)
+    bundle = read_bundle(folder, command=TASKS[task].command)
+    assert bundle.task.name == task and bundle.model_path == folder / "model.onnx"
+    assert bundle.manifest == json.loads((folder / "manifest.json").read_text())
+
+
+def test_a_flipped_byte_is_refused_naming_the_file(tmp_path: Path) -> None:
+    folder = _bundle(tmp_path / "b")
+    model = folder / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[100] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{model}: sha256 differs from manifest.json"):
+        read_bundle(folder)
+
+
+def test_every_problem_with_the_files_is_listed(tmp_path: Path) -> None:
+    folder = _bundle(tmp_path / "b")
+    (folder / "tokenizer.json").unlink()
+    (folder / "model.onnx").write_bytes(b"short")
+    with pytest.raises(ArtifactError) as caught:
+        read_bundle(folder)
+    message = str(caught.value)
+    assert "2 problems" in message and f"{folder / 'tokenizer.json'}: missing" in message
+    assert f"{folder / 'model.onnx'}: 5 bytes, but manifest.json records 1024" in message
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"format": "other"}, "'format' is 'other', expected 'distill-onnx-bundle'"),
+        ({"format_version": 99}, "format_version 99 is newer than this distill reads"),
+        ({"task": "fill-mask"}, "task is 'fill-mask'; distill bundles have"),
+        ({"model": "../model.onnx"}, "'model' must be a relative path inside the bundle"),
+        ({"model": "other.onnx"}, "'files' does not list other.onnx"),
+        ({"files": []}, "'files' must map each file to its role, sha256 and bytes"),
+        ({"files": {"/etc/passwd": {}}}, "'files' lists '/etc/passwd', which is not a path"),
+    ],
+)
+def test_an_edited_manifest_is_refused(tmp_path: Path, fields: dict, expected: str) -> None:
+    folder = _bundle(tmp_path / "b")
+    _edit(folder, **fields)
+    with pytest.raises(ArtifactError) as caught:
+        read_bundle(folder)
+    assert f"{folder / 'manifest.json'}: {expected}" in str(caught.value)
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    folder = _bundle(tmp_path / "b")
+    (folder / "manifest.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="expected a JSON object, found list"):
+        read_bundle(folder)
+
+
+def test_another_verbs_bundle_gets_a_hint_before_any_file_is_hashed(tmp_path: Path) -> None:
+    folder = _bundle(tmp_path / "b", "text-generation")
+    (folder / "model.onnx").write_bytes(b"damaged")  # the hint comes first all the same
+    with pytest.raises(ArtifactError) as caught:
+        read_bundle(folder, command="predict")
+    assert str(caught.value) == (
+        f"{folder / 'manifest.json'}: task is 'text-generation', not 'text-classification': "
+        "not a text-classification bundle; use `distill generate` for it"
+    )
+
+
+def test_the_reader_imports_without_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "import distill.export.bundle\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'optimum', 'onnxruntime') "
+        "if m in sys.modules))\n"
+    )
+    result = run_command([sys.executable, "-c", code], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
