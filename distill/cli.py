@@ -1,8 +1,10 @@
 """Command line: ``distill validate | run | schema | predict | generate``.
 
-``predict`` serves an exported bundle (:mod:`distill.tasks.classification.runner`) and ``generate`` continues a
-prompt with a text-generation bundle (:mod:`distill.tasks.causal_lm.generate`): neither may import
-torch or transformers, so every heavy import stays inside the other handlers.
+``predict`` and ``generate`` run an exported bundle: the one bundle reader
+(:mod:`distill.export.bundle`) verifies it and says its task, whose ``command`` must be the
+verb the user ran, and the task's runner module (``Task.runner``) serves it. Neither path
+may import torch or transformers, so every heavy import stays inside the other handlers.
+Nothing here names a task: the registry (:mod:`distill.tasks`) does.
 
 User errors (a bad recipe, missing data, a model that cannot be found) print one clear
 message and exit with status 2; no traceback.
@@ -18,12 +20,13 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
     from distill.artifacts import RunContext
+    from distill.export.bundle import Bundle
     from distill.predict_lines import InputLine
 
 log = logging.getLogger("distill")
@@ -42,6 +45,7 @@ def _recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from distill.export.bundle import bundles_of
     from distill.pipeline import STAGE_NAMES
 
     parser = argparse.ArgumentParser(
@@ -137,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser(
         "generate",
-        help="continue a prompt with an exported causal-LM bundle (onnxruntime only, no torch)",
+        help="continue a prompt with an exported bundle whose task generates text "
+        "(onnxruntime only, no torch)",
         description=(
-            "Continue PROMPT with a text-generation bundle (export/<name>/ of a causal-lm "
-            "run). Greedy by default; --sample draws tokens (reproducibly with --seed). Prints "
+            f"Continue PROMPT with a bundle whose task generates text ({bundles_of('generate')}"
+            "). Greedy by default; --sample draws tokens (reproducibly with --seed). Prints "
             "the prompt and its continuation, or only the new text with --only-new."
         ),
     )
@@ -370,13 +375,23 @@ def _predict_inputs(args: argparse.Namespace) -> list[InputLine]:
     return inputs
 
 
+def _bundle_runner(args: argparse.Namespace) -> tuple[Bundle, Any]:
+    """The verified bundle ``args.bundle`` and its task's runner module (torch-free).
+
+    A bundle of a task that another verb runs is refused, with a hint naming that verb."""
+    from distill.export.bundle import read_bundle
+
+    bundle = read_bundle(args.bundle, command=args.command)
+    return bundle, bundle.task.module(bundle.task.runner)
+
+
 def _predict(args: argparse.Namespace) -> int:
     """One output line per input line; a line that cannot be predicted gets an error line."""
     from distill.errors import DataError
     from distill.predict_lines import failure_summary, prediction_tsv
-    from distill.tasks.classification.runner import load_bundle
 
-    predictor = load_bundle(args.bundle, threads=args.threads)
+    bundle, runner = _bundle_runner(args)
+    predictor = runner.load_bundle(bundle, threads=args.threads)
     inputs = _predict_inputs(args)
     texts = [item.text for item in inputs if item.text is not None]
     predictions = predictor.iter_predict(texts, batch_size=args.batch_size)
@@ -403,48 +418,8 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-GENERATION_TASK = "text-generation"
-
-
-def _generation_bundle(bundle: Path) -> str:
-    """Check that ``bundle`` is a text-generation bundle; returns its model file's name."""
-    from distill.errors import ArtifactError
-
-    if not bundle.is_dir():
-        what = "not a folder" if bundle.exists() else "no such bundle folder"
-        raise ArtifactError(f"{bundle}: {what} (expected export/<run name>/ of a causal-lm run)")
-    path = bundle / "manifest.json"
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing; {bundle} is not a complete distill bundle")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: cannot read it as JSON ({exc})") from None
-    task = manifest.get("task") if isinstance(manifest, dict) else None
-    if task != GENERATION_TASK:
-        hint = "; use `distill predict` for it" if task == "text-classification" else ""
-        raise ArtifactError(
-            f"{path}: task is {task!r}, not {GENERATION_TASK!r}: not a text-generation bundle{hint}"
-        )
-    model = manifest.get("model", "model.onnx")
-    if not isinstance(model, str) or Path(model).is_absolute() or ".." in Path(model).parts:
-        raise ArtifactError(f"{path}: 'model' must be a relative path inside the bundle")
-    # A truncated copy fails here, by name, rather than deep inside onnxruntime.
-    files = manifest.get("files")
-    for rel, entry in (files if isinstance(files, dict) else {}).items():
-        expected = entry.get("bytes") if isinstance(entry, dict) else None
-        file = bundle / rel
-        if not file.is_file():
-            raise ArtifactError(f"{file}: missing (manifest.json lists it)")
-        if isinstance(expected, int) and file.stat().st_size != expected:
-            raise ArtifactError(
-                f"{file}: {file.stat().st_size} bytes, but manifest.json records {expected}"
-            )
-    return model
-
-
 def _generate(args: argparse.Namespace) -> int:
-    from distill.errors import ArtifactError, DataError
+    from distill.errors import DataError
 
     problems = []
     if not args.sample:
@@ -471,16 +446,10 @@ def _generate(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise DataError("PROMPT is empty; give the text to continue")
 
-    model_file = _generation_bundle(args.bundle)
-    # distill.tasks.causal_lm.generate is the torch-free path: onnxruntime, tokenizers and numpy.
-    from distill.tasks.causal_lm.generate import OnnxCausalLM, generate
-
+    bundle, runner = _bundle_runner(args)
+    lm = runner.load_bundle(bundle, threads=args.threads)
     try:
-        lm = OnnxCausalLM.load(args.bundle, file_name=model_file, threads=args.threads)
-    except (RuntimeError, ValueError, OSError) as exc:  # onnxruntime's load failures
-        raise ArtifactError(f"{args.bundle / model_file}: cannot load it: {exc}") from None
-    try:
-        output = generate(
+        output = runner.generate(
             lm,
             prompt,
             max_new_tokens=args.max_new_tokens,

@@ -13,6 +13,7 @@ from conftest import run_command, run_distill
 from generation_helpers import exported_tiny_llama
 
 from distill.cli import main
+from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, write_bundle_manifest
 from distill.tasks.causal_lm.generate import generate
 
 PROMPT = "the cat is in the"
@@ -24,13 +25,12 @@ def bundle(tmp_path_factory) -> Path:
     _, onnx_dir = exported_tiny_llama(tmp_path_factory)
     folder = tmp_path_factory.mktemp("gen-bundle") / "tiny-lm"
     shutil.copytree(onnx_dir, folder)
-    files = {
-        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size}
-        for p in sorted(folder.rglob("*"))
+    roles = {
+        p.relative_to(folder).as_posix(): "model" if p.suffix == ".onnx" else "tokenizer-or-config"
+        for p in folder.rglob("*")
         if p.is_file()
     }
-    manifest = {"task": "text-generation", "model": "model.onnx", "files": files}
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    write_bundle_manifest(folder, roles, {"task": "text-generation", "model": "model.onnx"})
     return folder
 
 
@@ -105,7 +105,8 @@ def test_bundle_problems_exit_2_naming_the_file(bundle, tmp_path, capsys) -> Non
 
     classifier = tmp_path / "classifier"
     classifier.mkdir()
-    (classifier / "manifest.json").write_text(json.dumps({"task": "text-classification"}))
+    stub = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION}
+    (classifier / "manifest.json").write_text(json.dumps({**stub, "task": "text-classification"}))
     assert main(["generate", str(classifier), PROMPT]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -122,6 +123,28 @@ def test_bundle_problems_exit_2_naming_the_file(bundle, tmp_path, capsys) -> Non
     model.write_bytes(model.read_bytes()[:100])
     assert main(["generate", str(truncated), PROMPT]) == 2
     assert f"{model}: 100 bytes, but manifest.json records" in capsys.readouterr().err
+
+
+def test_a_flipped_byte_in_the_model_is_refused(bundle, tmp_path, capsys) -> None:
+    """Same size, other content: only the sha256 tells, and it is checked before loading."""
+    copy = tmp_path / "flipped"
+    shutil.copytree(bundle, copy)
+    model = copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    assert main(["generate", str(copy), PROMPT]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{model}: sha256 differs from manifest.json" in err
+
+
+def test_predict_refuses_a_generation_bundle_with_a_hint(bundle, capsys) -> None:
+    assert main(["predict", str(bundle), "some text"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert f"{bundle / 'manifest.json'}: task is 'text-generation'" in captured.err
+    assert "not a text-classification bundle; use `distill generate` for it" in captured.err
 
 
 def test_a_subprocess_error_is_one_line_with_status_2(tmp_path) -> None:

@@ -531,6 +531,13 @@ def test_a_broken_or_missing_manifest_is_refused(bundle_copy: Path, capsys) -> N
     assert f"{path}: missing" in err and "not a complete distill bundle" in err
 
 
+def test_generate_refuses_a_classification_bundle_with_a_hint(bundle: Path, capsys) -> None:
+    code, out, err = _cli(["generate", str(bundle), "some text"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"{bundle / 'manifest.json'}: task is 'text-classification'" in err
+    assert "not a text-generation bundle; use `distill predict` for it" in err
+
+
 def test_a_missing_bundle_folder(tmp_path: Path, capsys) -> None:
     err = _error(tmp_path / "export" / "nope", capsys)
     assert f"{tmp_path / 'export' / 'nope'}: no such bundle folder" in err

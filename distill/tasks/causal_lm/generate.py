@@ -1,6 +1,10 @@
 """Text generation from an ONNX causal LM with onnxruntime, tokenizers and numpy only: no
 torch, no transformers.
 
+:func:`load_bundle` loads an exported bundle after the one bundle reader
+(:func:`distill.export.bundle.read_bundle`) has verified every file's size and sha256;
+:meth:`OnnxCausalLM.load` loads any exported folder as it is (the export stage's own).
+
 The graph is the one optimum exports for ``text-generation-with-past``: inputs
 ``input_ids``, ``attention_mask``, ``position_ids`` (when declared) and
 ``past_key_values.N.key`` / ``.value`` [batch, kv heads, past length, head dim]; outputs
@@ -25,7 +29,9 @@ from typing import Any, Literal
 import numpy as np
 
 from distill.errors import ArtifactError
+from distill.export.bundle import Bundle, problems_error, read_bundle, unlisted
 from distill.latency import ort_session
+from distill.tasks.causal_lm.task import CausalLM
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -147,6 +153,20 @@ class OnnxCausalLM:
             n: outputs[n.replace("past_key_values.", "present.", 1)] for n in self.past_names
         }
         return outputs["logits"], present
+
+
+def load_bundle(bundle: Path | str | Bundle, *, threads: int | None = None) -> OnnxCausalLM:
+    """The model of a bundle verified by :func:`distill.export.bundle.read_bundle` (every
+    file's size and sha256; a folder is read and verified first), its tokenizer listed."""
+    if not isinstance(bundle, Bundle):
+        bundle = read_bundle(bundle, command=CausalLM.command)
+    problems = unlisted(bundle.manifest_path, bundle.manifest["files"], [TOKENIZER_FILE])
+    if problems:
+        raise problems_error(bundle.path, problems)
+    try:
+        return OnnxCausalLM.load(bundle.path, file_name=bundle.manifest["model"], threads=threads)
+    except (RuntimeError, ValueError, OSError) as exc:  # onnxruntime's load failures
+        raise ArtifactError(f"{bundle.model_path}: cannot load it: {exc}") from None
 
 
 @dataclass(frozen=True)
