@@ -40,6 +40,7 @@ import numpy as np
 
 from distill import latency as lat
 from distill.errors import ArtifactError, DistillError
+from distill.export.bundle import read_bundle
 
 DEFAULT_BATCH_SIZES = (1, 32)
 DEFAULT_RUNS = 30
@@ -179,17 +180,16 @@ class RunPaths:
 
 
 def locate(bundle: Path, workdir: Path | None = None) -> RunPaths:
-    """The run behind a bundle: its manifest's run name, and the workdir holding ``runs/``.
+    """The run behind a bundle (verified by :func:`distill.export.bundle.read_bundle`): its
+    manifest's run name, and the workdir holding ``runs/``.
 
     ``bundle`` is ``<workdir>/export/<name>`` (published) or
     ``<workdir>/runs/<name>/export/bundle`` (the stage's own copy); without ``workdir`` it
     is inferred from that layout.
     """
     bundle = Path(bundle)
-    manifest_path = bundle / "manifest.json"
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{bundle}: no manifest.json; is this an exported bundle?")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    # The one bundle reader: a damaged or edited bundle is refused before anything is timed.
+    manifest = read_bundle(bundle).manifest
     name = manifest.get("run") or bundle.name
     if workdir is None:
         resolved = bundle.resolve()

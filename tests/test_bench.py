@@ -185,6 +185,17 @@ def test_locate_needs_the_run_folders(workdir: Path, tmp_path: Path) -> None:
     assert bench.main([str(tmp_path / "nothing")]) == 2
 
 
+def test_a_damaged_bundle_is_refused_before_timing(workdir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "export" / "t"
+    shutil.copytree(workdir / "export" / "t", copy)
+    model = copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{model}: sha256 differs from manifest.json"):
+        bench.locate(copy, workdir=workdir)
+
+
 def test_interleaved_latency_spreads_runs_over_rounds() -> None:
     calls: list[str] = []
 
