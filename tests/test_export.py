@@ -23,6 +23,7 @@ from distill.config import DataConfig, ExportCandidate, ExportConfig
 from distill.dataset_files import load_logits
 from distill.errors import AccuracyDropError, ParityError, RecipeError
 from distill.export import onnx as onnx_utils
+from distill.export.bundle import read_bundle
 from distill.export.gate import Gate
 from distill.tasks.classification.stages import export as export_stage
 
@@ -199,6 +200,8 @@ def test_bundle_layout_and_manifest_hashes(dynamic_run: tuple[Path, dict[str, An
         assert entry["sha256"] == sha256_file(bundle / rel), rel
         assert entry["bytes"] == (bundle / rel).stat().st_size, rel
     assert read_manifest(bundle) is not None and verify_files(bundle, manifest) == []
+    # the one bundle reader, as `distill predict` runs it, accepts what the stage wrote
+    assert read_bundle(bundle, command="predict").manifest == manifest
     assert (
         len(list(bundle.glob("*.onnx"))) == 1 and len(list((bundle / "fp32").glob("*.onnx"))) == 1
     )
