@@ -1,10 +1,14 @@
-"""Progress: lines in logs (format, rate limit), nothing when quiet, tqdm on a terminal."""
+"""Progress: lines in logs (format, rate limit), nothing when quiet, tqdm on a terminal, and a
+real Trainer that prints no raw log dicts and trains the same weights as without progress."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -151,3 +155,66 @@ def test_figures_read_well() -> None:
     assert progress.rate_text(3.21, "step") == "3.2 steps/s"
     assert progress.rate_text(250, "batch") == "250 batches/s"
     assert progress.rate_text(0.4, "step") == "2.5 s/step"
+
+
+# --------------------------------------------------------------------------- a real Trainer
+
+
+def _teacher_run(root: Path, tiny_model_dir: Path) -> dict[str, Any]:
+    from conftest import synthetic_rows, write_csv
+
+    from distill.artifacts import RunContext
+    from distill.config import DataConfig, TeacherConfig
+    from distill.tasks.classification.stages import data as data_stage
+    from distill.tasks.classification.stages import teacher as teacher_stage
+
+    root.mkdir()
+    csv_path = write_csv(root / "reviews.csv", ["text", "label"], synthetic_rows(64))
+    ctx = RunContext(
+        name="t", seed=3, task="sequence-classification", workdir=root, recipe_dir=root
+    )
+    data = DataConfig(path=str(csv_path), max_length=24)
+    (root / "data").mkdir()
+    (root / "teacher").mkdir()
+    data_stage.run(ctx, {}, root / "data", data=data)
+    teacher = TeacherConfig(
+        model=str(tiny_model_dir), epochs=1, min_steps=0, learning_rate=3e-3, batch_size=4
+    )
+    return teacher_stage.run(
+        ctx, {"data": root / "data"}, root / "teacher", data=data, teacher=teacher
+    )
+
+
+def _timeless(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    timed = ("runtime", "per_second")
+    return [{k: v for k, v in row.items() if not k.endswith(timed)} for row in history]
+
+
+def test_a_real_training_prints_no_log_dicts_and_trains_the_same_weights(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from distill.train import trainer as shared
+
+    caplog.set_level(logging.INFO, logger="distill")
+    metrics = _teacher_run(tmp_path / "new", tiny_model_dir)
+    out = capsys.readouterr().out
+    assert metrics["steps"] >= 10  # logging_steps = 10: the Trainer had a loss dict to print
+    assert "{'" not in out and "'loss'" not in out and "train_runtime" not in out
+    lines = distill_lines(caplog)
+    assert any(line.startswith("teacher: evaluation at step ") for line in lines)
+    steps = metrics["steps"]
+    assert any(line.startswith(f"teacher: done, step {steps}/") for line in lines)
+
+    # Before distill's progress: the Trainer's PrinterCallback, nothing else. Same training.
+    monkeypatch.setattr(shared, "show_progress", lambda trainer, callback=None: None)
+    _teacher_run(tmp_path / "old", tiny_model_dir)
+    assert "{'loss'" in capsys.readouterr().out  # the dicts the issue is about
+    new, old = (tmp_path / name / "teacher" for name in ("new", "old"))
+    weights = "model/model.safetensors"
+    assert (new / weights).read_bytes() == (old / weights).read_bytes()
+    history = [json.loads((f / "log_history.json").read_text()) for f in (new, old)]
+    assert _timeless(history[0]) == _timeless(history[1])

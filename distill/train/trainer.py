@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import (
     EarlyStoppingCallback,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -29,6 +30,7 @@ from distill.artifacts import list_files, read_manifest, verify_files, write_jso
 from distill.config import TrainingConfig
 from distill.distributed import current, split_batch, use_cpu
 from distill.errors import DistillError
+from distill.progress import PredictionProgress, TrainingProgress
 from distill.train.budget import (
     Budget,
     resolve_budget,
@@ -105,6 +107,7 @@ class DistillationTrainer(Trainer):
         self, *args: Any, stage: str, table: str, objective: Objective, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
+        show_progress(self, TrainingProgress(stage))
         self.stage = stage
         self.table = table
         self.objective = objective
@@ -120,6 +123,14 @@ class DistillationTrainer(Trainer):
         loss, outputs = self.objective(model, inputs, model.training)
         check_finite(loss, self.stage, self.table, self.state.global_step + 1)
         return (loss, outputs) if return_outputs else loss
+
+
+def show_progress(trainer: Trainer, callback: Any = None) -> None:
+    """distill's progress (``callback``) instead of the log dicts the Trainer prints to stdout
+    (its PrinterCallback, added because ``disable_tqdm`` keeps its own bars off)."""
+    trainer.remove_callback(PrinterCallback)
+    if callback is not None:
+        trainer.add_callback(callback)
 
 
 def check_finite(loss: torch.Tensor, stage: str, table: str, step: int) -> None:
@@ -282,14 +293,20 @@ def save_trained_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
         tokenizer.save_pretrained(folder)
 
 
-def predict_logits(trainer: Trainer, dataset: Any) -> np.ndarray:
-    """Logits in dataset order.
+def predict_logits(trainer: Trainer, dataset: Any, desc: str = "predicting") -> np.ndarray:
+    """Logits in dataset order, the batches' progress shown as ``desc``.
 
     ``group_by_length`` also reorders *evaluation* batches in transformers 4.57, which
     would silently misalign logits and example ids: it is switched off for prediction.
     """
     trainer.args.group_by_length = False
-    output = trainer.predict(dataset)
+    progress = PredictionProgress(desc)
+    trainer.add_callback(progress)
+    try:
+        output = trainer.predict(dataset)
+    finally:
+        trainer.remove_callback(progress)
+        progress.close()
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     return np.asarray(logits, dtype=np.float32)
 
@@ -350,4 +367,6 @@ def predictor(model: nn.Module, collator: Any, work_dir: Path, batch_size: int =
         disable_tqdm=True,
         use_cpu=use_cpu(),
     )
-    return Trainer(model=model, args=args, data_collator=collator)
+    trainer = Trainer(model=model, args=args, data_collator=collator)
+    show_progress(trainer)  # predict_logits shows each pass
+    return trainer

@@ -236,7 +236,7 @@ def _train_variant(
         "training_examples": examples,
     }
     for split_name in ("validation", "test"):
-        logits = predict_logits(trainer, encoded[split_name])
+        logits = predict_logits(trainer, encoded[split_name], f"student: {split_name} logits")
         save_logits(out / "logits" / f"{split_name}.npz", splits[split_name].ids, logits)
         metrics[split_name] = task.metrics(
             logits, splits[split_name].labels, len(label_names), teacher_logits[split_name]

@@ -64,7 +64,7 @@ def run(
     (out / "logits").mkdir()
     metrics: dict[str, Any] = {"parameters": parameters, "source": teacher.model}
     for name in ("validation", "test"):  # the labels stage caches every split for the student
-        logits = predict_logits(trainer, encoded[name])
+        logits = predict_logits(trainer, encoded[name], f"teacher: {name} logits")
         save_logits(out / "logits" / f"{name}.npz", splits[name].ids, logits)
         metrics[name] = task.metrics(logits, splits[name].labels, len(label_names))
     metrics.update(finish_training(trainer, history, out, work_dir))
