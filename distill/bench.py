@@ -41,6 +41,7 @@ import numpy as np
 from distill import latency as lat
 from distill.errors import ArtifactError, DistillError
 from distill.export.bundle import read_bundle
+from distill.progress import track
 
 DEFAULT_BATCH_SIZES = (1, 32)
 DEFAULT_RUNS = 30
@@ -68,6 +69,7 @@ def interleaved_latency(
     warmup: int,
     rounds: int = DEFAULT_ROUNDS,
     pause_s: float = PAUSE_S,
+    desc: str = "timing",
 ) -> dict[str, lat.LatencyStats]:
     """Time several callables against each other, interleaved.
 
@@ -78,7 +80,8 @@ def interleaved_latency(
     (untimed) so that the previous runtime's spinning worker threads (OpenMP,
     onnxruntime's pool) are parked before the next one is timed. The garbage collector is
     run before each round and paused during it. Percentiles come from
-    :func:`distill.latency.summarize` over all the samples.
+    :func:`distill.latency.summarize` over all the samples. Progress (``desc``) counts rounds,
+    between which nothing is timed.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1 (got {runs})")
@@ -95,7 +98,7 @@ def interleaved_latency(
     samples: dict[str, list[float]] = {key: [] for key in keys}
     was_enabled = gc.isenabled()
     try:
-        for r, share in enumerate(shares):
+        for r, share in track(enumerate(shares), len(shares), desc, unit="round"):
             gc.collect()
             gc.disable()
             shift = r % len(keys) if keys else 0
@@ -340,27 +343,33 @@ def run_bench(
         typical = typical_lengths(models[-1].tokenizer, texts, max_length)
         lengths = sorted(set(sequence_lengths or typical.values()))
         cells = []
-        for batch_size in batch_sizes:
-            for length in lengths:
-                calls = {}
-                for model in models:
-                    inputs = lat.fixed_length_batch(
-                        model.tokenizer, texts, batch_size=batch_size, max_length=length
-                    )
-                    calls[model.key] = model.call(inputs)
-                stats = interleaved_latency(calls, runs=runs, warmup=warmup, rounds=rounds)
-                cells.append(
-                    {
-                        "batch_size": batch_size,
-                        "sequence_length": length,
-                        "latency": {
-                            key: s.with_setup(
-                                threads=threads, batch_size=batch_size, sequence_length=length
-                            ).to_dict()
-                            for key, s in stats.items()
-                        },
-                    }
+        grid = [(batch_size, length) for batch_size in batch_sizes for length in lengths]
+        for batch_size, length in track(grid, desc="bench", unit="cell"):
+            calls = {}
+            for model in models:
+                inputs = lat.fixed_length_batch(
+                    model.tokenizer, texts, batch_size=batch_size, max_length=length
                 )
+                calls[model.key] = model.call(inputs)
+            stats = interleaved_latency(
+                calls,
+                runs=runs,
+                warmup=warmup,
+                rounds=rounds,
+                desc=f"bench: batch {batch_size}, length {length}",
+            )
+            cells.append(
+                {
+                    "batch_size": batch_size,
+                    "sequence_length": length,
+                    "latency": {
+                        key: s.with_setup(
+                            threads=threads, batch_size=batch_size, sequence_length=length
+                        ).to_dict()
+                        for key, s in stats.items()
+                    },
+                }
+            )
         described = [m.describe() for m in models]
     result = {
         "run": paths.name,

@@ -20,6 +20,7 @@ import numpy as np
 from distill.artifacts import write_json_atomic
 from distill.errors import ModelLoadError, ParityError
 from distill.latency import ort_session
+from distill.progress import track
 
 log = logging.getLogger("distill")
 
@@ -369,22 +370,31 @@ def predict_logits(
     max_length: int,
     batch_size: int = 32,
     threads: int = SESSION_THREADS,
+    desc: str = "onnxruntime",
 ) -> np.ndarray:
     """Logits of an ONNX classifier over ``texts`` (batched in order, each batch padded to its
     longest: the way ``distill predict`` batches, so dynamic int8, whose activation scales
-    depend on the batch, gives the same numbers here and there)."""
+    depend on the batch, gives the same numbers here and there); progress shown as ``desc``."""
     session = make_session(model_path, threads)
-    return session_logits(session, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+    return session_logits(
+        session, tokenizer, texts, max_length=max_length, batch_size=batch_size, desc=desc
+    )
 
 
 def session_logits(
-    session: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_size: int
+    session: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int,
+    desc: str = "onnxruntime",
 ) -> np.ndarray:
     """:func:`predict_logits` on an open session: batches of ``batch_size`` in the order
     given, each padded to its longest text."""
     output = _logits_output(session)
     chunks = []
-    for start in range(0, len(texts), batch_size):
+    for start in track(range(0, len(texts), batch_size), desc=desc, unit="batch"):
         feeds = session_feeds(
             session,
             tokenizer,

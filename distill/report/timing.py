@@ -68,6 +68,7 @@ class TimingPlan:
                 runs=self.config.latency_runs,
                 warmup=self.config.latency_warmup,
                 rounds=self.rounds,
+                desc="report: timing",
             )
         self.calls.clear()  # releases the models and sessions
         return {

@@ -21,6 +21,7 @@ from distill.config import TrainingConfig
 from distill.dataset_files import Split
 from distill.errors import ModelLoadError
 from distill.models import resolve_model, with_supported_attention
+from distill.progress import track
 from distill.sources import resolve_local
 from distill.tasks.causal_lm.losses import IGNORE_INDEX, mean_token_nll, token_distillation_loss
 from distill.tasks.causal_lm.task import CausalLM
@@ -215,15 +216,19 @@ def train_causal(
 
 @torch.no_grad()
 def perplexity(
-    model: nn.Module, sequences: list[list[int]], pad_id: int, batch_size: int = 16
+    model: nn.Module,
+    sequences: list[list[int]],
+    pad_id: int,
+    batch_size: int = 16,
+    desc: str = "perplexity",
 ) -> dict[str, Any]:
     """``exp(summed next-token NLL / scored tokens)`` over ``sequences``, exactly (token-weighted,
-    padding excluded), in PyTorch."""
+    padding excluded), in PyTorch; progress shown as ``desc``."""
     model.eval()
     collate = CausalCollator(pad_id)
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for start in range(0, len(sequences), batch_size):
+    for start in track(range(0, len(sequences), batch_size), desc=desc, unit="batch"):
         batch = collate([{"input_ids": s} for s in sequences[start : start + batch_size]])
         logits = model(
             input_ids=batch["input_ids"].to(device),

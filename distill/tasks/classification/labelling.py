@@ -15,9 +15,9 @@ order of the texts given, so ids keep their logits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -30,7 +30,14 @@ from distill.tasks.classification.task import SequenceClassification
 log = logging.getLogger("distill")
 
 Backend = Literal["onnxruntime", "pytorch"]
-Labeller = Callable[[Split], np.ndarray]
+
+
+class Labeller(Protocol):
+    def __call__(self, split: Split, desc: str = "labels") -> np.ndarray:
+        """The teacher's logits over ``split`` in split order, progress shown as ``desc``."""
+        ...
+
+
 OPTIMIZATION_LEVEL = 2
 PARITY_BATCH_SIZE = 16
 
@@ -95,7 +102,7 @@ def export_teacher(teacher_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]
 def onnx_labeller(session: Any, tokenizer: Any, *, max_length: int, batch_size: int) -> Labeller:
     """Logits of an ONNX Runtime session over a split, batched by length, in split order."""
 
-    def label(split: Split) -> np.ndarray:
+    def label(split: Split, desc: str = "labels") -> np.ndarray:
         lengths = onnx_utils.token_lengths(tokenizer, split.texts, max_length=max_length)
         order = length_order(lengths)
         logits = onnx_utils.session_logits(
@@ -104,6 +111,7 @@ def onnx_labeller(session: Any, tokenizer: Any, *, max_length: int, batch_size: 
             [split.texts[i] for i in order],
             max_length=max_length,
             batch_size=batch_size,
+            desc=desc,
         )
         return unsort(logits, order)
 
@@ -117,10 +125,10 @@ def torch_labeller(trainer: Any, tokenizer: Any, task: Any, *, max_length: int) 
     """Logits of a predicting Trainer over a split, batched by length, in split order."""
     from distill.train.trainer import predict_logits
 
-    def label(split: Split) -> np.ndarray:
+    def label(split: Split, desc: str = "labels") -> np.ndarray:
         encoded = task.encode(tokenizer, split, max_length, with_labels=False)
         order = length_order([len(ids) for ids in encoded["input_ids"]])
-        return unsort(predict_logits(trainer, encoded.select(order)), order)
+        return unsort(predict_logits(trainer, encoded.select(order), desc), order)
 
     return label
 

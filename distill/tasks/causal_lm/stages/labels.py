@@ -30,6 +30,7 @@ from distill.dataset_files import read_split
 from distill.distributed import current
 from distill.errors import ArtifactError
 from distill.models import load_tokenizer
+from distill.progress import track
 from distill.tasks.causal_lm.losses import top_k_logits
 from distill.tasks.causal_lm.training import (
     CausalCollator,
@@ -86,7 +87,8 @@ def top_k_cache(
     softened distribution (``logsumexp(logits / temperature)``), concatenated in order."""
     collate = CausalCollator(pad_id)
     values, indices, normalizers = [], [], []
-    for start in range(0, len(sequences), BATCH_SIZE):
+    batches = range(0, len(sequences), BATCH_SIZE)
+    for start in track(batches, desc="labels (top-k)", unit="batch"):
         chunk = sequences[start : start + BATCH_SIZE]
         batch = collate([{"input_ids": s} for s in chunk])
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -41,6 +41,7 @@ from distill.config import ReportConfig
 from distill.dataset_files import SPLITS, read_split
 from distill.errors import ArtifactError
 from distill.latency import hardware_info, summarize, torch_threads
+from distill.progress import track
 
 log = logging.getLogger("distill")
 
@@ -374,7 +375,7 @@ def time_generation(
     was_enabled = gc.isenabled()
     gc.disable()  # a collection of someone else's garbage must not land in one run
     try:
-        for r in range(runs):
+        for r in track(range(runs), desc="report: timing generation", unit="run"):
             ids = prompts[r % len(prompts)]
             shift = r % len(keys)
             for key in keys[shift:] + keys[:shift]:

@@ -122,7 +122,9 @@ def _train_one(
         "teacher_outputs": None if alpha == 0 else ("online" if online else "top-k"),
     }
     for split in ("validation", "test"):
-        metrics[split] = perplexity(model, sequences[split], tokenizer.pad_token_id)
+        metrics[split] = perplexity(
+            model, sequences[split], tokenizer.pad_token_id, desc=f"student: {split} perplexity"
+        )
     metrics.update(finish_training(trainer, history, out, work_dir))
     return metrics
 

@@ -62,6 +62,8 @@ def run(
     save_trained_model(trainer, tokenizer, out / "model")
     metrics: dict[str, Any] = {"parameters": parameters or parameter_counts(model)}
     for name in ("validation", "test"):
-        metrics[name] = perplexity(model, sequences[name], tokenizer.pad_token_id)
+        metrics[name] = perplexity(
+            model, sequences[name], tokenizer.pad_token_id, desc=f"teacher: {name} perplexity"
+        )
     metrics.update(finish_training(trainer, history, out, work_dir))
     return metrics

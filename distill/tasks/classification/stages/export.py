@@ -65,6 +65,7 @@ from distill.export import onnx as onnx_utils
 from distill.export.bundle import write_bundle_manifest
 from distill.export.gate import Gate
 from distill.models import load_saved_classifier
+from distill.progress import track
 from distill.report.model_card import bundle_card
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.task import SequenceClassification
@@ -243,7 +244,7 @@ def export_student(
         # 4. Every int8 candidate: build, score, weigh; then time them all together.
         built: dict[str, tuple[Path, np.ndarray]] = {}
         records: list[dict[str, Any]] = []
-        for candidate in wanted:
+        for candidate in track(wanted, desc="export: int8 candidates", unit="candidate"):
             record, path, logits = _build_candidate(
                 candidate,
                 export,
@@ -516,7 +517,7 @@ def _build_candidate(
         log.warning("int8 candidate %s failed to build: %s", candidate.name, exc)
         record["error"] = f"{type(exc).__name__}: {exc}"
         return record, None, None
-    logits = _evaluate(path, tokenizer, test, data.max_length)
+    logits = _evaluate(path, tokenizer, test, data.max_length, candidate.name)
     scores = classification_metrics(logits, test.labels, num_labels, fp32_logits)
     drop = fp32_accuracy - scores["accuracy"]
     record.update(
@@ -607,10 +608,17 @@ def _calibration_texts(data_dir: Path, count: int, seed: int) -> list[str]:
     return [train.texts[i] for i in chosen]
 
 
-def _evaluate(model_path: Path, tokenizer: Any, test: Split, max_length: int) -> np.ndarray:
-    """Test-split logits from an onnxruntime session."""
+def _evaluate(
+    model_path: Path, tokenizer: Any, test: Split, max_length: int, name: str = "fp32"
+) -> np.ndarray:
+    """Test-split logits from an onnxruntime session (``name``: the model, for progress)."""
     return onnx_utils.predict_logits(
-        model_path, tokenizer, test.texts, max_length=max_length, batch_size=EVAL_BATCH_SIZE
+        model_path,
+        tokenizer,
+        test.texts,
+        max_length=max_length,
+        batch_size=EVAL_BATCH_SIZE,
+        desc=f"export: {name} on the test split",
     )
 
 
@@ -630,6 +638,7 @@ def _time_models(
         runs=LATENCY_RUNS,
         warmup=LATENCY_WARMUP,
         rounds=LATENCY_ROUNDS,
+        desc="export: timing",
     )
     return {
         name: {

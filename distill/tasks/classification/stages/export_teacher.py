@@ -88,7 +88,9 @@ def export_teacher(
                 candidate = export_stage.CANDIDATES["dynamic"]
         del torch_model
 
-        fp32_logits = export_stage._evaluate(fp32_path, tokenizer, test, data.max_length)
+        fp32_logits = export_stage._evaluate(
+            fp32_path, tokenizer, test, data.max_length, "teacher fp32"
+        )
         save_logits(out / "predictions" / "test_fp32.npz", test.ids, fp32_logits)
         shutil.copyfile(fp32_path, out / "model_fp32.onnx")
         metrics: dict[str, Any] = {

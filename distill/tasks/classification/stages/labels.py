@@ -130,7 +130,7 @@ def _label_splits(
     computed = {}
     for name, split in splits.items():
         started = time.perf_counter()
-        computed[name] = label(split)
+        computed[name] = label(split, f"labels ({name})")
         _check_count(computed[name].shape[0], split, name)
         metrics["examples"][name] = len(split)
         metrics["seconds"][name] = round(time.perf_counter() - started, 3)
