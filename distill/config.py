@@ -21,6 +21,7 @@ from pydantic import (
     field_serializer,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from distill.errors import RecipeError
 from distill.tasks import DEFAULT_TASK, TASK_NAMES, TASKS, get_task
@@ -35,6 +36,24 @@ class _Table(BaseModel):
     """Base for every recipe table: unknown keys are errors, values are immutable once checked."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def with_task_keys(base: type[_Table], table: str) -> Any:
+    """``base`` plus the keys tasks add to ``[table]``: a task declares its own keys in its
+    folder (``Task.recipe_keys``), each described as read by that task only."""
+    fields = {
+        key: (annotation, _described(field, task.name))
+        for task in TASKS.values()
+        for key, (annotation, field) in task.recipe_keys.get(table, {}).items()
+    }
+    name = base.__name__.removeprefix("_")
+    return create_model(name, __base__=base, __module__=__name__, __doc__=base.__doc__, **fields)
+
+
+def _described(field: FieldInfo, task: str) -> FieldInfo:
+    return FieldInfo.merge_field_infos(
+        field, description=f"task {task!r} only: {field.description}"
+    )
 
 
 class DataConfig(_Table):
@@ -199,7 +218,7 @@ class LabelsConfig(_Table):
     )
 
 
-class StudentConfig(TrainingConfig):
+class _StudentConfig(TrainingConfig):
     """[student]: the small model trained against the teacher's soft targets."""
 
     init: Literal["teacher-layers", "pretrained", "config"] = "teacher-layers"
@@ -239,21 +258,6 @@ class StudentConfig(TrainingConfig):
         None,
         description="Extra unlabelled text the student learns from the teacher's soft targets.",
     )
-    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
-        "forward_kl",
-        description="Causal LMs: per-token divergence between teacher and student: forward "
-        "KL(teacher||student), reverse KL(student||teacher) (MiniLLM) or generalized "
-        "Jensen-Shannon with jsd_beta (GKD).",
-    )
-    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Causal LMs: the JSD's mixture weight.")
-    teacher_outputs: Literal["top-k", "online"] = Field(
-        "top-k",
-        description="Causal LMs: learn from the teacher's top-k logits cached once by the "
-        "labels stage, or run the teacher online at every step (full distribution).",
-    )
-    top_k: int = Field(
-        64, ge=1, le=4096, description="Causal LMs: teacher logits kept per token when cached."
-    )
     hidden_weight: float = Field(
         0.0,
         ge=0,
@@ -281,7 +285,7 @@ class StudentConfig(TrainingConfig):
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
-    def _init_has_what_it_needs(self) -> StudentConfig:
+    def _init_has_what_it_needs(self) -> _StudentConfig:
         if self.init == "pretrained" and not self.model:
             raise ValueError("init = 'pretrained' needs student.model")
         if self.init == "teacher-layers":
@@ -356,6 +360,8 @@ class StudentConfig(TrainingConfig):
     def layer_losses(self) -> bool:
         return self.hidden_weight > 0 or self.attention_weight > 0
 
+
+StudentConfig = with_task_keys(_StudentConfig, "student")
 
 # [student.variants.NAME]: any [student] key except `variants` and `transfer` (the
 # transfer text is labelled once for all students), every one optional: a variant is
@@ -446,7 +452,7 @@ ExportCandidate = Literal[
 ]
 
 
-class ExportConfig(_Table):
+class _ExportConfig(_Table):
     """[export]: ONNX export, parity check, int8 candidates and the accuracy gate."""
 
     quantization: Literal["none", "dynamic", "static"] = Field(
@@ -487,13 +493,6 @@ class ExportConfig(_Table):
         description="7-bit weights: safe on AVX2 CPUs without VNNI (no int16 saturation); "
         "false uses all 8 bits on VNNI CPUs.",
     )
-    max_perplexity_increase: float = Field(
-        0.05,
-        ge=0,
-        le=10,
-        description="Causal LMs: largest relative test-perplexity increase of int8 vs fp32 "
-        "(0.05 = 5%) for the int8 model to be deployed.",
-    )
     require_int8: bool = Field(
         False,
         description="Fail (AccuracyDropError) when no int8 candidate passes the gate, "
@@ -507,7 +506,7 @@ class ExportConfig(_Table):
     )
 
     @model_validator(mode="after")
-    def _candidates_are_usable(self) -> ExportConfig:
+    def _candidates_are_usable(self) -> _ExportConfig:
         if self.candidates is not None:
             if self.quantization == "none":
                 raise ValueError(
@@ -539,7 +538,10 @@ class ExportConfig(_Table):
         return ["dynamic", "dynamic-optimized"]
 
 
-class ReportConfig(_Table):
+ExportConfig = with_task_keys(_ExportConfig, "export")
+
+
+class _ReportConfig(_Table):
     """[report]: what the comparison measures."""
 
     latency_threads: int = Field(2, ge=1, le=256, description="CPU threads for latency runs.")
@@ -549,12 +551,9 @@ class ReportConfig(_Table):
     tfidf_baseline: bool = Field(
         True, description="Compute the TF-IDF + logistic-regression floor."
     )
-    samples: int = Field(
-        3, ge=0, le=50, description="Causal LMs: held-out prompts continued side by side."
-    )
-    max_new_tokens: int = Field(
-        32, ge=1, le=1024, description="Causal LMs: tokens generated per sample and for tokens/s."
-    )
+
+
+ReportConfig = with_task_keys(_ReportConfig, "report")
 
 
 class Recipe(_Table):
@@ -582,8 +581,8 @@ class Recipe(_Table):
             f"{key} is read by task {other.name!r} only, not by this recipe's task {task.name!r}"
             for other in TASKS.values()
             if other.name != task.name
-            for key in other.own_keys
-            if key not in task.own_keys and self.is_set(key)
+            for key in other.owned_keys()
+            if key not in task.owned_keys() and self.is_set(key)
         ]
         problems += task.check_recipe(self)
         if problems:

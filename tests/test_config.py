@@ -300,8 +300,8 @@ OWN_KEYS = [
     for task in TASKS.values()
     for other in TASKS.values()
     if other is not task
-    for key in other.own_keys
-    if key not in task.own_keys
+    for key in other.owned_keys()
+    if key not in task.owned_keys()
 ]
 
 
@@ -331,5 +331,5 @@ def test_every_task_key_is_a_recipe_key() -> None:
     """A task's own keys name real recipe entries (a typo would never be checked)."""
     recipe = validate_recipe(MINIMAL)
     for task in TASKS.values():
-        for key in task.own_keys:
+        for key in task.owned_keys():
             _default_of(recipe, key)  # AttributeError for a key the recipe does not have

@@ -29,8 +29,11 @@ class Task:
     # The CLI verb that runs this task's bundles, and the module (torch-free) it calls.
     command: ClassVar[str]
     runner: ClassVar[str]
-    # Recipe keys (dotted; a whole table as its name) that only this task reads: set in a
-    # recipe of another task, each is an error naming the key and the task.
+    # Recipe keys that only this task reads: set in a recipe of another task, each is an
+    # error naming the key and the task. `recipe_keys` adds keys to the shared tables
+    # (table -> key -> (type, pydantic Field)); `own_keys` names shared keys (dotted; a whole
+    # table by its name) that only this task reads.
+    recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {}
     own_keys: ClassVar[tuple[str, ...]] = ()
     # Stage -> the recipe entries it reads, where they differ from the stage's default tables.
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -38,6 +41,12 @@ class Task:
     default_min_steps: ClassVar[int] = 0
     # Whether model references may name GGUF files.
     reads_gguf: ClassVar[bool] = False
+
+    @classmethod
+    def owned_keys(cls) -> tuple[str, ...]:
+        """Every recipe key only this task reads: its shared ones and those it adds."""
+        added = tuple(f"{table}.{key}" for table, keys in cls.recipe_keys.items() for key in keys)
+        return cls.own_keys + added
 
     def stage(self, name: str) -> StageFn:
         """The task's body for pipeline stage ``name``."""

@@ -5,7 +5,9 @@ Imports nothing heavy: the registry (and so `distill validate`) reads this class
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from distill.tasks.base import Task
 
@@ -18,15 +20,56 @@ class CausalLM(Task):
     package = "distill.tasks.causal_lm"
     command = "generate"
     runner = "generate"
-    own_keys: ClassVar[tuple[str, ...]] = (
-        "student.divergence",
-        "student.jsd_beta",
-        "student.teacher_outputs",
-        "student.top_k",
-        "export.max_perplexity_increase",
-        "report.samples",
-        "report.max_new_tokens",
-    )
+    recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {
+        "student": {
+            "divergence": (
+                Literal["forward_kl", "reverse_kl", "jsd"],
+                Field(
+                    "forward_kl",
+                    description="per-token divergence between teacher and student: forward "
+                    "KL(teacher||student), reverse KL(student||teacher) (MiniLLM) or "
+                    "generalized Jensen-Shannon with jsd_beta (GKD).",
+                ),
+            ),
+            "jsd_beta": (float, Field(0.5, gt=0, lt=1, description="the JSD's mixture weight.")),
+            "teacher_outputs": (
+                Literal["top-k", "online"],
+                Field(
+                    "top-k",
+                    description="learn from the teacher's top-k logits cached once by the "
+                    "labels stage, or run the teacher online at every step (full distribution).",
+                ),
+            ),
+            "top_k": (
+                int,
+                Field(64, ge=1, le=4096, description="teacher logits kept per token when cached."),
+            ),
+        },
+        "export": {
+            "max_perplexity_increase": (
+                float,
+                Field(
+                    0.05,
+                    ge=0,
+                    le=10,
+                    description="largest relative test-perplexity increase of int8 vs fp32 "
+                    "(0.05 = 5%) for the int8 model to be deployed.",
+                ),
+            ),
+        },
+        "report": {
+            "samples": (
+                int,
+                Field(3, ge=0, le=50, description="held-out prompts continued side by side."),
+            ),
+            "max_new_tokens": (
+                int,
+                Field(
+                    32, ge=1, le=1024, description="tokens generated per sample and for tokens/s."
+                ),
+            ),
+        },
+    }
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {
         # Token-level soft targets: what to cache depends on how the student learns.
         "labels": (
