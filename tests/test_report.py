@@ -524,7 +524,7 @@ def test_missing_manifest_is_a_clear_error(upstream: dict[str, Any], tmp_path: P
 
 
 def test_rerender_from_json_alone(report_dir: Path, tmp_path: Path) -> None:
-    from distill.report import render
+    from distill.tasks.classification import render
 
     document = render.load_report(report_dir / "report.json")
     paths = render.write_reports(document, tmp_path)
@@ -922,7 +922,7 @@ def _with_floor(document: dict[str, Any], floor_accuracy: float) -> dict[str, An
 
 
 def test_floor_warning_names_the_deployed_student_below_the_floor(document: dict[str, Any]) -> None:
-    from distill.report import render
+    from distill.tasks.classification import render
 
     rows = _rows(document)
     deployed = rows["student_onnx_int8"]["accuracy"]  # 0.75; the teacher is at 0.90
@@ -940,7 +940,7 @@ def test_floor_warning_names_the_deployed_student_below_the_floor(document: dict
 
 
 def test_no_floor_warning_when_everything_beats_the_floor(document: dict[str, Any]) -> None:
-    from distill.report import render
+    from distill.tasks.classification import render
 
     constructed = _with_floor(document, 0.5)
     assert constructed["headline"]["floor_warnings"] == []

@@ -3,7 +3,7 @@ student's ONNX exports, side by side.
 
 Writes ``report.json`` first (the source of truth, ``task = "causal-lm"``) and then renders
 ``report.md``, ``report.html`` and ``perplexity_vs_size.svg`` from that JSON alone, with the
-filters of :mod:`distill.report.render`, so a report can be re-rendered without rerunning anything.
+filters of :mod:`distill.tasks.classification.render`, so a report can be re-rendered without rerunning anything.
 
 One row per model: the teacher and the distilled student in PyTorch fp32, the student
 trained without distillation when the student stage made one, and the student's fp32 and
@@ -680,9 +680,9 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def environment(autoescape: bool) -> Any:
-    """:func:`distill.report.render.environment` plus ``num`` (4 significant digits: perplexities,
+    """:func:`distill.tasks.classification.render.environment` plus ``num`` (4 significant digits: perplexities,
     logit differences) and ``rate`` (tokens/s)."""
-    from distill.report import render
+    from distill.tasks.classification import render
 
     env = render.environment(autoescape, Path(__file__).parents[1] / "templates")
     env.filters.update(num=fmt_number, rate=fmt_rate, times=fmt_times)
@@ -691,7 +691,7 @@ def environment(autoescape: bool) -> Any:
 
 def fmt_times(x: Any, more: str, less: str) -> str:
     """A ratio against the teacher in words: ``2.50× smaller``, or ``1.25× larger`` below 1."""
-    from distill.report import render
+    from distill.tasks.classification import render
 
     if render._missing(x) or x <= 0:
         return f"{render.DASH} {more}"
@@ -699,13 +699,13 @@ def fmt_times(x: Any, more: str, less: str) -> str:
 
 
 def fmt_number(x: Any) -> str:
-    from distill.report import render
+    from distill.tasks.classification import render
 
     return render.DASH if render._missing(x) else f"{x:.4g}"
 
 
 def fmt_rate(x: Any) -> str:
-    from distill.report import render
+    from distill.tasks.classification import render
 
     if render._missing(x):
         return render.DASH
@@ -722,7 +722,7 @@ def render_html(report: dict[str, Any], svg: str | None = None) -> str:
     """The report as one HTML page with inline CSS and the plot as inline SVG."""
     from markupsafe import Markup
 
-    from distill.report import render
+    from distill.tasks.classification import render
 
     template = environment(autoescape=True).get_template("report.html.j2")
     svg = perplexity_size_svg(report) if svg is None else svg
@@ -732,7 +732,7 @@ def render_html(report: dict[str, Any], svg: str | None = None) -> str:
 
 def perplexity_size_svg(report: dict[str, Any]) -> str:
     """Test perplexity (lower is better) against size on disk, both on log scales."""
-    from distill.report import render
+    from distill.tasks.classification import render
 
     figure = render._figure()
     axes = figure.add_subplot()

@@ -1,7 +1,7 @@
 """Stage `report`: compare teacher, student and the exported student on the test split.
 
 Writes ``report.json`` first (the source of truth, ``schema_version`` 2) and then renders
-``report.md`` and ``report.html`` from that JSON alone (see :mod:`distill.report.render`), so a
+``report.md`` and ``report.html`` from that JSON alone (see :mod:`distill.tasks.classification.render`), so a
 report can be re-rendered later without rerunning anything.
 
 One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
@@ -75,7 +75,7 @@ def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
 ) -> dict[str, Any]:
     """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
-    from distill.report import render
+    from distill.tasks.classification import render
 
     document = build_report(ctx, inputs, report)
     write_json_atomic(out / "report.json", document)

@@ -23,9 +23,9 @@ import jinja2
 from markupsafe import Markup
 
 SCHEMA_VERSION = 2
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(__file__).parents[2] / "report" / "templates"
 # Until each task renders its own report, this module renders classification's.
-REPORT_TEMPLATES = Path(__file__).parents[1] / "tasks" / "classification" / "templates"
+REPORT_TEMPLATES = Path(__file__).parent / "templates"
 PLOT_FILE = "accuracy_vs_size.svg"
 # Each plot, also written as its own SVG file beside report.md (which links them).
 PLOT_FILES = {
