@@ -24,7 +24,7 @@ READABLE_SCHEMAS = (1, 2)
 REPORT_FILE = "report.json"
 CLASSIFICATION_TASK = "sequence-classification"
 
-# (key, label, kind, higher_is_better): kind picks the formatting (see distill.tasks.classification.render).
+# (key, label, kind, higher_is_better): kind picks the formatting (see distill.report.render).
 METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("accuracy", "Accuracy", "fraction", True),
     ("macro_f1", "Macro-F1", "fraction", True),
@@ -139,14 +139,14 @@ def diff_recipes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_markdown(comparison: dict[str, Any]) -> str:
-    from distill.tasks.classification.render import environment
+    from distill.report.render import environment
 
     template = environment(autoescape=False).get_template("compare.md.j2")
     return template.render(**_context(comparison))
 
 
 def render_html(comparison: dict[str, Any]) -> str:
-    from distill.tasks.classification.render import environment
+    from distill.report.render import environment
 
     template = environment(autoescape=True).get_template("compare.html.j2")
     return template.render(**_context(comparison))

@@ -23,7 +23,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from distill.artifacts import read_manifest
-from distill.tasks.classification.render import md_escape
+from distill.report.render import md_escape
 
 log = logging.getLogger("distill")
 

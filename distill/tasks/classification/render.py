@@ -7,25 +7,24 @@ Markdown template escapes table-breaking and HTML-like characters with the ``md`
 
 Plots: accuracy vs size, accuracy vs latency, reliability diagrams (teacher and deployed
 student) and training curves; each also written as its own ``.svg`` for the Markdown.
-The comparison page of two runs (:mod:`distill.report.compare`) uses the same filters.
+The filters are the shared ones (:mod:`distill.report.render`), the figures are drawn with
+:mod:`distill.report.plots`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
+from distill.report import plots as draw
+from distill.report.render import environment, fmt_bytes, fmt_ms, fmt_pct
+
 SCHEMA_VERSION = 2
-TEMPLATES = Path(__file__).parents[2] / "report" / "templates"
-# Until each task renders its own report, this module renders classification's.
-REPORT_TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(__file__).parent / "templates"
 PLOT_FILE = "accuracy_vs_size.svg"
 # Each plot, also written as its own SVG file beside report.md (which links them).
 PLOT_FILES = {
@@ -34,28 +33,6 @@ PLOT_FILES = {
     "reliability": "reliability.svg",
     "curves": "training_curves.svg",
     "frontier": "students_frontier.svg",
-}
-_PLOT_COLORS = {
-    "teacher": "#4c72b0",
-    "student": "#dd8452",
-    "student_no_kd": "#8c8c8c",
-    "student_pseudo": "#b8b8b8",
-    "student_onnx_fp32": "#55a868",
-    "student_onnx_int8": "#c44e52",
-    "teacher_onnx_fp32": "#8172b3",
-    "teacher_onnx_int8": "#64b5cd",
-}
-
-
-_PLOT_MARKERS = {
-    "teacher": "o",
-    "student": "s",
-    "student_no_kd": "v",
-    "student_pseudo": "<",
-    "student_onnx_fp32": "D",
-    "student_onnx_int8": "^",
-    "teacher_onnx_fp32": "P",
-    "teacher_onnx_int8": "X",
 }
 
 
@@ -123,7 +100,7 @@ def render_html(report: dict[str, Any], svgs: dict[str, str] | None = None) -> s
     svgs = plots(report) if svgs is None else svgs
     # The SVGs are drawn here by matplotlib, which escapes their text itself; each gets its own
     # id prefix so that several on one page never share an id.
-    inline = {name: Markup(_inline_svg(svg, f"{name}-")) for name, svg in svgs.items()}
+    inline = {name: Markup(draw.inline_svg(svg, f"{name}-")) for name, svg in svgs.items()}
     return template.render(**_context(report), svgs=inline)
 
 
@@ -211,200 +188,14 @@ def _part(breakdown: dict[str, Any], name: str) -> dict[str, Any]:
     return next((part for part in breakdown["parts"] if part["part"] == name), {})
 
 
-def environment(autoescape: bool, folder: Path | None = None) -> jinja2.Environment:
-    """The Jinja2 environment of the report templates, with their filters (``pct``, ``md``, ...);
-    templates are looked up in ``folder`` first, then in the shared ones."""
-    return _environment(autoescape, folder)
-
-
-def _environment(autoescape: bool, folder: Path | None = None) -> jinja2.Environment:
-    folders = [str(folder or REPORT_TEMPLATES), str(TEMPLATES)]
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folders),
-        autoescape=autoescape,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters.update(
-        pct=fmt_pct,
-        ms=fmt_ms,
-        size=fmt_bytes,
-        count=fmt_count,
-        ratio=fmt_ratio,
-        points=fmt_points,
-        value=fmt_value,
-        md=md_escape,
-        prob=fmt_prob,
-        pvalue=fmt_pvalue,
-        shade=fmt_shade,
-        delta=fmt_delta,
-        metric=fmt_metric,
-    )
+def _environment(autoescape: bool) -> jinja2.Environment:
+    """The shared report environment on this task's templates, plus ``part`` (of a size breakdown)."""
+    env = environment(autoescape, TEMPLATES)
     env.globals.update(part=_part)
     return env
 
 
-# --------------------------------------------------------------------------- formatting
-
-DASH = "–"
-
-
-def _missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and not math.isfinite(x))
-
-
-def fmt_pct(x: Any, digits: int = 2) -> str:
-    return DASH if _missing(x) else f"{100 * x:.{digits}f}%"
-
-
-def fmt_points(x: Any) -> str:
-    """A difference of two fractions, in percentage points with a sign."""
-    return DASH if _missing(x) else f"{100 * x:+.2f} pt"
-
-
-def fmt_ms(x: Any) -> str:
-    if _missing(x):
-        return DASH
-    return f"{x:.2f}" if x < 100 else f"{x:.0f}"
-
-
-def fmt_bytes(n: Any) -> str:
-    if _missing(n):
-        return DASH
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def fmt_count(n: Any) -> str:
-    if _missing(n):
-        return DASH
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(int(n))
-
-
-def fmt_ratio(x: Any) -> str:
-    return DASH if _missing(x) else f"{x:.2f}×"
-
-
-def fmt_value(x: Any) -> str:
-    """A recipe value: strings as they are, everything else as JSON."""
-    if isinstance(x, str):
-        return x
-    return json.dumps(x)
-
-
-def md_escape(text: Any) -> str:
-    """Escape what would break a Markdown table cell or be read as HTML, a link or an image.
-
-    Brackets and backticks are escaped too, so an example text such as
-    ``![x](http://tracker/img.png)`` shows as text and never makes a viewer load anything.
-    """
-    text = "" if text is None else str(text)
-    for old, new in (
-        ("\\", "\\\\"),
-        ("&", "&amp;"),
-        ("<", "&lt;"),
-        (">", "&gt;"),
-        ("|", "\\|"),
-        ("[", "\\["),
-        ("]", "\\]"),
-        ("`", "\\`"),
-    ):
-        text = text.replace(old, new)
-    return " ".join(text.split())
-
-
-def fmt_pvalue(x: Any) -> str:
-    """A p-value: 3 significant digits, or "< 0.001"."""
-    if _missing(x):
-        return DASH
-    return "< 0.001" if x < 0.001 else f"{x:.3g}"
-
-
-def fmt_prob(x: Any) -> str:
-    """A probability, as a plain number with 3 decimals."""
-    return DASH if _missing(x) else f"{x:.3f}"
-
-
-def fmt_shade(share: Any) -> str:
-    """An inline CSS background for a table cell, darker for a larger share (0..1)."""
-    share = 0.0 if _missing(share) else max(0.0, min(1.0, float(share)))
-    return f"background-color: rgba(9, 105, 218, {0.08 + 0.6 * share:.3f})" if share else ""
-
-
-def fmt_metric(x: Any, kind: str = "fraction") -> str:
-    """A metric value in its unit: ``fraction`` as a percentage, ``ms``, ``bytes``, ``count``, ``ratio``."""
-    if kind == "fraction":
-        return fmt_pct(x)
-    if kind == "ms":
-        return DASH if _missing(x) else f"{fmt_ms(x)} ms"
-    if kind == "bytes":
-        return fmt_bytes(x)
-    if kind == "count":
-        return fmt_count(x)
-    if kind == "ratio":
-        return fmt_ratio(x)
-    return DASH if _missing(x) else f"{x:g}"
-
-
-def fmt_delta(x: Any, kind: str = "fraction") -> str:
-    """A signed change: percentage points for fractions, else in the metric's unit."""
-    if _missing(x):
-        return DASH
-    if kind == "fraction":
-        return fmt_points(x)
-    if kind == "ms":
-        return f"{x:+.2f} ms"
-    if kind == "bytes":
-        sign = "+" if x >= 0 else "-"
-        return sign + fmt_bytes(abs(x))
-    if kind == "count":
-        sign = "+" if x >= 0 else "-"
-        return sign + fmt_count(abs(x))
-    if kind == "ratio":
-        return f"{x:+.2f}×"
-    if kind == "number":
-        return f"{x:+.4f}"
-    return f"{x:+g}"
-
-
 # --------------------------------------------------------------------------- plots
-
-
-def _figure(width: float = 6.4, height: float = 4.0) -> Any:
-    # A bare Figure (no pyplot): no global backend is selected and no state is shared.
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _svg_text(figure: Any) -> str:
-    import matplotlib
-
-    buffer = io.StringIO()
-    # Text stays text (small, selectable, no embedded glyphs); fixed ids make output stable.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "distill"}):
-        # No RDF metadata block: no creation date (stable output) and no third-party namespaces.
-        figure.savefig(
-            buffer, format="svg", metadata=dict.fromkeys(("Date", "Creator", "Format", "Type"))
-        )
-    return buffer.getvalue()
-
-
-def _inline_svg(svg: str, prefix: str) -> str:
-    """Ready an SVG document to sit inside HTML: no XML declaration or DOCTYPE, and every
-    id (and reference to one) prefixed, since matplotlib numbers ids per figure and two
-    figures on one page would otherwise share ``figure_1``, ``axes_1``, ...
-    """
-    start = svg.find("<svg")
-    svg = svg[start:] if start >= 0 else svg
-    return re.sub(r'(\bid="|url\(#|href="#)', lambda m: m.group(1) + prefix, svg)
 
 
 def _floor_line(axes: Any, baseline: dict[str, Any] | None) -> None:
@@ -417,17 +208,6 @@ def _floor_line(axes: Any, baseline: dict[str, Any] | None) -> None:
             linewidth=1,
             label=f"TF-IDF floor: {fmt_pct(baseline['accuracy'], 1)}",
         )
-
-
-def _log_x(axes: Any, low: float, high: float) -> None:
-    """A log x axis spanning [low, high] with margin, ticked at 1, 2, 5 x 10^k."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axes.set_xscale("log")
-    axes.set_xlim(low / 1.5, high * 1.5)
-    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _accuracy_ylim(
@@ -449,7 +229,7 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
     Models are told apart by colour, marker and a legend rather than text next to each
     point: the PyTorch student and its fp32 ONNX export usually sit on top of each other.
     """
-    figure = _figure()
+    figure = draw.figure()
     axes = figure.add_subplot()
     points = [
         r for r in report.get("rows", []) if r.get("kind") == "transformer" and r.get("bytes")
@@ -460,8 +240,8 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
             [size_mb],
             [100 * row["accuracy"]],
             s=70,
-            marker=_PLOT_MARKERS.get(row["key"], "o"),
-            color=_PLOT_COLORS.get(row["key"], "#937860"),
+            marker=draw.marker(row["key"]),
+            color=draw.color(row["key"]),
             edgecolors="white",
             linewidths=0.8,
             alpha=0.9,
@@ -472,7 +252,7 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
     _floor_line(axes, baseline)
     if points:
         sizes = [r["bytes"] / 1e6 for r in points]
-        _log_x(axes, min(sizes), max(sizes))
+        draw.log_x(axes, min(sizes), max(sizes))
     _accuracy_ylim(axes, points, baseline)
     axes.set_xlabel("size on disk (MB, log scale)")
     axes.set_ylabel("test accuracy (%)")
@@ -480,7 +260,7 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
     axes.grid(True, which="both", alpha=0.3)
     if points or baseline:
         axes.legend(fontsize=8, loc="best", framealpha=0.9)
-    return _svg_text(figure)
+    return draw.svg_text(figure)
 
 
 def frontier_svg(report: dict[str, Any]) -> str | None:
@@ -489,7 +269,7 @@ def frontier_svg(report: dict[str, Any]) -> str | None:
     students = report.get("students")
     if not students:
         return None
-    figure = _figure()
+    figure = draw.figure()
     axes = figure.add_subplot()
     front = sorted((s for s in students if s["pareto"]), key=lambda s: s["bytes"])
     axes.plot(
@@ -530,14 +310,14 @@ def frontier_svg(report: dict[str, Any]) -> str | None:
     baseline = report.get("baseline")
     _floor_line(axes, baseline)
     sizes = [s["bytes"] / 1e6 for s in students]
-    _log_x(axes, min(sizes), max(sizes))
+    draw.log_x(axes, min(sizes), max(sizes))
     _accuracy_ylim(axes, students + ([teacher] if teacher else []), baseline)
     axes.set_xlabel("deployed model size (MB, log scale)")
     axes.set_ylabel("test accuracy of the deployed model (%)")
     axes.set_title("Students: accuracy vs size")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="best", framealpha=0.9)
-    return _svg_text(figure)
+    return draw.svg_text(figure)
 
 
 def accuracy_latency_svg(report: dict[str, Any]) -> str | None:
@@ -549,17 +329,17 @@ def accuracy_latency_svg(report: dict[str, Any]) -> str | None:
     ]
     if not points:
         return None
-    figure = _figure()
+    figure = draw.figure()
     axes = figure.add_subplot()
     for row in points:
         p50 = row["latency"]["p50_ms"]
         p95 = row["latency"].get("p95_ms") or p50
-        color = _PLOT_COLORS.get(row["key"], "#937860")
+        color = draw.color(row["key"])
         axes.errorbar(
             [p50],
             [100 * row["accuracy"]],
             xerr=[[0.0], [max(0.0, p95 - p50)]],
-            fmt=_PLOT_MARKERS.get(row["key"], "o"),
+            fmt=draw.marker(row["key"]),
             markersize=8,
             color=color,
             ecolor=color,
@@ -573,7 +353,7 @@ def accuracy_latency_svg(report: dict[str, Any]) -> str | None:
     _floor_line(axes, baseline)
     low = min(r["latency"]["p50_ms"] for r in points)
     high = max((r["latency"].get("p95_ms") or r["latency"]["p50_ms"]) for r in points)
-    _log_x(axes, low, high)
+    draw.log_x(axes, low, high)
     _accuracy_ylim(axes, points, baseline)
     setup = report.get("latency_setup") or {}
     axes.set_xlabel(
@@ -584,7 +364,7 @@ def accuracy_latency_svg(report: dict[str, Any]) -> str | None:
     axes.set_title("Accuracy vs latency")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="best", framealpha=0.9)
-    return _svg_text(figure)
+    return draw.svg_text(figure)
 
 
 def reliability_svg(report: dict[str, Any]) -> str | None:
@@ -601,11 +381,11 @@ def reliability_svg(report: dict[str, Any]) -> str | None:
     ]
     if not chosen:
         return None
-    figure = _figure(4.0 * len(chosen), 3.8)
+    figure = draw.figure(4.0 * len(chosen), 3.8)
     panels = figure.subplots(1, len(chosen), squeeze=False)[0]
     for axes, row in zip(panels, chosen, strict=True):
         calib = row["calibration"]
-        color = _PLOT_COLORS.get(row["key"], "#937860")
+        color = draw.color(row["key"])
         width = 1.0 / calib["bins"]
         filled = [b for b in calib["reliability"] if b["count"]]
         centers = [(b["lower"] + b["upper"]) / 2 for b in filled]
@@ -642,7 +422,7 @@ def reliability_svg(report: dict[str, Any]) -> str | None:
         )
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=7, loc="upper left")
-    return _svg_text(figure)
+    return draw.svg_text(figure)
 
 
 def training_curves_svg(report: dict[str, Any]) -> str | None:
@@ -655,10 +435,10 @@ def training_curves_svg(report: dict[str, Any]) -> str | None:
     }
     if not any(curves.get("loss") or curves.get("eval_accuracy") for curves in series.values()):
         return None
-    figure = _figure(8.0, 3.2)
+    figure = draw.figure(8.0, 3.2)
     loss_axes, eval_axes = figure.subplots(1, 2)
     for name, curves in series.items():
-        color = _PLOT_COLORS.get(name)
+        color = draw.COLORS.get(name)
         for axes, key in ((loss_axes, "loss"), (eval_axes, "eval_accuracy")):
             points = curves.get(key) or []
             if points:
@@ -673,4 +453,4 @@ def training_curves_svg(report: dict[str, Any]) -> str | None:
         axes.grid(True, alpha=0.3)
         if axes.has_data():
             axes.legend(fontsize=8)
-    return _svg_text(figure)
+    return draw.svg_text(figure)

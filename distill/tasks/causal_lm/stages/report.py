@@ -3,7 +3,7 @@ student's ONNX exports, side by side.
 
 Writes ``report.json`` first (the source of truth, ``task = "causal-lm"``) and then renders
 ``report.md``, ``report.html`` and ``perplexity_vs_size.svg`` from that JSON alone, with the
-filters of :mod:`distill.tasks.classification.render`, so a report can be re-rendered without rerunning anything.
+filters of :mod:`distill.report.render`, so a report can be re-rendered without rerunning anything.
 
 One row per model: the teacher and the distilled student in PyTorch fp32, the student
 trained without distillation when the student stage made one, and the student's fp32 and
@@ -680,9 +680,9 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def environment(autoescape: bool) -> Any:
-    """:func:`distill.tasks.classification.render.environment` plus ``num`` (4 significant digits: perplexities,
+    """:func:`distill.report.render.environment` plus ``num`` (4 significant digits: perplexities,
     logit differences) and ``rate`` (tokens/s)."""
-    from distill.tasks.classification import render
+    from distill.report import render
 
     env = render.environment(autoescape, Path(__file__).parents[1] / "templates")
     env.filters.update(num=fmt_number, rate=fmt_rate, times=fmt_times)
@@ -691,23 +691,23 @@ def environment(autoescape: bool) -> Any:
 
 def fmt_times(x: Any, more: str, less: str) -> str:
     """A ratio against the teacher in words: ``2.50× smaller``, or ``1.25× larger`` below 1."""
-    from distill.tasks.classification import render
+    from distill.report import render
 
-    if render._missing(x) or x <= 0:
+    if render.missing(x) or x <= 0:
         return f"{render.DASH} {more}"
     return f"{x:.2f}× {more}" if x >= 1 else f"{1 / x:.2f}× {less}"
 
 
 def fmt_number(x: Any) -> str:
-    from distill.tasks.classification import render
+    from distill.report import render
 
-    return render.DASH if render._missing(x) else f"{x:.4g}"
+    return render.DASH if render.missing(x) else f"{x:.4g}"
 
 
 def fmt_rate(x: Any) -> str:
-    from distill.tasks.classification import render
+    from distill.report import render
 
-    if render._missing(x):
+    if render.missing(x):
         return render.DASH
     return f"{x:.1f}" if x < 1000 else f"{x:.0f}"
 
@@ -722,19 +722,19 @@ def render_html(report: dict[str, Any], svg: str | None = None) -> str:
     """The report as one HTML page with inline CSS and the plot as inline SVG."""
     from markupsafe import Markup
 
-    from distill.tasks.classification import render
+    from distill.report import plots
 
     template = environment(autoescape=True).get_template("report.html.j2")
     svg = perplexity_size_svg(report) if svg is None else svg
     # matplotlib escapes the SVG's text itself; the id prefix keeps ids unique on the page.
-    return template.render(**_context(report), svg=Markup(render._inline_svg(svg, "ppl-")))
+    return template.render(**_context(report), svg=Markup(plots.inline_svg(svg, "ppl-")))
 
 
 def perplexity_size_svg(report: dict[str, Any]) -> str:
     """Test perplexity (lower is better) against size on disk, both on log scales."""
-    from distill.tasks.classification import render
+    from distill.report import plots, render
 
-    figure = render._figure()
+    figure = plots.figure()
     axes = figure.add_subplot()
     points = [r for r in report.get("rows", []) if r.get("bytes") and r.get("perplexity")]
     for row in points:
@@ -742,8 +742,8 @@ def perplexity_size_svg(report: dict[str, Any]) -> str:
             [row["bytes"] / 1e6],
             [row["perplexity"]],
             s=70,
-            marker=render._PLOT_MARKERS.get(row["key"], "o"),
-            color=render._PLOT_COLORS.get(row["key"], "#937860"),
+            marker=plots.marker(row["key"]),
+            color=plots.color(row["key"]),
             edgecolors="white",
             linewidths=0.8,
             alpha=0.9,
@@ -753,7 +753,7 @@ def perplexity_size_svg(report: dict[str, Any]) -> str:
         )
     if points:
         sizes = [r["bytes"] / 1e6 for r in points]
-        render._log_x(axes, min(sizes), max(sizes))
+        plots.log_x(axes, min(sizes), max(sizes))
         values = [r["perplexity"] for r in points]
         if max(values) / min(values) > 10:
             axes.set_yscale("log")
@@ -762,4 +762,4 @@ def perplexity_size_svg(report: dict[str, Any]) -> str:
     axes.set_ylabel("test perplexity (lower is better)")
     axes.set_title("Perplexity vs size")
     axes.grid(True, which="both", alpha=0.3)
-    return render._svg_text(figure)
+    return plots.svg_text(figure)

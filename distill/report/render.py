@@ -1,0 +1,179 @@
+"""What every task's report rendering shares: the Jinja2 environment and its filters.
+
+A task renders its own report (``distill/tasks/<task>/render.py``) from its own templates
+(the task folder's ``templates/``), which extend the shared ones here (``base.html.j2``:
+the page skeleton and CSS). Filters format numbers the same way in every report: ``pct``,
+``ms``, ``size``, ``count``, ``ratio``, ``points``, ``value``, ``md`` (Markdown escaping),
+``prob``, ``pvalue``, ``shade``, ``delta``, ``metric``. Plot helpers are in
+:mod:`distill.report.plots`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def environment(autoescape: bool, folder: Path | None = None) -> jinja2.Environment:
+    """The Jinja2 environment of the report templates, with their filters (``pct``, ``md``, ...);
+    templates are looked up in ``folder`` (a task's templates) first, then in the shared ones."""
+    folders = [str(folder)] if folder is not None else []
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([*folders, str(TEMPLATES)]),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        pct=fmt_pct,
+        ms=fmt_ms,
+        size=fmt_bytes,
+        count=fmt_count,
+        ratio=fmt_ratio,
+        points=fmt_points,
+        value=fmt_value,
+        md=md_escape,
+        prob=fmt_prob,
+        pvalue=fmt_pvalue,
+        shade=fmt_shade,
+        delta=fmt_delta,
+        metric=fmt_metric,
+    )
+    return env
+
+
+# --------------------------------------------------------------------------- formatting
+
+DASH = "–"
+
+
+def missing(x: Any) -> bool:
+    """Nothing to show: ``None``, NaN or an infinity."""
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def fmt_pct(x: Any, digits: int = 2) -> str:
+    return DASH if missing(x) else f"{100 * x:.{digits}f}%"
+
+
+def fmt_points(x: Any) -> str:
+    """A difference of two fractions, in percentage points with a sign."""
+    return DASH if missing(x) else f"{100 * x:+.2f} pt"
+
+
+def fmt_ms(x: Any) -> str:
+    if missing(x):
+        return DASH
+    return f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def fmt_bytes(n: Any) -> str:
+    if missing(n):
+        return DASH
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_count(n: Any) -> str:
+    if missing(n):
+        return DASH
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def fmt_ratio(x: Any) -> str:
+    return DASH if missing(x) else f"{x:.2f}×"
+
+
+def fmt_value(x: Any) -> str:
+    """A recipe value: strings as they are, everything else as JSON."""
+    if isinstance(x, str):
+        return x
+    return json.dumps(x)
+
+
+def md_escape(text: Any) -> str:
+    """Escape what would break a Markdown table cell or be read as HTML, a link or an image.
+
+    Brackets and backticks are escaped too, so an example text such as
+    ``![x](http://tracker/img.png)`` shows as text and never makes a viewer load anything.
+    """
+    text = "" if text is None else str(text)
+    for old, new in (
+        ("\\", "\\\\"),
+        ("&", "&amp;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("|", "\\|"),
+        ("[", "\\["),
+        ("]", "\\]"),
+        ("`", "\\`"),
+    ):
+        text = text.replace(old, new)
+    return " ".join(text.split())
+
+
+def fmt_pvalue(x: Any) -> str:
+    """A p-value: 3 significant digits, or "< 0.001"."""
+    if missing(x):
+        return DASH
+    return "< 0.001" if x < 0.001 else f"{x:.3g}"
+
+
+def fmt_prob(x: Any) -> str:
+    """A probability, as a plain number with 3 decimals."""
+    return DASH if missing(x) else f"{x:.3f}"
+
+
+def fmt_shade(share: Any) -> str:
+    """An inline CSS background for a table cell, darker for a larger share (0..1)."""
+    share = 0.0 if missing(share) else max(0.0, min(1.0, float(share)))
+    return f"background-color: rgba(9, 105, 218, {0.08 + 0.6 * share:.3f})" if share else ""
+
+
+def fmt_metric(x: Any, kind: str = "fraction") -> str:
+    """A metric value in its unit: ``fraction`` as a percentage, ``ms``, ``bytes``, ``count``, ``ratio``."""
+    if kind == "fraction":
+        return fmt_pct(x)
+    if kind == "ms":
+        return DASH if missing(x) else f"{fmt_ms(x)} ms"
+    if kind == "bytes":
+        return fmt_bytes(x)
+    if kind == "count":
+        return fmt_count(x)
+    if kind == "ratio":
+        return fmt_ratio(x)
+    return DASH if missing(x) else f"{x:g}"
+
+
+def fmt_delta(x: Any, kind: str = "fraction") -> str:
+    """A signed change: percentage points for fractions, else in the metric's unit."""
+    if missing(x):
+        return DASH
+    if kind == "fraction":
+        return fmt_points(x)
+    if kind == "ms":
+        return f"{x:+.2f} ms"
+    if kind == "bytes":
+        sign = "+" if x >= 0 else "-"
+        return sign + fmt_bytes(abs(x))
+    if kind == "count":
+        sign = "+" if x >= 0 else "-"
+        return sign + fmt_count(abs(x))
+    if kind == "ratio":
+        return f"{x:+.2f}×"
+    if kind == "number":
+        return f"{x:+.4f}"
+    return f"{x:+g}"
