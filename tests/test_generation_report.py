@@ -16,6 +16,7 @@ from distill.artifacts import RunContext, read_manifest, write_manifest
 from distill.config import ReportConfig
 from distill.dataset_files import Split, write_split
 from distill.errors import ArtifactError
+from distill.tasks.causal_lm import render as generation_render
 from distill.tasks.causal_lm.generate import generate
 from distill.tasks.causal_lm.stages import report as generation_report
 
@@ -142,7 +143,7 @@ def full(tmp_path_factory, exported) -> dict[str, Any]:
 def test_rows_copy_perplexities_and_measure_files(full) -> None:
     report, inputs = full["report"], full["inputs"]
     assert report["task"] == "causal-lm"
-    assert report["schema_version"] == generation_report.SCHEMA_VERSION
+    assert report["schema_version"] == generation_render.SCHEMA_VERSION
     rows = {row["key"]: row for row in report["rows"]}
     assert list(rows) == [
         "teacher",
@@ -247,7 +248,7 @@ def test_markdown_html_and_plot_are_written_and_escaped(full) -> None:
     out = full["out"]
     html = (out / "report.html").read_text(encoding="utf-8")
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    assert (out / generation_report.PLOT_FILE).read_text(encoding="utf-8").startswith("<?xml")
+    assert (out / generation_render.PLOT_FILE).read_text(encoding="utf-8").startswith("<?xml")
     assert INJECTION not in html and INJECTION not in markdown
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
@@ -255,7 +256,7 @@ def test_markdown_html_and_plot_are_written_and_escaped(full) -> None:
     assert "<svg" in html and "http://" not in html.split("<svg")[0]
     rows = {row["key"]: row for row in full["report"]["rows"]}
     deployed, teacher = rows["student_onnx_int8"], rows["teacher"]
-    times = generation_report.fmt_times
+    times = generation_render.fmt_times
     headline = (
         f"{times(deployed['size_ratio'], 'smaller', 'larger')} and "
         f"{times(deployed['speedup'], 'faster', 'slower')} (tokens/s"
@@ -265,12 +266,12 @@ def test_markdown_html_and_plot_are_written_and_escaped(full) -> None:
         f"test perplexity {PERPLEXITY['int8']:.4g} vs the teacher's {teacher['perplexity']:.4g}"
         in markdown
     )
-    assert f"![Perplexity vs size]({generation_report.PLOT_FILE})" in markdown
+    assert f"![Perplexity vs size]({generation_render.PLOT_FILE})" in markdown
     for row in rows.values():
         assert f'id="row-{row["key"]}"' in html
     # Re-rendering from the JSON alone gives the same page.
-    report = generation_report.load_report(out / "report.json")
-    assert generation_report.render_markdown(report) == markdown
+    report = generation_render.load_report(out / "report.json")
+    assert generation_render.render_markdown(report) == markdown
 
 
 def test_fp32_deployed_without_a_no_kd_student(tmp_path, exported) -> None:
@@ -293,7 +294,7 @@ def test_fp32_deployed_without_a_no_kd_student(tmp_path, exported) -> None:
 
 
 def test_ratios_read_as_words() -> None:
-    times = generation_report.fmt_times
+    times = generation_render.fmt_times
     assert times(2.5, "smaller", "larger") == "2.50× smaller"
     assert times(0.8, "smaller", "larger") == "1.25× larger"
     assert times(None, "faster", "slower") == "– faster"
@@ -312,4 +313,4 @@ def test_missing_upstream_and_foreign_reports_are_refused(tmp_path) -> None:
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"schema_version": 2, "task": "sequence-classification"}))
     with pytest.raises(ArtifactError, match="not a causal-lm report"):
-        generation_report.load_report(path)
+        generation_render.load_report(path)
