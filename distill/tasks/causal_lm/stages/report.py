@@ -42,6 +42,7 @@ from distill.dataset_files import SPLITS, read_split
 from distill.errors import ArtifactError
 from distill.latency import hardware_info, summarize, torch_threads
 from distill.progress import track
+from distill.report.common import training_summary
 from distill.tasks.causal_lm.render import SCHEMA_VERSION, TASK, load_report, write_reports
 
 log = logging.getLogger("distill")
@@ -614,8 +615,6 @@ def _number(value: Any) -> float | None:
 
 
 def _training(manifest: dict[str, Any]) -> dict[str, Any]:
-    from distill.tasks.classification.stages.report import training_summary
-
     return {"summary": training_summary(manifest), "wall_time_s": manifest.get("wall_time_s")}
 
 

@@ -50,6 +50,7 @@ from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, 
 from distill.errors import ArtifactError, ModelLoadError
 from distill.latency import hardware_info
 from distill.models import load_saved_classifier
+from distill.report.common import training_summary
 from distill.report.timing import TimingPlan
 from distill.tasks.classification.metrics import classification_metrics, softmax
 from distill.tasks.classification.report_teacher import onnx_row, teacher_onnx_rows
@@ -966,23 +967,6 @@ def _recipe(manifests: dict[str, dict[str, Any]], config: ReportConfig) -> dict[
             recipe.setdefault(section, values)
     recipe["report"] = config.model_dump(mode="json")
     return recipe
-
-
-def training_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Steps, epochs, train time, the budget's reason, whether validation loss was still
-    falling at the end, and the validation/test metrics a training stage recorded."""
-    metrics = manifest.get("metrics") or {}
-    summary = {
-        key: metrics.get(key)
-        for key in ("steps", "epochs_run", "train_runtime_s", "still_improving")
-        if metrics.get(key) is not None
-    }
-    if isinstance(metrics.get("budget"), dict):
-        summary["budget"] = metrics["budget"].get("why")
-    for split in ("validation", "test"):
-        if isinstance(metrics.get(split), dict):
-            summary[split] = metrics[split]
-    return summary
 
 
 def _training(stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
