@@ -317,7 +317,7 @@ def _key_rows(report: dict) -> list[str]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from distill.report.compare import run_compare
+    from distill.tasks.classification.compare import run_compare
 
     first, second = args.compare
     out = run_compare(first, second, args.output)

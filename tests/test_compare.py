@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from distill.errors import ArtifactError
-from distill.report.compare import compare_reports, diff_recipes, render_html, run_compare
+from distill.tasks.classification.compare import (
+    compare_reports,
+    diff_recipes,
+    render_html,
+    run_compare,
+)
 
 
 def _row(key: str, name: str, accuracy: float, **extra: Any) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def test_report_renders_offline(browser: Any, report_dir: Path, tmp_path: Path) 
 
 
 def test_compare_page_renders_offline(browser: Any, report_dir: Path, tmp_path: Path) -> None:
-    from distill.report.compare import run_compare
+    from distill.tasks.classification.compare import run_compare
 
     other = tmp_path / "reports" / "other"
     shutil.copytree(report_dir, other)

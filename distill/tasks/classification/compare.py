@@ -22,6 +22,7 @@ from distill.errors import ArtifactError
 COMPARE_SCHEMA_VERSION = 1
 READABLE_SCHEMAS = (1, 2)
 REPORT_FILE = "report.json"
+TEMPLATES = Path(__file__).parent / "templates"
 CLASSIFICATION_TASK = "sequence-classification"
 
 # (key, label, kind, higher_is_better): kind picks the formatting (see distill.report.render).
@@ -141,14 +142,14 @@ def diff_recipes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
 def render_markdown(comparison: dict[str, Any]) -> str:
     from distill.report.render import environment
 
-    template = environment(autoescape=False).get_template("compare.md.j2")
+    template = environment(autoescape=False, folder=TEMPLATES).get_template("compare.md.j2")
     return template.render(**_context(comparison))
 
 
 def render_html(comparison: dict[str, Any]) -> str:
     from distill.report.render import environment
 
-    template = environment(autoescape=True).get_template("compare.html.j2")
+    template = environment(autoescape=True, folder=TEMPLATES).get_template("compare.html.j2")
     return template.render(**_context(comparison))
 
 
