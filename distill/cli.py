@@ -317,10 +317,10 @@ def _key_rows(report: dict) -> list[str]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from distill.tasks.classification.compare import run_compare
+    from distill.report.reports import compare
 
     first, second = args.compare
-    out = run_compare(first, second, args.output)
+    out = compare(first, second, args.output)
     print(f"comparison written to {out}")
     return 0
 

@@ -311,3 +311,40 @@ def test_cli_report_compare_of_a_classification_and_a_causal_lm_report_is_refuse
     assert code == 2 and not out.exists()
     assert "'sequence-classification'" in err and "'causal-lm'" in err
     assert str(pair[0] / "report.json") in err and str(lm_folder / "report.json") in err
+
+
+def test_cli_report_compare_of_a_task_without_a_compare_module_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distill.cli import main
+
+    lm = {"schema_version": 1, "task": "causal-lm", "run": "lm", "rows": []}
+    a, b = _write(tmp_path / "A", lm), _write(tmp_path / "B", {**lm, "run": "lm-b"})
+    out = tmp_path / "cmp"
+    assert main(["report", "--compare", str(a), str(b), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "reports of task 'causal-lm' cannot be compared yet" in err and not out.exists()
+
+
+def test_the_registry_says_which_task_compares_its_reports() -> None:
+    from distill.tasks import TASK_NAMES, get_task
+
+    modules = {name: get_task(name).compare for name in TASK_NAMES}
+    assert modules == {"sequence-classification": "compare", "causal-lm": None}
+    task = get_task("sequence-classification")
+    assert task.module(task.compare).run_compare is run_compare
+
+
+def test_reports_of_an_unknown_task_or_not_an_object_are_refused(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from distill.report.reports import compare
+
+    unknown = _write(tmp_path / "unknown", {**_report("u"), "task": "translation"})
+    with pytest.raises(ArtifactError, match="report task 'translation' is not one of"):
+        compare(unknown, _write(tmp_path / "unknown-b", {**_report("v"), "task": "translation"}))
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    (listed / "report.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="not a JSON object"):
+        compare(pair[0], listed)

@@ -244,7 +244,7 @@ def test_samples_continue_the_first_test_prompts(full) -> None:
     assert len(first["prompt"].split()) == len(words) // 2
 
 
-def test_markdown_html_and_plot_are_written_and_escaped(full) -> None:
+def test_markdown_html_and_plot_are_written_and_escaped(full, tmp_path) -> None:
     out = full["out"]
     html = (out / "report.html").read_text(encoding="utf-8")
     markdown = (out / "report.md").read_text(encoding="utf-8")
@@ -272,6 +272,12 @@ def test_markdown_html_and_plot_are_written_and_escaped(full) -> None:
     # Re-rendering from the JSON alone gives the same page.
     report = generation_render.load_report(out / "report.json")
     assert generation_render.render_markdown(report) == markdown
+    # The registry finds the report's task and its renderer.
+    from distill.report.reports import rerender
+
+    again = rerender(out / "report.json", tmp_path / "again")
+    assert again["html"].read_text(encoding="utf-8") == html
+    assert again["markdown"].read_text(encoding="utf-8") == markdown
 
 
 def test_fp32_deployed_without_a_no_kd_student(tmp_path, exported) -> None:

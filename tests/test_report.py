@@ -538,6 +538,20 @@ def test_rerender_from_json_alone(report_dir: Path, tmp_path: Path) -> None:
     bad.write_text(json.dumps({**document, "schema_version": 99}), encoding="utf-8")
     with pytest.raises(render.ReportSchemaError):
         render.load_report(bad)
+    bad.write_text(json.dumps({**document, "task": "causal-lm"}), encoding="utf-8")
+    with pytest.raises(render.ReportSchemaError, match="a causal-lm report; this renderer reads"):
+        render.load_report(bad)
+
+
+def test_rerender_asks_the_registry_for_the_reports_task(report_dir: Path, tmp_path: Path) -> None:
+    from distill.report.reports import rerender
+
+    paths = rerender(report_dir, tmp_path / "again")
+    assert paths["html"].parent == tmp_path / "again"
+    for name in ("report.html", "report.md", "accuracy_vs_size.svg"):
+        assert (tmp_path / "again" / name).read_text(encoding="utf-8") == (
+            report_dir / name
+        ).read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- schema 2 content

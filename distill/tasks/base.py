@@ -2,8 +2,9 @@
 :mod:`distill.tasks`.
 
 A task is one folder under ``distill/tasks/``: its stage bodies (``stages/<name>.py``, one
-``run(ctx, inputs, out, **tables)`` each), its bundle runner, its report rendering and its
-templates. This class says where those are and which recipe keys are the task's own, so the
+``run(ctx, inputs, out, **tables)`` each), its bundle runner, its report rendering
+(``render.py``: ``load_report(path)`` and ``write_reports(report, out)``), optionally the
+comparison of two of its reports, and its templates. This class says where those are and which recipe keys are the task's own, so the
 shared machinery (pipeline, config, preflight, CLI, report loading) can ask without naming
 a task. Importing a task must stay cheap: ``distill validate`` reads every task's keys
 without torch.
@@ -41,6 +42,9 @@ class Task:
     default_min_steps: ClassVar[int] = 0
     # Whether model references may name GGUF files.
     reads_gguf: ClassVar[bool] = False
+    # The module (in the task's folder) that compares two of its reports, for
+    # `distill report --compare`: `run_compare(path_a, path_b, out) -> Path`; None: not yet.
+    compare: ClassVar[str | None] = None
 
     @classmethod
     def owned_keys(cls) -> tuple[str, ...]:

@@ -12,18 +12,16 @@ row, ``deployed``, pairs whichever model each run deployed, so changing
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from distill.errors import ArtifactError
+from distill.report.reports import REPORT_FILE, check_same_task, read_report
 
 COMPARE_SCHEMA_VERSION = 1
 READABLE_SCHEMAS = (1, 2)
-REPORT_FILE = "report.json"
 TEMPLATES = Path(__file__).parent / "templates"
-CLASSIFICATION_TASK = "sequence-classification"
 
 # (key, label, kind, higher_is_better): kind picks the formatting (see distill.report.render).
 METRICS: tuple[tuple[str, str, str, bool], ...] = (
@@ -43,15 +41,8 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
 
 def load_report_json(path: Path) -> tuple[Path, dict[str, Any]]:
     """A run's ``report.json`` (``path`` is the file or the report folder) and its folder."""
-    path = Path(path)
-    file = path / REPORT_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise ArtifactError(f"{path}: no {REPORT_FILE} here; run the report stage first")
-    try:
-        report = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{file}: cannot read the report: {exc}") from None
-    version = report.get("schema_version") if isinstance(report, dict) else None
+    file, report = read_report(path)
+    version = report.get("schema_version")
     if version not in READABLE_SCHEMAS:
         raise ArtifactError(
             f"{file}: report schema_version {version!r}; compare reads {list(READABLE_SCHEMAS)}"
@@ -63,7 +54,7 @@ def compare_reports(dir_a: Path, dir_b: Path) -> dict[str, Any]:
     """Everything the comparison shows, as one JSON-able dict (changes are B - A)."""
     folder_a, a = load_report_json(dir_a)
     folder_b, b = load_report_json(dir_b)
-    _check_same_task(folder_a, a, folder_b, b)
+    check_same_task(folder_a / REPORT_FILE, a, folder_b / REPORT_FILE, b)
     rows_a = {row["key"]: row for row in a.get("rows", [])}
     rows_b = {row["key"]: row for row in b.get("rows", [])}
     keys = list(rows_a) + [key for key in rows_b if key not in rows_a]
@@ -186,18 +177,6 @@ def run_compare(dir_a: Path, dir_b: Path, out: Path | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_same_task(folder_a: Path, a: dict[str, Any], folder_b: Path, b: dict[str, Any]) -> None:
-    """Reports of different tasks share no metric (accuracy vs perplexity): refuse the pair."""
-    # Reports written before causal-lm existed carry no task: they are classification.
-    task_a, task_b = (r.get("task") or CLASSIFICATION_TASK for r in (a, b))
-    if task_a != task_b:
-        raise ArtifactError(
-            f"cannot compare {folder_a / REPORT_FILE} (task {task_a!r}) with "
-            f"{folder_b / REPORT_FILE} (task {task_b!r}): reports of different tasks have "
-            "different metrics; compare two runs of the same task"
-        )
 
 
 def _side(folder: Path, report: dict[str, Any]) -> dict[str, Any]:

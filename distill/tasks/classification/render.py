@@ -22,8 +22,10 @@ from markupsafe import Markup
 
 from distill.report import plots as draw
 from distill.report.render import environment, fmt_bytes, fmt_ms, fmt_pct
+from distill.tasks.classification.task import SequenceClassification
 
 SCHEMA_VERSION = 2
+TASK = SequenceClassification.name
 TEMPLATES = Path(__file__).parent / "templates"
 PLOT_FILE = "accuracy_vs_size.svg"
 # Each plot, also written as its own SVG file beside report.md (which links them).
@@ -44,11 +46,9 @@ def load_report(path: Path) -> dict[str, Any]:
     """Read a report.json and check its schema version."""
     report = json.loads(Path(path).read_text(encoding="utf-8"))
     version = report.get("schema_version") if isinstance(report, dict) else None
-    if isinstance(report, dict) and report.get("task") == "causal-lm":
-        raise ReportSchemaError(
-            f"{path}: a causal-lm report; this renderer (and `distill report --compare`) reads "
-            "classification reports"
-        )
+    task = report.get("task") if isinstance(report, dict) else None
+    if task not in (None, TASK):
+        raise ReportSchemaError(f"{path}: a {task} report; this renderer reads {TASK} reports")
     if version != SCHEMA_VERSION:
         raise ReportSchemaError(
             f"{path}: schema_version {version!r}; this renderer reads {SCHEMA_VERSION}"

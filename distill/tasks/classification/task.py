@@ -46,6 +46,7 @@ class SequenceClassification(Task):
     # Small labelled sets: a few epochs of a few hundred examples are too few steps to move
     # a pre-trained encoder (see distill.train.budget).
     default_min_steps = 200
+    compare = "compare"
 
     def summary_lines(self, report: dict[str, Any]) -> list[str]:
         lines = [f"  {'model':<34} {'accuracy':>8} {'macro-F1':>8} {'MB':>7} {'p50 ms':>7}"]
