@@ -543,6 +543,15 @@ def test_rerender_from_json_alone(report_dir: Path, tmp_path: Path) -> None:
         render.load_report(bad)
 
 
+def test_every_task_finds_its_templates() -> None:
+    from distill.tasks import TASK_NAMES, get_task
+
+    for name in TASK_NAMES:
+        templates = get_task(name).templates
+        assert (templates / "report.html.j2").is_file(), name
+        assert templates.parent == Path(get_task(name).module("render").__file__).parent
+
+
 def test_rerender_asks_the_registry_for_the_reports_task(report_dir: Path, tmp_path: Path) -> None:
     from distill.report.reports import rerender
 

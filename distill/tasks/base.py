@@ -4,9 +4,9 @@
 A task is one folder under ``distill/tasks/``: its stage bodies (``stages/<name>.py``, one
 ``run(ctx, inputs, out, **tables)`` each), its bundle runner, its report rendering
 (``render.py``: ``load_report(path)`` and ``write_reports(report, out)``), optionally the
-comparison of two of its reports, and its templates. This class says where those are and which recipe keys are the task's own, so the
-shared machinery (pipeline, config, preflight, CLI, report loading) can ask without naming
-a task. Importing a task must stay cheap: ``distill validate`` reads every task's keys
+comparison of two of its reports, and its templates. This class says where those are and
+which recipe keys are the task's own, so the shared machinery (pipeline, config, preflight,
+CLI, report loading) can ask without naming a task. Importing a task must stay cheap: ``distill validate`` reads every task's keys
 without torch.
 """
 
@@ -63,7 +63,8 @@ class Task:
     @property
     def templates(self) -> Path:
         """The task's report templates (they extend the shared ones in distill/report/)."""
-        return Path(importlib.import_module(self.package).__file__ or "").parent / "templates"
+        # __path__, not __file__: a task folder without an __init__.py has no __file__.
+        return Path(next(iter(importlib.import_module(self.package).__path__))) / "templates"
 
     def check_recipe(self, recipe: Any) -> list[str]:
         """Problems with values this task cannot use (its keys are checked by the registry)."""
