@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from distill.artifacts import RunContext, write_manifest
 from distill.config import DataConfig, StudentTable, TeacherConfig
-from distill.report.model_card import bundle_card, hub_id, student_card
+from distill.tasks.classification.model_card import bundle_card, hub_id, student_card
 
 TEST_METRICS = {"accuracy": 0.875, "macro_f1": 0.8612, "agreement": 0.93, "examples": 40}
 

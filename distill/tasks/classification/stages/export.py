@@ -68,6 +68,7 @@ from distill.models import load_saved_classifier
 from distill.progress import track
 from distill.report.model_card import bundle_card
 from distill.tasks.classification.metrics import classification_metrics
+from distill.tasks.classification.model_card import bundle_card
 from distill.tasks.classification.task import SequenceClassification
 
 log = logging.getLogger("distill")

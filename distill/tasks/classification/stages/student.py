@@ -45,9 +45,9 @@ from distill.models import (
     student_from_teacher_layers,
     transformer_layers,
 )
-from distill.report.model_card import write_student_card
 from distill.tasks import get_task
 from distill.tasks.base import Task
+from distill.tasks.classification.model_card import write_student_card
 from distill.tasks.classification.training import train
 from distill.train.layer_losses import (
     LayerDistillation,
