@@ -2,8 +2,9 @@
 student's ONNX exports, side by side.
 
 Writes ``report.json`` first (the source of truth, ``task = "causal-lm"``) and then renders
-``report.md``, ``report.html`` and ``perplexity_vs_size.svg`` from that JSON alone, with the
-filters of :mod:`distill.tasks.causal_lm.render`, so a report can be re-rendered without rerunning anything.
+``report.md``, ``report.html`` and ``perplexity_vs_size.svg`` from that JSON alone
+(:mod:`distill.tasks.causal_lm.render`), so a report can be re-rendered without rerunning
+anything (:func:`distill.report.reports.rerender`).
 
 One row per model: the teacher and the distilled student in PyTorch fp32, the student
 trained without distillation when the student stage made one, and the student's fp32 and

@@ -1,8 +1,9 @@
 """Stage `report`: compare teacher, student and the exported student on the test split.
 
 Writes ``report.json`` first (the source of truth, ``schema_version`` 2) and then renders
-``report.md`` and ``report.html`` from that JSON alone (see :mod:`distill.tasks.classification.render`), so a
-report can be re-rendered later without rerunning anything.
+``report.md`` and ``report.html`` from that JSON alone (:mod:`distill.tasks.classification.render`),
+so a report can be re-rendered later without rerunning anything
+(:func:`distill.report.reports.rerender`).
 
 One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
 int8 ONNX files, the student's twins when the student stage trained them (without
