@@ -19,7 +19,7 @@ REPORT_FILE = "report.json"
 
 
 def read_report(path: Path) -> tuple[Path, dict[str, Any]]:
-    """A run's ``report.json`` (``path`` is the file or the report folder): the file and its JSON."""
+    """A run's ``report.json`` (``path``: the file or the report folder), as (file, its JSON)."""
     path = Path(path)
     file = path / REPORT_FILE if path.is_dir() else path
     if not file.is_file():

@@ -6,8 +6,8 @@ A task is one folder under ``distill/tasks/``: its stage bodies (``stages/<name>
 (``render.py``: ``load_report(path)`` and ``write_reports(report, out)``), optionally the
 comparison of two of its reports, and its templates. This class says where those are and
 which recipe keys are the task's own, so the shared machinery (pipeline, config, preflight,
-CLI, report loading) can ask without naming a task. Importing a task must stay cheap: ``distill validate`` reads every task's keys
-without torch.
+CLI, report loading) can ask without naming a task. Importing a task must stay cheap:
+``distill validate`` reads every task's keys without torch.
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def _part(breakdown: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _environment(autoescape: bool) -> jinja2.Environment:
-    """The shared report environment on this task's templates, plus ``part`` (of a size breakdown)."""
+    """The shared environment on this task's templates, plus ``part`` (of a size breakdown)."""
     env = environment(autoescape, TEMPLATES)
     env.globals.update(part=_part)
     return env
