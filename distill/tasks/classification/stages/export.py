@@ -66,7 +66,6 @@ from distill.export.bundle import write_bundle_manifest
 from distill.export.gate import Gate
 from distill.models import load_saved_classifier
 from distill.progress import track
-from distill.report.model_card import bundle_card
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import bundle_card
 from distill.tasks.classification.task import SequenceClassification
