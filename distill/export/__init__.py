@@ -1,0 +1,2 @@
+"""ONNX export shared by every task: export and parity helpers, quantization, the one gate,
+and the bundle format (writer and the one verifying reader)."""
