@@ -44,6 +44,22 @@ def marker(key: str) -> str:
     return MARKERS.get(key, DEFAULT_MARKER)
 
 
+def point(axes: Any, x: float, y: float, key: str, label: str) -> None:
+    """One model as a point, in its row's colour and marker (the same look in every report)."""
+    axes.scatter(
+        [x],
+        [y],
+        s=70,
+        marker=marker(key),
+        color=color(key),
+        edgecolors="white",
+        linewidths=0.8,
+        alpha=0.9,
+        zorder=3,
+        label=label,
+    )
+
+
 def figure(width: float = 6.4, height: float = 4.0) -> Any:
     """A matplotlib Figure with a constrained layout, ``width`` x ``height`` inches."""
     # A bare Figure (no pyplot): no global backend is selected and no state is shared.

@@ -112,19 +112,10 @@ def perplexity_size_svg(report: dict[str, Any]) -> str:
     axes = figure.add_subplot()
     points = [r for r in report.get("rows", []) if r.get("bytes") and r.get("perplexity")]
     for row in points:
-        axes.scatter(
-            [row["bytes"] / 1e6],
-            [row["perplexity"]],
-            s=70,
-            marker=draw.marker(row["key"]),
-            color=draw.color(row["key"]),
-            edgecolors="white",
-            linewidths=0.8,
-            alpha=0.9,
-            zorder=3,
-            label=f"{row['name']}: {render.fmt_bytes(row['bytes'])}, "
-            f"perplexity {row['perplexity']:.3g}",
+        label = (
+            f"{row['name']}: {render.fmt_bytes(row['bytes'])}, perplexity {row['perplexity']:.3g}"
         )
+        draw.point(axes, row["bytes"] / 1e6, row["perplexity"], row["key"], label)
     if points:
         sizes = [r["bytes"] / 1e6 for r in points]
         draw.log_x(axes, min(sizes), max(sizes))

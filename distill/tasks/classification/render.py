@@ -236,18 +236,8 @@ def accuracy_size_svg(report: dict[str, Any]) -> str:
     ]
     for row in points:
         size_mb = row["bytes"] / 1e6
-        axes.scatter(
-            [size_mb],
-            [100 * row["accuracy"]],
-            s=70,
-            marker=draw.marker(row["key"]),
-            color=draw.color(row["key"]),
-            edgecolors="white",
-            linewidths=0.8,
-            alpha=0.9,
-            zorder=3,
-            label=f"{row['name']}: {fmt_bytes(row['bytes'])}, {fmt_pct(row['accuracy'], 1)}",
-        )
+        label = f"{row['name']}: {fmt_bytes(row['bytes'])}, {fmt_pct(row['accuracy'], 1)}"
+        draw.point(axes, size_mb, 100 * row["accuracy"], row["key"], label)
     baseline = report.get("baseline")
     _floor_line(axes, baseline)
     if points:
