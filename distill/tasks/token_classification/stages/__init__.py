@@ -1,0 +1,1 @@
+"""Token classification's stage bodies: one module per pipeline stage."""

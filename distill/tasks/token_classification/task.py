@@ -1,0 +1,97 @@
+"""Token classification (NER): what the registry knows of the task, and the recipe keys it adds.
+
+Imports nothing heavy: the registry (and so `distill validate`) reads this class without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from distill.tasks.base import Task
+
+
+class TokenClassification(Task):
+    name = "token-classification"
+    export_task = "token-classification"
+    bundle_task = "token-classification"
+    package = "distill.tasks.token_classification"
+    command = "predict"
+    runner = "runner"
+    # Shared keys this task reads as classification does (so they are not refused here).
+    own_keys: ClassVar[tuple[str, ...]] = (
+        "student.transfer",
+        "student.trim_vocabulary",
+        "student.hidden_weight",
+        "student.attention_weight",
+        "student.layer_map",
+        "export.per_channel",
+        "export.reduce_range",
+        "export.teacher_baseline",
+    )
+    recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {
+        "data": {
+            "tokens_column": (
+                str,
+                Field(
+                    "tokens",
+                    description="JSONL/Parquet: the column holding each sentence's tokens (a list).",
+                ),
+            ),
+            "tags_column": (
+                str,
+                Field(
+                    "tags",
+                    description="JSONL/Parquet: the column holding each token's tag (a list).",
+                ),
+            ),
+            "token_index": (
+                int,
+                Field(0, description="CoNLL column files: the column of the token (0 = first)."),
+            ),
+            "tag_index": (
+                int,
+                Field(-1, description="CoNLL column files: the column of the tag (-1 = last)."),
+            ),
+            "tag_scheme": (
+                Literal["iob2", "iob1", "bioes"],
+                Field(
+                    "iob2",
+                    description="How the data's tags are written; iob1 and bioes are converted "
+                    "to IOB2 when read.",
+                ),
+            ),
+            "repair_tags": (
+                bool,
+                Field(
+                    False,
+                    description="An I- tag that continues nothing becomes B- (counted); "
+                    "false: it is an error naming file and line.",
+                ),
+            ),
+        },
+        "student": {
+            "subtokens": (
+                Literal["all", "first"],
+                Field(
+                    "all",
+                    description="Which sub-tokens of a word the KL term scores: all real "
+                    "sub-tokens, or each word's first only (the cross-entropy always uses firsts).",
+                ),
+            ),
+        },
+        "export": {
+            "max_f1_drop": (
+                float,
+                Field(
+                    0.02,
+                    ge=0,
+                    le=1,
+                    description="Largest drop in entity micro-F1 (test split) of an int8 "
+                    "candidate vs fp32 for it to be deployed.",
+                ),
+            ),
+        },
+    }
+    default_min_steps = 200  # few labelled sentences need many passes, as for classification
