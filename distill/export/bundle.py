@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from distill.artifacts import sha256_file, write_json_atomic
-from distill.errors import ArtifactError
+from distill.errors import ArtifactError, ModelLoadError
 from distill.tasks import TASKS, task_of_bundle
 from distill.tasks.base import Task
 
@@ -90,6 +91,49 @@ def write_bundle_manifest(
     }
     write_json_atomic(bundle / MANIFEST_FILE, manifest)
     return manifest
+
+
+def assemble_bundle(
+    bundle: Path, model_dir: Path, tokenizer: Any, fp32_path: Path, int8_path: Path | None
+) -> tuple[Path, dict[str, str]]:
+    """Copy the deployable files into ``bundle``: the deployed graph as ``model.onnx`` (int8
+    with its fp32 reference and ort_config.json, or fp32 alone), config.json and the fast
+    tokenizer; returns the folder with each file's role, for :func:`write_bundle_manifest`."""
+    import onnx  # writing a bundle needs onnx and transformers; reading one does not
+    from transformers import AutoTokenizer
+
+    bundle.mkdir()
+    roles: dict[str, str] = {}
+
+    def place(source: Path, rel: str, role: str) -> None:
+        target = bundle / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        roles[rel] = role
+
+    if int8_path is None:
+        place(fp32_path, "model.onnx", "fp32")
+    else:
+        place(int8_path, "model.onnx", "int8")
+        place(fp32_path, "fp32/model_fp32.onnx", "fp32")
+        place(int8_path.parent / "ort_config.json", "ort_config.json", "config")
+    place(model_dir / "config.json", "config.json", "config")
+    for onnx_file in (bundle / "model.onnx", bundle / "fp32" / "model_fp32.onnx"):
+        if onnx_file.is_file():  # the full check also rejects external data outside the bundle
+            onnx.checker.check_model(str(onnx_file), full_check=True)
+    # A fresh tokenizer: the one used above carries the fixed-length padding of the
+    # latency runs, which tokenizer.json would otherwise record.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    for written in tokenizer.save_pretrained(bundle):
+        path = Path(written)
+        if path.is_file():
+            roles[path.relative_to(bundle).as_posix()] = "tokenizer"
+    if not (bundle / "tokenizer.json").is_file():
+        raise ModelLoadError(
+            f"{model_dir}: the student's tokenizer has no fast version (tokenizer.json); "
+            "the bundle needs one to be served without Python tokenizer code"
+        )
+    return bundle, roles
 
 
 # --------------------------------------------------------------------------- reading

@@ -46,7 +46,6 @@ with plain onnxruntime sessions, the way the bundle will be served.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -54,7 +53,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import onnx
 from transformers import AutoTokenizer
 
 from distill.artifacts import RunContext
@@ -62,7 +60,7 @@ from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, read_label_names, read_split, save_logits
 from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoadError
 from distill.export import onnx as onnx_utils
-from distill.export.bundle import write_bundle_manifest
+from distill.export.bundle import assemble_bundle, write_bundle_manifest
 from distill.export.gate import Gate
 from distill.models import load_saved_classifier
 from distill.progress import track
@@ -346,7 +344,7 @@ def export_student(
         }
 
         # 6. The bundle, its manifest last.
-        bundle, roles = _assemble_bundle(out / "bundle", model_dir, tokenizer, fp32_path, int8_path)
+        bundle, roles = assemble_bundle(out / "bundle", model_dir, tokenizer, fp32_path, int8_path)
         metrics["deployed_bytes"] = (bundle / "model.onnx").stat().st_size
         metrics["seconds"] = round(time.perf_counter() - started, 2)
         info = {
@@ -715,41 +713,3 @@ def _candidates_line(records: list[dict[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------- the bundle
-
-
-def _assemble_bundle(
-    bundle: Path, model_dir: Path, tokenizer: Any, fp32_path: Path, int8_path: Path | None
-) -> tuple[Path, dict[str, str]]:
-    """Copy the deployable files into ``bundle``; returns it with each file's role."""
-    bundle.mkdir()
-    roles: dict[str, str] = {}
-
-    def place(source: Path, rel: str, role: str) -> None:
-        target = bundle / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        roles[rel] = role
-
-    if int8_path is None:
-        place(fp32_path, "model.onnx", "fp32")
-    else:
-        place(int8_path, "model.onnx", "int8")
-        place(fp32_path, "fp32/model_fp32.onnx", "fp32")
-        place(int8_path.parent / "ort_config.json", "ort_config.json", "config")
-    place(model_dir / "config.json", "config.json", "config")
-    for onnx_file in (bundle / "model.onnx", bundle / "fp32" / "model_fp32.onnx"):
-        if onnx_file.is_file():  # the full check also rejects external data outside the bundle
-            onnx.checker.check_model(str(onnx_file), full_check=True)
-    # A fresh tokenizer: the one used above carries the fixed-length padding of the
-    # latency runs, which tokenizer.json would otherwise record.
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    for written in tokenizer.save_pretrained(bundle):
-        path = Path(written)
-        if path.is_file():
-            roles[path.relative_to(bundle).as_posix()] = "tokenizer"
-    if not (bundle / "tokenizer.json").is_file():
-        raise ModelLoadError(
-            f"{model_dir}: the student's tokenizer has no fast version (tokenizer.json); "
-            "the bundle needs one to be served without Python tokenizer code"
-        )
-    return bundle, roles
