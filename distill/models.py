@@ -311,9 +311,8 @@ def _replace_layers(model: nn.Module, new_layers: nn.ModuleList) -> None:
 
 
 def student_from_config(teacher: nn.Module, overrides: dict[str, Any], seed: int) -> nn.Module:
-    """A randomly initialised model of the teacher's family, with config fields overridden."""
-    from transformers import AutoModelForSequenceClassification
-
+    """A randomly initialised model of the teacher's class (its head too), with config
+    fields overridden."""
     config = copy.deepcopy(teacher.config)
     # Keys that choose code rather than shapes are not configurable from a recipe.
     refused = [k for k in overrides if k.startswith("_") or k in _CODE_CHOOSING_KEYS]
@@ -326,7 +325,7 @@ def student_from_config(teacher: nn.Module, overrides: dict[str, Any], seed: int
         setattr(config, key, value)
     torch.manual_seed(seed)
     try:
-        return with_supported_attention(AutoModelForSequenceClassification.from_config, config)
+        return with_supported_attention(type(teacher)._from_config, config)
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(
             f"student.config: cannot build a {type(config).__name__} from it: {exc}"
