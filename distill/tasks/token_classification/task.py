@@ -23,9 +23,6 @@ class TokenClassification(Task):
     own_keys: ClassVar[tuple[str, ...]] = (
         "student.transfer",
         "student.trim_vocabulary",
-        "student.hidden_weight",
-        "student.attention_weight",
-        "student.layer_map",
         "export.per_channel",
         "export.reduce_range",
         "export.teacher_baseline",
@@ -94,4 +91,31 @@ class TokenClassification(Task):
             ),
         },
     }
+    stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {
+        "labels": ("data", "student.transfer"),  # the teacher runs in PyTorch: no [labels]
+    }
     default_min_steps = 200  # few labelled sentences need many passes, as for classification
+
+    def check_recipe(self, recipe: Any) -> list[str]:
+        values = {
+            "export.quantization = 'static'": recipe.export.quantization == "static",
+            "student.baselines = ['pseudo-labels']": "pseudo-labels" in recipe.student.twins,
+            "data.format = 'csv'": recipe.data.format == "csv",
+        }
+        return [
+            f"{key} is not supported for task {self.name!r} (yet)"
+            for key, on in values.items()
+            if on
+        ]
+
+    def summary_lines(self, report: dict[str, Any]) -> list[str]:
+        lines = [f"  {'model':<40} {'entity F1':>9} {'MB':>7} {'p50 ms':>7}"]
+        for row in report.get("rows", []):
+            latency = (row.get("latency") or {}).get("p50_ms")
+            lines.append(
+                f"  {row.get('name', row.get('key', '?'))[:40]:<40} {row.get('entity_f1') or 0:9.4f} "
+                f"{(row.get('bytes') or 0) / 1e6:7.1f} {'' if latency is None else f'{latency:.2f}':>7}"
+            )
+        verdict = (report.get("headline") or {}).get("verdict")
+        warnings = (report.get("headline") or {}).get("warnings") or []
+        return [*lines, *[f"  {s}" for s in ([verdict] if verdict else []) + warnings], ""]

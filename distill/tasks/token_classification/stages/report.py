@@ -1,0 +1,321 @@
+"""Stage `report` for tagging: teacher, distilled student, its no-KD twin, the deployed
+bundle, the teacher quantized (when exported) and the memorization floor, side by side:
+entity micro/macro F1 (seqeval, strict IOB2), token accuracy, agreement with the teacher
+(entity level), size, parameters and batch-1 latency timed in one interleaved run; per-type
+scores; the test sentences where the deployed student and the teacher disagree.
+
+Writes ``report.json`` (the source of truth) and renders ``report.md`` / ``report.html``
+from it (:mod:`distill.tasks.token_classification.render`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from distill.artifacts import (
+    RunContext,
+    library_versions,
+    relative_path,
+    upstream_manifests,
+    weight_files,
+    write_json_atomic,
+)
+from distill.config import ReportConfig
+from distill.latency import hardware_info
+from distill.models import load_tokenizer
+from distill.report.common import training_summary
+from distill.report.timing import TimingPlan
+from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
+from distill.tasks.token_classification.logits import load_ragged
+from distill.tasks.token_classification.metrics import memorization_tags, tagging_metrics, word_tags
+from distill.tasks.token_classification.models import load_saved_tagger
+from distill.tasks.token_classification.onnx_tags import onnx_sentence_logits
+from distill.tasks.token_classification.render import SCHEMA_VERSION, load_report, write_reports
+from distill.tasks.token_classification.task import TokenClassification
+from distill.tasks.token_classification.training import encode_words, word_starts
+
+UPSTREAM = ("data", "teacher", "student", "export")
+MAX_DISAGREEMENTS = 10
+SCORES = ("entity_f1", "entity_macro_f1", "entity_precision", "entity_recall", "token_accuracy")
+
+
+def run(
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
+) -> dict[str, Any]:
+    """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
+    document = build_report(ctx, inputs, report)
+    write_json_atomic(out / "report.json", document)
+    write_reports(load_report(out / "report.json"), out)  # rendered from the file, not the dict
+    return {
+        "rows": {r["key"]: {k: r.get(k) for k in ("entity_f1", "bytes")} for r in document["rows"]}
+    }
+
+
+def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    manifests = upstream_manifests(inputs, UPSTREAM)
+    tag_names = read_tag_names(inputs["data"])
+    train, test = (read_tagged_split(inputs["data"], name) for name in ("train", "test"))
+    teacher_dir, student_dir = inputs["teacher"] / "model", inputs["student"] / "model"
+    bundle = inputs["export"] / "bundle"
+    tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
+    encoding = encode_words(tokenizer, test.tokens, _max_length(manifests))
+    starts = word_starts(encoding, len(test))
+    gold = [
+        [tag_names[t] for t in tags[: len(s)]] for tags, s in zip(test.tags, starts, strict=True)
+    ]
+    teacher_tags = word_tags(
+        load_ragged(inputs["teacher"] / "logits" / "test.npz", test.ids), starts, tag_names
+    )
+    student_tokenizer = load_tokenizer(str(bundle), "the bundle")
+    deployed_logits, deployed_starts = onnx_sentence_logits(
+        bundle / "model.onnx",
+        student_tokenizer,
+        test.tokens,
+        _max_length(manifests),
+        desc="report: bundle",
+    )
+    deployed_tags = word_tags(deployed_logits, deployed_starts, tag_names)
+    gold, teacher_tags, deployed_tags = _aligned(gold, teacher_tags, deployed_tags)
+    rows = _rows(manifests, inputs, gold, teacher_tags, deployed_tags, train, test, tag_names)
+    _time_rows(
+        rows,
+        config,
+        test,
+        teacher_dir,
+        student_dir,
+        bundle,
+        inputs["export"],
+        _max_length(manifests),
+    )
+    _add_ratios(rows)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": TokenClassification.name,
+        "run": ctx.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "rows": rows,
+        "per_type": _per_type(rows),
+        "headline": _headline(rows),
+        "disagreements": _disagreements(test, gold, teacher_tags, deployed_tags),
+        "training": {name: training_summary(manifests[name]) for name in ("teacher", "student")},
+        "data": (manifests["data"].get("metrics") or {}),
+        "hardware": hardware_info(),
+        "libraries": library_versions(),
+        "bundle": relative_path(bundle, ctx.workdir),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _aligned(*tagged: list[list[str]]) -> list[list[list[str]]]:
+    """The words every model saw: truncation may keep fewer words through another tokenizer."""
+    lengths = [min(map(len, sentences)) for sentences in zip(*tagged, strict=True)]
+    return [[tags[:n] for tags, n in zip(model, lengths, strict=True)] for model in tagged]
+
+
+def _max_length(manifests: dict[str, dict[str, Any]]) -> int:
+    return int(manifests["export"]["config"]["data"]["max_length"])
+
+
+def _row(key: str, name: str, scores: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    row = {"key": key, "name": name, **{k: scores.get(k) for k in SCORES}}
+    row["agreement"] = scores.get("agreement")
+    row["per_type"] = scores.get("per_type")
+    return {**row, **extra}
+
+
+def _rows(
+    manifests: dict[str, dict[str, Any]],
+    inputs: dict[str, Path],
+    gold: list[list[str]],
+    teacher_tags: list[list[str]],
+    deployed_tags: list[list[str]],
+    train: Any,
+    test: Any,
+    tag_names: list[str],
+) -> list[dict[str, Any]]:
+    teacher = manifests["teacher"]["metrics"]
+    student = manifests["student"]["metrics"]
+    export = manifests["export"]["metrics"]
+    rows = [
+        _row(
+            "teacher",
+            "Teacher",
+            teacher["test"],
+            bytes=_bytes(inputs["teacher"] / "model"),
+            parameters=teacher["parameters"]["total"],
+            agreement=1.0,
+        ),
+        _row(
+            "student",
+            "Student (distilled)",
+            student["test"],
+            bytes=_bytes(inputs["student"] / "model"),
+            parameters=student["parameters"]["total"],
+        ),
+    ]
+    if "baseline" in student:
+        base = student["baseline"]
+        rows.append(
+            _row(
+                "student_no_kd",
+                "Student without KD",
+                base["test"],
+                bytes=_bytes(inputs["student"] / "baseline" / "model"),
+                parameters=base["parameters"]["total"],
+            )
+        )
+    deployed = tagging_metrics(gold, deployed_tags, teacher_tags)
+    rows.append(
+        _row(
+            "deployed",
+            f"Student ONNX {export['deployed']} (deployed)",
+            deployed,
+            bytes=export["deployed_bytes"],
+            parameters=student["parameters"]["total"],
+            deployed=True,
+        )
+    )
+    baseline = export.get("teacher_baseline") or {}
+    if "int8" in baseline:
+        rows.append(
+            _row(
+                "teacher_onnx_int8",
+                "Teacher ONNX int8",
+                baseline["int8"],
+                bytes=baseline["int8"]["bytes"],
+                parameters=teacher["parameters"]["total"],
+            )
+        )
+    gold_train = [[tag_names[t] for t in tags] for tags in train.tags]
+    floor_tags = memorization_tags(
+        train.tokens, gold_train, [s[: len(g)] for s, g in zip(test.tokens, gold, strict=True)]
+    )
+    rows.append(
+        _row(
+            "memorization",
+            "Memorization floor (most frequent training tag)",
+            tagging_metrics(gold, floor_tags, teacher_tags),
+            floor=True,
+        )
+    )
+    return rows
+
+
+def _bytes(model_dir: Path) -> int:
+    return sum(f.stat().st_size for f in weight_files(model_dir))
+
+
+def _time_rows(
+    rows: list[dict[str, Any]],
+    config: ReportConfig,
+    test: Any,
+    teacher_dir: Path,
+    student_dir: Path,
+    bundle: Path,
+    export_dir: Path,
+    max_length: int,
+) -> None:
+    """Batch-1 latency of every model row, in one interleaved run (a fixed sequence length)."""
+    texts = [" ".join(words) for words in test.tokens[: max(8, config.latency_runs)]]
+    plan = TimingPlan(config, texts, max_length)
+    teacher_tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
+    plan.add_torch("teacher", load_saved_tagger(teacher_dir).eval(), teacher_tokenizer)
+    plan.add_torch(
+        "student",
+        load_saved_tagger(student_dir).eval(),
+        load_tokenizer(str(student_dir), "student"),
+    )
+    plan.add_onnx("deployed", bundle / "model.onnx", load_tokenizer(str(bundle), "the bundle"))
+    teacher_int8 = export_dir / "teacher_baseline" / "model.onnx"
+    if teacher_int8.is_file():
+        plan.add_onnx("teacher_onnx_int8", teacher_int8, teacher_tokenizer)
+    timings = plan.run()
+    for row in rows:
+        if row["key"] in timings:
+            row["latency"] = timings[row["key"]]
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Size and speed against the PyTorch teacher; F1 kept of the teacher's."""
+    teacher = rows[0]
+    teacher_ms = (teacher.get("latency") or {}).get("p50_ms")
+    for row in rows:
+        if row.get("bytes") and teacher.get("bytes"):
+            row["size_ratio"] = row["bytes"] / teacher["bytes"]
+        p50 = (row.get("latency") or {}).get("p50_ms")
+        if p50 and teacher_ms:
+            row["speedup"] = teacher_ms / p50
+        if teacher.get("entity_f1") and row.get("entity_f1") is not None:
+            row["f1_kept"] = row["entity_f1"] / teacher["entity_f1"]
+
+
+def _per_type(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each entity type: teacher vs deployed student precision / recall / F1, with support."""
+    by_key = {row["key"]: row.get("per_type") or {} for row in rows}
+    teacher, deployed = by_key.get("teacher", {}), by_key.get("deployed", {})
+    return [
+        {
+            "type": name,
+            "support": teacher[name]["support"],
+            "teacher": teacher[name],
+            "deployed": deployed.get(name),
+        }
+        for name in sorted(teacher)
+    ]
+
+
+def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The verdict in numbers and words."""
+    by_key = {row["key"]: row for row in rows}
+    teacher, deployed, floor = by_key["teacher"], by_key["deployed"], by_key["memorization"]
+    student, twin = by_key["student"], by_key.get("student_no_kd")
+    headline: dict[str, Any] = {
+        "f1_kept": deployed.get("f1_kept"),
+        "size_ratio": deployed.get("size_ratio"),
+        "speedup": deployed.get("speedup"),
+        "kd_gain": None if twin is None else student["entity_f1"] - twin["entity_f1"],
+        "warnings": [
+            f"{row['name']} ({row['entity_f1']:.1%} entity F1) is below the memorization floor ({floor['entity_f1']:.1%})"
+            for row in (teacher, deployed)
+            if row["entity_f1"] < floor["entity_f1"]
+        ],
+    }
+    if twin is not None:
+        gain = headline["kd_gain"]
+        headline["verdict"] = (
+            f"Distillation {'gained' if gain > 0 else 'lost'} {abs(gain) * 100:.2f} points of entity "
+            f"micro-F1 over the same student trained without it "
+            f"({student['entity_f1']:.1%} vs {twin['entity_f1']:.1%}, one seed; no paired test yet)."
+        )
+    return headline
+
+
+def _disagreements(
+    test: Any, gold: list[list[str]], teacher: list[list[str]], deployed: list[list[str]]
+) -> list[dict[str, Any]]:
+    """Test sentences where the deployed student's entities differ from the teacher's."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    def spans(words: list[str], tags: list[str]) -> list[str]:
+        return [
+            f"{kind}: {' '.join(words[start : end + 1])}" for kind, start, end in get_entities(tags)
+        ]
+
+    found = []
+    for words, g, t, d in zip(test.tokens, gold, teacher, deployed, strict=True):
+        words = words[: len(g)]
+        if spans(words, t) != spans(words, d):
+            found.append(
+                {
+                    "text": " ".join(words),
+                    "gold": spans(words, g),
+                    "teacher": spans(words, t),
+                    "student": spans(words, d),
+                }
+            )
+        if len(found) == MAX_DISAGREEMENTS:
+            break
+    return found

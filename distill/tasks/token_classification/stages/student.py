@@ -1,0 +1,203 @@
+"""Stage `student` for tagging: a small tagger trained against the teacher's cached per-sub-
+token soft targets (the KD term over every real sub-token, or each word's first), with CE on
+first sub-tokens, beside its no-KD twin (same model, same budget, labelled sentences only).
+
+Students: the teacher's own layers (``teacher-layers``), a smaller pre-trained encoder
+(``pretrained``, which must segment text as the teacher does), or a config. With
+trim_vocabulary the student keeps only the tokens its training text uses (the twin too).
+Outputs: ``model/`` and ``logits/{validation,test}.npz``, ``log_history.json``, and the
+same under ``baseline/`` for the twin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import set_seed
+
+from distill.artifacts import RunContext
+from distill.config import DataConfig, StudentConfig, StudentTable
+from distill.dataset_files import SPLITS
+from distill.models import (
+    evenly_spaced_layers,
+    freeze,
+    load_tokenizer,
+    parameter_counts,
+    resolve_model,
+    student_from_config,
+    student_from_teacher_layers,
+    transformer_layers,
+)
+from distill.tasks.token_classification.files import TaggedSplit, read_tag_names, read_tagged_split
+from distill.tasks.token_classification.logits import load_ragged, save_ragged
+from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
+from distill.tasks.token_classification.models import load_saved_tagger, load_tagger, require_fast
+from distill.tasks.token_classification.training import encode, sentence_logits, train
+from distill.train.trainer import finish_training, save_trained_model
+from distill.train.vocabulary import trim_vocabulary
+
+
+def build_student(
+    config: StudentConfig, teacher_dir: Path, ctx: RunContext, tag_names: list[str]
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """The student tagger, its tokenizer, and how it was built."""
+    set_seed(ctx.seed)
+    if config.init == "pretrained":
+        source = resolve_model(
+            config.model,
+            ctx.recipe_dir,
+            "student.model",
+            config.trust_remote_code,
+            archive=config.archive,
+        )
+        tokenizer = load_tokenizer(
+            source, "student.model", config.revision, config.trust_remote_code
+        )
+        model = load_tagger(
+            source, "student.model", tag_names, config.revision, config.trust_remote_code
+        )
+        return (
+            model,
+            require_fast(tokenizer, "student.model"),
+            {"init": "pretrained", "model": config.model},
+        )
+    teacher = load_saved_tagger(teacher_dir)
+    tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
+    if config.init == "teacher-layers":
+        total = len(transformer_layers(teacher))
+        layers = (
+            list(config.layers)
+            if config.layers
+            else evenly_spaced_layers(total, config.num_layers or total)
+        )
+        return (
+            student_from_teacher_layers(teacher, layers),
+            tokenizer,
+            {"init": "teacher-layers", "teacher_layers": layers},
+        )
+    overrides = dict(config.config or {})
+    if config.num_layers is not None:
+        overrides.setdefault("num_hidden_layers", config.num_layers)
+    return (
+        student_from_config(teacher, overrides, ctx.seed),
+        tokenizer,
+        {"init": "config", "overrides": overrides},
+    )
+
+
+def _train_one(
+    name: str,
+    alpha: float,
+    config: StudentConfig,
+    data: DataConfig,
+    ctx: RunContext,
+    teacher_dir: Path,
+    splits: dict[str, TaggedSplit],
+    teacher_logits: dict[str, list[Any]],
+    tag_names: list[str],
+    out: Path,
+) -> dict[str, Any]:
+    """Train one student (distilled when alpha > 0, else the twin) and save it to ``out``."""
+    model, tokenizer, built = build_student(config, teacher_dir, ctx, tag_names)
+    distilled = alpha > 0
+    training = ["train", "transfer"] if distilled and "transfer" in splits else ["train"]
+    if config.trim_vocabulary:
+        texts = [" ".join(words) for split in training for words in splits[split].tokens]
+        model, tokenizer, _, built["vocabulary"] = trim_vocabulary(
+            model, tokenizer, texts, data.max_length
+        )
+    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
+    train_set = _training_set(
+        tokenizer, splits, training, teacher_logits if distilled else None, data, config
+    )
+    validation, _ = encode(
+        tokenizer, splits["validation"].tokens, splits["validation"].tags, data.max_length
+    )
+    work_dir = ctx.checkpoint_dir(out, "distilled" if distilled else "baseline")
+    trainer, history = train(
+        stage=f"student ({name})",
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        train_set=train_set,
+        eval_set=validation,
+        tag_names=tag_names,
+        work_dir=work_dir,
+        log_dir=out / "tensorboard",
+        seed=ctx.seed,
+        temperature=config.temperature,
+        alpha=alpha,
+    )
+    save_trained_model(trainer, tokenizer, out / "model")
+    (out / "logits").mkdir()
+    metrics: dict[str, Any] = {
+        "built": built,
+        "alpha": alpha,
+        "parameters": parameter_counts(model),
+        "training_examples": {s: len(splits[s]) for s in training},
+    }
+    for split_name in ("validation", "test"):
+        split = splits[split_name]
+        dataset, starts = encode(tokenizer, split.tokens, split.tags, data.max_length)
+        logits = sentence_logits(trainer, dataset, f"student: {split_name} logits")
+        save_ragged(out / "logits" / f"{split_name}.npz", split.ids, logits)
+        gold = [
+            [tag_names[t] for t in tags[: len(s)]]
+            for tags, s in zip(split.tags, starts, strict=True)
+        ]
+        reference = word_tags(teacher_logits[split_name], starts, tag_names)
+        metrics[split_name] = tagging_metrics(gold, word_tags(logits, starts, tag_names), reference)
+    metrics.update(finish_training(trainer, history, out, work_dir))
+    return metrics
+
+
+def _training_set(
+    tokenizer: Any,
+    splits: dict[str, TaggedSplit],
+    names: list[str],
+    teacher_logits: dict[str, list[Any]] | None,
+    data: DataConfig,
+    config: StudentConfig,
+) -> Any:
+    """The labelled sentences, then (distilled student) the transfer sentences, unlabelled."""
+    import datasets
+
+    parts = []
+    for name in names:
+        split = splits[name]
+        tags = None if name == "transfer" else split.tags
+        cached = teacher_logits[name] if teacher_logits is not None else None
+        dataset, _ = encode(
+            tokenizer, split.tokens, tags, data.max_length, cached, config.subtokens
+        )
+        parts.append(dataset)
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def run(
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentTable
+) -> dict[str, Any]:
+    tag_names = read_tag_names(inputs["data"])
+    splits = {name: read_tagged_split(inputs["data"], name) for name in SPLITS}
+    if student.transfer is not None:
+        splits["transfer"] = read_tagged_split(inputs["labels"], "transfer")
+    teacher_logits = {
+        name: load_ragged(inputs["labels"] / "logits" / f"{name}.npz", split.ids)
+        for name, split in splits.items()
+    }
+    common = dict(
+        config=student,
+        data=data,
+        ctx=ctx,
+        teacher_dir=inputs["teacher"] / "model",
+        splits=splits,
+        teacher_logits=teacher_logits,
+        tag_names=tag_names,
+    )
+    metrics = _train_one("distilled", student.alpha, out=out, **common)
+    if "no-kd" in student.twins:
+        (out / "baseline").mkdir()
+        metrics["baseline"] = _train_one("no-KD baseline", 0.0, out=out / "baseline", **common)
+    return metrics
