@@ -86,7 +86,64 @@ max_new_tokens = 3
     return Project(root, ["the cat", "--max-new-tokens", "3"])
 
 
+PEOPLE = ["alice", "bob", "carol", "dave"]
+PLACES = ["paris", "london", "rome", "oslo"]
+
+
+def ner_sentences(n: int, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """Sentences whose tags follow from the words: people are B-person, places B-geo-loc
+    (two-word places "new york" give I- tags too)."""
+    import random
+
+    rng = random.Random(seed)
+    sentences = []
+    for i in range(n):
+        words = [(w, "O") for w in rng.sample(["the", "a", "flight", "today", "is", "my"], 3)]
+        words.insert(rng.randrange(4), (rng.choice(PEOPLE), "B-person"))
+        if i % 3 == 0:
+            words += [("new", "B-geo-loc"), ("york", "I-geo-loc")]
+        else:
+            words.append((rng.choice(PLACES), "B-geo-loc"))
+        sentences.append(words)
+    return sentences
+
+
+def token_classification(root: Path) -> Project:
+    build_tiny_classifier(
+        root / "teacher-base", layers=2, extra_words=PEOPLE + PLACES + ["new", "york"]
+    )
+    lines = []
+    for sentence in ner_sentences(120):
+        lines += [f"{word}\t{tag}" for word, tag in sentence] + ["\t"]
+    (root / "ner.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "recipe.toml").write_text(
+        f"""name = "{NAME}"
+task = "token-classification"
+[data]
+path = "ner.txt"
+max_length = 16
+[teacher]
+model = "teacher-base"
+epochs = 3
+min_steps = 0
+learning_rate = 3e-3
+batch_size = 16
+[student]
+num_layers = 1
+epochs = 3
+min_steps = 0
+learning_rate = 3e-3
+batch_size = 16
+[export]
+max_f1_drop = 1.0
+{LATENCY}""",
+        encoding="utf-8",
+    )
+    return Project(root, ["alice flew to paris today", "--json"])
+
+
 PROJECTS: dict[str, Callable[[Path], Project]] = {
     "sequence-classification": classification,
     "causal-lm": causal_lm,
+    "token-classification": token_classification,
 }
