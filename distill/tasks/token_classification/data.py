@@ -1,0 +1,555 @@
+"""Read, check and split tagged sentences for named-entity recognition; every sentence gets a
+stable id.
+
+Sources (``data.path``, ``data.validation_path``, ``data.test_path``; ``data.format``):
+  * CoNLL-style column files (``auto``: any extension but .json/.jsonl/.parquet): one token per
+    line, columns split on tabs (or on runs of whitespace when a line has no tab), the token in
+    column ``data.token_index`` and its tag in ``data.tag_index`` (negative counts from the end).
+    Blank or whitespace-only lines (a line holding a single tab too) end a sentence;
+    ``-DOCSTART-`` lines are skipped. Every token line must have as many columns as the first.
+  * JSON lines (``auto``: .jsonl and .json) or Parquet (.parquet): one sentence per row, a list
+    of tokens in ``data.tokens_column`` and a list of tag names in ``data.tags_column``;
+    ``format = "json"`` reads one JSON array of such objects (or ``{"data": [...]}``).
+  * A hub dataset id: ``datasets.load_dataset(path, split=data.hub_split)``; integer tags are
+    named through the column's ``ClassLabel`` names.
+
+Tag schemes (``data.tag_scheme``): everything is stored as IOB2 (``B-`` opens every entity,
+``I-`` continues it). IOB1 (``I-`` opens an entity; ``B-`` only where one entity directly follows
+another of its type) becomes IOB2 by turning each ``I-X`` that does not continue an ``X`` into
+``B-X``. BIOES becomes IOB2 by ``S-X`` -> ``B-X`` and ``E-X`` -> ``I-X`` (``B-``, ``I-``, ``O``
+unchanged). Afterwards an ``I-X`` that continues nothing (it follows ``O``, another type, or
+starts the sentence) is an error naming file and line, or with ``data.repair_tags = true``
+becomes ``B-X``; either way it is counted. A tag outside the scheme (``X-PER``, ``B-`` with no
+type) is always an error.
+
+Readers are strict on purpose: a ragged line, a token/tag count mismatch or an unknown tag is an
+error naming the file and line, never a silently shifted tag.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.config import DataConfig
+from distill.data import _decode, _read_json, _read_jsonl, _read_parquet
+from distill.errors import DataError
+from distill.sources import SourceError, resolve_local
+from distill.tasks.token_classification.files import OUTSIDE, SPLITS, TaggedSplit, tag_names_for
+
+DOCSTART = "-DOCSTART-"
+# The prefixes each scheme writes before an entity type (``O`` stands alone).
+SCHEME_PREFIXES = {"iob2": ("B", "I"), "iob1": ("B", "I"), "bioes": ("B", "I", "E", "S")}
+# Formats this task reads; csv is classification's (a CSV cell holds no token list).
+FORMATS = ("auto", "json", "jsonl", "parquet")
+_SUFFIX_FORMATS = {".json": "jsonl", ".jsonl": "jsonl", ".parquet": "parquet"}
+# Sentences of a stratum this small cannot be stratified alone: they share one stratum.
+RARE = "(rare)"
+
+
+@dataclass
+class Sentence:
+    """One tagged sentence and where it was read (for error messages)."""
+
+    example_id: str
+    tokens: list[str]
+    tags: list[str]  # tag names: as read, then IOB2 once normalised
+    source: str  # the file or hub id, as error messages name it
+    line: int  # the sentence's first line (CoNLL) or its row (JSONL, Parquet, hub)
+    token_lines: list[int] | None = None  # CoNLL: the line of each token
+
+    def at(self, position: int) -> str:
+        """Where token ``position`` was read: ``file: line N`` (JSONL rows add the token)."""
+        if self.token_lines is not None:
+            return f"{self.source}: line {self.token_lines[position]}"
+        return f"{self.source}: line {self.line}, token {position + 1}"
+
+    def entity_types(self) -> set[str]:
+        return {tag[2:] for tag in self.tags if tag.startswith("B-")}
+
+
+@dataclass
+class TagReport:
+    """What reading and cleaning did, recorded in the data stage's metrics."""
+
+    tag_scheme: str = "iob2"
+    converted_to_iob2: bool = False
+    sentences_read: dict[str, int] = field(default_factory=dict)
+    empty_sentences_skipped: dict[str, int] = field(default_factory=dict)
+    repaired_tags: int = 0  # I- tags that continued nothing, read as B-
+    duplicates_dropped: int = 0
+    train_overlap_dropped: int = 0
+    subsampled_from: int | None = None
+    stratified: bool = True
+    # Tags of unused sentences whose type training never has: written as O (unused is unlabelled).
+    unused_tags_outside_training: int = 0
+
+
+def source_format(path: Path, config: DataConfig) -> str:
+    """``conll``, ``jsonl``, ``json`` or ``parquet`` for a local file."""
+    if config.format not in FORMATS:
+        raise DataError(
+            f"data.format = {config.format!r}: token classification reads "
+            "CoNLL column files, JSON lines, JSON or Parquet (set data.format = 'auto')"
+        )
+    if config.format != "auto":
+        return config.format
+    return _SUFFIX_FORMATS.get(path.suffix.lower(), "conll")
+
+
+# --- CoNLL column files ---------------------------------------------------------------------
+
+
+def _conll_fields(line: str) -> list[str]:
+    """Tabs separate columns when the line has one (a token may then hold a space)."""
+    if "\t" in line:
+        return [part.strip() for part in line.split("\t")]
+    return line.split()
+
+
+def _column(index: int, width: int, key: str, where: str) -> int:
+    position = index if index >= 0 else width + index
+    if not 0 <= position < width:
+        raise DataError(f"{where}: {width} column(s); data.{key} = {index} names none of them")
+    return position
+
+
+def _conll_columns(fields: list[str], config: DataConfig, where: str) -> tuple[int, int]:
+    """The token and tag columns, resolved against the first token line's width."""
+    token = _column(config.token_index, len(fields), "token_index", where)
+    tag = _column(config.tag_index, len(fields), "tag_index", where)
+    if token == tag:
+        raise DataError(
+            f"{where}: data.token_index ({config.token_index}) and data.tag_index "
+            f"({config.tag_index}) name the same column of {len(fields)}; columns are split "
+            "on tabs, or on whitespace when a line has no tab"
+        )
+    return token, tag
+
+
+def read_conll(path: Path, config: DataConfig) -> list[Sentence]:
+    """The sentences of a CoNLL column file, tags as written."""
+    sentences: list[Sentence] = []
+    current: list[tuple[int, str, str]] = []  # (line, token, tag) of the open sentence
+    first: tuple[int, int] | None = None  # (line, width) of the first token line
+    columns = (0, 0)
+    for number, line in enumerate(_decode(path, config.encoding).splitlines(), start=1):
+        fields = _conll_fields(line)
+        if not fields or not any(fields) or fields[0] == DOCSTART:
+            _close_sentence(path, current, sentences)
+            continue
+        where = f"{path}: line {number}"
+        if first is None:
+            first = (number, len(fields))
+            columns = _conll_columns(fields, config, where)
+        elif len(fields) != first[1]:
+            raise DataError(
+                f"{where}: {len(fields)} column(s), line {first[0]} (the first token) has "
+                f"{first[1]}"
+            )
+        token, tag = fields[columns[0]], fields[columns[1]]
+        if not token or not tag:
+            raise DataError(f"{where}: empty {'token' if not token else 'tag'} column")
+        current.append((number, token, tag))
+    _close_sentence(path, current, sentences)
+    return sentences
+
+
+def _close_sentence(
+    path: Path, current: list[tuple[int, str, str]], sentences: list[Sentence]
+) -> None:
+    """End the open sentence (if any: blank lines in a row are one separator)."""
+    if not current:
+        return
+    lines = [line for line, _, _ in current]
+    sentences.append(
+        Sentence(
+            example_id=f"{path.name}:{lines[0]}",
+            tokens=[token for _, token, _ in current],
+            tags=[tag for _, _, tag in current],
+            source=str(path),
+            line=lines[0],
+            token_lines=lines,
+        )
+    )
+    current.clear()
+
+
+# --- JSON lines, JSON, Parquet, hub ---------------------------------------------------------
+
+
+def _read_hub(
+    dataset_id: str, config: DataConfig, key: str
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]], list[str] | None]:
+    """Rows of a hub dataset, and the names of its integer tags (``ClassLabel``) if it has them."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(dataset_id, split=config.hub_split)
+    except Exception as exc:  # offline, unknown id, unknown split: all one message for the user
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise SourceError(
+            f"{key}: {dataset_id!r} is not a local file and could not be loaded as a hub dataset "
+            f"(split {config.hub_split!r}): {type(exc).__name__}: {first}"
+        ) from None
+    feature = dataset.features.get(config.tags_column)
+    inner = feature[0] if isinstance(feature, list) else getattr(feature, "feature", None)
+    names = getattr(inner, "names", None)
+    rows = [(i + 1, row) for i, row in enumerate(dataset)]
+    return list(dataset.column_names), rows, list(names) if names else None
+
+
+def _word_list(value: Any, what: str, where: str, names: list[str] | None = None) -> list[str]:
+    """A row's tokens or tags as a list of non-empty strings (integer tags named by ``names``)."""
+    if not isinstance(value, list | tuple):
+        raise DataError(f"{where}: {what} is {type(value).__name__}, not a list")
+    words = []
+    for position, item in enumerate(value, start=1):
+        if names is not None and isinstance(item, int) and 0 <= item < len(names):
+            item = names[item]
+        if not isinstance(item, str) or not item.strip():
+            # Integer tags need names, which only a hub dataset's ClassLabel carries.
+            named = " (a tag name such as 'B-PER')" if isinstance(item, int) else ""
+            raise DataError(
+                f"{where}: {what} item {position} is {item!r}; expected a non-empty string{named}"
+            )
+        words.append(item.strip())
+    return words
+
+
+def sentences_from_rows(
+    name: str,
+    columns: list[str],
+    rows: list[tuple[int, dict[str, Any]]],
+    config: DataConfig,
+    tag_names: list[str] | None = None,
+) -> tuple[list[Sentence], int]:
+    """Sentences of table rows, and how many rows held no token (skipped)."""
+    wanted = (config.tokens_column, config.tags_column, config.id_column)
+    missing = [c for c in wanted if c and c not in columns]
+    if missing:
+        raise DataError(
+            f"{name}: no column {', '.join(map(repr, missing))}; the columns are {columns}"
+        )
+    sentences, empty = [], 0
+    for line, record in rows:
+        where = f"{name}: line {line}"
+        tokens = _word_list(record.get(config.tokens_column), config.tokens_column, where)
+        tags = _word_list(record.get(config.tags_column), config.tags_column, where, tag_names)
+        if len(tokens) != len(tags):
+            raise DataError(
+                f"{where}: {len(tokens)} tokens in {config.tokens_column!r} but {len(tags)} "
+                f"tags in {config.tags_column!r}"
+            )
+        if not tokens:
+            empty += 1
+            continue
+        example_id = (
+            str(record[config.id_column]) if config.id_column else f"{Path(name).name}:{line}"
+        )
+        sentences.append(Sentence(example_id, tokens, tags, name, line))
+    return sentences, empty
+
+
+def read_source(
+    reference: str, config: DataConfig, base_dir: Path, key: str, report: TagReport
+) -> list[Sentence]:
+    """The sentences of a file or hub dataset, tags as written; an empty source is an error."""
+    path = resolve_local(reference, base_dir, key)
+    if path is not None and path.is_dir():
+        raise DataError(f"{key}: {path} is a folder; name a CoNLL, .jsonl, .json or .parquet file")
+    fmt = "hub" if path is None else source_format(path, config)
+    if path is not None and fmt == "conll":
+        if config.id_column:
+            raise DataError(f"{key}: {path} is a CoNLL column file; data.id_column names no column")
+        name, sentences, empty = str(path), read_conll(path, config), 0
+    else:
+        name, columns, rows, tag_names = _read_rows(reference, path, fmt, config, key)
+        sentences, empty = sentences_from_rows(name, columns, rows, config, tag_names)
+    report.sentences_read[key] = len(sentences)
+    report.empty_sentences_skipped[key] = empty
+    if not sentences:
+        raise DataError(f"{name}: holds no sentence (no token line or row with tokens)")
+    _check_unique_ids(sentences)
+    return sentences
+
+
+def _read_rows(
+    reference: str, path: Path | None, fmt: str, config: DataConfig, key: str
+) -> tuple[str, list[str], list[tuple[int, dict[str, Any]]], list[str] | None]:
+    if path is None:
+        columns, rows, tag_names = _read_hub(reference, config, key)
+        return reference, columns, rows, tag_names
+    if fmt == "jsonl":
+        columns, rows = _read_jsonl(path, config.encoding)
+    elif fmt == "json":
+        columns, rows = _read_json(path, config.encoding)
+    else:
+        columns, rows = _read_parquet(path)
+    return str(path), columns, rows, None
+
+
+def _check_unique_ids(sentences: list[Sentence]) -> None:
+    seen: dict[str, Sentence] = {}
+    for sentence in sentences:
+        other = seen.setdefault(sentence.example_id, sentence)
+        if other is not sentence:
+            raise DataError(
+                f"{sentence.source}: duplicate example id {sentence.example_id!r} "
+                f"(lines {other.line} and {sentence.line})"
+            )
+
+
+# --- Tag schemes ----------------------------------------------------------------------------
+
+
+def _parse_tag(tag: str, scheme: str, where: str) -> tuple[str, str]:
+    """``(prefix, type)`` of a tag; ``("O", "")`` for outside."""
+    if tag == OUTSIDE:
+        return OUTSIDE, ""
+    prefix, dash, kind = tag.partition("-")
+    if dash and prefix in SCHEME_PREFIXES[scheme] and kind.strip():
+        return prefix, kind
+    written = ", ".join(f"{p}-TYPE" for p in SCHEME_PREFIXES[scheme])
+    raise DataError(f"{where}: tag {tag!r} is not in the data.tag_scheme {scheme!r} (O, {written})")
+
+
+def normalise_tags(sentence: Sentence, scheme: str, repair: bool) -> int:
+    """Rewrite ``sentence.tags`` as IOB2 (see the module docstring); returns I- tags repaired."""
+    tags, repaired = [], 0
+    previous = (OUTSIDE, "")
+    for position, tag in enumerate(sentence.tags):
+        prefix, kind = _parse_tag(tag, scheme, sentence.at(position))
+        continues = previous[0] != OUTSIDE and previous[1] == kind
+        if scheme == "bioes":
+            prefix = {"S": "B", "E": "I"}.get(prefix, prefix)
+        elif scheme == "iob1" and prefix == "I" and not continues:
+            prefix = "B"  # IOB1 opens an entity with I-
+        if prefix == "I" and not continues:
+            if not repair:
+                _orphan_error(sentence, position)
+            prefix, repaired = "B", repaired + 1
+        previous = (prefix, kind)
+        tags.append(OUTSIDE if prefix == OUTSIDE else f"{prefix}-{kind}")
+    sentence.tags = tags
+    return repaired
+
+
+def _orphan_error(sentence: Sentence, position: int) -> None:
+    tag = sentence.tags[position]
+    before = (
+        "it starts the sentence"
+        if position == 0
+        else f"the previous tag is {sentence.tags[position - 1]!r}"
+    )
+    kind = tag.partition("-")[2]
+    raise DataError(
+        f"{sentence.at(position)}: tag {tag!r} continues no entity ({before}); set "
+        f"data.repair_tags = true to read it as 'B-{kind}'"
+    )
+
+
+def load_sentences(
+    reference: str, config: DataConfig, base_dir: Path, key: str, report: TagReport
+) -> list[Sentence]:
+    """The sentences of one source, tags checked and rewritten as IOB2."""
+    sentences = read_source(reference, config, base_dir, key, report)
+    for sentence in sentences:
+        report.repaired_tags += normalise_tags(sentence, config.tag_scheme, config.repair_tags)
+    return sentences
+
+
+# --- Splits ---------------------------------------------------------------------------------
+
+
+def _token_key(sentence: Sentence) -> tuple[str, ...]:
+    return tuple(sentence.tokens)
+
+
+def _deduplicate(sentences: list[Sentence]) -> tuple[list[Sentence], int]:
+    """The first of each token sequence (a repeated tweet is one sentence, whatever its tags)."""
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for sentence in sentences:
+        if _token_key(sentence) not in seen:
+            seen.add(_token_key(sentence))
+            kept.append(sentence)
+    return kept, len(sentences) - len(kept)
+
+
+def strata(sentences: list[Sentence]) -> list[str]:
+    """Each sentence's rarest entity type (``O`` for none): stratifying on it spreads the rare
+    types first. Strata under two sentences share one (a stratum of one cannot be split)."""
+    types = [s.entity_types() for s in sentences]
+    counts = Counter(kind for kinds in types for kind in kinds)
+    labels = [min(kinds, key=lambda k: (counts[k], k), default=OUTSIDE) for kinds in types]
+    sizes = Counter(labels)
+    labels = [label if sizes[label] >= 2 else RARE for label in labels]
+    if labels.count(RARE) == 1:  # still alone: it joins the largest stratum
+        largest = Counter(labels).most_common(1)[0][0]
+        labels = [largest if label == RARE else label for label in labels]
+    return labels
+
+
+def _anchors(sentences: list[Sentence], seed: int) -> set[int]:
+    """One sentence per entity type that a split never takes, so no type leaves training
+    (rarest types first; a sentence holding several types anchors them all)."""
+    types = [s.entity_types() for s in sentences]
+    counts = Counter(kind for kinds in types for kind in kinds)
+    rng = random.Random(seed)
+    covered: set[str] = set()
+    anchors: set[int] = set()
+    for kind in sorted(counts, key=lambda k: (counts[k], k)):
+        if kind not in covered:
+            pick = rng.choice([i for i, kinds in enumerate(types) if kind in kinds])
+            anchors.add(pick)
+            covered |= types[pick]
+    return anchors
+
+
+def split_off(
+    sentences: list[Sentence], count: int, seed: int, report: TagReport
+) -> tuple[list[Sentence], list[Sentence]]:
+    """``(kept, taken)``: ``count`` sentences taken (fewer if anchors leave fewer), stratified
+    on the rarest entity type, else at random; both keep the input order."""
+    anchors = _anchors(sentences, seed)
+    free = [i for i in range(len(sentences)) if i not in anchors]
+    count = min(count, len(free))
+    if count == 0:
+        return list(sentences), []
+    taken = set(_sample(free, [sentences[i] for i in free], count, seed, report))
+    kept = [s for i, s in enumerate(sentences) if i not in taken]
+    return kept, [sentences[i] for i in sorted(taken)]
+
+
+def _sample(
+    indices: list[int], sentences: list[Sentence], count: int, seed: int, report: TagReport
+) -> list[int]:
+    from sklearn.model_selection import train_test_split
+
+    if count >= len(indices):
+        return indices
+    try:
+        _, taken = train_test_split(
+            indices, test_size=count, random_state=seed, stratify=strata(sentences)
+        )
+    except ValueError:  # too many strata for the sizes asked: a plain random sample
+        report.stratified = False
+        taken = random.Random(seed).sample(indices, count)
+    return [int(i) for i in taken]
+
+
+def _evaluation_splits(
+    pool: list[Sentence], config: DataConfig, base_dir: Path, seed: int, report: TagReport
+) -> dict[str, list[Sentence]]:
+    """train/validation/test: the separate files where given, else shares of ``pool``."""
+    parts: dict[str, list[Sentence]] = {}
+    for name, reference in (("validation", config.validation_path), ("test", config.test_path)):
+        if reference is not None:
+            parts[name] = load_sentences(reference, config, base_dir, f"data.{name}_path", report)
+    train = pool
+    if "test" not in parts:
+        count = math.ceil(config.test_fraction * len(pool))
+        train, parts["test"] = split_off(train, count, seed, report)
+    if "validation" not in parts:
+        count = math.ceil(config.validation_fraction * len(pool))
+        train, parts["validation"] = split_off(train, count, seed + 1, report)
+    parts["train"] = _without_evaluation_sentences(train, parts, config, report)
+    for name in SPLITS:
+        if not parts[name]:
+            raise DataError(f"the {name} split is empty; add data or change data.{name}_fraction")
+    return parts
+
+
+def _without_evaluation_sentences(
+    train: list[Sentence], parts: dict[str, list[Sentence]], config: DataConfig, report: TagReport
+) -> list[Sentence]:
+    """Keep evaluation honest: a sentence in validation/test must not also be trained on."""
+    held_out = {_token_key(s): s for name in ("validation", "test") for s in parts[name]}
+    leaked = [s for s in train if _token_key(s) in held_out]
+    if not leaked:
+        return train
+    if not config.deduplicate:
+        pairs = ", ".join(
+            f"{s.example_id} = {held_out[_token_key(s)].example_id}" for s in leaked[:5]
+        )
+        raise DataError(
+            f"{len(leaked)} training sentence(s) also appear in validation/test ({pairs}); "
+            "set data.deduplicate = true to drop them from training"
+        )
+    report.train_overlap_dropped = len(leaked)
+    return [s for s in train if _token_key(s) not in held_out]
+
+
+def _training_types(parts: dict[str, list[Sentence]]) -> set[str]:
+    """The training split's entity types; a type only validation or test has is an error."""
+    train_types = set().union(*(s.entity_types() for s in parts["train"]))
+    if not train_types:
+        raise DataError(f"the training split holds no entity (every tag is {OUTSIDE!r})")
+    for name in ("validation", "test"):
+        unseen = [
+            (s, position)
+            for s in parts[name]
+            for position, tag in enumerate(s.tags)
+            if tag.startswith("B-") and tag[2:] not in train_types
+        ]
+        if unseen:
+            first, position = unseen[0]
+            kind = first.tags[position][2:]
+            count = sum(1 for s, p in unseen if s.tags[p][2:] == kind)
+            raise DataError(
+                f"{first.at(position)}: entity type {kind!r} in the {name} split never occurs "
+                f"in training ({count} entities); training types: {sorted(train_types)}"
+            )
+    return train_types
+
+
+def _encode(sentences: list[Sentence], index: dict[str, int]) -> tuple[TaggedSplit, int]:
+    """Tag names as indices; a tag not in ``index`` becomes O (counted, returned)."""
+    tags, outside = [], 0
+    for sentence in sentences:
+        row = [index.get(tag, -1) for tag in sentence.tags]
+        outside += row.count(-1)
+        tags.append([0 if tag < 0 else tag for tag in row])
+    split = TaggedSplit(
+        ids=[s.example_id for s in sentences], tokens=[s.tokens for s in sentences], tags=tags
+    )
+    return split, outside
+
+
+def build_tagged_splits(
+    config: DataConfig, base_dir: Path, seed: int
+) -> tuple[dict[str, TaggedSplit], list[str], TagReport]:
+    """Read, check and split the data: the splits (train, validation, test, unused), the tag
+    names and what cleaning did. ``unused`` holds what ``max_examples`` left out, minus any
+    sentence validation or test hold; its tags of types training lacks are written as O."""
+    report = TagReport(tag_scheme=config.tag_scheme, converted_to_iob2=config.tag_scheme != "iob2")
+    pool = load_sentences(config.path, config, base_dir, "data.path", report)
+    if config.deduplicate:
+        pool, report.duplicates_dropped = _deduplicate(pool)
+    unused: list[Sentence] = []
+    if config.max_examples is not None and len(pool) > config.max_examples:
+        report.subsampled_from = len(pool)
+        pool, unused = split_off(pool, len(pool) - config.max_examples, seed, report)
+    parts = _evaluation_splits(pool, config, base_dir, seed, report)
+    names = tag_names_for(_training_types(parts))
+    index = {name: i for i, name in enumerate(names)}
+    splits = {name: _encode(parts[name], index)[0] for name in SPLITS}
+    held_out = {_token_key(s) for name in ("validation", "test") for s in parts[name]}
+    kept = [s for s in unused if _token_key(s) not in held_out]
+    splits["unused"], report.unused_tags_outside_training = _encode(kept, index)
+    return splits, names, report
+
+
+def entity_counts(split: TaggedSplit, names: list[str]) -> dict[str, int]:
+    """Entities per type (each B- tag opens one), every type of ``names`` listed."""
+    counts = Counter(names[tag] for row in split.tags for tag in row)
+    return {name[2:]: counts.get(name, 0) for name in names if name.startswith("B-")}
+
+
+def token_count(split: TaggedSplit) -> int:
+    return sum(len(tokens) for tokens in split.tokens)
