@@ -103,12 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict",
-        help="classify texts with an exported bundle (onnxruntime only, no torch)",
+        help="classify texts or find their entities with an exported bundle "
+        "(onnxruntime only, no torch)",
         description=(
-            "Classify texts with an exported bundle (export/<name>/). Texts come from the "
+            "Classify texts, or find their named entities, with an exported bundle "
+            "(export/<name>/). Texts come from the "
             "arguments, from --file (one per line), or from stdin when neither is given "
             "(or for '-'). Prints one line per input line, in input order: "
-            "label<TAB>probability<TAB>every label=probability (--json: one JSON object). "
+            "label<TAB>probability<TAB>every label=probability for a classifier, "
+            "type:start-end:text per entity, tab-separated (empty: none), for an NER bundle "
+            "(--json: one JSON object). "
             "A line that is not UTF-8 or is blank is not predicted: its output line is "
             '\'error<TAB>WHERE: why\' (--json: {"line": N, "source": ..., "error": ...}), '
             "every other line is still predicted, and the exit status is 2."
@@ -116,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
     predict.add_argument(
-        "texts", nargs="*", metavar="TEXT", help="texts to classify ('-' reads stdin)"
+        "texts", nargs="*", metavar="TEXT", help="texts to predict ('-' reads stdin)"
     )
     predict.add_argument(
         "-f", "--file", type=Path, help="read texts from this file, one per line ('-': stdin)"
@@ -124,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--json",
         action="store_true",
-        help="print JSON lines: text, label, probability, probabilities per label",
+        help="print JSON lines: text, label, probability, probabilities per label "
+        "(NER: text, entities with type, text, start, end, score)",
     )
     predict.add_argument(
         "--threads",

@@ -88,6 +88,11 @@ def argument_lines(texts: Iterable[str]) -> list[InputLine]:
 
 
 def prediction_tsv(prediction: Any) -> str:
+    """One output line: the prediction's own ``to_tsv()`` where its task defines one (entities),
+    else classification's ``label<TAB>probability<TAB>label=probability ...``."""
+    to_tsv = getattr(prediction, "to_tsv", None)
+    if callable(to_tsv):
+        return to_tsv()
     scores = " ".join(f"{k}={v:.4f}" for k, v in prediction.probabilities.items())
     return f"{prediction.label}\t{prediction.probability:.4f}\t{scores}"
 

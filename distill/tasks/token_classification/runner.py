@@ -1,0 +1,352 @@
+"""Serve a named-entity (token-classification) bundle with onnxruntime, tokenizers and numpy
+only: no torch, no transformers.
+
+The bundle contract (``manifest.json``, written by the export stage with
+:func:`distill.export.bundle.write_bundle_manifest`; the bundle format's own fields and the
+sha256 of every file are checked by :func:`distill.export.bundle.read_bundle` first):
+
+- ``task``: ``"token-classification"``;
+- ``labels``: the tag names in id order, IOB2 (``"O"``, ``"B-<type>"``, ``"I-<type>"``,
+  every ``I-`` type with its ``B-``); a type holds no whitespace and no ``:`` (the TSV
+  output stays parseable). They must equal ``config.json``'s ``id2label``;
+- ``max_length``: a positive int; longer texts are truncated to that many tokens (special
+  tokens included), as classification does: words past it get no tag, hence no entity;
+- ``model``: the ONNX file (default ``model.onnx``), optimum's token-classification graph
+  (inputs among input_ids, attention_mask, token_type_ids; output ``logits`` of shape
+  [batch, sequence, labels]);
+- ``files`` lists (at least) the model, ``tokenizer.json`` (a fast tokenizer: its offsets
+  and word ids place the entities) and ``config.json``;
+- optional ``aggregation``: ``"simple"`` (default) or ``"first"``, as the transformers
+  token-classification pipeline's ``aggregation_strategy``;
+- optional ``input_names``: when present, checked against the graph's inputs.
+
+Aggregation, as that pipeline does it: ``simple`` tags each real (non-special) token with
+its most probable tag, then groups consecutive tokens of one entity type, a ``B-`` tag
+starting a new entity; an entity's score is the mean of its tokens' top probabilities.
+``first`` gives each word (the tokenizer's ``word_ids``) the tag and score of its first
+sub-token, then groups words the same way. ``O`` groups are dropped. Entity offsets are
+character offsets into the original text (``text[start:end] == entity.text``).
+
+Like the classification runner, this module must stay importable without torch or
+transformers (``tests/test_ner_runner.py`` checks it in a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.errors import ArtifactError
+from distill.export.bundle import (
+    MANIFEST_FILE,
+    Bundle,
+    is_int,
+    problems_error,
+    read_bundle,
+    unlisted,
+)
+from distill.tasks.classification.runner import (
+    DEFAULT_BATCH_SIZE,
+    ENCODING_FIELDS,
+    TOKENIZER_FILE,
+    load_tokenizer,
+    make_session,
+    softmax,
+)
+from distill.tasks.token_classification.task import TokenClassification
+
+CONFIG_FILE = "config.json"
+AGGREGATIONS = ("simple", "first")
+DEFAULT_AGGREGATION = "simple"
+_TAG = re.compile(r"^[BI]-[^\s:]+$")
+_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+# What `to_tsv` escapes in an entity's text, so that a line stays one line of tab-separated
+# fields whatever the input held (a text argument may hold tabs and newlines).
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One entity: its type (the tag without B-/I-), its text and character span, its score."""
+
+    type: str
+    text: str
+    start: int
+    end: int
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+            "score": self.score,
+        }
+
+    def to_tsv(self) -> str:
+        return f"{self.type}:{self.start}-{self.end}:{self.text.translate(_TSV_ESCAPES)}"
+
+
+@dataclass(frozen=True)
+class EntityPrediction:
+    """The entities found in one text, in text order."""
+
+    text: str
+    entities: list[Entity] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "entities": [e.to_dict() for e in self.entities]}
+
+    def to_tsv(self) -> str:
+        """``type:start-end:text`` per entity, tab-separated; empty when there are none."""
+        return "\t".join(e.to_tsv() for e in self.entities)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _label_problems(path: Path, labels: Any) -> list[str]:
+    """``labels`` as IOB2 tag names: "O" once, B-/I- tags, every I- type with its B-."""
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or not all(isinstance(name, str) and name for name in labels)
+    ):
+        return [f"{path}: 'labels' must be a non-empty list of tag names"]
+    if len(set(labels)) != len(labels):
+        return [f"{path}: 'labels' repeats a name: {labels}"]
+    bad = [name for name in labels if name != "O" and not _TAG.match(name)]
+    if bad:
+        return [
+            f"{path}: 'labels' {bad} are not IOB2 tags ('O', 'B-<type>', 'I-<type>'; "
+            "a type without whitespace or ':')"
+        ]
+    if "O" not in labels:
+        return [f"{path}: 'labels' has no 'O' tag"]
+    orphans = [name for name in labels if name.startswith("I-") and f"B-{name[2:]}" not in labels]
+    if orphans:
+        return [f"{path}: 'labels' {orphans} have no B- tag of their type"]
+    return []
+
+
+def _manifest_problems(bundle: Bundle) -> list[str]:
+    """What entity prediction reads from the manifest beyond the bundle format."""
+    path, manifest = bundle.manifest_path, bundle.manifest
+    problems = _label_problems(path, manifest.get("labels"))
+    max_length = manifest.get("max_length")
+    if not is_int(max_length) or max_length < 1:
+        problems.append(f"{path}: 'max_length' must be a positive integer, not {max_length!r}")
+    aggregation = manifest.get("aggregation", DEFAULT_AGGREGATION)
+    if aggregation not in AGGREGATIONS:
+        problems.append(
+            f"{path}: 'aggregation' must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}"
+        )
+    names = manifest.get("input_names")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        problems.append(f"{path}: 'input_names' must be a list of graph input names")
+    return problems + unlisted(path, manifest["files"], [TOKENIZER_FILE, CONFIG_FILE])
+
+
+def _config_tags(path: Path) -> list[str]:
+    """``config.json``'s ``id2label`` names in id order (a file the manifest verified)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        id2label = config["id2label"]
+        return [id2label[key] for key in sorted(id2label, key=int)]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        raise ArtifactError(f"{path}: not a model config with an 'id2label' map") from None
+
+
+def check_bundle(bundle: Path | Bundle) -> Bundle:
+    """A bundle verified by :func:`~distill.export.bundle.read_bundle`, then checked for entity
+    prediction: IOB2 labels equal to ``config.json``'s ``id2label``, ``max_length``,
+    ``aggregation``, the tokenizer and config listed. Raises :class:`ArtifactError`."""
+    if not isinstance(bundle, Bundle):
+        bundle = read_bundle(bundle, command=TokenClassification.command)
+    problems = _manifest_problems(bundle)
+    if problems:
+        raise problems_error(bundle.path, problems)
+    config = bundle.path / CONFIG_FILE
+    tags, labels = _config_tags(config), bundle.manifest["labels"]
+    if tags != labels:
+        raise ArtifactError(
+            f"{bundle.manifest_path}: 'labels' {labels} do not match the model's id2label "
+            f"{tags} in {config}; was manifest.json edited?"
+        )
+    return bundle
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+@dataclass(frozen=True)
+class _Tagged:
+    """A token or a word with its tag: the unit the grouping walks over."""
+
+    tag: str
+    score: float
+    start: int
+    end: int
+    word: int | None  # the tokenizer's word id (None: a token of no word)
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    """("B" or "I", type); "O" reads as ("I", "O") as in the transformers pipeline."""
+    return (tag[0], tag[2:]) if tag[:2] in ("B-", "I-") else ("I", tag)
+
+
+def _tokens(encoding: Any, probabilities: np.ndarray, labels: list[str]) -> list[_Tagged]:
+    """Every real token (no special or padding token) with its most probable tag."""
+    best = probabilities.argmax(axis=-1)
+    return [
+        _Tagged(labels[best[i]], float(probabilities[i, best[i]]), *encoding.offsets[i], word=word)
+        for i, word in enumerate(encoding.word_ids)
+        if not encoding.special_tokens_mask[i] and encoding.attention_mask[i]
+    ]
+
+
+def _words(tokens: list[_Tagged]) -> list[_Tagged]:
+    """Every word with the tag and score of its first sub-token, spanning all its sub-tokens."""
+    words: list[_Tagged] = []
+    for token in tokens:
+        if words and token.word is not None and token.word == words[-1].word:
+            words[-1] = replace(words[-1], end=token.end)
+        else:
+            words.append(token)
+    return words
+
+
+def _group(units: list[_Tagged], text: str) -> list[Entity]:
+    """Consecutive units of one type form an entity (a B- tag starts a new one); O dropped."""
+    groups: list[list[_Tagged]] = []
+    for unit in units:
+        bi, kind = _split_tag(unit.tag)
+        if groups and bi != "B" and _split_tag(groups[-1][-1].tag)[1] == kind:
+            groups[-1].append(unit)
+        else:
+            groups.append([unit])
+    entities = []
+    for group in groups:
+        kind = _split_tag(group[0].tag)[1]
+        if kind == "O":
+            continue
+        start, end = group[0].start, group[-1].end
+        score = float(np.mean([unit.score for unit in group]))
+        entities.append(Entity(kind, text[start:end], start, end, score))
+    return entities
+
+
+def aggregate(
+    text: str, encoding: Any, probabilities: np.ndarray, labels: list[str], strategy: str
+) -> list[Entity]:
+    """The entities of one text from its encoding and per-token probabilities."""
+    tokens = _tokens(encoding, probabilities, labels)
+    return _group(_words(tokens) if strategy == "first" else tokens, text)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _graph_inputs(session: Any, model_path: Path) -> list[tuple[str, Any]]:
+    """The graph's inputs (each one a tokenizer produces) with their integer dtypes."""
+    inputs = []
+    for graph_input in session.get_inputs():
+        dtype = _INPUT_DTYPES.get(graph_input.type)
+        if graph_input.name not in ENCODING_FIELDS or dtype is None:
+            raise ArtifactError(
+                f"{model_path}: the graph needs input {graph_input.name!r} of type "
+                f"{graph_input.type}; a tokenizer feeds integer {sorted(ENCODING_FIELDS)} only"
+            )
+        inputs.append((graph_input.name, dtype))
+    return inputs
+
+
+class EntityPredictor:
+    """A verified NER bundle, ready to find entities. Build it with :func:`load_bundle`."""
+
+    def __init__(self, bundle: Path | Bundle, *, threads: int | None = None) -> None:
+        checked = check_bundle(bundle)
+        self.path, self.manifest = checked.path, checked.manifest
+        self.labels: list[str] = list(self.manifest["labels"])
+        self.max_length: int = self.manifest["max_length"]
+        self.aggregation: str = self.manifest.get("aggregation", DEFAULT_AGGREGATION)
+        self.model_path = checked.model_path
+        self.tokenizer = load_tokenizer(self.path, self.manifest)
+        self.session = make_session(self.model_path, threads)
+        self._inputs = _graph_inputs(self.session, self.model_path)
+        self._check_graph()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [name for name, _ in self._inputs]
+
+    def _check_graph(self) -> None:
+        declared = self.manifest.get("input_names")
+        if declared is not None and sorted(declared) != sorted(self.input_names):
+            raise ArtifactError(
+                f"{self.path / MANIFEST_FILE}: 'input_names' {declared} differ from the inputs "
+                f"of {self.model_path.name} {self.input_names}"
+            )
+        outputs = self.session.get_outputs()
+        self._output = next((o for o in outputs if o.name == "logits"), outputs[0]).name
+        shape = next(o.shape for o in outputs if o.name == self._output)
+        if shape and len(shape) != 3:
+            raise ArtifactError(
+                f"{self.model_path}: output {self._output!r} has {len(shape)} dimensions, "
+                "expected (batch, sequence, labels) of a token-classification graph"
+            )
+        if shape and is_int(shape[-1]) and shape[-1] != len(self.labels):
+            raise ArtifactError(
+                f"{self.path / MANIFEST_FILE}: lists {len(self.labels)} labels but "
+                f"{self.model_path.name} outputs {shape[-1]} scores per token"
+            )
+
+    def _probabilities(self, encodings: list[Any]) -> np.ndarray:
+        """Per-token tag probabilities of one padded batch: (texts, tokens, labels)."""
+        feeds = {
+            name: np.asarray([getattr(e, ENCODING_FIELDS[name]) for e in encodings], dtype=dtype)
+            for name, dtype in self._inputs
+        }
+        logits = np.asarray(self.session.run([self._output], feeds)[0])
+        expected = (len(encodings), len(encodings[0].ids), len(self.labels))
+        if logits.shape != expected:
+            raise ArtifactError(
+                f"{self.model_path}: output {self._output!r} has shape {logits.shape}, "
+                f"expected {expected} (batch, tokens, the labels in manifest.json)"
+            )
+        return softmax(logits)
+
+    def iter_predict(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Iterator[EntityPrediction]:
+        """Predictions in input order, computed one batch at a time (for streaming output)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            encodings = self.tokenizer.encode_batch(batch)
+            for text, encoding, rows in zip(
+                batch, encodings, self._probabilities(encodings), strict=True
+            ):
+                entities = aggregate(text, encoding, rows, self.labels, self.aggregation)
+                yield EntityPrediction(text, entities)
+
+    def predict(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> list[EntityPrediction]:
+        return list(self.iter_predict(texts, batch_size))
+
+
+def load_bundle(bundle: str | Path | Bundle, *, threads: int | None = None) -> EntityPredictor:
+    """Verify and load an NER ``bundle`` (an ``export/<name>/`` folder, or one
+    :func:`~distill.export.bundle.read_bundle` verified) for entity prediction."""
+    return EntityPredictor(bundle if isinstance(bundle, Bundle) else Path(bundle), threads=threads)
