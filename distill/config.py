@@ -580,12 +580,15 @@ class Recipe(_Table):
         """Each task owns its keys: one set for another task would be ignored, so it is an
         error naming the key and the task that reads it."""
         task = get_task(self.task)
+        owners: dict[str, list[str]] = {}
+        for other in TASKS.values():
+            for key in other.owned_keys():
+                owners.setdefault(key, []).append(other.name)
         problems = [
-            f"{key} is read by task {other.name!r} only, not by this recipe's task {task.name!r}"
-            for other in TASKS.values()
-            if other.name != task.name
-            for key in other.owned_keys()
-            if key not in task.owned_keys() and self.is_set(key)
+            f"{key} is read by task {' and '.join(map(repr, names))} only, not by this "
+            f"recipe's task {task.name!r}"
+            for key, names in owners.items()
+            if task.name not in names and self.is_set(key)
         ]
         problems += task.check_recipe(self)
         if problems:
