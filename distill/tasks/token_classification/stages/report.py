@@ -120,9 +120,10 @@ def _max_length(manifests: dict[str, dict[str, Any]]) -> int:
 
 
 def _row(key: str, name: str, scores: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A model row: every column present (None when not measured), so templates need no guards."""
     row = {"key": key, "name": name, **{k: scores.get(k) for k in SCORES}}
-    row["agreement"] = scores.get("agreement")
-    row["per_type"] = scores.get("per_type")
+    row.update(agreement=scores.get("agreement"), per_type=scores.get("per_type"))
+    row.update(bytes=None, parameters=None, latency=None)
     return {**row, **extra}
 
 
@@ -285,10 +286,12 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if twin is not None:
         gain = headline["kd_gain"]
+        moved = "made no difference to" if gain == 0 else ("gained" if gain > 0 else "lost")
+        points = "" if gain == 0 else f" {abs(gain) * 100:.2f} points of"
         headline["verdict"] = (
-            f"Distillation {'gained' if gain > 0 else 'lost'} {abs(gain) * 100:.2f} points of entity "
-            f"micro-F1 over the same student trained without it "
-            f"({student['entity_f1']:.1%} vs {twin['entity_f1']:.1%}, one seed; no paired test yet)."
+            f"Distillation {moved}{points} entity micro-F1 over the same student trained "
+            f"without it ({student['entity_f1']:.1%} vs {twin['entity_f1']:.1%}, this run's "
+            "seed; no paired test yet)."
         )
     return headline
 
