@@ -1,0 +1,130 @@
+"""NER quick start over several seeds: teacher, distilled student, no-KD twin, deployed int8,
+memorization floor (test entity micro-F1), size and speed against the PyTorch teacher,
+stage wall times, and issue #15's targets checked.
+
+    python bench/ner.py                      # seeds 13 14 15, recipes/ner-quickstart.toml
+    python bench/ner.py --summarise-only     # re-read the reports of an earlier run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distillation import ROOT, STAGES, run_name, run_seed
+
+F1_SHARE = 0.95  # deployed student vs teacher entity micro-F1, mean over the seeds
+SPEEDUP = 10.0  # vs the PyTorch teacher at batch 1
+SIZE_SHARE = 1 / 8
+MODELS = ("teacher", "student", "student_no_kd", "deployed", "teacher_onnx_int8", "memorization")
+
+
+def per_seed(report: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]:
+    rows = {row["key"]: row for row in report["rows"]}
+    manifests = workdir / "runs" / run_name(seed)
+    walls = {
+        stage: json.loads((manifests / stage / "manifest.json").read_text()).get("wall_time_s")
+        for stage in STAGES
+    }
+    return {
+        "seed": seed,
+        "f1": {key: rows[key]["entity_f1"] for key in MODELS if key in rows},
+        "size_ratio": rows["deployed"].get("size_ratio"),
+        "speedup": rows["deployed"].get("speedup"),
+        "wall_time_s": walls,
+    }
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "min": min(values)}
+
+
+def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    f1 = {
+        key: _stats([s["f1"][key] for s in seeds if key in s["f1"]])
+        for key in MODELS
+        if all(key in s["f1"] for s in seeds)
+    }
+    kept = _stats([s["f1"]["deployed"] / s["f1"]["teacher"] for s in seeds])
+    gains = _stats([s["f1"]["student"] - s["f1"]["student_no_kd"] for s in seeds])
+    summary = {"seeds": seeds, "f1": f1, "kept": kept, "kd_gain": gains}
+    summary["pipeline_s"] = _stats([sum(v or 0 for v in s["wall_time_s"].values()) for s in seeds])
+    summary["checks"] = [
+        _check(
+            "teacher above the memorization floor",
+            f1["teacher"]["mean"] > f1["memorization"]["mean"],
+        ),
+        _check(
+            f"deployed keeps >= {F1_SHARE:.0%} of the teacher's F1 (mean {kept['mean']:.1%})",
+            kept["mean"] >= F1_SHARE,
+        ),
+        _check(
+            f"distilled beats no-KD by more than the seeds' std (gain {gains['mean'] * 100:+.2f}, "
+            f"std {f1['student_no_kd']['std'] * 100:.2f})",
+            gains["mean"] > max(f1["student_no_kd"]["std"], f1["student"]["std"]),
+        ),
+        _check(
+            f"size <= 1/8 of the teacher ({seeds[0]['size_ratio']:.3f})",
+            seeds[0]["size_ratio"] <= SIZE_SHARE,
+        ),
+        _check(
+            f">= {SPEEDUP:.0f}x faster than the PyTorch teacher (seed {seeds[0]['seed']}: {seeds[0]['speedup']:.1f}x)",
+            seeds[0]["speedup"] >= SPEEDUP,
+        ),
+    ]
+    return summary
+
+
+def _check(what: str, ok: bool) -> str:
+    return f"{'met   ' if ok else 'MISSED'} {what}"
+
+
+def table(summary: dict[str, Any]) -> str:
+    lines = [
+        "| model | "
+        + " | ".join(f"seed {s['seed']}" for s in summary["seeds"])
+        + " | mean ± std |",
+        "|---|" + "--:|" * (len(summary["seeds"]) + 1),
+    ]
+    for key, stats in summary["f1"].items():
+        cells = " | ".join(f"{100 * s['f1'][key]:.2f}" for s in summary["seeds"])
+        lines.append(f"| {key} | {cells} | {100 * stats['mean']:.2f} ± {100 * stats['std']:.2f} |")
+    lines.append("")
+    for s in summary["seeds"]:
+        walls = ", ".join(f"{k} {v:.0f}" for k, v in s["wall_time_s"].items() if v is not None)
+        lines.append(
+            f"seed {s['seed']}: stages (s) {walls}; size {s['size_ratio']:.3f}; {s['speedup']:.1f}x the PyTorch teacher"
+        )
+    return "\n".join([*lines, "", *summary["checks"]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "ner-quickstart.toml")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench-runs" / "ner")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the summary here")
+    args = parser.parse_args(argv)
+    seeds = []
+    for seed in args.seeds:
+        path = args.workdir / "reports" / run_name(seed) / "report.json"
+        if not args.summarise_only:
+            path = run_seed(args.recipe, seed, args.workdir, args.overrides)
+        seeds.append(per_seed(json.loads(path.read_text()), seed, args.workdir))
+    summary = summarise(seeds)
+    print(table(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

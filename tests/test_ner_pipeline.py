@@ -1,0 +1,106 @@
+"""The token-classification task through `distill run` on a tiny tagger: what each stage
+leaves for the next, and what users open the results with (transformers' pipeline, optimum's
+ORTModelForTokenClassification)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_distill
+from task_projects import NAME, token_classification
+
+from distill.artifacts import read_manifest
+from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
+from distill.tasks.token_classification.logits import load_ragged
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = token_classification(tmp_path_factory.mktemp("ner")).root
+    result = run_distill(["run", "recipe.toml"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def test_labels_stage_caches_one_logit_row_per_sub_token_of_every_sentence(project: Path) -> None:
+    from transformers import AutoTokenizer
+
+    run = project / "runs" / NAME
+    tags = read_tag_names(run / "data")
+    assert tags == ["O", "B-geo-loc", "I-geo-loc", "B-person", "I-person"]
+    tokenizer = AutoTokenizer.from_pretrained(run / "teacher" / "model")
+    for split in ("train", "validation", "test"):
+        sentences = read_tagged_split(run / "data", split)
+        logits = load_ragged(run / "labels" / "logits" / f"{split}.npz", sentences.ids)
+        lengths = [
+            len(tokenizer(words, is_split_into_words=True)["input_ids"])
+            for words in sentences.tokens
+        ]
+        assert [len(row) for row in logits] == lengths, split
+        assert all(row.shape[1] == len(tags) and np.isfinite(row).all() for row in logits)
+
+
+def test_student_and_twin_are_trained_and_scored_at_entity_level(project: Path) -> None:
+    metrics = read_manifest(project / "runs" / NAME / "student")["metrics"]
+    assert metrics["alpha"] > 0 and metrics["baseline"]["alpha"] == 0
+    for entry in (metrics, metrics["baseline"]):
+        test = entry["test"]
+        assert 0 <= test["entity_f1"] <= 1 and set(test["per_type"]) == {"geo-loc", "person"}
+        assert test["agreement"] is not None  # entity F1 against the teacher's tags
+    assert (
+        metrics["parameters"]["total"]
+        < read_manifest(project / "runs" / NAME / "teacher")["metrics"]["parameters"]["total"]
+    )
+
+
+def test_student_folder_opens_with_the_transformers_pipeline_and_real_entity_names(
+    project: Path,
+) -> None:
+    from transformers import pipeline
+
+    tagger = pipeline(
+        "token-classification",
+        model=str(project / "runs" / NAME / "student" / "model"),
+        aggregation_strategy="simple",
+    )
+    assert set(tagger.model.config.id2label.values()) == {
+        "O",
+        "B-geo-loc",
+        "I-geo-loc",
+        "B-person",
+        "I-person",
+    }
+    found = tagger("alice flew to paris")
+    assert all(entity["entity_group"] in {"geo-loc", "person"} for entity in found)
+
+
+def test_bundle_opens_with_ort_model_for_token_classification(project: Path) -> None:
+    from optimum.onnxruntime import ORTModelForTokenClassification
+
+    model = ORTModelForTokenClassification.from_pretrained(project / "export" / NAME)
+    assert model.config.id2label[3] == "B-person"
+    manifest = json.loads((project / "export" / NAME / "manifest.json").read_text())
+    assert manifest["task"] == "token-classification" and manifest["aggregation"] == "simple"
+    assert manifest["labels"] == [model.config.id2label[i] for i in range(len(manifest["labels"]))]
+
+
+def test_report_has_the_floor_per_type_scores_and_disagreements(project: Path) -> None:
+    report = json.loads((project / "reports" / NAME / "report.json").read_text())
+    rows = {row["key"]: row for row in report["rows"]}
+    assert {
+        "teacher",
+        "student",
+        "student_no_kd",
+        "deployed",
+        "teacher_onnx_int8",
+        "memorization",
+    } <= rows.keys()
+    assert rows["memorization"]["floor"] is True and rows["deployed"]["deployed"] is True
+    assert {entry["type"] for entry in report["per_type"]} == {"geo-loc", "person"}
+    assert rows["deployed"]["latency"]["p50_ms"] > 0 and rows["teacher"]["latency"]["p50_ms"] > 0
+    assert report["headline"]["verdict"].startswith("Distillation ")
+    for item in report["disagreements"]:
+        assert item["teacher"] != item["student"]
