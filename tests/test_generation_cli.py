@@ -144,7 +144,10 @@ def test_predict_refuses_a_generation_bundle_with_a_hint(bundle, capsys) -> None
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert f"{bundle / 'manifest.json'}: task is 'text-generation'" in captured.err
-    assert "not a text-classification bundle; use `distill generate` for it" in captured.err
+    assert (
+        "not a text-classification or token-classification bundle; use `distill generate` for it"
+        in captured.err
+    )
 
 
 def test_a_subprocess_error_is_one_line_with_status_2(tmp_path) -> None:

@@ -51,7 +51,7 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
-from distill.tasks.classification.runner import (
+from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
     TOKENIZER_FILE,
