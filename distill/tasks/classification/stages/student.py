@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 from torch import nn
-from transformers import set_seed
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
@@ -35,14 +34,10 @@ from distill.dataset_files import (
     save_logits,
 )
 from distill.models import (
-    evenly_spaced_layers,
     freeze,
     load_saved_classifier,
     load_tokenizer,
     parameter_counts,
-    resolve_model,
-    student_from_config,
-    student_from_teacher_layers,
     transformer_layers,
 )
 from distill.tasks import get_task
@@ -57,6 +52,7 @@ from distill.train.layer_losses import (
     projections_for,
     uniform_layer_map,
 )
+from distill.train.students import build_student
 from distill.train.trainer import finish_training, predict_logits, save_trained_model
 from distill.train.vocabulary import trim_vocabulary
 
@@ -65,46 +61,6 @@ TWINS = {
     "no-kd": ("baseline", "no-KD baseline"),
     "pseudo-labels": ("pseudo", "pseudo-label baseline"),
 }
-
-
-def build_student(
-    config: StudentConfig, teacher_dir: Path, ctx: RunContext, task: Task, label_names: list[str]
-) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """The student model, its tokenizer, and a description of how it was built."""
-    set_seed(ctx.seed)
-    if config.init == "pretrained":
-        assert config.model is not None  # checked by the recipe
-        source = resolve_model(
-            config.model,
-            ctx.recipe_dir,
-            "student.model",
-            config.trust_remote_code,
-            archive=config.archive,
-        )
-        tokenizer = load_tokenizer(
-            source, "student.model", config.revision, config.trust_remote_code
-        )
-        model = task.load_pretrained(
-            source, "student.model", label_names, config.revision, config.trust_remote_code
-        )
-        return model, tokenizer, {"init": "pretrained", "model": config.model}
-
-    teacher = load_saved_classifier(teacher_dir)
-    tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
-    if config.init == "teacher-layers":
-        total = len(transformer_layers(teacher))
-        layers = (
-            list(config.layers)
-            if config.layers
-            else evenly_spaced_layers(total, config.num_layers or total)
-        )
-        model = student_from_teacher_layers(teacher, layers)
-        return model, tokenizer, {"init": "teacher-layers", "teacher_layers": layers}
-    overrides = dict(config.config or {})
-    if config.num_layers is not None:
-        overrides.setdefault("num_hidden_layers", config.num_layers)
-    model = student_from_config(teacher, overrides, ctx.seed)
-    return model, tokenizer, {"init": "config", "overrides": overrides}
 
 
 def _layer_distillation(
@@ -178,7 +134,15 @@ def _train_variant(
     with ``pseudo_labels`` the transfer text is learnt with the teacher's argmax as label."""
     if pseudo_labels:
         splits = {**splits, "transfer": teacher_labelled(splits, teacher_logits)}
-    model, tokenizer, built = build_student(config, teacher_dir, ctx, task, label_names)
+    model, tokenizer, built = build_student(
+        config,
+        teacher_dir,
+        ctx,
+        lambda source, key, revision, trust: task.load_pretrained(
+            source, key, label_names, revision, trust
+        ),
+        load_saved_classifier,
+    )
     use_teacher = alpha > 0
     layers: LayerDistillation | None = None
     trainable: nn.Module = model

@@ -14,77 +14,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-from transformers import set_seed
-
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
 from distill.dataset_files import SPLITS
 from distill.models import (
-    evenly_spaced_layers,
     freeze,
-    load_tokenizer,
     parameter_counts,
-    resolve_model,
-    student_from_config,
-    student_from_teacher_layers,
-    transformer_layers,
 )
 from distill.tasks.token_classification.files import TaggedSplit, read_tag_names, read_tagged_split
 from distill.tasks.token_classification.logits import load_ragged, save_ragged
 from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
 from distill.tasks.token_classification.models import load_saved_tagger, load_tagger, require_fast
 from distill.tasks.token_classification.training import encode, sentence_logits, train
+from distill.train.students import build_student
 from distill.train.trainer import finish_training, save_trained_model
 from distill.train.vocabulary import trim_vocabulary
-
-
-def build_student(
-    config: StudentConfig, teacher_dir: Path, ctx: RunContext, tag_names: list[str]
-) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """The student tagger, its tokenizer, and how it was built."""
-    set_seed(ctx.seed)
-    if config.init == "pretrained":
-        source = resolve_model(
-            config.model,
-            ctx.recipe_dir,
-            "student.model",
-            config.trust_remote_code,
-            archive=config.archive,
-        )
-        tokenizer = load_tokenizer(
-            source, "student.model", config.revision, config.trust_remote_code
-        )
-        model = load_tagger(
-            source, "student.model", tag_names, config.revision, config.trust_remote_code
-        )
-        return (
-            model,
-            require_fast(tokenizer, "student.model"),
-            {"init": "pretrained", "model": config.model},
-        )
-    teacher = load_saved_tagger(teacher_dir)
-    tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
-    if config.init == "teacher-layers":
-        total = len(transformer_layers(teacher))
-        layers = (
-            list(config.layers)
-            if config.layers
-            else evenly_spaced_layers(total, config.num_layers or total)
-        )
-        return (
-            student_from_teacher_layers(teacher, layers),
-            tokenizer,
-            {"init": "teacher-layers", "teacher_layers": layers},
-        )
-    overrides = dict(config.config or {})
-    if config.num_layers is not None:
-        overrides.setdefault("num_hidden_layers", config.num_layers)
-    return (
-        student_from_config(teacher, overrides, ctx.seed),
-        tokenizer,
-        {"init": "config", "overrides": overrides},
-    )
 
 
 def _train_one(
@@ -100,7 +44,14 @@ def _train_one(
     out: Path,
 ) -> dict[str, Any]:
     """Train one student (distilled when alpha > 0, else the twin) and save it to ``out``."""
-    model, tokenizer, built = build_student(config, teacher_dir, ctx, tag_names)
+    model, tokenizer, built = build_student(
+        config,
+        teacher_dir,
+        ctx,
+        lambda source, key, revision, trust: load_tagger(source, key, tag_names, revision, trust),
+        load_saved_tagger,
+    )
+    require_fast(tokenizer, "student.model")
     distilled = alpha > 0
     training = ["train", "transfer"] if distilled and "transfer" in splits else ["train"]
     if config.trim_vocabulary:
