@@ -134,6 +134,7 @@ epochs = 3
 min_steps = 0
 learning_rate = 3e-3
 batch_size = 16
+trim_vocabulary = true
 [export]
 max_f1_drop = 1.0
 {LATENCY}""",

@@ -60,6 +60,13 @@ def tagging_metrics(
     return result
 
 
+def aligned(*tagged: list[list[str]]) -> list[list[list[str]]]:
+    """The words every model saw, per sentence: truncation at max_length may keep fewer
+    words through one tokenizer (a trimmed vocabulary segments unseen words otherwise)."""
+    lengths = [min(map(len, sentences)) for sentences in zip(*tagged, strict=True)]
+    return [[tags[:n] for tags, n in zip(model, lengths, strict=True)] for model in tagged]
+
+
 def word_tags(
     logits: np.ndarray, word_starts: list[list[int]], tag_names: list[str]
 ) -> list[list[str]]:

@@ -29,7 +29,12 @@ from distill.report.common import training_summary
 from distill.report.timing import TimingPlan
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
 from distill.tasks.token_classification.logits import load_ragged
-from distill.tasks.token_classification.metrics import memorization_tags, tagging_metrics, word_tags
+from distill.tasks.token_classification.metrics import (
+    aligned,
+    memorization_tags,
+    tagging_metrics,
+    word_tags,
+)
 from distill.tasks.token_classification.models import load_saved_tagger
 from distill.tasks.token_classification.onnx_tags import onnx_sentence_logits
 from distill.tasks.token_classification.render import SCHEMA_VERSION, load_report, write_reports
@@ -78,7 +83,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         desc="report: bundle",
     )
     deployed_tags = word_tags(deployed_logits, deployed_starts, tag_names)
-    gold, teacher_tags, deployed_tags = _aligned(gold, teacher_tags, deployed_tags)
+    gold, teacher_tags, deployed_tags = aligned(gold, teacher_tags, deployed_tags)
     rows = _rows(manifests, inputs, gold, teacher_tags, deployed_tags, train, test, tag_names)
     _time_rows(
         rows,
@@ -107,12 +112,6 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "bundle": relative_path(bundle, ctx.workdir),
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def _aligned(*tagged: list[list[str]]) -> list[list[list[str]]]:
-    """The words every model saw: truncation may keep fewer words through another tokenizer."""
-    lengths = [min(map(len, sentences)) for sentences in zip(*tagged, strict=True)]
-    return [[tags[:n] for tags, n in zip(model, lengths, strict=True)] for model in tagged]
 
 
 def _max_length(manifests: dict[str, dict[str, Any]]) -> int:

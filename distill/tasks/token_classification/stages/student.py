@@ -17,15 +17,18 @@ from typing import Any
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
 from distill.dataset_files import SPLITS
-from distill.models import (
-    freeze,
-    parameter_counts,
-)
+from distill.models import freeze, load_tokenizer, parameter_counts
 from distill.tasks.token_classification.files import TaggedSplit, read_tag_names, read_tagged_split
 from distill.tasks.token_classification.logits import load_ragged, save_ragged
-from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
+from distill.tasks.token_classification.metrics import aligned, tagging_metrics, word_tags
 from distill.tasks.token_classification.models import load_saved_tagger, load_tagger, require_fast
-from distill.tasks.token_classification.training import encode, sentence_logits, train
+from distill.tasks.token_classification.training import (
+    encode,
+    encode_words,
+    sentence_logits,
+    train,
+    word_starts,
+)
 from distill.train.students import build_student
 from distill.train.trainer import finish_training, save_trained_model
 from distill.train.vocabulary import trim_vocabulary
@@ -40,6 +43,7 @@ def _train_one(
     teacher_dir: Path,
     splits: dict[str, TaggedSplit],
     teacher_logits: dict[str, list[Any]],
+    teacher_words: dict[str, list[list[str]]],
     tag_names: list[str],
     out: Path,
 ) -> dict[str, Any]:
@@ -94,12 +98,10 @@ def _train_one(
         dataset, starts = encode(tokenizer, split.tokens, split.tags, data.max_length)
         logits = sentence_logits(trainer, dataset, f"student: {split_name} logits")
         save_ragged(out / "logits" / f"{split_name}.npz", split.ids, logits)
-        gold = [
-            [tag_names[t] for t in tags[: len(s)]]
-            for tags, s in zip(split.tags, starts, strict=True)
-        ]
-        reference = word_tags(teacher_logits[split_name], starts, tag_names)
-        metrics[split_name] = tagging_metrics(gold, word_tags(logits, starts, tag_names), reference)
+        gold = [[tag_names[t] for t in tags] for tags in split.tags]
+        predicted = word_tags(logits, starts, tag_names)
+        gold, predicted, reference = aligned(gold, predicted, teacher_words[split_name])
+        metrics[split_name] = tagging_metrics(gold, predicted, reference)
     metrics.update(finish_training(trainer, history, out, work_dir))
     return metrics
 
@@ -127,6 +129,24 @@ def _training_set(
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
+def _teacher_words(
+    teacher_dir: Path,
+    splits: dict[str, TaggedSplit],
+    teacher_logits: dict[str, list[Any]],
+    tag_names: list[str],
+    max_length: int,
+) -> dict[str, list[list[str]]]:
+    """The teacher's word tags on validation and test, read through the teacher's own
+    segmentation (a trimmed student vocabulary splits unseen words otherwise)."""
+    tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
+    words = {}
+    for name in ("validation", "test"):
+        sentences = splits[name].tokens
+        starts = word_starts(encode_words(tokenizer, sentences, max_length), len(sentences))
+        words[name] = word_tags(teacher_logits[name], starts, tag_names)
+    return words
+
+
 def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentTable
 ) -> dict[str, Any]:
@@ -138,7 +158,11 @@ def run(
         name: load_ragged(inputs["labels"] / "logits" / f"{name}.npz", split.ids)
         for name, split in splits.items()
     }
+    teacher_words = _teacher_words(
+        inputs["teacher"] / "model", splits, teacher_logits, tag_names, data.max_length
+    )
     common = dict(
+        teacher_words=teacher_words,
         config=student,
         data=data,
         ctx=ctx,
