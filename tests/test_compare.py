@@ -330,7 +330,11 @@ def test_the_registry_says_which_task_compares_its_reports() -> None:
     from distill.tasks import TASK_NAMES, get_task
 
     modules = {name: get_task(name).compare for name in TASK_NAMES}
-    assert modules == {"sequence-classification": "compare", "causal-lm": None}
+    assert modules == {
+        "sequence-classification": "compare",
+        "causal-lm": None,
+        "token-classification": None,
+    }
     task = get_task("sequence-classification")
     assert task.module(task.compare).run_compare is run_compare
 
