@@ -50,6 +50,25 @@ def with_task_keys(base: type[_Table], table: str) -> Any:
     return create_model(name, __base__=base, __module__=__name__, __doc__=base.__doc__, **fields)
 
 
+def foreign_keys(task: str, table: str) -> set[str]:
+    """The keys of ``[table]`` that other tasks add and ``task`` does not read."""
+    own = set(TASKS[task].recipe_keys.get(table, {}))
+    return {
+        key
+        for other in TASKS.values()
+        if other.name != task
+        for key in other.recipe_keys.get(table, {})
+    } - own
+
+
+def task_dump(value: Any, table: str, task: str) -> Any:
+    """A recipe table as JSON, without the keys only other tasks read (they would be noise in
+    the task's manifests and report, and would change its fingerprints for nothing)."""
+    if not hasattr(value, "model_dump"):
+        return value
+    return value.model_dump(mode="json", exclude=foreign_keys(task, table) or None)
+
+
 def _described(field: FieldInfo, task: str) -> FieldInfo:
     return FieldInfo.merge_field_infos(
         field, description=f"task {task!r} only: {field.description}"

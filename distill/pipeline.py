@@ -34,7 +34,7 @@ from distill.artifacts import (
     verify_files,
     write_manifest,
 )
-from distill.config import Recipe
+from distill.config import Recipe, task_dump
 from distill.content import ContentHashes, Source, identify
 from distill.distributed import barrier
 from distill.errors import ArtifactError, DistillError
@@ -158,10 +158,6 @@ def _section(recipe: Recipe, dotted: str) -> Any:
     return value
 
 
-def _dump(table: Any) -> Any:
-    return table.model_dump(mode="json") if hasattr(table, "model_dump") else table
-
-
 @dataclass(frozen=True)
 class Dependencies:
     """Everything a stage's result depends on; the fingerprint hashes all of it."""
@@ -199,7 +195,9 @@ def outputs_digest(manifest: dict[str, Any]) -> str:
 
 def stage_settings(spec: StageSpec, recipe: Recipe) -> dict[str, Any]:
     """The recipe tables (or keys) the stage reads, as JSON."""
-    return {s: _dump(_section(recipe, s)) for s in spec.sections_for(recipe.task)}
+    return {
+        s: task_dump(_section(recipe, s), s, recipe.task) for s in spec.sections_for(recipe.task)
+    }
 
 
 def stage_dependencies(

@@ -337,3 +337,18 @@ def test_every_task_key_is_a_recipe_key() -> None:
     for task in TASKS.values():
         for key in task.owned_keys():
             _default_of(recipe, key)  # AttributeError for a key the recipe does not have
+
+
+def test_a_stages_recorded_settings_hold_only_the_keys_its_task_reads() -> None:
+    """Manifests, fingerprints and the report's recipe leave out other tasks' keys."""
+    from distill.pipeline import STAGES, stage_settings
+
+    student = next(spec for spec in STAGES if spec.name == "student")
+    export = next(spec for spec in STAGES if spec.name == "export")
+    classification = validate_recipe(MINIMAL)
+    causal = validate_recipe({**MINIMAL, "task": "causal-lm"})
+    assert "top_k" not in stage_settings(student, classification)["student"]
+    assert "subtokens" not in stage_settings(student, classification)["student"]
+    assert "max_f1_drop" not in stage_settings(export, classification)["export"]
+    assert stage_settings(student, causal)["student"]["top_k"] == 64
+    assert "max_accuracy_drop" in stage_settings(export, classification)["export"]

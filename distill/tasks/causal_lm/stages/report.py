@@ -38,7 +38,7 @@ from distill.artifacts import (
     weight_files,
     write_json_atomic,
 )
-from distill.config import ReportConfig
+from distill.config import ReportConfig, task_dump
 from distill.dataset_files import SPLITS, read_split
 from distill.errors import ArtifactError
 from distill.latency import hardware_info, summarize, torch_threads
@@ -626,5 +626,5 @@ def _recipe(manifests: dict[str, dict[str, Any]], config: ReportConfig) -> dict[
         for section, values in (manifests[name].get("config") or {}).items():
             if isinstance(values, dict):
                 recipe.setdefault(section, values)
-    recipe["report"] = config.model_dump(mode="json")
+    recipe["report"] = task_dump(config, "report", TASK)
     return recipe

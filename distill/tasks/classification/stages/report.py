@@ -46,7 +46,7 @@ from distill.artifacts import (
     weight_files,
     write_json_atomic,
 )
-from distill.config import ReportConfig
+from distill.config import ReportConfig, task_dump
 from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, read_split
 from distill.errors import ArtifactError, ModelLoadError
 from distill.latency import hardware_info
@@ -61,6 +61,7 @@ from distill.tasks.classification.report_verdict import (
     kd_significance,
     student_kd_significance,
 )
+from distill.tasks.classification.task import SequenceClassification
 
 log = logging.getLogger("distill")
 
@@ -966,7 +967,7 @@ def _recipe(manifests: dict[str, dict[str, Any]], config: ReportConfig) -> dict[
     for name in UPSTREAM:
         for section, values in (manifests[name].get("config") or {}).items():
             recipe.setdefault(section, values)
-    recipe["report"] = config.model_dump(mode="json")
+    recipe["report"] = task_dump(config, "report", SequenceClassification.name)
     return recipe
 
 
