@@ -42,6 +42,7 @@ from distill import latency as lat
 from distill.errors import ArtifactError, DistillError
 from distill.export.bundle import read_bundle
 from distill.progress import track
+from distill.tasks import TASKS
 
 DEFAULT_BATCH_SIZES = (1, 32)
 DEFAULT_RUNS = 30
@@ -192,7 +193,14 @@ def locate(bundle: Path, workdir: Path | None = None) -> RunPaths:
     """
     bundle = Path(bundle)
     # The one bundle reader: a damaged or edited bundle is refused before anything is timed.
-    manifest = read_bundle(bundle).manifest
+    verified = read_bundle(bundle)
+    if not verified.task.benched:
+        timed = ", ".join(repr(t.name) for t in TASKS.values() if t.benched)
+        raise ArtifactError(
+            f"{bundle}: a {verified.task.name!r} bundle; distill bench times bundles of task "
+            f"{timed} only (yet); its run's report times every model of the run instead"
+        )
+    manifest = verified.manifest
     name = manifest.get("run") or bundle.name
     if workdir is None:
         resolved = bundle.resolve()

@@ -110,3 +110,20 @@ def test_the_reader_imports_without_torch(tmp_path: Path) -> None:
     result = run_command([sys.executable, "-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("task", [t.name for t in TASKS.values() if not t.benched])
+def test_bench_refuses_a_bundle_of_a_task_it_cannot_time_naming_both(
+    tmp_path: Path, task: str
+) -> None:
+    from distill import bench
+
+    (tmp_path / "export").mkdir()
+    folder = _bundle(tmp_path / "export" / "run", TASKS[task].bundle_task)
+    with pytest.raises(ArtifactError) as caught:
+        bench.locate(folder)
+    assert str(caught.value) == (
+        f"{folder}: a {task!r} bundle; distill bench times bundles of task "
+        "'sequence-classification' only (yet); its run's report times every model of the run "
+        "instead"
+    )
