@@ -17,7 +17,27 @@ from typing import Any
 
 import jinja2
 
+from distill.errors import ArtifactError
+
 TEMPLATES = Path(__file__).parent / "templates"
+
+
+def load_task_report(
+    path: Path, task: str, version: int, error: type[Exception] = ArtifactError
+) -> dict[str, Any]:
+    """Read a report.json of ``task`` at schema ``version``; ``error`` names what is wrong."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(report, dict) or report.get("task") != task:
+        raise error(f"{path}: not a {task} report (no task = {task!r})")
+    if report.get("schema_version") != version:
+        raise error(
+            f"{path}: schema_version {report.get('schema_version')!r}; "
+            f"this renderer reads {version}"
+        )
+    return report
 
 
 def environment(autoescape: bool, folder: Path | None = None) -> jinja2.Environment:

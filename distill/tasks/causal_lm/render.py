@@ -6,7 +6,6 @@ its own ``.svg`` for the Markdown.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +30,7 @@ class GenerationReportError(ArtifactError):
 
 def load_report(path: Path) -> dict[str, Any]:
     """Read a causal-LM report.json and check its task and schema version."""
-    try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GenerationReportError(f"{path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(report, dict) or report.get("task") != TASK:
-        raise GenerationReportError(f"{path}: not a causal-lm report (no task = {TASK!r})")
-    if report.get("schema_version") != SCHEMA_VERSION:
-        raise GenerationReportError(
-            f"{path}: schema_version {report.get('schema_version')!r}; "
-            f"this renderer reads {SCHEMA_VERSION}"
-        )
-    return report
+    return render.load_task_report(path, TASK, SCHEMA_VERSION, GenerationReportError)
 
 
 def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:

@@ -5,13 +5,11 @@ filters of :mod:`distill.report.render`; the plot is also written as its own ``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
 
-from distill.errors import ArtifactError
 from distill.report import plots as draw
 from distill.report import render
 
@@ -23,17 +21,7 @@ PLOT_FILE = "entity_f1_vs_size.svg"
 
 def load_report(path: Path) -> dict[str, Any]:
     """Read a token-classification report.json and check its task and schema version."""
-    try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(report, dict) or report.get("task") != TASK:
-        raise ArtifactError(f"{path}: not a {TASK} report (no task = {TASK!r})")
-    if report.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{path}: schema_version {report.get('schema_version')!r}; this renderer reads {SCHEMA_VERSION}"
-        )
-    return report
+    return render.load_task_report(path, TASK, SCHEMA_VERSION)
 
 
 def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
