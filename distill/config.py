@@ -243,7 +243,13 @@ class LabelsConfig(_Table):
 class _StudentConfig(TrainingConfig):
     """[student]: the small model trained against the teacher's soft targets."""
 
-    init: Literal["teacher-layers", "pretrained", "config"] = "teacher-layers"
+    init: Literal["teacher-layers", "pretrained", "config", "static"] = Field(
+        "teacher-layers",
+        description="How the student is built: the teacher's own layers, a smaller "
+        "pre-trained model, the teacher's config with overrides (random init), or 'static': a "
+        "token-embedding table distilled from the teacher by model2vec, pooled, with a small "
+        "head (classification only).",
+    )
     num_layers: int | None = Field(
         None, ge=1, description="teacher-layers/config: keep this many (evenly spaced) layers."
     )
@@ -308,6 +314,9 @@ class _StudentConfig(TrainingConfig):
 
     @model_validator(mode="after")
     def _init_has_what_it_needs(self) -> _StudentConfig:
+        problems = self._init_key_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.init == "pretrained" and not self.model:
             raise ValueError("init = 'pretrained' needs student.model")
         if self.init == "teacher-layers":
@@ -344,9 +353,34 @@ class _StudentConfig(TrainingConfig):
                 raise ValueError("student.layer_map: layers count from 0")
         return self
 
+    def _init_key_problems(self) -> list[str]:
+        """Keys the chosen way of building the student would ignore (each named)."""
+        if self.init == "static":
+            ignored = [key for key, default in _LAYER_KEYS.items() if getattr(self, key) != default]
+            if ignored:
+                return [
+                    "init = 'static' builds a token-embedding table, not transformer layers: "
+                    f"{', '.join('student.' + key for key in ignored)} would be ignored; "
+                    "remove them"
+                ]
+            return []
+        ignored = [
+            key for key, default in _STATIC_KEYS.items() if getattr(self, key, default) != default
+        ]
+        if ignored:
+            return [
+                f"{', '.join('student.' + key for key in ignored)} "
+                f"{'is' if len(ignored) == 1 else 'are'} only used with init = 'static' "
+                f"(not {self.init!r})"
+            ]
+        return []
+
     def default_learning_rate(self) -> tuple[float, str]:
         """Random weights move further than pre-trained ones; layers cut from the teacher
-        re-adapt to new neighbours, so both start higher than fine-tuning."""
+        re-adapt to new neighbours, so both start higher than fine-tuning. A static table
+        and its small head learn nothing at transformer rates."""
+        if self.init == "static":
+            return 3e-3, "static student (token table and head)"
         if self.init == "config":
             return 3e-4, "student from a config (random initialisation)"
         rate, why = super().default_learning_rate()
@@ -383,6 +417,20 @@ class _StudentConfig(TrainingConfig):
         return self.hidden_weight > 0 or self.attention_weight > 0
 
 
+# Keys (and their defaults) that only mean something for transformer students, and those
+# only a static student reads (added by the classification task): set on the other kind,
+# each is an error.
+_LAYER_KEYS: dict[str, Any] = {
+    "num_layers": None,
+    "layers": None,
+    "config": None,
+    "hidden_weight": 0.0,
+    "attention_weight": 0.0,
+    "layer_map": None,
+    "freeze_layers": 0,
+}
+_STATIC_KEYS: dict[str, Any] = {"static_dim": 256, "static_pooling": "mean", "static_hidden": 0}
+
 StudentConfig = with_task_keys(_StudentConfig, "student")
 
 # [student.variants.NAME]: any [student] key except `variants` and `transfer` (the
@@ -400,7 +448,16 @@ StudentVariant = create_model(  # type: ignore[call-overload]
     },
 )
 # Keys that say how the primary student is built; a variant with another `init` drops them.
-_INIT_KEYS = {"model", "archive", "revision", "layers", "num_layers", "config", "trust_remote_code"}
+_INIT_KEYS = {
+    "model",
+    "archive",
+    "revision",
+    "layers",
+    "num_layers",
+    "config",
+    "trust_remote_code",
+    *_STATIC_KEYS,
+}
 # Two spellings of one setting: a variant setting either replaces both of the primary's.
 _TWIN_KEYS = {"baseline", "baselines"}
 VariantName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")]
@@ -608,6 +665,12 @@ class Recipe(_Table):
             f"recipe's task {task.name!r}"
             for key, names in owners.items()
             if task.name not in names and self.is_set(key)
+        ]
+        problems += [
+            f"{table}.init = {student.init!r} is not supported for task {task.name!r} "
+            f"(it builds: {', '.join(map(repr, task.student_inits))})"
+            for table, student in self.student.by_table()
+            if student.init not in task.student_inits
         ]
         problems += task.check_recipe(self)
         if problems:

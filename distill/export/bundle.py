@@ -116,7 +116,8 @@ def assemble_bundle(
     else:
         place(int8_path, "model.onnx", "int8")
         place(fp32_path, "fp32/model_fp32.onnx", "fp32")
-        place(int8_path.parent / "ort_config.json", "ort_config.json", "config")
+        if (int8_path.parent / "ort_config.json").is_file():  # optimum's quantizers write it
+            place(int8_path.parent / "ort_config.json", "ort_config.json", "config")
     place(model_dir / "config.json", "config.json", "config")
     for onnx_file in (bundle / "model.onnx", bundle / "fp32" / "model_fp32.onnx"):
         if onnx_file.is_file():  # the full check also rejects external data outside the bundle

@@ -38,6 +38,8 @@ class Task:
     own_keys: ClassVar[tuple[str, ...]] = ()
     # Stage -> the recipe entries it reads, where they differ from the stage's default tables.
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # The ways (`student.init`) this task's students can be built.
+    student_inits: ClassVar[tuple[str, ...]] = ("teacher-layers", "pretrained", "config")
     # Optimizer-step floor of a training run that sets no min_steps.
     default_min_steps: ClassVar[int] = 0
     # Whether model references may name GGUF files.

@@ -6,7 +6,9 @@ Imports stay lazy: the registry (and so `distill validate`) reads this class wit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from distill.tasks.base import Task
 
@@ -43,6 +45,40 @@ class SequenceClassification(Task):
         "export.teacher_baseline",
         "report.tfidf_baseline",
     )
+    # Keys of static students (student.init = "static"), see distill.tasks.classification.static.
+    recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {
+        "student": {
+            "static_dim": (
+                int,
+                Field(
+                    256,
+                    ge=2,
+                    le=4096,
+                    description="static: dimensions of the token table (model2vec's PCA "
+                    "components; at most the teacher's hidden size).",
+                ),
+            ),
+            "static_pooling": (
+                Literal["mean", "weighted"],
+                Field(
+                    "mean",
+                    description="static: 'mean' of the text's token vectors, or 'weighted' (a "
+                    "learned positive weight per vocabulary entry, starting at 1).",
+                ),
+            ),
+            "static_hidden": (
+                int,
+                Field(
+                    0,
+                    ge=0,
+                    le=8192,
+                    description="static: width of one hidden ReLU layer in the head; 0 = a "
+                    "linear head.",
+                ),
+            ),
+        }
+    }
+    student_inits = ("teacher-layers", "pretrained", "config", "static")
     # Small labelled sets: a few epochs of a few hundred examples are too few steps to move
     # a pre-trained encoder (see distill.train.budget).
     default_min_steps = 200

@@ -66,6 +66,8 @@ from distill.models import load_saved_classifier
 from distill.progress import track
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import bundle_card
+from distill.tasks.classification.static import is_static
+from distill.tasks.classification.static.onnx_graph import export_static, int8_table_graph
 from distill.tasks.classification.task import SequenceClassification
 
 log = logging.getLogger("distill")
@@ -87,11 +89,13 @@ class Candidate:
     """One way of making the int8 model."""
 
     name: str
-    mode: Literal["dynamic", "static"]
+    mode: Literal["dynamic", "static", "table"]
     optimized: bool  # quantize the ORT-optimized (fused) graph instead of the plain export
     quantize_embeddings: bool  # int8 embedding tables (Gather / EmbedLayerNormalization)
 
     def describe(self) -> str:
+        if self.mode == "table":
+            return "int8 token table (symmetric, one scale per row), fp32 head"
         graph = "ORT-optimized graph" if self.optimized else "plain graph"
         embeddings = "int8 embeddings" if self.quantize_embeddings else "fp32 embeddings"
         if self.mode == "static":
@@ -114,6 +118,9 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate("static", "static", optimized=False, quantize_embeddings=True),
     )
 }
+# A static student's one int8 candidate: its graph is a table lookup, a mean and a head, so
+# only the table is worth quantizing (export.candidates lists transformer candidates).
+TABLE_CANDIDATE = Candidate("int8-table", "table", optimized=False, quantize_embeddings=True)
 
 
 def run(
@@ -191,14 +198,25 @@ def export_student(
     started = time.perf_counter()
     label_names = read_label_names(data_dir)
     tokenizer, torch_model = _load_student(model_dir, label_names, data.max_length)
+    static = is_static(model_dir)
     wanted = [CANDIDATES[name] for name in export.candidate_names()]
+    if static:
+        wanted = [TABLE_CANDIDATE] if wanted else []
 
     with tempfile.TemporaryDirectory(prefix=".export-work-", dir=out) as tmp:
         work = Path(tmp)
 
-        # 1. Export the fp32 ONNX graph (optimum's defaults) and check it against PyTorch.
-        fp32_path = onnx_utils.export_onnx(
-            model_dir, work / "fp32", task=SequenceClassification.export_task, opset=export.opset
+        # 1. Export the fp32 ONNX graph (optimum's defaults; a static student's is written
+        # from its weights) and check it against PyTorch.
+        fp32_path = (
+            export_static(torch_model, work / "fp32" / "model.onnx")
+            if static
+            else onnx_utils.export_onnx(
+                model_dir,
+                work / "fp32",
+                task=SequenceClassification.export_task,
+                opset=export.opset,
+            )
         )
         graph = onnx_utils.graph_info(fp32_path)
         log.info(
@@ -546,6 +564,16 @@ def _quantize(
 ) -> tuple[Path, dict[str, Any]]:
     """The candidate's int8 file (with ``ort_config.json`` beside it) and its settings."""
     save_dir = work / "candidates" / candidate.name
+    if candidate.mode == "table":
+        path = int8_table_graph(source, save_dir / "model_quantized.onnx")
+        return path, {
+            "candidate": candidate.name,
+            "mode": "int8-table",
+            "format": "int8 rows, one float32 scale per row (symmetric), fp32 head",
+            "quantizer": "distill.tasks.classification.static.onnx_graph.int8_table_graph",
+            "graph": "plain",
+            "quantize_embeddings": True,
+        }
     operators = None
     if candidate.mode == "dynamic":
         operators = list(onnx_utils.DYNAMIC_MATMUL_OPERATORS)

@@ -321,6 +321,14 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         ctx.name,
     )
 
+    throughput = _throughput(export_dir, variant_names, test, splits["validation"], config)
+    for entry in students or []:
+        entry["throughput"] = throughput["bundles"].get(entry["name"])
+    notes += [
+        f"End-to-end throughput of student {name!r} not measured: {why}"
+        for name, why in throughput["skipped"].items()
+    ]
+
     wall_times = {name: manifests[name].get("wall_time_s") for name in UPSTREAM}
     if "labels" in inputs:  # the labelling pass, between teacher and student
         wall_times["labels"] = (read_manifest(inputs["labels"]) or {}).get("wall_time_s")
@@ -362,6 +370,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         },
         "distillation": distillation,
         "students": students,
+        "throughput": throughput,
         "recipe": _recipe(manifests, config),
         "training": {
             "teacher": _training(teacher_dir, manifests["teacher"]),
@@ -472,6 +481,8 @@ def _student_settings(student_manifest: dict[str, Any], name: str) -> dict[str, 
         resolved = {k: v for k, v in table.items() if k != "variants"}
     keys = ("init", "model", "num_layers", "layers", "temperature", "alpha")
     keys += ("learning_rate", "hidden_weight", "attention_weight", "trim_vocabulary")
+    if resolved.get("init") == "static":
+        keys += ("static_dim", "static_pooling", "static_hidden")
     return {k: resolved.get(k) for k in keys if resolved.get(k) not in (None, False, 0, 0.0)}
 
 
@@ -556,6 +567,23 @@ def student_frontier(
     ):
         entry["pareto"] = best
     return entries
+
+
+def _throughput(
+    export_dir: Path, variants: list[str], test: Split, validation: Split, config: ReportConfig
+) -> dict[str, Any]:
+    """End-to-end texts/s of every student's bundle, tokenization included
+    (:mod:`distill.tasks.classification.report_throughput`)."""
+    from distill.tasks.classification.report_throughput import measure_throughput
+
+    bundles = {"main": export_dir / "bundle"}
+    bundles.update({name: export_dir / "variants" / name / "bundle" for name in variants})
+    return measure_throughput(
+        bundles,
+        test.texts,
+        (validation.texts or test.texts)[:512],
+        threads=config.latency_threads,
+    )
 
 
 def _register_variants(

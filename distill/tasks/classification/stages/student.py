@@ -115,6 +115,47 @@ def _layer_distillation(
     )
 
 
+def _transformer_student(
+    config: StudentConfig,
+    data: DataConfig,
+    ctx: RunContext,
+    task: Task,
+    teacher_dir: Path,
+    label_names: list[str],
+    use_teacher: bool,
+    trim_texts: list[str] | None,
+) -> tuple[nn.Module, nn.Module, Any, dict[str, Any], LayerDistillation | None]:
+    """A transformer student (the model, what to train, its tokenizer, how it was built,
+    and its layer losses), trimmed and frozen as the recipe says."""
+    model, tokenizer, built = build_student(
+        config,
+        teacher_dir,
+        ctx,
+        lambda source, key, revision, trust: task.load_pretrained(
+            source, key, label_names, revision, trust
+        ),
+        load_saved_classifier,
+    )
+    layers: LayerDistillation | None = None
+    trainable: nn.Module = model
+    if use_teacher and config.layer_losses:
+        # Checked on the untrimmed tokenizer: trimming keeps the teacher's pieces, and the
+        # loss maps trimmed ids back to the teacher's (LayerDistillation.teacher_ids).
+        trainable, layers = _layer_distillation(
+            config, model, tokenizer, teacher_dir, built, ctx.seed
+        )
+    if trim_texts is not None:
+        model, tokenizer, kept_ids, built["vocabulary"] = trim_vocabulary(
+            model, tokenizer, trim_texts, data.max_length
+        )
+        if layers is not None:
+            import torch
+
+            layers.teacher_ids = torch.from_numpy(kept_ids)
+    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
+    return model, trainable, tokenizer, built, layers
+
+
 def _train_variant(
     name: str,
     alpha: float,
@@ -128,41 +169,39 @@ def _train_variant(
     label_names: list[str],
     out: Path,
     checkpoint_name: str,
+    static_tables: Path,
     pseudo_labels: bool = False,
 ) -> dict[str, Any]:
     """Train one student (distilled when alpha > 0, else a twin) and save it to ``out``;
     with ``pseudo_labels`` the transfer text is learnt with the teacher's argmax as label."""
     if pseudo_labels:
         splits = {**splits, "transfer": teacher_labelled(splits, teacher_logits)}
-    model, tokenizer, built = build_student(
-        config,
-        teacher_dir,
-        ctx,
-        lambda source, key, revision, trust: task.load_pretrained(
-            source, key, label_names, revision, trust
-        ),
-        load_saved_classifier,
-    )
     use_teacher = alpha > 0
-    layers: LayerDistillation | None = None
-    trainable: nn.Module = model
-    attention = model.config._attn_implementation  # restored after the attention loss
-    if use_teacher and config.layer_losses:
-        # Checked on the untrimmed tokenizer: trimming keeps the teacher's pieces, and the
-        # loss maps trimmed ids back to the teacher's (LayerDistillation.teacher_ids).
-        trainable, layers = _layer_distillation(
-            config, model, tokenizer, teacher_dir, built, ctx.seed
-        )
-    if config.trim_vocabulary:
-        texts = splits["train"].texts + (splits["transfer"].texts if "transfer" in splits else [])
-        model, tokenizer, kept_ids, built["vocabulary"] = trim_vocabulary(
-            model, tokenizer, texts, data.max_length
-        )
-        if layers is not None:
-            import torch
+    trim_texts = (
+        splits["train"].texts + (splits["transfer"].texts if "transfer" in splits else [])
+        if config.trim_vocabulary
+        else None
+    )
+    if config.init == "static":
+        from distill.tasks.classification.static.build import build_static_student
 
-            layers.teacher_ids = torch.from_numpy(kept_ids)
-    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
+        model, tokenizer, built = build_static_student(
+            config,
+            teacher_dir,
+            label_names,
+            trim_texts=trim_texts,
+            max_length=data.max_length,
+            cache_dir=static_tables,
+            seed=ctx.seed,
+        )
+        model.embeddings.requires_grad_(not config.freeze_embeddings)
+        trainable: nn.Module = model
+        layers: LayerDistillation | None = None
+    else:
+        model, trainable, tokenizer, built, layers = _transformer_student(
+            config, data, ctx, task, teacher_dir, label_names, use_teacher, trim_texts
+        )
+    attention = model.config._attn_implementation  # restored after the attention loss
     encoded = {
         split_name: task.encode(
             tokenizer, split, data.max_length, teacher_logits[split_name] if use_teacher else None
@@ -290,6 +329,8 @@ def run(
         splits=splits,
         teacher_logits=teacher_logits,
         label_names=label_names,
+        # model2vec tables of static students, computed once for all of them.
+        static_tables=out / "static_tables",
     )
     metrics = _train_student(student.variant("main"), out, "main", common)
     if student.variants:

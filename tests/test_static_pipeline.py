@@ -1,0 +1,125 @@
+"""A static student as a recipe variant, end to end on a tiny project: trained beside its
+no-KD twin, exported with its int8 table under the gate, served without torch, reported
+with its end-to-end throughput beside the transformer student."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, build_tiny_classifier, run_distill, synthetic_rows, write_csv
+
+NAME = "static"
+HEAVY = ("torch", "transformers", "optimum", "datasets", "accelerate", "sklearn", "model2vec")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("static-project")
+    build_tiny_classifier(root / "teacher-base", layers=2)
+    write_csv(root / "data.csv", ["text", "label"], synthetic_rows(120))
+    (root / "recipe.toml").write_text(
+        f"""name = "{NAME}"
+[data]
+path = "data.csv"
+max_length = 16
+[teacher]
+model = "teacher-base"
+epochs = 2
+min_steps = 0
+learning_rate = 3e-3
+batch_size = 16
+[student]
+num_layers = 1
+epochs = 2
+min_steps = 0
+learning_rate = 3e-3
+batch_size = 16
+[student.variants.fast]
+init = "static"
+static_dim = 8
+static_pooling = "weighted"
+learning_rate = 1e-2
+epochs = 4
+[export]
+max_accuracy_drop = 1.0
+[report]
+latency_runs = 3
+latency_warmup = 1
+""",
+        encoding="utf-8",
+    )
+    result = run_distill(["run", "recipe.toml"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def _manifest(project: Path, stage: str) -> dict:
+    path = project / "runs" / NAME / stage / "manifest.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_static_variant_is_trained_beside_its_twin(project: Path) -> None:
+    variant = _manifest(project, "student")["metrics"]["variants"]["fast"]
+    assert variant["built"]["init"] == "static" and variant["built"]["dimension"] == 8
+    assert variant["built"]["pooling"] == "weighted"
+    # One row per teacher token (untrimmed): table + per-token weights + linear head (8 -> 2).
+    rows = len((project / "teacher-base" / "vocab.txt").read_text(encoding="utf-8").split())
+    assert "vocabulary" not in variant["built"]
+    assert variant["parameters"]["total"] == rows * 8 + rows + 8 * 2 + 2
+    assert 0 <= variant["test"]["accuracy"] <= 1
+    assert "accuracy" in variant["baseline"]["test"]  # the no-KD twin
+    assert (project / "runs" / NAME / "student" / "static_tables" / "table-8.npy").is_file()
+
+
+def test_static_variant_exports_its_int8_table_under_the_gate(project: Path) -> None:
+    exported = _manifest(project, "export")["metrics"]["variants"]["fast"]
+    assert [c["name"] for c in exported["candidates"]] == ["int8-table"]
+    assert exported["chosen"] == "int8-table" and exported["deployed"] == "int8"
+    assert exported["parity_max_abs_diff"] <= exported["parity_tolerance"]
+    assert exported["int8_bytes"] < exported["fp32_bytes"]
+    bundle = project / "export" / f"{NAME}.fast"
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["input_names"] == ["input_ids", "attention_mask"]
+    assert "ort_config.json" not in manifest["files"]  # not an onnxruntime quantization
+
+
+def test_static_bundle_is_served_without_torch(project: Path) -> None:
+    bundle = project / "export" / f"{NAME}.fast"
+    code = (
+        "import json, sys\n"
+        "import distill.cli\n"
+        f"rc = distill.cli.main(['predict', {str(bundle)!r}, 'good fun', 'awful day', '--json'])\n"
+        f"print(json.dumps({{'rc': rc, 'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}),"
+        " file=sys.stderr)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stderr.strip().splitlines()[-1]) == {"rc": 0, "loaded": []}
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["good fun", "awful day"]
+    assert all(row["label"] in ("negative", "positive") for row in rows)
+
+
+def test_report_shows_the_static_student_and_its_throughput(project: Path) -> None:
+    report = json.loads((project / "reports" / NAME / "report.json").read_text(encoding="utf-8"))
+    students = {s["name"]: s for s in report["students"]}
+    assert students["fast"]["settings"]["init"] == "static"
+    assert students["fast"]["settings"]["static_dim"] == 8
+    assert "static_dim" not in students["main"]["settings"]
+    for name in ("main", "fast"):
+        for batch in ("b1", "b32"):
+            measured = report["throughput"]["bundles"][name][batch]
+            assert measured["texts_per_s"] > 0
+            assert measured["tokenization_us_per_text"] > 0 and measured["model_us_per_text"] > 0
+    html = (project / "reports" / NAME / "report.html").read_text(encoding="utf-8")
+    assert 'id="throughput-table"' in html and "static_pooling=weighted" in html
+    markdown = (project / "reports" / NAME / "report.md").read_text(encoding="utf-8")
+    assert "## End-to-end throughput" in markdown
