@@ -577,6 +577,12 @@ class _ExportConfig(_Table):
         description="Fail (AccuracyDropError) when no int8 candidate passes the gate, "
         "instead of deploying fp32.",
     )
+    fp32_reference: bool = Field(
+        True,
+        description="Bundles carry the fp32 graph beside the deployed int8 one "
+        "(fp32/model_fp32.onnx); false keeps it in the export stage's folder only, for a "
+        "smaller bundle. Classification only.",
+    )
     teacher_baseline: bool = Field(
         True,
         description="Also export the teacher to fp32 ONNX and int8 (the student's export "

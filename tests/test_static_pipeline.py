@@ -47,6 +47,7 @@ learning_rate = 1e-2
 epochs = 4
 [export]
 max_accuracy_drop = 1.0
+fp32_reference = false
 [report]
 latency_runs = 3
 latency_warmup = 1
@@ -88,6 +89,20 @@ def test_static_variant_exports_its_int8_table_under_the_gate(project: Path) -> 
     assert "ort_config.json" not in manifest["files"]  # not an onnxruntime quantization
 
 
+def test_bundles_without_the_fp32_reference_keep_it_in_the_stage(project: Path) -> None:
+    for bundle, stage in (
+        (project / "export" / NAME, project / "runs" / NAME / "export"),
+        (
+            project / "export" / f"{NAME}.fast",
+            project / "runs" / NAME / "export" / "variants" / "fast",
+        ),
+    ):
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["fp32_reference"] is None and not (bundle / "fp32").exists()
+        assert not any(rel.startswith("fp32/") for rel in manifest["files"])
+        assert (stage / "fp32" / "model_fp32.onnx").is_file()
+
+
 def test_static_bundle_is_served_without_torch(project: Path) -> None:
     bundle = project / "export" / f"{NAME}.fast"
     code = (
@@ -121,5 +136,7 @@ def test_report_shows_the_static_student_and_its_throughput(project: Path) -> No
             assert measured["tokenization_us_per_text"] > 0 and measured["model_us_per_text"] > 0
     html = (project / "reports" / NAME / "report.html").read_text(encoding="utf-8")
     assert 'id="throughput-table"' in html and "static_pooling=weighted" in html
+    fp32_row = next(r for r in report["rows"] if r["key"] == "student_onnx_fp32")
+    assert fp32_row["bytes"] > 0  # the main student's fp32 graph, read from the stage folder
     markdown = (project / "reports" / NAME / "report.md").read_text(encoding="utf-8")
     assert "## End-to-end throughput" in markdown

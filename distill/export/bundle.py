@@ -94,11 +94,17 @@ def write_bundle_manifest(
 
 
 def assemble_bundle(
-    bundle: Path, model_dir: Path, tokenizer: Any, fp32_path: Path, int8_path: Path | None
+    bundle: Path,
+    model_dir: Path,
+    tokenizer: Any,
+    fp32_path: Path,
+    int8_path: Path | None,
+    fp32_reference: bool = True,
 ) -> tuple[Path, dict[str, str]]:
     """Copy the deployable files into ``bundle``: the deployed graph as ``model.onnx`` (int8
-    with its fp32 reference and ort_config.json, or fp32 alone), config.json and the fast
-    tokenizer; returns the folder with each file's role, for :func:`write_bundle_manifest`."""
+    with ort_config.json and, with ``fp32_reference``, its fp32 reference; or fp32 alone),
+    config.json and the fast tokenizer; returns the folder with each file's role, for
+    :func:`write_bundle_manifest`."""
     import onnx  # writing a bundle needs onnx and transformers; reading one does not
     from transformers import AutoTokenizer
 
@@ -115,7 +121,8 @@ def assemble_bundle(
         place(fp32_path, "model.onnx", "fp32")
     else:
         place(int8_path, "model.onnx", "int8")
-        place(fp32_path, "fp32/model_fp32.onnx", "fp32")
+        if fp32_reference:
+            place(fp32_path, "fp32/model_fp32.onnx", "fp32")
         if (int8_path.parent / "ort_config.json").is_file():  # optimum's quantizers write it
             place(int8_path.parent / "ort_config.json", "ort_config.json", "config")
     place(model_dir / "config.json", "config.json", "config")

@@ -43,6 +43,7 @@ class SequenceClassification(Task):
         "export.per_channel",
         "export.reduce_range",
         "export.teacher_baseline",
+        "export.fp32_reference",
         "report.tfidf_baseline",
     )
     # Keys of static students (student.init = "static"), see distill.tasks.classification.static.

@@ -46,6 +46,7 @@ with plain onnxruntime sessions, the way the bundle will be served.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -362,7 +363,12 @@ def export_student(
         }
 
         # 6. The bundle, its manifest last.
-        bundle, roles = assemble_bundle(out / "bundle", model_dir, tokenizer, fp32_path, int8_path)
+        bundle, roles = assemble_bundle(
+            out / "bundle", model_dir, tokenizer, fp32_path, int8_path, export.fp32_reference
+        )
+        if int8_path is not None and not export.fp32_reference:  # kept for the report
+            (out / "fp32").mkdir()
+            shutil.copyfile(fp32_path, out / "fp32" / "model_fp32.onnx")
         metrics["deployed_bytes"] = (bundle / "model.onnx").stat().st_size
         metrics["seconds"] = round(time.perf_counter() - started, 2)
         info = {
@@ -371,7 +377,9 @@ def export_student(
             "task": "text-classification",
             "model": "model.onnx",
             "precision": metrics["deployed"],
-            "fp32_reference": "fp32/model_fp32.onnx" if int8_path is not None else None,
+            "fp32_reference": "fp32/model_fp32.onnx"
+            if int8_path is not None and export.fp32_reference
+            else None,
             "labels": label_names,
             "max_length": data.max_length,
             "tokenization": {"truncation": True, "max_length": data.max_length},

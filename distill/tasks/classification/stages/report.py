@@ -203,6 +203,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     fp32_path = (
         bundle / "fp32" / "model_fp32.onnx" if quantization != "none" else bundle / "model.onnx"
     )
+    if not fp32_path.is_file():  # export.fp32_reference = false: kept beside the bundle
+        fp32_path = export_dir / "fp32" / "model_fp32.onnx"
     int8_path = bundle / "model.onnx" if quantization != "none" else None
     tokenizer = _tokenizer(student_dir / "model")
     onnx_models: list[tuple[str, str, str, Path | None, Path]] = [
