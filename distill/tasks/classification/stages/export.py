@@ -363,48 +363,76 @@ def export_student(
         }
 
         # 6. The bundle, its manifest last.
-        bundle, roles = assemble_bundle(
-            out / "bundle", model_dir, tokenizer, fp32_path, int8_path, export.fp32_reference
+        _write_bundle(
+            ctx,
+            out,
+            model_dir,
+            tokenizer,
+            fp32_path,
+            int8_path,
+            export,
+            data,
+            metrics,
+            label_names,
+            variant,
         )
-        if int8_path is not None and not export.fp32_reference:  # kept for the report
-            (out / "fp32").mkdir()
-            shutil.copyfile(fp32_path, out / "fp32" / "model_fp32.onnx")
-        metrics["deployed_bytes"] = (bundle / "model.onnx").stat().st_size
         metrics["seconds"] = round(time.perf_counter() - started, 2)
-        info = {
-            "run": ctx.name,
-            "student": variant or "main",
-            "task": "text-classification",
-            "model": "model.onnx",
-            "precision": metrics["deployed"],
-            "fp32_reference": "fp32/model_fp32.onnx"
-            if int8_path is not None and export.fp32_reference
-            else None,
-            "labels": label_names,
-            "max_length": data.max_length,
-            "tokenization": {"truncation": True, "max_length": data.max_length},
-            "input_names": graph["input_names"],
-            "output_names": graph["output_names"],
-            "opset": graph["opset"],
-            "quantization": quantization,
-            "optimization": optimization,
-            "chosen": chosen,
-            "chosen_reason": reason,
-            "candidates": records,
-            "metrics": {k: metrics[k] for k in _BUNDLE_METRICS},
-        }
-        # The card an edge team reads first: what the model is, how faithful and fast it is.
-        card = bundle_card(
-            bundle,
-            info,
-            data_source=data.path,
-            base_dir=ctx.recipe_dir,
-            student_readme=model_dir / "README.md",
-        )
-        (bundle / "README.md").write_text(card, encoding="utf-8")
-        roles["README.md"] = "model-card"
-        write_bundle_manifest(bundle, roles, info)
     return metrics
+
+
+def _write_bundle(
+    ctx: RunContext,
+    out: Path,
+    model_dir: Path,
+    tokenizer: Any,
+    fp32_path: Path,
+    int8_path: Path | None,
+    export: ExportConfig,
+    data: DataConfig,
+    metrics: dict[str, Any],
+    label_names: list[str],
+    variant: str | None,
+) -> None:
+    """``out/bundle``: the deployed files, the model card, and the manifest last."""
+    bundle, roles = assemble_bundle(
+        out / "bundle", model_dir, tokenizer, fp32_path, int8_path, export.fp32_reference
+    )
+    if int8_path is not None and not export.fp32_reference:  # kept for the report
+        (out / "fp32").mkdir()
+        shutil.copyfile(fp32_path, out / "fp32" / "model_fp32.onnx")
+    metrics["deployed_bytes"] = (bundle / "model.onnx").stat().st_size
+    info = {
+        "run": ctx.name,
+        "student": variant or "main",
+        "task": "text-classification",
+        "model": "model.onnx",
+        "precision": metrics["deployed"],
+        "fp32_reference": "fp32/model_fp32.onnx"
+        if int8_path is not None and export.fp32_reference
+        else None,
+        "labels": label_names,
+        "max_length": data.max_length,
+        "tokenization": {"truncation": True, "max_length": data.max_length},
+        **{
+            key: metrics[key]
+            for key in ("input_names", "output_names", "opset", "quantization", "optimization")
+        },
+        "chosen": metrics["chosen"],
+        "chosen_reason": metrics["chosen_reason"],
+        "candidates": metrics["candidates"],
+        "metrics": {k: metrics[k] for k in _BUNDLE_METRICS},
+    }
+    # The card an edge team reads first: what the model is, how faithful and fast it is.
+    card = bundle_card(
+        bundle,
+        info,
+        data_source=data.path,
+        base_dir=ctx.recipe_dir,
+        student_readme=model_dir / "README.md",
+    )
+    (bundle / "README.md").write_text(card, encoding="utf-8")
+    roles["README.md"] = "model-card"
+    write_bundle_manifest(bundle, roles, info)
 
 
 _BUNDLE_METRICS = (

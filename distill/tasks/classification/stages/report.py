@@ -198,60 +198,18 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             rows.append(row)
 
     # ONNX rows ----------------------------------------------------------------------------
-    quantization = _quantization(export_dir, manifests["export"])
-    bundle = export_dir / "bundle"
-    fp32_path = (
-        bundle / "fp32" / "model_fp32.onnx" if quantization != "none" else bundle / "model.onnx"
+    onnx_rows, deployed_logits = _student_onnx_rows(
+        export_dir,
+        manifests["export"],
+        student_dir,
+        test,
+        student_logits,
+        student_row,
+        score,
+        plan,
+        notes,
     )
-    if not fp32_path.is_file():  # export.fp32_reference = false: kept beside the bundle
-        fp32_path = export_dir / "fp32" / "model_fp32.onnx"
-    int8_path = bundle / "model.onnx" if quantization != "none" else None
-    tokenizer = _tokenizer(student_dir / "model")
-    onnx_models: list[tuple[str, str, str, Path | None, Path]] = [
-        (
-            "student_onnx_fp32",
-            "Student ONNX fp32",
-            "fp32",
-            fp32_path,
-            export_dir / "predictions" / "test_fp32.npz",
-        )
-    ]
-    if int8_path is not None:
-        onnx_models.append(
-            (
-                "student_onnx_int8",
-                "Student ONNX int8",
-                f"int8 ({quantization})",
-                int8_path,
-                export_dir / "predictions" / "test_int8.npz",
-            )
-        )
-    else:
-        notes.append("export.quantization = none: there is no int8 model to report.")
-    deployed_logits: tuple[str, np.ndarray] | None = None
-    for key, name, precision, model_path, predictions in onnx_models:
-        if model_path is None or not model_path.is_file():
-            raise ArtifactError(f"{model_path}: the export stage's ONNX model is missing")
-        logits = _logits(predictions, test.ids)
-        if model_path == bundle / "model.onnx":
-            deployed_logits = (key, logits)
-        row_metrics = score(logits)
-        row_metrics["max_abs_logit_diff_vs_student"] = float(
-            np.max(np.abs(logits - student_logits))
-        )
-        plan.add_onnx(key, model_path, tokenizer)
-        rows.append(
-            onnx_row(
-                key,
-                name,
-                precision,
-                model_path,
-                export_dir,
-                like=student_row,
-                metrics=row_metrics,
-                deployed=model_path == bundle / "model.onnx",
-            )
-        )
+    rows.extend(onnx_rows)
 
     # The teacher through the same export path: "why not just quantize the teacher?" ---------
     teacher_rows, teacher_note = teacher_onnx_rows(
@@ -269,30 +227,11 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
 
     # TF-IDF floor -------------------------------------------------------------------------
     if config.tfidf_baseline:
-        tfidf = tfidf_baseline(
-            splits["train"], splits["validation"], test, num_labels, seed=ctx.seed
-        )
-        if tfidf is None:
+        tfidf_row = _tfidf_row(splits, num_labels, ctx.seed, score)
+        if tfidf_row is None:
             notes.append("TF-IDF baseline skipped: the training split has fewer than two classes.")
         else:
-            tfidf_logits, tfidf_info = tfidf
-            rows.append(
-                {
-                    "key": "tfidf",
-                    "name": "TF-IDF + logistic regression",
-                    "kind": "baseline",
-                    "runtime": "scikit-learn",
-                    "precision": "fp64",
-                    "deployed": False,
-                    "parameters": tfidf_info.pop("parameters"),
-                    "bytes": tfidf_info.pop("bytes"),
-                    "bytes_note": "pickled pipeline size (not written to disk)",
-                    "weight_files": [],
-                    **score(tfidf_logits),
-                    "latency": None,
-                    "details": tfidf_info,
-                }
-            )
+            rows.append(tfidf_row)
     variant_names = _register_variants(manifests, student_dir, export_dir, plan)
     latencies = plan.run()
     for row in rows:
@@ -382,6 +321,104 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "versions": library_versions(),
         "hardware": hardware,
         "notes": notes,
+    }
+
+
+def _student_onnx_rows(
+    export_dir: Path,
+    export_manifest: dict[str, Any],
+    student_dir: Path,
+    test: Split,
+    student_logits: np.ndarray,
+    student_row: dict[str, Any],
+    score: Any,
+    plan: TimingPlan,
+    notes: list[str],
+) -> tuple[list[dict[str, Any]], tuple[str, np.ndarray] | None]:
+    """The student's ONNX rows (fp32, int8), registered with the timing plan, and the
+    deployed one's test logits (key, logits)."""
+    rows: list[dict[str, Any]] = []
+    quantization = _quantization(export_dir, export_manifest)
+    bundle = export_dir / "bundle"
+    fp32_path = (
+        bundle / "fp32" / "model_fp32.onnx" if quantization != "none" else bundle / "model.onnx"
+    )
+    if not fp32_path.is_file():  # export.fp32_reference = false: kept beside the bundle
+        fp32_path = export_dir / "fp32" / "model_fp32.onnx"
+    int8_path = bundle / "model.onnx" if quantization != "none" else None
+    tokenizer = _tokenizer(student_dir / "model")
+    onnx_models: list[tuple[str, str, str, Path | None, Path]] = [
+        (
+            "student_onnx_fp32",
+            "Student ONNX fp32",
+            "fp32",
+            fp32_path,
+            export_dir / "predictions" / "test_fp32.npz",
+        )
+    ]
+    if int8_path is not None:
+        onnx_models.append(
+            (
+                "student_onnx_int8",
+                "Student ONNX int8",
+                f"int8 ({quantization})",
+                int8_path,
+                export_dir / "predictions" / "test_int8.npz",
+            )
+        )
+    else:
+        notes.append("export.quantization = none: there is no int8 model to report.")
+    deployed_logits: tuple[str, np.ndarray] | None = None
+    for key, name, precision, model_path, predictions in onnx_models:
+        if model_path is None or not model_path.is_file():
+            raise ArtifactError(f"{model_path}: the export stage's ONNX model is missing")
+        logits = _logits(predictions, test.ids)
+        if model_path == bundle / "model.onnx":
+            deployed_logits = (key, logits)
+        row_metrics = score(logits)
+        row_metrics["max_abs_logit_diff_vs_student"] = float(
+            np.max(np.abs(logits - student_logits))
+        )
+        plan.add_onnx(key, model_path, tokenizer)
+        rows.append(
+            onnx_row(
+                key,
+                name,
+                precision,
+                model_path,
+                export_dir,
+                like=student_row,
+                metrics=row_metrics,
+                deployed=model_path == bundle / "model.onnx",
+            )
+        )
+    return rows, deployed_logits
+
+
+def _tfidf_row(
+    splits: dict[str, Split], num_labels: int, seed: int, score: Any
+) -> dict[str, Any] | None:
+    """The TF-IDF + logistic-regression floor's row; None when it cannot be fitted."""
+    tfidf = tfidf_baseline(
+        splits["train"], splits["validation"], splits["test"], num_labels, seed=seed
+    )
+    if tfidf is None:
+        return None
+    tfidf_logits, tfidf_info = tfidf
+    return {
+        "key": "tfidf",
+        "name": "TF-IDF + logistic regression",
+        "kind": "baseline",
+        "runtime": "scikit-learn",
+        "precision": "fp64",
+        "deployed": False,
+        "parameters": tfidf_info.pop("parameters"),
+        "bytes": tfidf_info.pop("bytes"),
+        "bytes_note": "pickled pipeline size (not written to disk)",
+        "weight_files": [],
+        **score(tfidf_logits),
+        "latency": None,
+        "details": tfidf_info,
     }
 
 
