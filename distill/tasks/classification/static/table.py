@@ -28,17 +28,18 @@ log = logging.getLogger("distill")
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """model2vec's per-batch progress bar and INFO lines, kept out of distill's log."""
-    loggers = [logging.getLogger(name) for name in ("model2vec", "skeletoken")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
+    """model2vec's per-batch progress bar and INFO lines, and skeletoken's warning that it
+    adopts the tokenizer's own padding token, kept out of distill's log."""
+    loggers = {"model2vec": logging.WARNING, "skeletoken": logging.ERROR}
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name, level in loggers.items():
+        logging.getLogger(name).setLevel(level)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def distil_table(teacher_dir: Path, tokenizer: Any, dim: int) -> np.ndarray:
