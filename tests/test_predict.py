@@ -180,6 +180,35 @@ def test_probabilities_equal_onnxruntime_softmax(exported: Path, bundle: Path) -
     assert predictor.predict([]) == []
 
 
+def test_the_word_cache_feeds_the_graph_what_the_tokenizer_does(
+    exported: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """distill.fast_tokens on the bundle's own tokenizer.json: the same feeds, batch by batch,
+    hence the same logits; without it (or for a tokenizer it cannot follow) the reference."""
+    from distill.tasks.classification import runner
+
+    texts = [*_texts(exported), "good\tfun", " sad  bad ", "café\u00a0good [MASK] [SEP]", "😀"]
+    fast = load_bundle(bundle, threads=1)
+    reference = load_bundle(bundle, threads=1, fast_tokenization=False)
+    assert (fast.tokenization, fast.tokenization_fallback) == ("word-cache", None)
+    assert (reference.tokenization, reference.tokenization_fallback) == ("reference", "off")
+    for size in (1, 32):
+        for start in range(0, len(texts), size):
+            batch = texts[start : start + size]
+            got, expected = fast.encode(batch), reference.encode(batch)
+            assert list(got) == list(expected) == fast.input_names
+            for name in got:
+                assert got[name].dtype == expected[name].dtype == np.int64, name
+                np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert fast.fast_tokens is not None and len(fast.fast_tokens) > 20
+    np.testing.assert_array_equal(fast.logits(texts), reference.logits(texts))
+
+    monkeypatch.setattr(runner, "supports", lambda tokenizer: "not this one")
+    other = load_bundle(bundle, threads=1)
+    assert (other.tokenization, other.tokenization_fallback) == ("reference", "not this one")
+    np.testing.assert_array_equal(other.logits(texts), reference.logits(texts))
+
+
 def test_labels_equal_the_export_stages_int8_predictions(exported: Path, bundle: Path) -> None:
     test = read_split(exported.parent / "data", "test")
     _, saved = load_logits(exported / "predictions" / "test_int8.npz", test.ids)

@@ -9,6 +9,9 @@ the tokenizer listed, labels against ``config.json``), loads ``tokenizer.json`` 
 :meth:`BundlePredictor.predict` then tokenizes the way the export stage evaluated the model (truncation to the manifest's
 ``max_length``, each batch padded to its longest text), feeds the graph exactly the inputs
 it declares with the integer type it declares, and turns the logits into probabilities.
+For a WordPiece tokenizer of the usual BERT specification the texts go through
+:class:`distill.fast_tokens.WordCacheEncoder` (a cache of each space-separated word's ids,
+identical to the tokenizer's own output); any other tokenizer encodes them itself.
 
 Everything wrong with a bundle (a missing folder, an unreadable or inconsistent manifest, a
 missing, resized or modified file, a file the manifest does not list but the bundle needs)
@@ -39,6 +42,7 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
+from distill.fast_tokens import WordCacheEncoder, supports
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
@@ -135,9 +139,21 @@ def _check_config_labels(bundle: Path, manifest: dict[str, Any]) -> None:
 
 
 class BundlePredictor:
-    """A verified bundle, ready to classify texts. Build it with :func:`load_bundle`."""
+    """A verified bundle, ready to classify texts. Build it with :func:`load_bundle`.
 
-    def __init__(self, bundle: Path | Bundle, *, threads: int | None = None) -> None:
+    With ``fast_tokenization`` (the default) texts are encoded by a
+    :class:`~distill.fast_tokens.WordCacheEncoder` when it supports the bundle's tokenizer
+    (``tokenization`` says which path is used, ``tokenization_fallback`` why not the fast
+    one); the feeds are the same either way.
+    """
+
+    def __init__(
+        self,
+        bundle: Path | Bundle,
+        *,
+        threads: int | None = None,
+        fast_tokenization: bool = True,
+    ) -> None:
         checked = check_bundle(bundle)
         self.path = checked.path
         self.manifest = checked.manifest
@@ -145,9 +161,18 @@ class BundlePredictor:
         self.max_length: int = self.manifest["max_length"]
         self.model_path = self.path / self.manifest["model"]
         self.tokenizer = load_tokenizer(self.path, self.manifest)
+        self.tokenization_fallback = supports(self.tokenizer) if fast_tokenization else "off"
+        self.fast_tokens = (
+            WordCacheEncoder(self.tokenizer) if self.tokenization_fallback is None else None
+        )
         self.session = make_session(self.model_path, threads)
         self._inputs = self._graph_inputs()
         self._output = self._logits_output()
+
+    @property
+    def tokenization(self) -> str:
+        """``word-cache`` (:mod:`distill.fast_tokens`) or ``reference`` (``encode_batch``)."""
+        return "word-cache" if self.fast_tokens is not None else "reference"
 
     @property
     def input_names(self) -> list[str]:
@@ -189,6 +214,9 @@ class BundlePredictor:
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """The graph's feeds for ``texts``: exactly its declared inputs, in their dtypes."""
+        if self.fast_tokens is not None:
+            arrays = self.fast_tokens.encode_batch(list(texts))
+            return {name: arrays[name].astype(dtype, copy=False) for name, dtype in self._inputs}
         encodings = self.tokenizer.encode_batch(list(texts))
         return {
             name: np.asarray([getattr(e, ENCODING_FIELDS[name]) for e in encodings], dtype=dtype)
@@ -247,7 +275,13 @@ class BundlePredictor:
         return list(self.iter_predict(texts, batch_size))
 
 
-def load_bundle(bundle: str | Path | Bundle, *, threads: int | None = None) -> BundlePredictor:
+def load_bundle(
+    bundle: str | Path | Bundle, *, threads: int | None = None, fast_tokenization: bool = True
+) -> BundlePredictor:
     """Verify and load ``bundle`` (an ``export/<name>/`` folder, or one
     :func:`~distill.export.bundle.read_bundle` verified) for prediction."""
-    return BundlePredictor(bundle if isinstance(bundle, Bundle) else Path(bundle), threads=threads)
+    return BundlePredictor(
+        bundle if isinstance(bundle, Bundle) else Path(bundle),
+        threads=threads,
+        fast_tokenization=fast_tokenization,
+    )
