@@ -31,12 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distillation as kd_bench  # the seed runner and per-seed rows of bench/distillation.py
+
+from distill.dataset_files import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCURACY_SHARE = 0.95
@@ -79,6 +82,34 @@ def model2vec_peer(run_dir: Path, seed: int) -> float:
     return statistics.fmean(p == y for p, y in zip(predicted, labels["test"], strict=True))
 
 
+def rerun_report(recipe: Path, seed: int, workdir: Path, overrides: list[str]) -> Path:
+    """Only the report stage of ``seed``'s run again (its timings measured anew)."""
+    name = kd_bench.run_name(seed)
+    command = [sys.executable, "-m", "distill", "run", str(recipe.resolve()), "--only", "report"]
+    command += ["--workdir", str(workdir)]
+    for assignment in [f"seed={seed}", f"name='{name}'", *overrides]:
+        command += ["--set", assignment]
+    subprocess.run(command, check=True, cwd=ROOT)
+    return workdir / "reports" / name / "report.json"
+
+
+def same_predictions(bundle: Path, texts: list[str]) -> dict[str, Any]:
+    """The bundle's logits through the word cache and through the reference tokenizer."""
+    import numpy as np
+
+    from distill.tasks.classification.runner import load_bundle
+
+    fast = load_bundle(bundle, fast_tokenization=True)
+    reference = load_bundle(bundle, fast_tokenization=False)
+    a, b = fast.logits(texts), reference.logits(texts)
+    return {
+        "texts": len(texts),
+        "tokenization": fast.tokenization,
+        "identical_logits": bool(np.array_equal(a, b)),
+        "same_labels": int((a.argmax(-1) == b.argmax(-1)).sum()),
+    }
+
+
 def seed_row(report: dict[str, Any], workdir: Path, seed: int, peer: float) -> dict[str, Any]:
     """What this bench adds to the shared per-seed row: the peer, sizes, throughput."""
     name = kd_bench.run_name(seed)
@@ -89,6 +120,9 @@ def seed_row(report: dict[str, Any], workdir: Path, seed: int, peer: float) -> d
         "model2vec_classifier": peer,
         "static_bundle_bytes": sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()),
         "static_model_bytes": (bundle / "model.onnx").stat().st_size,
+        "fast_tokenization_check": same_predictions(
+            bundle, read_split(workdir / "runs" / name / "data", "test").texts
+        ),
         "throughput": {
             batch: {
                 "static_texts_per_s": throughput["static"][batch]["texts_per_s"],
@@ -189,6 +223,15 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
                 f"end to end {batch}: >= {slowest:.1f}x the transformer student (>= {SPEEDUP:.0f}x)",
             )
         )
+    checks += [
+        (
+            check["identical_logits"],
+            f"seed {r['seed']}: word-cache tokenization gives the reference tokenizer's logits "
+            f"on all {check['texts']} test texts ({check['same_labels']} same labels)",
+        )
+        for r in rows
+        if (check := r.get("fast_tokenization_check"))
+    ]
     largest = max(r["static_bundle_bytes"] for r in rows)
     checks.append((largest <= BUNDLE_BYTES, f"static bundle {largest / 1e6:.2f} MB (<= 5 MB)"))
     return [f"  {'met   ' if ok else 'MISSED'} {line}" for ok, line in checks]
@@ -202,12 +245,19 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--json", type=Path, help="write the per-seed rows here")
     parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="rerun only each seed's report stage (timings measured again), then summarise",
+    )
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     rows = []
     for seed in args.seeds:
         path = workdir / "reports" / kd_bench.run_name(seed) / "report.json"
-        if not args.summarise_only:
+        if args.remeasure:
+            path = rerun_report(args.recipe, seed, workdir, args.overrides)
+        elif not args.summarise_only:
             path = kd_bench.run_seed(args.recipe, seed, workdir, args.overrides)
         report = json.loads(path.read_text(encoding="utf-8"))
         peer = model2vec_peer(workdir / "runs" / kd_bench.run_name(seed), seed)

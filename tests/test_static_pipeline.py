@@ -134,6 +134,7 @@ def test_report_shows_the_static_student_and_its_throughput(project: Path) -> No
             measured = report["throughput"]["bundles"][name][batch]
             assert measured["texts_per_s"] > 0
             assert measured["tokenization_us_per_text"] > 0 and measured["model_us_per_text"] > 0
+            assert measured["tokenization"] == "word-cache"  # the tiny BERT tokenizer is supported
     html = (project / "reports" / NAME / "report.html").read_text(encoding="utf-8")
     assert 'id="throughput-table"' in html and "static_pooling=weighted" in html
     fp32_row = next(r for r in report["rows"] if r["key"] == "student_onnx_fp32")

@@ -82,7 +82,7 @@ def measure_throughput(
             "tokenization_us_per_text": tokenizing,
             "model_us_per_text": modelling,
             "total_us_per_text": total,
-            "fast_tokenization": getattr(predictors[name], "fast_tokenization", False),
+            "tokenization": predictors[name].tokenization,
         }
     return {
         "bundles": results,
