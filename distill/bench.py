@@ -175,8 +175,21 @@ class RunPaths:
         return self.run_dir / "teacher" / "model"
 
     @property
+    def student_name(self) -> str:
+        """``main`` (the recipe's [student]) or the variant the bundle was exported from."""
+        return str(self.manifest.get("student") or "main")
+
+    @property
     def student(self) -> Path:
-        return self.run_dir / "student" / "model"
+        folder = self.run_dir / "student"
+        if self.student_name != "main":
+            folder = folder / "variants" / self.student_name
+        return folder / "model"
+
+    @property
+    def export_stage(self) -> Path:
+        folder = self.run_dir / "export"
+        return folder if self.student_name == "main" else folder / "variants" / self.student_name
 
     @property
     def test_split(self) -> Path:
@@ -200,6 +213,7 @@ def locate(bundle: Path, workdir: Path | None = None) -> RunPaths:
             f"{bundle}: a {verified.task.name!r} bundle; distill bench times bundles of task "
             f"{timed} only (yet); its run's report times every model of the run instead"
         )
+    verified.task.register_models()  # a task's own student types load like any other
     manifest = verified.manifest
     name = manifest.get("run") or bundle.name
     if workdir is None:
@@ -253,6 +267,9 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
     deployed_path = bundle / manifest.get("model", "model.onnx")
     reference = manifest.get("fp32_reference")
     fp32_path = bundle / reference if reference else deployed_path
+    kept = paths.export_stage / "fp32" / "model_fp32.onnx"  # export.fp32_reference = false
+    if not reference and manifest.get("precision") == "int8" and kept.is_file():
+        fp32_path = kept
     models: list[BenchModel] = []
     for key, label, model_dir in (
         (TEACHER, "Teacher (PyTorch fp32)", paths.teacher),

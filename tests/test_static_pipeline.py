@@ -141,3 +141,15 @@ def test_report_shows_the_static_student_and_its_throughput(project: Path) -> No
     assert fp32_row["bytes"] > 0  # the main student's fp32 graph, read from the stage folder
     markdown = (project / "reports" / NAME / "report.md").read_text(encoding="utf-8")
     assert "## End-to-end throughput" in markdown
+
+
+def test_distill_bench_times_the_static_variant_against_its_own_student(project: Path) -> None:
+    bundle = project / "export" / f"{NAME}.fast"
+    args = ["bench", str(bundle), "--runs", "2", "--warmup", "1", "--rounds", "1"]
+    result = run_distill([*args, "--batch-sizes", "1", "--seq-lengths", "8"], project)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Deployed: int8-table (int8)" in result.stdout
+    student_weights = project / "runs" / NAME / "student" / "variants" / "fast" / "model"
+    size = (student_weights / "model.safetensors").stat().st_size / 1e6
+    student_row = next(line for line in result.stdout.splitlines() if "Student (PyTorch" in line)
+    assert f"| {size:.2f} |" in student_row  # the variant's weights, not the primary student's

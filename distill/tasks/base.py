@@ -70,6 +70,10 @@ class Task:
         # __path__, not __file__: a task folder without an __init__.py has no __file__.
         return Path(next(iter(importlib.import_module(self.package).__path__))) / "templates"
 
+    def register_models(self) -> None:
+        """Make the task's own saved model types (if any) loadable by transformers' Auto
+        classes, for code outside its stages that loads its students (``distill bench``)."""
+
     def check_recipe(self, recipe: Any) -> list[str]:
         """Problems with values this task cannot use (its keys are checked by the registry)."""
         return []

@@ -86,6 +86,10 @@ class SequenceClassification(Task):
     benched = True  # distill bench loads its teacher and student as sequence classifiers
     compare = "compare"
 
+    def register_models(self) -> None:
+        # Static students save a config of their own model type (distill-static).
+        from distill.tasks.classification.static import model  # noqa: F401
+
     def summary_lines(self, report: dict[str, Any]) -> list[str]:
         lines = [f"  {'model':<34} {'accuracy':>8} {'macro-F1':>8} {'MB':>7} {'p50 ms':>7}"]
         for row in report.get("rows", []):
