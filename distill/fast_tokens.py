@@ -281,35 +281,39 @@ class WordCacheEncoder:
         self._tokenize_chunks(chain.from_iterable(_checked(t).split(_SPACE) for t in texts))
         return len(self) - before
 
-    def _body(self, text: str, extra: dict[str, tuple[int, ...]]) -> list[int]:
-        """The text's ids before special tokens, truncated; KeyError for an unseen chunk."""
-        lookup = self._cache.__getitem__ if not extra else _lookup(self._cache, extra)
-        pieces = chain.from_iterable(map(lookup, _checked(text).split(_SPACE)))
-        if self._limit is None:
-            return list(pieces)
-        if self._keep_end:
-            ids = list(pieces)
-            return ids[len(ids) - self._limit :] if len(ids) > self._limit else ids
-        return list(islice(pieces, self._limit))
+    def _row(self, text: str, lookup: Any) -> list[int]:
+        """The text's ids, truncated, with special tokens; KeyError for a chunk ``lookup``
+        does not know."""
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be str, not {type(text).__name__}")
+        pieces = chain.from_iterable(map(lookup, text.split(_SPACE)))
+        limit = self._limit
+        if limit is not None and not self._keep_end:  # islice stops at the limit
+            return [*self._prefix, *islice(pieces, limit), *self._suffix]
+        body = list(pieces)
+        if limit is not None and len(body) > limit:
+            body = body[len(body) - limit :]
+        return [*self._prefix, *body, *self._suffix]
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's ids with special tokens, truncated, unpadded."""
-        bodies: list[list[int] | None] = []
+        rows: list[list[int]] = []
         misses: list[int] = []
+        lookup = self._cache.__getitem__
         for index, text in enumerate(texts):
             try:
-                bodies.append(self._body(text, {}))
+                rows.append(self._row(text, lookup))
             except KeyError:
-                bodies.append(None)
+                rows.append([])
                 misses.append(index)
         if misses:
             extra = self._tokenize_chunks(
                 chain.from_iterable(texts[i].split(_SPACE) for i in misses)
             )
+            lookup = _lookup(self._cache, extra)
             for index in misses:
-                bodies[index] = self._body(texts[index], extra)
-        prefix, suffix = self._prefix, self._suffix
-        return [prefix + body + suffix for body in bodies]  # type: ignore[operator]
+                rows[index] = self._row(texts[index], lookup)
+        return rows
 
     # ------------------------------------------------------------------ arrays
 
