@@ -38,24 +38,25 @@ def tiny_tokenizer() -> Any:
 
 
 def tiny_llama(seed: int = 0, layers: int = 2, **overrides: Any) -> Any:
-    """A random ``LlamaForCausalLM`` (grouped-query attention, tied embeddings) in eval mode."""
+    """A random ``LlamaForCausalLM`` (grouped-query attention, tied embeddings) in eval mode;
+    ``overrides`` replace any of its config fields."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=len(SPECIAL) + len(WORDS),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-        pad_token_id=PAD_ID,
-        tie_word_embeddings=True,
-        **overrides,
-    )
+    settings = {
+        "vocab_size": len(SPECIAL) + len(WORDS),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "pad_token_id": PAD_ID,
+        "tie_word_embeddings": True,
+    }
+    config = LlamaConfig(**{**settings, **overrides})
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     # Larger weights than the init's 0.02 std: the next-token distribution is then peaked, so

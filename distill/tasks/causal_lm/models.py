@@ -168,7 +168,8 @@ def materialize_gguf(gguf_path: Path, cache_dir: Path) -> Path:
 # --------------------------------------------------------------------------- layer dropping
 
 
-def _decoder(model: nn.Module) -> nn.Module:
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder (``model.model``) of a Llama-style causal LM, whose ``layers`` are its blocks."""
     decoder = getattr(model, "model", None)
     if decoder is None or not isinstance(getattr(decoder, "layers", None), nn.ModuleList):
         raise ModelLoadError(
@@ -184,7 +185,7 @@ def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
     by it), and ``config.num_hidden_layers`` (and ``config.layer_types`` where the config has
     it) follow. The embeddings, final norm and head are copied too; ``model`` is unchanged.
     """
-    decoder = _decoder(model)
+    decoder = decoder_of(model)
     layers = decoder.layers
     total = len(layers)
     bad = [i for i in keep if not isinstance(i, int) or not 0 <= i < total]
@@ -204,7 +205,7 @@ def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new_index
-    _decoder(student).layers = kept
+    decoder_of(student).layers = kept
     config = student.config
     config.num_hidden_layers = len(keep)
     if getattr(config, "layer_types", None) is not None:
