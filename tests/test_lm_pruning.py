@@ -1,6 +1,6 @@
 """Students cut from a causal-LM teacher by measurement (distill/tasks/causal_lm/pruning.py):
 layer importance and the contiguous block on tiny Llamas with identity layers built in,
-width pruning of MLP neurons and attention heads."""
+width pruning of MLP neurons and attention heads, and the recipe keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 import torch
 from generation_helpers import WORDS, tiny_llama, tiny_tokenizer
 
+from distill.config import validate_recipe
+from distill.errors import ModelLoadError, RecipeError
 from distill.tasks.causal_lm import pruning
 from distill.tasks.causal_lm.models import drop_layers
 from distill.tasks.causal_lm.pruning import (
@@ -122,7 +124,7 @@ def test_keeping_every_layer_drops_no_block() -> None:
 
 
 def test_more_layers_than_the_teacher_has_is_an_error_naming_the_key() -> None:
-    with pytest.raises(Exception, match=r"student.num_layers = 5: the teacher has 3 layers"):
+    with pytest.raises(ModelLoadError, match=r"student.num_layers = 5: the teacher has 3 layers"):
         choose_layers(tiny_llama(seed=0, layers=3), "importance", 5, CALIBRATION, PAD)
 
 
@@ -247,3 +249,102 @@ def test_a_pruned_student_exports_to_onnx_with_parity(tmp_path: Path) -> None:
     onnx = export_causal_lm(tmp_path / "model", tmp_path / "onnx")
     differences = check_causal_parity(onnx, student, CALIBRATION[4], tolerance=1e-4)
     assert max(differences.values()) <= 1e-4
+
+
+# --------------------------------------------------------------------------- recipe keys
+
+CAUSAL = {
+    "name": "t",
+    "task": "causal-lm",
+    "data": {"path": "x.csv"},
+    "teacher": {"model": "some/model"},
+    "student": {"num_layers": 2},
+}
+
+
+def _problems(student: dict[str, Any], **top: Any) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        validate_recipe({**CAUSAL, **top, "student": student})
+    return info.value.problems
+
+
+def test_pruning_keys_validate_and_default_to_todays_student() -> None:
+    recipe = validate_recipe(CAUSAL)
+    student = recipe.student
+    assert (student.layer_selection, student.mlp_keep, student.heads_keep) == ("even", 1.0, 1.0)
+    assert student.calibration_texts == 128
+    chosen = validate_recipe(
+        {
+            **CAUSAL,
+            "student": {"num_layers": 2, "layer_selection": "contiguous", "mlp_keep": 0.5},
+        }
+    ).student
+    assert chosen.layer_selection == "contiguous" and chosen.mlp_keep == 0.5
+    # Explicit layers with the default selection stay what they were.
+    assert validate_recipe({**CAUSAL, "student": {"layers": [0, 3]}}).student.layers == [0, 3]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("mlp_keep", 0.0, "student.mlp_keep: Input should be greater than 0 (got 0.0)"),
+        ("mlp_keep", 1.5, "student.mlp_keep: Input should be less than or equal to 1 (got 1.5)"),
+        ("heads_keep", -0.5, "student.heads_keep: Input should be greater than 0 (got -0.5)"),
+        ("calibration_texts", 0, "student.calibration_texts: Input should be greater than"),
+        ("layer_selection", "random", "student.layer_selection: Input should be 'even'"),
+    ],
+)
+def test_bad_pruning_values_are_errors(key: str, value: Any, message: str) -> None:
+    problems = _problems({"num_layers": 2, key: value})
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+
+
+def test_layers_with_a_measured_selection_is_an_error() -> None:
+    problems = _problems(
+        {"layers": [0, 1], "layer_selection": "importance", "calibration_texts": 4}
+    )
+    assert problems == [
+        "(top level): student.layers and student.layer_selection = 'importance' both choose "
+        "the layers: give num_layers with the selection, or the explicit layers alone"
+    ]
+
+
+def test_all_pruning_problems_are_reported_at_once() -> None:
+    problems = _problems(
+        {"init": "config", "num_layers": 2, "mlp_keep": 0.5, "layer_selection": "importance"}
+    )
+    # The recipe's own checks come as one problem, each part naming its key.
+    assert problems == [
+        "(top level): "
+        + "; ".join(
+            f"student.{key} is used only with student.init = 'teacher-layers' (not 'config'): "
+            "it chooses what a copy of the teacher keeps"
+            for key in ("layer_selection", "mlp_keep")
+        )
+    ]
+
+
+def test_calibration_texts_without_anything_to_measure_is_an_error() -> None:
+    assert _problems({"num_layers": 2, "calibration_texts": 64}) == [
+        "(top level): student.calibration_texts is used only with layer_selection "
+        "'importance' or 'contiguous', mlp_keep < 1 or heads_keep < 1"
+    ]
+
+
+def test_pruning_keys_are_refused_by_other_tasks() -> None:
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(
+            {
+                **CAUSAL,
+                "task": "sequence-classification",
+                "student": {"num_layers": 2, "layer_selection": "importance", "mlp_keep": 0.5},
+            }
+        )
+    assert info.value.problems == [
+        "(top level): "
+        + "; ".join(
+            f"student.{key} is read by task 'causal-lm' only, not by this recipe's task "
+            "'sequence-classification'"
+            for key in ("layer_selection", "mlp_keep")
+        )
+    ]

@@ -44,6 +44,49 @@ class CausalLM(Task):
                 int,
                 Field(64, ge=1, le=4096, description="teacher logits kept per token when cached."),
             ),
+            # Students cut from the teacher: what they keep, by measurement (pruning.py).
+            "layer_selection": (
+                Literal["even", "importance", "contiguous"],
+                Field(
+                    "even",
+                    description="teacher-layers with num_layers: 'even' keeps evenly spaced "
+                    "layers (always the last); 'importance' drops the layers of lowest block "
+                    "influence (1 - cos of a layer's input and output on calibration text); "
+                    "'contiguous' drops the block of consecutive layers whose input and output "
+                    "are closest in angular distance (never the last layer).",
+                ),
+            ),
+            "calibration_texts": (
+                int,
+                Field(
+                    128,
+                    ge=1,
+                    le=100_000,
+                    description="training texts (a seeded sample) that layer_selection "
+                    "'importance'/'contiguous', mlp_keep and heads_keep measure on.",
+                ),
+            ),
+            "mlp_keep": (
+                float,
+                Field(
+                    1.0,
+                    gt=0,
+                    le=1,
+                    description="teacher-layers: fraction of MLP neurons kept in every layer, "
+                    "those of highest mean |act(gate) * up| on calibration text; 1 = all.",
+                ),
+            ),
+            "heads_keep": (
+                float,
+                Field(
+                    1.0,
+                    gt=0,
+                    le=1,
+                    description="teacher-layers: fraction of attention query heads kept in "
+                    "every layer (per KV group with grouped-query attention), those adding the "
+                    "most to the residual stream on calibration text; 1 = all.",
+                ),
+            ),
         },
         "export": {
             "max_perplexity_increase": (
@@ -87,11 +130,12 @@ class CausalLM(Task):
             "student.init = 'pretrained'": recipe.student.init == "pretrained",
             "export.quantization = 'static'": recipe.export.quantization == "static",
         }
-        return [
+        problems = [
             f"{key} is not supported for task {self.name!r} (yet)"
             for key, on in values.items()
             if on
         ]
+        return problems + _pruning_problems(recipe)
 
     def summary_lines(self, report: dict[str, Any]) -> list[str]:
         lines = [f"  {'model':<34} {'perplexity':>10} {'MB':>7} {'tokens/s':>8}"]
@@ -103,3 +147,34 @@ class CausalLM(Task):
                 f"{'' if speed is None else f'{speed:.1f}':>8}"
             )
         return [*lines, ""]
+
+
+PRUNING_KEYS = ("layer_selection", "calibration_texts", "mlp_keep", "heads_keep")
+
+
+def calibrates(student: Any) -> bool:
+    """Whether building this student measures the teacher (or itself) on calibration text."""
+    return student.layer_selection != "even" or student.mlp_keep < 1.0 or student.heads_keep < 1.0
+
+
+def _pruning_problems(recipe: Any) -> list[str]:
+    student = recipe.student
+    set_keys = [key for key in PRUNING_KEYS if recipe.is_set(f"student.{key}")]
+    if student.init != "teacher-layers":
+        return [
+            f"student.{key} is used only with student.init = 'teacher-layers' (not "
+            f"{student.init!r}): it chooses what a copy of the teacher keeps"
+            for key in set_keys
+        ]
+    problems = []
+    if student.layers is not None and student.layer_selection != "even":
+        problems.append(
+            f"student.layers and student.layer_selection = {student.layer_selection!r} both "
+            "choose the layers: give num_layers with the selection, or the explicit layers alone"
+        )
+    if "calibration_texts" in set_keys and not calibrates(student):
+        problems.append(
+            "student.calibration_texts is used only with layer_selection 'importance' or "
+            "'contiguous', mlp_keep < 1 or heads_keep < 1"
+        )
+    return problems
