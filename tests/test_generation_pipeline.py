@@ -105,6 +105,10 @@ def test_student_is_layer_dropped_and_has_its_twin(project: Path) -> None:
     assert student["baseline"]["alpha"] == 0.0 and student["baseline"]["teacher_outputs"] is None
     for metrics in (student, student["baseline"]):
         assert 1.0 < metrics["test"]["perplexity"] < 124
+    # Cut from the teacher, before training: worse than after (training recovered it).
+    before = student["before_training"]["test"]
+    assert before["tokens"] == student["test"]["tokens"]
+    assert before["perplexity"] > student["test"]["perplexity"]
     teacher = read_manifest(project / "runs" / "gen" / "teacher")["metrics"]
     assert student["parameters"]["total"] < teacher["parameters"]["total"]
 

@@ -1,10 +1,12 @@
 """Students cut from a causal-LM teacher by measurement (distill/tasks/causal_lm/pruning.py):
 layer importance and the contiguous block on tiny Llamas with identity layers built in,
-width pruning of MLP neurons and attention heads, and the recipe keys."""
+width pruning of MLP neurons and attention heads, the recipe keys, and the student stage's
+before-training perplexity."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,9 @@ import pytest
 import torch
 from generation_helpers import WORDS, tiny_llama, tiny_tokenizer
 
-from distill.config import validate_recipe
+from distill.artifacts import RunContext
+from distill.config import DataConfig, StudentTable, validate_recipe
+from distill.dataset_files import Split, write_split
 from distill.errors import ModelLoadError, RecipeError
 from distill.tasks.causal_lm import pruning
 from distill.tasks.causal_lm.models import drop_layers
@@ -25,6 +29,7 @@ from distill.tasks.causal_lm.pruning import (
     prune_width,
     top_heads,
 )
+from distill.tasks.causal_lm.training import perplexity
 
 PAD = 0
 
@@ -348,3 +353,84 @@ def test_pruning_keys_are_refused_by_other_tasks() -> None:
             for key in ("layer_selection", "mlp_keep")
         )
     ]
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The causal-LM student stage on a 4-layer teacher with an identity layer 2, keeping 3
+    layers by importance and half the MLP neurons; two optimizer steps."""
+    from distill.tasks.causal_lm.stages import student as student_stage
+
+    root = tmp_path_factory.mktemp("lm-prune")
+    teacher = tiny_llama(seed=13, layers=4)
+    make_identity(teacher, 2)
+    (root / "teacher" / "model").mkdir(parents=True)
+    teacher.save_pretrained(root / "teacher" / "model", safe_serialization=True)
+    tiny_tokenizer().save_pretrained(root / "teacher" / "model")
+    rng = np.random.default_rng(0)
+    (root / "data").mkdir()
+    for name, n in {"train": 40, "validation": 8, "test": 8}.items():
+        rows = [" ".join(rng.choice(WORDS[:60], size=int(rng.integers(4, 10)))) for _ in range(n)]
+        split = Split([f"{name}-{i}" for i in range(n)], rows, np.full(n, -1, dtype=np.int64))
+        write_split(root / "data" / f"{name}.jsonl", split)
+    ctx = RunContext(name="p", seed=3, task="causal-lm", workdir=root, recipe_dir=root)
+    student = StudentTable(
+        num_layers=3,
+        layer_selection="importance",
+        calibration_texts=16,
+        mlp_keep=0.5,
+        max_steps=2,
+        batch_size=8,
+        learning_rate=1e-2,
+        alpha=0.5,
+        teacher_outputs="online",
+        baselines=["no-kd"],
+    )
+    data = DataConfig(path="unused", max_length=16)
+    out = root / "student"
+    out.mkdir()
+    metrics = student_stage.run(
+        ctx, {"data": root / "data", "teacher": root / "teacher"}, out, data=data, student=student
+    )
+    return {"root": root, "metrics": metrics, "ctx": ctx, "student": student, "data": data}
+
+
+def test_the_stage_records_the_selection_and_before_training_perplexity(stage_run) -> None:
+    metrics = stage_run["metrics"]
+    built = metrics["built"]
+    assert built["teacher_layers"] == [0, 1, 3] and built["layer_selection"] == "importance"
+    assert built["calibration_texts"] == 16 and len(built["block_influence"]) == 4
+    assert built["block_influence"][2] < 1e-6
+    assert built["mlp"]["neurons_kept"] == 32 and built["mlp"]["neurons_per_layer"] == 64
+    saved = json.loads((stage_run["root"] / "student" / "model" / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 3 and saved["intermediate_size"] == 32
+    before = metrics["before_training"]
+    for split in ("validation", "test"):
+        assert before[split]["tokens"] == metrics[split]["tokens"] > 0
+        assert before[split]["perplexity"] != metrics[split]["perplexity"]
+    # The no-KD twin started from the very same weights.
+    assert metrics["baseline"]["built"] == built
+
+
+def test_before_training_perplexity_is_the_initial_students(stage_run) -> None:
+    """Rebuilt from the same teacher, sample and seed, the student scores the recorded number."""
+    from distill.dataset_files import read_split
+    from distill.models import load_tokenizer
+    from distill.tasks.causal_lm.stages.student import build_student
+    from distill.tasks.causal_lm.training import encode_texts, load_causal_lm, prepare_tokenizer
+
+    root = stage_run["root"]
+    tokenizer = prepare_tokenizer(load_tokenizer(str(root / "teacher" / "model"), "teacher"))
+    teacher = load_causal_lm(root / "teacher" / "model", "teacher").eval()
+    train = encode_texts(tokenizer, read_split(root / "data", "train"), 16)
+    test = encode_texts(tokenizer, read_split(root / "data", "test"), 16)
+    calibration = pruning.calibration_sample(train, 16, stage_run["ctx"].seed)
+    model, built = build_student(
+        stage_run["student"], teacher, tokenizer, stage_run["ctx"], calibration
+    )
+    assert built == stage_run["metrics"]["built"]
+    expected = perplexity(model, test, tokenizer.pad_token_id)["perplexity"]
+    assert stage_run["metrics"]["before_training"]["test"]["perplexity"] == pytest.approx(expected)

@@ -1,14 +1,20 @@
 """Stage `student` for causal LMs: token-level distillation, beside a no-KD twin.
 
-The student is a layer-dropped copy of the teacher (``num_layers`` evenly spaced or explicit
-``layers``), a config-built model of the teacher's family, or another pre-trained causal LM
-with the very same tokenizer (token-level KD compares distributions id by id: a mismatched
-pair is refused, naming both). It learns from the teacher's cached top-k logits or from the
-teacher online (``student.teacher_outputs``) with the chosen divergence; its twin has the
-same architecture, initialisation and budget and learns from the text alone.
+The student is a layer-dropped copy of the teacher (``num_layers`` evenly spaced, chosen by
+measured importance or as the least-changing contiguous block with ``layer_selection``, or
+explicit ``layers``; optionally narrowed to the most active MLP neurons and attention heads
+with ``mlp_keep`` / ``heads_keep``, see :mod:`distill.tasks.causal_lm.pruning`), a
+config-built model of the teacher's family, or another pre-trained causal LM with the very
+same tokenizer (token-level KD compares distributions id by id: a mismatched pair is
+refused, naming both). It learns from the teacher's cached top-k logits or from the teacher
+online (``student.teacher_outputs``) with the chosen divergence; its twin has the same
+architecture, initialisation and budget and learns from the text alone.
 
 Outputs: ``model/``, ``baseline/model/``, ``log_history.json`` for each; metrics hold
-validation and test perplexity.
+validation and test perplexity after training and, under ``before_training``, those of the
+initial student (the twin starts from the same weights): what cutting the teacher cost and
+what training recovered. ``built`` records how the student was made (the scores behind a
+measured choice included).
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from distill.models import (
     with_supported_attention,
 )
 from distill.tasks.causal_lm.models import check_same_tokenizer, drop_layers
+from distill.tasks.causal_lm.pruning import calibration_sample, choose_layers, prune_width
 from distill.tasks.causal_lm.stages.labels import load_top_k
+from distill.tasks.causal_lm.task import calibrates
 from distill.tasks.causal_lm.training import (
     as_dataset,
     encode_texts,
@@ -45,8 +53,14 @@ from distill.train.trainer import finish_training, save_trained_model
 
 
 def build_student(
-    config: StudentConfig, teacher: nn.Module, teacher_tokenizer: Any, ctx: RunContext
+    config: StudentConfig,
+    teacher: nn.Module,
+    teacher_tokenizer: Any,
+    ctx: RunContext,
+    calibration: list[list[int]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
+    """The initial student and how it was built; ``calibration`` (token ids of training
+    texts) is what a measured layer selection and width pruning score on."""
     set_seed(ctx.seed)
     if config.init == "pretrained":
         assert config.model is not None  # checked by the recipe
@@ -63,12 +77,29 @@ def build_student(
         return model, {"init": "pretrained", "model": config.model}
     total = teacher.config.num_hidden_layers
     if config.init == "teacher-layers":
-        layers = (
-            list(config.layers)
-            if config.layers
-            else evenly_spaced_layers(total, config.num_layers or total)
+        pad_id = teacher_tokenizer.pad_token_id
+        if calibrates(config) and not calibration:
+            raise ValueError("a measured layer selection or width pruning needs calibration text")
+        selection: dict[str, Any] = {}
+        if config.layers:
+            layers = list(config.layers)
+        elif config.layer_selection == "even":
+            layers = evenly_spaced_layers(total, config.num_layers or total)
+        else:
+            assert calibration is not None and config.num_layers is not None  # checked above
+            layers, selection = choose_layers(
+                teacher, config.layer_selection, config.num_layers, calibration, pad_id
+            )
+        student = drop_layers(teacher, layers)
+        width = prune_width(
+            student,
+            calibration or [],
+            pad_id,
+            mlp_keep=config.mlp_keep,
+            heads_keep=config.heads_keep,
         )
-        return drop_layers(teacher, layers), {"init": "teacher-layers", "teacher_layers": layers}
+        built = {"init": "teacher-layers", "teacher_layers": layers, **selection, **width}
+        return student, built
     from transformers import AutoModelForCausalLM
 
     settings = copy.deepcopy(teacher.config)
@@ -88,13 +119,15 @@ def _train_one(
     alpha: float,
     config: StudentConfig,
     ctx: RunContext,
+    initial: nn.Module,
+    built: dict[str, Any],
     teacher: nn.Module,
     tokenizer: Any,
     sequences: dict[str, list[list[int]]],
     top_k: tuple[list[Any], ...] | None,
     out: Path,
 ) -> dict[str, Any]:
-    model, built = build_student(config, teacher, tokenizer, ctx)
+    model = copy.deepcopy(initial)  # the distilled student and its twin start alike
     freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
     online = alpha > 0 and top_k is None
     work_dir = ctx.checkpoint_dir(out, "baseline" if alpha == 0 else "distilled")
@@ -144,12 +177,34 @@ def run(
         top_k = load_top_k(
             inputs["labels"] / "topk" / "train.npz", splits["train"].ids, sequences["train"]
         )
+    calibration = None
+    if calibrates(student):
+        calibration = calibration_sample(sequences["train"], student.calibration_texts, ctx.seed)
+    initial, built = build_student(student, teacher, tokenizer, ctx, calibration)
+    before = {
+        split: perplexity(
+            initial,
+            sequences[split],
+            tokenizer.pad_token_id,
+            desc=f"student before training: {split} perplexity",
+        )
+        for split in ("validation", "test")
+    }
     common = dict(
-        config=student, ctx=ctx, teacher=teacher, tokenizer=tokenizer, sequences=sequences
+        config=student,
+        ctx=ctx,
+        initial=initial,
+        built=built,
+        teacher=teacher,
+        tokenizer=tokenizer,
+        sequences=sequences,
     )
     metrics = _train_one("distilled", student.alpha, top_k=top_k, out=out, **common)
     metrics.update(
-        divergence=student.divergence, temperature=student.temperature, top_k=student.top_k
+        divergence=student.divergence,
+        temperature=student.temperature,
+        top_k=student.top_k,
+        before_training=before,
     )
     if "no-kd" in student.twins:
         (out / "baseline").mkdir()
