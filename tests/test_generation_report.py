@@ -32,8 +32,25 @@ def _texts(n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS[:60], size=10 + i % 5)) for i in range(n)]
 
 
-def build_upstream(root: Path, exported: tuple[Path, Path], *, int8: bool, baseline: bool) -> dict:
-    """data/teacher/student/export stage folders as the causal-lm stages write them."""
+# What the student stage records of a student chosen by measured importance.
+BUILT = {
+    "init": "teacher-layers",
+    "teacher_layers": [0, 3],
+    "layer_selection": "importance",
+    "calibration_texts": 8,
+    "calibration_tokens": 80,
+    "block_influence": [0.5, 0.125, 0.0625, 0.25],
+    "width_calibration_tokens": 80,
+    "mlp": {"fraction": 0.5, "neurons_kept": 32, "neurons_per_layer": 64, "score_kept": [0.9]},
+}
+BEFORE = {"validation": {"perplexity": 95.5, "tokens": 99}, "test": {"perplexity": 97.25}}
+
+
+def build_upstream(
+    root: Path, exported: tuple[Path, Path], *, int8: bool, baseline: bool, selection: bool = True
+) -> dict:
+    """data/teacher/student/export stage folders as the causal-lm stages write them;
+    ``selection = False``: a student manifest from before the stage recorded its selection."""
     student_source, onnx_dir = exported
     data = root / "data"
     data.mkdir(parents=True)
@@ -67,11 +84,13 @@ def build_upstream(root: Path, exported: tuple[Path, Path], *, int8: bool, basel
     metrics: dict[str, Any] = {
         "test": {"perplexity": PERPLEXITY["student"], "nll": 2.66, "tokens": 321},
         "parameters": {"total": 1, "trainable": 1},
-        "built": {"layers": [0, 3]},
+        "built": BUILT if selection else {"layers": [0, 3]},
         "divergence": "reverse_kl",
         "teacher_outputs": "top-k",
         "top_k": 16,
     }
+    if selection:
+        metrics["before_training"] = BEFORE
     if baseline:
         save_tiny_llama(student / "baseline" / "model", seed=2)
         metrics["baseline"] = {
@@ -84,7 +103,14 @@ def build_upstream(root: Path, exported: tuple[Path, Path], *, int8: bool, basel
             "stage": "student",
             "wall_time_s": 3.0,
             "metrics": metrics,
-            "config": {"student": {"temperature": 2.0, "alpha": 0.5, "num_layers": 2}},
+            "config": {
+                "student": {
+                    "temperature": 2.0,
+                    "alpha": 0.5,
+                    "num_layers": 2,
+                    **({"layer_selection": "importance", "mlp_keep": 0.5} if selection else {}),
+                }
+            },
         },
     )
 
@@ -280,9 +306,36 @@ def test_markdown_html_and_plot_are_written_and_escaped(full, tmp_path) -> None:
     assert again["markdown"].read_text(encoding="utf-8") == markdown
 
 
+def test_the_selection_and_before_training_perplexity_are_reported(full) -> None:
+    selection = full["report"]["distillation"]["selection"]
+    assert selection["layer_selection"] == "importance" and selection["teacher_layers"] == [0, 3]
+    assert selection["block_influence"] == BUILT["block_influence"]
+    assert selection["mlp"]["neurons_kept"] == 32 and selection["heads"] is None
+    assert selection["perplexity"]["test"] == {
+        "before_training": 97.25,
+        "after_training": PERPLEXITY["student"],
+        "teacher": PERPLEXITY["teacher"],
+    }
+    settings = full["report"]["distillation"]["settings"]
+    assert settings["layer_selection"] == "importance" and settings["mlp_keep"] == 0.5
+    assert "heads_keep" not in settings  # left at its default
+    markdown = (full["out"] / "report.md").read_text(encoding="utf-8")
+    html = (full["out"] / "report.html").read_text(encoding="utf-8")
+    assert "Teacher layers kept (importance): 0, 3." in markdown
+    assert "MLP neurons kept: 32 of 64 per layer" in markdown
+    assert "0: **0.5**, 1: 0.125, 2: 0.0625, 3: **0.25**." in markdown
+    assert (
+        f"| test | 97.25 | {PERPLEXITY['student']:.4g} | {PERPLEXITY['teacher']:.4g} |" in markdown
+    )
+    assert 'id="selection-perplexity"' in html and "<strong>3: 0.25</strong>" in html
+
+
 def test_fp32_deployed_without_a_no_kd_student(tmp_path, exported) -> None:
-    inputs = build_upstream(tmp_path, exported, int8=False, baseline=False)
+    inputs = build_upstream(tmp_path, exported, int8=False, baseline=False, selection=False)
     metrics, report, _ = _run(tmp_path, inputs)
+    # An older student manifest: nothing recorded of the selection, nothing shown.
+    assert report["distillation"]["selection"] is None
+    assert "cut from the teacher" not in (tmp_path / "report" / "report.md").read_text()
     rows = {row["key"]: row for row in report["rows"]}
     assert list(rows) == ["teacher", "student", "student_onnx_fp32"]
     bundle = inputs["export"] / "bundle"

@@ -59,6 +59,8 @@ MAX_SPEED_WARMUP = 2
 MAX_PROMPT_WORDS = 48
 MAX_TEXT_CHARS = 500
 GENERATION_SETTINGS = ("divergence", "jsd_beta", "teacher_outputs", "top_k")
+# Shown among the settings when a recipe changes them.
+SELECTION_DEFAULTS = {"layer_selection": "even", "mlp_keep": 1.0, "heads_keep": 1.0}
 
 
 def run(
@@ -242,6 +244,13 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         for key in ("init", "num_layers", "layers", "temperature", "alpha")
         if student_cfg.get(key) is not None
     }
+    settings.update(
+        {
+            key: student_cfg[key]
+            for key, default in SELECTION_DEFAULTS.items()
+            if student_cfg.get(key, default) != default
+        }
+    )
     for key in GENERATION_SETTINGS:
         value = student_metrics.get(key, student_cfg.get(key))
         if value is not None and not (key == "jsd_beta" and settings.get("divergence") != "jsd"):
@@ -255,6 +264,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     distillation = {
         "settings": settings,
         "built": student_metrics.get("built"),
+        "selection": student_selection(student_metrics, student_cfg, teacher_metrics),
         # What the teacher's distribution bought: positive when the distilled student is better.
         "perplexity_gain_over_no_kd": gain,
     }
@@ -337,6 +347,47 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "versions": library_versions(),
         "hardware": hardware,
         "notes": notes,
+    }
+
+
+def student_selection(
+    student_metrics: dict[str, Any], student_cfg: dict[str, Any], teacher_metrics: dict[str, Any]
+) -> dict[str, Any] | None:
+    """How the student was cut from the teacher (layers kept, the scores behind a measured
+    choice, neurons and heads kept) and its perplexity before and after training; None for
+    a student stage that recorded neither."""
+    built = student_metrics.get("built") or {}
+    before = student_metrics.get("before_training")
+    if before is None and "teacher_layers" not in built:
+        return None
+    layers = built.get("teacher_layers")
+    selection = built.get("layer_selection")
+    if selection is None and layers is not None:
+        selection = "explicit" if student_cfg.get("layers") else "even"
+    heads = built.get("heads")
+
+    def ppl(metrics: dict[str, Any] | None, split: str) -> float | None:
+        return _number(((metrics or {}).get(split) or {}).get("perplexity"))
+
+    return {
+        "layer_selection": selection,
+        "teacher_layers": layers,
+        "calibration_texts": built.get("calibration_texts"),
+        "calibration_tokens": built.get(
+            "calibration_tokens", built.get("width_calibration_tokens")
+        ),
+        "block_influence": built.get("block_influence"),
+        "dropped_block": built.get("dropped_block"),
+        "mlp": built.get("mlp"),
+        "heads": None if heads is None else {k: v for k, v in heads.items() if k != "scores"},
+        "perplexity": {
+            split: {
+                "before_training": ppl(before, split),
+                "after_training": ppl(student_metrics, split),
+                "teacher": ppl(teacher_metrics, split),
+            }
+            for split in ("validation", "test")
+        },
     }
 
 
