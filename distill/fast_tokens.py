@@ -144,6 +144,14 @@ def _added_token_problem(tokenizer: Any, spec: dict[str, Any]) -> str | None:
     return None
 
 
+class UnsupportedTokenizer(ValueError):
+    """The word cache cannot encode exactly like this tokenizer; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the word cache cannot encode exactly like this tokenizer: {reason}")
+        self.reason = reason
+
+
 def supports(tokenizer: Any) -> str | None:
     """None when :class:`WordCacheEncoder` encodes exactly like ``tokenizer.encode_batch``;
     otherwise why not (callers then use the tokenizer itself)."""
@@ -151,6 +159,10 @@ def supports(tokenizer: Any) -> str | None:
         spec = json.loads(tokenizer.to_str())
     except Exception as exc:  # tokenizers raises a bare Exception
         return f"the tokenizer cannot be serialized: {exc}"
+    return _spec_problem(tokenizer, spec)
+
+
+def _spec_problem(tokenizer: Any, spec: dict[str, Any]) -> str | None:
     model = spec.get("model") or {}
     if model.get("type") != "WordPiece":
         return f"model {model.get('type')} (supported: WordPiece)"
@@ -205,15 +217,16 @@ class WordCacheEncoder:
     """
 
     def __init__(self, tokenizer: Any, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        problem = supports(tokenizer)
-        if problem:
-            raise ValueError(f"the word cache cannot encode exactly like this tokenizer: {problem}")
         from tokenizers import Tokenizer
 
-        spec = json.loads(tokenizer.to_str())
+        serialized = tokenizer.to_str()  # read once: loading a 30k vocabulary takes ms
+        spec = json.loads(serialized)
+        problem = _spec_problem(tokenizer, spec)
+        if problem:
+            raise UnsupportedTokenizer(problem)
         self.max_entries = max_entries
         # A private copy encodes the chunks: no special tokens, no truncation, no padding.
-        self._chunk_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._chunk_tokenizer = Tokenizer.from_str(serialized)
         self._chunk_tokenizer.no_truncation()
         self._chunk_tokenizer.no_padding()
         self._chunk_tokenizer.encode_special_tokens = tokenizer.encode_special_tokens

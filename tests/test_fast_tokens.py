@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from distill.fast_tokens import WordCacheEncoder, supports
+from distill.fast_tokens import UnsupportedTokenizer, WordCacheEncoder, supports
 from distill.serving import ENCODING_FIELDS, load_tokenizer
 
 HOSTILE = [
@@ -411,8 +411,9 @@ def test_unsupported_tokenizers_are_named_and_refused(case: str) -> None:
     tokenizer = build()
     problem = supports(tokenizer)
     assert problem is not None and reason in problem, problem
-    with pytest.raises(ValueError, match="cannot encode exactly"):
+    with pytest.raises(UnsupportedTokenizer, match="cannot encode exactly") as raised:
         WordCacheEncoder(tokenizer)
+    assert raised.value.reason == problem and isinstance(raised.value, ValueError)
 
 
 def test_the_encoder_reads_the_tokenizer_once(tmp_path: Path) -> None:

@@ -185,7 +185,7 @@ def test_the_word_cache_feeds_the_graph_what_the_tokenizer_does(
 ) -> None:
     """distill.fast_tokens on the bundle's own tokenizer.json: the same feeds, batch by batch,
     hence the same logits; without it (or for a tokenizer it cannot follow) the reference."""
-    from distill.tasks.classification import runner
+    from distill import fast_tokens
 
     texts = [*_texts(exported), "good\tfun", " sad  bad ", "café\u00a0good [MASK] [SEP]", "😀"]
     fast = load_bundle(bundle, threads=1)
@@ -203,7 +203,7 @@ def test_the_word_cache_feeds_the_graph_what_the_tokenizer_does(
     assert fast.fast_tokens is not None and len(fast.fast_tokens) > 20
     np.testing.assert_array_equal(fast.logits(texts), reference.logits(texts))
 
-    monkeypatch.setattr(runner, "supports", lambda tokenizer: "not this one")
+    monkeypatch.setattr(fast_tokens, "_spec_problem", lambda tokenizer, spec: "not this one")
     other = load_bundle(bundle, threads=1)
     assert (other.tokenization, other.tokenization_fallback) == ("reference", "not this one")
     np.testing.assert_array_equal(other.logits(texts), reference.logits(texts))

@@ -42,7 +42,7 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
-from distill.fast_tokens import WordCacheEncoder, supports
+from distill.fast_tokens import UnsupportedTokenizer, WordCacheEncoder
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
@@ -144,7 +144,7 @@ class BundlePredictor:
     With ``fast_tokenization`` (the default) texts are encoded by a
     :class:`~distill.fast_tokens.WordCacheEncoder` when it supports the bundle's tokenizer
     (``tokenization`` says which path is used, ``tokenization_fallback`` why not the fast
-    one); the feeds are the same either way.
+    one: ``off`` when it was turned off); the feeds are the same either way.
     """
 
     def __init__(
@@ -161,10 +161,14 @@ class BundlePredictor:
         self.max_length: int = self.manifest["max_length"]
         self.model_path = self.path / self.manifest["model"]
         self.tokenizer = load_tokenizer(self.path, self.manifest)
-        self.tokenization_fallback = supports(self.tokenizer) if fast_tokenization else "off"
-        self.fast_tokens = (
-            WordCacheEncoder(self.tokenizer) if self.tokenization_fallback is None else None
-        )
+        self.fast_tokens: WordCacheEncoder | None = None
+        self.tokenization_fallback: str | None = "off"
+        if fast_tokenization:
+            try:
+                self.fast_tokens = WordCacheEncoder(self.tokenizer)
+                self.tokenization_fallback = None
+            except UnsupportedTokenizer as exc:
+                self.tokenization_fallback = exc.reason
         self.session = make_session(self.model_path, threads)
         self._inputs = self._graph_inputs()
         self._output = self._logits_output()
