@@ -48,7 +48,20 @@ BUNDLE_BYTES = 5_000_000
 
 
 def model2vec_peer(run_dir: Path, seed: int) -> float:
-    """Test accuracy of model2vec's classifier on the hard labels of the run's split."""
+    """Test accuracy of model2vec's classifier on the hard labels of the run's split, kept
+    beside the run (``model2vec_peer.json``, keyed by the teacher's weights) once computed."""
+    from distill.artifacts import sha256_file
+
+    kept = run_dir / "model2vec_peer.json"
+    weights = sha256_file(run_dir / "teacher" / "model" / "model.safetensors")
+    if kept.is_file() and json.loads(kept.read_text())["teacher_sha256"] == weights:
+        return float(json.loads(kept.read_text())["accuracy"])
+    accuracy = _fit_model2vec_peer(run_dir, seed)
+    kept.write_text(json.dumps({"teacher_sha256": weights, "accuracy": accuracy}))
+    return accuracy
+
+
+def _fit_model2vec_peer(run_dir: Path, seed: int) -> float:
     import os
 
     os.environ["TQDM_DISABLE"] = "1"  # model2vec's per-batch bars; the result is printed below
