@@ -667,10 +667,11 @@ class Recipe(_Table):
             for key in other.owned_keys():
                 owners.setdefault(key, []).append(other.name)
         problems = [
-            f"{key} is read by task {' and '.join(map(repr, names))} only, not by this "
+            f"{where} is read by task {' and '.join(map(repr, names))} only, not by this "
             f"recipe's task {task.name!r}"
             for key, names in owners.items()
-            if task.name not in names and self.is_set(key)
+            if task.name not in names
+            for where in self._where_set(key)
         ]
         problems += [
             f"{table}.init = {student.init!r} is not supported for task {task.name!r} "
@@ -682,6 +683,19 @@ class Recipe(_Table):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _where_set(self, dotted: str) -> list[str]:
+        """Where the recipe sets ``dotted``: the key itself, and for a [student] key each
+        [student.variants.NAME] table that sets it too."""
+        found = [dotted] if self.is_set(dotted) else []
+        table, _, key = dotted.partition(".")
+        if table == "student" and key and "." not in key:
+            found += [
+                f"student.variants.{name}.{key}"
+                for name, variant in self.student.variants.items()
+                if key in variant.model_fields_set
+            ]
+        return found
 
     def is_set(self, dotted: str) -> bool:
         """Whether the recipe gives ``dotted`` (a table, or a key of one) itself."""

@@ -352,3 +352,29 @@ def test_a_stages_recorded_settings_hold_only_the_keys_its_task_reads() -> None:
     assert "max_f1_drop" not in stage_settings(export, classification)["export"]
     assert stage_settings(student, causal)["student"]["top_k"] == 64
     assert "max_accuracy_drop" in stage_settings(export, classification)["export"]
+
+
+VARIANT_KEYS = [
+    (task, key)
+    for task, key in OWN_KEYS
+    if key.startswith("student.")
+    and key.count(".") == 1
+    and key not in ("student.variants", "student.transfer")
+]
+
+
+@pytest.mark.parametrize(("task", "key"), VARIANT_KEYS, ids=[f"{t}-{k}" for t, k in VARIANT_KEYS])
+def test_a_key_another_task_owns_is_refused_in_a_student_variant_too(task: str, key: str) -> None:
+    owner = _owners(key)[0]
+    default = _default_of(validate_recipe({**MINIMAL, "task": owner}), key)
+    raw = apply_overrides({**MINIMAL, "task": task}, [])
+    raw["student"] = {**raw["student"], "variants": {"v": {key.split(".")[1]: default}}}
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    names = " and ".join(map(repr, _owners(key)))
+    field = key.split(".")[1]
+    # (for tasks without variants, "student.variants" itself is refused in the same message)
+    assert (
+        f"student.variants.v.{field} is read by task {names} only, not by this "
+        f"recipe's task {task!r}"
+    ) in " ".join(info.value.problems)
