@@ -95,10 +95,11 @@ def _fit_model2vec_peer(run_dir: Path, seed: int) -> float:
     return statistics.fmean(p == y for p, y in zip(predicted, labels["test"], strict=True))
 
 
-def rerun_report(recipe: Path, seed: int, workdir: Path, overrides: list[str]) -> Path:
-    """Only the report stage of ``seed``'s run again (its timings measured anew)."""
+def rerun_export(recipe: Path, seed: int, workdir: Path, overrides: list[str]) -> Path:
+    """The export and report stages of ``seed``'s run again (bundles rebuilt, timings
+    measured anew), the trained models kept."""
     name = kd_bench.run_name(seed)
-    command = [sys.executable, "-m", "distill", "run", str(recipe.resolve()), "--only", "report"]
+    command = [sys.executable, "-m", "distill", "run", str(recipe.resolve()), "--from", "export"]
     command += ["--workdir", str(workdir)]
     for assignment in [f"seed={seed}", f"name='{name}'", *overrides]:
         command += ["--set", assignment]
@@ -261,7 +262,7 @@ def main() -> int:
     parser.add_argument(
         "--remeasure",
         action="store_true",
-        help="rerun only each seed's report stage (timings measured again), then summarise",
+        help="rerun each seed's export and report stages (bundles and timings anew)",
     )
     args = parser.parse_args()
     workdir = args.workdir.resolve()
@@ -269,7 +270,7 @@ def main() -> int:
     for seed in args.seeds:
         path = workdir / "reports" / kd_bench.run_name(seed) / "report.json"
         if args.remeasure:
-            path = rerun_report(args.recipe, seed, workdir, args.overrides)
+            path = rerun_export(args.recipe, seed, workdir, args.overrides)
         elif not args.summarise_only:
             path = kd_bench.run_seed(args.recipe, seed, workdir, args.overrides)
         report = json.loads(path.read_text(encoding="utf-8"))

@@ -60,6 +60,7 @@ import numpy as np
 DEFAULT_MAX_ENTRIES = 500_000
 _SPACE = " "  # U+0020 only: str.split() would also split at characters tokenizers keeps
 _GROUP = 4096  # chunks per tokenizer call when filling the cache
+_ONE_BY_ONE = 16  # up to this many missing chunks are encoded one call each
 _CHUNKS = {"is_pretokenized": True, "add_special_tokens": False}
 _NORMALIZERS = {"BertNormalizer", "Lowercase", "StripAccents", "NFD", "NFKD", "NFC", "NFKC"}
 _PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
@@ -268,6 +269,13 @@ class WordCacheEncoder:
         missing = [c for c in dict.fromkeys(chunks) if c not in self._cache]
         if not missing:
             return {}
+        if len(missing) <= _ONE_BY_ONE:
+            # A few chunks (a text at batch 1): one plain encode each is about half the cost
+            # of one pre-tokenized call (measured: 7 us a chunk vs 26 us for two).
+            plain = self._chunk_tokenizer.encode
+            found = {c: tuple(plain(c, add_special_tokens=False).ids) for c in missing}
+            self._store(found)
+            return found
         # Given as pre-tokenized input, each chunk goes through added-token extraction, the
         # normalizer, the pre-tokenizer and the model on its own (what encode(chunk) does),
         # and its tokens carry its index as word id: one call instead of one per chunk.
@@ -282,10 +290,13 @@ class WordCacheEncoder:
             for token_id, word in zip(encoding.ids, encoding.word_ids, strict=True):
                 pieces[word].append(token_id)
             found.update(zip(group, map(tuple, pieces), strict=True))
+        self._store(found)
+        return found
+
+    def _store(self, found: dict[str, tuple[int, ...]]) -> None:
         room = self.max_entries - len(self)
         if room > 0:
             self._cache.update(islice(found.items(), room))
-        return found
 
     def prefill(self, texts: Iterable[str]) -> int:
         """Cache the chunks of ``texts`` (domain text: the training texts, say) ahead of
@@ -373,6 +384,27 @@ class WordCacheEncoder:
             else:
                 types[i, :length] = row
         return types
+
+
+WORDS_FILE = "words.txt"
+
+
+def frequent_chunks(texts: Iterable[str], min_count: int = 2, limit: int = 50_000) -> list[str]:
+    """The space-separated chunks of ``texts`` seen at least ``min_count`` times, most
+    frequent first: the domain's words, for a bundle to warm its cache with."""
+    from collections import Counter
+
+    counts = Counter(c for t in texts for c in _checked(t).split(_SPACE) if c)
+    return [c for c, n in counts.most_common(limit) if n >= min_count]
+
+
+def write_words(path: Any, chunks: Sequence[str]) -> None:
+    """One chunk per line (JSON-escaped, so tabs, newlines and any character survive)."""
+    path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chunks), "utf-8")
+
+
+def read_words(path: Any) -> list[str]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _checked(text: Any) -> str:

@@ -103,6 +103,26 @@ def test_bundles_without_the_fp32_reference_keep_it_in_the_stage(project: Path) 
         assert (stage / "fp32" / "model_fp32.onnx").is_file()
 
 
+def test_bundles_ship_the_domain_words_and_the_runner_starts_warm(project: Path) -> None:
+    from distill.dataset_files import read_split
+    from distill.fast_tokens import read_words
+    from distill.tasks.classification.runner import load_bundle
+
+    bundle = project / "export" / f"{NAME}.fast"
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["files"]["words.txt"]["role"] == "tokenizer-cache"
+    words = read_words(bundle / "words.txt")
+    train = read_split(project / "runs" / NAME / "data", "train").texts
+    counts = {w: sum(t.split(" ").count(w) for t in train) for w in words}
+    assert words and min(counts.values()) >= 2  # words seen twice or more, most frequent first
+    assert list(counts.values()) == sorted(counts.values(), reverse=True)
+    fast = load_bundle(bundle)
+    assert fast.tokenization == "word-cache" and len(fast.fast_tokens) == len(words)
+    test = read_split(project / "runs" / NAME / "data", "test").texts
+    reference = load_bundle(bundle, fast_tokenization=False)
+    assert (fast.logits(test) == reference.logits(test)).all()
+
+
 def test_static_bundle_is_served_without_torch(project: Path) -> None:
     bundle = project / "export" / f"{NAME}.fast"
     code = (

@@ -42,7 +42,7 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
-from distill.fast_tokens import UnsupportedTokenizer, WordCacheEncoder
+from distill.fast_tokens import WORDS_FILE, UnsupportedTokenizer, WordCacheEncoder, read_words
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
@@ -169,6 +169,9 @@ class BundlePredictor:
                 self.tokenization_fallback = None
             except UnsupportedTokenizer as exc:
                 self.tokenization_fallback = exc.reason
+        if self.fast_tokens is not None and WORDS_FILE in self.manifest["files"]:
+            # The domain's words the export listed (verified by the manifest): a warm cache.
+            self.fast_tokens.prefill(read_words(self.path / WORDS_FILE))
         self.session = make_session(self.model_path, threads)
         self._inputs = self._graph_inputs()
         self._output = self._logits_output()

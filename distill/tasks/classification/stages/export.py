@@ -63,6 +63,7 @@ from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoa
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import assemble_bundle, write_bundle_manifest
 from distill.export.gate import Gate
+from distill.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.models import load_saved_classifier
 from distill.progress import track
 from distill.tasks.classification.metrics import classification_metrics
@@ -375,6 +376,7 @@ def export_student(
             metrics,
             label_names,
             variant,
+            read_split(data_dir, "train").texts,
         )
         metrics["seconds"] = round(time.perf_counter() - started, 2)
     return metrics
@@ -392,11 +394,15 @@ def _write_bundle(
     metrics: dict[str, Any],
     label_names: list[str],
     variant: str | None,
+    train_texts: list[str],
 ) -> None:
     """``out/bundle``: the deployed files, the model card, and the manifest last."""
     bundle, roles = assemble_bundle(
         out / "bundle", model_dir, tokenizer, fp32_path, int8_path, export.fp32_reference
     )
+    # The domain's words, so the runner's word cache starts warm (distill.fast_tokens).
+    write_words(bundle / WORDS_FILE, frequent_chunks(train_texts))
+    roles[WORDS_FILE] = "tokenizer-cache"
     if int8_path is not None and not export.fp32_reference:  # kept for the report
         (out / "fp32").mkdir()
         shutil.copyfile(fp32_path, out / "fp32" / "model_fp32.onnx")
