@@ -399,12 +399,15 @@ def frequent_chunks(texts: Iterable[str], min_count: int = 2, limit: int = 50_00
 
 
 def write_words(path: Any, chunks: Sequence[str]) -> None:
-    """One chunk per line (JSON-escaped, so tabs, newlines and any character survive)."""
-    path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chunks), "utf-8")
+    """One chunk per line as a JSON string, every non-ASCII character escaped: no character
+    of a chunk (tab, newline, U+2028, U+0085 ...) can end a line."""
+    path.write_text("".join(json.dumps(c) + "\n" for c in chunks), encoding="utf-8")
 
 
 def read_words(path: Any) -> list[str]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    """The chunks :func:`write_words` wrote (lines split at ``\\n`` only)."""
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n") if line]
 
 
 def _checked(text: Any) -> str:

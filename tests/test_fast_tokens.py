@@ -458,3 +458,14 @@ def test_texts_must_be_strings() -> None:
         encoder.encode_batch(["ok", None])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="not bytes"):
         encoder.prefill([b"ok"])  # type: ignore[list-item]
+
+
+def test_word_lists_survive_every_line_breaking_character(tmp_path) -> None:
+    from distill.fast_tokens import frequent_chunks, read_words, write_words
+
+    hostile = ["a\u2028b", "c\x85d", "e\nf", "tab\tx", "\u00e9t\u00e9", "\U0001f600"]
+    texts = [" ".join(hostile)] * 2 + ["once only"]
+    chunks = frequent_chunks(texts)
+    assert sorted(chunks) == sorted(hostile)  # "once" and "only" are seen once
+    write_words(tmp_path / "words.txt", chunks)
+    assert read_words(tmp_path / "words.txt") == chunks
