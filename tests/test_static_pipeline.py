@@ -87,6 +87,12 @@ def test_static_variant_exports_its_int8_table_under_the_gate(project: Path) -> 
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["input_names"] == ["input_ids", "attention_mask"]
     assert "ort_config.json" not in manifest["files"]  # not an onnxruntime quantization
+    serving = manifest["serving"]  # the thread count measured fastest, which predict follows
+    assert serving["threads"] in (1, 2) and set(serving["p50_ms_by_threads"]) == {"1", "2"}
+    from distill.tasks.classification.runner import load_bundle
+
+    assert load_bundle(bundle).threads == serving["threads"]
+    assert load_bundle(bundle, threads=2).threads == 2
 
 
 def test_bundles_without_the_fp32_reference_keep_it_in_the_stage(project: Path) -> None:
@@ -155,6 +161,7 @@ def test_report_shows_the_static_student_and_its_throughput(project: Path) -> No
             assert measured["texts_per_s"] > 0
             assert measured["tokenization_us_per_text"] > 0 and measured["model_us_per_text"] > 0
             assert measured["tokenization"] == "word-cache"  # the tiny BERT tokenizer is supported
+            assert measured["threads"] in (1, 2)
     html = (project / "reports" / NAME / "report.html").read_text(encoding="utf-8")
     assert 'id="throughput-table"' in html and "static_pooling=weighted" in html
     fp32_row = next(r for r in report["rows"] if r["key"] == "student_onnx_fp32")

@@ -53,7 +53,12 @@ def measure_throughput(
     predictors, unreadable = {}, {}
     for name, path in bundles.items():
         try:
-            predictors[name] = load_bundle(path, threads=threads)
+            # As `distill predict` serves it: the bundle's measured thread hint, if it has
+            # one (a static student runs fastest on one thread), else the report's threads.
+            predictor = load_bundle(path)
+            predictors[name] = (
+                predictor if predictor.threads else load_bundle(path, threads=threads)
+            )
         except ArtifactError as exc:  # the report still renders, and says why
             unreadable[name] = str(exc)
     if not predictors:
@@ -84,12 +89,13 @@ def measure_throughput(
             "model_us_per_text": modelling,
             "total_us_per_text": total,
             "tokenization": predictors[name].tokenization,
+            "threads": predictors[name].threads,
         }
     return {
         "bundles": results,
         "skipped": unreadable,
         "setup": {
-            "threads": threads,
+            "threads": f"each bundle's serving hint (manifest serving.threads), else {threads}",
             "batch_sizes": list(BATCH_SIZES),
             "rounds": rounds,
             "texts_per_round": per_text,

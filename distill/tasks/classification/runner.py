@@ -172,9 +172,16 @@ class BundlePredictor:
         if self.fast_tokens is not None and WORDS_FILE in self.manifest["files"]:
             # The domain's words the export listed (verified by the manifest): a warm cache.
             self.fast_tokens.prefill(read_words(self.path / WORDS_FILE))
-        self.session = make_session(self.model_path, threads)
+        self.threads = threads if threads is not None else self._serving_threads()
+        self.session = make_session(self.model_path, self.threads)
         self._inputs = self._graph_inputs()
         self._output = self._logits_output()
+
+    def _serving_threads(self) -> int | None:
+        """The thread count the export measured fastest (manifest ``serving.threads``), or
+        None (onnxruntime's default) when the bundle has no such hint."""
+        hint = (self.manifest.get("serving") or {}).get("threads")
+        return hint if is_int(hint) and hint >= 1 else None
 
     @property
     def tokenization(self) -> str:

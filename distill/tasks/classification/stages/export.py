@@ -64,6 +64,7 @@ from distill.export import onnx as onnx_utils
 from distill.export.bundle import assemble_bundle, write_bundle_manifest
 from distill.export.gate import Gate
 from distill.fast_tokens import WORDS_FILE, frequent_chunks, write_words
+from distill.latency import ort_session as latency_session
 from distill.models import load_saved_classifier
 from distill.progress import track
 from distill.tasks.classification.metrics import classification_metrics
@@ -363,6 +364,9 @@ def export_student(
             "max_length": data.max_length,
         }
 
+        metrics["serving"] = serving_threads(
+            int8_path or fp32_path, tokenizer, test, data.max_length
+        )
         # 6. The bundle, its manifest last.
         _write_bundle(
             ctx,
@@ -426,6 +430,7 @@ def _write_bundle(
         "chosen": metrics["chosen"],
         "chosen_reason": metrics["chosen_reason"],
         "candidates": metrics["candidates"],
+        "serving": metrics["serving"],
         "metrics": {k: metrics[k] for k in _BUNDLE_METRICS},
     }
     # The card an edge team reads first: what the model is, how faithful and fast it is.
@@ -719,6 +724,39 @@ def _time_models(
             if k in ("p50_ms", "p95_ms", "mean_ms", "runs", "warmup", "threads")
         }
         for name, s in stats.items()
+    }
+
+
+def serving_threads(
+    model_path: Path, tokenizer: Any, test: Split, max_length: int
+) -> dict[str, Any]:
+    """The intra-op thread count (1 or SESSION_THREADS) at which the deployed model answered
+    one text fastest here, interleaved at the test texts' own lengths: a hint the bundle
+    runner follows unless told otherwise (on a tiny graph, such as a static student's, the
+    thread pool costs more than it saves)."""
+    from distill.bench import interleaved_latency, onnx_call
+
+    counts = sorted({1, onnx_utils.SESSION_THREADS})
+    feeds = onnx_utils.encode(
+        tokenizer,
+        test.texts[:1],
+        max_length=512,
+        input_names=onnx_utils.graph_info(model_path)["input_names"],
+    )
+    stats = interleaved_latency(
+        {str(n): onnx_call(latency_session(model_path, n), feeds) for n in counts},
+        runs=LATENCY_RUNS,
+        warmup=LATENCY_WARMUP,
+        rounds=LATENCY_ROUNDS,
+        desc="export: serving threads",
+    )
+    p50 = {n: stats[str(n)].to_dict()["p50_ms"] for n in counts}
+    # Fewer threads unless more are clearly faster (beyond the tie margin).
+    best = min(counts, key=lambda n: (p50[n] * (1 + LATENCY_TIE * (n > 1)), n))
+    return {
+        "threads": best,
+        "p50_ms_by_threads": {str(n): p50[n] for n in counts},
+        "measured": "batch 1, the first test text, interleaved",
     }
 
 
