@@ -9,6 +9,7 @@ sequences, so a long sequence weighs more than a short one, as in the cross-entr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -17,14 +18,28 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 DIVERGENCES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
+
+
+@dataclass(frozen=True)
+class SampledTeacher:
+    """Token ids drawn per position from the teacher's softened distribution, with
+    replacement (int64 [B, T, n]), and the teacher's log-probability of each at the
+    distillation temperature ([B, T, n]); see :func:`sample_teacher_tokens`."""
+
+    ids: torch.Tensor
+    log_probs: torch.Tensor
+
+
 # The teacher as full logits [B, T, V], or as a cached top-k: (values [B, T, k], ids [B, T, k]),
 # optionally with the log-normalizer of its full distribution at the distillation temperature,
 # logsumexp(logits / T) [B, T], which gives the top-k tokens their true probabilities and the
-# rest of the vocabulary one "tail" bucket (see _teacher_and_student_log_probs).
+# rest of the vocabulary one "tail" bucket (see _teacher_and_student_log_probs), or as tokens
+# sampled from its distribution (SampledTeacher: forward KL only, estimated without bias).
 Teacher = (
     torch.Tensor
     | tuple[torch.Tensor, torch.Tensor]
     | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    | SampledTeacher
 )
 # Smallest probability given to a tail bucket, so that log 0 never reaches a KL.
 _TAIL_FLOOR = 1e-12
@@ -36,6 +51,27 @@ def top_k_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
         raise ValueError(f"k must be in 1..{logits.shape[-1]} (the vocabulary size), not {k}")
     values, indices = torch.topk(logits, k, dim=-1, sorted=True)
     return values, indices.to(torch.int64)
+
+
+def sample_teacher_tokens(
+    logits: torch.Tensor, n: int, temperature: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` token ids per position drawn with replacement from ``softmax(logits / T)``
+    (int64 [..., n]) and their log-probabilities there ([..., n], the dtype of ``logits``).
+
+    The sample mean of ``log p(x_i) - log q(x_i)`` over them is an unbiased estimate of
+    ``KL(p || q)`` for any student ``q``, and that of ``-grad log q(x_i)`` of its gradient:
+    the cache that :class:`SampledTeacher` holds (random-sampling KD)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, not {n}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, not {temperature}")
+    log_probs = F.log_softmax(logits / temperature, dim=-1)
+    flat = log_probs.reshape(-1, logits.shape[-1])
+    ids = torch.multinomial(flat.exp().float(), n, replacement=True, generator=generator)
+    drawn = flat.gather(-1, ids)
+    shape = (*logits.shape[:-1], n)
+    return ids.reshape(shape), drawn.reshape(shape)
 
 
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -119,6 +155,17 @@ def _check_teacher(student_logits: torch.Tensor, teacher: Teacher) -> None:
                 f"{tuple(student_logits.shape)} differ in shape (token-level KD needs one vocabulary)"
             )
         return
+    if isinstance(teacher, SampledTeacher):
+        ids, log_probs = teacher.ids, teacher.log_probs
+        if ids.shape != log_probs.shape or ids.shape[:2] != student_logits.shape[:2]:
+            raise ValueError(
+                f"sampled teacher ids {tuple(ids.shape)} and log-probabilities "
+                f"{tuple(log_probs.shape)} do not match student logits "
+                f"{tuple(student_logits.shape)} on [B, T, n]"
+            )
+        if ids.dtype != torch.int64:
+            raise ValueError(f"sampled teacher ids must be int64, not {ids.dtype}")
+        return
     values, indices = teacher[0], teacher[1]
     if len(teacher) == 3 and teacher[2].shape != values.shape[:2]:
         raise ValueError(
@@ -138,6 +185,8 @@ def _select(teacher: Teacher, index: torch.Tensor | slice) -> Teacher:
     """The same positions of full logits or of both halves of a top-k cache."""
     if isinstance(teacher, torch.Tensor):
         return teacher[index]
+    if isinstance(teacher, SampledTeacher):
+        return SampledTeacher(teacher.ids[index], teacher.log_probs[index])
     return tuple(part[index] for part in teacher)  # type: ignore[return-value]
 
 
@@ -165,6 +214,18 @@ def _teacher_and_student_log_probs(
     teacher_log_probs = F.log_softmax(teacher_scores.to(student_logits.dtype) / temperature, dim=-1)
     student_log_probs = F.log_softmax(student_scores / temperature, dim=-1)
     return teacher_log_probs, student_log_probs
+
+
+def sampled_forward_kl(
+    student_logits: torch.Tensor, teacher: SampledTeacher, temperature: float
+) -> torch.Tensor:
+    """Per position, the Monte-Carlo estimate of ``KL(p_T || q_T)`` from tokens drawn from the
+    teacher's ``p_T``: ``mean_i [log p_T(x_i) - log q_T(x_i)]``. Its expectation is the exact
+    KL and that of its gradient the exact gradient (``(q_T - p_T) / T`` per logit): the
+    student's part, ``-mean_i log q_T(x_i)``, estimates the cross-entropy ``-E_p[log q_T]``;
+    the teacher's part (its entropy, constant for the student) only makes the value a KL."""
+    student = F.log_softmax(student_logits / temperature, dim=-1).gather(-1, teacher.ids)
+    return (teacher.log_probs.to(student.dtype) - student).mean(dim=-1)
 
 
 def _with_tail(top_log_probs: torch.Tensor) -> torch.Tensor:
@@ -201,6 +262,11 @@ def token_distillation_loss(
     the student puts elsewhere (a student trained that way may match the top-k shape with a
     poor overall distribution). With k = V both equal the full-logit loss.
 
+    ``teacher`` may also be a :class:`SampledTeacher` (tokens drawn from the teacher's
+    softened distribution): the divergence is then the unbiased Monte-Carlo estimate of
+    forward KL (:func:`sampled_forward_kl`); reverse KL and JSD need the whole teacher
+    distribution and are refused with it.
+
     With ``alpha = 0`` this is the plain next-token cross-entropy and ``teacher`` may be None.
     Returns the loss and its parts (``kd``: the divergence times T^2; ``ce``) as floats.
     """
@@ -232,12 +298,19 @@ def token_distillation_loss(
         raise ValueError("alpha > 0 needs the teacher's logits or its top-k cache")
     _check_teacher(student_logits, teacher)
     # Only scored positions take part: masked ones may hold anything (padding logits).
-    teacher_log_probs, student_log_probs = _teacher_and_student_log_probs(
-        logits[scored],
-        _select(_select(teacher, (slice(None), slice(None, -1))), scored),
-        temperature,
-    )
-    per_token = divergence_per_token(teacher_log_probs, student_log_probs, divergence, jsd_beta)
+    scored_teacher = _select(_select(teacher, (slice(None), slice(None, -1))), scored)
+    if isinstance(scored_teacher, SampledTeacher):
+        if divergence != "forward_kl":
+            raise ValueError(
+                f"divergence {divergence!r} needs the teacher's full distribution; tokens "
+                "sampled from it estimate forward_kl only"
+            )
+        per_token = sampled_forward_kl(logits[scored], scored_teacher, temperature)
+    else:
+        teacher_log_probs, student_log_probs = _teacher_and_student_log_probs(
+            logits[scored], scored_teacher, temperature
+        )
+        per_token = divergence_per_token(teacher_log_probs, student_log_probs, divergence, jsd_beta)
     kd = per_token.sum() / count * temperature**2
     loss = alpha * kd + (1 - alpha) * ce
     return loss, {"kd": float(kd.detach()), "ce": float(ce.detach())}

@@ -33,11 +33,24 @@ class CausalLM(Task):
             ),
             "jsd_beta": (float, Field(0.5, gt=0, lt=1, description="the JSD's mixture weight.")),
             "teacher_outputs": (
-                Literal["top-k", "online"],
+                Literal["top-k", "sampled", "online"],
                 Field(
                     "top-k",
                     description="learn from the teacher's top-k logits cached once by the "
-                    "labels stage, or run the teacher online at every step (full distribution).",
+                    "labels stage, from samples_per_token token ids drawn from its softened "
+                    "distribution and cached (an unbiased estimate of forward KL), or run the "
+                    "teacher online at every step (full distribution).",
+                ),
+            ),
+            "samples_per_token": (
+                int,
+                Field(
+                    8,
+                    ge=1,
+                    le=1024,
+                    description="teacher_outputs 'sampled': token ids drawn per training "
+                    "token (with replacement, seeded) from the teacher's distribution at the "
+                    "student's temperature.",
                 ),
             ),
             "top_k": (
@@ -119,6 +132,7 @@ class CausalLM(Task):
             "data",
             "student.teacher_outputs",
             "student.top_k",
+            "student.samples_per_token",
             "student.temperature",  # the cached normalizer is the softened distribution's
         )
     }
@@ -135,7 +149,7 @@ class CausalLM(Task):
             for key, on in values.items()
             if on
         ]
-        return problems + _pruning_problems(recipe)
+        return problems + _teacher_output_problems(recipe) + _pruning_problems(recipe)
 
     def summary_lines(self, report: dict[str, Any]) -> list[str]:
         lines = [f"  {'model':<34} {'perplexity':>10} {'MB':>7} {'tokens/s':>8}"]
@@ -155,6 +169,29 @@ PRUNING_KEYS = ("layer_selection", "calibration_texts", "mlp_keep", "heads_keep"
 def calibrates(student: Any) -> bool:
     """Whether building this student measures the teacher (or itself) on calibration text."""
     return student.layer_selection != "even" or student.mlp_keep < 1.0 or student.heads_keep < 1.0
+
+
+def _teacher_output_problems(recipe: Any) -> list[str]:
+    student = recipe.student
+    problems = []
+    if student.teacher_outputs != "sampled" and recipe.is_set("student.samples_per_token"):
+        problems.append(
+            "student.samples_per_token is used only with student.teacher_outputs = 'sampled' "
+            f"(not {student.teacher_outputs!r})"
+        )
+    if student.teacher_outputs == "sampled":
+        if student.divergence != "forward_kl":
+            problems.append(
+                f"student.divergence = {student.divergence!r} needs the teacher's full "
+                "distribution: student.teacher_outputs = 'sampled' estimates forward_kl only "
+                "(use divergence 'forward_kl', or teacher_outputs 'top-k' or 'online')"
+            )
+        if recipe.is_set("student.top_k"):
+            problems.append(
+                "student.top_k is not used with student.teacher_outputs = 'sampled' "
+                "(student.samples_per_token sets the cache's size)"
+            )
+    return problems
 
 
 def _pruning_problems(recipe: Any) -> list[str]:

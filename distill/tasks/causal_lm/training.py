@@ -23,13 +23,31 @@ from distill.errors import ModelLoadError
 from distill.models import resolve_model, with_supported_attention
 from distill.progress import track
 from distill.sources import resolve_local
-from distill.tasks.causal_lm.losses import IGNORE_INDEX, mean_token_nll, token_distillation_loss
+from distill.tasks.causal_lm.losses import (
+    IGNORE_INDEX,
+    SampledTeacher,
+    mean_token_nll,
+    token_distillation_loss,
+)
 from distill.tasks.causal_lm.task import CausalLM
 from distill.train import trainer as shared
 
 log = logging.getLogger("distill")
 
 TOP_K_COLUMNS = ("topk_values", "topk_indices", "topk_log_normalizer")
+SAMPLED_COLUMNS = ("sampled_ids", "sampled_log_probs")
+# Each cache layout's batch columns, in the order labels.load_top_k / load_sampled return them.
+_CACHE_COLUMNS = {
+    "top-k": TOP_K_COLUMNS,
+    "sampled": SAMPLED_COLUMNS,
+}
+_COLUMN_DTYPES = {
+    "topk_values": torch.float32,
+    "topk_indices": torch.long,
+    "topk_log_normalizer": torch.float32,
+    "sampled_ids": torch.long,
+    "sampled_log_probs": torch.float32,
+}
 
 
 def cache_root() -> Path:
@@ -88,19 +106,36 @@ def encode_texts(tokenizer: Any, split: Split, max_length: int) -> list[list[int
     return [ids + ([eos] if eos is not None else []) for ids in encoded["input_ids"]]
 
 
-def as_dataset(sequences: list[list[int]], top_k: tuple[list[Any], ...] | None = None) -> Any:
+def as_dataset(
+    sequences: list[list[int]],
+    cache: tuple[list[Any], ...] | None = None,
+    layout: str = "top-k",
+) -> Any:
+    """The token ids, with the teacher's cached targets per example as extra columns:
+    ``layout`` 'top-k' (values, ids, log-normalizer; labels.load_top_k) or 'sampled'
+    (sample ids, log-probabilities; labels.load_sampled)."""
     import datasets
 
     columns: dict[str, Any] = {"input_ids": sequences}
-    if top_k is not None:
-        columns.update(zip(TOP_K_COLUMNS, top_k, strict=True))
+    if cache is not None:
+        columns.update(zip(_CACHE_COLUMNS[layout], cache, strict=True))
     return datasets.Dataset.from_dict(columns)
+
+
+def _pad_column(features: list[dict[str, Any]], column: str, length: int) -> torch.Tensor:
+    """One cached column ([tokens] or [tokens, k] per example), zero-padded to ``length``."""
+    rows = [np.asarray(f[column]) for f in features]
+    tail = rows[0].shape[1:]
+    padded = torch.zeros((len(rows), length, *tail), dtype=_COLUMN_DTYPES[column])
+    for row, values in enumerate(rows):
+        padded[row, : len(values)] = torch.as_tensor(values).to(padded.dtype)
+    return padded
 
 
 class CausalCollator:
     """Pads to the longest sequence of the batch; labels are the ids with padding at -100.
-    Cached top-k teacher logits (and their log-normalizers) are padded alongside (padding is
-    never scored)."""
+    Cached teacher targets (top-k logits and their log-normalizers, or sampled token ids and
+    their log-probabilities) are padded alongside (padding is never scored)."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -118,26 +153,15 @@ class CausalCollator:
             "attention_mask": mask,
             "labels": ids.masked_fill(mask == 0, IGNORE_INDEX),
         }
-        if "topk_values" in features[0]:
-            k = len(features[0]["topk_values"][0])
-            values = torch.zeros((len(features), length, k), dtype=torch.float32)
-            indices = torch.zeros((len(features), length, k), dtype=torch.long)
-            normalizers = torch.zeros((len(features), length), dtype=torch.float32)
-            for row, feature in enumerate(features):
-                n = len(feature["topk_values"])
-                values[row, :n] = torch.as_tensor(np.asarray(feature["topk_values"], np.float32))
-                indices[row, :n] = torch.as_tensor(np.asarray(feature["topk_indices"]))
-                normalizers[row, :n] = torch.as_tensor(
-                    np.asarray(feature["topk_log_normalizer"], np.float32)
-                )
-            batch["topk_values"], batch["topk_indices"] = values, indices
-            batch["topk_log_normalizer"] = normalizers
+        for column in (*TOP_K_COLUMNS, *SAMPLED_COLUMNS):
+            if column in features[0]:
+                batch[column] = _pad_column(features, column, length)
         return batch
 
 
 class TokenObjective:
     """Next-token CE mixed with a per-token divergence from the teacher: its cached top-k
-    logits (batch columns) or the teacher run online. Evaluation scores CE only, so early
+    logits or sampled tokens (batch columns) or the teacher run online. Evaluation scores CE only, so early
     stopping follows validation perplexity for the distilled student and its twin alike."""
 
     def __init__(
@@ -161,12 +185,15 @@ class TokenObjective:
     ) -> tuple[torch.Tensor, Any]:
         labels = inputs.pop("labels")
         cached = tuple(inputs.pop(c, None) for c in TOP_K_COLUMNS)
+        sampled = tuple(inputs.pop(c, None) for c in SAMPLED_COLUMNS)
         outputs = model(**inputs)
         alpha = self.alpha if training else 0.0
         teacher: Any = None
         if alpha > 0:
             if cached[0] is not None:
                 teacher = cached
+            elif sampled[0] is not None:
+                teacher = SampledTeacher(*sampled)
             elif self.teacher is not None:
                 with torch.no_grad():
                     teacher = self.teacher(**inputs).logits

@@ -58,7 +58,7 @@ MAX_SPEED_WARMUP = 2
 # Prompts are the first half of a test text's words, at most this many words.
 MAX_PROMPT_WORDS = 48
 MAX_TEXT_CHARS = 500
-GENERATION_SETTINGS = ("divergence", "jsd_beta", "teacher_outputs", "top_k")
+GENERATION_SETTINGS = ("divergence", "jsd_beta", "teacher_outputs", "top_k", "samples_per_token")
 # Shown among the settings when a recipe changes them.
 SELECTION_DEFAULTS = {"layer_selection": "even", "mlp_keep": 1.0, "heads_keep": 1.0}
 
@@ -253,8 +253,11 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     )
     for key in GENERATION_SETTINGS:
         value = student_metrics.get(key, student_cfg.get(key))
-        if value is not None and not (key == "jsd_beta" and settings.get("divergence") != "jsd"):
-            settings[key] = value
+        if value is None or (key == "jsd_beta" and settings.get("divergence") != "jsd"):
+            continue
+        if key == "samples_per_token" and settings.get("teacher_outputs") != "sampled":
+            continue
+        settings[key] = value
     by_key = {row["key"]: row for row in rows}
     gain = None
     if "student_no_kd" in by_key:

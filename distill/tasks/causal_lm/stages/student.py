@@ -6,8 +6,9 @@ explicit ``layers``; optionally narrowed to the most active MLP neurons and atte
 with ``mlp_keep`` / ``heads_keep``, see :mod:`distill.tasks.causal_lm.pruning`), a
 config-built model of the teacher's family, or another pre-trained causal LM with the very
 same tokenizer (token-level KD compares distributions id by id: a mismatched pair is
-refused, naming both). It learns from the teacher's cached top-k logits or from the teacher
-online (``student.teacher_outputs``) with the chosen divergence; its twin has the same
+refused, naming both). It learns from the teacher's cached top-k logits, from tokens sampled
+from its distribution and cached, or from the teacher online (``student.teacher_outputs``)
+with the chosen divergence; its twin has the same
 architecture, initialisation and budget and learns from the text alone.
 
 Outputs: ``model/``, ``baseline/model/``, ``log_history.json`` for each; metrics hold
@@ -38,7 +39,7 @@ from distill.models import (
 )
 from distill.tasks.causal_lm.models import check_same_tokenizer, drop_layers
 from distill.tasks.causal_lm.pruning import calibration_sample, choose_layers, prune_width
-from distill.tasks.causal_lm.stages.labels import load_top_k
+from distill.tasks.causal_lm.stages.labels import load_sampled, load_top_k
 from distill.tasks.causal_lm.task import calibrates
 from distill.tasks.causal_lm.training import (
     as_dataset,
@@ -124,19 +125,20 @@ def _train_one(
     teacher: nn.Module,
     tokenizer: Any,
     sequences: dict[str, list[list[int]]],
-    top_k: tuple[list[Any], ...] | None,
+    cache: tuple[list[Any], ...] | None,
     out: Path,
 ) -> dict[str, Any]:
     model = copy.deepcopy(initial)  # the distilled student and its twin start alike
     freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
-    online = alpha > 0 and top_k is None
+    online = alpha > 0 and cache is None
+    layout = "sampled" if config.teacher_outputs == "sampled" else "top-k"
     work_dir = ctx.checkpoint_dir(out, "baseline" if alpha == 0 else "distilled")
     trainer, history = train_causal(
         stage=f"student ({name})",
         model=model,
         tokenizer=tokenizer,
         config=config,
-        train_set=as_dataset(sequences["train"], top_k if alpha > 0 else None),
+        train_set=as_dataset(sequences["train"], cache if alpha > 0 else None, layout),
         eval_set=as_dataset(sequences["validation"]),
         work_dir=work_dir,
         log_dir=out / "tensorboard",
@@ -152,7 +154,7 @@ def _train_one(
         "built": built,
         "alpha": alpha,
         "parameters": parameter_counts(model),
-        "teacher_outputs": None if alpha == 0 else ("online" if online else "top-k"),
+        "teacher_outputs": None if alpha == 0 else ("online" if online else layout),
     }
     for split in ("validation", "test"):
         metrics[split] = perplexity(
@@ -172,10 +174,14 @@ def run(
     sequences = {
         name: encode_texts(tokenizer, split, data.max_length) for name, split in splits.items()
     }
-    top_k = None
+    cache = None
     if student.teacher_outputs == "top-k" and student.alpha > 0:
-        top_k = load_top_k(
+        cache = load_top_k(
             inputs["labels"] / "topk" / "train.npz", splits["train"].ids, sequences["train"]
+        )
+    elif student.teacher_outputs == "sampled" and student.alpha > 0:
+        cache = load_sampled(
+            inputs["labels"] / "sampled" / "train.npz", splits["train"].ids, sequences["train"]
         )
     calibration = None
     if calibrates(student):
@@ -199,16 +205,18 @@ def run(
         tokenizer=tokenizer,
         sequences=sequences,
     )
-    metrics = _train_one("distilled", student.alpha, top_k=top_k, out=out, **common)
+    metrics = _train_one("distilled", student.alpha, cache=cache, out=out, **common)
     metrics.update(
         divergence=student.divergence,
         temperature=student.temperature,
-        top_k=student.top_k,
+        top_k=student.top_k if student.teacher_outputs == "top-k" else None,
         before_training=before,
     )
+    if student.teacher_outputs == "sampled":
+        metrics["samples_per_token"] = student.samples_per_token
     if "no-kd" in student.twins:
         (out / "baseline").mkdir()
         metrics["baseline"] = _train_one(
-            "no-KD baseline", 0.0, top_k=None, out=out / "baseline", **common
+            "no-KD baseline", 0.0, cache=None, out=out / "baseline", **common
         )
     return metrics
