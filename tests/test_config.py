@@ -274,18 +274,16 @@ def test_variants_choose_their_twins_and_inherit_the_transfer_text() -> None:
         validate_recipe(without)
 
 
-def test_teacher_baseline_is_refused_for_causal_lm_which_would_ignore_it() -> None:
-    raw = {**MINIMAL, "task": "causal-lm", "export": {"teacher_baseline": False}}
-    with pytest.raises(
-        RecipeError,
-        match=r"export.teacher_baseline is read by task 'sequence-classification' and "
-        r"'token-classification' only, not by this recipe's task 'causal-lm'",
-    ):
-        validate_recipe(raw)
-    assert (
-        validate_recipe({**MINIMAL, "export": {"teacher_baseline": False}}).export.teacher_baseline
-        is False
-    )
+def test_teacher_baseline_is_read_by_every_task_that_exports_a_teacher() -> None:
+    """Classification, NER and causal-lm all export the teacher beside the student."""
+    assert sorted(_owners("export.teacher_baseline")) == [
+        "causal-lm",
+        "sequence-classification",
+        "token-classification",
+    ]
+    for task in ("causal-lm", "sequence-classification"):
+        raw = {**MINIMAL, "task": task, "export": {"teacher_baseline": False}}
+        assert validate_recipe(raw).export.teacher_baseline is False
 
 
 def _default_of(recipe: Any, dotted: str) -> Any:

@@ -138,8 +138,17 @@ def test_report_compares_perplexity_size_and_speed(project: Path) -> None:
         "student_no_kd",
         "student_onnx_fp32",
         "student_onnx_int8",
+        "teacher_onnx_fp32",  # export.teacher_baseline, on by default
+        "teacher_onnx_int8",
     }
     export = read_manifest(project / "runs" / "gen" / "export")["metrics"]
+    teacher = read_manifest(project / "runs" / "gen" / "teacher")["metrics"]
+    # The teacher's fp32 graph scores what the PyTorch teacher scored on the same tokens.
+    assert rows["teacher_onnx_fp32"]["perplexity"] == pytest.approx(
+        teacher["test"]["perplexity"], rel=1e-3
+    )
+    assert rows["teacher_onnx_int8"]["speed"]["tokens_per_s"] > 0
+    assert "teacher_onnx_int8" in report["headline"]
     assert rows["student_onnx_int8"]["perplexity"] == pytest.approx(export["int8_perplexity"])
     assert (
         rows["student_onnx_int8"]["bytes"]

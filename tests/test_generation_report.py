@@ -10,11 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from generation_helpers import WORDS, exported_tiny_llama, save_tiny_llama, tiny_llama
+from generation_helpers import (
+    WORDS,
+    exported_tiny_llama,
+    save_tiny_llama,
+    tiny_llama,
+    tiny_tokenizer,
+)
 
 from distill.artifacts import RunContext, read_manifest, write_manifest
 from distill.config import ReportConfig
-from distill.dataset_files import Split, write_split
+from distill.dataset_files import Split, read_split, write_split
 from distill.errors import ArtifactError
 from distill.tasks.causal_lm import render as generation_render
 from distill.tasks.causal_lm.generate import generate
@@ -47,10 +53,18 @@ BEFORE = {"validation": {"perplexity": 95.5, "tokens": 99}, "test": {"perplexity
 
 
 def build_upstream(
-    root: Path, exported: tuple[Path, Path], *, int8: bool, baseline: bool, selection: bool = True
+    root: Path,
+    exported: tuple[Path, Path],
+    *,
+    int8: bool,
+    baseline: bool,
+    selection: bool = True,
+    teacher_baseline: bool = False,
 ) -> dict:
     """data/teacher/student/export stage folders as the causal-lm stages write them;
-    ``selection = False``: a student manifest from before the stage recorded its selection."""
+    ``selection = False``: a student manifest from before the stage recorded its selection;
+    ``teacher_baseline``: the teacher really exported to ONNX fp32 and int8 by the export
+    stage's :func:`export_teacher` (else the metrics say the key was false)."""
     student_source, onnx_dir = exported
     data = root / "data"
     data.mkdir(parents=True)
@@ -65,7 +79,7 @@ def build_upstream(
     teacher = root / "teacher"
     (teacher / "model").mkdir(parents=True)
     tiny_llama(seed=5, layers=4).save_pretrained(teacher / "model", safe_serialization=True)
-    shutil.copy(student_source / "tokenizer.json", teacher / "model" / "tokenizer.json")
+    tiny_tokenizer().save_pretrained(teacher / "model")
     write_manifest(
         teacher,
         {
@@ -127,6 +141,20 @@ def build_upstream(
         quantized = quantize_int8(bundle / "fp32" / "model.onnx", root / "quantized")
         shutil.move(quantized, bundle / "model.onnx")
         int8_bytes = (bundle / "model.onnx").stat().st_size
+    teacher_onnx: dict[str, Any] = {"skipped": "export.teacher_baseline = false"}
+    if teacher_baseline:
+        from distill.config import ExportConfig
+        from distill.tasks.causal_lm.stages.export import export_teacher
+        from distill.tasks.causal_lm.training import encode_texts
+
+        tokenizer = tiny_tokenizer()
+        sequences = encode_texts(tokenizer, read_split(data, "test"), 24)
+        teacher_onnx = export_teacher(
+            teacher / "model",
+            sequences,
+            export / "teacher",
+            ExportConfig(parity_tolerance=1e-3, quantization="dynamic" if int8 else "none"),
+        )
     write_manifest(
         export,
         {
@@ -139,6 +167,7 @@ def build_upstream(
                 "fp32_bytes": fp32_bytes,
                 "int8_bytes": int8_bytes,
                 "deployed": "int8" if int8 else "fp32",
+                "teacher_baseline": teacher_onnx,
             },
         },
     )
@@ -161,7 +190,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def full(tmp_path_factory, exported) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("gen-report")
-    inputs = build_upstream(root, exported, int8=True, baseline=True)
+    inputs = build_upstream(root, exported, int8=True, baseline=True, teacher_baseline=True)
     metrics, document, out = _run(root, inputs)
     return {"inputs": inputs, "metrics": metrics, "report": document, "out": out}
 
@@ -177,13 +206,18 @@ def test_rows_copy_perplexities_and_measure_files(full) -> None:
         "student_no_kd",
         "student_onnx_fp32",
         "student_onnx_int8",
+        "teacher_onnx_fp32",
+        "teacher_onnx_int8",
     ]
+    baseline = read_manifest(inputs["export"])["metrics"]["teacher_baseline"]
     expected = {
         "teacher": PERPLEXITY["teacher"],
         "student": PERPLEXITY["student"],
         "student_no_kd": PERPLEXITY["no_kd"],
         "student_onnx_fp32": PERPLEXITY["fp32"],
         "student_onnx_int8": PERPLEXITY["int8"],
+        "teacher_onnx_fp32": baseline["fp32_perplexity"],
+        "teacher_onnx_int8": baseline["int8_perplexity"],
     }
     assert {key: row["perplexity"] for key, row in rows.items()} == expected
     assert rows["teacher"]["validation_perplexity"] == 12.0
@@ -223,7 +257,14 @@ def test_rows_copy_perplexities_and_measure_files(full) -> None:
 def test_tokens_per_second_are_measured_and_compared_with_the_teacher(full) -> None:
     rows = {row["key"]: row for row in full["report"]["rows"]}
     teacher_rate = rows["teacher"]["speed"]["tokens_per_s"]
-    for key in ("teacher", "student", "student_onnx_fp32", "student_onnx_int8"):
+    for key in (
+        "teacher",
+        "student",
+        "student_onnx_fp32",
+        "student_onnx_int8",
+        "teacher_onnx_fp32",
+        "teacher_onnx_int8",
+    ):
         speed = rows[key]["speed"]
         assert speed["tokens_per_s"] > 0 and speed["runs"] == 3
         assert speed["new_tokens_per_run"] == CONFIG.max_new_tokens  # EOS ignored
@@ -238,6 +279,46 @@ def test_tokens_per_second_are_measured_and_compared_with_the_teacher(full) -> N
         rows["student_onnx_int8"]["speed"]["tokens_per_s"]
     )
     assert metrics["rows"]["teacher"]["perplexity"] == PERPLEXITY["teacher"]
+
+
+def test_the_teacher_onnx_rows_hold_real_numbers(full) -> None:
+    """The teacher exported through the student's path: real files, perplexities measured
+    with onnxruntime (fp32 equal to PyTorch's on the same tokens), timed beside the student,
+    and the headline ratios stated against the PyTorch teacher and the teacher's int8 ONNX."""
+    import torch
+
+    from distill.tasks.causal_lm.training import encode_texts, load_causal_lm, perplexity
+
+    report, inputs = full["report"], full["inputs"]
+    export = inputs["export"]
+    baseline = read_manifest(export)["metrics"]["teacher_baseline"]
+    assert baseline["fp32_model"] == "teacher/model.onnx"
+    assert max(baseline["parity_differences"].values()) <= 1e-3
+    rows = {row["key"]: row for row in report["rows"]}
+    fp32, int8 = rows["teacher_onnx_fp32"], rows["teacher_onnx_int8"]
+    assert fp32["bytes"] == (export / "teacher" / "model.onnx").stat().st_size
+    assert int8["bytes"] == (export / baseline["int8_model"]).stat().st_size < fp32["bytes"]
+    assert fp32["parameters"] == int8["parameters"] == rows["teacher"]["parameters"]
+    assert not fp32["deployed"] and not int8["deployed"]
+    # The fp32 graph scores what the PyTorch teacher scores on the same tokens.
+    tokenizer = tiny_tokenizer()
+    sequences = encode_texts(tokenizer, read_split(inputs["data"], "test"), 24)
+    with torch.no_grad():
+        torch_ppl = perplexity(load_causal_lm(inputs["teacher"] / "model", "t"), sequences, 0)
+    assert fp32["perplexity"] == pytest.approx(torch_ppl["perplexity"], rel=1e-4)
+    assert int8["perplexity"] > 0 and int8["perplexity"] != fp32["perplexity"]
+    deployed = rows["student_onnx_int8"]
+    headline = report["headline"]
+    assert set(headline) == {"teacher", "teacher_onnx_int8", "teacher_onnx_fp32"}
+    own = headline["teacher_onnx_int8"]
+    assert own["size_ratio"] == pytest.approx(int8["bytes"] / deployed["bytes"])
+    assert own["speedup"] == pytest.approx(
+        deployed["speed"]["tokens_per_s"] / int8["speed"]["tokens_per_s"]
+    )
+    assert headline["teacher"]["speedup"] == pytest.approx(deployed["speedup"])
+    markdown = (full["out"] / "report.md").read_text(encoding="utf-8")
+    assert "Against the teacher's own int8 ONNX" in markdown
+    assert "Teacher ONNX int8" in markdown
 
 
 def test_samples_continue_the_first_test_prompts(full) -> None:
@@ -337,7 +418,10 @@ def test_fp32_deployed_without_a_no_kd_student(tmp_path, exported) -> None:
     assert report["distillation"]["selection"] is None
     assert "cut from the teacher" not in (tmp_path / "report" / "report.md").read_text()
     rows = {row["key"]: row for row in report["rows"]}
-    assert list(rows) == ["teacher", "student", "student_onnx_fp32"]
+    assert list(rows) == ["teacher", "student", "student_onnx_fp32"]  # no teacher ONNX rows
+    assert any("export.teacher_baseline = false" in note for note in report["notes"])
+    assert set(report["headline"]) == {"teacher"}
+    assert "teacher's own int8" not in (tmp_path / "report" / "report.md").read_text()
     bundle = inputs["export"] / "bundle"
     assert rows["student_onnx_fp32"]["deployed"]
     assert rows["student_onnx_fp32"]["bytes"] == (bundle / "model.onnx").stat().st_size
@@ -373,3 +457,18 @@ def test_missing_upstream_and_foreign_reports_are_refused(tmp_path) -> None:
     path.write_text(json.dumps({"schema_version": 2, "task": "sequence-classification"}))
     with pytest.raises(ArtifactError, match="not a causal-lm report"):
         generation_render.load_report(path)
+
+
+def test_teacher_baseline_is_a_causal_lm_key_defaulting_to_true() -> None:
+    from distill.config import validate_recipe
+
+    recipe = {
+        "name": "t",
+        "task": "causal-lm",
+        "data": {"path": "x.csv"},
+        "teacher": {"model": "some/model"},
+        "student": {"num_layers": 2},
+    }
+    assert validate_recipe(recipe).export.teacher_baseline is True
+    off = validate_recipe({**recipe, "export": {"teacher_baseline": False}})
+    assert off.export.teacher_baseline is False

@@ -9,6 +9,12 @@
 4. int8 is deployed when its perplexity is within ``export.max_perplexity_increase`` of fp32
    (else fp32, or :class:`~distill.errors.AccuracyDropError` with ``export.require_int8``).
 
+With ``export.teacher_baseline`` (default) the teacher goes the same way (KV-cache export,
+parity, the same int8 quantization) and its test perplexity is measured with onnxruntime on
+the same tokens: a baseline for the report (never gated or deployed), in ``teacher/``
+(``model.onnx`` fp32 with the tokenizer and configs, ``int8/model_quantized.onnx``), so that "smaller"
+and "faster" can be stated against the teacher's own int8 ONNX too.
+
 Writes ``bundle/`` (published to ``export/<run>/``): ``model.onnx`` (deployed),
 ``fp32/model.onnx`` (only when int8 is deployed), the tokenizer, ``config.json``,
 ``generation_config.json``, ``ort_config.json`` (when quantized) and ``manifest.json``
@@ -26,10 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext
+from distill.artifacts import RunContext, onnx_files
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import read_split
-from distill.errors import AccuracyDropError, DataError
+from distill.errors import AccuracyDropError, DataError, ParityError
 from distill.export.bundle import write_bundle_manifest
 from distill.export.gate import Gate
 from distill.models import load_tokenizer
@@ -42,6 +48,8 @@ from distill.tasks.causal_lm.onnx_export import (
 from distill.tasks.causal_lm.training import encode_texts, load_causal_lm, prepare_tokenizer
 
 log = logging.getLogger("distill")
+
+TEACHER_FOLDER = "teacher"
 
 
 def run(
@@ -144,5 +152,61 @@ def run(
             },
         }
         write_bundle_manifest(bundle, roles, info)
+    metrics["teacher_baseline"] = _teacher_baseline(inputs, sequences, out, export)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     return metrics
+
+
+def _teacher_baseline(
+    inputs: dict[str, Path], sequences: list[list[int]], out: Path, export: ExportConfig
+) -> dict[str, Any]:
+    """The teacher through the student's export path, or why there is none."""
+    if not export.teacher_baseline:
+        return {"skipped": "export.teacher_baseline = false"}
+    if "teacher" not in inputs:  # a stage called without its teacher (tests of the student path)
+        return {"skipped": "no teacher stage among the inputs"}
+    log.info("exporting the teacher as a baseline (fp32 and int8 ONNX, KV cache)")
+    try:
+        return export_teacher(inputs["teacher"] / "model", sequences, out / TEACHER_FOLDER, export)
+    except ParityError as exc:
+        shutil.rmtree(out / TEACHER_FOLDER, ignore_errors=True)
+        log.warning("teacher baseline dropped: %s", exc)
+        return {"skipped": f"the teacher's ONNX export failed its parity check: {exc}"}
+
+
+def export_teacher(
+    teacher_dir: Path, sequences: list[list[int]], folder: Path, export: ExportConfig
+) -> dict[str, Any]:
+    """The teacher exported to ``folder/model.onnx`` (fp32, KV cache, parity checked as the
+    student's) and ``folder/int8/model_quantized.onnx`` (the same dynamic int8, unless
+    ``export.quantization = "none"``), both scored on ``sequences`` (the student's test
+    tokens: token-level KD means one tokenizer) with onnxruntime."""
+    started = time.perf_counter()
+    fp32_path = export_causal_lm(teacher_dir, folder, opset=export.opset)
+    torch_model = load_causal_lm(teacher_dir, "teacher model").eval()
+    parity = check_causal_parity(
+        fp32_path, torch_model, max(sequences, key=len), tolerance=export.parity_tolerance
+    )
+    del torch_model
+    fp32_scores = onnx_perplexity(fp32_path, sequences)
+    result: dict[str, Any] = {
+        "parity_differences": parity,
+        "fp32_model": fp32_path.relative_to(folder.parent).as_posix(),
+        "fp32_perplexity": fp32_scores["perplexity"],
+        "fp32_bytes": sum(f.stat().st_size for f in onnx_files(fp32_path)),
+        "int8_model": None,
+        "int8_perplexity": None,
+        "int8_bytes": None,
+        "test_tokens": fp32_scores["tokens"],
+    }
+    if export.quantization != "none":
+        # Its own folder, under the quantizer's file name (external data, if any, refers to it).
+        int8_path = quantize_int8(fp32_path, folder / "int8")
+        int8_scores = onnx_perplexity(int8_path, sequences)
+        result.update(
+            int8_model=int8_path.relative_to(folder.parent).as_posix(),
+            int8_perplexity=int8_scores["perplexity"],
+            int8_bytes=sum(f.stat().st_size for f in onnx_files(int8_path)),
+        )
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result

@@ -7,8 +7,10 @@ Writes ``report.json`` first (the source of truth, ``task = "causal-lm"``) and t
 anything (:func:`distill.report.reports.rerender`).
 
 One row per model: the teacher and the distilled student in PyTorch fp32, the student
-trained without distillation when the student stage made one, and the student's fp32 and
-int8 ONNX files. Test perplexities are copied from the upstream manifests (the numbers the
+trained without distillation when the student stage made one, the student's fp32 and int8
+ONNX files, and the teacher's own fp32 and int8 ONNX files (``export.teacher_baseline``:
+the same KV-cache export and quantization), so that the deployed student's "smaller" and
+"faster" (``headline``) are stated against the PyTorch teacher and the teacher's int8 ONNX. Test perplexities are copied from the upstream manifests (the numbers the
 stages measured on the models they shipped); sizes are the weight files on disk; generation
 speed is measured here, on this machine: greedy decoding of ``max_new_tokens`` tokens at
 batch 1 with a pinned thread count, EOS ignored so every model generates the same number of
@@ -150,6 +152,9 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     onnx_models = {"student_onnx_fp32": _load_onnx(bundle, fp32_path, threads)}
     if int8_path is not None:
         onnx_models["student_onnx_int8"] = _load_onnx(bundle, int8_path, threads)
+    teacher_onnx = _teacher_onnx(export_dir, export_metrics, notes)
+    for key, (_, path) in teacher_onnx.items():
+        onnx_models[key] = _load_onnx(export_dir / "teacher", path, threads)
     no_kd_dir = student_dir / "baseline" / "model"
     has_no_kd = no_kd_dir.is_dir()
     no_kd_model = _load_torch(no_kd_dir) if has_no_kd else None
@@ -202,6 +207,27 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             }
         )
 
+    baseline = export_metrics.get("teacher_baseline") or {}
+    for key, (precision, path) in teacher_onnx.items():
+        files = onnx_files(path)
+        rows.append(
+            {
+                "key": key,
+                "name": f"Teacher ONNX {precision}",
+                "runtime": "onnxruntime",
+                "precision": precision,
+                "deployed": False,
+                "parameters": rows[0]["parameters"],
+                "architecture": rows[0]["architecture"],
+                "bytes": sum(f.stat().st_size for f in files),
+                "weight_files": [relative_path(f, export_dir) for f in files],
+                "perplexity": _number(baseline.get(f"{precision}_perplexity")),
+                "validation_perplexity": None,
+                "test_tokens": baseline.get("test_tokens"),
+                "speed": None,
+            }
+        )
+
     # Prompts, timing and samples ---------------------------------------------------------
     prompts = [(example_id, *split_prompt(text)) for example_id, text in texts]
     speed_ids = [list(tokenizer.encode(p).ids) for _, p, _ in prompts[:SPEED_PROMPTS]]
@@ -237,6 +263,12 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     del teacher_model, student_model, no_kd_model, onnx_models, callers, continuers
     gc.collect()
     _add_ratios(rows)
+    by_key = {row["key"]: row for row in rows}
+    headline = {
+        reference: _versus(by_key[deployed_key], by_key[reference])
+        for reference in ("teacher", "teacher_onnx_int8", "teacher_onnx_fp32")
+        if reference in by_key
+    }
 
     student_cfg = (manifests["student"].get("config") or {}).get("student") or {}
     settings = {
@@ -258,7 +290,6 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         if key == "samples_per_token" and settings.get("teacher_outputs") != "sampled":
             continue
         settings[key] = value
-    by_key = {row["key"]: row for row in rows}
     gain = None
     if "student_no_kd" in by_key:
         no_kd_ppl, kd_ppl = by_key["student_no_kd"]["perplexity"], by_key["student"]["perplexity"]
@@ -302,6 +333,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         },
         "rows": rows,
         "deployed": deployed_key,
+        # The deployed student against the PyTorch teacher and the teacher's own ONNX files.
+        "headline": headline,
         "export": {
             "deployed": deployed,
             "fp32_perplexity": _number(export_metrics.get("fp32_perplexity")),
@@ -647,6 +680,42 @@ def _architecture(model_dir: Path) -> dict[str, Any]:
         "layers": config.get("num_hidden_layers"),
         "hidden_size": config.get("hidden_size"),
         "vocab_size": config.get("vocab_size"),
+    }
+
+
+def _teacher_onnx(
+    export_dir: Path, export_metrics: dict[str, Any], notes: list[str]
+) -> dict[str, tuple[str, Path]]:
+    """The teacher's ONNX files the export stage made (``export.teacher_baseline``):
+    row key -> (precision, path); a note says why there are none."""
+    baseline = export_metrics.get("teacher_baseline")
+    if not baseline:
+        notes.append("No teacher ONNX rows: the export stage made none (an older run).")
+        return {}
+    if "skipped" in baseline:
+        notes.append(f"No teacher ONNX rows: {baseline['skipped']}.")
+        return {}
+    found = {}
+    for precision in ("fp32", "int8"):
+        relative = baseline.get(f"{precision}_model")
+        if relative is None:
+            continue
+        path = export_dir / relative
+        if not path.is_file():
+            raise ArtifactError(f"{path}: the teacher's ONNX {precision} model is missing")
+        found[f"teacher_onnx_{precision}"] = (precision, path)
+    return found
+
+
+def _versus(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """How many times smaller and faster ``row`` is than ``reference``, and both perplexities."""
+    rate = (row.get("speed") or {}).get("tokens_per_s")
+    reference_rate = (reference.get("speed") or {}).get("tokens_per_s")
+    return {
+        "name": reference["name"],
+        "size_ratio": reference["bytes"] / row["bytes"] if row.get("bytes") else None,
+        "speedup": rate / reference_rate if rate and reference_rate else None,
+        "perplexity": reference.get("perplexity"),
     }
 
 
