@@ -59,24 +59,14 @@ def static_graph(
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes, weights = [], []
-    if int8:
-        q, scales = quantize_rows(table)
-        weights += [
-            numpy_helper.from_array(q, "table_int8"),
-            numpy_helper.from_array(scales, "table_scale"),
-        ]
-        nodes += [
-            helper.make_node("Gather", ["table_int8", "input_ids"], ["rows_int8"]),
-            helper.make_node("Cast", ["rows_int8"], ["rows_q"], to=TensorProto.FLOAT),
-            helper.make_node("Gather", ["table_scale", "input_ids"], ["row_scale"]),
-            helper.make_node("Unsqueeze", ["row_scale", "last_axis"], ["row_scale3"]),
-            helper.make_node("Mul", ["rows_q", "row_scale3"], ["rows"]),
-        ]
-    else:
-        weights.append(numpy_helper.from_array(table.astype(np.float32), "table"))
-        nodes.append(helper.make_node("Gather", ["table", "input_ids"], ["rows"]))
-    nodes.append(helper.make_node("Cast", ["attention_mask"], ["mask_real"], to=TensorProto.FLOAT))
+    # The mean as one batched MatMul: each text's weights over its tokens (mask / count,
+    # times the row scales of an int8 table) times its gathered rows; no (batch, tokens,
+    # width) temporaries beyond the rows themselves.
+    nodes = [helper.make_node("Cast", ["attention_mask"], ["mask_real"], to=TensorProto.FLOAT)]
+    weights = [
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "token_axis"),
+        numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "tiny"),
+    ]
     mask = "mask_real"
     if token_weights is not None:
         weights.append(numpy_helper.from_array(token_weights.astype(np.float32), "token_weight"))
@@ -86,18 +76,32 @@ def static_graph(
             helper.make_node("Mul", ["mask_real", "weight"], ["mask_weighted"]),
         ]
         mask = "mask_weighted"
-    weights += [
-        numpy_helper.from_array(np.array([-1], dtype=np.int64), "last_axis"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "token_axis"),
-        numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "tiny"),
-    ]
     nodes += [
-        helper.make_node("Unsqueeze", [mask, "last_axis"], ["mask3"]),
-        helper.make_node("Mul", ["rows", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "token_axis"], ["summed"], keepdims=0),
         helper.make_node("ReduceSum", [mask, "token_axis"], ["count"], keepdims=1),
         helper.make_node("Max", ["count", "tiny"], ["count_safe"]),
-        helper.make_node("Div", ["summed", "count_safe"], ["pooled"]),
+        helper.make_node("Div", [mask, "count_safe"], ["share"]),
+    ]
+    share = "share"
+    if int8:
+        q, scales = quantize_rows(table)
+        weights += [
+            numpy_helper.from_array(q, "table_int8"),
+            numpy_helper.from_array(scales, "table_scale"),
+        ]
+        nodes += [
+            helper.make_node("Gather", ["table_scale", "input_ids"], ["row_scale"]),
+            helper.make_node("Mul", ["share", "row_scale"], ["share_scaled"]),
+            helper.make_node("Gather", ["table_int8", "input_ids"], ["rows_int8"]),
+            helper.make_node("Cast", ["rows_int8"], ["rows"], to=TensorProto.FLOAT),
+        ]
+        share = "share_scaled"
+    else:
+        weights.append(numpy_helper.from_array(table.astype(np.float32), "table"))
+        nodes.append(helper.make_node("Gather", ["table", "input_ids"], ["rows"]))
+    nodes += [
+        helper.make_node("Unsqueeze", [share, "token_axis"], ["share3"]),
+        helper.make_node("MatMul", ["share3", "rows"], ["pooled3"]),
+        helper.make_node("Squeeze", ["pooled3", "token_axis"], ["pooled"]),
     ]
     head_nodes, head_weights = _head_nodes(head, "pooled")
     graph = helper.make_graph(
