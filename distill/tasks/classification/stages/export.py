@@ -405,7 +405,7 @@ def _write_bundle(
         out / "bundle", model_dir, tokenizer, fp32_path, int8_path, export.fp32_reference
     )
     # The domain's words, so the runner's word cache starts warm (distill.fast_tokens).
-    write_words(bundle / WORDS_FILE, frequent_chunks(train_texts))
+    write_words(bundle / WORDS_FILE, frequent_chunks(train_texts, min_count=1))
     roles[WORDS_FILE] = "tokenizer-cache"
     if int8_path is not None and not export.fp32_reference:  # kept for the report
         (out / "fp32").mkdir()
