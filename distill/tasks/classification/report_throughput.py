@@ -5,7 +5,7 @@ For a static student the model is a table lookup, so tokenization is most of the
 the report therefore shows tokenization and model time per text separately, at batch 1
 and at a larger batch, for every student's bundle in one interleaved run (rounds, the
 order rotating, so a burst of load from elsewhere hits every bundle alike). The runner's
-word cache starts from the bundle's ``words.txt`` (the training text's frequent words) and
+word cache starts from the bundle's ``words.txt`` (the training split's words) and
 is warmed on the validation texts, then the test texts are timed: words the test split
 adds are cache misses, as new traffic would be.
 """
