@@ -740,7 +740,7 @@ def serving_threads(
     feeds = onnx_utils.encode(
         tokenizer,
         test.texts[:1],
-        max_length=512,
+        max_length=max_length,
         input_names=onnx_utils.graph_info(model_path)["input_names"],
     )
     stats = interleaved_latency(
