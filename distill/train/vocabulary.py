@@ -84,6 +84,25 @@ def trim_tokenizer(tokenizer: Any, keep: list[int]) -> Any:
     return trimmed
 
 
+def plan_trim(
+    tokenizer: Any, texts: list[str], max_length: int, rows: int, width: int
+) -> tuple[Any, list[int], dict[str, int]]:
+    """What trimming an embedding table of ``rows`` x ``width`` to the tokens ``texts`` use
+    keeps: the trimmed tokenizer, the kept old ids (ascending) and the sizes."""
+    keep = sorted(used_token_ids(tokenizer, texts, max_length))
+    if keep[-1] >= rows:
+        raise ModelLoadError(
+            f"student.trim_vocabulary: the tokenizer produces id {keep[-1]} but the model has "
+            f"only {rows} embedding rows"
+        )
+    sizes = {
+        "vocabulary_before": rows,
+        "vocabulary_after": len(keep),
+        "embedding_parameters_saved": (rows - len(keep)) * width,
+    }
+    return trim_tokenizer(tokenizer, keep), keep, sizes
+
+
 def trim_vocabulary(
     model: nn.Module, tokenizer: Any, texts: list[str], max_length: int
 ) -> tuple[nn.Module, Any, np.ndarray, dict[str, int]]:
@@ -91,15 +110,9 @@ def trim_vocabulary(
 
     Returns the model (changed in place), the new tokenizer, ``new id -> old id`` and sizes.
     """
-    keep = sorted(used_token_ids(tokenizer, texts, max_length))
     embeddings = model.get_input_embeddings()
     old_rows, width = embeddings.weight.shape
-    if keep[-1] >= old_rows:
-        raise ModelLoadError(
-            f"student.trim_vocabulary: the tokenizer produces id {keep[-1]} but the model has "
-            f"only {old_rows} embedding rows"
-        )
-    trimmed_tokenizer = trim_tokenizer(tokenizer, keep)
+    trimmed_tokenizer, keep, sizes = plan_trim(tokenizer, texts, max_length, old_rows, width)
     pad = trimmed_tokenizer.pad_token_id
     trimmed = nn.Embedding(len(keep), width, padding_idx=pad)
     trimmed.weight.data.copy_(embeddings.weight.data[keep])
@@ -111,9 +124,4 @@ def trim_vocabulary(
         base = getattr(model, "base_model", model)
         if hasattr(getattr(base, "embeddings", None), "padding_idx"):  # MPNet / RoBERTa positions
             base.embeddings.padding_idx = pad
-    sizes = {
-        "vocabulary_before": old_rows,
-        "vocabulary_after": len(keep),
-        "embedding_parameters_saved": (old_rows - len(keep)) * width,
-    }
     return model, trimmed_tokenizer, np.asarray(keep, dtype=np.int64), sizes

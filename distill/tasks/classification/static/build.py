@@ -13,7 +13,7 @@ from transformers import set_seed
 from distill.models import load_tokenizer
 from distill.tasks.classification.static.model import StaticClassifier, StaticConfig
 from distill.tasks.classification.static.table import cached_table
-from distill.train.vocabulary import trim_tokenizer, used_token_ids
+from distill.train.vocabulary import plan_trim
 
 
 def build_static_student(
@@ -38,13 +38,9 @@ def build_static_student(
         "hidden": config.static_hidden,
     }
     if trim_texts is not None:
-        keep = sorted(used_token_ids(tokenizer, trim_texts, max_length))
-        built["vocabulary"] = {
-            "vocabulary_before": len(table),
-            "vocabulary_after": len(keep),
-            "embedding_parameters_saved": (len(table) - len(keep)) * table.shape[1],
-        }
-        tokenizer = trim_tokenizer(tokenizer, keep)
+        tokenizer, keep, built["vocabulary"] = plan_trim(
+            tokenizer, trim_texts, max_length, *table.shape
+        )
         table = table[np.asarray(keep)]
     model = StaticClassifier(
         StaticConfig(
