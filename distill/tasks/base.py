@@ -57,7 +57,8 @@ class Task:
         return cls.own_keys + added
 
     def stage(self, name: str) -> StageFn:
-        """The task's body for pipeline stage ``name``."""
+        """The task's body for pipeline stage ``name`` (the task's model types registered)."""
+        self.register_models()
         return importlib.import_module(f"{self.package}.stages.{name}").run
 
     def module(self, name: str) -> Any:
@@ -72,7 +73,8 @@ class Task:
 
     def register_models(self) -> None:
         """Make the task's own saved model types (if any) loadable by transformers' Auto
-        classes, for code outside its stages that loads its students (``distill bench``)."""
+        classes: before any of its stages runs, and in code outside them that loads its
+        students (``distill bench``)."""
 
     def check_recipe(self, recipe: Any) -> list[str]:
         """Problems with values this task cannot use (its keys are checked by the registry)."""
