@@ -635,3 +635,16 @@ def test_predict_rejects_unknown_options(bundle: Path) -> None:
     assert caught.value.code == 2
     with pytest.raises(SystemExit):
         main(["predict", str(bundle), "--threads", "0", "good"])
+
+
+def test_threads_come_from_the_call_then_the_bundles_hint_then_the_default(
+    bundle: Path, bundle_copy: Path
+) -> None:
+    hint = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))["serving"]
+    assert load_bundle(bundle, threads=2, default_threads=1).threads == 2
+    assert load_bundle(bundle, default_threads=7).threads == hint["threads"]
+    manifest = json.loads((bundle_copy / "manifest.json").read_text(encoding="utf-8"))
+    del manifest["serving"]  # a bundle exported before the hint existed
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert load_bundle(bundle_copy).threads is None  # onnxruntime's default
+    assert load_bundle(bundle_copy, default_threads=1).threads == 1

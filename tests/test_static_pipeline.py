@@ -93,6 +93,7 @@ def test_static_variant_exports_its_int8_table_under_the_gate(project: Path) -> 
 
     assert load_bundle(bundle).threads == serving["threads"]
     assert load_bundle(bundle, threads=2).threads == 2
+    assert load_bundle(bundle, default_threads=2).threads == serving["threads"]  # hint first
 
 
 def test_bundles_without_the_fp32_reference_keep_it_in_the_stage(project: Path) -> None:

@@ -55,10 +55,7 @@ def measure_throughput(
         try:
             # As `distill predict` serves it: the bundle's measured thread hint, if it has
             # one (a static student runs fastest on one thread), else the report's threads.
-            predictor = load_bundle(path)
-            predictors[name] = (
-                predictor if predictor.threads else load_bundle(path, threads=threads)
-            )
+            predictors[name] = load_bundle(path, default_threads=threads)
         except ArtifactError as exc:  # the report still renders, and says why
             unreadable[name] = str(exc)
     if not predictors:

@@ -153,6 +153,7 @@ class BundlePredictor:
         *,
         threads: int | None = None,
         fast_tokenization: bool = True,
+        default_threads: int | None = None,
     ) -> None:
         checked = check_bundle(bundle)
         self.path = checked.path
@@ -172,7 +173,11 @@ class BundlePredictor:
         if self.fast_tokens is not None and WORDS_FILE in self.manifest["files"]:
             # The domain's words the export listed (verified by the manifest): a warm cache.
             self.fast_tokens.prefill(read_words(self.path / WORDS_FILE))
-        self.threads = threads if threads is not None else self._serving_threads()
+        # ``threads`` when given, else the bundle's measured hint, else ``default_threads``
+        # (None: onnxruntime's default).
+        self.threads = (
+            threads if threads is not None else self._serving_threads() or default_threads
+        )
         self.session = make_session(self.model_path, self.threads)
         self._inputs = self._graph_inputs()
         self._output = self._logits_output()
@@ -290,7 +295,11 @@ class BundlePredictor:
 
 
 def load_bundle(
-    bundle: str | Path | Bundle, *, threads: int | None = None, fast_tokenization: bool = True
+    bundle: str | Path | Bundle,
+    *,
+    threads: int | None = None,
+    fast_tokenization: bool = True,
+    default_threads: int | None = None,
 ) -> BundlePredictor:
     """Verify and load ``bundle`` (an ``export/<name>/`` folder, or one
     :func:`~distill.export.bundle.read_bundle` verified) for prediction."""
@@ -298,4 +307,5 @@ def load_bundle(
         bundle if isinstance(bundle, Bundle) else Path(bundle),
         threads=threads,
         fast_tokenization=fast_tokenization,
+        default_threads=default_threads,
     )
