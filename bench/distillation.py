@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,11 @@ def run_name(seed: int) -> str:
     return f"bench-seed{seed}"
 
 
-def run_seed(recipe: Path, seed: int, workdir: Path, overrides: list[str]) -> Path:
-    """One `distill run` for ``seed``; returns its report.json."""
+def run_seed(
+    recipe: Path, seed: int, workdir: Path, overrides: list[str], extra: Sequence[str] = ()
+) -> Path:
+    """One `distill run` for ``seed`` (``extra``: more `distill run` options, e.g.
+    ``--from export``); returns its report.json."""
     name = run_name(seed)
     command = [
         sys.executable,
@@ -73,6 +77,7 @@ def run_seed(recipe: Path, seed: int, workdir: Path, overrides: list[str]) -> Pa
         "distill",
         "run",
         str(recipe.resolve()),
+        *extra,
         "--workdir",
         str(workdir),
     ]

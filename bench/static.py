@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,18 +92,6 @@ def _fit_model2vec_peer(run_dir: Path, seed: int) -> float:
     )
     predicted = classifier.predict(splits["test"].texts)
     return statistics.fmean(p == y for p, y in zip(predicted, labels["test"], strict=True))
-
-
-def rerun_export(recipe: Path, seed: int, workdir: Path, overrides: list[str]) -> Path:
-    """The export and report stages of ``seed``'s run again (bundles rebuilt, timings
-    measured anew), the trained models kept."""
-    name = kd_bench.run_name(seed)
-    command = [sys.executable, "-m", "distill", "run", str(recipe.resolve()), "--from", "export"]
-    command += ["--workdir", str(workdir)]
-    for assignment in [f"seed={seed}", f"name='{name}'", *overrides]:
-        command += ["--set", assignment]
-    subprocess.run(command, check=True, cwd=ROOT)
-    return workdir / "reports" / name / "report.json"
 
 
 def same_predictions(bundle: Path, texts: list[str]) -> dict[str, Any]:
@@ -270,7 +257,9 @@ def main() -> int:
     for seed in args.seeds:
         path = workdir / "reports" / kd_bench.run_name(seed) / "report.json"
         if args.remeasure:
-            path = rerun_export(args.recipe, seed, workdir, args.overrides)
+            path = kd_bench.run_seed(
+                args.recipe, seed, workdir, args.overrides, extra=["--from", "export"]
+            )
         elif not args.summarise_only:
             path = kd_bench.run_seed(args.recipe, seed, workdir, args.overrides)
         report = json.loads(path.read_text(encoding="utf-8"))
