@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -140,6 +141,30 @@ def run_command(command: list[str], cwd: Path, **env: str) -> subprocess.Complet
 def run_distill(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """`python -m distill ARGS` in ``cwd``."""
     return run_command([sys.executable, "-m", "distill", *args], cwd)
+
+
+# What a bundle runner must never import (the edge path is onnxruntime, tokenizers, numpy).
+HEAVY_MODULES = ("torch", "transformers", "optimum", "datasets", "accelerate", "sklearn")
+
+
+def run_cli_watching_imports(
+    argv: list[str], heavy: tuple[str, ...] = HEAVY_MODULES
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``distill.cli.main(argv)`` in a fresh interpreter; with the process, what it reported:
+    ``{"rc": exit status, "loaded": [the modules of heavy it imported]}``."""
+    code = (
+        "import json, sys\n"
+        "import distill.cli\n"
+        f"rc = distill.cli.main({argv!r})\n"
+        f"print(json.dumps({{'rc': rc, 'loaded': [m for m in {heavy!r} if m in sys.modules]}}),"
+        " file=sys.stderr)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    lines = result.stderr.strip().splitlines()
+    return result, json.loads(lines[-1]) if result.returncode == 0 and lines else {}
 
 
 LABELS = ["negative", "positive"]

@@ -5,16 +5,19 @@ with its end-to-end throughput beside the transformer student."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, build_tiny_classifier, run_distill, synthetic_rows, write_csv
+from conftest import (
+    HEAVY_MODULES,
+    build_tiny_classifier,
+    run_cli_watching_imports,
+    run_distill,
+    synthetic_rows,
+    write_csv,
+)
 
 NAME = "static"
-HEAVY = ("torch", "transformers", "optimum", "datasets", "accelerate", "sklearn", "model2vec")
 
 
 @pytest.fixture(scope="module")
@@ -132,19 +135,10 @@ def test_bundles_ship_the_domain_words_and_the_runner_starts_warm(project: Path)
 
 def test_static_bundle_is_served_without_torch(project: Path) -> None:
     bundle = project / "export" / f"{NAME}.fast"
-    code = (
-        "import json, sys\n"
-        "import distill.cli\n"
-        f"rc = distill.cli.main(['predict', {str(bundle)!r}, 'good fun', 'awful day', '--json'])\n"
-        f"print(json.dumps({{'rc': rc, 'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}),"
-        " file=sys.stderr)\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
+    argv = ["predict", str(bundle), "good fun", "awful day", "--json"]
+    result, reported = run_cli_watching_imports(argv, (*HEAVY_MODULES, "model2vec"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stderr.strip().splitlines()[-1]) == {"rc": 0, "loaded": []}
+    assert reported == {"rc": 0, "loaded": []}
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["text"] for row in rows] == ["good fun", "awful day"]
     assert all(row["label"] in ("negative", "positive") for row in rows)

@@ -7,20 +7,15 @@ A new task is done when it passes here (its project goes in tests/task_projects.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from html.parser import HTMLParser
 
 import pytest
-from conftest import ROOT, run_distill
+from conftest import run_cli_watching_imports, run_distill
 from task_projects import NAME, PROJECTS, Project
 
 from distill.artifacts import read_manifest, sha256_file
 from distill.export.bundle import read_bundle
 from distill.tasks import TASKS, get_task, task_of_report
-
-HEAVY = ("torch", "transformers", "optimum", "datasets", "accelerate", "sklearn")
 
 
 def test_every_registered_task_has_a_contract_project() -> None:
@@ -57,19 +52,9 @@ def test_runner_answers_without_torch(finished: Project) -> None:
     """A fresh interpreter runs the task's CLI verb on the bundle; no heavy module loads."""
     task = get_task(_task_name(finished))
     argv = [task.command, str(finished.root / "export" / NAME), *finished.runner_args]
-    code = (
-        "import json, sys\n"
-        "import distill.cli\n"
-        f"rc = distill.cli.main({argv!r})\n"
-        f"print(json.dumps({{'rc': rc, 'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}),"
-        " file=sys.stderr)\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
+    result, reported = run_cli_watching_imports(argv)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stderr.strip().splitlines()[-1]) == {"rc": 0, "loaded": []}
+    assert reported == {"rc": 0, "loaded": []}
     assert result.stdout.strip(), "the runner printed nothing"
 
 
