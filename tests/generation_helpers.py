@@ -88,3 +88,24 @@ def exported_tiny_llama(tmp_path_factory: Any) -> tuple[Path, Path]:
         export_causal_lm(model_dir, root / "onnx")
         _EXPORTED.update(model=model_dir, onnx=root / "onnx")
     return _EXPORTED["model"], _EXPORTED["onnx"]
+
+
+def write_tiny_lm_run(root: Path, teacher: Any, max_words: int) -> None:
+    """A run folder for calling causal-LM stages directly: ``teacher/model`` (``teacher``
+    and the tiny tokenizer) and ``data/`` with 40 / 8 / 8 texts of 4 to ``max_words - 1``
+    random words (seeded)."""
+    import numpy as np
+
+    from distill.dataset_files import Split, write_split
+
+    (root / "teacher" / "model").mkdir(parents=True)
+    teacher.save_pretrained(root / "teacher" / "model", safe_serialization=True)
+    tiny_tokenizer().save_pretrained(root / "teacher" / "model")
+    rng = np.random.default_rng(0)
+    (root / "data").mkdir()
+    for name, n in {"train": 40, "validation": 8, "test": 8}.items():
+        rows = [
+            " ".join(rng.choice(WORDS[:60], size=int(rng.integers(4, max_words)))) for _ in range(n)
+        ]
+        split = Split([f"{name}-{i}" for i in range(n)], rows, np.full(n, -1, dtype=np.int64))
+        write_split(root / "data" / f"{name}.jsonl", split)

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from generation_helpers import WORDS, tiny_llama, tiny_tokenizer
+from generation_helpers import tiny_llama, tiny_tokenizer, write_tiny_lm_run
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, validate_recipe
-from distill.dataset_files import Split, read_split, write_split
+from distill.dataset_files import read_split
 from distill.errors import ArtifactError, RecipeError
 from distill.tasks.causal_lm.losses import (
     SampledTeacher,
@@ -266,17 +266,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from distill.tasks.causal_lm.stages import student as student_stage
 
     root = tmp_path_factory.mktemp("lm-sampled")
-    (root / "teacher" / "model").mkdir(parents=True)
-    tiny_llama(seed=7, layers=4).save_pretrained(
-        root / "teacher" / "model", safe_serialization=True
-    )
-    tiny_tokenizer().save_pretrained(root / "teacher" / "model")
-    rng = np.random.default_rng(0)
-    (root / "data").mkdir()
-    for name, n in {"train": 40, "validation": 8, "test": 8}.items():
-        rows = [" ".join(rng.choice(WORDS[:60], size=int(rng.integers(4, 12)))) for _ in range(n)]
-        split = Split([f"{name}-{i}" for i in range(n)], rows, np.full(n, -1, dtype=np.int64))
-        write_split(root / "data" / f"{name}.jsonl", split)
+    write_tiny_lm_run(root, tiny_llama(seed=7, layers=4), max_words=12)
     ctx = RunContext(name="s", seed=3, task="causal-lm", workdir=root, recipe_dir=root)
     data = DataConfig(path="unused", max_length=16)
     inputs = {"data": root / "data", "teacher": root / "teacher"}

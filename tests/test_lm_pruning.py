@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from generation_helpers import WORDS, tiny_llama, tiny_tokenizer
+from generation_helpers import WORDS, tiny_llama, tiny_tokenizer, write_tiny_lm_run
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, validate_recipe
-from distill.dataset_files import Split, write_split
 from distill.errors import ModelLoadError, RecipeError
 from distill.tasks.causal_lm import pruning
 from distill.tasks.causal_lm.models import drop_layers
@@ -367,15 +366,7 @@ def stage_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("lm-prune")
     teacher = tiny_llama(seed=13, layers=4)
     make_identity(teacher, 2)
-    (root / "teacher" / "model").mkdir(parents=True)
-    teacher.save_pretrained(root / "teacher" / "model", safe_serialization=True)
-    tiny_tokenizer().save_pretrained(root / "teacher" / "model")
-    rng = np.random.default_rng(0)
-    (root / "data").mkdir()
-    for name, n in {"train": 40, "validation": 8, "test": 8}.items():
-        rows = [" ".join(rng.choice(WORDS[:60], size=int(rng.integers(4, 10)))) for _ in range(n)]
-        split = Split([f"{name}-{i}" for i in range(n)], rows, np.full(n, -1, dtype=np.int64))
-        write_split(root / "data" / f"{name}.jsonl", split)
+    write_tiny_lm_run(root, teacher, max_words=10)
     ctx = RunContext(name="p", seed=3, task="causal-lm", workdir=root, recipe_dir=root)
     student = StudentTable(
         num_layers=3,
