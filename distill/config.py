@@ -356,7 +356,7 @@ class _StudentConfig(TrainingConfig):
     def _init_key_problems(self) -> list[str]:
         """Keys the chosen way of building the student would ignore (each named)."""
         if self.init == "static":
-            ignored = [key for key, default in _LAYER_KEYS.items() if getattr(self, key) != default]
+            ignored = self._changed(_LAYER_KEYS)
             if ignored:
                 return [
                     "init = 'static' builds a token-embedding table, not transformer layers: "
@@ -364,9 +364,7 @@ class _StudentConfig(TrainingConfig):
                     "remove them"
                 ]
             return []
-        ignored = [
-            key for key, default in _STATIC_KEYS.items() if getattr(self, key, default) != default
-        ]
+        ignored = self._changed(_STATIC_KEYS)
         if ignored:
             return [
                 f"{', '.join('student.' + key for key in ignored)} "
@@ -374,6 +372,11 @@ class _StudentConfig(TrainingConfig):
                 f"(not {self.init!r})"
             ]
         return []
+
+    def _changed(self, keys: tuple[str, ...]) -> list[str]:
+        """Those of ``keys`` this table has (a task may not add them) set off their default."""
+        fields = type(self).model_fields
+        return [key for key in keys if key in fields and getattr(self, key) != fields[key].default]
 
     def default_learning_rate(self) -> tuple[float, str]:
         """Random weights move further than pre-trained ones; layers cut from the teacher
@@ -417,19 +420,19 @@ class _StudentConfig(TrainingConfig):
         return self.hidden_weight > 0 or self.attention_weight > 0
 
 
-# Keys (and their defaults) that only mean something for transformer students, and those
-# only a static student reads (added by the classification task): set on the other kind,
-# each is an error.
-_LAYER_KEYS: dict[str, Any] = {
-    "num_layers": None,
-    "layers": None,
-    "config": None,
-    "hidden_weight": 0.0,
-    "attention_weight": 0.0,
-    "layer_map": None,
-    "freeze_layers": 0,
-}
-_STATIC_KEYS: dict[str, Any] = {"static_dim": 256, "static_pooling": "mean", "static_hidden": 0}
+# Keys that only mean something for transformer students, and those only a static student
+# reads (added by the classification task): set off their defaults on the other kind, each
+# is an error.
+_LAYER_KEYS = (
+    "num_layers",
+    "layers",
+    "config",
+    "hidden_weight",
+    "attention_weight",
+    "layer_map",
+    "freeze_layers",
+)
+_STATIC_KEYS = ("static_dim", "static_pooling", "static_hidden")
 
 StudentConfig = with_task_keys(_StudentConfig, "student")
 
