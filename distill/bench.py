@@ -40,7 +40,7 @@ import numpy as np
 
 from distill import latency as lat
 from distill.errors import ArtifactError, DistillError
-from distill.export.bundle import read_bundle
+from distill.export.bundle import FP32_REFERENCE, read_bundle
 from distill.progress import track
 from distill.tasks import TASKS
 
@@ -267,7 +267,7 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
     deployed_path = bundle / manifest.get("model", "model.onnx")
     reference = manifest.get("fp32_reference")
     fp32_path = bundle / reference if reference else deployed_path
-    kept = paths.export_stage / "fp32" / "model_fp32.onnx"  # export.fp32_reference = false
+    kept = paths.export_stage / FP32_REFERENCE  # export.fp32_reference = false
     if not reference and manifest.get("precision") == "int8" and kept.is_file():
         fp32_path = kept
     models: list[BenchModel] = []

@@ -36,6 +36,9 @@ MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "distill-onnx-bundle"
 BUNDLE_FORMAT_VERSION = 1
 DEFAULT_MODEL = "model.onnx"
+# Where the fp32 graph sits beside an int8 model.onnx: in the bundle (export.fp32_reference)
+# or, left out of it, at the same path under the export stage's folder.
+FP32_REFERENCE = "fp32/model_fp32.onnx"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -122,11 +125,11 @@ def assemble_bundle(
     else:
         place(int8_path, "model.onnx", "int8")
         if fp32_reference:
-            place(fp32_path, "fp32/model_fp32.onnx", "fp32")
+            place(fp32_path, FP32_REFERENCE, "fp32")
         if (int8_path.parent / "ort_config.json").is_file():  # optimum's quantizers write it
             place(int8_path.parent / "ort_config.json", "ort_config.json", "config")
     place(model_dir / "config.json", "config.json", "config")
-    for onnx_file in (bundle / "model.onnx", bundle / "fp32" / "model_fp32.onnx"):
+    for onnx_file in (bundle / "model.onnx", bundle / FP32_REFERENCE):
         if onnx_file.is_file():  # the full check also rejects external data outside the bundle
             onnx.checker.check_model(str(onnx_file), full_check=True)
     # A fresh tokenizer: the one used above carries the fixed-length padding of the

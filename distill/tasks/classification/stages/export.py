@@ -61,7 +61,7 @@ from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, read_label_names, read_split, save_logits
 from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoadError
 from distill.export import onnx as onnx_utils
-from distill.export.bundle import assemble_bundle, write_bundle_manifest
+from distill.export.bundle import FP32_REFERENCE, assemble_bundle, write_bundle_manifest
 from distill.export.gate import Gate
 from distill.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.latency import ort_session as latency_session
@@ -408,8 +408,8 @@ def _write_bundle(
     write_words(bundle / WORDS_FILE, frequent_chunks(train_texts, min_count=1))
     roles[WORDS_FILE] = "tokenizer-cache"
     if int8_path is not None and not export.fp32_reference:  # kept for the report
-        (out / "fp32").mkdir()
-        shutil.copyfile(fp32_path, out / "fp32" / "model_fp32.onnx")
+        (out / FP32_REFERENCE).parent.mkdir()
+        shutil.copyfile(fp32_path, out / FP32_REFERENCE)
     metrics["deployed_bytes"] = (bundle / "model.onnx").stat().st_size
     info = {
         "run": ctx.name,
@@ -417,7 +417,7 @@ def _write_bundle(
         "task": "text-classification",
         "model": "model.onnx",
         "precision": metrics["deployed"],
-        "fp32_reference": "fp32/model_fp32.onnx"
+        "fp32_reference": FP32_REFERENCE
         if int8_path is not None and export.fp32_reference
         else None,
         "labels": label_names,

@@ -49,6 +49,7 @@ from distill.artifacts import (
 from distill.config import ReportConfig, task_dump
 from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, read_split
 from distill.errors import ArtifactError, ModelLoadError
+from distill.export.bundle import FP32_REFERENCE
 from distill.latency import hardware_info
 from distill.models import load_saved_classifier
 from distill.report.common import training_summary
@@ -340,11 +341,9 @@ def _student_onnx_rows(
     rows: list[dict[str, Any]] = []
     quantization = _quantization(export_dir, export_manifest)
     bundle = export_dir / "bundle"
-    fp32_path = (
-        bundle / "fp32" / "model_fp32.onnx" if quantization != "none" else bundle / "model.onnx"
-    )
+    fp32_path = bundle / FP32_REFERENCE if quantization != "none" else bundle / "model.onnx"
     if not fp32_path.is_file():  # export.fp32_reference = false: kept beside the bundle
-        fp32_path = export_dir / "fp32" / "model_fp32.onnx"
+        fp32_path = export_dir / FP32_REFERENCE
     int8_path = bundle / "model.onnx" if quantization != "none" else None
     tokenizer = _tokenizer(student_dir / "model")
     onnx_models: list[tuple[str, str, str, Path | None, Path]] = [
@@ -1013,7 +1012,7 @@ def _quantization(export_dir: Path, manifest: dict[str, Any]) -> str:
     value = ((manifest.get("config") or {}).get("export") or {}).get("quantization")
     if isinstance(value, str):
         return value
-    return "dynamic" if (export_dir / "bundle" / "fp32" / "model_fp32.onnx").is_file() else "none"
+    return "dynamic" if (export_dir / "bundle" / FP32_REFERENCE).is_file() else "none"
 
 
 def _split_summary(split: Split, label_names: list[str]) -> dict[str, Any]:
