@@ -25,8 +25,9 @@ from distill.dataset_files import (
 from distill.errors import LabelParityError, ParityError, RecipeError
 from distill.export import onnx as onnx_utils
 from distill.pipeline import STAGES, Dependencies, StageSpec, stage_settings
-from distill.tasks.classification.labelling import length_order, length_sample, unsort
+from distill.tasks.classification.labelling import length_sample
 from distill.tasks.classification.stages import labels as labels_stage
+from distill.train.length_order import length_order, unsort
 
 DATA = DataConfig(path="unused.csv", max_length=24)
 TOLERANCE = 1e-3

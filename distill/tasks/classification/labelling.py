@@ -26,6 +26,7 @@ from distill.dataset_files import Split
 from distill.errors import LabelParityError
 from distill.export import onnx as onnx_utils
 from distill.tasks.classification.task import SequenceClassification
+from distill.train.length_order import length_order, unsort
 
 log = logging.getLogger("distill")
 
@@ -52,19 +53,6 @@ def resolve_backend(backend: LabelsBackend) -> Backend:
 
 
 # --------------------------------------------------------------------------- length order
-
-
-def length_order(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Indices that sort the texts longest first (stable: ties keep their order), so that
-    a batch too large for memory fails at once rather than at the end."""
-    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-
-
-def unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Rows computed in ``order`` put back in input order: row ``order[i]`` is ``values[i]``."""
-    restored = np.empty_like(values)
-    restored[order] = values
-    return restored
 
 
 def length_sample(lengths: Sequence[int] | np.ndarray, size: int, seed: int) -> np.ndarray:
