@@ -158,6 +158,28 @@ def test_length_order_is_longest_first_and_unsort_restores_input_order() -> None
     assert unsort(computed, order).tolist() == [30, 90, 30, 50, 90, 10]
 
 
+def test_shared_predict_logits_batches_longest_first_and_returns_dataset_order(
+    upstream: dict[str, Path], tmp_path: Path
+) -> None:
+    from distill.tasks.classification.task import SequenceClassification
+    from distill.tasks.classification.training import predictor
+    from distill.train.trainer import predict_logits
+
+    model_dir = upstream["teacher"] / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    split = read_split(upstream["data"], "test")
+    encoded = SequenceClassification().encode(tokenizer, split, 24, with_labels=False)
+    widths: list[int] = []
+    model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    logits = predict_logits(predictor(model, tokenizer, tmp_path, batch_size=8), encoded)
+    assert len(widths) == 5 and widths == sorted(widths, reverse=True)  # 40 texts, longest first
+    assert widths[0] > widths[-1]
+    assert np.max(np.abs(logits - one_at_a_time(model_dir, split.texts))) <= 1e-5
+
+
 def test_length_sample_is_seeded_and_spans_the_lengths() -> None:
     lengths = np.arange(1000) % 50 + 3  # 3..52, twenty texts of each length
     sample = length_sample(lengths, 10, seed=7)

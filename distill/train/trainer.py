@@ -37,6 +37,7 @@ from distill.train.budget import (
     warn_if_still_improving,
 )
 from distill.train.layer_losses import unwrap_student
+from distill.train.length_order import length_order, unsort
 
 log = logging.getLogger("distill")
 
@@ -296,19 +297,22 @@ def save_trained_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
 def predict_logits(trainer: Trainer, dataset: Any, desc: str = "predicting") -> np.ndarray:
     """Logits in dataset order, the batches' progress shown as ``desc``.
 
-    ``group_by_length`` also reorders *evaluation* batches in transformers 4.57, which
-    would silently misalign logits and example ids: it is switched off for prediction.
+    The examples are predicted longest first (each batch is padded to its longest one, so
+    batches of like lengths pad least) and put back in dataset order. ``group_by_length``
+    also reorders *evaluation* batches in transformers 4.57, which would silently misalign
+    logits and example ids: it is switched off for prediction.
     """
     trainer.args.group_by_length = False
+    order = length_order([len(ids) for ids in dataset["input_ids"]])
     progress = PredictionProgress(desc)
     trainer.add_callback(progress)
     try:
-        output = trainer.predict(dataset)
+        output = trainer.predict(dataset.select(order))
     finally:
         trainer.remove_callback(progress)
         progress.close()
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    return np.asarray(logits, dtype=np.float32)
+    return unsort(np.asarray(logits, dtype=np.float32), order)
 
 
 def save_log_history(path: Path, history: list[dict[str, Any]]) -> None:

@@ -115,8 +115,7 @@ def torch_labeller(trainer: Any, tokenizer: Any, task: Any, *, max_length: int) 
 
     def label(split: Split, desc: str = "labels") -> np.ndarray:
         encoded = task.encode(tokenizer, split, max_length, with_labels=False)
-        order = length_order([len(ids) for ids in encoded["input_ids"]])
-        return unsort(predict_logits(trainer, encoded.select(order), desc), order)
+        return predict_logits(trainer, encoded, desc)  # batched by length, in split order
 
     return label
 
