@@ -51,6 +51,11 @@ DEFAULT_ROUNDS = 10
 DEFAULT_THREADS = 2
 # Untimed sleep between two models' blocks (see interleaved_latency).
 PAUSE_S = 0.02
+# Untimed calls at the start of each model's block in every round: the first calls after
+# another model ran refill the caches and wake the thread pool (measured on the quick
+# start at batch 1: int8 student 1.26 / 0.85 ms for calls 1 / 2 of a block vs 0.72 ms
+# from the third; PyTorch teacher 32 / 23 vs 14 ms), which a model serving alone never pays.
+ROUND_WARMUP = 2
 
 # Model keys, in table order.
 TEACHER = "teacher_pytorch"
@@ -70,6 +75,7 @@ def interleaved_latency(
     warmup: int,
     rounds: int = DEFAULT_ROUNDS,
     pause_s: float = PAUSE_S,
+    round_warmup: int = ROUND_WARMUP,
     desc: str = "timing",
 ) -> dict[str, lat.LatencyStats]:
     """Time several callables against each other, interleaved.
@@ -79,15 +85,17 @@ def interleaved_latency(
     back, and the order of the callables rotates from round to round, so a burst of load
     from elsewhere hits them all. Between two callables the thread sleeps ``pause_s``
     (untimed) so that the previous runtime's spinning worker threads (OpenMP,
-    onnxruntime's pool) are parked before the next one is timed. The garbage collector is
+    onnxruntime's pool) are parked before the next one is timed, then calls it
+    ``round_warmup`` times untimed, so that what is timed is the model in steady state, not
+    the cost of switching models (:data:`ROUND_WARMUP`). The garbage collector is
     run before each round and paused during it. Percentiles come from
     :func:`distill.latency.summarize` over all the samples. Progress (``desc``) counts rounds,
     between which nothing is timed.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1 (got {runs})")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0 (got {warmup})")
+    if warmup < 0 or round_warmup < 0:
+        raise ValueError(f"warmup and round_warmup must be >= 0 (got {warmup}, {round_warmup})")
     keys = list(calls)
     rounds = max(1, min(rounds, runs))
     shares = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
@@ -108,6 +116,8 @@ def interleaved_latency(
                 bucket = samples[key]
                 if pause_s > 0:
                     time.sleep(pause_s)
+                for _ in range(round_warmup):
+                    fn()
                 for _ in range(share):
                     start = time.perf_counter_ns()
                     fn()

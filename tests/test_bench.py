@@ -203,28 +203,35 @@ def test_interleaved_latency_spreads_runs_over_rounds() -> None:
         return lambda: calls.append(name)
 
     stats = bench.interleaved_latency(
-        {"a": make("a"), "b": make("b"), "c": make("c")}, runs=5, warmup=2, rounds=2
+        {"a": make("a"), "b": make("b"), "c": make("c")},
+        runs=5,
+        warmup=2,
+        rounds=2,
+        round_warmup=1,
     )
     assert {k: (s.runs, s.warmup) for k, s in stats.items()} == {
         "a": (5, 2),
         "b": (5, 2),
         "c": (5, 2),
     }
-    # warm-up first, then round 1 (a, b, c: 3 calls each), round 2 rotated (b, c, a: 2 each)
+    # warm-up first, then round 1 (a, b, c: 1 untimed + 3 timed calls each), round 2
+    # rotated (b, c, a: 1 untimed + 2 timed each)
     assert (
         calls
         == ["a"] * 2
         + ["b"] * 2
         + ["c"] * 2
-        + ["a"] * 3
+        + ["a"] * 4
+        + ["b"] * 4
+        + ["c"] * 4
         + ["b"] * 3
         + ["c"] * 3
-        + ["b"] * 2
-        + ["c"] * 2
-        + ["a"] * 2
+        + ["a"] * 3
     )
     with pytest.raises(ValueError):
         bench.interleaved_latency({"a": make("a")}, runs=0, warmup=0)
+    with pytest.raises(ValueError, match="round_warmup"):
+        bench.interleaved_latency({"a": make("a")}, runs=1, warmup=0, round_warmup=-1)
 
 
 def test_ratios_without_an_int8_model_are_not_computed() -> None:
