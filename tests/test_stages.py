@@ -115,6 +115,9 @@ def test_student_is_distilled_and_loadable(trained: dict) -> None:
     assert metrics["alpha"] == 0.7 and metrics["baseline"]["alpha"] == 0.0
     assert metrics["parameters"]["total"] < trained["teacher_metrics"]["parameters"]["total"]
     assert 0.0 <= metrics["test"]["agreement"] <= 1.0
+    # Each of the 4 epochs' training seconds (no early stopping on 16 validation examples).
+    assert metrics["epochs_run"] == 4.0 and len(metrics["epoch_train_s"]) == 4
+    assert 0 < sum(metrics["epoch_train_s"]) <= metrics["train_runtime_s"]
     model = AutoModelForSequenceClassification.from_pretrained(trained["student"] / "model")
     assert model.config.num_hidden_layers == 2
     assert model.config.id2label == {0: "negative", 1: "positive"}

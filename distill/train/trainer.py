@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,6 +86,25 @@ def last_complete_checkpoint(work_dir: Path) -> Path | None:
     return found
 
 
+class EpochTimes(TrainerCallback):
+    """Wall seconds of each epoch's training steps, from ``on_epoch_begin`` to
+    ``on_epoch_end``: the evaluation and checkpoint the Trainer runs after an epoch are not in
+    them (those every ``eval_steps`` within an epoch are). A resumed run times the epochs it
+    runs itself, the first one partly."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._started: float | None = None
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._started is not None:
+            self.seconds.append(time.perf_counter() - self._started)
+            self._started = None
+
+
 class Objective(Protocol):
     """What a task's training minimizes: a batch (which it may consume) to a loss."""
 
@@ -109,6 +129,8 @@ class DistillationTrainer(Trainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         show_progress(self, TrainingProgress(stage))
+        self.epoch_times = EpochTimes()  # recorded in the manifest by finish_training
+        self.add_callback(self.epoch_times)
         self.stage = stage
         self.table = table
         self.objective = objective
@@ -341,11 +363,19 @@ def finish_training(
             (h["train_runtime"] for h in history if "train_runtime" in h), None
         ),
         "epochs_run": trainer.state.epoch,
+        "epoch_train_s": [round(s, 3) for s in epoch_seconds(trainer)],
         "steps": trainer.state.global_step,
         "batch": batch_layout(trainer),
         "budget": budget.as_metrics() if budget else None,
         "still_improving": warn_if_still_improving(history, getattr(trainer, "stage", "training")),
     }
+
+
+def epoch_seconds(trainer: Trainer) -> list[float]:
+    """Each epoch's training seconds (:class:`EpochTimes`) of a DistillationTrainer; empty for
+    another Trainer."""
+    times: EpochTimes | None = getattr(trainer, "epoch_times", None)
+    return list(times.seconds) if times is not None else []
 
 
 def batch_layout(trainer: Trainer) -> dict[str, int]:
