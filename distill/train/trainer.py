@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -278,9 +278,13 @@ def train(
     has_extra_columns: bool,
     compute_metrics: Callable[[Any], dict[str, Any]] | None = None,
     metric: str = "accuracy",
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> tuple[Trainer, list[dict[str, Any]]]:
     """Train with early stopping on the validation split (by ``metric``); the best checkpoint
-    is loaded at the end. ``stage`` starts with the recipe table it trains ("student (...)")."""
+    is loaded at the end. ``stage`` starts with the recipe table it trains ("student (...)").
+
+    ``callbacks`` are the task's own; they run before the checkpoint seal, so a file one
+    writes into a checkpoint in ``on_save`` is sealed (and checked on resume) with it."""
     table = stage.split()[0]
     budget = training_budget(config, train_set, eval_set, stage, default_min_steps)
     trainer = DistillationTrainer(
@@ -300,7 +304,7 @@ def train(
         data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=stopping_callbacks(config, budget),
+        callbacks=[*callbacks, *stopping_callbacks(config, budget)],
         stage=stage,
         table=table,
         objective=objective,
