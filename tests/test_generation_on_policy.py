@@ -1,0 +1,271 @@
+"""On-policy distillation (GKD) for causal LMs: the batches hold the student's own samples,
+the loss scores exactly the sampled tokens, its divergences equal a hand computation and
+TRL's published definition, the recipe keys and their errors, and the student stage (counts,
+lambda = 0, resume) on tiny Llamas."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from generation_helpers import (
+    EOS_ID,
+    PAD_ID,
+    tiny_llama,
+    tiny_tokenizer,
+)
+
+from distill.tasks.causal_lm.losses import IGNORE_INDEX
+from distill.tasks.causal_lm.on_policy import (
+    OnPolicyConfig,
+    cut_prompts,
+    on_policy_loss,
+    repack,
+    sample_batch,
+    sampling_config,
+)
+from distill.tasks.causal_lm.training import CausalCollator
+
+CONFIG = OnPolicyConfig(
+    fraction=1.0,
+    divergence="forward_kl",
+    jsd_beta=0.5,
+    temperature=1.0,
+    sample_temperature=1.0,
+    max_new_tokens=6,
+    prompt_tokens=3,
+    pad_id=PAD_ID,
+    eos_ids=(EOS_ID,),
+)
+
+
+def right_padded(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    return CausalCollator(PAD_ID)([{"input_ids": row} for row in rows])
+
+
+# --------------------------------------------------------------------------- the batches
+
+
+def test_prompts_are_the_first_tokens_left_padded() -> None:
+    batch = right_padded([[1, 10, 11, 12, 13, 2], [1, 20, 2], [1, 30, 31, 2]])
+    prompts, mask = cut_prompts(batch["input_ids"], batch["attention_mask"], 3, PAD_ID)
+    # At most 3 tokens, and never the text's last one: the 3-token text keeps 2.
+    assert prompts.tolist() == [[1, 10, 11], [PAD_ID, 1, 20], [1, 30, 31]]
+    assert mask.tolist() == [[1, 1, 1], [0, 1, 1], [1, 1, 1]]
+
+
+def test_repack_keeps_prompt_and_sampled_tokens_through_the_first_eos() -> None:
+    """generate's layout (left-padded prompts, continuations padded after EOS) becomes
+    right-padded rows; labels keep exactly the sampled tokens."""
+    prompt_mask = torch.tensor([[1, 1, 1], [0, 1, 1], [1, 1, 1]])
+    sequences = torch.tensor(
+        [
+            [1, 10, 11, 40, 41, 42, 43],  # no EOS: all 4 sampled tokens
+            [PAD_ID, 1, 20, 50, EOS_ID, PAD_ID, PAD_ID],  # EOS second: kept, padding after
+            [1, 30, 31, EOS_ID, 60, EOS_ID, 61],  # EOS first: what follows is not scored
+        ]
+    )
+    batch = repack(sequences, prompt_mask, CONFIG)
+    assert batch.input_ids.tolist() == [
+        [1, 10, 11, 40, 41, 42, 43],
+        [1, 20, 50, EOS_ID, PAD_ID, PAD_ID, PAD_ID],
+        [1, 30, 31, EOS_ID, PAD_ID, PAD_ID, PAD_ID],
+    ]
+    assert batch.attention_mask.tolist() == [
+        [1] * 7,
+        [1, 1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0],
+    ]
+    x = IGNORE_INDEX
+    assert batch.labels.tolist() == [
+        [x, x, x, 40, 41, 42, 43],
+        [x, x, 50, EOS_ID, x, x, x],
+        [x, x, x, EOS_ID, x, x, x],
+    ]
+    assert batch.prompt_lengths == [3, 2, 3] and batch.sampled_lengths == [4, 2, 1]
+    assert batch.ended_with_eos == [False, True, True]
+
+
+def _training_batch() -> dict[str, torch.Tensor]:
+    tokenizer = tiny_tokenizer()
+    texts = ["the cat run up the tree", "a dog", "the king and the queen see the sea"]
+    return right_padded([tokenizer(t)["input_ids"] + [EOS_ID] for t in texts])
+
+
+def test_an_on_policy_batch_holds_the_students_own_samples() -> None:
+    """The same tokens as a direct ``student.generate`` of the same prompts under the same
+    seed; the labels cover exactly those sampled tokens (prompt and padding excluded)."""
+    student = tiny_llama(seed=4)
+    batch = _training_batch()
+    config = replace(CONFIG, prompt_tokens=4, max_new_tokens=8, sample_temperature=0.7)
+    torch.manual_seed(123)
+    on_policy = sample_batch(student, batch["input_ids"], batch["attention_mask"], config)
+    prompts, prompt_mask = cut_prompts(batch["input_ids"], batch["attention_mask"], 4, PAD_ID)
+    torch.manual_seed(123)
+    direct = student.generate(
+        input_ids=prompts,
+        attention_mask=prompt_mask,
+        do_sample=True,
+        temperature=0.7,
+        top_k=0,
+        max_new_tokens=8,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+    )
+    width = prompts.shape[1]
+    for row in range(3):
+        prompt = prompts[row][prompt_mask[row].bool()].tolist()
+        sampled = direct[row, width:].tolist()
+        if EOS_ID in sampled:
+            sampled = sampled[: sampled.index(EOS_ID) + 1]
+        ids = on_policy.input_ids[row].tolist()
+        assert ids[: len(prompt) + len(sampled)] == prompt + sampled
+        assert prompt == batch["input_ids"][row, : len(prompt)].tolist()  # cut from the text
+        scored = (on_policy.labels[row] != IGNORE_INDEX).nonzero().flatten().tolist()
+        assert scored == list(range(len(prompt), len(prompt) + len(sampled)))
+        assert on_policy.labels[row, scored].tolist() == sampled
+        assert on_policy.attention_mask[row].sum() == len(prompt) + len(sampled)
+    assert on_policy.prompt_lengths == [4, 3, 4]  # "<s> a dog </s>": all but its last token
+    # Not the training text: the student wrote its own continuation.
+    assert on_policy.input_ids[0, 4:6].tolist() != batch["input_ids"][0, 4:6].tolist()
+    assert student.training is False  # eval mode kept as it was (tiny_llama is in eval)
+
+
+def test_sampling_keeps_the_students_distribution_and_its_mode() -> None:
+    generation = sampling_config(CONFIG)
+    assert generation.do_sample and generation.top_k == 0 and generation.top_p == 1.0
+    student = tiny_llama(seed=4).train()
+    batch = _training_batch()
+    sample_batch(student, batch["input_ids"], batch["attention_mask"], CONFIG)
+    assert student.training  # sampled in eval mode, then back to training
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q, strict=True) if a > 0)
+
+
+def _softmax(logits: list[float], temperature: float) -> list[float]:
+    scaled = [v / temperature for v in logits]
+    top = max(scaled)
+    exps = [math.exp(v - top) for v in scaled]
+    return [e / sum(exps) for e in exps]
+
+
+def _by_hand(student: list[float], teacher: list[float], kind: str, beta: float, t: float) -> float:
+    """One position's divergence, from the definitions (GKD eq. 1 for the JSD)."""
+    q, p = _softmax(student, t), _softmax(teacher, t)
+    if kind == "forward_kl":
+        return _kl(p, q)
+    if kind == "reverse_kl":
+        return _kl(q, p)
+    m = [beta * a + (1 - beta) * b for a, b in zip(p, q, strict=True)]
+    return beta * _kl(p, m) + (1 - beta) * _kl(q, m)
+
+
+# Sequence of 5 over a 4-token vocabulary: a 2-token prompt, 2 sampled tokens, one padding.
+STUDENT = [
+    [0.2, -1.0, 0.5, 0.0],
+    [1.5, 0.3, -0.2, 0.1],
+    [0.0, 2.0, -1.0, 0.4],
+    [9, 9, 9, 9],
+    [0.0] * 4,
+]
+TEACHER = [
+    [1.0, 0.0, 0.0, 0.0],
+    [0.4, 1.2, -0.5, 0.0],
+    [-0.3, 0.8, 0.9, -1.1],
+    [7, -7, 7, -7],
+    [5.0, 0, 0, 0],
+]
+# Predictions at 1 and 2 score the sampled tokens at 2 and 3 (logits at t predict t + 1).
+LABELS = [IGNORE_INDEX, IGNORE_INDEX, 1, 2, IGNORE_INDEX]
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_on_policy_loss_is_the_divergence_over_the_sampled_tokens(
+    kind: str, temperature: float
+) -> None:
+    config = replace(CONFIG, divergence=kind, jsd_beta=0.3, temperature=temperature)
+    loss = on_policy_loss(
+        torch.tensor([STUDENT], dtype=torch.float64),
+        torch.tensor([TEACHER], dtype=torch.float64),
+        torch.tensor([LABELS]),
+        config,
+    )
+    per_token = [_by_hand(STUDENT[t], TEACHER[t], kind, 0.3, temperature) for t in (1, 2)]
+    assert float(loss) == pytest.approx(temperature**2 * sum(per_token) / 2, rel=1e-12)
+
+
+def test_prompt_and_padding_logits_do_not_reach_the_loss() -> None:
+    student, teacher = torch.tensor([STUDENT]), torch.tensor([TEACHER])
+    before = on_policy_loss(student, teacher, torch.tensor([LABELS]), CONFIG)
+    for t in (0, 3, 4):  # the prompt's first prediction, the last sampled token's, padding
+        student[0, t] = torch.randn(4) * 50
+        teacher[0, t] = torch.randn(4) * 50
+    assert float(on_policy_loss(student, teacher, torch.tensor([LABELS]), CONFIG)) == float(before)
+
+
+def trl_generalized_jsd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """TRL's ``GKDTrainer.generalized_jsd_loss`` (trl/experimental/gkd/gkd_trainer.py,
+    Apache-2.0), transcribed: the published reference the loss is checked against. Its
+    ``labels`` are already shifted (TRL's compute_loss slices logits[:, :-1], labels[:, 1:])."""
+    student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=-1)
+    if beta == 0:
+        jsd = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True)
+    elif beta == 1:
+        jsd = F.kl_div(teacher_log_probs, student_log_probs, reduction="none", log_target=True)
+    else:
+        b = torch.tensor(beta, dtype=student_log_probs.dtype)
+        mixture = torch.logsumexp(
+            torch.stack([student_log_probs + torch.log1p(-b), teacher_log_probs + torch.log(b)]),
+            dim=0,
+        )
+        kl_teacher = F.kl_div(mixture, teacher_log_probs, reduction="none", log_target=True)
+        kl_student = F.kl_div(mixture, student_log_probs, reduction="none", log_target=True)
+        jsd = b * kl_teacher + (1 - b) * kl_student
+    mask = labels != -100
+    return jsd[mask].sum() / mask.sum()
+
+
+def _trl(beta: float) -> float:
+    student = torch.tensor([STUDENT], dtype=torch.float64)
+    teacher = torch.tensor([TEACHER], dtype=torch.float64)
+    labels = torch.tensor([LABELS])
+    return float(trl_generalized_jsd_loss(student[:, :-1], teacher[:, :-1], labels[:, 1:], beta))
+
+
+def _ours(kind: str, beta: float = 0.5) -> float:
+    config = replace(CONFIG, divergence=kind, jsd_beta=beta)
+    student = torch.tensor([STUDENT], dtype=torch.float64)
+    teacher = torch.tensor([TEACHER], dtype=torch.float64)
+    return float(on_policy_loss(student, teacher, torch.tensor([LABELS]), config))
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 0.9])
+def test_jsd_equals_trls_generalized_jsd(beta: float) -> None:
+    assert _ours("jsd", beta) == pytest.approx(_trl(beta), rel=1e-12)
+
+
+def test_jsd_at_beta_0_and_1_is_trls_forward_and_reverse_kl() -> None:
+    """TRL documents beta = 0 as forward KL and beta = 1 as reverse KL; those are our two
+    KLs, and the JSD tends to them once scaled by beta (or 1 - beta) at either end."""
+    assert _ours("forward_kl") == pytest.approx(_trl(0.0), rel=1e-12)
+    assert _ours("reverse_kl") == pytest.approx(_trl(1.0), rel=1e-12)
+    assert _ours("forward_kl") != pytest.approx(_ours("reverse_kl"), rel=1e-3)
+    eps = 1e-6
+    assert _ours("jsd", eps) / eps == pytest.approx(_ours("forward_kl"), rel=1e-4)
+    assert _ours("jsd", 1 - eps) / eps == pytest.approx(_ours("reverse_kl"), rel=1e-4)
