@@ -6,7 +6,9 @@ lambda = 0, resume) on tiny Llamas."""
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -21,13 +23,14 @@ from generation_helpers import (
 from distill.tasks.causal_lm.losses import IGNORE_INDEX
 from distill.tasks.causal_lm.on_policy import (
     OnPolicyConfig,
+    OnPolicyDistillation,
     cut_prompts,
     on_policy_loss,
     repack,
     sample_batch,
     sampling_config,
 )
-from distill.tasks.causal_lm.training import CausalCollator
+from distill.tasks.causal_lm.training import CausalCollator, TokenObjective
 
 CONFIG = OnPolicyConfig(
     fraction=1.0,
@@ -269,3 +272,51 @@ def test_jsd_at_beta_0_and_1_is_trls_forward_and_reverse_kl() -> None:
     eps = 1e-6
     assert _ours("jsd", eps) / eps == pytest.approx(_ours("forward_kl"), rel=1e-4)
     assert _ours("jsd", 1 - eps) / eps == pytest.approx(_ours("reverse_kl"), rel=1e-4)
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+class Recorder(torch.nn.Module):
+    """A teacher that remembers the batches it scored."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        self.seen.append(input_ids)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_the_objective_scores_student_samples_with_the_teacher_online() -> None:
+    teacher = Recorder(tiny_llama(seed=5, layers=3))
+    on_policy = OnPolicyDistillation(replace(CONFIG, divergence="reverse_kl"), teacher)
+    objective = TokenObjective(temperature=1.0, alpha=0.5, on_policy=on_policy)
+    student = tiny_llama(seed=4).train()
+    batch = _training_batch()
+    torch.manual_seed(0)
+    loss, _ = objective(student, dict(batch), training=True)
+    loss.backward()
+    assert len(teacher.seen) == 1 and teacher.seen[0].shape[0] == 3
+    assert not torch.equal(teacher.seen[0][:, 3:6], batch["input_ids"][:, 3:6])
+    assert on_policy.counts.batches == 1 and on_policy.counts.off_policy_batches == 0
+    summary = on_policy.summary()
+    assert summary["sequences"] == 3 and 3 <= summary["sampled_tokens"] <= 18
+    assert summary["mean_sampled_tokens"] == summary["sampled_tokens"] / 3
+    assert math.isfinite(float(loss.detach())) and float(loss.detach()) > 0
+    # Evaluation never samples: cross-entropy on the text, as for every student.
+    objective(student, dict(batch), training=False)
+    assert on_policy.counts.batches == 1 and len(teacher.seen) == 1
+
+
+def test_the_fraction_picks_batches_with_pythons_seeded_random() -> None:
+    on_policy = OnPolicyDistillation(replace(CONFIG, fraction=0.25), tiny_llama())
+    random.seed(7)
+    picks = [on_policy.takes_batch() for _ in range(400)]
+    random.seed(7)
+    assert picks == [random.random() < 0.25 for _ in range(400)]
+    assert 70 < sum(picks) < 130 and on_policy.counts.off_policy_batches == 400 - sum(picks)
+    with pytest.raises(ValueError, match="fraction"):
+        OnPolicyDistillation(replace(CONFIG, fraction=0.0), tiny_llama())

@@ -29,6 +29,7 @@ from distill.tasks.causal_lm.losses import (
     mean_token_nll,
     token_distillation_loss,
 )
+from distill.tasks.causal_lm.on_policy import OnPolicyCheckpoint, OnPolicyDistillation
 from distill.tasks.causal_lm.task import CausalLM
 from distill.train import trainer as shared
 
@@ -161,7 +162,9 @@ class CausalCollator:
 
 class TokenObjective:
     """Next-token CE mixed with a per-token divergence from the teacher: its cached top-k
-    logits or sampled tokens (batch columns) or the teacher run online. Evaluation scores CE only, so early
+    logits or sampled tokens (batch columns) or the teacher run online. With ``on_policy``,
+    the training batches it picks are replaced by the student's own samples, scored by the
+    teacher (:mod:`distill.tasks.causal_lm.on_policy`). Evaluation scores CE only, so early
     stopping follows validation perplexity for the distilled student and its twin alike."""
 
     def __init__(
@@ -171,18 +174,24 @@ class TokenObjective:
         divergence: str = "forward_kl",
         jsd_beta: float = 0.5,
         teacher: nn.Module | None = None,
+        on_policy: OnPolicyDistillation | None = None,
     ) -> None:
         self.temperature, self.alpha = temperature, alpha
         self.divergence, self.jsd_beta = divergence, jsd_beta
         self.teacher = teacher
+        self.on_policy = on_policy
 
     def prepare(self, device: Any) -> None:
         if self.teacher is not None:
             self.teacher.to(device).eval().requires_grad_(False)
+        if self.on_policy is not None:
+            self.on_policy.prepare(device)
 
     def __call__(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], training: bool
     ) -> tuple[torch.Tensor, Any]:
+        if training and self.on_policy is not None and self.on_policy.takes_batch():
+            return self.on_policy(model, inputs)
         labels = inputs.pop("labels")
         cached = tuple(inputs.pop(c, None) for c in TOP_K_COLUMNS)
         sampled = tuple(inputs.pop(c, None) for c in SAMPLED_COLUMNS)
@@ -220,9 +229,12 @@ def train_causal(
     work_dir: Path,
     log_dir: Path,
     seed: int,
+    on_policy: OnPolicyDistillation | None = None,
     **loss: Any,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
-    """Train with early stopping on validation loss; the best checkpoint is loaded at the end."""
+    """Train with early stopping on validation loss; the best checkpoint is loaded at the end.
+    ``loss`` configures :class:`TokenObjective`; ``on_policy`` adds on-policy batches (and keeps
+    their counts across a resume)."""
     return shared.train(
         stage=stage,
         model=model,
@@ -233,11 +245,12 @@ def train_causal(
         work_dir=work_dir,
         log_dir=log_dir,
         seed=seed,
-        objective=TokenObjective(**loss),
+        objective=TokenObjective(**loss, on_policy=on_policy),
         collator=CausalCollator(tokenizer.pad_token_id),
         default_min_steps=CausalLM.default_min_steps,
         has_extra_columns=True,  # input_ids only; the collator builds the rest
         metric="eval_loss",
+        callbacks=[OnPolicyCheckpoint(on_policy)] if on_policy is not None else (),
     )
 
 
