@@ -5,9 +5,12 @@ lambda = 0, resume) on tiny Llamas."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +19,18 @@ import torch.nn.functional as F
 from generation_helpers import (
     EOS_ID,
     PAD_ID,
+    WORDS,
     tiny_llama,
     tiny_tokenizer,
+    write_tiny_lm_run,
 )
 
+from distill.artifacts import RunContext
+from distill.config import DataConfig, StudentTable, validate_recipe
+from distill.errors import RecipeError
 from distill.tasks.causal_lm.losses import IGNORE_INDEX
 from distill.tasks.causal_lm.on_policy import (
+    STATE_FILE,
     OnPolicyConfig,
     OnPolicyDistillation,
     cut_prompts,
@@ -320,3 +329,343 @@ def test_the_fraction_picks_batches_with_pythons_seeded_random() -> None:
     assert 70 < sum(picks) < 130 and on_policy.counts.off_policy_batches == 400 - sum(picks)
     with pytest.raises(ValueError, match="fraction"):
         OnPolicyDistillation(replace(CONFIG, fraction=0.0), tiny_llama())
+
+
+# --------------------------------------------------------------------------- recipe keys
+
+CAUSAL = {
+    "name": "t",
+    "task": "causal-lm",
+    "data": {"path": "x.csv", "max_length": 32},
+    "teacher": {"model": "some/model"},
+}
+
+
+def _student(**keys: Any) -> Any:
+    return validate_recipe({**CAUSAL, "student": {"num_layers": 2, **keys}}).student
+
+
+def _problems(**keys: Any) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        _student(**keys)
+    return info.value.problems
+
+
+def test_on_policy_is_off_by_default_and_takes_its_keys() -> None:
+    assert _student().on_policy_fraction == 0.0
+    student = _student(
+        on_policy_fraction=0.5,
+        on_policy_divergence="reverse_kl",
+        on_policy_prompt_tokens=4,
+        on_policy_max_new_tokens=16,
+        on_policy_temperature=0.8,
+    )
+    assert (student.on_policy_fraction, student.on_policy_divergence) == (0.5, "reverse_kl")
+    # On-policy batches run the teacher online: any divergence, whatever the cache estimates.
+    assert (
+        _student(
+            teacher_outputs="sampled", on_policy_fraction=0.5, on_policy_divergence="jsd"
+        ).teacher_outputs
+        == "sampled"
+    )
+    assert _student(on_policy_fraction=1.0, teacher_outputs="online").on_policy_fraction == 1.0
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("on_policy_divergence", "jsd"),
+        ("on_policy_prompt_tokens", 4),
+        ("on_policy_max_new_tokens", 8),
+        ("on_policy_temperature", 0.7),
+    ],
+)
+def test_on_policy_keys_without_on_policy_are_refused(key: str, value: Any) -> None:
+    assert _problems(**{key: value}) == [
+        f"(top level): student.{key} is used only with student.on_policy_fraction > 0 "
+        "(on-policy distillation is off)"
+    ]
+
+
+def test_incoherent_on_policy_settings_are_refused() -> None:
+    assert _problems(on_policy_fraction=1.0) == [
+        "(top level): student.on_policy_fraction = 1 trains on the student's own samples "
+        "only: the teacher outputs cached for student.teacher_outputs = 'top-k' would never "
+        "be read (set teacher_outputs = 'online', or a fraction below 1)"
+    ]
+    assert _problems(on_policy_fraction=0.5, on_policy_prompt_tokens=32) == [
+        "(top level): student.on_policy_prompt_tokens = 32 must be below data.max_length = "
+        "32: prompts are cut from the training texts, which are at most that long"
+    ]
+    (problem,) = _problems(on_policy_fraction=1.5)
+    assert problem.startswith("student.on_policy_fraction: Input should be less than or equal")
+    (problem,) = _problems(on_policy_fraction=0.5, on_policy_divergence="kl")
+    assert problem.startswith("student.on_policy_divergence: Input should be")
+
+
+def test_on_policy_keys_are_refused_by_other_tasks() -> None:
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(
+            {
+                **CAUSAL,
+                "task": "sequence-classification",
+                "student": {"num_layers": 2, "on_policy_fraction": 0.5},
+            }
+        )
+    assert info.value.problems == [
+        "(top level): student.on_policy_fraction is read by task 'causal-lm' only, not by "
+        "this recipe's task 'sequence-classification'"
+    ]
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+DATA = DataConfig(path="unused", max_length=16)
+
+
+def _student_table(**keys: Any) -> StudentTable:
+    settings = dict(
+        num_layers=2,
+        max_steps=6,
+        batch_size=8,
+        learning_rate=1e-2,
+        alpha=0.5,
+        temperature=1.0,
+        top_k=8,
+        baselines=["no-kd"],
+    )
+    return StudentTable(**{**settings, **keys})
+
+
+def _run_student(root: Path, name: str, student: StudentTable) -> dict[str, Any]:
+    from distill.tasks.causal_lm.stages import student as student_stage
+
+    out = root / name
+    out.mkdir()
+    ctx = RunContext(name="op", seed=3, task="causal-lm", workdir=root, recipe_dir=root)
+    inputs = {"data": root / "data", "teacher": root / "teacher", "labels": root / "labels"}
+    return student_stage.run(ctx, inputs, out, data=DATA, student=student)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny teacher's top-8 cache, then three student stages of 6 steps: without the
+    on-policy keys, with on_policy_fraction = 0 said outright, and with half the batches
+    on-policy (reverse KL, prompts of 4 tokens, 6 new tokens)."""
+    from distill.tasks.causal_lm.stages import labels as labels_stage
+
+    root = tmp_path_factory.mktemp("lm-on-policy")
+    write_tiny_lm_run(root, tiny_llama(seed=7, layers=4), max_words=12)
+    ctx = RunContext(name="op", seed=3, task="causal-lm", workdir=root, recipe_dir=root)
+    (root / "labels").mkdir()
+    labels_stage.run(
+        ctx,
+        {"data": root / "data", "teacher": root / "teacher"},
+        root / "labels",
+        data=DATA,
+        teacher_outputs="top-k",
+        top_k=8,
+        temperature=1.0,
+    )
+    on_policy = dict(
+        on_policy_fraction=0.5,
+        on_policy_divergence="reverse_kl",
+        on_policy_prompt_tokens=4,
+        on_policy_max_new_tokens=6,
+    )
+    return {
+        "root": root,
+        "plain": _run_student(root, "plain", _student_table()),
+        "zero": _run_student(root, "zero", _student_table(on_policy_fraction=0.0)),
+        "on": _run_student(root, "on", _student_table(**on_policy)),
+    }
+
+
+def test_the_stage_records_the_on_policy_batches(runs) -> None:
+    metrics = runs["on"]
+    record = metrics["on_policy"]
+    assert record["fraction"] == 0.5 and record["divergence"] == "reverse_kl"
+    assert (record["prompt_tokens"], record["max_new_tokens"]) == (4, 6)
+    assert "jsd_beta" not in record
+    # 40 texts in batches of 8, 6 steps: every training batch is one kind or the other.
+    assert record["batches"] + record["off_policy_batches"] == metrics["steps"] == 6
+    assert 1 <= record["batches"] <= 5
+    assert record["sequences"] == 8 * record["batches"]
+    assert 1 <= record["mean_sampled_tokens"] <= 6
+    assert record["mean_sampled_tokens"] == record["sampled_tokens"] / record["sequences"]
+    assert 0 <= record["ended_with_eos"] <= record["sequences"]
+    assert metrics["teacher_outputs"] == "top-k"  # the off-policy batches' teacher
+    # The no-KD twin is untouched: no on-policy batches, the same as without them.
+    assert "on_policy" not in metrics["baseline"]
+    assert metrics["baseline"]["test"] == runs["plain"]["baseline"]["test"]
+    assert metrics["test"]["perplexity"] != runs["plain"]["test"]["perplexity"]
+
+
+def test_fraction_zero_is_exactly_the_off_policy_run(runs) -> None:
+    plain, zero = runs["plain"], runs["zero"]
+    assert "on_policy" not in plain and "on_policy" not in zero
+    assert zero["test"] == plain["test"] and zero["validation"] == plain["validation"]
+    root = runs["root"]
+    weights = (root / "plain" / "model" / "model.safetensors").read_bytes()
+    assert (root / "zero" / "model" / "model.safetensors").read_bytes() == weights
+
+
+def test_a_resumed_on_policy_run_matches_a_straight_one(runs, monkeypatch, tmp_path) -> None:
+    """Killed (an exception) right after checkpoint 4 is sealed, then resumed: the same
+    on-policy batches and samples (the Trainer restores Python's and torch's generators),
+    so the same weights, and the counts carried over in the checkpoint."""
+    from distill.train import trainer as shared
+
+    root = runs["root"]
+    stop = shared.MarkCompleteCheckpoints.on_save
+
+    def stop_after_4(self: Any, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        stop(self, args, state, control, **kw)
+        if state.global_step == 4:
+            raise KeyboardInterrupt
+
+    straight = _train_on_policy(root, tmp_path / "straight")
+    monkeypatch.setattr(shared.MarkCompleteCheckpoints, "on_save", stop_after_4)
+    with pytest.raises(KeyboardInterrupt):
+        _train_on_policy(root, tmp_path / "resumed")
+    saved = json.loads((tmp_path / "resumed" / "checkpoint-4" / STATE_FILE).read_text())
+    assert saved["batches"] + saved["off_policy_batches"] == 4
+    monkeypatch.undo()
+    resumed = _train_on_policy(root, tmp_path / "resumed")
+    assert (straight["batches_run"], resumed["batches_run"]) == (6, 2)  # it did resume
+    assert resumed["summary"] == straight["summary"]
+    assert resumed["summary"]["batches"] + resumed["summary"]["off_policy_batches"] == 6
+    for name, tensor in straight["weights"].items():
+        assert torch.equal(resumed["weights"][name], tensor), name
+
+
+def _train_on_policy(root: Path, work_dir: Path) -> dict[str, Any]:
+    """The distilled student's training alone (online teacher, half the batches on-policy,
+    checkpoints every 2 steps), from ``work_dir``'s last sealed checkpoint if any."""
+    from distill.dataset_files import read_split
+    from distill.tasks.causal_lm.training import as_dataset, encode_texts, train_causal
+
+    tokenizer = tiny_tokenizer()
+    teacher = tiny_llama(seed=7, layers=4)
+    sequences = {
+        name: encode_texts(tokenizer, read_split(root / "data", name), 16)
+        for name in ("train", "validation")
+    }
+    on_policy = OnPolicyDistillation(replace(CONFIG, fraction=0.5, max_new_tokens=4), teacher)
+    draws = []  # the training batches this call ran (a resumed run runs only the rest)
+    take = on_policy.takes_batch
+    on_policy.takes_batch = lambda: draws.append(1) or take()  # type: ignore[method-assign]
+    trainer, _ = train_causal(
+        stage="student (distilled)",
+        model=tiny_llama(seed=8),
+        tokenizer=tokenizer,
+        config=_student_table(eval_steps=2),
+        train_set=as_dataset(sequences["train"]),
+        eval_set=as_dataset(sequences["validation"]),
+        work_dir=work_dir,
+        log_dir=work_dir / "logs",
+        seed=3,
+        temperature=1.0,
+        alpha=0.5,
+        teacher=teacher,
+        on_policy=on_policy,
+    )
+    weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    return {"summary": on_policy.summary(), "weights": weights, "batches_run": len(draws)}
+
+
+# --------------------------------------------------------------------------- distill run
+
+RECIPE = """
+name = "op"
+seed = 3
+task = "causal-lm"
+[data]
+path = "text.csv"
+max_length = 16
+[teacher]
+model = "teacher-base"
+epochs = 1
+learning_rate = 3e-3
+batch_size = 16
+[student]
+num_layers = 2
+max_steps = 6
+learning_rate = 3e-3
+batch_size = 16
+alpha = 0.8
+temperature = 1.0
+top_k = 8
+on_policy_fraction = 0.5
+on_policy_divergence = "jsd"
+jsd_beta = 0.3
+on_policy_prompt_tokens = 3
+on_policy_max_new_tokens = 5
+[export]
+parity_tolerance = 1e-3
+max_perplexity_increase = 1.0
+teacher_baseline = false
+[report]
+latency_runs = 3
+latency_warmup = 1
+samples = 1
+max_new_tokens = 4
+"""
+
+
+def _write_project(root: Path) -> None:
+    from conftest import write_csv
+
+    tiny_llama(seed=1, layers=4).save_pretrained(root / "teacher-base")
+    tiny_tokenizer().save_pretrained(root / "teacher-base")
+    rng = random.Random(0)
+    texts = [" ".join(rng.choices(WORDS[:40], k=rng.randint(3, 10))) for _ in range(80)]
+    write_csv(root / "text.csv", ["text"], ([t] for t in texts))
+    (root / "recipe.toml").write_text(RECIPE, encoding="utf-8")
+
+
+def test_distill_run_with_on_policy_batches(tmp_path: Path) -> None:
+    """The whole pipeline with half the student's batches on-policy: it finishes, the
+    manifest counts the batches and sampled tokens, the report shows them."""
+    from conftest import run_distill
+
+    from distill.artifacts import read_manifest
+
+    _write_project(tmp_path)
+    result = run_distill(["run", "recipe.toml"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    student = read_manifest(tmp_path / "runs" / "op" / "student")["metrics"]
+    record = student["on_policy"]
+    assert (record["fraction"], record["divergence"], record["jsd_beta"]) == (0.5, "jsd", 0.3)
+    assert record["batches"] + record["off_policy_batches"] == student["steps"] == 6
+    # 56 training texts in batches of 16: 16, 16, 16 and 8 per pass.
+    assert record["batches"] >= 1
+    assert 8 * record["batches"] <= record["sequences"] <= 16 * record["batches"]
+    assert 1 <= record["mean_sampled_tokens"] <= 5
+    assert "on_policy" not in student["baseline"]
+    report = json.loads((tmp_path / "reports" / "op" / "report.json").read_text())
+    settings = report["distillation"]["settings"]
+    assert settings["on_policy_fraction"] == 0.5 and settings["on_policy_jsd_beta"] == 0.3
+    assert settings["on_policy_batches"] == f"{record['batches']} of 6"
+    assert "on_policy_batches" in (tmp_path / "reports" / "op" / "report.md").read_text()
+
+
+def test_on_policy_under_two_processes(tmp_path: Path) -> None:
+    """torchrun with 2 processes (gloo on CPU), checkpoints every 2 steps: each process
+    samples outside DDP's hooks, and the manifest sums both processes' batches."""
+    from conftest import run_command
+
+    from distill.artifacts import read_manifest
+
+    _write_project(tmp_path)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    args = ["run", "recipe.toml", "--only", "student", "--set", "student.eval_steps=2"]
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "distill", *args]
+    result = run_command(command, tmp_path, OMP_NUM_THREADS="1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    student = read_manifest(tmp_path / "runs" / "op" / "student")["metrics"]
+    record = student["on_policy"]
+    assert student["batch"]["processes"] == 2 and student["steps"] == 6
+    assert record["batches"] + record["off_policy_batches"] == 2 * 6
+    assert 4 * record["batches"] <= record["sequences"] <= 8 * record["batches"]

@@ -59,6 +59,58 @@ class CausalLM(Task):
                 int,
                 Field(64, ge=1, le=4096, description="teacher logits kept per token when cached."),
             ),
+            # On-policy distillation (GKD): batches of the student's own samples (on_policy.py).
+            "on_policy_fraction": (
+                float,
+                Field(
+                    0.0,
+                    ge=0,
+                    le=1,
+                    description="fraction of training batches (GKD's lambda, drawn per batch, "
+                    "seeded) replaced by continuations the student samples from prompts cut "
+                    "from their texts, scored token by token by the teacher run online; the "
+                    "other batches keep the off-policy loss. 0 = off.",
+                ),
+            ),
+            "on_policy_divergence": (
+                Literal["forward_kl", "reverse_kl", "jsd"] | None,
+                Field(
+                    None,
+                    description="per-token divergence on on-policy batches (same choices as "
+                    "divergence); default: student.divergence.",
+                ),
+            ),
+            "on_policy_prompt_tokens": (
+                int,
+                Field(
+                    8,
+                    ge=1,
+                    le=8192,
+                    description="on-policy prompts: the first this many tokens of each "
+                    "training text (its BOS included); a shorter text keeps all but its last "
+                    "token.",
+                ),
+            ),
+            "on_policy_max_new_tokens": (
+                int,
+                Field(
+                    32,
+                    ge=1,
+                    le=1024,
+                    description="tokens the student samples per on-policy prompt (fewer when "
+                    "it ends with EOS).",
+                ),
+            ),
+            "on_policy_temperature": (
+                float,
+                Field(
+                    1.0,
+                    gt=0,
+                    le=10,
+                    description="sampling temperature of the student's continuations (1 = its "
+                    "own distribution; no top-k or top-p cut).",
+                ),
+            ),
             # Students cut from the teacher: what they keep, by measurement (pruning.py).
             "layer_selection": (
                 Literal["even", "importance", "contiguous"],
@@ -151,7 +203,12 @@ class CausalLM(Task):
             for key, on in values.items()
             if on
         ]
-        return problems + _teacher_output_problems(recipe) + _pruning_problems(recipe)
+        return (
+            problems
+            + _teacher_output_problems(recipe)
+            + _on_policy_problems(recipe)
+            + _pruning_problems(recipe)
+        )
 
     def summary_lines(self, report: dict[str, Any]) -> list[str]:
         lines = [f"  {'model':<34} {'perplexity':>10} {'MB':>7} {'tokens/s':>8}"]
@@ -166,6 +223,13 @@ class CausalLM(Task):
 
 
 PRUNING_KEYS = ("layer_selection", "calibration_texts", "mlp_keep", "heads_keep")
+# What shapes the on-policy batches; read only when student.on_policy_fraction > 0.
+ON_POLICY_KEYS = (
+    "on_policy_divergence",
+    "on_policy_prompt_tokens",
+    "on_policy_max_new_tokens",
+    "on_policy_temperature",
+)
 
 
 def calibrates(student: Any) -> bool:
@@ -193,6 +257,37 @@ def _teacher_output_problems(recipe: Any) -> list[str]:
                 "student.top_k is not used with student.teacher_outputs = 'sampled' "
                 "(student.samples_per_token sets the cache's size)"
             )
+    return problems
+
+
+def on_policy_divergence(student: Any) -> str:
+    """The divergence of on-policy batches: their own key, else the student's divergence."""
+    return student.on_policy_divergence or student.divergence
+
+
+def _on_policy_problems(recipe: Any) -> list[str]:
+    """On-policy keys that would be ignored, and settings that contradict each other."""
+    student = recipe.student
+    if student.on_policy_fraction == 0:
+        return [
+            f"student.{key} is used only with student.on_policy_fraction > 0 (on-policy "
+            "distillation is off)"
+            for key in ON_POLICY_KEYS
+            if recipe.is_set(f"student.{key}")
+        ]
+    problems = []
+    if student.on_policy_fraction == 1 and student.teacher_outputs != "online":
+        problems.append(
+            "student.on_policy_fraction = 1 trains on the student's own samples only: the "
+            f"teacher outputs cached for student.teacher_outputs = {student.teacher_outputs!r} "
+            "would never be read (set teacher_outputs = 'online', or a fraction below 1)"
+        )
+    if student.on_policy_prompt_tokens >= recipe.data.max_length:
+        problems.append(
+            f"student.on_policy_prompt_tokens = {student.on_policy_prompt_tokens} must be below "
+            f"data.max_length = {recipe.data.max_length}: prompts are cut from the training "
+            "texts, which are at most that long"
+        )
     return problems
 
 

@@ -290,6 +290,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         if key == "samples_per_token" and settings.get("teacher_outputs") != "sampled":
             continue
         settings[key] = value
+    settings.update(on_policy_settings(student_metrics.get("on_policy")))
     gain = None
     if "student_no_kd" in by_key:
         no_kd_ppl, kd_ppl = by_key["student_no_kd"]["perplexity"], by_key["student"]["perplexity"]
@@ -384,6 +385,23 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "hardware": hardware,
         "notes": notes,
     }
+
+
+def on_policy_settings(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The on-policy lines of the settings table (none when it was off): lambda, the
+    divergence, how many training batches were the student's samples, and their length."""
+    if not record:
+        return {}
+    batches = record["batches"] + record["off_policy_batches"]
+    settings = {
+        "on_policy_fraction": record["fraction"],
+        "on_policy_divergence": record["divergence"],
+        "on_policy_batches": f"{record['batches']} of {batches}",
+        "on_policy_mean_sampled_tokens": record["mean_sampled_tokens"],
+    }
+    if "jsd_beta" in record:
+        settings["on_policy_jsd_beta"] = record["jsd_beta"]
+    return settings
 
 
 def student_selection(

@@ -8,14 +8,15 @@ config-built model of the teacher's family, or another pre-trained causal LM wit
 same tokenizer (token-level KD compares distributions id by id: a mismatched pair is
 refused, naming both). It learns from the teacher's cached top-k logits, from tokens sampled
 from its distribution and cached, or from the teacher online (``student.teacher_outputs``)
-with the chosen divergence; its twin has the same
-architecture, initialisation and budget and learns from the text alone.
+with the chosen divergence, and with ``on_policy_fraction`` > 0 also from its own sampled
+continuations scored by the teacher online (:mod:`distill.tasks.causal_lm.on_policy`); its
+twin has the same architecture, initialisation and budget and learns from the text alone.
 
 Outputs: ``model/``, ``baseline/model/``, ``log_history.json`` for each; metrics hold
 validation and test perplexity after training and, under ``before_training``, those of the
 initial student (the twin starts from the same weights): what cutting the teacher cost and
 what training recovered. ``built`` records how the student was made (the scores behind a
-measured choice included).
+measured choice included); ``on_policy`` the on-policy settings and counts, when on.
 """
 
 from __future__ import annotations
@@ -38,9 +39,14 @@ from distill.models import (
     with_supported_attention,
 )
 from distill.tasks.causal_lm.models import check_same_tokenizer, drop_layers
+from distill.tasks.causal_lm.on_policy import (
+    OnPolicyConfig,
+    OnPolicyDistillation,
+    eos_token_ids,
+)
 from distill.tasks.causal_lm.pruning import calibration_sample, choose_layers, prune_width
 from distill.tasks.causal_lm.stages.labels import load_sampled, load_top_k
-from distill.tasks.causal_lm.task import calibrates
+from distill.tasks.causal_lm.task import calibrates, on_policy_divergence
 from distill.tasks.causal_lm.training import (
     as_dataset,
     encode_texts,
@@ -115,6 +121,25 @@ def build_student(
     }
 
 
+def on_policy_config(
+    config: StudentConfig, model: nn.Module, tokenizer: Any
+) -> OnPolicyConfig | None:
+    """How the distilled student's on-policy batches are made (None when they are off)."""
+    if config.on_policy_fraction == 0:
+        return None
+    return OnPolicyConfig(
+        fraction=config.on_policy_fraction,
+        divergence=on_policy_divergence(config),  # type: ignore[arg-type]
+        jsd_beta=config.jsd_beta,
+        temperature=config.temperature,
+        sample_temperature=config.on_policy_temperature,
+        max_new_tokens=config.on_policy_max_new_tokens,
+        prompt_tokens=config.on_policy_prompt_tokens,
+        pad_id=tokenizer.pad_token_id,
+        eos_ids=eos_token_ids(model, tokenizer),
+    )
+
+
 def _train_one(
     name: str,
     alpha: float,
@@ -127,8 +152,10 @@ def _train_one(
     sequences: dict[str, list[list[int]]],
     cache: tuple[list[Any], ...] | None,
     out: Path,
+    on_policy: OnPolicyConfig | None = None,
 ) -> dict[str, Any]:
     model = copy.deepcopy(initial)  # the distilled student and its twin start alike
+    sampler = None if on_policy is None else OnPolicyDistillation(on_policy, teacher)
     freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
     online = alpha > 0 and cache is None
     layout = "sampled" if config.teacher_outputs == "sampled" else "top-k"
@@ -148,6 +175,7 @@ def _train_one(
         divergence=config.divergence,
         jsd_beta=config.jsd_beta,
         teacher=teacher if online else None,
+        on_policy=sampler,
     )
     save_trained_model(trainer, tokenizer, out / "model")
     metrics: dict[str, Any] = {
@@ -156,6 +184,8 @@ def _train_one(
         "parameters": parameter_counts(model),
         "teacher_outputs": None if alpha == 0 else ("online" if online else layout),
     }
+    if sampler is not None:
+        metrics["on_policy"] = sampler.summary(trainer.args.device)
     for split in ("validation", "test"):
         metrics[split] = perplexity(
             model, sequences[split], tokenizer.pad_token_id, desc=f"student: {split} perplexity"
@@ -205,7 +235,10 @@ def run(
         tokenizer=tokenizer,
         sequences=sequences,
     )
-    metrics = _train_one("distilled", student.alpha, cache=cache, out=out, **common)
+    on_policy = on_policy_config(student, initial, tokenizer)
+    metrics = _train_one(
+        "distilled", student.alpha, cache=cache, out=out, on_policy=on_policy, **common
+    )
     metrics.update(
         divergence=student.divergence,
         temperature=student.temperature,
