@@ -418,6 +418,20 @@ def test_on_policy_keys_are_refused_by_other_tasks() -> None:
     ]
 
 
+def test_jsd_beta_without_a_jsd_is_refused() -> None:
+    assert _problems(jsd_beta=0.2) == [
+        "(top level): student.jsd_beta is used only with student.divergence = 'jsd' or "
+        "student.on_policy_divergence = 'jsd' (this recipe uses forward_kl)"
+    ]
+    assert _problems(jsd_beta=0.2, on_policy_fraction=0.5, on_policy_divergence="reverse_kl") == [
+        "(top level): student.jsd_beta is used only with student.divergence = 'jsd' or "
+        "student.on_policy_divergence = 'jsd' (this recipe uses forward_kl, reverse_kl)"
+    ]
+    assert _student(jsd_beta=0.2, divergence="jsd").jsd_beta == 0.2
+    both = _student(jsd_beta=0.2, on_policy_fraction=0.5, on_policy_divergence="jsd")
+    assert both.jsd_beta == 0.2
+
+
 # --------------------------------------------------------------------------- the stage
 
 

@@ -207,6 +207,7 @@ class CausalLM(Task):
             problems
             + _teacher_output_problems(recipe)
             + _on_policy_problems(recipe)
+            + _jsd_beta_problems(recipe)
             + _pruning_problems(recipe)
         )
 
@@ -289,6 +290,20 @@ def _on_policy_problems(recipe: Any) -> list[str]:
             "texts, which are at most that long"
         )
     return problems
+
+
+def _jsd_beta_problems(recipe: Any) -> list[str]:
+    """jsd_beta weighs the JSD's mixture only: set beside two KLs it would be ignored."""
+    student = recipe.student
+    used = {student.divergence}
+    if student.on_policy_fraction > 0:
+        used.add(on_policy_divergence(student))
+    if recipe.is_set("student.jsd_beta") and "jsd" not in used:
+        return [
+            "student.jsd_beta is used only with student.divergence = 'jsd' or "
+            f"student.on_policy_divergence = 'jsd' (this recipe uses {', '.join(sorted(used))})"
+        ]
+    return []
 
 
 def _pruning_problems(recipe: Any) -> list[str]:
