@@ -10,13 +10,14 @@ candidates -> accuracy gate -> the fastest faithful one -> bundle.
    ``export.cls_pruning``, its last layer computes only the first token past its attention
    (:func:`distill.export.onnx.prune_to_first_token`); that graph is checked against PyTorch
    again, with the same tolerance;
-3. every int8 candidate (:data:`CANDIDATES`, chosen by ``export.candidates`` or by
-   ``export.quantization``) is built, scored on the whole test split (accuracy, macro-F1,
-   agreement with fp32), weighed and timed at batch 1 and ``max_length`` (all candidates and
-   the fp32 graph interleaved, so noise hits them alike);
+3. every int8 candidate (:data:`distill.export.candidates.CANDIDATES`, chosen by
+   ``export.candidates`` or by ``export.quantization``) is built, scored on the whole test
+   split (accuracy, macro-F1, agreement with fp32), weighed and timed at batch 1 and
+   ``max_length`` (all candidates and the fp32 graph interleaved, so noise hits them alike);
 4. the fastest candidate whose accuracy drop vs fp32 is within ``export.max_accuracy_drop``
-   is deployed (p50s within :data:`LATENCY_TIE` of the fastest count as a tie, settled by
-   the smaller file, sizes within the same margin by agreement with fp32, then accuracy).
+   is deployed (:func:`distill.export.candidates.choose_candidate`: p50s within
+   ``LATENCY_TIE`` of the fastest count as a tie, settled by the smaller file, sizes within
+   the same margin by agreement with fp32, then accuracy).
    When none qualifies the fp32 model is deployed and the metrics say why, or, with
    ``export.require_int8 = true``, :class:`~distill.errors.AccuracyDropError` is raised.
 
@@ -49,9 +50,8 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from transformers import AutoTokenizer
@@ -62,6 +62,21 @@ from distill.dataset_files import Split, read_label_names, read_split, save_logi
 from distill.errors import AccuracyDropError, ArtifactError, DataError, ModelLoadError
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import FP32_REFERENCE, assemble_bundle, write_bundle_manifest
+from distill.export.candidates import (
+    CANDIDATES,
+    LATENCY_ROUNDS,
+    LATENCY_RUNS,
+    LATENCY_TIE,
+    LATENCY_WARMUP,
+    Candidate,
+    candidate_settings,
+    candidates_line,
+    choose_candidate,
+    dynamic_int8,
+    optimize_checked,
+    teacher_candidate,
+    time_models,
+)
 from distill.export.gate import Gate
 from distill.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.latency import ort_session as latency_session
@@ -77,50 +92,7 @@ log = logging.getLogger("distill")
 
 PARITY_EXAMPLES = 32
 EVAL_BATCH_SIZE = 32
-# Batch-1 latency of the candidates: warm-up calls, then timed calls spread over many short
-# rounds (5 calls per model each), so a burst of load from elsewhere hits every model.
-LATENCY_WARMUP = 5
-LATENCY_RUNS = 60
-LATENCY_ROUNDS = 12
-# Candidates whose batch-1 p50 (or, among those, file size) is within this fraction of the
-# best one's are a tie.
-LATENCY_TIE = 0.05
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """One way of making the int8 model."""
-
-    name: str
-    mode: Literal["dynamic", "static", "table"]
-    optimized: bool  # quantize the ORT-optimized (fused) graph instead of the plain export
-    quantize_embeddings: bool  # int8 embedding tables (Gather / EmbedLayerNormalization)
-
-    def describe(self) -> str:
-        if self.mode == "table":
-            return "int8 token table (symmetric, one scale per row), fp32 head"
-        graph = "ORT-optimized graph" if self.optimized else "plain graph"
-        embeddings = "int8 embeddings" if self.quantize_embeddings else "fp32 embeddings"
-        if self.mode == "static":
-            return f"static QDQ (MinMax calibration) on the {graph}"
-        return f"dynamic int8 on the {graph}, {embeddings}"
-
-
-CANDIDATES: dict[str, Candidate] = {
-    c.name: c
-    for c in (
-        Candidate("dynamic", "dynamic", optimized=False, quantize_embeddings=True),
-        Candidate("dynamic-fp32-embeddings", "dynamic", optimized=False, quantize_embeddings=False),
-        Candidate("dynamic-optimized", "dynamic", optimized=True, quantize_embeddings=True),
-        Candidate(
-            "dynamic-optimized-fp32-embeddings",
-            "dynamic",
-            optimized=True,
-            quantize_embeddings=False,
-        ),
-        Candidate("static", "static", optimized=False, quantize_embeddings=True),
-    )
-}
 # A static student's one int8 candidate: its graph is a table lookup, a mean and a head, so
 # only the table is worth quantizing (export.candidates lists transformer candidates).
 TABLE_CANDIDATE = Candidate("int8-table", "table", optimized=False, quantize_embeddings=True)
@@ -181,7 +153,7 @@ def _teacher_baseline(
         out / export_teacher.FOLDER,
         data,
         export,
-        candidate_name=export_teacher.teacher_candidate(export, student_metrics.get("chosen")),
+        candidate_name=teacher_candidate(export.candidate_names(), student_metrics.get("chosen")),
         seed=ctx.seed,
     )
 
@@ -283,11 +255,14 @@ def export_student(
             records.append(record)
             if path is not None and logits is not None:
                 built[candidate.name] = (path, logits)
-        latency = _time_models(
+        latency = time_models(
             {"fp32": fp32_path, **{name: path for name, (path, _) in built.items()}},
             tokenizer,
-            test,
+            test.texts,
             data.max_length,
+            runs=LATENCY_RUNS,
+            warmup=LATENCY_WARMUP,
+            rounds=LATENCY_ROUNDS,
         )
         for record in records:
             if record["name"] in latency:
@@ -300,13 +275,13 @@ def export_student(
         chosen, reason = choose_candidate(
             records, Gate("export.max_accuracy_drop", export.max_accuracy_drop)
         )
-        log.info("int8 candidates: %s", _candidates_line(records))
+        log.info("int8 candidates: %s", candidates_line(records))
         log.info("deployed: %s (%s)", chosen or "fp32", reason)
         if chosen is None and records and export.require_int8:
             raise AccuracyDropError(
                 f"no int8 candidate was built with an accuracy within export.max_accuracy_drop = "
                 f"{export.max_accuracy_drop:g} of fp32 ({fp32_scores['accuracy']:.4f} on "
-                f"{len(test)} test examples): {_candidates_line(records)}; the model was not "
+                f"{len(test)} test examples): {candidates_line(records)}; the model was not "
                 "published (export.require_int8 = true; raise export.max_accuracy_drop, try "
                 "other export.candidates, or allow an fp32 fallback)"
             )
@@ -514,36 +489,18 @@ def _optimize(
 ) -> tuple[Path | None, dict[str, Any]]:
     """The ORT-optimized graph (None when the model type has no transformer optimizer) and
     its settings, including its parity with PyTorch (ParityError beyond the tolerance)."""
-    try:
-        path, settings = onnx_utils.optimize_graph(
-            fp32_path,
-            work / "optimized",
-            level=export.optimization_level,
-            model_config_dir=model_dir,
-            cls_pruning=export.cls_pruning,
-        )
-    except NotImplementedError as exc:
-        log.warning("graph optimization skipped: %s", exc)
-        return None, {"level": export.optimization_level, "skipped": str(exc)}
-    settings["parity_differences"] = onnx_utils.check_parity(
-        path,
-        torch_model,
-        tokenizer,
-        parity_texts,
+    return optimize_checked(
+        fp32_path,
+        work,
+        level=export.optimization_level,
+        cls_pruning=export.cls_pruning,
+        model_dir=model_dir,
+        torch_model=torch_model,
+        tokenizer=tokenizer,
+        texts=parity_texts,
         max_length=data.max_length,
         tolerance=export.parity_tolerance,
     )
-    settings["parity_max_abs_diff"] = max(settings["parity_differences"].values())
-    log.info(
-        "optimized graph (level %s): %s -> %s nodes, fused %s, CLS pruning %s, parity %s",
-        settings["level"],
-        settings["nodes_before"],
-        settings["nodes"],
-        settings["fused_operators"],
-        settings.get("cls_pruning", {"applied": False}),
-        settings["parity_differences"],
-    )
-    return path, settings
 
 
 # --------------------------------------------------------------------------- candidates
@@ -621,51 +578,33 @@ def _quantize(
             "graph": "plain",
             "quantize_embeddings": True,
         }
-    operators = None
+    level = optimization.get("level", 0)
     if candidate.mode == "dynamic":
-        operators = list(onnx_utils.DYNAMIC_MATMUL_OPERATORS)
-        if candidate.quantize_embeddings:
-            operators += onnx_utils.EMBEDDING_OPERATORS
-    config = onnx_utils.quantization_config(
-        candidate.mode,
-        per_channel=export.per_channel,
-        reduce_range=export.reduce_range,
-        operators=operators,
-    )
-    settings = onnx_utils.describe_quantization(config, candidate.mode)
-    settings.update(
-        {
-            "candidate": candidate.name,
-            "graph": "optimized" if candidate.optimized else "plain",
-            "optimization_level": optimization.get("level", 0) if candidate.optimized else 0,
-            "quantize_embeddings": candidate.quantize_embeddings,
-        }
-    )
-    if candidate.mode == "dynamic":
-        settings["quantizer"] = "onnxruntime.quantization.quantize_dynamic"
-        settings["extra_options"] = dict(onnx_utils.DYNAMIC_EXTRA_OPTIONS)
-        path = onnx_utils.quantize_dynamic(
+        return dynamic_int8(
+            candidate,
             source,
             save_dir,
-            config,
-            optimization=onnx_utils.optimization_config(optimization["level"])
-            if candidate.optimized
-            else None,
+            per_channel=export.per_channel,
+            reduce_range=export.reduce_range,
+            level=level,
         )
-    else:
-        texts = _calibration_texts(data_dir, export.calibration_samples, seed)
-        features = onnx_utils.encode(
-            tokenizer,
-            texts,
-            max_length=data.max_length,
-            input_names=onnx_utils.graph_info(source)["input_names"],
-            padding="max_length",
-        )
-        settings["quantizer"] = "optimum.onnxruntime.ORTQuantizer"
-        path = onnx_utils.quantize_static(
-            source, save_dir, config, features, work_dir=work / "calibration" / candidate.name
-        )
-        settings["calibration"] = {"method": "minmax", "split": "train", "samples": len(texts)}
+    config = onnx_utils.quantization_config(
+        "static", per_channel=export.per_channel, reduce_range=export.reduce_range
+    )
+    settings = candidate_settings(candidate, config, level)
+    texts = _calibration_texts(data_dir, export.calibration_samples, seed)
+    features = onnx_utils.encode(
+        tokenizer,
+        texts,
+        max_length=data.max_length,
+        input_names=onnx_utils.graph_info(source)["input_names"],
+        padding="max_length",
+    )
+    settings["quantizer"] = "optimum.onnxruntime.ORTQuantizer"
+    path = onnx_utils.quantize_static(
+        source, save_dir, config, features, work_dir=work / "calibration" / candidate.name
+    )
+    settings["calibration"] = {"method": "minmax", "split": "train", "samples": len(texts)}
     return path, settings
 
 
@@ -693,38 +632,6 @@ def _evaluate(
         batch_size=EVAL_BATCH_SIZE,
         desc=f"export: {name} on the test split",
     )
-
-
-def _time_models(
-    paths: dict[str, Path], tokenizer: Any, test: Split, max_length: int
-) -> dict[str, dict[str, Any]]:
-    """Batch-1 latency at ``max_length`` of every model, interleaved (p50, p95, ...)."""
-    from distill import latency
-    from distill.bench import interleaved_latency, onnx_call
-
-    inputs = latency.fixed_length_batch(tokenizer, test.texts, batch_size=1, max_length=max_length)
-    sessions = {
-        name: latency.ort_session(path, onnx_utils.SESSION_THREADS) for name, path in paths.items()
-    }
-    stats = interleaved_latency(
-        {name: onnx_call(session, inputs) for name, session in sessions.items()},
-        runs=LATENCY_RUNS,
-        warmup=LATENCY_WARMUP,
-        rounds=LATENCY_ROUNDS,
-        desc="export: timing",
-    )
-    return {
-        name: {
-            k: v
-            for k, v in s.with_setup(
-                threads=onnx_utils.SESSION_THREADS, batch_size=1, sequence_length=max_length
-            )
-            .to_dict()
-            .items()
-            if k in ("p50_ms", "p95_ms", "mean_ms", "runs", "warmup", "threads")
-        }
-        for name, s in stats.items()
-    }
 
 
 def serving_threads(
@@ -758,66 +665,6 @@ def serving_threads(
         "p50_ms_by_threads": {str(n): p50[n] for n in counts},
         "measured": "batch 1, the first test text, interleaved",
     }
-
-
-# --------------------------------------------------------------------------- the choice
-
-
-def choose_candidate(
-    records: list[dict[str, Any]], gate: Gate, tie: float = LATENCY_TIE
-) -> tuple[str | None, str]:
-    """The candidate to deploy and why: the fastest (batch-1 p50) of those the gate passes
-    (each record gets ``qualifies``). p50s within ``tie`` of the fastest are a tie, settled by
-    size (files within ``tie`` of the smallest stay tied), then by agreement with fp32, then
-    accuracy. ``(None, reason)`` when no candidate qualifies."""
-    if not records:
-        return None, "no int8 candidates (export.quantization = 'none')"
-    for r in records:
-        r["qualifies"] = "error" not in r and gate.passes(r.get("accuracy_drop"))
-    qualified = [r for r in records if r["qualifies"]]
-    if not qualified:
-        return None, (
-            f"no int8 candidate within {gate.describe()} "
-            f"({_candidates_line(records)}): fp32 deployed"
-        )
-    fastest = min(r["latency_b1"]["p50_ms"] for r in qualified)
-    tied = [r for r in qualified if r["latency_b1"]["p50_ms"] <= fastest * (1 + tie)]
-    smallest = min(r["bytes"] for r in tied)
-    small = [r for r in tied if r["bytes"] <= smallest * (1 + tie)]
-    best = min(
-        small,
-        key=lambda r: (-r["agreement_with_fp32"], -r["accuracy"], r["latency_b1"]["p50_ms"]),
-    )
-    reason = (
-        f"fastest at batch 1 within the accuracy budget: {best['latency_b1']['p50_ms']:.2f} ms "
-        f"p50, accuracy drop {best['accuracy_drop']:+.4f} <= {gate.budget:g}"
-    )
-    if len(tied) > 1:
-        others = ", ".join(r["name"] for r in tied if r is not best)
-        reason += f"; tied within {tie:.0%} with {others}"
-        if len(small) < len(tied):
-            reason += ", so the smaller file"
-        if len(small) > 1:
-            reason += ", so the closest agreement with fp32"
-    excluded = [r["name"] for r in records if r not in qualified]
-    if excluded:
-        reason += f"; over the accuracy budget or failed: {', '.join(excluded)}"
-    return best["name"], reason
-
-
-def _candidates_line(records: list[dict[str, Any]]) -> str:
-    parts = []
-    for r in records:
-        if "error" in r:
-            parts.append(f"{r['name']} failed ({r['error']})")
-            continue
-        p50 = (r.get("latency_b1") or {}).get("p50_ms")
-        timing = f", {p50:.2f} ms" if p50 is not None else ""
-        parts.append(
-            f"{r['name']} accuracy {r['accuracy']:.4f} (drop {r['accuracy_drop']:+.4f}), "
-            f"{r['bytes'] / 1e6:.1f} MB{timing}"
-        )
-    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- the bundle

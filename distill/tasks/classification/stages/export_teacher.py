@@ -35,15 +35,6 @@ log = logging.getLogger("distill")
 FOLDER = "teacher"
 
 
-def teacher_candidate(export: ExportConfig, student_chosen: str | None) -> str | None:
-    """The int8 candidate for the teacher: the student's deployed one, else the recipe's
-    first (None for ``export.quantization = "none"``)."""
-    names = export.candidate_names()
-    if not names:
-        return None
-    return student_chosen if student_chosen in names else names[0]
-
-
 def export_teacher(
     teacher_dir: Path,
     data_dir: Path,
