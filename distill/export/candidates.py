@@ -4,7 +4,8 @@ PyTorch), the dynamic int8 build, the batch-1 timing of all of them together, an
 of the fastest one the gate passes.
 
 The stages share this so that a candidate means, is built, is timed and is chosen the same
-way whatever the task.
+way whatever the task. Each stage scores its candidates with its own measure (accuracy,
+entity F1) into dicts; :func:`choose_candidate` reads the keys a :class:`Measure` names.
 """
 
 from __future__ import annotations
@@ -209,24 +210,39 @@ def time_models(
 # --------------------------------------------------------------------------- the choice
 
 
+@dataclass(frozen=True)
+class Measure:
+    """The keys of a candidate record that the choice reads: ``score`` (higher is better),
+    ``drop`` (its loss vs fp32, what the gate judges), and how messages name the score."""
+
+    score: str
+    drop: str
+    label: str
+
+
+ACCURACY = Measure("accuracy", "accuracy_drop", "accuracy")
+
+
 def choose_candidate(
     records: list[dict[str, Any]],
     gate: Gate,
     tie: float = LATENCY_TIE,
+    *,
+    measure: Measure = ACCURACY,
 ) -> tuple[str | None, str]:
     """The candidate to deploy and why: the fastest (batch-1 p50) of those the gate passes
     (each record gets ``qualifies``). p50s within ``tie`` of the fastest are a tie, settled by
     size (files within ``tie`` of the smallest stay tied), then by agreement with fp32, then
-    accuracy. ``(None, reason)`` when no candidate qualifies."""
+    the score. ``(None, reason)`` when no candidate qualifies."""
     if not records:
         return None, "no int8 candidates (export.quantization = 'none')"
     for r in records:
-        r["qualifies"] = "error" not in r and gate.passes(r.get("accuracy_drop"))
+        r["qualifies"] = "error" not in r and gate.passes(r.get(measure.drop))
     qualified = [r for r in records if r["qualifies"]]
     if not qualified:
         return None, (
             f"no int8 candidate within {gate.describe()} "
-            f"({candidates_line(records)}): fp32 deployed"
+            f"({candidates_line(records, measure)}): fp32 deployed"
         )
     fastest = min(r["latency_b1"]["p50_ms"] for r in qualified)
     tied = [r for r in qualified if r["latency_b1"]["p50_ms"] <= fastest * (1 + tie)]
@@ -234,11 +250,16 @@ def choose_candidate(
     small = [r for r in tied if r["bytes"] <= smallest * (1 + tie)]
     best = min(
         small,
-        key=lambda r: (-r["agreement_with_fp32"], -r["accuracy"], r["latency_b1"]["p50_ms"]),
+        key=lambda r: (
+            -r["agreement_with_fp32"],
+            -r[measure.score],
+            r["latency_b1"]["p50_ms"],
+        ),
     )
     reason = (
-        f"fastest at batch 1 within the accuracy budget: {best['latency_b1']['p50_ms']:.2f} ms "
-        f"p50, accuracy drop {best['accuracy_drop']:+.4f} <= {gate.budget:g}"
+        f"fastest at batch 1 within the {measure.label} budget: "
+        f"{best['latency_b1']['p50_ms']:.2f} ms p50, {measure.label} drop "
+        f"{best[measure.drop]:+.4f} <= {gate.budget:g}"
     )
     if len(tied) > 1:
         others = ", ".join(r["name"] for r in tied if r is not best)
@@ -249,11 +270,11 @@ def choose_candidate(
             reason += ", so the closest agreement with fp32"
     excluded = [r["name"] for r in records if r not in qualified]
     if excluded:
-        reason += f"; over the accuracy budget or failed: {', '.join(excluded)}"
+        reason += f"; over the {measure.label} budget or failed: {', '.join(excluded)}"
     return best["name"], reason
 
 
-def candidates_line(records: list[dict[str, Any]]) -> str:
+def candidates_line(records: list[dict[str, Any]], measure: Measure = ACCURACY) -> str:
     """Every candidate on one line, for logs and errors: its score, drop, size and p50."""
     parts = []
     for r in records:
@@ -263,7 +284,7 @@ def candidates_line(records: list[dict[str, Any]]) -> str:
         p50 = (r.get("latency_b1") or {}).get("p50_ms")
         timing = f", {p50:.2f} ms" if p50 is not None else ""
         parts.append(
-            f"{r['name']} accuracy {r['accuracy']:.4f} (drop {r['accuracy_drop']:+.4f}), "
-            f"{r['bytes'] / 1e6:.1f} MB{timing}"
+            f"{r['name']} {measure.label} {r[measure.score]:.4f} "
+            f"(drop {r[measure.drop]:+.4f}), {r['bytes'] / 1e6:.1f} MB{timing}"
         )
     return "; ".join(parts)
