@@ -559,7 +559,7 @@ class _ExportConfig(_Table):
         True,
         description="'-optimized' candidates: after its attention, the last layer computes "
         "only the first token, the one the classification head reads (exact; checked by "
-        "the parity test).",
+        "the parity test). Classification only: a tagger reads every token.",
     )
     candidates: list[ExportCandidate] | None = Field(
         None,
@@ -567,7 +567,8 @@ class _ExportConfig(_Table):
         "max_accuracy_drop is deployed. Default: by `quantization` (dynamic: dynamic and "
         "dynamic-optimized; static: static). The '-fp32-embeddings' ones keep the "
         "embedding tables fp32 (about 3.3x larger files), for when int8 embeddings cost "
-        "too much accuracy.",
+        "too much accuracy. Token-classification builds the dynamic ones (its gate: "
+        "max_f1_drop).",
     )
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
     reduce_range: bool = Field(

@@ -286,6 +286,54 @@ def test_teacher_baseline_is_read_by_every_task_that_exports_a_teacher() -> None
         assert validate_recipe(raw).export.teacher_baseline is False
 
 
+def test_the_int8_candidate_keys_are_read_by_classification_and_ner_cls_pruning_not() -> None:
+    """A tagger weighs the same candidates; CLS pruning would cut every token but the first."""
+    for key in ("export.candidates", "export.optimization_level"):
+        assert sorted(_owners(key)) == ["sequence-classification", "token-classification"], key
+    assert _owners("export.cls_pruning") == ["sequence-classification"]
+    ner = {**MINIMAL, "task": "token-classification"}
+    assert validate_recipe(ner).export.candidate_names() == ["dynamic", "dynamic-optimized"]
+    raw = apply_overrides(ner, ["export.optimization_level=0"])
+    assert validate_recipe(raw).export.candidate_names() == ["dynamic"]
+    names = ["dynamic-optimized-fp32-embeddings", "dynamic-fp32-embeddings"]
+    raw = apply_overrides(ner, [f"export.candidates={names}", "export.optimization_level=99"])
+    assert validate_recipe(raw).export.candidate_names() == names
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(apply_overrides(ner, ["export.cls_pruning=false"]))
+    assert info.value.problems == [
+        "(top level): export.cls_pruning is read by task 'sequence-classification' only, not by "
+        "this recipe's task 'token-classification'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("candidates", "problem"),
+    [
+        (
+            "['dynamic', 'static']",
+            "(top level): export.candidates = ['dynamic', 'static']: 'static' is not supported "
+            "for task 'token-classification' (it builds: 'dynamic', 'dynamic-fp32-embeddings', "
+            "'dynamic-optimized', 'dynamic-optimized-fp32-embeddings')",
+        ),
+        (
+            "['int8-table']",
+            "export.candidates.0: Input should be 'dynamic', 'dynamic-fp32-embeddings', "
+            "'dynamic-optimized', 'dynamic-optimized-fp32-embeddings' or 'static' "
+            "(got 'int8-table')",
+        ),
+    ],
+)
+def test_ner_refuses_candidates_that_make_no_sense_for_tagging(
+    candidates: str, problem: str
+) -> None:
+    raw = apply_overrides(
+        {**MINIMAL, "task": "token-classification"}, [f"export.candidates={candidates}"]
+    )
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    assert info.value.problems == [problem]
+
+
 def _default_of(recipe: Any, dotted: str) -> Any:
     value = recipe
     for part in dotted.split("."):

@@ -11,6 +11,16 @@ from pydantic import Field
 
 from distill.tasks.base import Task
 
+# The int8 candidates (export.candidates) a tagger's export builds: the dynamic ones, on the
+# plain or the ORT-optimized graph (never CLS-pruned: every token is read). Static QDQ needs a
+# calibration path the tagging export does not have yet.
+CANDIDATES = (
+    "dynamic",
+    "dynamic-fp32-embeddings",
+    "dynamic-optimized",
+    "dynamic-optimized-fp32-embeddings",
+)
+
 
 class TokenClassification(Task):
     name = "token-classification"
@@ -23,6 +33,8 @@ class TokenClassification(Task):
     own_keys: ClassVar[tuple[str, ...]] = (
         "student.transfer",
         "student.trim_vocabulary",
+        "export.candidates",
+        "export.optimization_level",
         "export.per_channel",
         "export.reduce_range",
         "export.teacher_baseline",
@@ -119,7 +131,18 @@ class TokenClassification(Task):
             for key, on in values.items()
             if on
         ]
-        return problems
+        return problems + self._candidate_problems(recipe.export.candidates)
+
+    def _candidate_problems(self, candidates: list[str] | None) -> list[str]:
+        """export.candidates naming one the tagging export does not build."""
+        refused = [name for name in candidates or [] if name not in CANDIDATES]
+        if not refused:
+            return []
+        return [
+            f"export.candidates = {list(candidates or [])!r}: "
+            f"{', '.join(map(repr, refused))} is not supported for task {self.name!r} "
+            f"(it builds: {', '.join(map(repr, CANDIDATES))})"
+        ]
 
     def summary_lines(self, report: dict[str, Any]) -> list[str]:
         lines = [f"  {'model':<40} {'entity F1':>9} {'MB':>7} {'p50 ms':>7}"]
