@@ -33,6 +33,7 @@ from distill.tasks.token_classification.files import (
 )
 from distill.tasks.token_classification.runner import load_bundle
 from distill.tasks.token_classification.stages import export as export_stage
+from distill.tasks.token_classification.stages.report import export_section
 from distill.tasks.token_classification.training import encode_words, word_starts
 
 MAX_LENGTH = 16
@@ -193,6 +194,52 @@ def test_the_teacher_baseline_uses_the_candidate_the_student_deployed(
     assert baseline["int8"]["candidate"] == metrics["chosen"]
     assert 0 <= baseline["int8"]["entity_f1"] <= 1 and baseline["int8"]["bytes"] > 0
     assert (out / "teacher_baseline" / "model.onnx").stat().st_size == baseline["int8"]["bytes"]
+
+
+def test_the_report_section_lists_the_candidates_and_the_deployed_one(
+    default_run: tuple[Path, dict[str, Any]],
+) -> None:
+    _, metrics = default_run
+    section = export_section(metrics)
+    assert section is not None and section["gate"] == "export.max_f1_drop = 0.5"
+    assert [c["name"] for c in section["candidates"]] == ["dynamic", "dynamic-optimized"]
+    assert [c["deployed"] for c in section["candidates"]].count(True) == 1
+    assert all(c["p50_ms"] > 0 and c["qualifies"] for c in section["candidates"])
+    assert section["fp32"]["p50_ms"] > 0 and section["reason"] == metrics["chosen_reason"]
+    assert export_section({"deployed": "int8"}) is None  # an export from before candidates
+
+
+def test_the_candidates_table_renders_and_a_report_from_before_it_still_does(
+    default_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from distill.tasks.token_classification.render import write_reports
+
+    _, metrics = default_run
+    headline = {"verdict": None, "warnings": [], "f1_kept": None, "size_ratio": None}
+    report = {
+        "schema_version": 1,
+        "task": "token-classification",
+        "run": "t",
+        "created": "now",
+        "rows": [],
+        "per_type": [],
+        "headline": {**headline, "speedup": None},
+        "disagreements": [],
+    }
+    write_reports(report, tmp_path / "old")  # no "export" key: no candidates section
+    assert "int8 candidates" not in (tmp_path / "old" / "report.md").read_text()
+    write_reports({**report, "export": export_section(metrics)}, tmp_path / "new")
+    markdown = (tmp_path / "new" / "report.md").read_text()
+    assert f"Deployed: **{metrics['chosen']}**, fastest at batch 1" in markdown
+    table = markdown[markdown.index("| graph |") :].splitlines()
+    assert [line.split(" | ")[0] for line in table[2:5]] == [
+        "| fp32",
+        "| dynamic",
+        "| dynamic-optimized",
+    ]
+    assert sum(line.endswith("| yes |") for line in table[2:5]) == 1  # the deployed one
+    html = (tmp_path / "new" / "report.html").read_text()
+    assert "<h2>Export: the int8 candidates</h2>" in html
 
 
 def _timed(p50: dict[str, float]) -> Any:

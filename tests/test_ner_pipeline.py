@@ -104,3 +104,27 @@ def test_report_has_the_floor_per_type_scores_and_disagreements(project: Path) -
     assert report["headline"]["verdict"].startswith("Distillation ")
     for item in report["disagreements"]:
         assert item["teacher"] != item["student"]
+
+
+def test_export_weighs_the_default_candidates_and_the_report_shows_the_choice(
+    project: Path,
+) -> None:
+    export = read_manifest(project / "runs" / NAME / "export")["metrics"]
+    names = [r["name"] for r in export["candidates"]]
+    assert names == ["dynamic", "dynamic-optimized"]
+    assert export["chosen"] in names  # export.max_f1_drop = 1.0: every candidate passes
+    manifest = json.loads((project / "export" / NAME / "manifest.json").read_text())
+    assert manifest["chosen"] == export["chosen"] and len(manifest["candidates"]) == 2
+    folder = project / "reports" / NAME
+    report = json.loads((folder / "report.json").read_text())
+    section = report["export"]
+    assert [c["name"] for c in section["candidates"]] == names
+    assert [c["name"] for c in section["candidates"] if c["deployed"]] == [export["chosen"]]
+    rows = {row["key"]: row for row in report["rows"]}
+    assert rows["deployed"]["name"] == f"Student ONNX int8 ({export['chosen']}, deployed)"
+    assert rows["teacher_onnx_int8"]["name"] == f"Teacher ONNX int8 ({export['chosen']})"
+    markdown = (folder / "report.md").read_text()
+    assert "## Export: the int8 candidates" in markdown
+    assert f"Deployed: **{export['chosen']}**, fastest at batch 1" in markdown
+    html = (folder / "report.html").read_text()
+    assert "<h2>Export: the int8 candidates</h2>" in html and "dynamic-optimized" in html

@@ -1,8 +1,10 @@
 """Stage `report` for tagging: teacher, distilled student, its no-KD twin, the deployed
 bundle, the teacher quantized (when exported) and the memorization floor, side by side:
 entity micro/macro F1 (seqeval, strict IOB2), token accuracy, agreement with the teacher
-(entity level), size, parameters and batch-1 latency timed in one interleaved run; per-type
-scores; the test sentences where the deployed student and the teacher disagree.
+(entity level), size, parameters and batch-1 latency timed in one interleaved run; the int8
+candidates the export weighed (entity F1, drop vs fp32, size, the export's batch-1 p50,
+whether the gate passed it) and why it deployed the one it did; per-type scores; the test
+sentences where the deployed student and the teacher disagree.
 
 Writes ``report.json`` (the source of truth) and renders ``report.md`` / ``report.html``
 from it (:mod:`distill.tasks.token_classification.render`).
@@ -104,6 +106,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "rows": rows,
         "per_type": _per_type(rows),
         "headline": _headline(rows),
+        "export": export_section(manifests["export"]["metrics"]),
         "disagreements": _disagreements(test, gold, teacher_tags, deployed_tags),
         "training": {name: training_summary(manifests[name]) for name in ("teacher", "student")},
         "data": (manifests["data"].get("metrics") or {}),
@@ -168,10 +171,11 @@ def _rows(
             )
         )
     deployed = tagging_metrics(gold, deployed_tags, teacher_tags)
+    chosen = f"{export['chosen']}, " if export.get("chosen") else ""
     rows.append(
         _row(
             "deployed",
-            f"Student ONNX {export['deployed']} (deployed)",
+            f"Student ONNX {export['deployed']} ({chosen}deployed)",
             deployed,
             bytes=export["deployed_bytes"],
             parameters=student["parameters"]["total"],
@@ -183,7 +187,9 @@ def _rows(
         rows.append(
             _row(
                 "teacher_onnx_int8",
-                "Teacher ONNX int8",
+                f"Teacher ONNX int8 ({baseline['int8']['candidate']})"
+                if baseline["int8"].get("candidate")
+                else "Teacher ONNX int8",
                 baseline["int8"],
                 bytes=baseline["int8"]["bytes"],
                 parameters=teacher["parameters"]["total"],
@@ -202,6 +208,45 @@ def _rows(
         )
     )
     return rows
+
+
+def export_section(export: dict[str, Any]) -> dict[str, Any] | None:
+    """The int8 candidates the export stage weighed (fp32 first, as their reference), the gate
+    and why it deployed what it did; None for an export that recorded no candidates."""
+    if "candidates" not in export:
+        return None
+    fp32 = export["student"]["fp32"]
+    optimization = export["student"].get("optimization") or {}
+    return {
+        "gate": export.get("gate"),
+        "deployed": export["deployed"],
+        "chosen": export["chosen"],
+        "reason": export["chosen_reason"],
+        "optimization": {
+            k: optimization.get(k)
+            for k in ("level", "skipped", "fused_operators", "parity_max_abs_diff")
+        },
+        "fp32": {
+            "entity_f1": fp32["entity_f1"],
+            "bytes": fp32["bytes"],
+            "p50_ms": (fp32.get("latency_b1") or {}).get("p50_ms"),
+        },
+        "candidates": [_candidate_row(r, export["chosen"]) for r in export["candidates"]],
+    }
+
+
+def _candidate_row(record: dict[str, Any], chosen: str | None) -> dict[str, Any]:
+    """One candidate as the report shows it (every column present, None when not measured)."""
+    keys = ("name", "description", "entity_f1", "entity_f1_drop", "agreement_with_fp32")
+    return {
+        **{k: record.get(k) for k in keys},
+        "bytes": record.get("bytes"),
+        "p50_ms": (record.get("latency_b1") or {}).get("p50_ms"),
+        "speedup_vs_fp32": record.get("speedup_vs_fp32"),
+        "qualifies": record.get("qualifies", False),
+        "error": record.get("error"),
+        "deployed": record["name"] == chosen,
+    }
 
 
 def _bytes(model_dir: Path) -> int:
