@@ -33,6 +33,18 @@ LATENCY_TIE = 0.05
 _LATENCY_KEYS = ("p50_ms", "p95_ms", "mean_ms", "runs", "warmup", "threads")
 
 
+def latency_check(max_length: int) -> dict[str, int]:
+    """How :func:`time_models` timed the candidates, for the export manifest."""
+    return {
+        "batch_size": 1,
+        "seq_len": max_length,
+        "threads": onnx_utils.SESSION_THREADS,
+        "runs": LATENCY_RUNS,
+        "warmup": LATENCY_WARMUP,
+        "rounds": LATENCY_ROUNDS,
+    }
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One way of making the int8 model."""

@@ -400,14 +400,7 @@ def _student_metrics(
         "deployed": "fp32" if chosen is None else "int8",
         "quantization": {"mode": "none"} if record is None else record["settings"],
         "gate": Gate("export.max_f1_drop", export.max_f1_drop).describe(),
-        "latency_check": {
-            "batch_size": 1,
-            "seq_len": data.max_length,
-            "threads": onnx_utils.SESSION_THREADS,
-            "runs": LATENCY_RUNS,
-            "warmup": LATENCY_WARMUP,
-            "rounds": LATENCY_ROUNDS,
-        },
+        "latency_check": shared.latency_check(data.max_length),
         "test": {k: (record or student["fp32"]).get(k) for k in TEST_METRICS},
     }
 
