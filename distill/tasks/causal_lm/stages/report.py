@@ -116,35 +116,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     notes: list[str] = []
     hardware = hardware_info()
     threads = config.latency_threads
-    if hardware.get("available_cores") and threads > hardware["available_cores"]:
-        notes.append(
-            f"latency_threads = {threads} exceeds the {hardware['available_cores']} cores "
-            "available to this process: tokens/s are pessimistic."
-        )
-    runs = min(config.latency_runs, MAX_SPEED_RUNS)
-    warmup = min(config.latency_warmup, MAX_SPEED_WARMUP)
-    if runs < config.latency_runs or warmup < config.latency_warmup:
-        notes.append(
-            f"Generation speed: {runs} timed runs after {warmup} warm-up runs per model "
-            f"(latency_runs = {config.latency_runs}, latency_warmup = {config.latency_warmup} "
-            f"capped at {MAX_SPEED_RUNS} and {MAX_SPEED_WARMUP}: each run generates "
-            f"{config.max_new_tokens} tokens)."
-        )
-
-    # Which ONNX file is which: the bundle's model.onnx is what ships.
-    deployed = export_metrics.get("deployed")
-    if deployed not in ("int8", "fp32"):
-        deployed = "int8" if (bundle / "fp32" / "model.onnx").is_file() else "fp32"
-    fp32_path = bundle / "fp32" / "model.onnx" if deployed == "int8" else bundle / "model.onnx"
-    int8_path = bundle / "model.onnx" if deployed == "int8" else None
-    if deployed == "fp32":
-        if export_metrics.get("int8_perplexity") is not None:
-            notes.append(
-                "The int8 model was measured (test perplexity "
-                f"{export_metrics['int8_perplexity']:.4g}) but the fp32 model was deployed."
-            )
-        else:
-            notes.append("export.quantization = none: there is no int8 model to report.")
+    runs, warmup = _speed_budget(config, hardware, notes)
+    deployed, fp32_path, int8_path = _deployed_files(bundle, export_metrics, notes)
 
     # The models ------------------------------------------------------------------------
     teacher_model = _load_torch(teacher_dir / "model")
@@ -181,52 +154,10 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             "Student without KD: same architecture as the distilled student; its speed is not "
             "measured again."
         )
-    student_parameters = rows[1]["parameters"]
-    onnx_rows = [("student_onnx_fp32", "Student ONNX fp32", "fp32", fp32_path, "fp32_perplexity")]
-    if int8_path is not None:
-        onnx_rows.append(
-            ("student_onnx_int8", "Student ONNX int8", "int8", int8_path, "int8_perplexity")
-        )
-    for key, name, precision, path, metric in onnx_rows:
-        files = onnx_files(path)
-        rows.append(
-            {
-                "key": key,
-                "name": name,
-                "runtime": "onnxruntime",
-                "precision": precision,
-                "deployed": path == bundle / "model.onnx",
-                "parameters": student_parameters,
-                "architecture": rows[1]["architecture"],
-                "bytes": sum(f.stat().st_size for f in files),
-                "weight_files": [relative_path(f, export_dir) for f in files],
-                "perplexity": _number(export_metrics.get(metric)),
-                "validation_perplexity": None,
-                "test_tokens": None,
-                "speed": None,
-            }
-        )
-
-    baseline = export_metrics.get("teacher_baseline") or {}
-    for key, (precision, path) in teacher_onnx.items():
-        files = onnx_files(path)
-        rows.append(
-            {
-                "key": key,
-                "name": f"Teacher ONNX {precision}",
-                "runtime": "onnxruntime",
-                "precision": precision,
-                "deployed": False,
-                "parameters": rows[0]["parameters"],
-                "architecture": rows[0]["architecture"],
-                "bytes": sum(f.stat().st_size for f in files),
-                "weight_files": [relative_path(f, export_dir) for f in files],
-                "perplexity": _number(baseline.get(f"{precision}_perplexity")),
-                "validation_perplexity": None,
-                "test_tokens": baseline.get("test_tokens"),
-                "speed": None,
-            }
-        )
+    rows += _student_onnx_rows(
+        rows[1], bundle, export_dir, export_metrics, fp32_path=fp32_path, int8_path=int8_path
+    )
+    rows += _teacher_onnx_rows(rows[0], teacher_onnx, export_dir, export_metrics)
 
     # Prompts, timing and samples ---------------------------------------------------------
     prompts = [(example_id, *split_prompt(text)) for example_id, text in texts]
@@ -270,6 +201,173 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         if reference in by_key
     }
 
+    distillation = _distillation(manifests, student_metrics, teacher_metrics, by_key)
+    if any(row["perplexity"] is None for row in rows):
+        absent = [row["name"] for row in rows if row["perplexity"] is None]
+        notes.append(f"No test perplexity in the upstream manifests for: {', '.join(absent)}.")
+
+    wall_times = _wall_times(manifests, inputs, started)
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": TASK,
+        "run": ctx.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": {
+            "splits": {
+                name: {"examples": len(read_split(data_dir, name))}
+                for name in SPLITS
+                if (data_dir / f"{name}.jsonl").is_file()
+            },
+            "test_tokens_scored": (teacher_metrics.get("test") or {}).get("tokens"),
+        },
+        "rows": rows,
+        "deployed": deployed_key,
+        # The deployed student against the PyTorch teacher and the teacher's own ONNX files.
+        "headline": headline,
+        "export": {
+            "deployed": deployed,
+            "fp32_perplexity": _number(export_metrics.get("fp32_perplexity")),
+            "int8_perplexity": _number(export_metrics.get("int8_perplexity")),
+            "parity_max_abs_diff": _number(export_metrics.get("parity_max_abs_diff")),
+            "fp32_bytes": export_metrics.get("fp32_bytes"),
+            "int8_bytes": export_metrics.get("int8_bytes"),
+        },
+        "speed_setup": _speed_setup(threads, n_new, runs, warmup, speed_ids),
+        "samples": samples,
+        "samples_setup": {
+            "max_new_tokens": n_new,
+            "decoding": "greedy; stops at the model's EOS token",
+            "prompt": f"the first half of a test text's words (at most {MAX_PROMPT_WORDS})",
+        },
+        "distillation": distillation,
+        "training": {
+            "teacher": _training(manifests["teacher"]),
+            "student": _training(manifests["student"]),
+        },
+        "recipe": _recipe(manifests, config),
+        "wall_time_s": wall_times,
+        "versions": library_versions(),
+        "hardware": hardware,
+        "notes": notes,
+    }
+
+
+def _speed_budget(
+    config: ReportConfig, hardware: dict[str, Any], notes: list[str]
+) -> tuple[int, int]:
+    """Timed and warm-up generation runs per model (capped: each generates max_new_tokens);
+    what limits them is said in ``notes``."""
+    threads = config.latency_threads
+    if hardware.get("available_cores") and threads > hardware["available_cores"]:
+        notes.append(
+            f"latency_threads = {threads} exceeds the {hardware['available_cores']} cores "
+            "available to this process: tokens/s are pessimistic."
+        )
+    runs = min(config.latency_runs, MAX_SPEED_RUNS)
+    warmup = min(config.latency_warmup, MAX_SPEED_WARMUP)
+    if runs < config.latency_runs or warmup < config.latency_warmup:
+        notes.append(
+            f"Generation speed: {runs} timed runs after {warmup} warm-up runs per model "
+            f"(latency_runs = {config.latency_runs}, latency_warmup = {config.latency_warmup} "
+            f"capped at {MAX_SPEED_RUNS} and {MAX_SPEED_WARMUP}: each run generates "
+            f"{config.max_new_tokens} tokens)."
+        )
+    return runs, warmup
+
+
+def _deployed_files(
+    bundle: Path, export_metrics: dict[str, Any], notes: list[str]
+) -> tuple[str, Path, Path | None]:
+    """Which ONNX file is which (the bundle's model.onnx is what ships): the deployed
+    precision, the fp32 file and the int8 file (None when fp32 is deployed)."""
+    deployed = export_metrics.get("deployed")
+    if deployed not in ("int8", "fp32"):
+        deployed = "int8" if (bundle / "fp32" / "model.onnx").is_file() else "fp32"
+    fp32_path = bundle / "fp32" / "model.onnx" if deployed == "int8" else bundle / "model.onnx"
+    int8_path = bundle / "model.onnx" if deployed == "int8" else None
+    if deployed == "fp32":
+        if export_metrics.get("int8_perplexity") is not None:
+            notes.append(
+                "The int8 model was measured (test perplexity "
+                f"{export_metrics['int8_perplexity']:.4g}) but the fp32 model was deployed."
+            )
+        else:
+            notes.append("export.quantization = none: there is no int8 model to report.")
+    return deployed, fp32_path, int8_path
+
+
+def _onnx_row(
+    key: str, name: str, precision: str, path: Path, pytorch_row: dict[str, Any], export_dir: Path
+) -> dict[str, Any]:
+    """An ONNX model's row: sizes of its files, the PyTorch row's parameters; no speed yet."""
+    files = onnx_files(path)
+    return {
+        "key": key,
+        "name": name,
+        "runtime": "onnxruntime",
+        "precision": precision,
+        "deployed": False,
+        "parameters": pytorch_row["parameters"],
+        "architecture": pytorch_row["architecture"],
+        "bytes": sum(f.stat().st_size for f in files),
+        "weight_files": [relative_path(f, export_dir) for f in files],
+        "perplexity": None,
+        "validation_perplexity": None,
+        "test_tokens": None,
+        "speed": None,
+    }
+
+
+def _student_onnx_rows(
+    student_row: dict[str, Any],
+    bundle: Path,
+    export_dir: Path,
+    export_metrics: dict[str, Any],
+    *,
+    fp32_path: Path,
+    int8_path: Path | None,
+) -> list[dict[str, Any]]:
+    """The student's fp32 and (when built) int8 ONNX rows, the deployed one marked."""
+    models = [("student_onnx_fp32", "Student ONNX fp32", "fp32", fp32_path, "fp32_perplexity")]
+    if int8_path is not None:
+        models.append(
+            ("student_onnx_int8", "Student ONNX int8", "int8", int8_path, "int8_perplexity")
+        )
+    rows = []
+    for key, name, precision, path, metric in models:
+        row = _onnx_row(key, name, precision, path, student_row, export_dir)
+        row["deployed"] = path == bundle / "model.onnx"
+        row["perplexity"] = _number(export_metrics.get(metric))
+        rows.append(row)
+    return rows
+
+
+def _teacher_onnx_rows(
+    teacher_row: dict[str, Any],
+    teacher_onnx: dict[str, tuple[str, Path]],
+    export_dir: Path,
+    export_metrics: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The teacher's own ONNX rows (export.teacher_baseline), never deployed."""
+    baseline = export_metrics.get("teacher_baseline") or {}
+    rows = []
+    for key, (precision, path) in teacher_onnx.items():
+        row = _onnx_row(key, f"Teacher ONNX {precision}", precision, path, teacher_row, export_dir)
+        row["perplexity"] = _number(baseline.get(f"{precision}_perplexity"))
+        row["test_tokens"] = baseline.get("test_tokens")
+        rows.append(row)
+    return rows
+
+
+def _distillation(
+    manifests: dict[str, dict[str, Any]],
+    student_metrics: dict[str, Any],
+    teacher_metrics: dict[str, Any],
+    by_key: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The student's settings that matter, how it was built and selected, and what the
+    teacher's distribution bought over the no-KD twin."""
     student_cfg = (manifests["student"].get("config") or {}).get("student") or {}
     settings = {
         key: student_cfg.get(key)
@@ -303,10 +401,13 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         # What the teacher's distribution bought: positive when the distilled student is better.
         "perplexity_gain_over_no_kd": gain,
     }
-    if any(row["perplexity"] is None for row in rows):
-        absent = [row["name"] for row in rows if row["perplexity"] is None]
-        notes.append(f"No test perplexity in the upstream manifests for: {', '.join(absent)}.")
+    return distillation
 
+
+def _wall_times(
+    manifests: dict[str, dict[str, Any]], inputs: dict[str, Path], started: float
+) -> dict[str, Any]:
+    """Each stage's wall seconds in pipeline order, the report's own included."""
     wall_times = {name: manifests[name].get("wall_time_s") for name in UPSTREAM}
     if "labels" in inputs:  # the teacher's cached logits, between teacher and student
         labels_manifest = read_manifest(inputs["labels"]) or {}
@@ -318,72 +419,36 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             "export": wall_times["export"],
         }
     wall_times["report"] = round(time.perf_counter() - started, 3)
+    return wall_times
 
+
+def _speed_setup(
+    threads: int, n_new: int, runs: int, warmup: int, speed_ids: list[list[int]]
+) -> dict[str, Any]:
+    """How generation speed was measured, for the report to state beside the numbers."""
     return {
-        "schema_version": SCHEMA_VERSION,
-        "task": TASK,
-        "run": ctx.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "data": {
-            "splits": {
-                name: {"examples": len(read_split(data_dir, name))}
-                for name in SPLITS
-                if (data_dir / f"{name}.jsonl").is_file()
-            },
-            "test_tokens_scored": (teacher_metrics.get("test") or {}).get("tokens"),
-        },
-        "rows": rows,
-        "deployed": deployed_key,
-        # The deployed student against the PyTorch teacher and the teacher's own ONNX files.
-        "headline": headline,
-        "export": {
-            "deployed": deployed,
-            "fp32_perplexity": _number(export_metrics.get("fp32_perplexity")),
-            "int8_perplexity": _number(export_metrics.get("int8_perplexity")),
-            "parity_max_abs_diff": _number(export_metrics.get("parity_max_abs_diff")),
-            "fp32_bytes": export_metrics.get("fp32_bytes"),
-            "int8_bytes": export_metrics.get("int8_bytes"),
-        },
-        "speed_setup": {
-            "threads": threads,
-            "batch_size": 1,
-            "max_new_tokens": n_new,
-            "runs": runs,
-            "warmup": warmup,
-            "prompts": len(speed_ids),
-            "prompt_tokens": [len(ids) for ids in speed_ids],
-            "inputs": (
-                f"the first {len(speed_ids)} test prompt(s) (first half of the text, at most "
-                f"{MAX_PROMPT_WORDS} words), cycled run by run; greedy, KV cache, batch 1, "
-                f"EOS ignored so that every run generates {n_new} tokens; tokens/s = new "
-                "tokens / wall time of the generate call (prompt included), median of the runs; "
-                "the models are interleaved run by run"
-            ),
-            "torch": (
-                "torch.set_num_threads(threads); model.generate(do_sample=False, use_cache=True, "
-                "min_new_tokens = max_new_tokens)"
-            ),
-            "onnxruntime": (
-                "distill.tasks.causal_lm.generate (onnxruntime, numpy; intra_op_num_threads = threads, "
-                "inter_op_num_threads = 1), eos_token_ids = ()"
-            ),
-        },
-        "samples": samples,
-        "samples_setup": {
-            "max_new_tokens": n_new,
-            "decoding": "greedy; stops at the model's EOS token",
-            "prompt": f"the first half of a test text's words (at most {MAX_PROMPT_WORDS})",
-        },
-        "distillation": distillation,
-        "training": {
-            "teacher": _training(manifests["teacher"]),
-            "student": _training(manifests["student"]),
-        },
-        "recipe": _recipe(manifests, config),
-        "wall_time_s": wall_times,
-        "versions": library_versions(),
-        "hardware": hardware,
-        "notes": notes,
+        "threads": threads,
+        "batch_size": 1,
+        "max_new_tokens": n_new,
+        "runs": runs,
+        "warmup": warmup,
+        "prompts": len(speed_ids),
+        "prompt_tokens": [len(ids) for ids in speed_ids],
+        "inputs": (
+            f"the first {len(speed_ids)} test prompt(s) (first half of the text, at most "
+            f"{MAX_PROMPT_WORDS} words), cycled run by run; greedy, KV cache, batch 1, "
+            f"EOS ignored so that every run generates {n_new} tokens; tokens/s = new "
+            "tokens / wall time of the generate call (prompt included), median of the runs; "
+            "the models are interleaved run by run"
+        ),
+        "torch": (
+            "torch.set_num_threads(threads); model.generate(do_sample=False, use_cache=True, "
+            "min_new_tokens = max_new_tokens)"
+        ),
+        "onnxruntime": (
+            "distill.tasks.causal_lm.generate (onnxruntime, numpy; intra_op_num_threads = threads, "
+            "inter_op_num_threads = 1), eos_token_ids = ()"
+        ),
     }
 
 
