@@ -135,6 +135,19 @@ def optimize_checked(
     return path, settings
 
 
+def optimize_for(
+    wanted: Sequence[Candidate], fp32_path: Path, work: Path, *, level: int, **checked: Any
+) -> tuple[Path | None, dict[str, Any]]:
+    """:func:`optimize_checked` when a ``wanted`` candidate is built on the optimized graph;
+    otherwise ``(None, settings saying why)`` and no optimizer run."""
+    if not any(c.optimized for c in wanted):
+        settings: dict[str, Any] = {"level": level}
+        if level:
+            settings["skipped"] = "no '-optimized' int8 candidate to build"
+        return None, settings
+    return optimize_checked(fp32_path, work, level=level, **checked)
+
+
 def candidate_settings(candidate: Candidate, config: Any, level: int) -> dict[str, Any]:
     """What a manifest records of a dynamic or static candidate's build: optimum's
     quantization config ``config`` and the graph it quantizes (``level``: the optimization

@@ -74,7 +74,7 @@ from distill.export.candidates import (
     choose_candidate,
     dynamic_int8,
     latency_check,
-    optimize_checked,
+    optimize_for,
     teacher_candidate,
     time_models,
 )
@@ -213,16 +213,11 @@ def export_student(
         log.info("parity with PyTorch: %s", parity)
 
         # 2. Graph optimization, checked against PyTorch with the same tolerance.
-        optimized_path: Path | None = None
-        optimization: dict[str, Any] = {"level": export.optimization_level}
-        if any(c.optimized for c in wanted):
-            optimized_path, optimization = _optimize(
-                export, fp32_path, work, model_dir, torch_model, tokenizer, parity_texts, data
-            )
-            if optimized_path is None:
-                wanted = [c for c in wanted if not c.optimized]
-        elif export.optimization_level:
-            optimization["skipped"] = "no '-optimized' int8 candidate to build"
+        optimized_path, optimization = _optimize(
+            export, wanted, fp32_path, work, model_dir, torch_model, tokenizer, parity_texts, data
+        )
+        if optimized_path is None:
+            wanted = [c for c in wanted if not c.optimized]
         del torch_model
 
         # 3. fp32 on the whole test split.
@@ -473,6 +468,7 @@ def _parity_texts(data_dir: Path, test: Split) -> list[str]:
 
 def _optimize(
     export: ExportConfig,
+    wanted: list[Candidate],
     fp32_path: Path,
     work: Path,
     model_dir: Path,
@@ -481,9 +477,11 @@ def _optimize(
     parity_texts: list[str],
     data: DataConfig,
 ) -> tuple[Path | None, dict[str, Any]]:
-    """The ORT-optimized graph (None when the model type has no transformer optimizer) and
-    its settings, including its parity with PyTorch (ParityError beyond the tolerance)."""
-    return optimize_checked(
+    """The ORT-optimized graph when a ``wanted`` candidate is built on it (None otherwise, or
+    when the model type has no transformer optimizer) and its settings, including its parity
+    with PyTorch (ParityError beyond the tolerance)."""
+    return optimize_for(
+        wanted,
         fp32_path,
         work,
         level=export.optimization_level,

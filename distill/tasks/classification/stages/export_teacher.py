@@ -73,7 +73,15 @@ def export_teacher(
         optimized_path, optimization = None, {"level": 0}
         if candidate is not None and candidate.optimized:
             optimized_path, optimization = export_stage._optimize(
-                export, fp32_path, work, model_dir, torch_model, tokenizer, parity_texts, data
+                export,
+                [candidate],
+                fp32_path,
+                work,
+                model_dir,
+                torch_model,
+                tokenizer,
+                parity_texts,
+                data,
             )
             if optimized_path is None:  # no transformer optimizer for this model type
                 candidate = export_stage.CANDIDATES["dynamic"]

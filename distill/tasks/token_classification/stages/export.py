@@ -206,12 +206,8 @@ def _optimized_graph(
 ) -> tuple[Path | None, dict[str, Any]]:
     """The fused graph when a wanted candidate is built on it, checked against PyTorch; never
     CLS-pruned (every token's tag is read). ``(None, settings saying why)`` otherwise."""
-    if not any(c.optimized for c in wanted):
-        optimization: dict[str, Any] = {"level": export.optimization_level}
-        if export.optimization_level:
-            optimization["skipped"] = "no '-optimized' int8 candidate to build"
-        return None, optimization
-    return shared.optimize_checked(
+    return shared.optimize_for(
+        wanted,
         fp32,
         work,
         level=export.optimization_level,
