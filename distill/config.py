@@ -537,9 +537,12 @@ ExportCandidate = Literal[
 class _ExportConfig(_Table):
     """[export]: ONNX export, parity check, int8 candidates and the accuracy gate."""
 
-    quantization: Literal["none", "dynamic", "static"] = Field(
+    quantization: Literal["none", "dynamic", "static", "weight-only"] = Field(
         "dynamic",
-        description="'none' deploys fp32; 'dynamic' / 'static' pick the default int8 candidates.",
+        description="'none' deploys fp32; 'dynamic' / 'static' pick the default int8 "
+        "candidates; 'weight-only' (causal-lm only) stores the weight matmuls as int8 in "
+        "blocks of 32 with a scale each (ONNX Runtime MatMulNBits) and quantizes no "
+        "activation ahead of time or per tensor.",
     )
     max_accuracy_drop: float = Field(
         0.01, ge=0, le=1, description="Largest accuracy loss (fraction, 0.01 = 1 point) allowed."
@@ -623,6 +626,8 @@ class _ExportConfig(_Table):
             return list(self.candidates)
         if self.quantization == "static":
             return ["static"]
+        if self.quantization == "weight-only":
+            return []  # causal-lm's own pass; the other tasks refuse it (Task.check_recipe)
         if self.optimization_level == 0:
             return ["dynamic"]
         return ["dynamic", "dynamic-optimized"]

@@ -424,3 +424,32 @@ def test_a_key_another_task_owns_is_refused_in_a_student_variant_too(task: str, 
         f"student.variants.v.{field} is read by task {names} only, not by this "
         f"recipe's task {task!r}"
     ) in " ".join(info.value.problems)
+
+
+@pytest.mark.parametrize("task", ["sequence-classification", "token-classification"])
+def test_weight_only_int8_is_causal_lm_only(task: str) -> None:
+    recipe = {
+        "name": "r",
+        "task": task,
+        "data": {"path": "d.csv"},
+        "teacher": {"model": "t"},
+        "student": {"num_layers": 1},
+        "export": {"quantization": "weight-only"},
+    }
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe(recipe)
+    assert f"export.quantization = 'weight-only' is not supported for task {task!r}" in str(
+        caught.value
+    )
+
+
+def test_weight_only_int8_is_accepted_for_causal_lm() -> None:
+    recipe = {
+        "name": "r",
+        "task": "causal-lm",
+        "data": {"path": "d.csv", "text_column": "text"},
+        "teacher": {"model": "t"},
+        "student": {"num_layers": 1},
+        "export": {"quantization": "weight-only"},
+    }
+    assert validate_recipe(recipe).export.quantization == "weight-only"

@@ -81,6 +81,36 @@ def test_int8_model_quantizes_every_projection_and_stays_close(exported, tmp_pat
     assert quantized == pytest.approx(base, rel=0.1)
 
 
+def test_weight_only_int8_keeps_activations_float_and_stays_close(exported, tmp_path) -> None:
+    import json
+
+    fp32 = exported[1] / "model.onnx"
+    int8 = quantize_int8(fp32, tmp_path, "weight-only")
+    assert int8 == tmp_path / "model_quantized.onnx"
+    ops = op_counts(int8)
+    # Every projection of both layers in int8 blocks; no activation quantized per tensor
+    # (DynamicQuantizeLinear is only the tied head's, over the int8 embedding table).
+    assert ops.get("com.microsoft:MatMulNBits") == 2 * 7
+    assert ops.get("MatMulInteger") == 1 and ops.get("DynamicQuantizeLinear") == 1
+    settings = json.loads((tmp_path / "quantization.json").read_text())
+    assert settings == {
+        "mode": "weight-only",
+        "operator": "MatMulNBits",
+        "bits": 8,
+        "block_size": 32,
+        "is_symmetric": True,
+        "accuracy_level": 4,
+    }
+    base = onnx_perplexity(fp32, SEQUENCES)["perplexity"]
+    quantized = onnx_perplexity(int8, SEQUENCES)["perplexity"]
+    assert quantized == pytest.approx(base, rel=0.05)  # a random tiny model: the gate's 5%
+
+
+def test_unknown_int8_mode_is_refused(exported, tmp_path) -> None:
+    with pytest.raises(ValueError, match="int8 mode 'static'"):
+        quantize_int8(exported[1] / "model.onnx", tmp_path, "static")
+
+
 def test_tied_embedding_table_is_stored_once_in_int8(exported, tmp_path: Path) -> None:
     import onnx
     from onnx import numpy_helper

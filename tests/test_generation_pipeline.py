@@ -61,6 +61,7 @@ alpha = 0.8
 temperature = 1.0
 top_k = 8
 [export]
+quantization = "weight-only"
 parity_tolerance = 1e-3
 max_perplexity_increase = 1.0
 [report]
@@ -117,11 +118,14 @@ def test_export_bundle_with_kv_cache_and_int8(project: Path) -> None:
     export = read_manifest(project / "runs" / "gen" / "export")["metrics"]
     assert export["parity_max_abs_diff"] <= 1e-3
     assert export["int8_perplexity"] is not None and export["deployed"] == "int8"
+    assert export["quantization"] == "weight-only"
     bundle = project / "export" / "gen"
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["task"] == "text-generation" and manifest["precision"] == "int8"
     assert manifest["eos_token_ids"] == [2]
     assert {"model.onnx", "fp32/model.onnx", "tokenizer.json"} <= manifest["files"].keys()
+    assert manifest["files"]["quantization.json"]["role"] == "quantization-config"
+    assert json.loads((bundle / "quantization.json").read_text())["operator"] == "MatMulNBits"
     # The ONNX fp32 perplexity equals PyTorch's on the same test tokens (one pooling).
     student = read_manifest(project / "runs" / "gen" / "student")["metrics"]
     assert export["fp32_perplexity"] == pytest.approx(student["test"]["perplexity"], rel=1e-3)

@@ -90,6 +90,11 @@ class SequenceClassification(Task):
         # Static students save a config of their own model type (distill-static).
         from distill.tasks.classification.static import model  # noqa: F401
 
+    def check_recipe(self, recipe: Any) -> list[str]:
+        if recipe.export.quantization == "weight-only":
+            return [f"export.quantization = 'weight-only' is not supported for task {self.name!r}"]
+        return []
+
     def summary_lines(self, report: dict[str, Any]) -> list[str]:
         lines = [f"  {'model':<34} {'accuracy':>8} {'macro-F1':>8} {'MB':>7} {'p50 ms':>7}"]
         for row in report.get("rows", []):

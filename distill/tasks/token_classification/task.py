@@ -124,6 +124,7 @@ class TokenClassification(Task):
             )
         values = {
             "export.quantization = 'static'": recipe.export.quantization == "static",
+            "export.quantization = 'weight-only'": recipe.export.quantization == "weight-only",
             "student.baselines = ['pseudo-labels']": "pseudo-labels" in recipe.student.twins,
         }
         problems += [

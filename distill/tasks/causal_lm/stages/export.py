@@ -4,7 +4,9 @@
    with an empty past, then one token at a time); its logits are checked against PyTorch on
    a test text, on the first step and on a step fed from the cache
    (:class:`~distill.errors.ParityError` beyond ``export.parity_tolerance``);
-2. dynamic int8 quantization of the weight matmuls;
+2. int8 weight matmuls by ``export.quantization``: ``dynamic`` (ONNX Runtime's dynamic
+   quantization) or ``weight-only`` (int8 blocks of 32, MatMulNBits: what LMs with outlier
+   activations need), the embedding table in int8 either way;
 3. test perplexity of both graphs, measured with onnxruntime;
 4. int8 is deployed when its perplexity is within ``export.max_perplexity_increase`` of fp32
    (else fp32, or :class:`~distill.errors.AccuracyDropError` with ``export.require_int8``).
@@ -17,7 +19,8 @@ and "faster" can be stated against the teacher's own int8 ONNX too.
 
 Writes ``bundle/`` (published to ``export/<run>/``): ``model.onnx`` (deployed),
 ``fp32/model.onnx`` (only when int8 is deployed), the tokenizer, ``config.json``,
-``generation_config.json``, ``ort_config.json`` (when quantized) and ``manifest.json``
+``generation_config.json``, ``ort_config.json`` (dynamic) or ``quantization.json``
+(weight-only) and ``manifest.json``
 (written last: every file with its role and sha256, the task, EOS ids, metrics). The bundle
 runs with onnxruntime, tokenizers and numpy alone (`distill generate`).
 """
@@ -76,7 +79,7 @@ def run(
         fp32_scores = onnx_perplexity(fp32_path, sequences)
         int8_path, int8_scores = None, None
         if export.quantization != "none":
-            int8_path = quantize_int8(fp32_path, work / "int8")
+            int8_path = quantize_int8(fp32_path, work / "int8", export.quantization)
             int8_scores = onnx_perplexity(int8_path, sequences)
         increase = (
             None
@@ -109,10 +112,10 @@ def run(
             (bundle / "fp32").mkdir()
             shutil.copy2(fp32_path, bundle / "fp32" / "model.onnx")
             roles.update({"model.onnx": "model", "fp32/model.onnx": "fp32-reference"})
-            ort_config = int8_path.parent / "ort_config.json"
-            if ort_config.is_file():
-                shutil.copy2(ort_config, bundle / "ort_config.json")
-                roles["ort_config.json"] = "quantization-config"
+            for name in ("ort_config.json", "quantization.json"):  # dynamic / weight-only
+                if (int8_path.parent / name).is_file():
+                    shutil.copy2(int8_path.parent / name, bundle / name)
+                    roles[name] = "quantization-config"
         else:
             shutil.copy2(fp32_path, bundle / "model.onnx")
             roles["model.onnx"] = "model"
@@ -127,6 +130,7 @@ def run(
             "fp32_bytes": fp32_path.stat().st_size,
             "int8_bytes": None if int8_path is None else int8_path.stat().st_size,
             "deployed": deployed,
+            "quantization": export.quantization,
             "deployed_bytes": (bundle / "model.onnx").stat().st_size,
             "max_length": data.max_length,
         }
@@ -178,7 +182,7 @@ def export_teacher(
     teacher_dir: Path, sequences: list[list[int]], folder: Path, export: ExportConfig
 ) -> dict[str, Any]:
     """The teacher exported to ``folder/model.onnx`` (fp32, KV cache, parity checked as the
-    student's) and ``folder/int8/model_quantized.onnx`` (the same dynamic int8, unless
+    student's) and ``folder/int8/model_quantized.onnx`` (the same int8 pass, unless
     ``export.quantization = "none"``), both scored on ``sequences`` (the student's test
     tokens: token-level KD means one tokenizer) with onnxruntime."""
     started = time.perf_counter()
@@ -201,7 +205,7 @@ def export_teacher(
     }
     if export.quantization != "none":
         # Its own folder, under the quantizer's file name (external data, if any, refers to it).
-        int8_path = quantize_int8(fp32_path, folder / "int8")
+        int8_path = quantize_int8(fp32_path, folder / "int8", export.quantization)
         int8_scores = onnx_perplexity(int8_path, sequences)
         result.update(
             int8_model=int8_path.relative_to(folder.parent).as_posix(),

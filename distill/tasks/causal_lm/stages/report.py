@@ -227,6 +227,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "headline": headline,
         "export": {
             "deployed": deployed,
+            "quantization": export_metrics.get("quantization"),
             "fp32_perplexity": _number(export_metrics.get("fp32_perplexity")),
             "int8_perplexity": _number(export_metrics.get("int8_perplexity")),
             "parity_max_abs_diff": _number(export_metrics.get("parity_max_abs_diff")),
