@@ -138,7 +138,16 @@ def table(summary: dict[str, Any]) -> str:
     before = " | ".join(
         "n/a" if s["before_training"] is None else f"{s['before_training']:.1f}" for s in seeds
     )
-    lines += [f"| student before training | {before} | |", ""]
+    gains = " | ".join(
+        f"{s['perplexity']['student_no_kd'] - s['perplexity']['student']:.1f}" for s in seeds
+    )
+    gain = summary["kd_gain"]
+    lines += [
+        f"| student before training | {before} | |",
+        # Paired by seed (the same test split): what the target's unpaired std leaves out.
+        f"| no-KD minus distilled | {gains} | {gain['mean']:.1f} ± {gain['std']:.1f} |",
+        "",
+    ]
     for s in seeds:
         walls = ", ".join(f"{k} {v:.0f}" for k, v in s["wall_time_s"].items() if v is not None)
         speed = ", ".join(f"{v:.2f}x {ref}" for ref, v in s["speedup"].items() if v is not None)

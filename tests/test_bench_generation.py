@@ -64,4 +64,5 @@ def test_table_lists_every_model_and_the_perplexity_before_training() -> None:
     text = bench.table(bench.summarise([seed(13, 20.0, 26.0, 40.0), seed(14, 22.0, 30.0, 44.0)]))
     assert "| teacher | 20.0 | 22.0 | 21.0 ± 1.4 |" in text
     assert "| student before training | 78.0 | 90.0 | |" in text
+    assert "| no-KD minus distilled | 14.0 | 14.0 | 14.0 ± 0.0 |" in text
     assert "seed 14: stages (s) data 2, teacher 100, report 200; int8 drift +2.00%" in text
