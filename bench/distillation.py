@@ -90,6 +90,28 @@ def run_seed(
     return workdir / "reports" / name / "report.json"
 
 
+def seed_report(
+    recipe: Path, seed: int, workdir: Path, overrides: list[str], summarise_only: bool
+) -> dict[str, Any]:
+    """One seed's report.json: from a new `distill run` (:func:`run_seed`), or with
+    ``summarise_only`` the one an earlier invocation left in ``workdir``."""
+    path = workdir / "reports" / run_name(seed) / "report.json"
+    if not summarise_only:
+        path = run_seed(recipe, seed, workdir, overrides)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def seed_stats(values: list[float]) -> dict[str, float]:
+    """Mean, standard deviation (0 for one seed) and lowest value over the seeds."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "min": min(values)}
+
+
+def target_line(what: str, ok: bool) -> str:
+    """A target check as the task benches print it: 'met' or 'MISSED', then what."""
+    return f"{'met   ' if ok else 'MISSED'} {what}"
+
+
 def _students(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The report's per-student entries; a one-student report has them in its main rows."""
     if report.get("students"):

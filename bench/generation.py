@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distillation import ROOT, STAGES, run_name, run_seed
+from distillation import ROOT, STAGES, run_name, seed_report, seed_stats, target_line
 
 PERPLEXITY_RATIO = 1.5  # distilled student vs teacher (mean over the seeds), at most
 LAYER_SHARE = 2 / 3  # student layers vs the teacher's, at most
@@ -33,8 +32,9 @@ MODELS = ("teacher", "student", "student_no_kd", "deployed")
 
 def per_seed(report: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]:
     """What the bench keeps of one seed's report and stage manifests."""
+    deployed_name = report["deployed"]
     rows = {row["key"]: row for row in report["rows"]}
-    rows["deployed"] = rows[report["deployed"]]
+    rows["deployed"] = rows[deployed_name]
     manifests = workdir / "runs" / run_name(seed)
 
     def manifest(stage: str) -> dict[str, Any]:
@@ -42,7 +42,6 @@ def per_seed(report: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]
 
     student = manifest("student")["metrics"]
     before = (student.get("before_training") or {}).get("test") or {}
-    deployed_name = report["deployed"]
     lengths = [
         c["tokens"]
         for sample in report["samples"]
@@ -63,51 +62,48 @@ def per_seed(report: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]
     }
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values)}
-
-
 def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
-    ppl = {key: _stats([s["perplexity"][key] for s in seeds]) for key in MODELS}
-    ratio = _stats([s["perplexity"]["student"] / s["perplexity"]["teacher"] for s in seeds])
+    ppl = {key: seed_stats([s["perplexity"][key] for s in seeds]) for key in MODELS}
+    ratio = seed_stats([s["perplexity"]["student"] / s["perplexity"]["teacher"] for s in seeds])
     # Lower perplexity is better: the gain is the no-KD twin's minus the distilled one's.
-    gain = _stats([s["perplexity"]["student_no_kd"] - s["perplexity"]["student"] for s in seeds])
-    pipeline = _stats([sum(v or 0 for v in s["wall_time_s"].values()) for s in seeds])
+    gain = seed_stats(
+        [s["perplexity"]["student_no_kd"] - s["perplexity"]["student"] for s in seeds]
+    )
+    pipeline = seed_stats([sum(v or 0 for v in s["wall_time_s"].values()) for s in seeds])
     vs_int8 = [s["speedup"].get("teacher_onnx_int8") for s in seeds]
     shortest = min(min(s["continuation_tokens"], default=0) for s in seeds)
     layers, teacher_layers = seeds[0]["layers"], seeds[0]["teacher_layers"]
     noise = max(ppl["student"]["std"], ppl["student_no_kd"]["std"])
     checks = [
-        _check(
+        target_line(
             f"student keeps <= 2/3 of the teacher's layers ({layers} of {teacher_layers})",
             bool(layers and teacher_layers and layers <= LAYER_SHARE * teacher_layers),
         ),
-        _check(
+        target_line(
             f"distilled perplexity <= {PERPLEXITY_RATIO}x the teacher's (mean {ratio['mean']:.2f}x)",
             ratio["mean"] <= PERPLEXITY_RATIO,
         ),
-        _check(
+        target_line(
             f"distilled beats no-KD by more than the seeds' std (gain {gain['mean']:.1f}, "
             f"std {noise:.1f})",
             gain["mean"] > noise,
         ),
-        _check(
+        target_line(
             f"every sample continuation of the deployed student >= {MIN_CONTINUATION} tokens "
             f"(shortest {shortest})",
             shortest >= MIN_CONTINUATION,
         ),
-        _check(
+        target_line(
             f"int8 perplexity within {INT8_DRIFT:.0%} of fp32 (worst "
             f"{max(s['int8_drift'] for s in seeds):+.1%})",
             all(abs(s["int8_drift"]) <= INT8_DRIFT for s in seeds),
         ),
-        _check(
+        target_line(
             f"deployed >= {SPEEDUP_OVER_TEACHER_INT8}x the tokens/s of the teacher's int8 ONNX "
             f"({', '.join('n/a' if v is None else f'{v:.2f}x' for v in vs_int8)})",
             all(v is not None and v >= SPEEDUP_OVER_TEACHER_INT8 for v in vs_int8),
         ),
-        _check(
+        target_line(
             f"pipeline <= {PIPELINE_S // 60} min (mean {pipeline['mean'] / 60:.1f} min)",
             pipeline["mean"] <= PIPELINE_S,
         ),
@@ -120,10 +116,6 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
         "pipeline_s": pipeline,
         "checks": checks,
     }
-
-
-def _check(what: str, ok: bool) -> str:
-    return f"{'met   ' if ok else 'MISSED'} {what}"
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -170,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
-    seeds = []
-    for seed in args.seeds:
-        path = workdir / "reports" / run_name(seed) / "report.json"
-        if not args.summarise_only:
-            path = run_seed(args.recipe, seed, workdir, args.overrides)
-        seeds.append(per_seed(json.loads(path.read_text(encoding="utf-8")), seed, workdir))
+    seeds = [
+        per_seed(
+            seed_report(args.recipe, seed, workdir, args.overrides, args.summarise_only),
+            seed,
+            workdir,
+        )
+        for seed in args.seeds
+    ]
     summary = summarise(seeds)
     print(table(summary))
     if args.json:

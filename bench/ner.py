@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distillation import ROOT, STAGES, run_name, run_seed
+from distillation import ROOT, STAGES, run_name, seed_report, seed_stats, target_line
 
 F1_SHARE = 0.95  # deployed student vs teacher entity micro-F1, mean over the seeds
 SPEEDUP = 10.0  # vs the PyTorch teacher at batch 1
@@ -40,49 +39,42 @@ def per_seed(report: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]
     }
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "min": min(values)}
-
-
 def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     f1 = {
-        key: _stats([s["f1"][key] for s in seeds if key in s["f1"]])
+        key: seed_stats([s["f1"][key] for s in seeds if key in s["f1"]])
         for key in MODELS
         if all(key in s["f1"] for s in seeds)
     }
-    kept = _stats([s["f1"]["deployed"] / s["f1"]["teacher"] for s in seeds])
-    gains = _stats([s["f1"]["student"] - s["f1"]["student_no_kd"] for s in seeds])
+    kept = seed_stats([s["f1"]["deployed"] / s["f1"]["teacher"] for s in seeds])
+    gains = seed_stats([s["f1"]["student"] - s["f1"]["student_no_kd"] for s in seeds])
     summary = {"seeds": seeds, "f1": f1, "kept": kept, "kd_gain": gains}
-    summary["pipeline_s"] = _stats([sum(v or 0 for v in s["wall_time_s"].values()) for s in seeds])
+    summary["pipeline_s"] = seed_stats(
+        [sum(v or 0 for v in s["wall_time_s"].values()) for s in seeds]
+    )
     summary["checks"] = [
-        _check(
+        target_line(
             "teacher above the memorization floor",
             f1["teacher"]["mean"] > f1["memorization"]["mean"],
         ),
-        _check(
+        target_line(
             f"deployed keeps >= {F1_SHARE:.0%} of the teacher's F1 (mean {kept['mean']:.1%})",
             kept["mean"] >= F1_SHARE,
         ),
-        _check(
+        target_line(
             f"distilled beats no-KD by more than the seeds' std (gain {gains['mean'] * 100:+.2f}, "
             f"std {f1['student_no_kd']['std'] * 100:.2f})",
             gains["mean"] > max(f1["student_no_kd"]["std"], f1["student"]["std"]),
         ),
-        _check(
+        target_line(
             f"size <= 1/8 of the teacher ({seeds[0]['size_ratio']:.3f})",
             seeds[0]["size_ratio"] <= SIZE_SHARE,
         ),
-        _check(
+        target_line(
             f">= {SPEEDUP:.0f}x faster than the PyTorch teacher (seed {seeds[0]['seed']}: {seeds[0]['speedup']:.1f}x)",
             seeds[0]["speedup"] >= SPEEDUP,
         ),
     ]
     return summary
-
-
-def _check(what: str, ok: bool) -> str:
-    return f"{'met   ' if ok else 'MISSED'} {what}"
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -113,12 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summarise-only", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
-    seeds = []
-    for seed in args.seeds:
-        path = args.workdir / "reports" / run_name(seed) / "report.json"
-        if not args.summarise_only:
-            path = run_seed(args.recipe, seed, args.workdir, args.overrides)
-        seeds.append(per_seed(json.loads(path.read_text()), seed, args.workdir))
+    seeds = [
+        per_seed(
+            seed_report(args.recipe, seed, args.workdir, args.overrides, args.summarise_only),
+            seed,
+            args.workdir,
+        )
+        for seed in args.seeds
+    ]
     summary = summarise(seeds)
     print(table(summary))
     if args.json:
