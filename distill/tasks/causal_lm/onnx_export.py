@@ -129,7 +129,9 @@ def _quantize_weight_only(onnx_path: Path, save_dir: Path) -> Path:
     path = save_dir / f"{onnx_path.stem}_quantized.onnx"
     onnx.save(quantizer.model.model, str(path))
     settings = {"mode": "weight-only", "operator": "MatMulNBits", **WEIGHT_ONLY}
-    (save_dir / "quantization.json").write_text(json.dumps(settings, indent=1) + "\n")
+    (save_dir / "quantization.json").write_text(
+        json.dumps(settings, indent=1) + "\n", encoding="utf-8"
+    )
     return path
 
 
