@@ -161,6 +161,8 @@ def test_report_compares_perplexity_size_and_speed(project: Path) -> None:
     assert rows["teacher"]["speed"]["tokens_per_s"] > 0
     assert len(report["samples"]) == 2
     assert (project / "reports" / "gen" / "report.html").is_file()
+    markdown = (project / "reports" / "gen" / "report.md").read_text(encoding="utf-8")
+    assert "| int8 pass | weight-only: int8 weight matmuls (MatMulNBits, blocks of 32" in markdown
     # The run's closing summary shows perplexities, not classification columns.
     summary = (project / "run.out").read_text()
     assert "perplexity" in summary and "accuracy" not in summary

@@ -167,6 +167,7 @@ def build_upstream(
                 "fp32_bytes": fp32_bytes,
                 "int8_bytes": int8_bytes,
                 "deployed": "int8" if int8 else "fp32",
+                "quantization": "dynamic" if int8 else "none",
                 "teacher_baseline": teacher_onnx,
             },
         },
@@ -321,6 +322,15 @@ def test_the_teacher_onnx_rows_hold_real_numbers(full) -> None:
     assert "Teacher ONNX int8" in markdown
 
 
+def test_export_tables_name_the_int8_pass(full) -> None:
+    assert full["report"]["export"]["quantization"] == "dynamic"
+    markdown = (full["out"] / "report.md").read_text(encoding="utf-8")
+    html = (full["out"] / "report.html").read_text(encoding="utf-8")
+    line = "dynamic: int8 weight matmuls, activations quantized at run time; int8 embedding table"
+    assert f"| int8 pass | {line} |" in markdown
+    assert f"<tr><th>int8 pass</th><td>{line}</td></tr>" in html
+
+
 def test_samples_continue_the_first_test_prompts(full) -> None:
     samples = full["report"]["samples"]
     bundle = full["inputs"]["export"] / "bundle"
@@ -422,6 +432,7 @@ def test_fp32_deployed_without_a_no_kd_student(tmp_path, exported) -> None:
     assert any("export.teacher_baseline = false" in note for note in report["notes"])
     assert set(report["headline"]) == {"teacher"}
     assert "teacher's own int8" not in (tmp_path / "report" / "report.md").read_text()
+    assert "| int8 pass | none: fp32 only |" in (tmp_path / "report" / "report.md").read_text()
     bundle = inputs["export"] / "bundle"
     assert rows["student_onnx_fp32"]["deployed"]
     assert rows["student_onnx_fp32"]["bytes"] == (bundle / "model.onnx").stat().st_size

@@ -92,6 +92,21 @@ def check_causal_parity(
 WEIGHT_ONLY = {"bits": 8, "block_size": 32, "is_symmetric": True, "accuracy_level": 4}
 
 
+def describe_quantization(mode: str | None) -> str | None:
+    """One line for the report saying what ``export.quantization = mode`` did to the weights."""
+    if mode == "weight-only":
+        return (
+            f"weight-only: int{WEIGHT_ONLY['bits']} weight matmuls (MatMulNBits, blocks of "
+            f"{WEIGHT_ONLY['block_size']}, symmetric; accuracy level {WEIGHT_ONLY['accuracy_level']}: "
+            "activations quantized per block at run time); int8 embedding table"
+        )
+    if mode == "dynamic":
+        return (
+            "dynamic: int8 weight matmuls, activations quantized at run time; int8 embedding table"
+        )
+    return None if mode is None else "none: fp32 only"
+
+
 def quantize_int8(onnx_path: Path, save_dir: Path, mode: str = "dynamic") -> Path:
     """int8 weight matmuls (see :data:`INT8_OPERATORS`), then the embedding table (and a head
     tied to it) in int8 too (:func:`quantize_embedding_table`); returns

@@ -46,6 +46,7 @@ from distill.errors import ArtifactError
 from distill.latency import hardware_info, summarize, torch_threads
 from distill.progress import track
 from distill.report.common import training_summary
+from distill.tasks.causal_lm.onnx_export import describe_quantization
 from distill.tasks.causal_lm.render import SCHEMA_VERSION, TASK, load_report, write_reports
 
 log = logging.getLogger("distill")
@@ -228,6 +229,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "export": {
             "deployed": deployed,
             "quantization": export_metrics.get("quantization"),
+            "quantization_pass": describe_quantization(export_metrics.get("quantization")),
             "fp32_perplexity": _number(export_metrics.get("fp32_perplexity")),
             "int8_perplexity": _number(export_metrics.get("int8_perplexity")),
             "parity_max_abs_diff": _number(export_metrics.get("parity_max_abs_diff")),
