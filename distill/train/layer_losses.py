@@ -11,12 +11,16 @@ tokenization on both sides, so the positions line up.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from distill.errors import ModelLoadError
+from distill.models import transformer_layers
+
+if TYPE_CHECKING:
+    from distill.config import StudentConfig
 
 LayerMap = list[tuple[int, int]]
 
@@ -200,3 +204,54 @@ class LayerDistillation:
 def unwrap_student(model: nn.Module) -> nn.Module:
     """The student inside a :class:`StudentWithProjections` (or the model itself)."""
     return model.student if isinstance(model, StudentWithProjections) else model
+
+
+def layer_distillation(
+    config: StudentConfig,
+    model: nn.Module,
+    tokenizer: Any,
+    teacher: nn.Module,
+    teacher_tokenizer: Any,
+    teacher_name: str,
+    built: dict[str, Any],
+    seed: int,
+) -> tuple[nn.Module, LayerDistillation]:
+    """The layer losses of a student (``config``: its [student] table) against ``teacher``
+    run online: the layer map (the recipe's or uniform, checked), eager attention when maps
+    are compared, and the student wrapped with its projections (the model to train). The
+    map and projection shape are recorded in ``built``."""
+    check_same_vocabulary(
+        teacher_tokenizer, tokenizer, teacher_name, built.get("model", built["init"])
+    )
+    student_layers, teacher_layers = (
+        len(transformer_layers(model)),
+        len(transformer_layers(teacher)),
+    )
+    layer_map = (
+        [tuple(pair) for pair in config.layer_map]
+        if config.layer_map
+        else uniform_layer_map(student_layers, teacher_layers)
+    )
+    check_layer_map(layer_map, student_layers, teacher_layers)  # type: ignore[arg-type]
+    if config.attention_weight > 0:  # the fused kernels do not return attention maps
+        teacher.set_attn_implementation("eager")
+        model.set_attn_implementation("eager")
+    projections = projections_for(
+        model.config.hidden_size,
+        teacher.config.hidden_size,
+        layer_map,
+        seed,  # type: ignore[arg-type]
+    )
+    built["layer_map"] = [list(pair) for pair in layer_map]
+    built["projection"] = (
+        None
+        if model.config.hidden_size == teacher.config.hidden_size
+        else [model.config.hidden_size, teacher.config.hidden_size]
+    )
+    wrapped = StudentWithProjections(model, projections, attentions=config.attention_weight > 0)
+    return wrapped, LayerDistillation(
+        teacher=teacher,
+        layer_map=layer_map,  # type: ignore[arg-type]
+        hidden_weight=config.hidden_weight,
+        attention_weight=config.attention_weight,
+    )

@@ -38,20 +38,12 @@ from distill.models import (
     load_saved_classifier,
     load_tokenizer,
     parameter_counts,
-    transformer_layers,
 )
 from distill.tasks import get_task
 from distill.tasks.base import Task
 from distill.tasks.classification.model_card import write_student_card
 from distill.tasks.classification.training import train
-from distill.train.layer_losses import (
-    LayerDistillation,
-    StudentWithProjections,
-    check_layer_map,
-    check_same_vocabulary,
-    projections_for,
-    uniform_layer_map,
-)
+from distill.train.layer_losses import LayerDistillation, layer_distillation
 from distill.train.students import build_student
 from distill.train.trainer import finish_training, predict_logits, save_trained_model
 from distill.train.vocabulary import trim_vocabulary
@@ -75,43 +67,15 @@ def _layer_distillation(
     model to train is the student wrapped with its projections."""
     teacher = load_saved_classifier(teacher_dir)
     teacher_tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
-    check_same_vocabulary(
-        teacher_tokenizer,
+    return layer_distillation(
+        config,
+        model,
         tokenizer,
+        teacher,
+        teacher_tokenizer,
         f"teacher model {teacher_dir}",
-        built.get("model", built["init"]),
-    )
-    student_layers, teacher_layers = (
-        len(transformer_layers(model)),
-        len(transformer_layers(teacher)),
-    )
-    layer_map = (
-        [tuple(pair) for pair in config.layer_map]
-        if config.layer_map
-        else uniform_layer_map(student_layers, teacher_layers)
-    )
-    check_layer_map(layer_map, student_layers, teacher_layers)  # type: ignore[arg-type]
-    if config.attention_weight > 0:  # the fused kernels do not return attention maps
-        teacher.set_attn_implementation("eager")
-        model.set_attn_implementation("eager")
-    projections = projections_for(
-        model.config.hidden_size,
-        teacher.config.hidden_size,
-        layer_map,
-        seed,  # type: ignore[arg-type]
-    )
-    built["layer_map"] = [list(pair) for pair in layer_map]
-    built["projection"] = (
-        None
-        if model.config.hidden_size == teacher.config.hidden_size
-        else [model.config.hidden_size, teacher.config.hidden_size]
-    )
-    wrapped = StudentWithProjections(model, projections, attentions=config.attention_weight > 0)
-    return wrapped, LayerDistillation(
-        teacher=teacher,
-        layer_map=layer_map,  # type: ignore[arg-type]
-        hidden_weight=config.hidden_weight,
-        attention_weight=config.attention_weight,
+        built,
+        seed,
     )
 
 
