@@ -135,6 +135,7 @@ min_steps = 0
 learning_rate = 3e-3
 batch_size = 16
 trim_vocabulary = true
+hidden_weight = 1.0
 [export]
 max_f1_drop = 1.0
 {LATENCY}""",

@@ -113,3 +113,71 @@ def test_memorization_floor_takes_each_tokens_most_frequent_tag_well_formed() ->
     ]
     # An I- tag alone becomes B- so strict scoring counts it as the entity it predicts.
     assert memorization_tags(train_tokens, train_tags, [["is", "York"]]) == [["O", "B-geo-loc"]]
+
+
+def _tiny_taggers() -> tuple[torch.nn.Module, torch.nn.Module]:
+    from transformers import BertConfig, BertForTokenClassification
+
+    def tagger(layers: int, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        config = BertConfig(
+            vocab_size=30,
+            hidden_size=16,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+            hidden_dropout_prob=0.0,  # train mode, yet the same outputs when recomputed
+            attention_probs_dropout_prob=0.0,
+        )
+        return BertForTokenClassification(config)
+
+    return tagger(1, 0), tagger(3, 1)
+
+
+def test_layer_losses_add_the_hidden_state_mse_over_real_sub_tokens_in_training_only() -> None:
+    """TaggingObjective + hidden_weight: the tagging loss plus weight x the MSE between the
+    student's layer and its mapped teacher layer, padding left out; evaluation scores CE."""
+    from types import SimpleNamespace
+
+    from distill.tasks.token_classification.training import TaggingObjective
+    from distill.train.layer_losses import layer_distillation
+
+    student, teacher = _tiny_taggers()
+    vocabulary = SimpleNamespace(get_vocab=lambda: {"a": 0})
+    config = SimpleNamespace(layer_map=None, hidden_weight=2.0, attention_weight=0.0)
+    built: dict = {"init": "teacher-layers"}
+    wrapped, layers = layer_distillation(
+        config, student, vocabulary, teacher, vocabulary, "teacher", built, seed=0
+    )
+    assert built["layer_map"] == [[0, 2]] and built["projection"] is None  # last <- last
+    inputs = {
+        "input_ids": torch.tensor([[2, 5, 7, 3], [2, 9, 3, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+        "labels": torch.tensor([[-100, 1, 0, -100], [-100, 2, -100, -100]]),
+        "kd_mask": torch.tensor([[0, 1, 1, 0], [0, 1, 0, 0]]),
+        "teacher_logits": torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0)),
+    }
+    objective = TaggingObjective(temperature=2.0, alpha=0.5, layers=layers)
+    objective.prepare("cpu")
+    wrapped.train()
+    loss, _ = objective(wrapped, dict(inputs), training=True)
+
+    plain = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+    mine = student(**plain, output_hidden_states=True)
+    with torch.no_grad():
+        theirs = teacher(**plain, output_hidden_states=True)
+    expected, _ = token_distillation_loss(
+        mine.logits, inputs["teacher_logits"], inputs["labels"], inputs["kd_mask"], 2.0, 0.5
+    )
+    real = inputs["attention_mask"].bool()
+    mse = ((mine.hidden_states[1] - theirs.hidden_states[3]) ** 2)[real].mean().detach()
+    assert float(mse) > 0.01  # the two layers differ: the term is not vacuous
+    assert float(loss) == pytest.approx(float(expected + 2.0 * mse), rel=1e-5)
+    wrapped.eval()  # evaluation: CE alone, no teacher run
+    evaluated, _ = objective(wrapped, dict(inputs), training=False)
+    with torch.no_grad():
+        ce, _ = token_distillation_loss(
+            student(**plain).logits, None, inputs["labels"], None, 2.0, 0.0
+        )
+    assert float(evaluated) == pytest.approx(float(ce), rel=1e-5)

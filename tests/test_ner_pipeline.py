@@ -46,6 +46,10 @@ def test_labels_stage_caches_one_logit_row_per_sub_token_of_every_sentence(proje
 def test_student_and_twin_are_trained_and_scored_at_entity_level(project: Path) -> None:
     metrics = read_manifest(project / "runs" / NAME / "student")["metrics"]
     assert metrics["alpha"] > 0 and metrics["baseline"]["alpha"] == 0
+    # hidden_weight: the 1-layer student learnt the 2-layer teacher's last layer (online,
+    # through the trimmed vocabulary's map back to the teacher's ids); the twin did not.
+    assert metrics["built"]["layer_map"] == [[0, 1]] and metrics["built"]["projection"] is None
+    assert "layer_map" not in metrics["baseline"]["built"]
     for entry in (metrics, metrics["baseline"]):
         test = entry["test"]
         assert 0 <= test["entity_f1"] <= 1 and set(test["per_type"]) == {"geo-loc", "person"}

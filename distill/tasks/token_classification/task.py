@@ -32,6 +32,9 @@ class TokenClassification(Task):
     # Shared keys this task reads as classification does (so they are not refused here).
     own_keys: ClassVar[tuple[str, ...]] = (
         "student.transfer",
+        "student.hidden_weight",
+        "student.attention_weight",
+        "student.layer_map",
         "student.trim_vocabulary",
         "export.candidates",
         "export.optimization_level",

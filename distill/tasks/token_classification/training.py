@@ -18,6 +18,7 @@ from distill.tasks.token_classification.losses import IGNORE_INDEX, token_distil
 from distill.tasks.token_classification.metrics import tagging_metrics
 from distill.tasks.token_classification.task import TokenClassification
 from distill.train import trainer as shared
+from distill.train.layer_losses import LayerDistillation
 
 
 def encode_words(tokenizer: Any, sentences: list[list[str]], max_length: int) -> Any:
@@ -115,15 +116,21 @@ def _pad(rows: list[torch.Tensor], length: int, value: float) -> torch.Tensor:
 
 
 class TaggingObjective:
-    """KL on the KD mask's sub-tokens (cached teacher logits) mixed with CE on first sub-tokens;
-    evaluation scores CE only (the validation split carries no teacher logits), and the best
-    checkpoint is chosen by entity F1 either way."""
+    """KL on the KD mask's sub-tokens (cached teacher logits) mixed with CE on first sub-tokens,
+    plus the layer losses (teacher online) in training; evaluation scores CE only (the
+    validation split carries no teacher logits), and the best checkpoint is chosen by entity
+    F1 either way."""
 
-    def __init__(self, temperature: float = 1.0, alpha: float = 0.0) -> None:
-        self.temperature, self.alpha = temperature, alpha
+    def __init__(
+        self, temperature: float = 1.0, alpha: float = 0.0, layers: LayerDistillation | None = None
+    ) -> None:
+        self.temperature, self.alpha, self.layers = temperature, alpha, layers
 
     def prepare(self, device: Any) -> None:
-        """The teacher never runs online: its logits are cached by the labels stage."""
+        """The teacher's logits are cached by the labels stage; it runs online only for the
+        layer losses."""
+        if self.layers is not None:
+            self.layers.teacher.to(device).eval().requires_grad_(False)
 
     def __call__(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], training: bool
@@ -136,6 +143,9 @@ class TaggingObjective:
         loss, _ = token_distillation_loss(
             outputs.logits, teacher, labels, mask, self.temperature, alpha
         )
+        if self.layers is not None and training:  # over every real sub-token, transfer too
+            layer_loss, _ = self.layers.loss(model, outputs, inputs)
+            loss = loss + layer_loss
         return loss, outputs
 
 
@@ -165,8 +175,10 @@ def train(
     seed: int,
     temperature: float = 1.0,
     alpha: float = 0.0,
+    layers: LayerDistillation | None = None,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
-    """Train with early stopping on validation entity micro-F1; the best checkpoint is kept."""
+    """Train with early stopping on validation entity micro-F1; the best checkpoint is kept.
+    ``model`` may be the student wrapped with its layer-loss projections (``layers``)."""
 
     def compute_metrics(prediction: Any) -> dict[str, Any]:
         logits = prediction.predictions
@@ -185,7 +197,7 @@ def train(
         work_dir=work_dir,
         log_dir=log_dir,
         seed=seed,
-        objective=TaggingObjective(temperature, alpha),
+        objective=TaggingObjective(temperature, alpha, layers),
         collator=TaggingCollator(tokenizer),
         default_min_steps=TokenClassification.default_min_steps,
         has_extra_columns=True,  # kd_mask and teacher_logits reach the objective

@@ -4,7 +4,9 @@ first sub-tokens, beside its no-KD twin (same model, same budget, labelled sente
 
 Students: the teacher's own layers (``teacher-layers``), a smaller pre-trained encoder
 (``pretrained``, which must segment text as the teacher does), or a config. With
-trim_vocabulary the student keeps only the tokens its training text uses (the twin too).
+hidden_weight / attention_weight the teacher also runs online for the layer losses (every
+real sub-token of the labelled and transfer sentences). With trim_vocabulary the student
+keeps only the tokens its training text uses (the twin too).
 Outputs: ``model/`` and ``logits/{validation,test}.npz``, ``log_history.json``, and the
 same under ``baseline/`` for the twin.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
@@ -29,6 +33,7 @@ from distill.tasks.token_classification.training import (
     train,
     word_starts,
 )
+from distill.train.layer_losses import layer_distillation
 from distill.train.students import build_student
 from distill.train.trainer import finish_training, save_trained_model
 from distill.train.vocabulary import trim_vocabulary
@@ -58,11 +63,28 @@ def _train_one(
     require_fast(tokenizer, "student.model")
     distilled = alpha > 0
     training = ["train", "transfer"] if distilled and "transfer" in splits else ["train"]
+    trainable, layers = model, None
+    if distilled and config.layer_losses:
+        # Checked on the untrimmed tokenizer: trimming keeps the teacher's pieces, and the
+        # loss maps trimmed ids back to the teacher's (LayerDistillation.teacher_ids).
+        teacher_tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
+        trainable, layers = layer_distillation(
+            config,
+            model,
+            tokenizer,
+            load_saved_tagger(teacher_dir),
+            teacher_tokenizer,
+            f"teacher model {teacher_dir}",
+            built,
+            ctx.seed,
+        )
     if config.trim_vocabulary:
         texts = [" ".join(words) for split in training for words in splits[split].tokens]
-        model, tokenizer, _, built["vocabulary"] = trim_vocabulary(
+        model, tokenizer, kept_ids, built["vocabulary"] = trim_vocabulary(
             model, tokenizer, texts, data.max_length
         )
+        if layers is not None:
+            layers.teacher_ids = torch.from_numpy(kept_ids)
     freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
     train_set = _training_set(
         tokenizer, splits, training, teacher_logits if distilled else None, data, config
@@ -73,7 +95,7 @@ def _train_one(
     work_dir = ctx.checkpoint_dir(out, "distilled" if distilled else "baseline")
     trainer, history = train(
         stage=f"student ({name})",
-        model=model,
+        model=trainable,
         tokenizer=tokenizer,
         config=config,
         train_set=train_set,
@@ -84,6 +106,7 @@ def _train_one(
         seed=ctx.seed,
         temperature=config.temperature,
         alpha=alpha,
+        layers=layers,
     )
     save_trained_model(trainer, tokenizer, out / "model")
     (out / "logits").mkdir()
