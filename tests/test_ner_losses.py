@@ -10,6 +10,7 @@ import torch
 
 from distill.tasks.token_classification.losses import IGNORE_INDEX, token_distillation_loss
 from distill.tasks.token_classification.metrics import (
+    entity_counts,
     memorization_tags,
     tagging_metrics,
     word_tags,
@@ -83,6 +84,21 @@ def test_strict_entity_f1_on_hand_made_cases() -> None:
         "support": 1,
     }
     assert scores["per_type"]["person"]["f1"] == 0.0
+
+
+def test_entity_counts_per_sentence_sum_to_seqevals_strict_scores() -> None:
+    """The paired test's rows: [true positives, predicted, gold] per sentence, strict IOB2."""
+    gold = [["B-person", "I-person", "O", "B-geo-loc"], ["O", "B-company"], ["I-person", "O"]]
+    predicted = [["B-person", "O", "O", "B-geo-loc"], ["O", "O"], ["B-person", "O"]]
+    counts = entity_counts(gold, predicted)
+    # Sentence 3's gold I-person continues nothing: no entity in strict mode, so the
+    # predicted person there is a false positive.
+    assert counts.tolist() == [[1, 2, 2], [0, 0, 1], [0, 1, 0]]
+    tp, found, expected = counts.sum(0)
+    scores = tagging_metrics(gold, predicted)
+    assert scores["entity_precision"] == pytest.approx(tp / found)
+    assert scores["entity_recall"] == pytest.approx(tp / expected)
+    assert scores["entity_f1"] == pytest.approx(2 * tp / (found + expected))
 
 
 def test_an_i_tag_continuing_nothing_is_no_entity_in_strict_mode() -> None:

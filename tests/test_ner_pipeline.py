@@ -105,7 +105,20 @@ def test_report_has_the_floor_per_type_scores_and_disagreements(project: Path) -
     assert rows["memorization"]["floor"] is True and rows["deployed"]["deployed"] is True
     assert {entry["type"] for entry in report["per_type"]} == {"geo-loc", "person"}
     assert rows["deployed"]["latency"]["p50_ms"] > 0 and rows["teacher"]["latency"]["p50_ms"] > 0
+    # The verdict is the paired test of the distilled student against its twin, whose
+    # scores are those the student stage measured on the same test sentences.
+    significance = report["distillation"]["kd_significance"]
+    assert significance["examples"] == len(
+        read_tagged_split(project / "runs" / NAME / "data", "test")
+    )
+    assert significance["f1_first"] == pytest.approx(rows["student"]["entity_f1"])
+    assert significance["f1_second"] == pytest.approx(rows["student_no_kd"]["entity_f1"])
+    assert 0 < significance["p_value"] <= 1 and significance["ci_low"] <= significance["ci_high"]
+    assert report["headline"]["verdict"] == significance["verdict"]
     assert report["headline"]["verdict"].startswith("Distillation ")
+    assert "approximate randomization p" in report["headline"]["verdict"]
+    markdown = (project / "reports" / NAME / "report.md").read_text(encoding="utf-8")
+    assert significance["verdict"] in markdown
     for item in report["disagreements"]:
         assert item["teacher"] != item["student"]
 

@@ -11,6 +11,7 @@ from distill.report.significance import (
     bootstrap_difference_interval,
     mcnemar_exact,
     paired_comparison,
+    paired_f1_comparison,
     verdict_sentence,
 )
 
@@ -86,3 +87,79 @@ def test_verdict_says_significant_and_lost() -> None:
     assert loss["accuracy_difference"] == pytest.approx(-0.25)
     assert verdict_sentence(loss).startswith("Distillation lost 25.0 points against")
     assert "CI -" in verdict_sentence(loss)
+
+
+def _exact_randomization_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Every one of the 2^n swaps of the paired outputs, enumerated: the exact p-value the
+    approximate randomization test estimates (F1 from summed tp / predicted / gold)."""
+    from itertools import product
+
+    def f1(sums: np.ndarray) -> float:
+        return 2 * sums[0] / (sums[1] + sums[2]) if sums[1] + sums[2] else 0.0
+
+    observed = abs(f1(a.sum(0)) - f1(b.sum(0)))
+    extreme = 0
+    for swaps in product((0, 1), repeat=len(a)):
+        mask = np.array(swaps, dtype=bool)[:, None]
+        first, second = np.where(mask, b, a), np.where(mask, a, b)
+        extreme += abs(f1(first.sum(0)) - f1(second.sum(0))) >= observed - 1e-12
+    return extreme / 2 ** len(a)
+
+
+# Per sentence: true positives, predicted entities, gold entities (gold shared by both models).
+GOLD = [2, 1, 0, 3, 1, 2, 1, 2]
+BETTER = np.array(
+    [[2, 2, 2], [1, 1, 1], [0, 0, 0], [3, 3, 3], [1, 1, 1], [1, 2, 2], [1, 1, 1], [2, 2, 2]]
+)
+WORSE = np.array(
+    [[1, 2, 2], [0, 1, 1], [0, 1, 0], [1, 3, 3], [1, 1, 1], [0, 2, 2], [0, 0, 1], [1, 2, 2]]
+)
+
+
+def test_paired_f1_randomization_p_matches_exhaustive_enumeration() -> None:
+    assert BETTER[:, 2].tolist() == GOLD == WORSE[:, 2].tolist()
+    result = paired_f1_comparison(BETTER, WORSE, resamples=20_000, seed=3)
+    assert result["f1_first"] == pytest.approx(2 * 11 / (12 + 12))
+    assert result["f1_second"] == pytest.approx(2 * 4 / (12 + 12))
+    assert result["f1_difference"] == pytest.approx(22 / 24 - 8 / 24)
+    exact = _exact_randomization_p(BETTER, WORSE)
+    assert 0 < exact < 0.05  # the better model is ahead on 7 of 8 sentences, tied on 1
+    # (r + 1) / (R + 1) estimates it: binomial standard error sqrt(p(1-p)/R) < 0.0016.
+    assert result["p_value"] == pytest.approx(exact, abs=0.006)
+    assert result["significant"] is True
+    assert 0 < result["ci_low"] < result["f1_difference"] < result["ci_high"] <= 1
+    assert result["test"].startswith("approximate randomization")
+    assert paired_f1_comparison(BETTER, WORSE, resamples=20_000, seed=3) == result  # seeded
+
+
+def test_paired_f1_of_a_model_against_itself_is_nothing() -> None:
+    result = paired_f1_comparison(BETTER, BETTER, resamples=2_000)
+    assert result["f1_difference"] == 0 and result["p_value"] == 1.0
+    assert (result["ci_low"], result["ci_high"]) == (0.0, 0.0)
+    assert result["significant"] is False
+
+
+def test_paired_f1_refuses_unpaired_counts() -> None:
+    with pytest.raises(ValueError, match=r"\[examples, 3\]"):
+        paired_f1_comparison(BETTER, WORSE[:4])
+    with pytest.raises(ValueError, match="gold items"):
+        paired_f1_comparison(BETTER, WORSE + np.array([0, 0, 1]))
+    with pytest.raises(ValueError, match="no examples"):
+        paired_f1_comparison(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def test_verdict_in_f1_points_names_the_test_and_the_scores() -> None:
+    result = paired_f1_comparison(BETTER, WORSE, resamples=2_000, seed=0)
+    sentence = verdict_sentence(
+        result,
+        difference="f1_difference",
+        points="points of entity micro-F1",
+        detail="91.7% vs 33.3% on 8 test sentences",
+        test="approximate randomization",
+    )
+    assert sentence.startswith(
+        "Distillation gained +58.3 points of entity micro-F1 over the same student trained "
+        "without it (91.7% vs 33.3% on 8 test sentences; 95% CI +"
+    )
+    assert "; approximate randomization p = " in sentence
+    assert sentence.endswith("): significant at the 5% level.")

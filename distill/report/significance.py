@@ -1,12 +1,23 @@
-"""Paired significance of one model's accuracy gain over another on the same test examples.
+"""Paired significance of one model's gain over another on the same test examples.
 
-Both models are scored on the very same examples, so the comparison is paired:
+Both models are scored on the very same examples, so the comparison is paired. Accuracy
+(:func:`paired_comparison`):
 
 - McNemar's exact test: of the ``b + c`` discordant examples (``b`` only the first model
   gets right, ``c`` only the second), under "no difference" each is the first model's with
   probability 1/2, so ``p = min(1, 2 * P(X <= min(b, c)))`` for ``X ~ Binomial(b + c, 1/2)``
   (two-sided), summed exactly in integers;
 - a bootstrap percentile interval of the accuracy difference: test examples resampled with
+  replacement, pairs kept together, a fixed seed.
+
+A micro-F1 over counted items (entities: :func:`paired_f1_comparison`) does not split into
+one score per example, so both of its statistics recompute the F1 from each example's
+counts (true positives, predicted, gold):
+
+- approximate randomization (Noreen 1989; Yeh 2000): each example's two outputs are swapped
+  between the models with probability 1/2, ``p = (r + 1) / (R + 1)`` where ``r`` of ``R``
+  shuffles give an F1 difference at least as large in size as the observed one;
+- a bootstrap percentile interval of the F1 difference, examples resampled with
   replacement, pairs kept together, a fixed seed.
 
 Pure numpy (and the standard library), so the report needs nothing more.
@@ -99,6 +110,82 @@ def paired_comparison(
     }
 
 
+F1_TEST_NAME = "approximate randomization (outputs swapped per example, two-sided)"
+# Resamples drawn per block: a [block, examples] matrix at a time, whatever the test size.
+BLOCK = 500
+
+
+def paired_f1_comparison(
+    counts_a: np.ndarray,
+    counts_b: np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """Model a's micro-F1 against model b's on the same examples. ``counts_*`` [examples, 3]:
+    each example's true positives, predicted items and gold items (gold equal on both
+    sides)."""
+    a, b = _as_counts(counts_a, counts_b)
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1 (got {resamples})")
+    observed = _micro_f1(a.sum(0)) - _micro_f1(b.sum(0))
+    rng = np.random.default_rng(seed)
+    swapped, boot = [], []
+    for size in _blocks(resamples):
+        swap = rng.integers(0, 2, size=(size, a.shape[0])).astype(np.float64)
+        moved = swap @ (b - a)  # what a gains (and b loses) from the swapped examples
+        swapped.append(_micro_f1(a.sum(0) + moved) - _micro_f1(b.sum(0) - moved))
+        weights = rng.multinomial(a.shape[0], np.full(a.shape[0], 1 / a.shape[0]), size=size)
+        boot.append(_micro_f1(weights @ a) - _micro_f1(weights @ b))
+    differences = np.concatenate(swapped)
+    extreme = int(np.sum(np.abs(differences) >= abs(observed) - 1e-12))
+    p_value = (extreme + 1) / (resamples + 1)
+    low, high = np.percentile(np.concatenate(boot), [2.5, 97.5])
+    return {
+        "examples": int(a.shape[0]),
+        "f1_first": _micro_f1(a.sum(0)),
+        "f1_second": _micro_f1(b.sum(0)),
+        "f1_difference": float(observed),
+        "test": F1_TEST_NAME,
+        "p_value": float(p_value),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "ci_level": 0.95,
+        "ci_method": "paired bootstrap, percentile interval",
+        "resamples": resamples,
+        "seed": seed,
+        "alpha": alpha,
+        "significant": bool(p_value < alpha),
+    }
+
+
+def _micro_f1(sums: np.ndarray) -> Any:
+    """``2 tp / (predicted + gold)`` over the last axis (tp, predicted, gold); 0 when empty."""
+    sums = np.asarray(sums, dtype=np.float64)
+    denominator = sums[..., 1] + sums[..., 2]
+    f1 = np.divide(
+        2 * sums[..., 0], denominator, out=np.zeros_like(denominator), where=denominator > 0
+    )
+    return float(f1) if f1.ndim == 0 else f1
+
+
+def _blocks(total: int) -> list[int]:
+    return [min(BLOCK, total - start) for start in range(0, total, BLOCK)]
+
+
+def _as_counts(counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(counts_a, dtype=np.float64)
+    b = np.asarray(counts_b, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 3 or a.shape != b.shape:
+        raise ValueError(f"paired counts must both be [examples, 3] (got {a.shape} and {b.shape})")
+    if a.shape[0] == 0:
+        raise ValueError("no examples to resample")
+    if not np.array_equal(a[:, 2], b[:, 2]):
+        raise ValueError("paired counts disagree on the gold items of an example")
+    return a, b
+
+
 def format_p(p: float) -> str:
     """``p = 0.109``, or ``p < 0.001`` for tiny values."""
     return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
@@ -108,15 +195,23 @@ def verdict_sentence(
     comparison: dict[str, Any],
     subject: str = "Distillation",
     reference: str = "the same student trained without it",
+    *,
+    difference: str = "accuracy_difference",
+    points: str = "points",
+    detail: str = "",
+    test: str = "McNemar exact",
 ) -> str:
     """The Distillation section's verdict, e.g. "Distillation gained +1.6 points over the
     same student trained without it (95% CI +0.4 to +2.8; McNemar exact p = 0.0107):
-    significant at the 5% level."; ``subject`` and ``reference`` name the two models."""
-    points = 100 * comparison["accuracy_difference"]
-    if points > 0:
-        change = f"gained {points:+.1f} points over"
-    elif points < 0:
-        change = f"lost {-points:.1f} points against"
+    significant at the 5% level."; ``subject`` and ``reference`` name the two models,
+    ``difference`` the comparison's key of the gain, ``points`` what it is counted in,
+    ``detail`` what the parentheses say first and ``test`` the test, as the sentence names
+    them."""
+    gain = 100 * comparison[difference]
+    if gain > 0:
+        change = f"gained {gain:+.1f} {points} over"
+    elif gain < 0:
+        change = f"lost {-gain:.1f} {points} against"
     else:
         change = "changed nothing against"
     level = f"{comparison['alpha']:.0%}"
@@ -125,12 +220,13 @@ def verdict_sentence(
         if comparison["significant"]
         else f"not significant at the {level} level"
     )
-    return (
-        f"{subject} {change} {reference} "
-        f"({comparison['ci_level']:.0%} CI {100 * comparison['ci_low']:+.1f} to "
-        f"{100 * comparison['ci_high']:+.1f}; McNemar exact {format_p(comparison['p_value'])}): "
-        f"{verdict}."
+    evidence = (
+        f"{comparison['ci_level']:.0%} CI {100 * comparison['ci_low']:+.1f} to "
+        f"{100 * comparison['ci_high']:+.1f}; {test} {format_p(comparison['p_value'])}"
     )
+    if detail:
+        evidence = f"{detail}; {evidence}"
+    return f"{subject} {change} {reference} ({evidence}): {verdict}."
 
 
 def _as_correct(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,22 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str
     }
 
 
+def entity_counts(gold: list[list[str]], predicted: list[list[str]]) -> np.ndarray:
+    """Each sentence's [true positives, predicted entities, gold entities] as seqeval's strict
+    IOB2 mode counts them: summed over sentences they give its micro-F1 (the paired test
+    resamples these rows)."""
+    from seqeval.scheme import IOB2, Entities
+
+    def spans(tagged: list[list[str]]) -> list[set[tuple[int, int, str]]]:
+        found = Entities(tagged, IOB2).entities
+        return [{(e.start, e.end, e.tag) for e in sentence} for sentence in found]
+
+    rows = [
+        (len(g & p), len(p), len(g)) for g, p in zip(spans(gold), spans(predicted), strict=True)
+    ]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
 def tagging_metrics(
     gold: list[list[str]],
     predicted: list[list[str]],

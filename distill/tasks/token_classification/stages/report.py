@@ -3,7 +3,8 @@ bundle, the teacher quantized (when exported) and the memorization floor, side b
 entity micro/macro F1 (seqeval, strict IOB2), token accuracy, agreement with the teacher
 (entity level), size, parameters and batch-1 latency timed in one interleaved run; the int8
 candidates the export weighed (entity F1, drop vs fp32, size, the export's batch-1 p50,
-whether the gate passed it) and why it deployed the one it did; per-type scores; the test
+whether the gate passed it) and why it deployed the one it did; whether distillation's gain
+over the no-KD twin is significant (paired, per test sentence); per-type scores; the test
 sentences where the deployed student and the teacher disagree.
 
 Writes ``report.json`` (the source of truth) and renders ``report.md`` / ``report.html``
@@ -40,6 +41,7 @@ from distill.tasks.token_classification.metrics import (
 from distill.tasks.token_classification.models import load_saved_tagger
 from distill.tasks.token_classification.onnx_tags import onnx_sentence_logits
 from distill.tasks.token_classification.render import SCHEMA_VERSION, load_report, write_reports
+from distill.tasks.token_classification.report_significance import kd_significance
 from distill.tasks.token_classification.task import TokenClassification
 from distill.tasks.token_classification.training import encode_words, word_starts
 
@@ -98,6 +100,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         _max_length(manifests),
     )
     _add_ratios(rows)
+    significance = kd_significance(inputs["student"], test, tag_names, _max_length(manifests))
     return {
         "schema_version": SCHEMA_VERSION,
         "task": TokenClassification.name,
@@ -105,7 +108,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "rows": rows,
         "per_type": _per_type(rows),
-        "headline": _headline(rows),
+        "headline": _headline(rows, significance),
+        "distillation": {"kd_significance": significance},
         "export": export_section(manifests["export"]["metrics"]),
         "disagreements": _disagreements(test, gold, teacher_tags, deployed_tags),
         "training": {name: training_summary(manifests[name]) for name in ("teacher", "student")},
@@ -312,8 +316,10 @@ def _per_type(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The verdict in numbers and words."""
+def _headline(
+    rows: list[dict[str, Any]], significance: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The verdict in numbers and words (the paired test's sentence when there is a twin)."""
     by_key = {row["key"]: row for row in rows}
     teacher, deployed, floor = by_key["teacher"], by_key["deployed"], by_key["memorization"]
     student, twin = by_key["student"], by_key.get("student_no_kd")
@@ -328,15 +334,8 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if row["entity_f1"] < floor["entity_f1"]
         ],
     }
-    if twin is not None:
-        gain = headline["kd_gain"]
-        moved = "made no difference to" if gain == 0 else ("gained" if gain > 0 else "lost")
-        points = "" if gain == 0 else f" {abs(gain) * 100:.2f} points of"
-        headline["verdict"] = (
-            f"Distillation {moved}{points} entity micro-F1 over the same student trained "
-            f"without it ({student['entity_f1']:.1%} vs {twin['entity_f1']:.1%}, this run's "
-            "seed; no paired test yet)."
-        )
+    if significance is not None:
+        headline["verdict"] = significance["verdict"]
     return headline
 
 
