@@ -175,6 +175,7 @@ class RunPaths:
     bundle: Path
     workdir: Path
     manifest: dict[str, Any]
+    task: Any  # the task's bench module: load_model(folder), test_texts(data_dir)
 
     @property
     def run_dir(self) -> Path:
@@ -217,8 +218,8 @@ def locate(bundle: Path, workdir: Path | None = None) -> RunPaths:
     bundle = Path(bundle)
     # The one bundle reader: a damaged or edited bundle is refused before anything is timed.
     verified = read_bundle(bundle)
-    if not verified.task.benched:
-        timed = ", ".join(repr(t.name) for t in TASKS.values() if t.benched)
+    if verified.task.bench is None:
+        timed = ", ".join(repr(t.name) for t in TASKS.values() if t.bench is not None)
         raise ArtifactError(
             f"{bundle}: a {verified.task.name!r} bundle; distill bench times bundles of task "
             f"{timed} only (yet); its run's report times every model of the run instead"
@@ -238,7 +239,13 @@ def locate(bundle: Path, workdir: Path | None = None) -> RunPaths:
                 f"{bundle}: cannot tell the workdir (expected <workdir>/export/<name>); "
                 "pass --workdir"
             )
-    paths = RunPaths(name=name, bundle=bundle, workdir=Path(workdir), manifest=manifest)
+    paths = RunPaths(
+        name=name,
+        bundle=bundle,
+        workdir=Path(workdir),
+        manifest=manifest,
+        task=verified.task.module(verified.task.bench),
+    )
     for what, path in (
         ("teacher model", paths.teacher),
         ("student model", paths.student),
@@ -254,15 +261,11 @@ def _weights_bytes(model_dir: Path) -> int:
     return sum(f.stat().st_size for f in files)
 
 
-def _load_torch(model_dir: Path) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def _load_torch(paths: RunPaths, model_dir: Path) -> tuple[Any, Any]:
+    """A saved model of the run (loaded by its task) and its tokenizer."""
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, dtype=torch.float32, use_safetensors=True
-    )
-    return tokenizer, model.eval()
+    return AutoTokenizer.from_pretrained(model_dir), paths.task.load_model(model_dir)
 
 
 def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
@@ -285,7 +288,7 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
         (TEACHER, "Teacher (PyTorch fp32)", paths.teacher),
         (STUDENT, "Student (PyTorch fp32)", paths.student),
     ):
-        tok, model = _load_torch(model_dir)
+        tok, model = _load_torch(paths, model_dir)
         models.append(
             BenchModel(
                 key, label, "pytorch", "fp32", model_dir, _weights_bytes(model_dir), tok, model
@@ -365,11 +368,9 @@ def run_bench(
     sequence_lengths: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Time the run's models at every (batch size, sequence length); returns a JSON-able dict."""
-    from distill.dataset_files import read_split
-
     paths = locate(bundle, workdir)
     max_length = int(paths.manifest.get("max_length") or 128)
-    texts = read_split(paths.test_split.parent, "test").texts
+    texts = paths.task.test_texts(paths.test_split.parent)
     if not texts:
         raise ArtifactError(f"{paths.test_split}: no test texts to build inputs from")
     load_before = _load_average()

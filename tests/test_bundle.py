@@ -112,7 +112,7 @@ def test_the_reader_imports_without_torch(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("task", [t.name for t in TASKS.values() if not t.benched])
+@pytest.mark.parametrize("task", [t.name for t in TASKS.values() if t.bench is None])
 def test_bench_refuses_a_bundle_of_a_task_it_cannot_time_naming_both(
     tmp_path: Path, task: str
 ) -> None:
@@ -124,6 +124,7 @@ def test_bench_refuses_a_bundle_of_a_task_it_cannot_time_naming_both(
         bench.locate(folder)
     assert str(caught.value) == (
         f"{folder}: a {task!r} bundle; distill bench times bundles of task "
-        "'sequence-classification' only (yet); its run's report times every model of the run "
+        "'sequence-classification', 'token-classification' only (yet); its run's report times "
+        "every model of the run "
         "instead"
     )

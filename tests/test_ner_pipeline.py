@@ -145,3 +145,30 @@ def test_export_weighs_the_default_candidates_and_the_report_shows_the_choice(
     assert f"Deployed: **{export['chosen']}**, fastest at batch 1" in markdown
     html = (folder / "report.html").read_text()
     assert "<h2>Export: the int8 candidates</h2>" in html and "dynamic-optimized" in html
+
+
+def test_distill_bench_times_the_tagging_run_side_by_side(project: Path, tmp_path: Path) -> None:
+    """`distill bench` on an NER bundle: the teacher and student loaded as taggers, the ONNX
+    files beside them, inputs cut from the test sentences."""
+    from distill import bench
+
+    out = tmp_path / "bench.json"
+    options = ["--runs", "2", "--warmup", "0", "--rounds", "1", "--threads", "1"]
+    options += ["--batch-sizes", "1", "--seq-lengths", "8", "--json", str(out)]
+    code = bench.main([str(project / "export" / NAME), *options])
+    assert code == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    keys = [model["key"] for model in result["models"]]
+    assert (
+        keys[:3] == [bench.TEACHER, bench.STUDENT, bench.ONNX_FP32] and keys[-1] == bench.DEPLOYED
+    )
+    (cell,) = result["cells"]
+    assert (cell["batch_size"], cell["sequence_length"]) == (1, 8)
+    assert all(stats["p50_ms"] > 0 for stats in cell["latency"].values())
+    teacher = bench.locate(project / "export" / NAME).task.load_model(
+        project / "runs" / NAME / "teacher" / "model"
+    )
+    assert type(teacher).__name__.endswith("ForTokenClassification")
+    assert result["ratios"]["deployed_vs_teacher_b1"] == pytest.approx(
+        cell["latency"][bench.TEACHER]["p50_ms"] / cell["latency"][bench.DEPLOYED]["p50_ms"]
+    )

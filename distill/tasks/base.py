@@ -44,8 +44,11 @@ class Task:
     default_min_steps: ClassVar[int] = 0
     # Whether model references may name GGUF files.
     reads_gguf: ClassVar[bool] = False
-    # Whether `distill bench` can time this task's bundles beside the run's PyTorch models.
-    benched: ClassVar[bool] = False
+    # The module (in the task's folder) through which `distill bench` times this task's
+    # bundles beside the run's PyTorch models: `load_model(folder) -> torch module` (a model
+    # an earlier stage saved) and `test_texts(data_dir) -> list[str]` (the texts its inputs
+    # are cut from); None: not benched.
+    bench: ClassVar[str | None] = None
     # The module (in the task's folder) that compares two of its reports, for
     # `distill report --compare`: `run_compare(path_a, path_b, out) -> Path`; None: not yet.
     compare: ClassVar[str | None] = None

@@ -83,7 +83,7 @@ class SequenceClassification(Task):
     # Small labelled sets: a few epochs of a few hundred examples are too few steps to move
     # a pre-trained encoder (see distill.train.budget).
     default_min_steps = 200
-    benched = True  # distill bench loads its teacher and student as sequence classifiers
+    bench = "bench_models"
     compare = "compare"
 
     def register_models(self) -> None:

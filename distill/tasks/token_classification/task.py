@@ -110,6 +110,7 @@ class TokenClassification(Task):
         "labels": ("data", "student.transfer"),  # the teacher runs in PyTorch: no [labels]
     }
     default_min_steps = 200  # few labelled sentences need many passes, as for classification
+    bench = "bench_models"
 
     def check_recipe(self, recipe: Any) -> list[str]:
         problems = []

@@ -1,0 +1,24 @@
+"""What `distill bench` needs of a classification run: its saved models as sequence
+classifiers, and the test texts its inputs are cut from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distill.dataset_files import read_split
+
+
+def load_model(folder: Path) -> Any:
+    """A classifier an earlier stage saved (safetensors only), fp32, in eval mode."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, dtype=torch.float32, use_safetensors=True
+    )
+    return model.eval()
+
+
+def test_texts(data_dir: Path) -> list[str]:
+    return list(read_split(data_dir, "test").texts)
