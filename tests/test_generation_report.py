@@ -326,7 +326,10 @@ def test_export_tables_name_the_int8_pass(full) -> None:
     assert full["report"]["export"]["quantization"] == "dynamic"
     markdown = (full["out"] / "report.md").read_text(encoding="utf-8")
     html = (full["out"] / "report.html").read_text(encoding="utf-8")
-    line = "dynamic: int8 weight matmuls, activations quantized at run time; int8 embedding table"
+    line = (
+        "dynamic: int8 weight matmuls, activations quantized at run time; the token-embedding "
+        "table in int8 where the graph gathers from one"
+    )
     assert f"| int8 pass | {line} |" in markdown
     assert f"<tr><th>int8 pass</th><td>{line}</td></tr>" in html
 

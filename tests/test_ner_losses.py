@@ -197,3 +197,38 @@ def test_layer_losses_add_the_hidden_state_mse_over_real_sub_tokens_in_training_
             student(**plain).logits, None, inputs["labels"], None, 2.0, 0.0
         )
     assert float(evaluated) == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_the_attention_loss_runs_eager_and_gives_the_student_its_attention_back() -> None:
+    """Attention maps need eager attention during training only; the trained student returns
+    to the implementation it was built with. (BERT in transformers 4.57 cannot switch at
+    all and returns maps from its SDPA path; a Llama can, so it shows the switch.)"""
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
+    from distill.train.layer_losses import layer_distillation
+
+    def tagger(layers: int) -> torch.nn.Module:
+        config = LlamaConfig(
+            vocab_size=30,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            num_labels=3,
+            attn_implementation="sdpa",
+        )
+        return LlamaForTokenClassification(config)
+
+    student, teacher = tagger(1), tagger(2)
+    vocabulary = SimpleNamespace(get_vocab=lambda: {"a": 0})
+    config = SimpleNamespace(layer_map=[(0, 1)], hidden_weight=0.0, attention_weight=1.0)
+    _, layers = layer_distillation(
+        config, student, vocabulary, teacher, vocabulary, "teacher", {"init": "config"}, seed=0
+    )
+    assert student.config._attn_implementation == "eager"
+    assert teacher.config._attn_implementation == "eager"
+    layers.restore_attention(student)
+    assert student.config._attn_implementation == "sdpa"

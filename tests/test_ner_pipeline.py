@@ -162,6 +162,10 @@ def test_distill_bench_times_the_tagging_run_side_by_side(project: Path, tmp_pat
     assert (
         keys[:3] == [bench.TEACHER, bench.STUDENT, bench.ONNX_FP32] and keys[-1] == bench.DEPLOYED
     )
+    # The fp32 rows are the bundle's fp32 reference, not the deployed int8 graph again.
+    models = {model["key"]: model for model in result["models"]}
+    assert models[bench.ONNX_FP32]["path"].endswith("fp32/model_fp32.onnx")
+    assert models[bench.ONNX_FP32]["bytes"] > models[bench.DEPLOYED]["bytes"]
     (cell,) = result["cells"]
     assert (cell["batch_size"], cell["sequence_length"]) == (1, 8)
     assert all(stats["p50_ms"] > 0 for stats in cell["latency"].values())

@@ -160,6 +160,14 @@ class LayerDistillation:
     attention_weight: float
     # For a student with a trimmed vocabulary: student token id -> teacher token id.
     teacher_ids: torch.Tensor | None = None
+    # The student's attention implementation before the attention loss switched it to eager.
+    student_attention: str | None = None
+
+    def restore_attention(self, student: nn.Module) -> None:
+        """Eager attention was only needed for the maps: the trained student gets its own back
+        (for the logits computed after training, and for whoever loads it)."""
+        if self.attention_weight > 0 and self.student_attention is not None:
+            student.set_attn_implementation(self.student_attention)
 
     def loss(
         self, model: nn.Module, student_outputs: Any, inputs: dict[str, torch.Tensor]
@@ -233,6 +241,7 @@ def layer_distillation(
         else uniform_layer_map(student_layers, teacher_layers)
     )
     check_layer_map(layer_map, student_layers, teacher_layers)  # type: ignore[arg-type]
+    attention = model.config._attn_implementation
     if config.attention_weight > 0:  # the fused kernels do not return attention maps
         teacher.set_attn_implementation("eager")
         model.set_attn_implementation("eager")
@@ -254,4 +263,5 @@ def layer_distillation(
         layer_map=layer_map,  # type: ignore[arg-type]
         hidden_weight=config.hidden_weight,
         attention_weight=config.attention_weight,
+        student_attention=attention,
     )

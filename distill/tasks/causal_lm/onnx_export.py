@@ -98,11 +98,13 @@ def describe_quantization(mode: str | None) -> str | None:
         return (
             f"weight-only: int{WEIGHT_ONLY['bits']} weight matmuls (MatMulNBits, blocks of "
             f"{WEIGHT_ONLY['block_size']}, symmetric; accuracy level {WEIGHT_ONLY['accuracy_level']}: "
-            "activations quantized per block at run time); int8 embedding table"
+            "activations quantized per block at run time); the token-embedding table in int8 "
+            "where the graph gathers from one"
         )
     if mode == "dynamic":
         return (
-            "dynamic: int8 weight matmuls, activations quantized at run time; int8 embedding table"
+            "dynamic: int8 weight matmuls, activations quantized at run time; the token-embedding "
+            "table in int8 where the graph gathers from one"
         )
     return None if mode is None else "none: fp32 only"
 

@@ -43,8 +43,10 @@ def kd_significance(
         difference="f1_difference",
         points="points of entity micro-F1",
         detail=(
+            # Each student's own vocabulary may truncate a long sentence elsewhere: the
+            # test scores the words both kept, which can differ from the rows in the last digit.
             f"{comparison['f1_first']:.1%} vs {comparison['f1_second']:.1%} on "
-            f"{comparison['examples']} test sentences"
+            f"{comparison['examples']} test sentences, the words both students kept"
         ),
         test=TEST,
     )

@@ -165,7 +165,6 @@ def _train_variant(
         model, trainable, tokenizer, built, layers = _transformer_student(
             config, data, ctx, task, teacher_dir, label_names, use_teacher, trim_texts
         )
-    attention = model.config._attn_implementation  # restored after the attention loss
     encoded = {
         split_name: task.encode(
             tokenizer, split, data.max_length, teacher_logits[split_name] if use_teacher else None
@@ -192,8 +191,8 @@ def _train_variant(
         alpha=alpha,
         layers=layers,
     )
-    if layers is not None and config.attention_weight > 0:
-        model.set_attn_implementation(attention)  # eager was only needed for the maps
+    if layers is not None:
+        layers.restore_attention(model)
     save_trained_model(trainer, tokenizer, out / "model")
     (out / "logits").mkdir()
     metrics: dict[str, Any] = {

@@ -47,7 +47,7 @@ from distill.config import DataConfig, ExportConfig
 from distill.errors import AccuracyDropError
 from distill.export import candidates as shared
 from distill.export import onnx as onnx_utils
-from distill.export.bundle import assemble_bundle, write_bundle_manifest
+from distill.export.bundle import FP32_REFERENCE, assemble_bundle, write_bundle_manifest
 from distill.export.candidates import CANDIDATES, Candidate, Measure
 from distill.export.gate import Gate
 from distill.models import load_tokenizer
@@ -409,6 +409,8 @@ def _bundle_info(
         "task": TokenClassification.bundle_task,
         "model": "model.onnx",
         "precision": metrics["deployed"],
+        # assemble_bundle puts the fp32 graph beside an int8 model.onnx (distill bench reads it)
+        "fp32_reference": FP32_REFERENCE if metrics["deployed"] == "int8" else None,
         "labels": tag_names,
         "max_length": data.max_length,
         "aggregation": "simple",

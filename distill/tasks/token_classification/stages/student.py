@@ -108,6 +108,8 @@ def _train_one(
         alpha=alpha,
         layers=layers,
     )
+    if layers is not None:
+        layers.restore_attention(model)
     save_trained_model(trainer, tokenizer, out / "model")
     (out / "logits").mkdir()
     metrics: dict[str, Any] = {
