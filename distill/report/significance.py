@@ -129,23 +129,27 @@ def paired_f1_comparison(
     a, b = _as_counts(counts_a, counts_b)
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1 (got {resamples})")
-    observed = _micro_f1(a.sum(0)) - _micro_f1(b.sum(0))
+    n = a.shape[0]
+    total_a, total_b = a.sum(0), b.sum(0)
+    f1_a, f1_b = _micro_f1(total_a), _micro_f1(total_b)
+    observed = f1_a - f1_b
     rng = np.random.default_rng(seed)
+    uniform = np.full(n, 1 / n)
     swapped, boot = [], []
     for size in _blocks(resamples):
-        swap = rng.integers(0, 2, size=(size, a.shape[0])).astype(np.float64)
+        swap = rng.integers(0, 2, size=(size, n)).astype(np.float64)
         moved = swap @ (b - a)  # what a gains (and b loses) from the swapped examples
-        swapped.append(_micro_f1(a.sum(0) + moved) - _micro_f1(b.sum(0) - moved))
-        weights = rng.multinomial(a.shape[0], np.full(a.shape[0], 1 / a.shape[0]), size=size)
+        swapped.append(_micro_f1(total_a + moved) - _micro_f1(total_b - moved))
+        weights = rng.multinomial(n, uniform, size=size)
         boot.append(_micro_f1(weights @ a) - _micro_f1(weights @ b))
     differences = np.concatenate(swapped)
     extreme = int(np.sum(np.abs(differences) >= abs(observed) - 1e-12))
     p_value = (extreme + 1) / (resamples + 1)
     low, high = np.percentile(np.concatenate(boot), [2.5, 97.5])
     return {
-        "examples": int(a.shape[0]),
-        "f1_first": _micro_f1(a.sum(0)),
-        "f1_second": _micro_f1(b.sum(0)),
+        "examples": int(n),
+        "f1_first": f1_a,
+        "f1_second": f1_b,
         "f1_difference": float(observed),
         "test": F1_TEST_NAME,
         "p_value": float(p_value),

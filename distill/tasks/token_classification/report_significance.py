@@ -11,8 +11,8 @@ from typing import Any
 from distill.models import load_tokenizer
 from distill.report.significance import paired_f1_comparison, verdict_sentence
 from distill.tasks.token_classification.logits import load_ragged
-from distill.tasks.token_classification.metrics import aligned, entity_counts, word_tags
-from distill.tasks.token_classification.training import encode_words, word_starts
+from distill.tasks.token_classification.metrics import aligned, entity_counts
+from distill.tasks.token_classification.training import logits_word_tags
 
 TEST = "approximate randomization"
 
@@ -22,8 +22,8 @@ def student_test_tags(
 ) -> list[list[str]]:
     """A student's word tags on the test split: its saved logits, its tokenizer's word starts."""
     tokenizer = load_tokenizer(str(folder / "model"), f"student model {folder / 'model'}")
-    starts = word_starts(encode_words(tokenizer, test.tokens, max_length), len(test))
-    return word_tags(load_ragged(folder / "logits" / "test.npz", test.ids), starts, tag_names)
+    logits = load_ragged(folder / "logits" / "test.npz", test.ids)
+    return logits_word_tags(tokenizer, test.tokens, logits, tag_names, max_length)
 
 
 def kd_significance(

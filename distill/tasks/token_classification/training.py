@@ -15,7 +15,7 @@ from transformers import Trainer
 from distill.config import TrainingConfig
 from distill.errors import DataError
 from distill.tasks.token_classification.losses import IGNORE_INDEX, token_distillation_loss
-from distill.tasks.token_classification.metrics import tagging_metrics
+from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
 from distill.tasks.token_classification.task import TokenClassification
 from distill.train import trainer as shared
 from distill.train.layer_losses import LayerDistillation
@@ -38,6 +38,19 @@ def word_starts(encoding: Any, count: int) -> list[list[int]]:
                 positions.append(position)
         starts.append(positions)
     return starts
+
+
+def logits_word_tags(
+    tokenizer: Any,
+    sentences: list[list[str]],
+    logits: list[np.ndarray],
+    tag_names: list[str],
+    max_length: int,
+) -> list[list[str]]:
+    """Each word's tag from cached per-sub-token ``logits``, read through the ``tokenizer``
+    that produced them (its own segmentation and truncation)."""
+    starts = word_starts(encode_words(tokenizer, sentences, max_length), len(sentences))
+    return word_tags(logits, starts, tag_names)
 
 
 def encode(

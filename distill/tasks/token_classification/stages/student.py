@@ -28,10 +28,9 @@ from distill.tasks.token_classification.metrics import aligned, tagging_metrics,
 from distill.tasks.token_classification.models import load_saved_tagger, load_tagger, require_fast
 from distill.tasks.token_classification.training import (
     encode,
-    encode_words,
+    logits_word_tags,
     sentence_logits,
     train,
-    word_starts,
 )
 from distill.train.layer_losses import layer_distillation
 from distill.train.students import build_student
@@ -166,9 +165,9 @@ def _teacher_words(
     tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
     words = {}
     for name in ("validation", "test"):
-        sentences = splits[name].tokens
-        starts = word_starts(encode_words(tokenizer, sentences, max_length), len(sentences))
-        words[name] = word_tags(teacher_logits[name], starts, tag_names)
+        words[name] = logits_word_tags(
+            tokenizer, splits[name].tokens, teacher_logits[name], tag_names, max_length
+        )
     return words
 
 
