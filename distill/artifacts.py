@@ -33,8 +33,7 @@ _TRACKED_PACKAGES = (
     "torch",
     "transformers",
     "datasets",
-    "optimum",
-    "optimum-onnx",
+    "onnxscript",
     "onnx",
     "onnxruntime",
     "accelerate",
@@ -269,7 +268,7 @@ def onnx_files(model_path: Path) -> list[Path]:
     """An ONNX file plus its external-data file(s), when the weights are stored beside it."""
     files = [model_path]
     names = (
-        f"{model_path.name}_data",  # model.onnx_data, optimum's name
+        f"{model_path.name}_data",  # model.onnx_data, an older exporter's name
         f"{model_path.name}.data",
         f"{model_path.stem}.data",
         f"{model_path.stem}.onnx_data",

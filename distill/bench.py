@@ -7,7 +7,7 @@ every model alike:
 
 - the teacher in PyTorch fp32,
 - the student in PyTorch fp32,
-- the student's fp32 ONNX file as optimum exports it by default (``fp32/model_fp32.onnx``),
+- the student's fp32 ONNX file as the dynamo exporter writes it (``fp32/model_fp32.onnx``),
 - the same file after ONNX Runtime graph optimization at the bundle's recorded level,
 - the deployed model (``model.onnx``: the chosen int8 candidate, or fp32),
 
@@ -307,7 +307,7 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
             lat.ort_session(path, threads),
         )
 
-    models.append(onnx_model(ONNX_FP32, "Student ONNX fp32 (optimum export)", "fp32", fp32_path))
+    models.append(onnx_model(ONNX_FP32, "Student ONNX fp32 (plain export)", "fp32", fp32_path))
     # the bundle's graph optimization, replayed on its fp32 reference (default: level 2)
     recorded = manifest.get("optimization") or {}
     level = recorded.get("level") or 2
@@ -533,7 +533,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |")
     for field, label in (
-        ("int8_vs_fp32_onnx", "int8 vs fp32 ONNX (optimum default)"),
+        ("int8_vs_fp32_onnx", "int8 vs fp32 ONNX (plain export)"),
         ("int8_vs_fp32_onnx_optimized", "int8 vs fp32 ONNX (ORT optimized)"),
         ("deployed_vs_student_pytorch", "deployed vs student PyTorch fp32"),
         ("deployed_vs_teacher", "deployed vs teacher PyTorch fp32"),
@@ -543,9 +543,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     length = ratios["at_sequence_length"]
     lines += [
         "",
-        f"- int8 vs fp32 ONNX (optimum default), batch 1, seq {length}: "
+        f"- int8 vs fp32 ONNX (plain export), batch 1, seq {length}: "
         f"{_fmt(ratios['int8_vs_fp32_onnx_b1'], '.2f', 'x')}",
-        f"- int8 vs fp32 ONNX (optimum default), batch 32, seq {length}: "
+        f"- int8 vs fp32 ONNX (plain export), batch 32, seq {length}: "
         f"{_fmt(ratios['int8_vs_fp32_onnx_b32'], '.2f', 'x')}",
         f"- deployed vs teacher (PyTorch fp32), batch 1, seq {length}: "
         f"{_fmt(ratios['deployed_vs_teacher_b1'], '.2f', 'x')}",

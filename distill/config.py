@@ -548,15 +548,22 @@ class _ExportConfig(_Table):
         0.01, ge=0, le=1, description="Largest accuracy loss (fraction, 0.01 = 1 point) allowed."
     )
     parity_tolerance: float = Field(1e-4, gt=0, description="Max |ONNX - PyTorch| on logits.")
-    opset: int | None = Field(None, ge=11, le=23)
+    opset: int | None = Field(
+        None,
+        ge=18,
+        le=23,
+        description="ONNX opset of the export (default: the dynamo exporter's, 18 or newer; "
+        "below 18 its LayerNormalization and attention ops have no earlier version).",
+    )
     calibration_samples: int = Field(
         256, ge=1, description="static: training texts used to calibrate activations."
     )
     optimization_level: Literal[0, 1, 2, 99] = Field(
         2,
-        description="ONNX Runtime graph optimization (optimum ORTOptimizer) for the "
-        "'-optimized' candidates: 0 off, 1 basic, 2 extended + transformer fusions, "
-        "99 all (may bake CPU-specific layouts into the file).",
+        description="Graph fusion for the '-optimized' candidates: 0 off; 1, 2 or 99 run "
+        "onnxscript's onnxruntime fusions (Attention, SkipLayerNormalization, BiasGelu) "
+        "on the exported graph; onnxruntime applies its own graph optimizations when a "
+        "session loads the file, whichever level is set.",
     )
     cls_pruning: bool = Field(
         True,

@@ -168,7 +168,7 @@ def test_bench_script_runs_from_the_command_line(
     printed = capsys.readouterr().out
     assert "| Teacher (PyTorch fp32) |" in printed
     assert "b1 s8 p50 / p95 ms" in printed
-    assert "int8 vs fp32 ONNX (optimum default), batch 1, seq 8: " in printed
+    assert "int8 vs fp32 ONNX (plain export), batch 1, seq 8: " in printed
     assert "batch 32, seq 8: n/a" in printed  # not measured
 
 

@@ -2,7 +2,7 @@
 `distill predict` on a token-classification bundle.
 
 One tiny random BERT token classifier (its classifier re-drawn so that every tag wins on
-some tokens) is exported with optimum and assembled into a bundle once; tests that tamper
+some tokens) is exported with torch's dynamo exporter and assembled into a bundle once; tests that tamper
 with it work on a copy. Its entities are compared with the transformers pipeline's on the
 PyTorch model.
 """
@@ -112,7 +112,7 @@ def _write_manifest(bundle: Path, **extra: Any) -> None:
 
 @pytest.fixture(scope="module")
 def bundle(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """model.onnx (optimum's token-classification export), config.json, tokenizer files."""
+    """model.onnx (the token-classification export), config.json, tokenizer files."""
     folder = tmp_path_factory.mktemp("ner-bundle") / "bundle"
     export_onnx(model_dir, folder, task="token-classification")
     _write_manifest(folder)
@@ -397,17 +397,21 @@ def test_a_config_whose_tags_disagree_is_refused(bundle_copy: Path) -> None:
         load_bundle(bundle_copy)
 
 
-# --------------------------------------------------------------------------- optimum
+# --------------------------------------------------------------------------- transformers
 
 
-def test_the_bundle_opens_with_optimum(bundle: Path) -> None:
-    from optimum.onnxruntime import ORTModelForTokenClassification
-    from transformers import AutoTokenizer
+def test_the_bundle_graph_matches_the_pytorch_tagger(bundle: Path, model_dir: Path) -> None:
+    """The served probabilities are the PyTorch tagger's (the model the bundle was made from)."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    model = ORTModelForTokenClassification.from_pretrained(bundle)
-    assert model.config.id2label == TAGS
+    model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+    assert {
+        int(k): v for k, v in json.loads((bundle / "config.json").read_text())["id2label"].items()
+    } == TAGS
     tokenizer = AutoTokenizer.from_pretrained(bundle)
-    logits = model(**tokenizer(TEXTS[:2], padding=True, return_tensors="pt")).logits
+    with torch.inference_mode():
+        logits = model(**tokenizer(TEXTS[:2], padding=True, return_tensors="pt")).logits
     predictor = load_bundle(bundle)
     ours = predictor._probabilities(predictor.tokenizer.encode_batch(TEXTS[:2]))
     np.testing.assert_allclose(ours, logits.softmax(-1).numpy(), rtol=0, atol=1e-5)

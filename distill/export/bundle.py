@@ -29,6 +29,7 @@ from typing import Any
 
 from distill.artifacts import sha256_file, write_json_atomic
 from distill.errors import ArtifactError, ModelLoadError
+from distill.export.quantize import QUANTIZATION_FILE
 from distill.tasks import TASKS, task_of_bundle
 from distill.tasks.base import Task
 
@@ -105,7 +106,7 @@ def assemble_bundle(
     fp32_reference: bool = True,
 ) -> tuple[Path, dict[str, str]]:
     """Copy the deployable files into ``bundle``: the deployed graph as ``model.onnx`` (int8
-    with ort_config.json and, with ``fp32_reference``, its fp32 reference; or fp32 alone),
+    with quantization.json and, with ``fp32_reference``, its fp32 reference; or fp32 alone),
     config.json and the fast tokenizer; returns the folder with each file's role, for
     :func:`write_bundle_manifest`."""
     import onnx  # writing a bundle needs onnx and transformers; reading one does not
@@ -126,8 +127,8 @@ def assemble_bundle(
         place(int8_path, "model.onnx", "int8")
         if fp32_reference:
             place(fp32_path, FP32_REFERENCE, "fp32")
-        if (int8_path.parent / "ort_config.json").is_file():  # optimum's quantizers write it
-            place(int8_path.parent / "ort_config.json", "ort_config.json", "config")
+        if (int8_path.parent / QUANTIZATION_FILE).is_file():  # distill's quantizers write it
+            place(int8_path.parent / QUANTIZATION_FILE, QUANTIZATION_FILE, "quantization-config")
     place(model_dir / "config.json", "config.json", "config")
     for onnx_file in (bundle / "model.onnx", bundle / FP32_REFERENCE):
         if onnx_file.is_file():  # the full check also rejects external data outside the bundle

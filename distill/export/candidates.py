@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.export import onnx as onnx_utils
+from distill.export.fusion import FUSION_TOOL
 from distill.export.gate import Gate
 
 log = logging.getLogger("distill")
@@ -149,8 +150,8 @@ def optimize_for(
 
 
 def candidate_settings(candidate: Candidate, config: Any, level: int) -> dict[str, Any]:
-    """What a manifest records of a dynamic or static candidate's build: optimum's
-    quantization config ``config`` and the graph it quantizes (``level``: the optimization
+    """What a manifest records of a dynamic or static candidate's build: the
+    quantization settings ``config`` and the graph it quantizes (``level``: the optimization
     level of that graph, 0 for the plain export)."""
     settings = onnx_utils.describe_quantization(config, candidate.mode)
     settings.update(
@@ -173,7 +174,7 @@ def dynamic_int8(
     reduce_range: bool,
     level: int,
 ) -> tuple[Path, dict[str, Any]]:
-    """A dynamic candidate's int8 file (``ort_config.json`` beside it) and its settings:
+    """A dynamic candidate's int8 file (``quantization.json`` beside it) and its settings:
     the weight matmuls, plus the embedding tables unless the candidate keeps them fp32.
     ``source``: the plain export or, for an optimized candidate, the graph optimized at
     ``level``."""
@@ -186,7 +187,7 @@ def dynamic_int8(
     settings = candidate_settings(candidate, config, level)
     settings["quantizer"] = "onnxruntime.quantization.quantize_dynamic"
     settings["extra_options"] = dict(onnx_utils.DYNAMIC_EXTRA_OPTIONS)
-    optimization = onnx_utils.optimization_config(level) if candidate.optimized else None
+    optimization = {"level": level, "tool": FUSION_TOOL} if candidate.optimized else None
     path = onnx_utils.quantize_dynamic(source, save_dir, config, optimization=optimization)
     return path, settings
 

@@ -1,7 +1,7 @@
 """The labelling pass's two ways of running the teacher, and the check that ties them.
 
-- ONNX Runtime: the teacher exported to ONNX in fp32 (optimum), its graph fused by ONNX
-  Runtime at level 2 (level 99 may bake this CPU's layouts into what is a cache), the last
+- ONNX Runtime: the teacher exported to ONNX in fp32 (torch dynamo), its graph fused for
+  onnxruntime (:mod:`distill.export.fusion`), the last
   layer pruned to the token the head reads (exact); then a seeded sample of the cached
   logits, spread over the token lengths, is recomputed with PyTorch and compared.
 - PyTorch: the fine-tuned teacher through a predicting Trainer, which under a launcher

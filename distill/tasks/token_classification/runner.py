@@ -11,7 +11,7 @@ sha256 of every file are checked by :func:`distill.export.bundle.read_bundle` fi
   output stays parseable). They must equal ``config.json``'s ``id2label``;
 - ``max_length``: a positive int; longer texts are truncated to that many tokens (special
   tokens included), as classification does: words past it get no tag, hence no entity;
-- ``model``: the ONNX file (default ``model.onnx``), optimum's token-classification graph
+- ``model``: the ONNX file (default ``model.onnx``), the token-classification graph (output ``logits``)
   (inputs among input_ids, attention_mask, token_type_ids; output ``logits`` of shape
   [batch, sequence, labels]);
 - ``files`` lists (at least) the model, ``tokenizer.json`` (a fast tokenizer: its offsets

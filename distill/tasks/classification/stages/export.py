@@ -1,14 +1,14 @@
 """Export stage: student -> ONNX fp32 -> parity -> graph optimization -> parity -> int8
 candidates -> accuracy gate -> the fastest faithful one -> bundle.
 
-1. optimum exports the student to fp32 ONNX (its defaults: the plain graph), checked against
+1. ``torch.onnx.export(dynamo=True)`` writes the student's fp32 graph (the plain graph), checked against
    PyTorch on real texts (:class:`~distill.errors.ParityError` beyond
    ``export.parity_tolerance``);
-2. when a candidate needs it, ONNX Runtime's transformer optimizer (optimum
-   ``ORTOptimizer``, ``export.optimization_level``) fuses the graph (Attention,
-   SkipLayerNormalization, EmbedLayerNormalization, BiasGelu) and, with
+2. when a candidate needs it, onnxscript's onnxruntime fusions (:mod:`distill.export.fusion`,
+   ``export.optimization_level``) fuse the graph (Attention fed the padding mask,
+   SkipLayerNormalization, BiasGelu; the counts recorded) and, with
    ``export.cls_pruning``, its last layer computes only the first token past its attention
-   (:func:`distill.export.onnx.prune_to_first_token`); that graph is checked against PyTorch
+   (:func:`distill.export.pruning.prune_to_first_token`); that graph is checked against PyTorch
    again, with the same tolerance;
 3. every int8 candidate (:data:`distill.export.candidates.CANDIDATES`, chosen by
    ``export.candidates`` or by ``export.quantization``) is built, scored on the whole test
@@ -26,9 +26,9 @@ Writes into the stage folder:
 ``bundle/``
     the deployable folder (published to ``export/<run>/``): ``model.onnx`` (the deployed
     model: the chosen int8 candidate, or fp32), ``fp32/model_fp32.onnx`` (the fp32 reference
-    as optimum exports it, only when int8 is deployed), ``config.json``, ``ort_config.json``
-    (optimum's ORTConfig of the chosen candidate: its quantization and graph optimization,
-    plus the quantizer call), the tokenizer files, and ``manifest.json`` (written last:
+    as exported, only when int8 is deployed), ``config.json``, ``quantization.json``
+    (the chosen candidate's quantization settings and graph optimization, plus the
+    quantizer call), the tokenizer files, and ``manifest.json`` (written last:
     every file with its role, sha256 and size, the label names, the tokenization, the
     graph's inputs, the quantization settings, every candidate with its measurements,
     the chosen one and why, and the metrics).
@@ -182,7 +182,7 @@ def export_student(
     with tempfile.TemporaryDirectory(prefix=".export-work-", dir=out) as tmp:
         work = Path(tmp)
 
-        # 1. Export the fp32 ONNX graph (optimum's defaults; a static student's is written
+        # 1. Export the fp32 ONNX graph (torch.onnx dynamo; a static student's is written
         # from its weights) and check it against PyTorch.
         fp32_path = (
             export_static(torch_model, work / "fp32" / "model.onnx")
@@ -558,7 +558,7 @@ def _quantize(
     data: DataConfig,
     seed: int,
 ) -> tuple[Path, dict[str, Any]]:
-    """The candidate's int8 file (with ``ort_config.json`` beside it) and its settings."""
+    """The candidate's int8 file (with ``quantization.json`` beside it) and its settings."""
     save_dir = work / "candidates" / candidate.name
     if candidate.mode == "table":
         path = int8_table_graph(source, save_dir / "model_quantized.onnx")
@@ -592,7 +592,7 @@ def _quantize(
         input_names=onnx_utils.graph_info(source)["input_names"],
         padding="max_length",
     )
-    settings["quantizer"] = "optimum.onnxruntime.ORTQuantizer"
+    settings["quantizer"] = "onnxruntime.quantization.quantize_static"
     path = onnx_utils.quantize_static(
         source, save_dir, config, features, work_dir=work / "calibration" / candidate.name
     )

@@ -1,7 +1,7 @@
 """The teacher through the student's export path: the "why not just quantize the teacher?" row.
 
 The export stage calls :func:`export_teacher` after the students (``export.teacher_baseline``,
-on by default). The teacher goes through the very steps the student does: optimum's fp32
+on by default). The teacher goes through the very steps the student does: the fp32
 ONNX export with the parity check against PyTorch, then one int8 build with the candidate
 the primary student deployed (or, when the student fell back to fp32, the recipe's first
 candidate), scored on the whole test split. Nothing here is gated or deployed: the files

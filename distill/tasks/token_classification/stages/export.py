@@ -1,13 +1,13 @@
-"""Stage `export` for tagging: the student to ONNX (optimum, ``token-classification``), parity
+"""Stage `export` for tagging: the student to ONNX (torch dynamo, ``token-classification``), parity
 with PyTorch, the int8 candidates, the one gate on the entity micro-F1 drop
 (``export.max_f1_drop``), and the fastest candidate that passes it deployed.
 
-1. optimum exports the student to fp32 ONNX, checked against PyTorch on real test sentences
+1. ``torch.onnx.export(dynamo=True)`` writes the student's fp32 graph, checked against PyTorch on real test sentences
    (:class:`~distill.errors.ParityError` beyond ``export.parity_tolerance``);
-2. when a candidate needs it, ONNX Runtime's transformer optimizer (optimum ``ORTOptimizer``,
-   ``export.optimization_level``) fuses the graph (Attention, SkipLayerNormalization,
-   EmbedLayerNormalization, BiasGelu), checked against PyTorch again with the same
-   tolerance. A model type the optimizer does not know drops the ``-optimized`` candidates,
+2. when a candidate needs it, onnxscript's onnxruntime fusions (:mod:`distill.export.fusion`,
+   ``export.optimization_level``) fuse the graph (Attention, SkipLayerNormalization,
+   BiasGelu; the counts recorded), checked against PyTorch again with the same
+   tolerance. A graph that cannot be optimized drops the ``-optimized`` candidates,
    the reason logged and recorded (``optimization.skipped``). CLS pruning is never applied:
    a tagger reads every token's output;
 3. every int8 candidate (``export.candidates``, by default ``dynamic`` and
@@ -25,7 +25,7 @@ deployed (else the recipe's first), scored on the test split: never gated or dep
 
 Writes ``bundle/`` (published to ``export/<run>/``): ``model.onnx`` (deployed), the fp32
 reference under ``fp32/`` when int8 is deployed, config.json (real tag names), the fast
-tokenizer, ``ort_config.json`` of an int8 model, and manifest.json (last): task, tags,
+tokenizer, ``quantization.json`` of an int8 model, and manifest.json (last): task, tags,
 max_length, aggregation, every candidate with its measurements, the chosen one and why, and
 the metrics. ``teacher_baseline/model.onnx``: the teacher's int8 graph, for the report.
 """
