@@ -88,7 +88,7 @@ def prepare_teacher(reference: str, label_count: int, folder: Path) -> Path:
         model = load_saved_classifier(path)
     else:
         model = load_classifier(str(path), "--teacher", [str(i) for i in range(label_count)])
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder)
     load_tokenizer(str(path), "--teacher").save_pretrained(folder)
     return folder
 

@@ -225,6 +225,8 @@ def _configure_logging(quiet: bool, *, transformers_logging: bool = True) -> Non
         import transformers
 
         transformers.logging.set_verbosity_error()
+        # transformers 5 draws a bar for every weight load and save; distill shows its own.
+        transformers.logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
 

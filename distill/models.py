@@ -293,9 +293,31 @@ def student_from_teacher_layers(teacher: nn.Module, layers: list[int]) -> nn.Mod
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new_index
     _replace_layers(student, kept)
+    _share_config(student)
     student.config.num_hidden_layers = len(layers)
     student.config.distill_teacher_layers = list(layers)
     return student
+
+
+def _share_config(model: nn.Module) -> None:
+    """Point every submodule of ``model`` at ``model.config`` and drop copied output hooks.
+
+    Layers copied on their own carry their own copy of the teacher's config: transformers 5
+    reads the attention implementation from it, so ``set_attn_implementation`` on the student
+    would leave them on the old kernel. They also carry the teacher's output-capturing hooks
+    (installed at its first forward), which record nothing for the student: transformers
+    installs fresh ones at the student's first forward once the flag is cleared.
+    """
+    from transformers import PretrainedConfig
+
+    for module in model.modules():
+        if isinstance(getattr(module, "config", None), PretrainedConfig):
+            module.config = model.config
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__name__", "") == "output_capturing_hook":
+                del module._forward_hooks[key]
+        if hasattr(module, "_output_capturing_hooks_installed"):
+            module._output_capturing_hooks_installed = False
 
 
 def _replace_layers(model: nn.Module, new_layers: nn.ModuleList) -> None:

@@ -89,7 +89,7 @@ def build_tiny_classifier(
 
     torch.manual_seed(seed)
     vocab = write_vocab(folder, extra_words)
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

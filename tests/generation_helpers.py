@@ -70,7 +70,7 @@ def tiny_llama(seed: int = 0, layers: int = 2, **overrides: Any) -> Any:
 
 def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
     """:func:`tiny_llama` and :func:`tiny_tokenizer` saved into ``folder`` (safetensors)."""
-    tiny_llama(seed).save_pretrained(folder, safe_serialization=True)
+    tiny_llama(seed).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
 
@@ -99,7 +99,7 @@ def write_tiny_lm_run(root: Path, teacher: Any, max_words: int) -> None:
     from distill.dataset_files import Split, write_split
 
     (root / "teacher" / "model").mkdir(parents=True)
-    teacher.save_pretrained(root / "teacher" / "model", safe_serialization=True)
+    teacher.save_pretrained(root / "teacher" / "model")
     tiny_tokenizer().save_pretrained(root / "teacher" / "model")
     rng = np.random.default_rng(0)
     (root / "data").mkdir()

@@ -54,7 +54,7 @@ max_accuracy_drop = 1.0
 
 def causal_lm(root: Path) -> Project:
     teacher = root / "teacher-base"
-    tiny_llama(seed=1, layers=2).save_pretrained(teacher, safe_serialization=True)
+    tiny_llama(seed=1, layers=2).save_pretrained(teacher)
     tiny_tokenizer().save_pretrained(teacher)
     rows = [f"the cat {verb} in the house w{i % 40}" for i, verb in enumerate(["run", "see"] * 40)]
     write_csv(root / "text.csv", ["text"], ([row] for row in rows))

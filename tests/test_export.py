@@ -37,7 +37,7 @@ def _make_wider_bert_student(folder: Path) -> Path:
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     torch.manual_seed(0)
-    tokenizer = BertTokenizerFast(vocab_file=str(write_vocab(folder)), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(write_vocab(folder)), do_lower_case=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=128,
@@ -63,7 +63,7 @@ def _make_distilbert_student(folder: Path) -> Path:
     )
 
     torch.manual_seed(0)
-    tokenizer = BertTokenizerFast(vocab_file=str(write_vocab(folder)), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(write_vocab(folder)), do_lower_case=True)
     config = DistilBertConfig(
         vocab_size=tokenizer.vocab_size,
         dim=32,
@@ -844,9 +844,7 @@ def test_a_relative_position_bias_is_not_taken_for_a_mask(tmp_path: Path) -> Non
     MPNetForSequenceClassification(config).save_pretrained(folder)
     from transformers import BertTokenizerFast
 
-    BertTokenizerFast(vocab_file=str(write_vocab(folder)), do_lower_case=True).save_pretrained(
-        folder
-    )
+    BertTokenizerFast(vocab=str(write_vocab(folder)), do_lower_case=True).save_pretrained(folder)
     plain = onnx_utils.export_onnx(folder, tmp_path / "fp32", task="text-classification")
     assert onnx_utils.graph_info(plain)["input_names"] == ["input_ids", "attention_mask"]
     fused, settings = onnx_utils.optimize_graph(plain, tmp_path / "fused", level=2)

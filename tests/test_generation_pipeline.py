@@ -36,7 +36,7 @@ def sentences(n: int, seed: int = 0) -> list[str]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("generation")
     teacher = root / "teacher-base"
-    tiny_llama(seed=1, layers=4).save_pretrained(teacher, safe_serialization=True)
+    tiny_llama(seed=1, layers=4).save_pretrained(teacher)
     tiny_tokenizer().save_pretrained(teacher)
     write_csv(root / "text.csv", ["text"], ([s] for s in sentences(160)))
     (root / "recipe.toml").write_text(

@@ -78,7 +78,7 @@ def build_upstream(
 
     teacher = root / "teacher"
     (teacher / "model").mkdir(parents=True)
-    tiny_llama(seed=5, layers=4).save_pretrained(teacher / "model", safe_serialization=True)
+    tiny_llama(seed=5, layers=4).save_pretrained(teacher / "model")
     tiny_tokenizer().save_pretrained(teacher / "model")
     write_manifest(
         teacher,

@@ -128,7 +128,7 @@ def test_mismatched_tokenizers_are_refused_naming_both(
     check_same_vocabulary(teacher, AutoTokenizer.from_pretrained(tiny_model_dir), "t", "s")
     other_vocab = tmp_path / "vocab.txt"
     other_vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad"]) + "\n")
-    other = BertTokenizerFast(vocab_file=str(other_vocab))
+    other = BertTokenizerFast(vocab=str(other_vocab))
     with pytest.raises(ModelLoadError) as err:
         check_same_vocabulary(teacher, other, "teacher model T", "student model S")
     message = str(err.value)

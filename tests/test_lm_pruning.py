@@ -248,7 +248,7 @@ def test_a_pruned_student_exports_to_onnx_with_parity(tmp_path: Path) -> None:
 
     student = drop_layers(tiny_llama(seed=12, layers=3), [0, 2])
     prune_width(student, CALIBRATION, PAD, mlp_keep=0.5, heads_keep=0.5)
-    student.save_pretrained(tmp_path / "model", safe_serialization=True)
+    student.save_pretrained(tmp_path / "model")
     tiny_tokenizer().save_pretrained(tmp_path / "model")
     onnx = export_causal_lm(tmp_path / "model", tmp_path / "onnx")
     differences = check_causal_parity(onnx, student, CALIBRATION[4], tolerance=1e-4)

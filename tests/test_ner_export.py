@@ -59,7 +59,7 @@ def _tiny_tagger(folder: Path) -> Any:
 
     torch.manual_seed(0)
     vocab = write_vocab(folder, PEOPLE + PLACES + ["new", "york"])
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

@@ -231,7 +231,7 @@ def test_fp32_bundle_feeds_only_the_declared_inputs(tmp_path: Path) -> None:
 
     folder = tmp_path / "student" / "model"
     torch.manual_seed(0)
-    tokenizer = BertTokenizerFast(vocab_file=str(write_vocab(folder)), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(write_vocab(folder)), do_lower_case=True)
     config = DistilBertConfig(
         vocab_size=tokenizer.vocab_size,
         dim=32,
@@ -476,10 +476,10 @@ def test_a_flipped_byte_in_the_model_is_refused(bundle_copy: Path, capsys) -> No
 
 
 def test_a_resized_file_is_refused(bundle_copy: Path, capsys) -> None:
-    with (bundle_copy / "vocab.txt").open("a") as handle:
-        handle.write("extra\n")
+    with (bundle_copy / "tokenizer_config.json").open("a") as handle:
+        handle.write("\n")
     err = _error(bundle_copy, capsys)
-    assert "vocab.txt" in err and "bytes" in err
+    assert "tokenizer_config.json" in err and "bytes" in err
 
 
 def test_a_deleted_tokenizer_is_refused(bundle_copy: Path, capsys) -> None:

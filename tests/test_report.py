@@ -168,10 +168,11 @@ def build_upstream(root: Path) -> dict[str, Any]:
 def _onnx_pair(model_dir: Path, fp32: Path, int8: Path) -> None:
     """A real fp32 ONNX export of ``model_dir`` (the graph file only) and a dynamic-int8 copy."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from optimum.exporters.onnx import main_export
+
+    from distill.export.exporter import export_onnx
 
     work = fp32.parent / "export-work"
-    main_export(str(model_dir), output=work, task="text-classification", do_validation=False)
+    export_onnx(model_dir, work, task="text-classification")
     fp32.parent.mkdir(parents=True, exist_ok=True)
     (work / "model.onnx").rename(fp32)
     shutil.rmtree(work)

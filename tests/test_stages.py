@@ -161,7 +161,7 @@ def test_trackers_only_when_asked(trained: dict, tmp_path: Path, tiny_model_dir:
 
     config = TeacherConfig(model="m")
     budget = resolve_budget(config, 100, 100, "teacher", default_min_steps=0)
-    default = training_arguments(config, tmp_path, 0, False, "teacher", tmp_path / "tb", budget)
+    default = training_arguments(config, tmp_path, 0, False, "teacher", budget)
     assert default.report_to == []
     ctx = RunContext(
         name="t", seed=7, task="sequence-classification", workdir=tmp_path, recipe_dir=tmp_path
@@ -291,7 +291,7 @@ def test_student_with_another_tokenizer_learns_from_the_cached_logits(
     words = vocab.read_text(encoding="utf-8").split("\n")
     shuffled = words[:5] + list(reversed([w for w in words[5:] if w]))  # same words, other ids
     vocab.write_text("\n".join(shuffled) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
     torch.manual_seed(1)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -206,13 +208,28 @@ def training_budget(
     return budget
 
 
+@contextmanager
+def tensorboard_directory(log_dir: Path) -> Iterator[None]:
+    """``TENSORBOARD_LOGGING_DIR`` set to ``log_dir`` for a block: transformers 5 dropped
+    ``TrainingArguments.logging_dir``; its TensorBoard callback reads this variable when the
+    Trainer is built."""
+    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(log_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TENSORBOARD_LOGGING_DIR"]
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous
+
+
 def training_arguments(
     config: TrainingConfig,
     output_dir: Path,
     seed: int,
     has_extra_columns: bool,
     table: str,
-    log_dir: Path,
     budget: Budget,
     metric: str = "accuracy",
 ) -> TrainingArguments:
@@ -232,7 +249,8 @@ def training_arguments(
         gradient_accumulation_steps=accumulation,
         per_device_eval_batch_size=max(config.batch_size, 64),
         weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
+        # transformers 5 reads a float in [0, 1) as a fraction of the steps (warmup_ratio is gone)
+        warmup_steps=config.warmup_ratio,
         eval_strategy=strategy,
         save_strategy=strategy,
         eval_steps=budget.eval_steps,
@@ -245,10 +263,9 @@ def training_arguments(
         metric_for_best_model=metric,
         greater_is_better=not metric.endswith("loss"),
         report_to=list(config.report_to) or "none",
-        logging_dir=str(log_dir),
         seed=seed,
         data_seed=seed,
-        group_by_length=True,  # batches of similar length: less padding on CPU
+        train_sampling_strategy="group_by_length",  # batches of similar length: less padding
         remove_unused_columns=not has_extra_columns,
         # Said outright: the Trainer infers it from forward()'s signature, which a wrapped
         # student (layer losses) hides, and would then skip the loss in evaluation.
@@ -256,7 +273,6 @@ def training_arguments(
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
         disable_tqdm=True,
-        save_safetensors=True,
         use_cpu=use_cpu(),
     )
 
@@ -287,28 +303,28 @@ def train(
     writes into a checkpoint in ``on_save`` is sealed (and checked on resume) with it."""
     table = stage.split()[0]
     budget = training_budget(config, train_set, eval_set, stage, default_min_steps)
-    trainer = DistillationTrainer(
-        model=model,
-        args=training_arguments(
-            config,
-            work_dir,
-            seed,
-            has_extra_columns=has_extra_columns,
+    with tensorboard_directory(log_dir):  # read when the Trainer builds its callbacks
+        trainer = DistillationTrainer(
+            model=model,
+            args=training_arguments(
+                config,
+                work_dir,
+                seed,
+                has_extra_columns=has_extra_columns,
+                table=table,
+                budget=budget,
+                metric=metric,
+            ),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            data_collator=collator,
+            processing_class=tokenizer,
+            compute_metrics=compute_metrics,
+            callbacks=[*callbacks, *stopping_callbacks(config, budget)],
+            stage=stage,
             table=table,
-            log_dir=log_dir,
-            budget=budget,
-            metric=metric,
-        ),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        callbacks=[*callbacks, *stopping_callbacks(config, budget)],
-        stage=stage,
-        table=table,
-        objective=objective,
-    )
+            objective=objective,
+        )
     trainer.budget = budget
     return trainer, train_resuming(trainer, work_dir, stage)
 
@@ -316,7 +332,7 @@ def train(
 def save_trained_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
     """Save the trained model (the student alone when projections were trained beside it)."""
     if trainer.args.should_save:
-        unwrap_student(trainer.model).save_pretrained(folder, safe_serialization=True)
+        unwrap_student(trainer.model).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
 
@@ -324,11 +340,11 @@ def predict_logits(trainer: Trainer, dataset: Any, desc: str = "predicting") -> 
     """Logits in dataset order, the batches' progress shown as ``desc``.
 
     The examples are predicted longest first (each batch is padded to its longest one, so
-    batches of like lengths pad least) and put back in dataset order. ``group_by_length``
-    also reorders *evaluation* batches in transformers 4.57, which would silently misalign
-    logits and example ids: it is switched off for prediction.
+    batches of like lengths pad least) and put back in dataset order. ``group_by_length`` sampling
+    also reorders *evaluation* batches (transformers' ``_get_eval_sampler``), which would
+    silently misalign logits and example ids: it is switched off for prediction.
     """
-    trainer.args.group_by_length = False
+    trainer.args.train_sampling_strategy = "random"
     order = length_order([len(ids) for ids in dataset["input_ids"]])
     progress = PredictionProgress(desc)
     trainer.add_callback(progress)

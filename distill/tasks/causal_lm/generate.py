@@ -5,11 +5,13 @@ torch, no transformers.
 (:func:`distill.export.bundle.read_bundle`) has verified every file's size and sha256;
 :meth:`OnnxCausalLM.load` loads any exported folder as it is (the export stage's own).
 
-The graph is the one optimum exports for ``text-generation-with-past``: inputs
-``input_ids``, ``attention_mask``, ``position_ids`` (when declared) and
-``past_key_values.N.key`` / ``.value`` [batch, kv heads, past length, head dim]; outputs
-``logits`` and ``present.N.key`` / ``.value``. The first step feeds the whole prompt with an
-empty past (length 0); each later step feeds one token and the previous step's presents.
+The graph is the one :func:`distill.tasks.causal_lm.onnx_export.export_causal_lm` writes
+(the usual layout of a ``text-generation-with-past`` ONNX graph): inputs ``input_ids``,
+``attention_mask``, ``position_ids`` (when declared) and ``past_key_values.N.key`` /
+``.value`` [batch, kv heads, past length, head dim], with fixed kv heads and head dim;
+outputs ``logits`` and ``present.N.key`` / ``.value``. The first step feeds the whole prompt
+with an empty past (length 0); each later step feeds one token and the previous step's
+presents.
 
 This module must stay importable without torch or transformers (the tests check it in a
 fresh interpreter): import only the standard library, numpy, onnxruntime, tokenizers and
@@ -75,8 +77,8 @@ class OnnxCausalLM:
         if missing or not past:
             raise ArtifactError(
                 f"{name}: not a causal LM exported with a KV cache (inputs {sorted(inputs)}; "
-                "expected input_ids, attention_mask and past_key_values.N.key/value, as optimum "
-                "exports for task text-generation-with-past)"
+                "expected input_ids, attention_mask and past_key_values.N.key/value, as "
+                "distill's causal-LM export writes them)"
             )
         self.past_names = [n for _, _, n in past]
         self.num_layers = past[-1][0] + 1

@@ -138,7 +138,7 @@ def materialize_gguf(gguf_path: Path, cache_dir: Path) -> Path:
         loaded = time.perf_counter()
         clean = _clean_copy(model)
         del model
-        clean.save_pretrained(staging, safe_serialization=True)
+        clean.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         marker = {
             "source": gguf_path.name,

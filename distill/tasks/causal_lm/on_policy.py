@@ -114,6 +114,10 @@ def sampling_config(config: OnPolicyConfig) -> GenerationConfig:
         temperature=config.sample_temperature,
         top_k=0,
         top_p=1.0,
+        # Set outright: transformers 5 fills whatever is left unset from the model's own
+        # generation config, whose settings would change the policy.
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
         max_new_tokens=config.max_new_tokens,
         pad_token_id=config.pad_id,
         eos_token_id=list(config.eos_ids),
@@ -186,7 +190,6 @@ def sample_batch(
             input_ids=prompts,
             attention_mask=prompt_mask,
             generation_config=sampling_config(config),
-            use_model_defaults=False,  # the model's own sampling settings would change the policy
         )
     finally:
         student.train(was_training)

@@ -1,8 +1,8 @@
 """Stage `export` for causal LMs: ONNX with a KV cache, parity, int8, perplexity with ORT.
 
-1. optimum exports the student for ``text-generation-with-past`` (one graph: the prompt
-   with an empty past, then one token at a time); its logits are checked against PyTorch on
-   a test text, on the first step and on a step fed from the cache
+1. the student is exported with a KV cache (``torch.onnx.export(dynamo=True)``, one
+   graph: the prompt with an empty past, then one token at a time); its logits are checked
+   against PyTorch on a test text, on the first step and on a step fed from the cache
    (:class:`~distill.errors.ParityError` beyond ``export.parity_tolerance``);
 2. int8 weight matmuls by ``export.quantization``: ``dynamic`` (ONNX Runtime's dynamic
    quantization) or ``weight-only`` (int8 blocks of 32, MatMulNBits: what LMs with outlier
@@ -19,8 +19,8 @@ and "faster" can be stated against the teacher's own int8 ONNX too.
 
 Writes ``bundle/`` (published to ``export/<run>/``): ``model.onnx`` (deployed),
 ``fp32/model.onnx`` (only when int8 is deployed), the tokenizer, ``config.json``,
-``generation_config.json``, ``ort_config.json`` (dynamic) or ``quantization.json``
-(weight-only) and ``manifest.json``
+``generation_config.json``, ``quantization.json`` (the int8 settings, dynamic or
+weight-only) and ``manifest.json``
 (written last: every file with its role and sha256, the task, EOS ids, metrics). The bundle
 runs with onnxruntime, tokenizers and numpy alone (`distill generate`).
 """

@@ -665,6 +665,10 @@ def _greedy_config(model: Any, max_new_tokens: int, *, forced: bool) -> Any:
     return GenerationConfig(
         do_sample=False,
         num_beams=1,
+        # Set outright: transformers 5 fills whatever is left unset from the model's own
+        # generation config (a repetition penalty there would change greedy decoding).
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
         use_cache=True,
         max_new_tokens=max_new_tokens,
         min_new_tokens=max_new_tokens if forced else None,
@@ -682,7 +686,6 @@ def _torch_generate(model: Any, config: Any, ids: list[int]) -> list[int]:
             input_ids,
             attention_mask=torch.ones_like(input_ids),
             generation_config=config,
-            use_model_defaults=False,
         )
     return output[0, len(ids) :].tolist()
 
