@@ -54,6 +54,7 @@ def optimize_graph(
     model = ir.load(str(onnx_path))
     model, fusion_counts = optimize_for_ort(model)
     ir.save(model, str(path))
+    folded = fold_constant_concats(path)
     counts = op_counts(path)
     settings: dict[str, Any] = {
         "tool": FUSION_TOOL,
@@ -62,6 +63,7 @@ def optimize_graph(
         "nodes_before": sum(op_counts(onnx_path).values()),
         "fusions": {k: int(v) for k, v in fusion_counts.items() if v},
         "mask_index": attention_mask_index(path),
+        "folded_concats": folded,
     }
     settings["nodes"] = sum(op_counts(path).values())
     settings["fused_operators"] = {
@@ -70,6 +72,40 @@ def optimize_graph(
     if cls_pruning:
         settings["cls_pruning"] = prune_to_first_token(path)
     return path, settings
+
+
+def fold_constant_concats(path: Path) -> int:
+    """Replace each ``Concat`` of initializers by one initializer holding its result (rewrites
+    ``path`` when there is one); returns how many were folded.
+
+    The attention fusion packs Q, K and V into one weight with a ``Concat`` node: the
+    quantizer quantizes the packed weight but leaves the node and its three fp32 inputs in
+    the file, dead, a third of a 2-layer student's int8 file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    folded = 0
+    for node in list(graph.node):
+        if node.op_type != "Concat" or not all(name in initializers for name in node.input):
+            continue
+        axis = next(a.i for a in node.attribute if a.name == "axis")
+        parts = [numpy_helper.to_array(initializers[name]) for name in node.input]
+        graph.initializer.append(
+            numpy_helper.from_array(np.concatenate(parts, axis=axis), node.output[0])
+        )
+        graph.node.remove(node)
+        folded += 1
+    if not folded:
+        return 0
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)
+    onnx.save(model, str(path))
+    return folded
 
 
 def attention_mask_index(path: Path) -> dict[str, Any]:
