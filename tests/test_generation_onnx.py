@@ -13,11 +13,11 @@ from transformers import AutoModelForCausalLM
 from distill.errors import ParityError
 from distill.export.onnx import op_counts
 from distill.tasks.causal_lm.generate import OnnxCausalLM
+from distill.tasks.causal_lm.int8 import quantize_int8
 from distill.tasks.causal_lm.losses import mean_token_nll
 from distill.tasks.causal_lm.onnx_export import (
     check_causal_parity,
     onnx_perplexity,
-    quantize_int8,
 )
 
 SEQUENCES = [[1, 10, 20, 30, 40, 50, 60], [1, 5, 6], [1, 70, 71, 72, 73, 74, 75, 76, 77, 78]]

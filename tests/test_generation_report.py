@@ -134,7 +134,7 @@ def build_upstream(
     fp32_bytes = (bundle / "model.onnx").stat().st_size
     int8_bytes = None
     if int8:
-        from distill.tasks.causal_lm.onnx_export import quantize_int8
+        from distill.tasks.causal_lm.int8 import quantize_int8
 
         (bundle / "fp32").mkdir()
         shutil.move(bundle / "model.onnx", bundle / "fp32" / "model.onnx")

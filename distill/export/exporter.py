@@ -68,7 +68,7 @@ def export_module(model: Any, sample: dict[str, Any], path: Path, *, opset: int 
     import torch
 
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
+    with quiet_exporter(), torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(
             model,
             (),
@@ -146,7 +146,7 @@ def _copy_tokenizer(model_dir: Path, out_dir: Path) -> None:
 
 
 @contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """The exporter warns about optional torchvision ops and logs every pass: keep errors."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
     levels = [logger.level for logger in loggers]

@@ -1,6 +1,6 @@
 """ONNX for causal LMs: export with a KV cache (``torch.onnx.export(..., dynamo=True)``, one
-graph), logit parity against PyTorch on the first step and on a step with past, int8
-quantization (dynamic, or weight-only in blocks), and perplexity with onnxruntime.
+graph), logit parity against PyTorch on the first step and on a step with past, and
+perplexity with onnxruntime (int8: :mod:`distill.tasks.causal_lm.int8`).
 
 Why torch's dynamo exporter directly and not ``transformers.exporters`` (transformers 5):
 its ``export_for_generation`` splits the model into a ``prefill`` and a ``decode`` graph,
@@ -21,28 +21,17 @@ that serves.
 
 from __future__ import annotations
 
-import logging
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distill.errors import ModelLoadError, ParityError
-from distill.export import quantize as int8_utils
+from distill.export.exporter import PROTOBUF_LIMIT, quiet_exporter
 from distill.latency import ort_session
 from distill.tasks.causal_lm.generate import MODEL_FILE, OnnxCausalLM
 
-# The weight matmuls only; the activation x activation matmuls of attention (Q.K^T, P.V) stay
-# fp32 (MatMulConstBOnly in int8_utils.DYNAMIC_EXTRA_OPTIONS). Not the embedding Gather here:
-# quantized by ORT, a tied table would be dequantized and transposed in full at every
-# decoding step (the export feeds the tied head a Transpose of it);
-# quantize_embedding_table stores it once in int8 for both uses instead.
-INT8_OPERATORS = ("MatMul",)
-# Above 2 GB a protobuf cannot hold the weights: they go to ``model.onnx.data`` beside it.
-PROTOBUF_LIMIT = 2 * 1024**3
 # Sample sizes for tracing: none is 0 or 1 (torch.export would specialize that axis to the
 # constant) and no two are equal (it could tie them). Past length 0 (the first step) is then
 # a run-time value of the dynamic axis; the tests check it in onnxruntime.
@@ -122,7 +111,7 @@ def _cache_step(model: Any) -> Any:
 
     The past goes into a ``DynamicCache`` (full-length layers, no sliding window) that
     the model extends by this step's keys and values. The class is built here so that this
-    module imports no torch (the report imports it for :func:`describe_quantization`).
+    module imports no torch at import time.
     """
     import torch
     from transformers import DynamicCache
@@ -183,7 +172,7 @@ def _export_program(model: Any, opset: int | None) -> Any:
     pairs = [(i, kind) for i in range(len(past_kv)) for kind in ("key", "value")]
     names = ["input_ids", "attention_mask"] + (["position_ids"] if positions is not None else [])
     names += [f"past_key_values.{i}.{kind}" for i, kind in pairs]
-    with _quiet_exporter(), torch.no_grad():
+    with quiet_exporter(), torch.no_grad():
         return torch.onnx.export(
             _cache_step(model),
             (ids, mask, positions, past_kv),
@@ -281,7 +270,7 @@ def _gemm_as_matmul(graph_model: Any) -> None:
 
     Modules that call ``addmm`` on a 2-D view (GPT-2's ``Conv1D``) export as ``Gemm``, which
     the int8 passes skip: weight-only quantization takes ``MatMul`` only, and
-    :data:`INT8_OPERATORS` names the weight matmuls. Only plain ones (alpha 1, beta 1, no
+    :data:`distill.tasks.causal_lm.int8.INT8_OPERATORS` names the weight matmuls. Only plain ones (alpha 1, beta 1, no
     transposed operand) are rewritten; the result is the same product.
     """
     import onnx_ir as ir
@@ -333,23 +322,6 @@ def _copy_model_files(model_dir: Path, out_dir: Path) -> None:
             ) from None
 
 
-@contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """The exporter warns about optional torchvision ops and unused axis names, and logs
-    every pass: keep errors only."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 def _runner(model: OnnxCausalLM | Path, threads: int | None = None) -> OnnxCausalLM:
     if isinstance(model, OnnxCausalLM):
         return model
@@ -391,249 +363,6 @@ def check_causal_parity(
         name = onnx_model.name if isinstance(onnx_model, OnnxCausalLM) else str(onnx_model)
         raise ParityError(name, differences, tolerance)
     return differences
-
-
-# Weight-only int8 (ONNX Runtime's MatMulNBits): each weight matrix in blocks of 32 input
-# rows with one symmetric scale per block and column; activations stay float between ops and
-# accuracy_level 4 lets the kernel quantize them per block at run time. Why not dynamic int8
-# for LMs: its activations get one scale per tensor, and the inputs of SmolLM2's down_proj
-# carry outliers; measured on a 20-layer SmolLM2 student (test perplexity 150.2 fp32):
-# dynamic 229.4 (+53%), weight-only block 32 153.8 (+2.4%), int4 block 32 188.1 (+25%).
-WEIGHT_ONLY = {"bits": 8, "block_size": 32, "is_symmetric": True, "accuracy_level": 4}
-
-
-def describe_quantization(mode: str | None) -> str | None:
-    """One line for the report saying what ``export.quantization = mode`` did to the weights."""
-    if mode == "weight-only":
-        return (
-            f"weight-only: int{WEIGHT_ONLY['bits']} weight matmuls (MatMulNBits, blocks of "
-            f"{WEIGHT_ONLY['block_size']}, symmetric; accuracy level {WEIGHT_ONLY['accuracy_level']}: "
-            "activations quantized per block at run time); the token-embedding table in int8 "
-            "where the graph gathers from one"
-        )
-    if mode == "dynamic":
-        return (
-            "dynamic: int8 weight matmuls, activations quantized at run time; the token-embedding "
-            "table in int8 where the graph gathers from one"
-        )
-    return None if mode is None else "none: fp32 only"
-
-
-def quantize_int8(onnx_path: Path, save_dir: Path, mode: str = "dynamic") -> Path:
-    """int8 weight matmuls (see :data:`INT8_OPERATORS`), then the embedding table (and a head
-    tied to it) in int8 too (:func:`quantize_embedding_table`); returns
-    ``save_dir/<stem>_quantized.onnx``.
-
-    ``mode`` "dynamic": ONNX Runtime's dynamic quantization (weights QInt8, per channel,
-    reduced range: :data:`distill.export.quantize.QUANTIZATION_DEFAULTS`; ``save_dir`` also
-    gets its ``quantization.json`` record). "weight-only": :data:`WEIGHT_ONLY` (``save_dir``
-    gets ``quantization.json`` with those settings).
-    """
-    import onnx
-
-    if mode == "weight-only":
-        path = _quantize_weight_only(Path(onnx_path), Path(save_dir))
-    elif mode == "dynamic":
-        config = int8_utils.quantization_config("dynamic", operators=INT8_OPERATORS)
-        path = int8_utils.quantize_dynamic(Path(onnx_path), Path(save_dir), config)
-    else:
-        raise ValueError(f"int8 mode {mode!r}: expected 'dynamic' or 'weight-only'")
-    model = onnx.load(str(path))
-    if quantize_embedding_table(model):
-        onnx.save(model, str(path))
-    return path
-
-
-def _quantize_weight_only(onnx_path: Path, save_dir: Path) -> Path:
-    import json
-
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    save_dir.mkdir(parents=True, exist_ok=True)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(onnx_path)), **WEIGHT_ONLY)
-    quantizer.process()
-    path = save_dir / f"{onnx_path.stem}_quantized.onnx"
-    onnx.save(quantizer.model.model, str(path))
-    settings = {"mode": "weight-only", "operator": "MatMulNBits", **WEIGHT_ONLY}
-    (save_dir / "quantization.json").write_text(
-        json.dumps(settings, indent=1) + "\n", encoding="utf-8"
-    )
-    return path
-
-
-def _row_quantize(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row: ``table ~= q * scale[:, None]``."""
-    scale = np.abs(table).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    quantized = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
-    return quantized, scale.astype(np.float32)
-
-
-def quantize_embedding_table(model: Any) -> bool:
-    """Store the token embedding table once, in int8 with a scale per token, in place.
-
-    In small LMs the table is a fifth or more of the weights and, tied, also the output head;
-    the int8 matmul pass leaves both in fp32 (the tied head multiplies by a ``Transpose`` of
-    the table, not a constant). The table is stored transposed, [hidden, vocab] int8:
-
-    * embeddings: ``Gather(axis=1)`` of the (flattened) ids' columns, transposed back, cast,
-      scaled and shaped as the ids plus a hidden axis;
-    * tied head: ``DynamicQuantizeLinear(hidden)`` then ``MatMulInteger`` with the table,
-      rescaled by the activation scale and the per-token scales (each logit's row is one
-      token's embedding, so a per-token scale is exactly per output channel).
-
-    Returns False (graph unchanged) when no embedding ``Gather`` over an initializer is fed
-    by ``input_ids`` (directly or through a reshape, as GPT-2's), or the table has other uses.
-    """
-    from onnx import numpy_helper
-
-    graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    producers = {out: n for n in graph.node for out in n.output}
-    gather = next(
-        (
-            n
-            for n in graph.node
-            if n.op_type == "Gather"
-            and n.input[0] in initializers
-            and len(initializers[n.input[0]].dims) == 2
-            and _from_input_ids(n.input[1], producers)
-        ),
-        None,
-    )
-    if gather is None:
-        return False
-    table_name = gather.input[0]
-    transpose = next(
-        (n for n in graph.node if n.op_type == "Transpose" and list(n.input) == [table_name]),
-        None,
-    )
-    heads = (
-        [n for n in graph.node if n.op_type == "MatMul" and n.input[1] == transpose.output[0]]
-        if transpose is not None
-        else []
-    )
-    users = [
-        n for n in graph.node if table_name in n.input and n is not gather and n is not transpose
-    ]
-    if users or (transpose is not None and len(heads) != 1):
-        return False  # the table feeds something else too: leave the graph as it is
-    table = numpy_helper.to_array(initializers[table_name]).astype(np.float32)
-    quantized, scale = _row_quantize(table)
-    stored, scales = f"{table_name}.int8_t", f"{table_name}.row_scale"
-    graph.initializer.remove(initializers[table_name])
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.ascontiguousarray(quantized.T), stored),
-            numpy_helper.from_array(scale, scales),
-        ]
-    )
-    _gather_int8_rows(graph, gather, stored, scales, hidden=table.shape[1])
-    if transpose is not None:
-        (head,) = heads
-        _int8_head(graph, head, stored, scales)
-        graph.node.remove(transpose)
-    _toposort(graph)
-    return True
-
-
-# Ops that pass token ids on unchanged in value (a view, a cast): GPT-2 gathers its token
-# embeddings from input_ids.view(-1, length), not from input_ids itself.
-_ID_VIEWS = ("Reshape", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten")
-
-
-def _from_input_ids(name: str, producers: dict[str, Any]) -> bool:
-    """Whether ``name`` is the graph input ``input_ids`` or a view of it (:data:`_ID_VIEWS`)."""
-    while name != "input_ids":
-        node = producers.get(name)
-        if node is None or node.op_type not in _ID_VIEWS:
-            return False
-        name = node.input[0]
-    return True
-
-
-def _gather_int8_rows(graph: Any, gather: Any, stored: str, scales: str, *, hidden: int) -> None:
-    """Replace the embedding ``gather`` by rows of the int8 table ``stored`` [hidden, vocab]
-    times their ``scales``, shaped as ``gather``'s (whatever the rank of its ids)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    prefix, ids = "/distill/embedding_int8", gather.input[1]
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.asarray([-1], np.int64), f"{prefix}/last"),
-            numpy_helper.from_array(np.asarray([hidden], np.int64), f"{prefix}/hidden"),
-        ]
-    )
-    nodes = [
-        helper.make_node("Reshape", [ids, f"{prefix}/last"], [f"{prefix}/flat_ids"]),
-        helper.make_node("Gather", [stored, f"{prefix}/flat_ids"], [f"{prefix}/cols"], axis=1),
-        helper.make_node("Transpose", [f"{prefix}/cols"], [f"{prefix}/rows"], perm=[1, 0]),
-        helper.make_node("Cast", [f"{prefix}/rows"], [f"{prefix}/rows_f"], to=TensorProto.FLOAT),
-        helper.make_node("Gather", [scales, f"{prefix}/flat_ids"], [f"{prefix}/scale"], axis=0),
-        helper.make_node("Unsqueeze", [f"{prefix}/scale", f"{prefix}/last"], [f"{prefix}/scale_u"]),
-        helper.make_node("Mul", [f"{prefix}/rows_f", f"{prefix}/scale_u"], [f"{prefix}/flat"]),
-        helper.make_node("Shape", [ids], [f"{prefix}/ids_shape"]),
-        helper.make_node(
-            "Concat", [f"{prefix}/ids_shape", f"{prefix}/hidden"], [f"{prefix}/shape"], axis=0
-        ),
-        helper.make_node("Reshape", [f"{prefix}/flat", f"{prefix}/shape"], [gather.output[0]]),
-    ]
-    graph.node.remove(gather)
-    graph.node.extend(nodes)
-
-
-def _int8_head(graph: Any, head: Any, stored: str, scales: str) -> None:
-    """Replace the tied ``head`` MatMul by an int8 one over the table ``stored``."""
-    from onnx import TensorProto, helper
-
-    hidden, logits = head.input[0], head.output[0]
-    prefix = "/distill/head_int8"
-    nodes = [
-        helper.make_node(
-            "DynamicQuantizeLinear",
-            [hidden],
-            [f"{prefix}/q", f"{prefix}/q_scale", f"{prefix}/q_zero"],
-        ),
-        helper.make_node(
-            "MatMulInteger", [f"{prefix}/q", stored, f"{prefix}/q_zero"], [f"{prefix}/int"]
-        ),
-        helper.make_node("Cast", [f"{prefix}/int"], [f"{prefix}/f"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", [f"{prefix}/f", f"{prefix}/q_scale"], [f"{prefix}/a"]),
-        helper.make_node("Mul", [f"{prefix}/a", scales], [logits]),
-    ]
-    graph.node.remove(head)
-    graph.node.extend(nodes)
-
-
-def _toposort(graph: Any) -> None:
-    """Reorder ``graph.node`` so each node follows the producers of its inputs (ONNX requires
-    it), keeping the existing order where it already does (Kahn's algorithm)."""
-    import heapq
-
-    nodes = list(graph.node)
-    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
-    waiting = [0] * len(nodes)
-    consumers: dict[int, list[int]] = {}
-    for i, node in enumerate(nodes):
-        sources = {producer[name] for name in node.input if name in producer}
-        waiting[i] = len(sources)
-        for source in sources:
-            consumers.setdefault(source, []).append(i)
-    ready = [i for i, count in enumerate(waiting) if count == 0]
-    heapq.heapify(ready)
-    ordered = []
-    while ready:
-        i = heapq.heappop(ready)
-        ordered.append(nodes[i])
-        for j in consumers.get(i, []):
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                heapq.heappush(ready, j)
-    if len(ordered) != len(nodes):
-        raise ModelLoadError("int8 embedding rewrite left a cycle in the graph")
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

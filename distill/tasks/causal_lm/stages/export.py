@@ -42,11 +42,11 @@ from distill.errors import AccuracyDropError, DataError, ParityError
 from distill.export.bundle import write_bundle_manifest
 from distill.export.gate import Gate
 from distill.models import load_tokenizer
+from distill.tasks.causal_lm.int8 import quantize_int8
 from distill.tasks.causal_lm.onnx_export import (
     check_causal_parity,
     export_causal_lm,
     onnx_perplexity,
-    quantize_int8,
 )
 from distill.tasks.causal_lm.training import encode_texts, load_causal_lm, prepare_tokenizer
 

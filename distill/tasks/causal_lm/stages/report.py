@@ -46,7 +46,7 @@ from distill.errors import ArtifactError
 from distill.latency import hardware_info, summarize, torch_threads
 from distill.progress import track
 from distill.report.common import training_summary
-from distill.tasks.causal_lm.onnx_export import describe_quantization
+from distill.tasks.causal_lm.int8 import describe_quantization
 from distill.tasks.causal_lm.render import SCHEMA_VERSION, TASK, load_report, write_reports
 
 log = logging.getLogger("distill")
