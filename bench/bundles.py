@@ -46,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parse(argv)
     bundles = dict(item.split("=", 1) for item in args.bundles)
-    texts = (
-        args.texts.read_text(encoding="utf-8").splitlines() if args.texts else DEFAULT_TEXTS
-    )
+    texts = args.texts.read_text(encoding="utf-8").splitlines() if args.texts else DEFAULT_TEXTS
     rows: dict[str, dict[int, object]] = {name: {} for name in bundles}
     for batch in (1, 32):
         calls = {}

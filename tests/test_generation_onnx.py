@@ -142,3 +142,44 @@ def test_tied_embedding_table_is_stored_once_in_int8(exported, tmp_path: Path) -
     reference, _ = OnnxCausalLM(ort_session(fp32, 1)).forward(ids)
     quantized, _ = OnnxCausalLM(ort_session(tmp_path / "model_quantized.onnx", 1)).forward(ids)
     assert np.corrcoef(reference.ravel(), quantized.ravel())[0, 1] > 0.99
+
+
+def test_a_gpt2_shaped_model_exports_with_its_matmuls_quantizable(tmp_path: Path) -> None:
+    """GPT-2's Conv1D layers trace to Gemm: the export rewrites them to MatMul (+ Add) so the
+    weight-only pass quantizes every projection; the graph matches PyTorch on the first step
+    and with past, and decodes the same greedy tokens."""
+    from generation_helpers import tiny_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from distill.tasks.causal_lm.generate import generate
+    from distill.tasks.causal_lm.onnx_export import export_causal_lm
+
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer()
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, 0.3)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    path = export_causal_lm(tmp_path / "model", tmp_path / "onnx")
+    assert "Gemm" not in op_counts(path)
+    differences = check_causal_parity(path, model, [1, 10, 20, 30, 40], tolerance=1e-4)
+    assert set(differences) == {"logits_first_step", "logits_with_past"}
+    int8 = quantize_int8(path, tmp_path / "int8", mode="weight-only")
+    # 4 projections per layer (qkv, attention output, mlp in, mlp out): all quantized
+    assert op_counts(int8).get("com.microsoft:MatMulNBits", 0) >= 4 * config.n_layer
+    lm = OnnxCausalLM.load(tmp_path / "onnx")
+    ids = tokenizer("the cat")["input_ids"]
+    onnx_tokens = generate(lm, ids, max_new_tokens=6, eos_token_ids=()).token_ids
+    with torch.inference_mode():
+        expected = model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=6,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )[0, len(ids) :].tolist()
+    assert onnx_tokens == expected
