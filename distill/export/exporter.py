@@ -147,8 +147,10 @@ def _copy_tokenizer(model_dir: Path, out_dir: Path) -> None:
 
 @contextmanager
 def quiet_exporter() -> Iterator[None]:
-    """The exporter warns about optional torchvision ops and logs every pass: keep errors."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    """The exporter warns about optional torchvision ops, and it and onnxscript's rewriter log
+    every pass at INFO (which distill's log level shows): keep errors."""
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from distill.export.exporter import quiet_exporter
 from distill.export.pruning import prune_to_first_token
 
 log = logging.getLogger("distill")
@@ -52,7 +53,8 @@ def optimize_graph(
     save_dir.mkdir(parents=True, exist_ok=True)
     path = save_dir / f"{onnx_path.stem}_optimized.onnx"
     model = ir.load(str(onnx_path))
-    model, fusion_counts = optimize_for_ort(model)
+    with quiet_exporter():
+        model, fusion_counts = optimize_for_ort(model)
     ir.save(model, str(path))
     folded = fold_constant_concats(path)
     counts = op_counts(path)
