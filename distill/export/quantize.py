@@ -249,15 +249,17 @@ def write_quantization_record(
 
 @contextmanager
 def quiet_root_logger() -> Iterator[None]:
-    """Raise the root logger to ERROR for a block: onnxruntime's quantizer warns through the
-    root logger."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    """Raise the root logger and onnxruntime's to ERROR for a block: the quantizers warn
+    through the root logger, and the MatMulNBits quantizer logs every node at INFO."""
+    loggers = [logging.getLogger(), logging.getLogger("onnxruntime")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _quantized_file(onnx_path: Path, save_dir: Path) -> Path:

@@ -78,7 +78,8 @@ def _quantize_weight_only(onnx_path: Path, save_dir: Path) -> Path:
 
     save_dir.mkdir(parents=True, exist_ok=True)
     quantizer = MatMulNBitsQuantizer(onnx.load(str(onnx_path)), **WEIGHT_ONLY)
-    quantizer.process()
+    with int8_utils.quiet_root_logger():  # a line per node at INFO otherwise
+        quantizer.process()
     path = save_dir / f"{onnx_path.stem}_quantized.onnx"
     onnx.save(quantizer.model.model, str(path))
     settings = {"mode": "weight-only", "operator": "MatMulNBits", **WEIGHT_ONLY}
