@@ -317,7 +317,6 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
             fp32_path,
             work / "optimized",
             level=level,
-            model_config_dir=bundle,
             cls_pruning=cls_pruning,
         )
     except NotImplementedError:

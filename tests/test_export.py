@@ -360,6 +360,8 @@ def test_candidates_follow_the_quantization_key() -> None:
         ({"quantization": "none", "require_int8": True}, "require_int8"),
         ({"candidates": ["fp16"]}, "candidates"),
         ({"optimization_level": 3}, "optimization_level"),
+        # the dynamo exporter's LayerNormalization has no version below opset 18
+        ({"opset": 14}, "export.opset"),
     ],
 )
 def test_export_keys_are_validated(settings: dict[str, Any], message: str) -> None:
@@ -632,7 +634,7 @@ def test_cls_pruning_is_exact_and_refuses_other_graphs(
     out, _ = dynamic_run
     bundle = out / "bundle"
     fused, settings = onnx_utils.optimize_graph(
-        bundle / "fp32" / "model_fp32.onnx", tmp_path / "fused", level=2, model_config_dir=bundle
+        bundle / "fp32" / "model_fp32.onnx", tmp_path / "fused", level=2
     )
     assert "cls_pruning" not in settings
     pruned = tmp_path / "pruned.onnx"
@@ -828,12 +830,13 @@ def test_a_relative_position_bias_is_not_taken_for_a_mask(tmp_path: Path) -> Non
     """MPNet's attention adds a relative-position bias: the fusions leave it unfused (no
     Attention node), and the mask rewrite says so instead of changing the graph."""
     import torch
-    from transformers import MPNetConfig, MPNetForSequenceClassification
+    from transformers import BertTokenizerFast, MPNetConfig, MPNetForSequenceClassification
 
     torch.manual_seed(0)
     folder = tmp_path / "mpnet"
+    tokenizer = BertTokenizerFast(vocab=str(write_vocab(folder)), do_lower_case=True)
     config = MPNetConfig(
-        vocab_size=60,
+        vocab_size=tokenizer.vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -842,9 +845,7 @@ def test_a_relative_position_bias_is_not_taken_for_a_mask(tmp_path: Path) -> Non
         num_labels=2,
     )
     MPNetForSequenceClassification(config).save_pretrained(folder)
-    from transformers import BertTokenizerFast
-
-    BertTokenizerFast(vocab=str(write_vocab(folder)), do_lower_case=True).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     plain = onnx_utils.export_onnx(folder, tmp_path / "fp32", task="text-classification")
     assert onnx_utils.graph_info(plain)["input_names"] == ["input_ids", "attention_mask"]
     fused, settings = onnx_utils.optimize_graph(plain, tmp_path / "fused", level=2)

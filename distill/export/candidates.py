@@ -99,7 +99,6 @@ def optimize_checked(
     *,
     level: int,
     cls_pruning: bool,
-    model_dir: Path,
     torch_model: Any,
     tokenizer: Any,
     texts: list[str],
@@ -114,7 +113,6 @@ def optimize_checked(
             fp32_path,
             work / "optimized",
             level=level,
-            model_config_dir=model_dir,
             cls_pruning=cls_pruning,
         )
     except NotImplementedError as exc:

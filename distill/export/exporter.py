@@ -83,9 +83,15 @@ def export_module(model: Any, sample: dict[str, Any], path: Path, *, opset: int 
         )
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise ModelLoadError(f"torch.onnx.export wrote nothing for {path}")
+    save_program(program, model, path)
+    drop_weight_value_info(path)
+
+
+def save_program(program: Any, model: Any, path: Path) -> None:
+    """Write an ONNX program of ``model``, its weights to a file beside ``path`` when they
+    pass the protobuf limit (:data:`PROTOBUF_LIMIT`)."""
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     program.save(str(path), external_data=size >= PROTOBUF_LIMIT)
-    drop_weight_value_info(path)
 
 
 def drop_weight_value_info(path: Path) -> None:
@@ -146,18 +152,24 @@ def _copy_tokenizer(model_dir: Path, out_dir: Path) -> None:
 
 
 @contextmanager
-def quiet_exporter() -> Iterator[None]:
-    """The exporter warns about optional torchvision ops, and it and onnxscript's rewriter log
-    every pass at INFO (which distill's log level shows): keep errors."""
-    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
-    loggers = [logging.getLogger(n) for n in names]
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """The loggers ``names`` ("" is the root) raised to ERROR for a block, then restored."""
+    loggers = [logging.getLogger(n or None) for n in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """The exporter warns about optional torchvision ops, and it and onnxscript's rewriter log
+    every pass at INFO (which distill's log level shows): keep errors."""
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
+    with quiet_loggers(*names), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -34,15 +34,13 @@ def optimize_graph(
     save_dir: Path,
     *,
     level: int,
-    model_config_dir: Path | None = None,
     cls_pruning: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Fuse ``onnx_path`` for onnxruntime into ``save_dir/<stem>_optimized.onnx``: onnxscript's
     ORT fusions, :func:`attention_mask_index` (so the quantizer can make the fused attention
     ``QAttention``), then with ``cls_pruning`` :func:`prune_to_first_token`. Returns the path
     and the settings to record (fused operator counts before/after). ``level`` (1, 2, 99) is
-    recorded; sessions apply onnxruntime's own graph optimizations at load whatever it is.
-    ``model_config_dir`` is accepted for the callers' records and not needed by the fusions."""
+    recorded; sessions apply onnxruntime's own graph optimizations at load whatever it is."""
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
@@ -57,6 +55,7 @@ def optimize_graph(
         model, fusion_counts = optimize_for_ort(model)
     ir.save(model, str(path))
     folded = fold_constant_concats(path)
+    mask_index = attention_mask_index(path)
     counts = op_counts(path)
     settings: dict[str, Any] = {
         "tool": FUSION_TOOL,
@@ -64,12 +63,9 @@ def optimize_graph(
         "nodes": sum(counts.values()),
         "nodes_before": sum(op_counts(onnx_path).values()),
         "fusions": {k: int(v) for k, v in fusion_counts.items() if v},
-        "mask_index": attention_mask_index(path),
+        "mask_index": mask_index,
         "folded_concats": folded,
-    }
-    settings["nodes"] = sum(op_counts(path).values())
-    settings["fused_operators"] = {
-        k: v for k, v in op_counts(path).items() if k.startswith("com.microsoft:")
+        "fused_operators": {k: v for k, v in counts.items() if k.startswith("com.microsoft:")},
     }
     if cls_pruning:
         settings["cls_pruning"] = prune_to_first_token(path)

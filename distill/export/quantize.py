@@ -8,9 +8,8 @@ weights, per-channel, reduced range) with weights in QInt8: see :data:`QUANTIZAT
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,7 @@ import numpy as np
 
 from distill.artifacts import write_json_atomic
 from distill.errors import ModelLoadError
+from distill.export.exporter import quiet_loggers
 
 QUANTIZATION_FILE = "quantization.json"
 # int8 settings for x86-64 CPUs with AVX2 whose int8 dot products may lack VNNI:
@@ -247,19 +247,10 @@ def write_quantization_record(
     return path
 
 
-@contextmanager
-def quiet_root_logger() -> Iterator[None]:
-    """Raise the root logger and onnxruntime's to ERROR for a block: the quantizers warn
-    through the root logger, and the MatMulNBits quantizer logs every node at INFO."""
-    loggers = [logging.getLogger(), logging.getLogger("onnxruntime")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+def quiet_root_logger() -> AbstractContextManager[None]:
+    """The root logger and onnxruntime's at ERROR for a block: the quantizers warn through
+    the root logger, and the MatMulNBits quantizer logs every node at INFO."""
+    return quiet_loggers("", "onnxruntime")
 
 
 def _quantized_file(onnx_path: Path, save_dir: Path) -> Path:

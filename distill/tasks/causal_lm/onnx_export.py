@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import ModelLoadError, ParityError
-from distill.export.exporter import PROTOBUF_LIMIT, quiet_exporter
+from distill.export.exporter import quiet_exporter, save_program
 from distill.latency import ort_session
 from distill.tasks.causal_lm.generate import MODEL_FILE, OnnxCausalLM
 
@@ -76,8 +76,7 @@ def export_causal_lm(model_dir: Path, out_dir: Path, *, opset: int | None = None
     _name_weights(program.model, model)
     _share_tied_head(program.model)
     _gemm_as_matmul(program.model)
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    program.save(str(path), external_data=size >= PROTOBUF_LIMIT)
+    save_program(program, model, path)
     _copy_model_files(model_dir, out_dir)
     return path
 

@@ -79,7 +79,6 @@ def export_teacher(teacher_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]
             plain,
             work / "optimized",
             level=OPTIMIZATION_LEVEL,
-            model_config_dir=teacher_dir,
             cls_pruning=True,
         )
     except NotImplementedError as exc:

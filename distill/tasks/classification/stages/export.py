@@ -214,7 +214,7 @@ def export_student(
 
         # 2. Graph optimization, checked against PyTorch with the same tolerance.
         optimized_path, optimization = _optimize(
-            export, wanted, fp32_path, work, model_dir, torch_model, tokenizer, parity_texts, data
+            export, wanted, fp32_path, work, torch_model, tokenizer, parity_texts, data
         )
         if optimized_path is None:
             wanted = [c for c in wanted if not c.optimized]
@@ -471,7 +471,6 @@ def _optimize(
     wanted: list[Candidate],
     fp32_path: Path,
     work: Path,
-    model_dir: Path,
     torch_model: Any,
     tokenizer: Any,
     parity_texts: list[str],
@@ -486,7 +485,6 @@ def _optimize(
         work,
         level=export.optimization_level,
         cls_pruning=export.cls_pruning,
-        model_dir=model_dir,
         torch_model=torch_model,
         tokenizer=tokenizer,
         texts=parity_texts,

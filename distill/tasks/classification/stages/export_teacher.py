@@ -77,7 +77,6 @@ def export_teacher(
                 [candidate],
                 fp32_path,
                 work,
-                model_dir,
                 torch_model,
                 tokenizer,
                 parity_texts,

@@ -166,7 +166,7 @@ def export_model(
     )
     wanted = [CANDIDATES[name] for name in names]
     optimized, optimization = _optimized_graph(
-        wanted, export, fp32, work, model_dir, torch_model, tokenizer, texts, max_length
+        wanted, export, fp32, work, torch_model, tokenizer, texts, max_length
     )
     if optimized is None:
         wanted = _without_optimized(wanted, plain_fallback)
@@ -198,7 +198,6 @@ def _optimized_graph(
     export: ExportConfig,
     fp32: Path,
     work: Path,
-    model_dir: Path,
     torch_model: Any,
     tokenizer: Any,
     texts: list[str],
@@ -212,7 +211,6 @@ def _optimized_graph(
         work,
         level=export.optimization_level,
         cls_pruning=False,
-        model_dir=model_dir,
         torch_model=torch_model,
         tokenizer=tokenizer,
         texts=texts,
