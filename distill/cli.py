@@ -98,8 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("bench", help="CPU latency of a run's models, side by side")
     )
 
-    schema = commands.add_parser("schema", help="write the recipe JSON Schema")
+    schema = commands.add_parser(
+        "schema", help="write the recipe JSON Schema (or, with --markdown, its reference page)"
+    )
     schema.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    schema.add_argument(
+        "--markdown",
+        action="store_true",
+        help="the recipe reference in Markdown (docs/recipe-reference.md) instead of the schema",
+    )
 
     predict = commands.add_parser(
         "predict",
@@ -340,8 +347,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _schema(args: argparse.Namespace) -> int:
     from distill.config import recipe_json_schema
+    from distill.recipe_reference import recipe_reference_markdown
 
-    text = json.dumps(recipe_json_schema(), indent=2) + "\n"
+    schema = recipe_json_schema()
+    text = (
+        recipe_reference_markdown(schema) if args.markdown else json.dumps(schema, indent=2) + "\n"
+    )
     if args.output:
         args.output.write_text(text, encoding="utf-8")
     else:
