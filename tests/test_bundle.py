@@ -16,13 +16,16 @@ from distill.export.bundle import read_bundle, write_bundle_manifest
 from distill.tasks import TASKS
 
 
-def _bundle(folder: Path, task: str = "text-generation") -> Path:
-    """A bundle of placeholder files (the reader never parses them) and its manifest."""
-    folder.mkdir()
+def _bundle(folder: Path, task: str = "text-generation", **info: object) -> Path:
+    """A bundle of placeholder files (the reader never parses them), plus any
+    ``config.json`` already in ``folder``, and its manifest."""
+    folder.mkdir(exist_ok=True)
     (folder / "model.onnx").write_bytes(bytes(range(256)) * 4)
     (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
     roles = {"model.onnx": "model", "tokenizer.json": "tokenizer"}
-    write_bundle_manifest(folder, roles, {"task": task, "model": "model.onnx"})
+    if (folder / "config.json").is_file():
+        roles["config.json"] = "config"
+    write_bundle_manifest(folder, roles, {"task": task, "model": "model.onnx", **info})
     return folder
 
 
@@ -79,6 +82,110 @@ def test_an_edited_manifest_is_refused(tmp_path: Path, fields: dict, expected: s
     with pytest.raises(ArtifactError) as caught:
         read_bundle(folder)
     assert f"{folder / 'manifest.json'}: {expected}" in str(caught.value)
+
+
+BERT = {
+    "model_type": "bert",
+    "max_position_embeddings": 64,
+    "architectures": ["BertForSequenceClassification"],
+    "id2label": {"0": "negative", "1": "positive"},
+}
+ROBERTA = {**BERT, "model_type": "roberta", "max_position_embeddings": 66, "pad_token_id": 1}
+
+
+def _configured(folder: Path, config: dict, task: str, **info: object) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return _bundle(folder, task, **info)
+
+
+@pytest.mark.parametrize(
+    ("config", "task", "info", "expected"),
+    [
+        (
+            BERT,
+            "text-classification",
+            {"max_length": 1000},
+            "'max_length' is 1000, but the model takes at most 64 tokens "
+            "(max_position_embeddings = 64 in {config})",
+        ),
+        (
+            ROBERTA,
+            "text-classification",
+            {"max_length": 65},
+            "'max_length' is 65, but the model takes at most 64 tokens "
+            "(max_position_embeddings = 66, less 2 because roberta position ids start after "
+            "the padding id in {config})",
+        ),
+        (
+            BERT,
+            "text-classification",
+            {"labels": ["a", "b", "c"]},
+            "'labels' ['a', 'b', 'c'] do not match the model's 2 labels "
+            "(id2label ['negative', 'positive'] in {config})",
+        ),
+        (
+            {"num_labels": 4},
+            "token-classification",
+            {"labels": ["O", "B-x", "I-x"]},
+            "'labels' ['O', 'B-x', 'I-x'] do not match the model's 4 labels "
+            "(num_labels = 4 in {config})",
+        ),
+        (
+            BERT,
+            "token-classification",
+            {},
+            "'task' is 'token-classification', but 'architectures' "
+            "['BertForSequenceClassification'] in {config} is a text-classification model",
+        ),
+        (
+            {"architectures": ["LlamaForCausalLM"]},
+            "text-classification",
+            {},
+            "'task' is 'text-classification', but 'architectures' ['LlamaForCausalLM'] in "
+            "{config} is a text-generation model",
+        ),
+    ],
+    ids=["positions", "roberta-positions", "labels", "num-labels", "task", "causal-lm"],
+)
+def test_a_manifest_the_model_config_contradicts_is_refused(
+    tmp_path: Path, config: dict, task: str, info: dict, expected: str
+) -> None:
+    """The manifest is not checksummed: its values are checked against config.json (which
+    is), each problem naming the key, its value and the config's."""
+    folder = _configured(tmp_path / "b", config, task, **info)
+    with pytest.raises(ArtifactError) as caught:
+        read_bundle(folder)
+    expected = expected.format(config=folder / "config.json")
+    assert str(caught.value) == (
+        f"{folder / 'manifest.json'}: {expected}; was manifest.json edited?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "info"),
+    [
+        (BERT, {"max_length": 64, "labels": ["negative", "positive"]}),
+        (ROBERTA, {"max_length": 64}),
+        ({"architectures": ["StaticClassifier"], "model_type": "distill-static"}, {}),
+        ({"model_type": "t5"}, {"max_length": 100_000}),  # no position table: unbounded
+    ],
+    ids=["bert", "roberta", "own-model-type", "no-positions"],
+)
+def test_a_manifest_the_model_config_agrees_with_is_read(
+    tmp_path: Path, config: dict, info: dict
+) -> None:
+    folder = _configured(tmp_path / "b", config, "text-classification", **info)
+    assert read_bundle(folder).task.bundle_task == "text-classification"  # read, not refused
+
+
+def test_an_unreadable_config_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "config.json").write_text("[1]", encoding="utf-8")
+    _bundle(folder, "text-classification")
+    with pytest.raises(ArtifactError, match=r"config\.json: not a readable model config"):
+        read_bundle(folder)
 
 
 def test_a_manifest_that_is_not_an_object_is_refused(tmp_path: Path) -> None:

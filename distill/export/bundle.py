@@ -7,10 +7,12 @@ the task's own fields, and every other file with its role, sha256 and size.
 
 :func:`write_bundle_manifest` writes it (the export stages). :func:`read_bundle` reads it,
 tells which task the bundle is (the registry's :func:`~distill.tasks.task_of_bundle`) and
-checks every file it lists (present, size, sha256) before any runner loads a byte: every
-``distill predict``, ``distill generate`` and ``distill bench`` goes through it. Everything
-wrong raises :class:`~distill.errors.ArtifactError` naming the file and the problem; the
-checks only a task's runner can make (labels, tokenizer settings) stay in its runner.
+checks every file it lists (present, size, sha256) before any runner loads a byte; then
+the manifest's values against the model's ``config.json``
+(:mod:`distill.export.bundle_checks`). Every ``distill predict``, ``distill generate`` and
+``distill bench`` goes through it. Everything wrong raises
+:class:`~distill.errors.ArtifactError` naming the file and the problem; the checks only a
+task's runner can make (label names, tokenizer settings) stay in its runner.
 
 This module must stay importable without torch or transformers (edge machines have
 onnxruntime, tokenizers and numpy only): import only the standard library and light distill
@@ -29,6 +31,7 @@ from typing import Any
 
 from distill.artifacts import sha256_file, write_json_atomic
 from distill.errors import ArtifactError, ModelLoadError
+from distill.export.bundle_checks import config_problems, is_int
 from distill.export.quantize import QUANTIZATION_FILE
 from distill.tasks import TASKS, task_of_bundle
 from distill.tasks.base import Task
@@ -149,11 +152,6 @@ def assemble_bundle(
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def is_int(value: Any) -> bool:
-    """An int that is not a bool (JSON ``true`` must not pass for 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def safe_relpath(rel: Any) -> bool:
@@ -305,6 +303,8 @@ def read_bundle(bundle: Path | str, *, command: str | None = None) -> Bundle:
     _check_format(path, manifest)
     task = bundle_task(path, manifest, command)
     problems = _entry_problems(path, manifest) or file_problems(bundle, manifest["files"])
+    if not problems:  # the files are the exported ones: now what the manifest says of them
+        problems = config_problems(path, manifest, task)
     if problems:
         raise problems_error(bundle, problems)
     manifest.setdefault("model", DEFAULT_MODEL)
