@@ -11,16 +11,41 @@ from pathlib import Path
 import pytest
 from conftest import run_command
 
+from distill.cli import main
 from distill.errors import ArtifactError
 from distill.export.bundle import read_bundle, write_bundle_manifest
 from distill.tasks import TASKS
 
 
+def tiny_graph(path: Path, weights: str | None = None) -> Path:
+    """A one-MatMul ONNX graph at ``path``; its weight in the file ``weights`` beside it
+    (ONNX external data) when given."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    if weights is None:
+        onnx.save_model(model, path)
+    else:
+        onnx.save_model(model, path, save_as_external_data=True, location=weights, size_threshold=0)
+    return path
+
+
 def _bundle(folder: Path, task: str = "text-generation", **info: object) -> Path:
-    """A bundle of placeholder files (the reader never parses them), plus any
-    ``config.json`` already in ``folder``, and its manifest."""
+    """A bundle of a tiny graph and a placeholder tokenizer (the reader never parses it),
+    plus any ``config.json`` already in ``folder``, and its manifest."""
     folder.mkdir(exist_ok=True)
-    (folder / "model.onnx").write_bytes(bytes(range(256)) * 4)
+    tiny_graph(folder / "model.onnx")
     (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
     roles = {"model.onnx": "model", "tokenizer.json": "tokenizer"}
     if (folder / "config.json").is_file():
@@ -55,13 +80,14 @@ def test_a_flipped_byte_is_refused_naming_the_file(tmp_path: Path) -> None:
 
 def test_every_problem_with_the_files_is_listed(tmp_path: Path) -> None:
     folder = _bundle(tmp_path / "b")
+    size = (folder / "model.onnx").stat().st_size
     (folder / "tokenizer.json").unlink()
     (folder / "model.onnx").write_bytes(b"short")
     with pytest.raises(ArtifactError) as caught:
         read_bundle(folder)
     message = str(caught.value)
     assert "2 problems" in message and f"{folder / 'tokenizer.json'}: missing" in message
-    assert f"{folder / 'model.onnx'}: 5 bytes, but manifest.json records 1024" in message
+    assert f"{folder / 'model.onnx'}: 5 bytes, but manifest.json records {size}" in message
 
 
 @pytest.mark.parametrize(
@@ -186,6 +212,124 @@ def test_an_unreadable_config_is_refused(tmp_path: Path) -> None:
     _bundle(folder, "text-classification")
     with pytest.raises(ArtifactError, match=r"config\.json: not a readable model config"):
         read_bundle(folder)
+
+
+# --------------------------------------------------------------------------- external data
+
+
+def _rewrite_manifest(folder: Path) -> None:
+    """The manifest written again for the folder as it is: every checksum right."""
+    roles = {p.name: "model" for p in folder.iterdir() if p.name != "manifest.json"}
+    write_bundle_manifest(folder, roles, {"task": "text-generation", "model": "model.onnx"})
+
+
+def _external_bundle(folder: Path, location: str | None = "w.bin") -> Path:
+    """A bundle whose graph keeps its weight in ``w.bin`` (listed); with another
+    ``location`` (None: none) the graph's field is rewritten, ``w.bin`` removed and the
+    manifest written again, so that only the external-data check can tell."""
+    import onnx
+
+    folder.mkdir()
+    tiny_graph(folder / "model.onnx", weights="w.bin")
+    (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
+    if location != "w.bin":
+        model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        (weight,) = model.graph.initializer
+        entries = [e for e in weight.external_data if e.key != "location"]
+        del weight.external_data[:]
+        weight.external_data.extend(entries)
+        if location is not None:
+            weight.external_data.add(key="location", value=location)
+        onnx.save_model(model, str(folder / "model.onnx"))
+        (folder / "w.bin").unlink()
+    _rewrite_manifest(folder)
+    return folder
+
+
+def _refused(folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> str:
+    """`distill generate` on the bundle: exit 2, one error, no traceback, and onnxruntime
+    never asked to open the graph; returns the message."""
+    import onnxruntime
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("onnxruntime opened the graph")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", never)
+    code = main(["generate", str(folder), "hello"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "", captured
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err
+    return captured.err
+
+
+def test_listed_external_data_is_read_and_loads(tmp_path: Path) -> None:
+    import numpy as np
+
+    from distill.latency import ort_session
+
+    folder = _external_bundle(tmp_path / "b")
+    bundle = read_bundle(folder)
+    assert set(bundle.manifest["files"]) == {"model.onnx", "w.bin", "tokenizer.json"}
+    (result,) = ort_session(bundle.model_path, 1).run(None, {"X": np.ones((1, 4), np.float32)})
+    np.testing.assert_array_equal(
+        result, np.arange(16, dtype=np.float32).reshape(4, 4).sum(0)[None]
+    )
+
+
+def test_external_data_the_manifest_does_not_list_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _external_bundle(tmp_path / "b")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"]["w.bin"]  # the weights left out of the list (and of its checksums)
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    err = _refused(folder, capsys, monkeypatch)
+    assert err == (
+        f"error: {folder / 'model.onnx'}: tensor 'W' reads its data from 'w.bin' "
+        f"({folder / 'w.bin'}), which manifest.json does not list; every file the bundle "
+        "loads must be listed with its sha256\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("..", "reads its data from '../w.bin', a path with '..'; refused (external data "),
+        ("absolute", "reads its data from '{outside}', an absolute path; refused (external "),
+        ("link", "reads its data from 'w.bin', a link to {outside}, outside the bundle; refused"),
+    ],
+)
+def test_external_data_outside_the_bundle_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    expected: str,
+) -> None:
+    tiny_graph(tmp_path / "source.onnx", weights="w.bin")  # weights outside the bundle
+    outside = (tmp_path / "w.bin").resolve()
+    if where == "link":  # listed, its checksum (the target's) right: a link out all the same
+        folder = _external_bundle(tmp_path / "b")
+        (folder / "w.bin").unlink()
+        (folder / "w.bin").symlink_to(outside)
+        _rewrite_manifest(folder)
+    else:
+        folder = _external_bundle(tmp_path / "b", "../w.bin" if where == ".." else str(outside))
+    err = _refused(folder, capsys, monkeypatch)
+    assert err.startswith(
+        f"error: {folder / 'model.onnx'}: tensor 'W' {expected.format(outside=outside)}"
+    ), err
+
+
+def test_an_external_tensor_without_a_location_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _external_bundle(tmp_path / "b", None)
+    err = _refused(folder, capsys, monkeypatch)
+    assert err == (
+        f"error: {folder / 'model.onnx'}: tensor 'W' is stored outside the graph in no file "
+        "(its 'location' is missing)\n"
+    )
 
 
 def test_a_manifest_that_is_not_an_object_is_refused(tmp_path: Path) -> None:

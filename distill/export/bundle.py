@@ -8,8 +8,8 @@ the task's own fields, and every other file with its role, sha256 and size.
 :func:`write_bundle_manifest` writes it (the export stages). :func:`read_bundle` reads it,
 tells which task the bundle is (the registry's :func:`~distill.tasks.task_of_bundle`) and
 checks every file it lists (present, size, sha256) before any runner loads a byte; then
-the manifest's values against the model's ``config.json``
-(:mod:`distill.export.bundle_checks`). Every ``distill predict``, ``distill generate`` and
+the manifest's values against the model's ``config.json`` and the ONNX graphs' external
+data against the list (:mod:`distill.export.bundle_checks`). Every ``distill predict``, ``distill generate`` and
 ``distill bench`` goes through it. Everything wrong raises
 :class:`~distill.errors.ArtifactError` naming the file and the problem; the checks only a
 task's runner can make (label names, tokenizer settings) stay in its runner.
@@ -31,7 +31,7 @@ from typing import Any
 
 from distill.artifacts import sha256_file, write_json_atomic
 from distill.errors import ArtifactError, ModelLoadError
-from distill.export.bundle_checks import config_problems, is_int
+from distill.export.bundle_checks import config_problems, external_data_problems, is_int
 from distill.export.quantize import QUANTIZATION_FILE
 from distill.tasks import TASKS, task_of_bundle
 from distill.tasks.base import Task
@@ -305,6 +305,7 @@ def read_bundle(bundle: Path | str, *, command: str | None = None) -> Bundle:
     problems = _entry_problems(path, manifest) or file_problems(bundle, manifest["files"])
     if not problems:  # the files are the exported ones: now what the manifest says of them
         problems = config_problems(path, manifest, task)
+        problems += external_data_problems(bundle, manifest["files"])
     if problems:
         raise problems_error(bundle, problems)
     manifest.setdefault("model", DEFAULT_MODEL)
