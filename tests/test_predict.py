@@ -578,6 +578,38 @@ def test_a_max_length_past_the_position_table_is_refused_before_a_long_text_runs
     )
 
 
+def _rehash(bundle: Path, rel: str) -> None:
+    """The manifest's entry of ``rel`` rewritten to match the file: only a check of the
+    file's content can catch what was done to it."""
+    from distill.artifacts import sha256_file
+
+    path = bundle / rel
+    _edit_manifest(
+        bundle,
+        lambda m: m["files"][rel].update(sha256=sha256_file(path), bytes=path.stat().st_size),
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("{bad", "line 2: not a JSON string (Expecting property name enclosed in double quotes"),
+        ("3", "line 2: a JSON int, not a string; words.txt holds one JSON string per line"),
+    ],
+    ids=["not-json", "not-a-string"],
+)
+def test_a_malformed_words_file_is_refused_naming_its_line(
+    bundle_copy: Path, capsys, line: str, expected: str
+) -> None:
+    words = bundle_copy / "words.txt"
+    lines = words.read_text(encoding="utf-8").split("\n")
+    assert len(lines) > 3, "the fixture bundle should list words"
+    words.write_text("\n".join([lines[0], line, *lines[2:]]), encoding="utf-8")
+    _rehash(bundle_copy, "words.txt")
+    err = _error(bundle_copy, capsys)
+    assert err.startswith(f"error: {words} {expected}"), err
+
+
 def test_a_broken_or_missing_manifest_is_refused(bundle_copy: Path, capsys) -> None:
     path = bundle_copy / "manifest.json"
     path.write_text(path.read_text()[:-20])
