@@ -5,6 +5,7 @@ the registry, and the module imports without torch."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from conftest import run_command
 
 from distill.cli import main
 from distill.errors import ArtifactError
+from distill.export import bundle as bundle_module
 from distill.export.bundle import read_bundle, write_bundle_manifest
 from distill.tasks import TASKS
 
@@ -88,6 +90,63 @@ def test_every_problem_with_the_files_is_listed(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "2 problems" in message and f"{folder / 'tokenizer.json'}: missing" in message
     assert f"{folder / 'model.onnx'}: 5 bytes, but manifest.json records {size}" in message
+
+
+def _no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path: Path, *args: object, **kwargs: object) -> str:
+        raise AssertionError(f"{path} was hashed")
+
+    monkeypatch.setattr(bundle_module, "sha256_file", refuse)
+
+
+def test_a_huge_sparse_file_of_another_size_is_refused_without_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _bundle(tmp_path / "b")
+    model = folder / "model.onnx"
+    with model.open("r+b") as handle:
+        try:
+            handle.truncate(1 << 40)  # 1 TB, sparse: nothing written
+        except OSError as exc:
+            pytest.skip(f"no 1 TB sparse file on this file system ({exc})")
+    _no_hashing(monkeypatch)
+    try:
+        with pytest.raises(ArtifactError) as caught:
+            read_bundle(folder)
+    finally:
+        model.unlink()  # pytest keeps its last runs' folders: no 1 TB file left behind
+    recorded = json.loads((folder / "manifest.json").read_text())["files"]["model.onnx"]["bytes"]
+    assert str(caught.value) == (
+        f"{model}: 1099511627776 bytes, but manifest.json records {recorded}; "
+        "the file was changed after export"
+    )
+
+
+def test_a_resized_file_refuses_the_bundle_before_any_file_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _bundle(tmp_path / "b")
+    (folder / "tokenizer.json").write_text("{ }", encoding="utf-8")  # listed first: model.onnx
+    _no_hashing(monkeypatch)
+    with pytest.raises(
+        ArtifactError, match=r"tokenizer\.json: 3 bytes, but manifest\.json records 2"
+    ):
+        read_bundle(folder)
+
+
+def test_hashing_a_large_file_says_so_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _bundle(tmp_path / "b")
+    size = (folder / "model.onnx").stat().st_size
+    monkeypatch.setattr(bundle_module, "LARGE_FILE", size)  # model.onnx is large, not tokenizer
+    monkeypatch.setattr(bundle_module, "PROGRESS_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="distill"):
+        read_bundle(folder)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"checking the sha256 of {folder / 'model.onnx'} (0 MiB) against manifest.json",
+        "  model.onnx: 100% of 0 MiB read",
+    ]
 
 
 @pytest.mark.parametrize(
