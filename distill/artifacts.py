@@ -17,7 +17,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -77,11 +77,19 @@ class RunContext:
         return self.workdir / "reports" / self.name
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(
+    path: Path, chunk: int = 1 << 20, progress: Callable[[int], None] | None = None
+) -> str:
+    """The file's sha256, read ``chunk`` bytes at a time (never whole in memory);
+    ``progress`` is called with the bytes read so far after each chunk."""
     digest = hashlib.sha256()
+    done = 0
     with path.open("rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+            if progress is not None:
+                done += len(block)
+                progress(done)
     return digest.hexdigest()
 
 

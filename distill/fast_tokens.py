@@ -61,6 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from distill.errors import ArtifactError
+
 DEFAULT_MAX_ENTRIES = 500_000
 _SPACE = " "  # U+0020 only: str.split() would also split at characters tokenizers keeps
 _NORMALIZERS = {"BertNormalizer", "Lowercase", "StripAccents", "NFD", "NFKD", "NFC", "NFKC"}
@@ -428,9 +430,34 @@ def write_words(path: Any, chunks: Sequence[str]) -> None:
 
 
 def read_words(path: Any) -> list[str]:
-    """The chunks :func:`write_words` wrote (lines split at ``\\n`` only)."""
-    text = path.read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.split("\n") if line]
+    """The chunks :func:`write_words` wrote (lines split at ``\\n`` only). A file that is
+    not UTF-8, or a line that is not one JSON string, is an :class:`ArtifactError` naming
+    the file and the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    words = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line:
+            continue
+        try:
+            word = json.loads(line)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
+            why = f"{exc.msg}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
+            raise ArtifactError(
+                f"{path} line {number}: not a JSON string ({why}); {WORDS_FILE} holds one "
+                "JSON string per line"
+            ) from None
+        if not isinstance(word, str):
+            raise ArtifactError(
+                f"{path} line {number}: a JSON {type(word).__name__}, not a string; "
+                f"{WORDS_FILE} holds one JSON string per line"
+            )
+        words.append(word)
+    return words
 
 
 # Printable ASCII without a space (a chunk never holds one), and BERT's split of it: ASCII

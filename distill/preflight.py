@@ -17,7 +17,8 @@ from distill import hub
 from distill.archives import resolve_parts
 from distill.config import Recipe, StudentConfig, TeacherConfig
 from distill.errors import DistillError, RecipeError
-from distill.models import resolve_model, usable_positions
+from distill.models import resolve_model
+from distill.positions import usable_positions
 from distill.sources import resolve_local
 from distill.tasks import TASKS, get_task
 

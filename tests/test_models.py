@@ -194,7 +194,7 @@ def test_usable_positions_is_the_longest_input_transformers_runs(config: dict) -
     """What preflight compares data.max_length with: one more token and the model fails."""
     from transformers import AutoConfig, AutoModel
 
-    from distill.models import usable_positions
+    from distill.positions import usable_positions
 
     fields = {k: v for k, v in config.items() if k != "model_type"}
     small = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}

@@ -349,6 +349,14 @@ def _max_length_text(m: dict) -> None:
     m["max_length"] = "48"
 
 
+def _max_length_past_positions(m: dict) -> None:
+    m["max_length"] = 1000  # the model has 64 positions: onnxruntime indexed past them
+
+
+def _extra_tag(m: dict) -> None:
+    m["labels"] = [*LABELS, "B-org"]
+
+
 def _unknown_aggregation(m: dict) -> None:
     m["aggregation"] = "average"
 
@@ -370,6 +378,16 @@ def _other_inputs(m: dict) -> None:
         (_no_outside, r"manifest\.json: 'labels' has no 'O' tag"),
         (_colon_type, r"manifest\.json: 'labels' \['B-per:son', 'I-per:son'\] are not IOB2"),
         (_max_length_text, r"manifest\.json: 'max_length' must be a positive integer"),
+        (
+            _max_length_past_positions,
+            r"manifest\.json: 'max_length' is 1000, but the model takes at most 64 tokens "
+            r"\(max_position_embeddings = 64 in .*config\.json\)",
+        ),
+        (
+            _extra_tag,
+            r"manifest\.json: 'labels' \[.*'B-org'\] do not match the model's 5 labels "
+            r"\(id2label \['O', 'B-person', .*\] in .*config\.json\)",
+        ),
         (_unknown_aggregation, r"manifest\.json: 'aggregation' must be one of simple, first"),
         (_unlist_config, r"manifest\.json: 'files' does not list config\.json"),
         (_other_inputs, r"manifest\.json: 'input_names' .* differ from the inputs of model\.onnx"),

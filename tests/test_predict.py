@@ -534,6 +534,10 @@ def _other_inputs(m: dict) -> None:
     m["input_names"] = ["input_ids", "attention_mask"]
 
 
+def _other_task(m: dict) -> None:
+    m["task"] = "token-classification"
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
@@ -545,6 +549,11 @@ def _other_inputs(m: dict) -> None:
         (_max_length_text, r"manifest\.json: 'max_length' must be a positive integer"),
         (_newer_format, r"manifest\.json: format_version 99 is newer"),
         (_other_inputs, r"manifest\.json: 'input_names' .* differ from the inputs of model\.onnx"),
+        (
+            _other_task,
+            r"manifest\.json: 'task' is 'token-classification', but 'architectures' "
+            r"\['BertForSequenceClassification'\] in .*config\.json is a text-classification model",
+        ),
     ],
     ids=lambda value: getattr(value, "__name__", "")[1:] or None,
 )
@@ -552,6 +561,53 @@ def test_an_edited_manifest_is_refused(bundle_copy: Path, capsys, edit: Any, exp
     _edit_manifest(bundle_copy, edit)
     err = _error(bundle_copy, capsys)
     assert re.search(expected, err), err
+
+
+def test_a_max_length_past_the_position_table_is_refused_before_a_long_text_runs(
+    bundle_copy: Path, capsys
+) -> None:
+    """max_length 1000 on a 64-position model: onnxruntime indexed past the table (a
+    traceback); now the manifest's value is checked against config.json's."""
+    _edit_manifest(bundle_copy, lambda m: m.update(max_length=1000))
+    code, out, err = _cli(["predict", str(bundle_copy), "good " * 200], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err == (
+        f"error: {bundle_copy / 'manifest.json'}: 'max_length' is 1000, but the model takes at "
+        f"most 64 tokens (max_position_embeddings = 64 in {bundle_copy / 'config.json'}); "
+        "was manifest.json edited?\n"
+    )
+
+
+def _rehash(bundle: Path, rel: str) -> None:
+    """The manifest's entry of ``rel`` rewritten to match the file: only a check of the
+    file's content can catch what was done to it."""
+    from distill.artifacts import sha256_file
+
+    path = bundle / rel
+    _edit_manifest(
+        bundle,
+        lambda m: m["files"][rel].update(sha256=sha256_file(path), bytes=path.stat().st_size),
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("{bad", "line 2: not a JSON string (Expecting property name enclosed in double quotes"),
+        ("3", "line 2: a JSON int, not a string; words.txt holds one JSON string per line"),
+    ],
+    ids=["not-json", "not-a-string"],
+)
+def test_a_malformed_words_file_is_refused_naming_its_line(
+    bundle_copy: Path, capsys, line: str, expected: str
+) -> None:
+    words = bundle_copy / "words.txt"
+    lines = words.read_text(encoding="utf-8").split("\n")
+    assert len(lines) > 3, "the fixture bundle should list words"
+    words.write_text("\n".join([lines[0], line, *lines[2:]]), encoding="utf-8")
+    _rehash(bundle_copy, "words.txt")
+    err = _error(bundle_copy, capsys)
+    assert err.startswith(f"error: {words} {expected}"), err
 
 
 def test_a_broken_or_missing_manifest_is_refused(bundle_copy: Path, capsys) -> None:

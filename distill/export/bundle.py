@@ -7,10 +7,13 @@ the task's own fields, and every other file with its role, sha256 and size.
 
 :func:`write_bundle_manifest` writes it (the export stages). :func:`read_bundle` reads it,
 tells which task the bundle is (the registry's :func:`~distill.tasks.task_of_bundle`) and
-checks every file it lists (present, size, sha256) before any runner loads a byte: every
-``distill predict``, ``distill generate`` and ``distill bench`` goes through it. Everything
-wrong raises :class:`~distill.errors.ArtifactError` naming the file and the problem; the
-checks only a task's runner can make (labels, tokenizer settings) stay in its runner.
+checks every file it lists (present and of its recorded size for all of them first, then
+sha256) before any runner loads a byte; then the manifest's values against the model's
+``config.json`` and the ONNX graphs' external data against the list
+(:mod:`distill.export.bundle_checks`). Every ``distill predict``, ``distill generate`` and
+``distill bench`` goes through it. Everything wrong raises
+:class:`~distill.errors.ArtifactError` naming the file and the problem; the checks only a
+task's runner can make (label names, tokenizer settings) stay in its runner.
 
 This module must stay importable without torch or transformers (edge machines have
 onnxruntime, tokenizers and numpy only): import only the standard library and light distill
@@ -20,8 +23,10 @@ modules here.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,6 +34,7 @@ from typing import Any
 
 from distill.artifacts import sha256_file, write_json_atomic
 from distill.errors import ArtifactError, ModelLoadError
+from distill.export.bundle_checks import config_problems, external_data_problems, is_int
 from distill.export.quantize import QUANTIZATION_FILE
 from distill.tasks import TASKS, task_of_bundle
 from distill.tasks.base import Task
@@ -41,6 +47,12 @@ DEFAULT_MODEL = "model.onnx"
 # or, left out of it, at the same path under the export stage's folder.
 FP32_REFERENCE = "fp32/model_fp32.onnx"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Files from this size up say on stderr that they are being hashed, and how far every
+# PROGRESS_S seconds (sha256 reads about 1 GB/s: a 1 TB file takes a quarter of an hour).
+LARGE_FILE = 512 * 2**20
+PROGRESS_S = 10.0
+
+log = logging.getLogger("distill")
 
 
 @dataclass(frozen=True)
@@ -149,11 +161,6 @@ def assemble_bundle(
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def is_int(value: Any) -> bool:
-    """An int that is not a bool (JSON ``true`` must not pass for 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def safe_relpath(rel: Any) -> bool:
@@ -274,7 +281,9 @@ def unlisted(path: Path, files: dict[str, Any], needed: Iterable[str]) -> list[s
 
 
 def file_problems(bundle: Path, files: dict[str, Any]) -> list[str]:
-    """Every listed file against the manifest: present, same size, same sha256."""
+    """Every listed file against the manifest: present and of the recorded size (``stat``
+    only), then, when all are, the same sha256. A missing or resized file refuses the bundle
+    before a byte is read, however large (a 1 TB sparse file) the others are."""
     problems = []
     for rel, entry in files.items():
         path = bundle / rel
@@ -285,11 +294,34 @@ def file_problems(bundle: Path, files: dict[str, Any]) -> list[str]:
                 f"{path}: {size} bytes, but manifest.json records {entry['bytes']}; "
                 "the file was changed after export"
             )
-        elif sha256_file(path) != entry["sha256"]:
-            problems.append(
-                f"{path}: sha256 differs from manifest.json; the file was changed after export"
-            )
-    return problems
+    if problems:
+        return problems
+    return [
+        f"{bundle / rel}: sha256 differs from manifest.json; the file was changed after export"
+        for rel, entry in files.items()
+        if _sha256(bundle / rel, entry["bytes"]) != entry["sha256"]
+    ]
+
+
+def _sha256(path: Path, size: int) -> str:
+    """The file's sha256; from :data:`LARGE_FILE` bytes up, a line on stderr (the ``distill``
+    logger: hidden by ``-q``) when it starts and every :data:`PROGRESS_S` seconds."""
+    if size < LARGE_FILE:
+        return sha256_file(path)
+    log.info("checking the sha256 of %s (%s) against manifest.json", path, _size_text(size))
+    last = time.monotonic()
+
+    def report(done: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= PROGRESS_S:
+            last = time.monotonic()
+            log.info("  %s: %d%% of %s read", path.name, 100 * done // size, _size_text(size))
+
+    return sha256_file(path, progress=report)
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
 
 
 def read_bundle(bundle: Path | str, *, command: str | None = None) -> Bundle:
@@ -305,6 +337,9 @@ def read_bundle(bundle: Path | str, *, command: str | None = None) -> Bundle:
     _check_format(path, manifest)
     task = bundle_task(path, manifest, command)
     problems = _entry_problems(path, manifest) or file_problems(bundle, manifest["files"])
+    if not problems:  # the files are the exported ones: now what the manifest says of them
+        problems = config_problems(path, manifest, task)
+        problems += external_data_problems(bundle, manifest["files"])
     if problems:
         raise problems_error(bundle, problems)
     manifest.setdefault("model", DEFAULT_MODEL)

@@ -30,6 +30,10 @@ class Task:
     # The CLI verb that runs this task's bundles, and the module (torch-free) it calls.
     command: ClassVar[str]
     runner: ClassVar[str]
+    # How the names in a config.json's `architectures` of this task's models end
+    # (`BertForTokenClassification`): the bundle reader refuses a bundle whose manifest names
+    # this task but whose config names a model of another task's ending.
+    architecture_suffixes: ClassVar[tuple[str, ...]] = ()
     # Recipe keys that only this task reads: set in a recipe of another task, each is an
     # error naming the key and the task. `recipe_keys` adds keys to the shared tables
     # (table -> key -> (type, pydantic Field)); `own_keys` names shared keys (dotted; a whole

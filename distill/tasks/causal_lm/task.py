@@ -20,6 +20,7 @@ class CausalLM(Task):
     package = "distill.tasks.causal_lm"
     command = "generate"
     runner = "generate"
+    architecture_suffixes = ("ForCausalLM", "LMHeadModel")
     # Shared keys that causal-lm reads too (beside the tasks that own them).
     own_keys: ClassVar[tuple[str, ...]] = ("export.teacher_baseline",)
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {

@@ -27,6 +27,7 @@ class SequenceClassification(Task):
     package = "distill.tasks.classification"
     command = "predict"
     runner = "runner"
+    architecture_suffixes = ("ForSequenceClassification",)
     own_keys: ClassVar[tuple[str, ...]] = (
         "labels",  # the ONNX labelling pass of the transfer text
         "student.variants",

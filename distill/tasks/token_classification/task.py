@@ -29,6 +29,7 @@ class TokenClassification(Task):
     package = "distill.tasks.token_classification"
     command = "predict"
     runner = "runner"
+    architecture_suffixes = ("ForTokenClassification",)
     # Shared keys this task reads as classification does (so they are not refused here).
     own_keys: ClassVar[tuple[str, ...]] = (
         "student.transfer",
