@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_distill
+from task_projects import token_classification
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, validate_recipe
@@ -232,6 +234,63 @@ def test_a_tag_outside_the_scheme_names_file_and_line(tmp_path: Path, bad: str) 
 def test_a_bad_tag_in_jsonl_names_line_and_token(tmp_path: Path) -> None:
     path = write(tmp_path / "x.jsonl", '{"tokens": ["a", "b"], "tags": ["O", "E-PER"]}\n')
     assert error_of(path, tag_scheme="iob1").startswith(f"{path}: line 1, token 2: tag 'E-PER'")
+
+
+def type_error(where: str, tag: str, kind: str) -> str:
+    return (
+        f"{where}: tag {tag!r}: entity type {kind!r} is not allowed (an entity type holds no "
+        "whitespace and no ':'; the predict output writes type:start-end:text); rename the type "
+        "in the data"
+    )
+
+
+@pytest.mark.parametrize("kind", ["geo:loc", "geo loc", "geo\u00a0loc", ":"])
+def test_an_entity_type_no_bundle_could_serve_names_file_line_and_tag(
+    tmp_path: Path, kind: str
+) -> None:
+    """#27.1: the runner refuses such labels, so the data stage must (not `distill predict`)."""
+    path = write(tmp_path / "types.txt", f"Ann\tB-person\n\nin\tO\nParis\tI-{kind}\n")
+    assert error_of(path, repair_tags=True) == type_error(f"{path}: line 4", f"I-{kind}", kind)
+    bioes = write(tmp_path / "types.bioes", f"Ann\tS-person\nParis\tS-{kind}\n")
+    assert error_of(bioes, tag_scheme="bioes") == type_error(f"{bioes}: line 2", f"S-{kind}", kind)
+    rows = write(
+        tmp_path / "types.jsonl",
+        json.dumps({"tokens": ["a"], "tags": ["O"]})
+        + "\n"
+        + json.dumps({"tokens": ["a", "b"], "tags": ["O", f"B-{kind}"]}, ensure_ascii=False)
+        + "\n",
+    )
+    assert error_of(rows) == type_error(f"{rows}: line 2, token 2", f"B-{kind}", kind)
+
+
+def test_the_data_stage_refuses_a_colon_type_and_writes_nothing(tmp_path: Path) -> None:
+    path = corpus(tmp_path / "c.txt", {"PER": 10, "geo-loc": 10}, plain=10)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("geo-loc", "geo:loc"), encoding="utf-8")
+    line = text.split("\n").index("geo-loc0\tB-geo-loc") + 1  # the first geo-loc entity
+    ctx = RunContext(
+        name="t", seed=0, task="token-classification", workdir=tmp_path, recipe_dir=tmp_path
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError) as info:
+        data_stage.run(ctx, {}, out, data=config(path.name))
+    assert str(info.value) == type_error(f"{path}: line {line}", "B-geo:loc", "geo:loc")
+    assert list(out.iterdir()) == []
+
+
+def test_distill_run_stops_at_the_data_stage_on_a_colon_type(tmp_path: Path) -> None:
+    """The issue's reproducer: `sed s/geo-loc/geo:loc/` on the data, then `distill run` exited 0
+    and published a bundle `distill predict` refused. Now the run stops before any training."""
+    root = token_classification(tmp_path).root
+    path = root / "ner.txt"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("geo-loc", "geo:loc"), encoding="utf-8")
+    line = 1 + next(i for i, row in enumerate(text.split("\n")) if row.endswith("\tB-geo-loc"))
+    result = run_distill(["run", "recipe.toml"], root)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert type_error(f"{path}: line {line}", "B-geo:loc", "geo:loc") in result.stderr
+    assert sorted(p.name for p in (root / "runs" / "contract").iterdir()) == [".lock"]
 
 
 def test_an_i_tag_continuing_nothing_is_an_error_or_repaired_and_counted(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ another of its type) becomes IOB2 by turning each ``I-X`` that does not continue
 unchanged). Afterwards an ``I-X`` that continues nothing (it follows ``O``, another type, or
 starts the sentence) is an error naming file and line, or with ``data.repair_tags = true``
 becomes ``B-X``; either way it is counted. A tag outside the scheme (``X-PER``, ``B-`` with no
-type) is always an error.
+type) is always an error, and so is an entity type holding whitespace or ``:``
+(``B-geo:loc``), which no bundle could serve.
 
 Readers are strict on purpose: a ragged line, a token/tag count mismatch or an unknown tag is an
 error naming the file and line, never a silently shifted tag.
@@ -39,7 +40,14 @@ from distill.config import DataConfig
 from distill.data import _decode, _read_json, _read_jsonl, _read_parquet
 from distill.errors import DataError
 from distill.sources import SourceError, resolve_local
-from distill.tasks.token_classification.files import OUTSIDE, SPLITS, TaggedSplit, tag_names_for
+from distill.tasks.token_classification.files import (
+    ENTITY_TYPE_RULE,
+    OUTSIDE,
+    SPLITS,
+    TaggedSplit,
+    is_entity_type,
+    tag_names_for,
+)
 
 DOCSTART = "-DOCSTART-"
 # The prefixes each scheme writes before an entity type (``O`` stands alone).
@@ -312,7 +320,13 @@ def _parse_tag(tag: str, scheme: str, where: str) -> tuple[str, str]:
     if tag == OUTSIDE:
         return OUTSIDE, ""
     prefix, dash, kind = tag.partition("-")
-    if dash and prefix in SCHEME_PREFIXES[scheme] and kind.strip():
+    if dash and prefix in SCHEME_PREFIXES[scheme] and kind:
+        if not is_entity_type(kind):
+            # Caught here, not when `distill predict` refuses the published bundle.
+            raise DataError(
+                f"{where}: tag {tag!r}: entity type {kind!r} is not allowed ({ENTITY_TYPE_RULE}; "
+                "the predict output writes type:start-end:text); rename the type in the data"
+            )
         return prefix, kind
     written = ", ".join(f"{p}-TYPE" for p in SCHEME_PREFIXES[scheme])
     raise DataError(f"{where}: tag {tag!r} is not in the data.tag_scheme {scheme!r} (O, {written})")
