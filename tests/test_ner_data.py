@@ -312,6 +312,38 @@ def test_an_i_tag_continuing_nothing_is_an_error_or_repaired_and_counted(tmp_pat
     assert error_of(bioes, tag_scheme="bioes").startswith(f"{bioes}: line 2: tag 'E-LOC'")
 
 
+@pytest.mark.parametrize(
+    ("tags", "bad", "repaired", "count"),
+    [
+        # Each of these once merged into one entity: S-/E- became B-/I- before the check.
+        (["S-X", "E-X"], 2, ["B-X", "B-X"], 1),
+        (["E-X", "I-X"], 1, ["B-X", "B-X"], 2),
+        (["S-X", "I-X", "E-X"], 2, ["B-X", "B-X", "I-X"], 1),
+        (["B-X", "E-X", "E-X"], 3, ["B-X", "I-X", "B-X"], 1),
+        (["O", "I-X", "E-X"], 2, ["O", "B-X", "I-X"], 1),
+        (["B-Y", "E-X"], 2, ["B-Y", "B-X"], 1),
+    ],
+)
+def test_bioes_transitions_are_checked_before_conversion(
+    tmp_path: Path, tags: list[str], bad: int, repaired: list[str], count: int
+) -> None:
+    """#27.8: in BIOES, I-X and E-X follow B-X or I-X; after S-, E- or O an entity opens with
+    B- or S-. Like IOB2's orphan I-: an error naming file and line, or repaired and counted."""
+    lines = [f"w{i}\t{tag}" for i, tag in enumerate(tags)]
+    path = write(tmp_path / "b.txt", "start\tO\n\n" + "\n".join(lines) + "\n")
+    tag, kind = tags[bad - 1], tags[bad - 1][2:]
+    before = "it starts the sentence" if bad == 1 else f"the previous tag is {tags[bad - 2]!r}"
+    as_read = {"I": "B", "E": "S"}[tag[0]] + "-" + kind
+    assert error_of(path, tag_scheme="bioes") == (
+        f"{path}: line {bad + 2}: tag {tag!r} continues no entity ({before}; in BIOES {tag!r} "
+        f"must follow 'B-{kind}' or 'I-{kind}'); set data.repair_tags = true to read it as "
+        f"{as_read!r}"
+    )
+    (_, s), report = load(path, tag_scheme="bioes", repair_tags=True)
+    assert s.tags == repaired
+    assert report.repaired_tags == count
+
+
 def test_a_file_without_sentences_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path / "empty.txt", "\t\n\n-DOCSTART- O\n\n")
     assert error_of(path) == f"{path}: holds no sentence (no token line or row with tokens)"

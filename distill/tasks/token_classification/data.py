@@ -14,14 +14,16 @@ Sources (``data.path``, ``data.validation_path``, ``data.test_path``; ``data.for
     named through the column's ``ClassLabel`` names.
 
 Tag schemes (``data.tag_scheme``): everything is stored as IOB2 (``B-`` opens every entity,
-``I-`` continues it). IOB1 (``I-`` opens an entity; ``B-`` only where one entity directly follows
-another of its type) becomes IOB2 by turning each ``I-X`` that does not continue an ``X`` into
-``B-X``. BIOES becomes IOB2 by ``S-X`` -> ``B-X`` and ``E-X`` -> ``I-X`` (``B-``, ``I-``, ``O``
-unchanged). Afterwards an ``I-X`` that continues nothing (it follows ``O``, another type, or
-starts the sentence) is an error naming file and line, or with ``data.repair_tags = true``
-becomes ``B-X``; either way it is counted. A tag outside the scheme (``X-PER``, ``B-`` with no
-type) is always an error, and so is an entity type holding whitespace or ``:``
-(``B-geo:loc``), which no bundle could serve.
+``I-`` continues it). Continuity is checked in the scheme the data is written in: in IOB2 and
+BIOES an ``I-X`` (BIOES: or ``E-X``) must follow ``B-X`` or ``I-X``; after ``O``, another type,
+``S-X`` or ``E-X`` (or at the start of a sentence) an entity starts with ``B-X`` (or ``S-X``).
+A tag that continues nothing is an error naming file and line, or with
+``data.repair_tags = true`` opens an entity (``I-X`` reads as ``B-X``, ``E-X`` as ``S-X``);
+either way it is counted. IOB1 (``I-`` opens an entity; ``B-`` only where one entity directly
+follows another of its type) turns each ``I-X`` that does not continue an ``X`` into ``B-X``.
+BIOES then becomes IOB2 by ``S-X`` -> ``B-X`` and ``E-X`` -> ``I-X`` (``B-``, ``I-``, ``O``
+unchanged). A tag outside the scheme (``X-PER``, ``B-`` with no type) is always an error, and so
+is an entity type holding whitespace or ``:`` (``B-geo:loc``), which no bundle could serve.
 
 Readers are strict on purpose: a ragged line, a token/tag count mismatch or an unknown tag is an
 error naming the file and line, never a silently shifted tag.
@@ -55,6 +57,13 @@ SCHEME_PREFIXES = {"iob2": ("B", "I"), "iob1": ("B", "I"), "bioes": ("B", "I", "
 # Formats this task reads; csv is classification's (a CSV cell holds no token list).
 FORMATS = ("auto", "json", "jsonl", "parquet")
 _SUFFIX_FORMATS = {".json": "jsonl", ".jsonl": "jsonl", ".parquet": "parquet"}
+# Continuity, in the source scheme: I- (and BIOES's E-) continue an entity that B- or I- holds
+# open; after O, S- or E- an entity starts with B- (or S-).
+_CONTINUE = ("I", "E")
+_OPEN = ("B", "I")
+# A continuation that continues nothing, repaired: it opens an entity (E-: a one-token one).
+_REPAIRED = {"I": "B", "E": "S"}
+_IOB2_PREFIX = {"B": "B", "I": "I", "S": "B", "E": "I"}
 # Sentences of a stratum this small cannot be stratified alone: they share one stratum.
 RARE = "(rare)"
 
@@ -333,37 +342,39 @@ def _parse_tag(tag: str, scheme: str, where: str) -> tuple[str, str]:
 
 
 def normalise_tags(sentence: Sentence, scheme: str, repair: bool) -> int:
-    """Rewrite ``sentence.tags`` as IOB2 (see the module docstring); returns I- tags repaired."""
+    """Rewrite ``sentence.tags`` as IOB2 (see the module docstring); returns tags repaired.
+
+    Continuity is checked in the source scheme, before conversion: once ``S-X``/``E-X`` read
+    as ``B-X``/``I-X``, ``S-X E-X`` would look like one entity."""
     tags, repaired = [], 0
-    previous = (OUTSIDE, "")
+    previous = (OUTSIDE, "")  # the previous tag in the source scheme, as repaired
     for position, tag in enumerate(sentence.tags):
         prefix, kind = _parse_tag(tag, scheme, sentence.at(position))
-        continues = previous[0] != OUTSIDE and previous[1] == kind
-        if scheme == "bioes":
-            prefix = {"S": "B", "E": "I"}.get(prefix, prefix)
-        elif scheme == "iob1" and prefix == "I" and not continues:
-            prefix = "B"  # IOB1 opens an entity with I-
-        if prefix == "I" and not continues:
-            if not repair:
-                _orphan_error(sentence, position)
-            prefix, repaired = "B", repaired + 1
+        if prefix in _CONTINUE and (previous[0] not in _OPEN or previous[1] != kind):
+            if scheme == "iob1":
+                prefix = "B"  # IOB1 opens an entity with I-
+            elif not repair:
+                _orphan_error(sentence, position, scheme)
+            else:
+                prefix, repaired = _REPAIRED[prefix], repaired + 1
         previous = (prefix, kind)
-        tags.append(OUTSIDE if prefix == OUTSIDE else f"{prefix}-{kind}")
+        tags.append(OUTSIDE if prefix == OUTSIDE else f"{_IOB2_PREFIX[prefix]}-{kind}")
     sentence.tags = tags
     return repaired
 
 
-def _orphan_error(sentence: Sentence, position: int) -> None:
+def _orphan_error(sentence: Sentence, position: int, scheme: str) -> None:
     tag = sentence.tags[position]
     before = (
         "it starts the sentence"
         if position == 0
         else f"the previous tag is {sentence.tags[position - 1]!r}"
     )
-    kind = tag.partition("-")[2]
+    prefix, _, kind = tag.partition("-")
+    rule = f"; in BIOES {tag!r} must follow 'B-{kind}' or 'I-{kind}'" if scheme == "bioes" else ""
     raise DataError(
-        f"{sentence.at(position)}: tag {tag!r} continues no entity ({before}); set "
-        f"data.repair_tags = true to read it as 'B-{kind}'"
+        f"{sentence.at(position)}: tag {tag!r} continues no entity ({before}{rule}); set "
+        f"data.repair_tags = true to read it as '{_REPAIRED[prefix]}-{kind}'"
     )
 
 
