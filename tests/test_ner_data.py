@@ -13,6 +13,7 @@ from task_projects import token_classification
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, validate_recipe
+from distill.data import text_lines
 from distill.errors import DataError, RecipeError
 from distill.tasks.token_classification.data import (
     Sentence,
@@ -100,6 +101,63 @@ def test_conll_with_spaces_columns_and_docstart(tmp_path: Path) -> None:
     assert [s.tags for s in sentences] == [["B-ORG", "O"], ["B-PER", "I-PER"]]
     chunks, _ = load(path, tag_index=2)  # another column: the chunk tags
     assert chunks[0].tags == ["B-NP", "B-VP"]
+
+
+# Characters str.splitlines() breaks a line at, besides \n and \r.
+LINE_BREAKERS = ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
+
+
+def test_text_lines_split_at_newline_only() -> None:
+    assert text_lines("a\r\nb\u2028c\x85\n\n\x0bd\x1c\r\n") == [
+        "a",
+        "b\u2028c\x85",
+        "",
+        "\x0bd\x1c",
+    ]
+    assert text_lines("") == [] and text_lines("x") == ["x"] and text_lines("\n") == [""]
+
+
+@pytest.mark.parametrize("spaces", [False, True])
+def test_conll_tokens_keep_unicode_line_breaks_and_lines_keep_their_numbers(
+    tmp_path: Path, spaces: bool
+) -> None:
+    """#27.9: splitlines() broke each of these tokens in two (a "ragged" line) and shifted
+    every later line number by one."""
+    sep = " " if spaces else "\t"
+    tokens = [f"a{c}b" for c in LINE_BREAKERS] + ["end\u2028", "\u0085start"]
+    body = "".join(f"{t}{sep}O\r\n" for t in tokens[:-1]) + f"{tokens[-1]}{sep}B-X\r\n"
+    path = write(tmp_path / "u.txt", body + "\r\nlast" + sep + "O\r\n")
+    sentences, _ = load(path)
+    assert [s.tokens for s in sentences] == [tokens, ["last"]]
+    assert sentences[0].tags == ["O"] * (len(tokens) - 1) + ["B-X"]
+    assert sentences[1].token_lines == [len(tokens) + 2]
+    path = write(tmp_path / "r.txt", body + "\nragged" + sep + "O" + sep + "O\n")
+    assert error_of(path) == (
+        f"{path}: line {len(tokens) + 2}: 3 column(s), line 1 (the first token) has 2"
+    )
+
+
+def test_byte_0x85_read_as_latin1_stays_in_its_token(tmp_path: Path) -> None:
+    path = tmp_path / "l1.txt"
+    path.write_bytes(b"etc\x85 O\nCaf\xe9 B-X\n\nnext O\nbad I-X\n")
+    assert error_of(path, encoding="latin-1") == (
+        f"{path}: line 5: tag 'I-X' continues no entity (the previous tag is 'O'); "
+        "set data.repair_tags = true to read it as 'B-X'"
+    )
+    sentences, _ = load(path, encoding="latin-1", repair_tags=True)
+    assert [s.tokens for s in sentences] == [["etc\u0085", "Café"], ["next", "bad"]]
+    assert [s.token_lines for s in sentences] == [[1, 2], [4, 5]]
+
+
+def test_jsonl_strings_keep_unicode_line_breaks_and_rows_keep_their_lines(tmp_path: Path) -> None:
+    rows = [{"tokens": [f"a{c}b", "x"], "tags": ["B-X", "O"]} for c in LINE_BREAKERS[:3]]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # raw U+2028, U+0085
+    path = write(tmp_path / "u.jsonl", text)
+    sentences, _ = load(path)
+    assert [s.tokens[0] for s in sentences] == [f"a{c}b" for c in LINE_BREAKERS[:3]]
+    assert [s.example_id for s in sentences] == ["u.jsonl:1", "u.jsonl:2", "u.jsonl:3"]
+    path = write(tmp_path / "bad.jsonl", text + '{"tokens": ["a"], "tags": ["O"]\n')
+    assert error_of(path) == f"{path}: line 4: not valid JSON (Expecting ',' delimiter)"
 
 
 def test_jsonl_json_and_parquet_rows(tmp_path: Path) -> None:
@@ -244,7 +302,7 @@ def type_error(where: str, tag: str, kind: str) -> str:
     )
 
 
-@pytest.mark.parametrize("kind", ["geo:loc", "geo loc", "geo\u00a0loc", ":"])
+@pytest.mark.parametrize("kind", ["geo:loc", "geo loc", "geo\u00a0loc", "geo\u2028loc", ":"])
 def test_an_entity_type_no_bundle_could_serve_names_file_line_and_tag(
     tmp_path: Path, kind: str
 ) -> None:

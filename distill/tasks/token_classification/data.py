@@ -1,10 +1,11 @@
-"""Read, check and split tagged sentences for named-entity recognition; every sentence gets a
+r"""Read, check and split tagged sentences for named-entity recognition; every sentence gets a
 stable id.
 
 Sources (``data.path``, ``data.validation_path``, ``data.test_path``; ``data.format``):
   * CoNLL-style column files (``auto``: any extension but .json/.jsonl/.parquet): one token per
-    line, columns split on tabs (or on runs of whitespace when a line has no tab), the token in
-    column ``data.token_index`` and its tag in ``data.tag_index`` (negative counts from the end).
+    line (lines end at ``\n`` or ``\r\n`` only: U+2028 or U+0085 inside a token stays there),
+    columns split on tabs (or on runs of spaces when a line has no tab), the token in column
+    ``data.token_index`` and its tag in ``data.tag_index`` (negative counts from the end).
     Blank or whitespace-only lines (a line holding a single tab too) end a sentence;
     ``-DOCSTART-`` lines are skipped. Every token line must have as many columns as the first.
   * JSON lines (``auto``: .jsonl and .json) or Parquet (.parquet): one sentence per row, a list
@@ -33,13 +34,14 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.config import DataConfig
-from distill.data import _decode, _read_json, _read_jsonl, _read_parquet
+from distill.data import _decode, _read_json, _read_jsonl, _read_parquet, text_lines
 from distill.errors import DataError
 from distill.sources import SourceError, resolve_local
 from distill.tasks.token_classification.files import (
@@ -52,6 +54,10 @@ from distill.tasks.token_classification.files import (
 )
 
 DOCSTART = "-DOCSTART-"
+# Column separators: tabs, else runs of spaces. Other whitespace (U+0085, U+2028, \x0c...)
+# is part of a token, as it is part of a line (see text_lines).
+_COLUMN_SPACE = " \t\r"
+_COLUMN_GAP = re.compile(f"[{_COLUMN_SPACE}]+")
 # The prefixes each scheme writes before an entity type (``O`` stands alone).
 SCHEME_PREFIXES = {"iob2": ("B", "I"), "iob1": ("B", "I"), "bioes": ("B", "I", "E", "S")}
 # Formats this task reads; csv is classification's (a CSV cell holds no token list).
@@ -122,10 +128,14 @@ def source_format(path: Path, config: DataConfig) -> str:
 
 
 def _conll_fields(line: str) -> list[str]:
-    """Tabs separate columns when the line has one (a token may then hold a space)."""
+    """Tabs separate columns when the line has one (a token may then hold a space), else runs
+    of spaces; a blank line (whitespace only, any whitespace) has none. Only spaces, tabs and
+    carriage returns separate columns or are stripped from them: U+0085 stays in its token."""
+    if not line.strip():
+        return []
     if "\t" in line:
-        return [part.strip() for part in line.split("\t")]
-    return line.split()
+        return [part.strip(_COLUMN_SPACE) for part in line.split("\t")]
+    return _COLUMN_GAP.split(line.strip(_COLUMN_SPACE))
 
 
 def _column(index: int, width: int, key: str, where: str) -> int:
@@ -154,9 +164,9 @@ def read_conll(path: Path, config: DataConfig) -> list[Sentence]:
     current: list[tuple[int, str, str]] = []  # (line, token, tag) of the open sentence
     first: tuple[int, int] | None = None  # (line, width) of the first token line
     columns = (0, 0)
-    for number, line in enumerate(_decode(path, config.encoding).splitlines(), start=1):
+    for number, line in enumerate(text_lines(_decode(path, config.encoding)), start=1):
         fields = _conll_fields(line)
-        if not fields or not any(fields) or fields[0] == DOCSTART:
+        if not fields or fields[0] == DOCSTART:
             _close_sentence(path, current, sentences)
             continue
         where = f"{path}: line {number}"
@@ -168,8 +178,9 @@ def read_conll(path: Path, config: DataConfig) -> list[Sentence]:
                 f"{where}: {len(fields)} column(s), line {first[0]} (the first token) has "
                 f"{first[1]}"
             )
-        token, tag = fields[columns[0]], fields[columns[1]]
-        if not token or not tag:
+        # Whitespace around a tag is never part of it (a token keeps all but spaces and tabs).
+        token, tag = fields[columns[0]], fields[columns[1]].strip()
+        if not token.strip() or not tag:
             raise DataError(f"{where}: empty {'token' if not token else 'tag'} column")
         current.append((number, token, tag))
     _close_sentence(path, current, sentences)
