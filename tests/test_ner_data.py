@@ -137,6 +137,18 @@ def test_conll_tokens_keep_unicode_line_breaks_and_lines_keep_their_numbers(
     )
 
 
+def test_a_lone_carriage_return_is_refused_not_read_as_one_long_line(tmp_path: Path) -> None:
+    """splitlines() broke at a lone \\r; text_lines does not, so a file with old Mac line
+    endings would read as one line of many columns: refused, naming the line."""
+    path = write(tmp_path / "mac.txt", "a\tO\n\nb\tB-X\rc\tI-X\r")
+    assert error_of(path) == (
+        f"{path}: line 3: a carriage return (\\r) inside the line; lines end at \\n or \\r\\n "
+        "(convert a file with old Mac line endings)"
+    )
+    path = write(tmp_path / "blank.txt", "a\tO\n\u00a0\u2028\tO\n")
+    assert error_of(path) == f"{path}: line 2: empty token column"
+
+
 def test_byte_0x85_read_as_latin1_stays_in_its_token(tmp_path: Path) -> None:
     path = tmp_path / "l1.txt"
     path.write_bytes(b"etc\x85 O\nCaf\xe9 B-X\n\nnext O\nbad I-X\n")

@@ -41,7 +41,7 @@ from distill.tasks.token_classification.sentences import Sentence, normalise_tag
 DOCSTART = "-DOCSTART-"
 # Column separators: tabs, else runs of spaces. Other whitespace (U+0085, U+2028, \x0c...)
 # is part of a token, as it is part of a line (see text_lines).
-_COLUMN_SPACE = " \t\r"
+_COLUMN_SPACE = " \t"
 _COLUMN_GAP = re.compile(f"[{_COLUMN_SPACE}]+")
 # Formats this task reads; csv is classification's (a CSV cell holds no token list).
 FORMATS = ("auto", "json", "jsonl", "parquet")
@@ -84,8 +84,8 @@ def source_format(path: Path, config: DataConfig) -> str:
 
 def _conll_fields(line: str) -> list[str]:
     """Tabs separate columns when the line has one (a token may then hold a space), else runs
-    of spaces; a blank line (whitespace only, any whitespace) has none. Only spaces, tabs and
-    carriage returns separate columns or are stripped from them: U+0085 stays in its token."""
+    of spaces; a blank line (whitespace only, any whitespace) has none. Only spaces and tabs
+    separate columns or are stripped from them: U+0085 stays in its token."""
     if not line.strip():
         return []
     if "\t" in line:
@@ -120,6 +120,11 @@ def read_conll(path: Path, config: DataConfig) -> list[Sentence]:
     first: tuple[int, int] | None = None  # (line, width) of the first token line
     columns = (0, 0)
     for number, line in enumerate(text_lines(_decode(path, config.encoding)), start=1):
+        if "\r" in line:  # not before a \n: splitlines ended a line there, text_lines does not
+            raise DataError(
+                f"{path}: line {number}: a carriage return (\\r) inside the line; lines end at "
+                "\\n or \\r\\n (convert a file with old Mac line endings)"
+            )
         fields = _conll_fields(line)
         if not fields or fields[0] == DOCSTART:
             _close_sentence(path, current, sentences)
@@ -136,7 +141,7 @@ def read_conll(path: Path, config: DataConfig) -> list[Sentence]:
         # Whitespace around a tag is never part of it (a token keeps all but spaces and tabs).
         token, tag = fields[columns[0]], fields[columns[1]].strip()
         if not token.strip() or not tag:
-            raise DataError(f"{where}: empty {'token' if not token else 'tag'} column")
+            raise DataError(f"{where}: empty {'token' if not token.strip() else 'tag'} column")
         current.append((number, token, tag))
     _close_sentence(path, current, sentences)
     return sentences
