@@ -70,6 +70,17 @@ def _decode(path: Path, encoding: str) -> str:
         raise DataError(f"data.encoding: unknown encoding {encoding!r}") from None
 
 
+def text_lines(text: str) -> list[str]:
+    r"""The lines of a file's text, split at ``\n`` (a ``\r`` before it is dropped) and nowhere
+    else: ``str.splitlines`` also breaks at U+2028, U+0085 (byte 0x85 read as latin-1), \x0b,
+    \x0c and \x1c-\x1e, which may sit inside a token or a JSON string, and would shift every
+    later line number. Line ``i`` of the list is line ``i + 1`` of the file."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # a final newline ends the last line, it starts none
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def _read_csv(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     text = _decode(path, encoding)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -127,7 +138,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     rows = []
     columns: dict[str, None] = {}
-    for number, line in enumerate(_decode(path, encoding).splitlines(), start=1):
+    for number, line in enumerate(text_lines(_decode(path, encoding)), start=1):
         if not line.strip():
             continue
         try:

@@ -175,6 +175,24 @@ def test_broken_jsonl_line_is_named(tmp_path: Path) -> None:
         build_splits(config(path), tmp_path, seed=0)
 
 
+def test_jsonl_texts_keep_unicode_line_breaks_and_lines_keep_their_numbers(tmp_path: Path) -> None:
+    """#27.9: json.dumps(ensure_ascii=False) writes U+2028 and U+0085 raw; splitlines() cut
+    such a row in two ("not valid JSON") and shifted every later line number."""
+    texts = [f"row {i}\u2028next\x85end" for i in range(30)]
+    rows = [
+        json.dumps({"text": t, "label": "ab"[i % 2]}, ensure_ascii=False)
+        for i, t in enumerate(texts)
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    splits, labels, _ = build_splits(config(path), tmp_path, seed=0)
+    assert labels == ["a", "b"]
+    assert sorted(t for split in splits.values() for t in split.texts) == sorted(texts)
+    path.write_text("\n".join(rows) + '\n{"text": "b", "label": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d\.jsonl: line 31: not valid JSON"):
+        build_splits(config(path), tmp_path, seed=0)
+
+
 def test_json_jsonl_and_parquet_read_the_same_rows(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_distill
+from task_projects import token_classification
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, validate_recipe
+from distill.data import text_lines
 from distill.errors import DataError, RecipeError
 from distill.tasks.token_classification.data import (
     Sentence,
@@ -98,6 +101,75 @@ def test_conll_with_spaces_columns_and_docstart(tmp_path: Path) -> None:
     assert [s.tags for s in sentences] == [["B-ORG", "O"], ["B-PER", "I-PER"]]
     chunks, _ = load(path, tag_index=2)  # another column: the chunk tags
     assert chunks[0].tags == ["B-NP", "B-VP"]
+
+
+# Characters str.splitlines() breaks a line at, besides \n and \r.
+LINE_BREAKERS = ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
+
+
+def test_text_lines_split_at_newline_only() -> None:
+    assert text_lines("a\r\nb\u2028c\x85\n\n\x0bd\x1c\r\n") == [
+        "a",
+        "b\u2028c\x85",
+        "",
+        "\x0bd\x1c",
+    ]
+    assert text_lines("") == [] and text_lines("x") == ["x"] and text_lines("\n") == [""]
+
+
+@pytest.mark.parametrize("spaces", [False, True])
+def test_conll_tokens_keep_unicode_line_breaks_and_lines_keep_their_numbers(
+    tmp_path: Path, spaces: bool
+) -> None:
+    """#27.9: splitlines() broke each of these tokens in two (a "ragged" line) and shifted
+    every later line number by one."""
+    sep = " " if spaces else "\t"
+    tokens = [f"a{c}b" for c in LINE_BREAKERS] + ["end\u2028", "\u0085start"]
+    body = "".join(f"{t}{sep}O\r\n" for t in tokens[:-1]) + f"{tokens[-1]}{sep}B-X\r\n"
+    path = write(tmp_path / "u.txt", body + "\r\nlast" + sep + "O\r\n")
+    sentences, _ = load(path)
+    assert [s.tokens for s in sentences] == [tokens, ["last"]]
+    assert sentences[0].tags == ["O"] * (len(tokens) - 1) + ["B-X"]
+    assert sentences[1].token_lines == [len(tokens) + 2]
+    path = write(tmp_path / "r.txt", body + "\nragged" + sep + "O" + sep + "O\n")
+    assert error_of(path) == (
+        f"{path}: line {len(tokens) + 2}: 3 column(s), line 1 (the first token) has 2"
+    )
+
+
+def test_a_lone_carriage_return_is_refused_not_read_as_one_long_line(tmp_path: Path) -> None:
+    """splitlines() broke at a lone \\r; text_lines does not, so a file with old Mac line
+    endings would read as one line of many columns: refused, naming the line."""
+    path = write(tmp_path / "mac.txt", "a\tO\n\nb\tB-X\rc\tI-X\r")
+    assert error_of(path) == (
+        f"{path}: line 3: a carriage return (\\r) inside the line; lines end at \\n or \\r\\n "
+        "(convert a file with old Mac line endings)"
+    )
+    path = write(tmp_path / "blank.txt", "a\tO\n\u00a0\u2028\tO\n")
+    assert error_of(path) == f"{path}: line 2: empty token column"
+
+
+def test_byte_0x85_read_as_latin1_stays_in_its_token(tmp_path: Path) -> None:
+    path = tmp_path / "l1.txt"
+    path.write_bytes(b"etc\x85 O\nCaf\xe9 B-X\n\nnext O\nbad I-X\n")
+    assert error_of(path, encoding="latin-1") == (
+        f"{path}: line 5: tag 'I-X' continues no entity (the previous tag is 'O'); "
+        "set data.repair_tags = true to read it as 'B-X'"
+    )
+    sentences, _ = load(path, encoding="latin-1", repair_tags=True)
+    assert [s.tokens for s in sentences] == [["etc\u0085", "Café"], ["next", "bad"]]
+    assert [s.token_lines for s in sentences] == [[1, 2], [4, 5]]
+
+
+def test_jsonl_strings_keep_unicode_line_breaks_and_rows_keep_their_lines(tmp_path: Path) -> None:
+    rows = [{"tokens": [f"a{c}b", "x"], "tags": ["B-X", "O"]} for c in LINE_BREAKERS[:3]]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # raw U+2028, U+0085
+    path = write(tmp_path / "u.jsonl", text)
+    sentences, _ = load(path)
+    assert [s.tokens[0] for s in sentences] == [f"a{c}b" for c in LINE_BREAKERS[:3]]
+    assert [s.example_id for s in sentences] == ["u.jsonl:1", "u.jsonl:2", "u.jsonl:3"]
+    path = write(tmp_path / "bad.jsonl", text + '{"tokens": ["a"], "tags": ["O"]\n')
+    assert error_of(path) == f"{path}: line 4: not valid JSON (Expecting ',' delimiter)"
 
 
 def test_jsonl_json_and_parquet_rows(tmp_path: Path) -> None:
@@ -234,6 +306,63 @@ def test_a_bad_tag_in_jsonl_names_line_and_token(tmp_path: Path) -> None:
     assert error_of(path, tag_scheme="iob1").startswith(f"{path}: line 1, token 2: tag 'E-PER'")
 
 
+def type_error(where: str, tag: str, kind: str) -> str:
+    return (
+        f"{where}: tag {tag!r}: entity type {kind!r} is not allowed (an entity type holds no "
+        "whitespace and no ':'; the predict output writes type:start-end:text); rename the type "
+        "in the data"
+    )
+
+
+@pytest.mark.parametrize("kind", ["geo:loc", "geo loc", "geo\u00a0loc", "geo\u2028loc", ":"])
+def test_an_entity_type_no_bundle_could_serve_names_file_line_and_tag(
+    tmp_path: Path, kind: str
+) -> None:
+    """#27.1: the runner refuses such labels, so the data stage must (not `distill predict`)."""
+    path = write(tmp_path / "types.txt", f"Ann\tB-person\n\nin\tO\nParis\tI-{kind}\n")
+    assert error_of(path, repair_tags=True) == type_error(f"{path}: line 4", f"I-{kind}", kind)
+    bioes = write(tmp_path / "types.bioes", f"Ann\tS-person\nParis\tS-{kind}\n")
+    assert error_of(bioes, tag_scheme="bioes") == type_error(f"{bioes}: line 2", f"S-{kind}", kind)
+    rows = write(
+        tmp_path / "types.jsonl",
+        json.dumps({"tokens": ["a"], "tags": ["O"]})
+        + "\n"
+        + json.dumps({"tokens": ["a", "b"], "tags": ["O", f"B-{kind}"]}, ensure_ascii=False)
+        + "\n",
+    )
+    assert error_of(rows) == type_error(f"{rows}: line 2, token 2", f"B-{kind}", kind)
+
+
+def test_the_data_stage_refuses_a_colon_type_and_writes_nothing(tmp_path: Path) -> None:
+    path = corpus(tmp_path / "c.txt", {"PER": 10, "geo-loc": 10}, plain=10)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("geo-loc", "geo:loc"), encoding="utf-8")
+    line = text.split("\n").index("geo-loc0\tB-geo-loc") + 1  # the first geo-loc entity
+    ctx = RunContext(
+        name="t", seed=0, task="token-classification", workdir=tmp_path, recipe_dir=tmp_path
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError) as info:
+        data_stage.run(ctx, {}, out, data=config(path.name))
+    assert str(info.value) == type_error(f"{path}: line {line}", "B-geo:loc", "geo:loc")
+    assert list(out.iterdir()) == []
+
+
+def test_distill_run_stops_at_the_data_stage_on_a_colon_type(tmp_path: Path) -> None:
+    """The issue's reproducer: `sed s/geo-loc/geo:loc/` on the data, then `distill run` exited 0
+    and published a bundle `distill predict` refused. Now the run stops before any training."""
+    root = token_classification(tmp_path).root
+    path = root / "ner.txt"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("geo-loc", "geo:loc"), encoding="utf-8")
+    line = 1 + next(i for i, row in enumerate(text.split("\n")) if row.endswith("\tB-geo-loc"))
+    result = run_distill(["run", "recipe.toml"], root)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert type_error(f"{path}: line {line}", "B-geo:loc", "geo:loc") in result.stderr
+    assert sorted(p.name for p in (root / "runs" / "contract").iterdir()) == [".lock"]
+
+
 def test_an_i_tag_continuing_nothing_is_an_error_or_repaired_and_counted(tmp_path: Path) -> None:
     text = "Ann\tO\nSmith\tI-PER\n\nParis\tB-LOC\nHilton\tI-ORG\n\nI-first\tI-LOC\n"
     path = write(tmp_path / "orphans.txt", text)
@@ -251,6 +380,38 @@ def test_an_i_tag_continuing_nothing_is_an_error_or_repaired_and_counted(tmp_pat
     # BIOES: an E- that ends nothing is an orphan too (after conversion it is an I-).
     bioes = write(tmp_path / "e.txt", "a\tO\nb\tE-LOC\n")
     assert error_of(bioes, tag_scheme="bioes").startswith(f"{bioes}: line 2: tag 'E-LOC'")
+
+
+@pytest.mark.parametrize(
+    ("tags", "bad", "repaired", "count"),
+    [
+        # Each of these once merged into one entity: S-/E- became B-/I- before the check.
+        (["S-X", "E-X"], 2, ["B-X", "B-X"], 1),
+        (["E-X", "I-X"], 1, ["B-X", "B-X"], 2),
+        (["S-X", "I-X", "E-X"], 2, ["B-X", "B-X", "I-X"], 1),
+        (["B-X", "E-X", "E-X"], 3, ["B-X", "I-X", "B-X"], 1),
+        (["O", "I-X", "E-X"], 2, ["O", "B-X", "I-X"], 1),
+        (["B-Y", "E-X"], 2, ["B-Y", "B-X"], 1),
+    ],
+)
+def test_bioes_transitions_are_checked_before_conversion(
+    tmp_path: Path, tags: list[str], bad: int, repaired: list[str], count: int
+) -> None:
+    """#27.8: in BIOES, I-X and E-X follow B-X or I-X; after S-, E- or O an entity opens with
+    B- or S-. Like IOB2's orphan I-: an error naming file and line, or repaired and counted."""
+    lines = [f"w{i}\t{tag}" for i, tag in enumerate(tags)]
+    path = write(tmp_path / "b.txt", "start\tO\n\n" + "\n".join(lines) + "\n")
+    tag, kind = tags[bad - 1], tags[bad - 1][2:]
+    before = "it starts the sentence" if bad == 1 else f"the previous tag is {tags[bad - 2]!r}"
+    as_read = {"I": "B", "E": "S"}[tag[0]] + "-" + kind
+    assert error_of(path, tag_scheme="bioes") == (
+        f"{path}: line {bad + 2}: tag {tag!r} continues no entity ({before}; in BIOES {tag!r} "
+        f"must follow 'B-{kind}' or 'I-{kind}'); set data.repair_tags = true to read it as "
+        f"{as_read!r}"
+    )
+    (_, s), report = load(path, tag_scheme="bioes", repair_tags=True)
+    assert s.tags == repaired
+    assert report.repaired_tags == count
 
 
 def test_a_file_without_sentences_is_an_error(tmp_path: Path) -> None:

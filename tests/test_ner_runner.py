@@ -24,13 +24,16 @@ import pytest
 from conftest import SPECIAL
 
 from distill.cli import main
-from distill.errors import ArtifactError
+from distill.config import DataConfig
+from distill.errors import ArtifactError, DataError
 from distill.export.bundle import MANIFEST_FILE, write_bundle_manifest
 from distill.export.onnx import export_onnx
+from distill.tasks.token_classification.data import TagReport, load_sentences
 from distill.tasks.token_classification.runner import (
     Entity,
     EntityPrediction,
     _group,
+    _label_problems,
     _Tagged,
     load_bundle,
 )
@@ -262,6 +265,46 @@ def test_to_dict_and_to_tsv() -> None:
     }
     assert prediction.to_tsv() == "person:0-5:Alice\tgeo-loc:10-19:New\\tYork\\\\"
     assert EntityPrediction("nothing here", []).to_tsv() == ""
+
+
+# Entity types and whether a bundle may serve them (no whitespace, no ':').
+TYPES = {
+    "geo-loc": True,
+    "B-2_x": True,
+    "Zoë/ü": True,
+    "geo:loc": False,
+    ":": False,
+    "geo loc": False,
+    "geo\tloc": False,
+    "geo\u00a0loc": False,
+    "geo\u2028loc": False,
+    "geo\nloc": False,
+}
+
+
+@pytest.mark.parametrize("kind", list(TYPES))
+def test_the_data_stage_reads_exactly_the_types_the_runner_serves(
+    tmp_path: Path, kind: str
+) -> None:
+    """#27.1: one rule for both. A type the data stage reads must never make the published
+    bundle unservable, and one the runner serves must not be refused as data."""
+    labels = ["O", f"B-{kind}", f"I-{kind}"]
+    served = not _label_problems(tmp_path / "manifest.json", labels)
+    path = tmp_path / "ner.jsonl"
+    row = {"tokens": ["New", "York"], "tags": labels[1:]}
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    data = DataConfig(path=str(path))
+    try:
+        (sentence,) = load_sentences(data.path, data, tmp_path, "data.path", TagReport())
+    except DataError as exc:
+        assert f"{path}: line 1, token 1: tag {labels[1]!r}: entity type {kind!r}" in str(exc)
+        read = False
+    else:
+        assert sentence.tags == labels[1:]
+        read = True
+    assert served == read == TYPES[kind]
+    # The runner's whole-name match: a trailing newline once slipped through its `$`.
+    assert _label_problems(tmp_path / "m.json", ["O", f"B-{kind}\n"])
 
 
 # --------------------------------------------------------------------------- command line

@@ -1,10 +1,11 @@
-"""Read, check and split tagged sentences for named-entity recognition; every sentence gets a
+r"""Read, check and split tagged sentences for named-entity recognition; every sentence gets a
 stable id.
 
 Sources (``data.path``, ``data.validation_path``, ``data.test_path``; ``data.format``):
   * CoNLL-style column files (``auto``: any extension but .json/.jsonl/.parquet): one token per
-    line, columns split on tabs (or on runs of whitespace when a line has no tab), the token in
-    column ``data.token_index`` and its tag in ``data.tag_index`` (negative counts from the end).
+    line (lines end at ``\n`` or ``\r\n`` only: U+2028 or U+0085 inside a token stays there),
+    columns split on tabs (or on runs of spaces when a line has no tab), the token in column
+    ``data.token_index`` and its tag in ``data.tag_index`` (negative counts from the end).
     Blank or whitespace-only lines (a line holding a single tab too) end a sentence;
     ``-DOCSTART-`` lines are skipped. Every token line must have as many columns as the first.
   * JSON lines (``auto``: .jsonl and .json) or Parquet (.parquet): one sentence per row, a list
@@ -13,14 +14,8 @@ Sources (``data.path``, ``data.validation_path``, ``data.test_path``; ``data.for
   * A hub dataset id: ``datasets.load_dataset(path, split=data.hub_split)``; integer tags are
     named through the column's ``ClassLabel`` names.
 
-Tag schemes (``data.tag_scheme``): everything is stored as IOB2 (``B-`` opens every entity,
-``I-`` continues it). IOB1 (``I-`` opens an entity; ``B-`` only where one entity directly follows
-another of its type) becomes IOB2 by turning each ``I-X`` that does not continue an ``X`` into
-``B-X``. BIOES becomes IOB2 by ``S-X`` -> ``B-X`` and ``E-X`` -> ``I-X`` (``B-``, ``I-``, ``O``
-unchanged). Afterwards an ``I-X`` that continues nothing (it follows ``O``, another type, or
-starts the sentence) is an error naming file and line, or with ``data.repair_tags = true``
-becomes ``B-X``; either way it is counted. A tag outside the scheme (``X-PER``, ``B-`` with no
-type) is always an error.
+Tag schemes: see :mod:`distill.tasks.token_classification.sentences` (everything is stored
+as IOB2; a tag that continues no entity is an error or, with ``data.repair_tags``, repaired).
 
 Readers are strict on purpose: a ragged line, a token/tag count mismatch or an unknown tag is an
 error naming the file and line, never a silently shifted tag.
@@ -30,46 +25,29 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.config import DataConfig
-from distill.data import _decode, _read_json, _read_jsonl, _read_parquet
+from distill.data import _decode, _read_json, _read_jsonl, _read_parquet, text_lines
 from distill.errors import DataError
 from distill.sources import SourceError, resolve_local
 from distill.tasks.token_classification.files import OUTSIDE, SPLITS, TaggedSplit, tag_names_for
+from distill.tasks.token_classification.sentences import Sentence, normalise_tags
 
 DOCSTART = "-DOCSTART-"
-# The prefixes each scheme writes before an entity type (``O`` stands alone).
-SCHEME_PREFIXES = {"iob2": ("B", "I"), "iob1": ("B", "I"), "bioes": ("B", "I", "E", "S")}
+# Column separators: tabs, else runs of spaces. Other whitespace (U+0085, U+2028, \x0c...)
+# is part of a token, as it is part of a line (see text_lines).
+_COLUMN_SPACE = " \t"
+_COLUMN_GAP = re.compile(f"[{_COLUMN_SPACE}]+")
 # Formats this task reads; csv is classification's (a CSV cell holds no token list).
 FORMATS = ("auto", "json", "jsonl", "parquet")
 _SUFFIX_FORMATS = {".json": "jsonl", ".jsonl": "jsonl", ".parquet": "parquet"}
 # Sentences of a stratum this small cannot be stratified alone: they share one stratum.
 RARE = "(rare)"
-
-
-@dataclass
-class Sentence:
-    """One tagged sentence and where it was read (for error messages)."""
-
-    example_id: str
-    tokens: list[str]
-    tags: list[str]  # tag names: as read, then IOB2 once normalised
-    source: str  # the file or hub id, as error messages name it
-    line: int  # the sentence's first line (CoNLL) or its row (JSONL, Parquet, hub)
-    token_lines: list[int] | None = None  # CoNLL: the line of each token
-
-    def at(self, position: int) -> str:
-        """Where token ``position`` was read: ``file: line N`` (JSONL rows add the token)."""
-        if self.token_lines is not None:
-            return f"{self.source}: line {self.token_lines[position]}"
-        return f"{self.source}: line {self.line}, token {position + 1}"
-
-    def entity_types(self) -> set[str]:
-        return {tag[2:] for tag in self.tags if tag.startswith("B-")}
 
 
 @dataclass
@@ -80,7 +58,7 @@ class TagReport:
     converted_to_iob2: bool = False
     sentences_read: dict[str, int] = field(default_factory=dict)
     empty_sentences_skipped: dict[str, int] = field(default_factory=dict)
-    repaired_tags: int = 0  # I- tags that continued nothing, read as B-
+    repaired_tags: int = 0  # I- (BIOES: E-) tags that continued nothing, read as B- (S-)
     duplicates_dropped: int = 0
     train_overlap_dropped: int = 0
     subsampled_from: int | None = None
@@ -105,10 +83,14 @@ def source_format(path: Path, config: DataConfig) -> str:
 
 
 def _conll_fields(line: str) -> list[str]:
-    """Tabs separate columns when the line has one (a token may then hold a space)."""
+    """Tabs separate columns when the line has one (a token may then hold a space), else runs
+    of spaces; a blank line (whitespace only, any whitespace) has none. Only spaces and tabs
+    separate columns or are stripped from them: U+0085 stays in its token."""
+    if not line.strip():
+        return []
     if "\t" in line:
-        return [part.strip() for part in line.split("\t")]
-    return line.split()
+        return [part.strip(_COLUMN_SPACE) for part in line.split("\t")]
+    return _COLUMN_GAP.split(line.strip(_COLUMN_SPACE))
 
 
 def _column(index: int, width: int, key: str, where: str) -> int:
@@ -137,9 +119,14 @@ def read_conll(path: Path, config: DataConfig) -> list[Sentence]:
     current: list[tuple[int, str, str]] = []  # (line, token, tag) of the open sentence
     first: tuple[int, int] | None = None  # (line, width) of the first token line
     columns = (0, 0)
-    for number, line in enumerate(_decode(path, config.encoding).splitlines(), start=1):
+    for number, line in enumerate(text_lines(_decode(path, config.encoding)), start=1):
+        if "\r" in line:  # not before a \n: splitlines ended a line there, text_lines does not
+            raise DataError(
+                f"{path}: line {number}: a carriage return (\\r) inside the line; lines end at "
+                "\\n or \\r\\n (convert a file with old Mac line endings)"
+            )
         fields = _conll_fields(line)
-        if not fields or not any(fields) or fields[0] == DOCSTART:
+        if not fields or fields[0] == DOCSTART:
             _close_sentence(path, current, sentences)
             continue
         where = f"{path}: line {number}"
@@ -151,9 +138,10 @@ def read_conll(path: Path, config: DataConfig) -> list[Sentence]:
                 f"{where}: {len(fields)} column(s), line {first[0]} (the first token) has "
                 f"{first[1]}"
             )
-        token, tag = fields[columns[0]], fields[columns[1]]
-        if not token or not tag:
-            raise DataError(f"{where}: empty {'token' if not token else 'tag'} column")
+        # Whitespace around a tag is never part of it (a token keeps all but spaces and tabs).
+        token, tag = fields[columns[0]], fields[columns[1]].strip()
+        if not token.strip() or not tag:
+            raise DataError(f"{where}: empty {'token' if not token.strip() else 'tag'} column")
         current.append((number, token, tag))
     _close_sentence(path, current, sentences)
     return sentences
@@ -304,53 +292,7 @@ def _check_unique_ids(sentences: list[Sentence]) -> None:
             )
 
 
-# --- Tag schemes ----------------------------------------------------------------------------
-
-
-def _parse_tag(tag: str, scheme: str, where: str) -> tuple[str, str]:
-    """``(prefix, type)`` of a tag; ``("O", "")`` for outside."""
-    if tag == OUTSIDE:
-        return OUTSIDE, ""
-    prefix, dash, kind = tag.partition("-")
-    if dash and prefix in SCHEME_PREFIXES[scheme] and kind.strip():
-        return prefix, kind
-    written = ", ".join(f"{p}-TYPE" for p in SCHEME_PREFIXES[scheme])
-    raise DataError(f"{where}: tag {tag!r} is not in the data.tag_scheme {scheme!r} (O, {written})")
-
-
-def normalise_tags(sentence: Sentence, scheme: str, repair: bool) -> int:
-    """Rewrite ``sentence.tags`` as IOB2 (see the module docstring); returns I- tags repaired."""
-    tags, repaired = [], 0
-    previous = (OUTSIDE, "")
-    for position, tag in enumerate(sentence.tags):
-        prefix, kind = _parse_tag(tag, scheme, sentence.at(position))
-        continues = previous[0] != OUTSIDE and previous[1] == kind
-        if scheme == "bioes":
-            prefix = {"S": "B", "E": "I"}.get(prefix, prefix)
-        elif scheme == "iob1" and prefix == "I" and not continues:
-            prefix = "B"  # IOB1 opens an entity with I-
-        if prefix == "I" and not continues:
-            if not repair:
-                _orphan_error(sentence, position)
-            prefix, repaired = "B", repaired + 1
-        previous = (prefix, kind)
-        tags.append(OUTSIDE if prefix == OUTSIDE else f"{prefix}-{kind}")
-    sentence.tags = tags
-    return repaired
-
-
-def _orphan_error(sentence: Sentence, position: int) -> None:
-    tag = sentence.tags[position]
-    before = (
-        "it starts the sentence"
-        if position == 0
-        else f"the previous tag is {sentence.tags[position - 1]!r}"
-    )
-    kind = tag.partition("-")[2]
-    raise DataError(
-        f"{sentence.at(position)}: tag {tag!r} continues no entity ({before}); set "
-        f"data.repair_tags = true to read it as 'B-{kind}'"
-    )
+# --- One source, read and its tags checked --------------------------------------------------
 
 
 def load_sentences(

@@ -7,7 +7,9 @@ Format:
   out (transfer text): they carry tags too, but later stages treat them as unlabelled.
   ``<data stage>/labels.json``: ``{"labels": ["O", "B-company", "I-company", "B-facility", ...]}``:
   ``"O"`` first, then a ``B-``/``I-`` pair per entity type of the training split, types in sorted
-  order. Tags are always IOB2, whatever scheme the data was written in.
+  order. Tags are always IOB2, whatever scheme the data was written in. An entity type holds
+  no whitespace and no ``:`` (:func:`is_entity_type`): the data stage refuses any other, and the
+  runner refuses a bundle whose labels hold one.
 
 Imports nothing heavy (no torch, no numpy): the runner and tests read these files cheaply.
 """
@@ -15,6 +17,7 @@ Imports nothing heavy (no torch, no numpy): the runner and tests read these file
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,20 @@ SPLITS = ("train", "validation", "test")
 # The labelled splits plus the sentences max_examples left out, in the order they are written.
 ALL_SPLITS = (*SPLITS, "unused")
 OUTSIDE = "O"
+# One rule for the data stage and the runner: a type is a CoNLL column (whitespace would split
+# it) and the first field of the runner's ``type:start-end:text`` output (a ':' would not parse).
+_ENTITY_TYPE = re.compile(r"[^\s:]+")
+ENTITY_TYPE_RULE = "an entity type holds no whitespace and no ':'"
+
+
+def is_entity_type(kind: str) -> bool:
+    """Whether ``kind`` may name an entity type (non-empty, no whitespace, no ``:``)."""
+    return _ENTITY_TYPE.fullmatch(kind) is not None
+
+
+def is_iob2_tag(name: str) -> bool:
+    """``O``, or ``B-``/``I-`` followed by a valid entity type."""
+    return name == OUTSIDE or (name[:2] in ("B-", "I-") and is_entity_type(name[2:]))
 
 
 @dataclass(frozen=True)

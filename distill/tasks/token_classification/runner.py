@@ -8,7 +8,8 @@ sha256 of every file are checked by :func:`distill.export.bundle.read_bundle` fi
 - ``task``: ``"token-classification"``;
 - ``labels``: the tag names in id order, IOB2 (``"O"``, ``"B-<type>"``, ``"I-<type>"``,
   every ``I-`` type with its ``B-``); a type holds no whitespace and no ``:`` (the TSV
-  output stays parseable). They must equal ``config.json``'s ``id2label``;
+  output stays parseable; :func:`~distill.tasks.token_classification.files.is_entity_type`,
+  the rule the data stage applies too). They must equal ``config.json``'s ``id2label``;
 - ``max_length``: a positive int; longer texts are truncated to that many tokens (special
   tokens included), as classification does: words past it get no tag, hence no entity;
 - ``model``: the ONNX file (default ``model.onnx``), the token-classification graph (output ``logits``)
@@ -34,7 +35,6 @@ transformers (``tests/test_ner_runner.py`` checks it in a fresh interpreter).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,12 +59,12 @@ from distill.serving import (
     make_session,
     softmax,
 )
+from distill.tasks.token_classification.files import ENTITY_TYPE_RULE, is_iob2_tag
 from distill.tasks.token_classification.task import TokenClassification
 
 CONFIG_FILE = "config.json"
 AGGREGATIONS = ("simple", "first")
 DEFAULT_AGGREGATION = "simple"
-_TAG = re.compile(r"^[BI]-[^\s:]+$")
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 # What `to_tsv` escapes in an entity's text, so that a line stays one line of tab-separated
 # fields whatever the input held (a text argument may hold tabs and newlines).
@@ -122,11 +122,11 @@ def _label_problems(path: Path, labels: Any) -> list[str]:
         return [f"{path}: 'labels' must be a non-empty list of tag names"]
     if len(set(labels)) != len(labels):
         return [f"{path}: 'labels' repeats a name: {labels}"]
-    bad = [name for name in labels if name != "O" and not _TAG.match(name)]
+    bad = [name for name in labels if not is_iob2_tag(name)]
     if bad:
         return [
             f"{path}: 'labels' {bad} are not IOB2 tags ('O', 'B-<type>', 'I-<type>'; "
-            "a type without whitespace or ':')"
+            f"{ENTITY_TYPE_RULE})"
         ]
     if "O" not in labels:
         return [f"{path}: 'labels' has no 'O' tag"]

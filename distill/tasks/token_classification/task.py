@@ -79,8 +79,9 @@ class TokenClassification(Task):
                 bool,
                 Field(
                     False,
-                    description="An I- tag that continues nothing becomes B- (counted); "
-                    "false: it is an error naming file and line.",
+                    description="An I- (BIOES: or E-) tag that continues nothing opens an "
+                    "entity instead (I- as B-, E- as S-; counted); false: it is an error naming "
+                    "file and line.",
                 ),
             ),
         },
