@@ -13,7 +13,7 @@ from distill.config import DataConfig, StudentConfig, TeacherConfig
 from distill.tasks.classification.stages import data as data_stage
 from distill.tasks.classification.stages import teacher as teacher_stage
 from distill.tasks.classification.task import SequenceClassification
-from distill.train.budget import resolve_budget, still_improving
+from distill.train.budget import resolve_budget, still_improving, warn_if_still_improving
 
 CLASSIFICATION_MIN_STEPS = SequenceClassification.default_min_steps
 
@@ -89,6 +89,39 @@ def test_still_improving_when_the_last_evaluation_is_best_by_more_than_half_a_pe
     assert still_improving(evaluations(1.0, 0.999)) is None  # a plateau
     assert still_improving(evaluations(1.0)) is None
     assert still_improving([{"loss": 2.0, "step": 1}]) is None
+
+
+def test_the_budget_records_the_recipe_key_that_set_it() -> None:
+    # 1000 examples at batch 32 = 32 steps per epoch.
+    assert resolve_budget(teacher(epochs=2), 1000, 100, "teacher", 0).set_by == "teacher.epochs = 2"
+    assert resolve_budget(teacher(), 1000, 100, "teacher", 0).set_by is None  # the default
+    assert resolve_budget(teacher(max_steps=9), 1000, 100, "t", 0).set_by == "t.max_steps = 9"
+    floor = resolve_budget(teacher(epochs=1, min_steps=100), 1000, 100, "t", 0)
+    assert floor.steps == 100 and floor.set_by == "t.min_steps = 100"
+    # epochs set, but the default floor decided: the recipe did not set this budget
+    assert resolve_budget(teacher(epochs=1), 1000, 100, "t", 200).set_by is None
+
+
+def test_a_still_falling_loss_under_a_recipe_cap_is_information_not_advice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    history = evaluations(1.595, 1.582, 1.570)
+    capped = resolve_budget(StudentConfig(num_layers=2, epochs=2), 1000, 100, "student", 0)
+    with caplog.at_level(logging.INFO, logger="distill"):
+        found = warn_if_still_improving(history, "student", capped)
+    assert found is not None and found["budget_set_by"] == "student.epochs = 2"
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO
+    assert "of the budget the recipe sets (student.epochs = 2)" in record.getMessage()
+    assert "raise" not in record.getMessage()
+    caplog.clear()
+    default = resolve_budget(StudentConfig(num_layers=2), 1000, 100, "student", 0)
+    with caplog.at_level(logging.INFO, logger="distill"):
+        found = warn_if_still_improving(history, "student", default)
+    assert found is not None and "budget_set_by" not in found
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "raise student.min_steps or student.epochs" in record.getMessage()
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -996,3 +997,23 @@ def test_training_summary_states_the_budget_and_a_still_falling_validation_loss(
     assert markdown.count(sentence) == 1
     html = (report_dir / "report.html").read_text(encoding="utf-8")
     assert f"<strong>teacher: {sentence}</strong> (0.6 → 0.5 at the last evaluation)" in html
+
+
+def test_a_still_falling_loss_under_the_recipes_own_budget_is_stated_not_advised(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    from distill.tasks.classification import render
+
+    document = copy.deepcopy(render.load_report(report_dir / "report.json"))
+    summary = document["training"]["teacher"]["summary"]
+    summary["still_improving"]["budget_set_by"] = "teacher.epochs = 1"
+    paths = render.write_reports(document, tmp_path)
+    markdown = paths["markdown"].read_text(encoding="utf-8")
+    assert (
+        "**teacher: validation loss was still falling at the end** of the budget the recipe "
+        "sets (`teacher.epochs = 1`; 0.6 → 0.5 at the last evaluation)." in markdown
+    )
+    assert "raise `teacher" not in markdown
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "of the budget the recipe sets (<code>teacher.epochs = 1</code>;" in html
+    assert "raise <code>teacher" not in html

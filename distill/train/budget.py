@@ -36,6 +36,9 @@ class Budget:
     learning_rate: float
     why: str
     learning_rate_why: str
+    # The recipe key that fixed the budget when the recipe set it ("student.epochs = 2"):
+    # a deliberate cap, so a still-falling loss at its end is information, not advice.
+    set_by: str | None = None
 
     def as_metrics(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +92,18 @@ def resolve_budget(
         learning_rate=learning_rate,
         why=why,
         learning_rate_why=lr_why,
+        set_by=_set_by(config, table, why, floor),
     )
+
+
+def _set_by(config: TrainingConfig, table: str, why: str, floor: int) -> str | None:
+    """The recipe key that decided the budget, when the recipe set it itself."""
+    explicit = config.model_fields_set
+    if why == "max_steps":
+        return f"{table}.max_steps = {config.max_steps}" if "max_steps" in explicit else None
+    if "< min_steps" in why:
+        return f"{table}.min_steps = {floor}" if "min_steps" in explicit else None
+    return f"{table}.epochs = {config.epochs:g}" if "epochs" in explicit else None
 
 
 def _early_stopping(config: TrainingConfig, validation_examples: int, table: str) -> bool:
@@ -123,10 +137,26 @@ def still_improving(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"previous_eval_loss": losses[-2], "last_eval_loss": losses[-1], "relative_drop": drop}
 
 
-def warn_if_still_improving(history: list[dict[str, Any]], stage: str) -> dict[str, Any] | None:
-    """Log a warning when validation loss was still falling at the end; returns the evidence."""
+def warn_if_still_improving(
+    history: list[dict[str, Any]], stage: str, budget: Budget | None = None
+) -> dict[str, Any] | None:
+    """Log a warning when validation loss was still falling at the end; returns the evidence.
+
+    When the recipe set the budget itself (a deliberate cap, like the quick start's
+    ``epochs = 2``), it is said as information, and the evidence names the key."""
     found = still_improving(history)
-    if found is not None:
+    if found is not None and budget is not None and budget.set_by:
+        found["budget_set_by"] = budget.set_by
+        log.info(
+            "%s: validation loss was still falling at the end (%.4g -> %.4g, -%.1f%% at the "
+            "last evaluation) of the budget the recipe sets (%s)",
+            stage,
+            found["previous_eval_loss"],
+            found["last_eval_loss"],
+            100 * found["relative_drop"],
+            budget.set_by,
+        )
+    elif found is not None:
         table = stage.split()[0]
         log.warning(
             "%s: validation loss was still falling at the end (%.4g -> %.4g, -%.1f%% at the "

@@ -387,7 +387,9 @@ def finish_training(
         "steps": trainer.state.global_step,
         "batch": batch_layout(trainer),
         "budget": budget.as_metrics() if budget else None,
-        "still_improving": warn_if_still_improving(history, getattr(trainer, "stage", "training")),
+        "still_improving": warn_if_still_improving(
+            history, getattr(trainer, "stage", "training"), budget
+        ),
     }
 
 
