@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="texts per onnxruntime call (default: 32)",
     )
+    predict.add_argument(
+        "--aggregation",
+        metavar="STRATEGY",
+        help="for a bundle that finds entities: how sub-tokens make entities, overriding "
+        "the bundle's manifest: first, average or max (whole words; the default is first) "
+        "or simple (each sub-token's own tag: an entity may split a word)",
+    )
 
     generate = commands.add_parser(
         "generate",
@@ -409,7 +416,20 @@ def _predict(args: argparse.Namespace) -> int:
     from distill.predict_lines import failure_summary, prediction_tsv
 
     bundle, runner = _bundle_runner(args)
-    predictor = runner.load_bundle(bundle, threads=args.threads)
+    options = {} if args.aggregation is None else {"aggregation": args.aggregation}
+    if options:
+        # The strategies are the runner's to name: a runner without them groups no tokens.
+        strategies = getattr(runner, "AGGREGATIONS", None)
+        if strategies is None:
+            raise DataError(
+                f"{args.bundle}: --aggregation applies to bundles that find entities; this "
+                f"one's task is {bundle.task.name!r}"
+            )
+        if args.aggregation not in strategies:
+            raise DataError(
+                f"--aggregation must be one of {', '.join(strategies)}, not {args.aggregation!r}"
+            )
+    predictor = runner.load_bundle(bundle, threads=args.threads, **options)
     inputs = _predict_inputs(args)
     texts = [item.text for item in inputs if item.text is not None]
     predictions = predictor.iter_predict(texts, batch_size=args.batch_size)

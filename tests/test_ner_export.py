@@ -80,8 +80,20 @@ def _tiny_tagger(folder: Path) -> Any:
     return model, tokenizer
 
 
+def _as_entities(tags: list[int]) -> list[int]:
+    """Word tags as the entities grouped from them read (what a bundle serves): an I- tag
+    that continues no entity of its type starts one (B-)."""
+    fixed: list[int] = []
+    for tag in tags:
+        name, previous = TAGS[tag], TAGS[fixed[-1]] if fixed else "O"
+        if name.startswith("I-") and previous[2:] != name[2:]:
+            name = "B-" + name[2:]
+        fixed.append(TAGS.index(name))
+    return fixed
+
+
 def _own_tags(model: Any, tokenizer: Any, sentences: list[list[str]]) -> list[list[int]]:
-    """The model's tag for every word (its first sub-token's argmax)."""
+    """The model's tag for every word (its first sub-token's argmax), as its entities read."""
     import torch
 
     encoding = encode_words(tokenizer, sentences, MAX_LENGTH)
@@ -92,7 +104,7 @@ def _own_tags(model: Any, tokenizer: Any, sentences: list[list[str]]) -> list[li
     tags = []
     for row, words, positions in zip(logits, sentences, starts, strict=True):
         kept = [int(row[p].argmax()) for p in positions]
-        tags.append(kept + [0] * (len(words) - len(kept)))  # words cut by truncation: O
+        tags.append(_as_entities(kept) + [0] * (len(words) - len(kept)))  # cut words: O
     return tags
 
 

@@ -91,7 +91,7 @@ def test_bundle_opens_with_plain_onnxruntime(project: Path) -> None:
     assert [o.name for o in session.get_outputs()] == ["logits"]
     assert session.get_outputs()[0].shape[-1] == len(config["id2label"])
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["task"] == "token-classification" and manifest["aggregation"] == "simple"
+    assert manifest["task"] == "token-classification" and manifest["aggregation"] == "first"
     assert manifest["labels"] == [
         config["id2label"][str(i)] for i in range(len(manifest["labels"]))
     ]
@@ -127,6 +127,57 @@ def test_report_has_the_floor_per_type_scores_and_disagreements(project: Path) -
     assert significance["verdict"] in markdown
     for item in report["disagreements"]:
         assert item["teacher"] != item["student"]
+
+
+def _served_tags(words: list[str], row: dict) -> list[str]:
+    """A user's reading of `distill predict --json` on the words joined by spaces: an entity
+    tags the words whose first character it covers (B- the first, I- the rest)."""
+    starts = [sum(len(w) + 1 for w in words[:i]) for i in range(len(words))]
+    ends = [start + len(word) for start, word in zip(starts, words, strict=True)]
+    tags = ["O"] * len(words)
+    for entity in row["entities"]:
+        assert row["text"][entity["start"] : entity["end"]] == entity["text"]
+        assert entity["start"] in starts and entity["end"] in ends, entity  # whole words
+        covered = [i for i, start in enumerate(starts) if entity["start"] <= start < entity["end"]]
+        for n, i in enumerate(covered):
+            tags[i] = f"{'I' if n else 'B'}-{entity['type']}"
+    return tags
+
+
+def test_the_reports_deployed_f1_is_the_f1_of_what_predict_serves(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployed row's entity F1 (and the export's record of the deployed candidate) is
+    seqeval's on the entities `distill predict` serves for the test sentences."""
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOB2
+
+    from distill.cli import main
+    from distill.tasks.token_classification.runner import load_bundle
+
+    run, bundle = project / "runs" / NAME, project / "export" / NAME
+    test, names = read_tagged_split(run / "data", "test"), read_tag_names(run / "data")
+    texts = [" ".join(words) for words in test.tokens]
+    tokenizer = load_bundle(bundle).tokenizer
+    assert all(len(tokenizer.encode(text).ids) < 16 for text in texts)  # nothing truncated
+    (tmp_path / "test.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["predict", str(bundle), "--json", "-f", str(tmp_path / "test.txt")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in rows] == texts
+    served = [_served_tags(words, row) for words, row in zip(test.tokens, rows, strict=True)]
+    gold = [[names[t] for t in tags] for tags in test.tags]
+    f1 = f1_score(gold, served, mode="strict", scheme=IOB2, zero_division=0)
+    assert f1 > 0 and any(row["entities"] for row in rows)
+    report = json.loads((project / "reports" / NAME / "report.json").read_text())
+    deployed = next(row for row in report["rows"] if row["key"] == "deployed")
+    assert deployed["entity_f1"] == pytest.approx(f1, abs=1e-12)
+    assert report["aggregation"] == "first"
+    markdown = (project / "reports" / NAME / "report.md").read_text(encoding="utf-8")
+    assert "scored on what their bundle serves: `distill predict`" in markdown
+    assert "(aggregation `first`)" in markdown
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["metrics"]["test"]["entity_f1"] == pytest.approx(f1, abs=1e-12)
 
 
 def test_export_weighs_the_default_candidates_and_the_report_shows_the_choice(

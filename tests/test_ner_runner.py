@@ -2,9 +2,9 @@
 `distill predict` on a token-classification bundle.
 
 One tiny random BERT token classifier (its classifier re-drawn so that every tag wins on
-some tokens) is exported with torch's dynamo exporter and assembled into a bundle once; tests that tamper
-with it work on a copy. Its entities are compared with the transformers pipeline's on the
-PyTorch model.
+some tokens) is exported with torch's dynamo exporter and assembled into a bundle once (no
+``aggregation`` in its manifest: the default, ``first``); tests that tamper with it work on a
+copy. Its entities are compared with the transformers pipeline's on the PyTorch model.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import shutil
 import string
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,19 @@ from distill.config import DataConfig
 from distill.errors import ArtifactError, DataError
 from distill.export.bundle import MANIFEST_FILE, write_bundle_manifest
 from distill.export.onnx import export_onnx
+from distill.tasks.token_classification.aggregation import (
+    _group,
+    _Tagged,
+    aggregate,
+    served_word_tags,
+    word_spans,
+    words_seen,
+)
 from distill.tasks.token_classification.data import TagReport, load_sentences
 from distill.tasks.token_classification.runner import (
     Entity,
     EntityPrediction,
-    _group,
     _label_problems,
-    _Tagged,
     load_bundle,
 )
 
@@ -123,11 +130,12 @@ def bundle(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_bundle(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same bundle with ``"aggregation": "first"``."""
-    folder = tmp_path_factory.mktemp("ner-first") / "bundle"
+def simple_bundle(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same bundle with ``"aggregation": "simple"``, as exports before whole-word entities
+    wrote it."""
+    folder = tmp_path_factory.mktemp("ner-simple") / "bundle"
     shutil.copytree(bundle, folder)
-    _write_manifest(folder, aggregation="first")
+    _write_manifest(folder, aggregation="simple")
     return folder
 
 
@@ -170,67 +178,146 @@ def _assert_same_entities(ours: list[Entity], theirs: list[dict[str, Any]], text
 # --------------------------------------------------------------------------- results
 
 
-@pytest.mark.parametrize("strategy", ["simple", "first"])
+# Texts whose whitespace-separated words are the tokenizer's words (no punctuation inside a
+# word): there the transformers pipeline's word strategies group the same sub-tokens as ours.
+PLAIN = [TEXTS[0], TEXTS[3], TEXTS[4], TEXTS[5], TEXTS[6]]
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "average", "max"])
 def test_entities_equal_the_transformers_pipeline(
-    model_dir: Path, bundle: Path, first_bundle: Path, strategy: str
+    model_dir: Path, bundle: Path, strategy: str
 ) -> None:
-    predictor = load_bundle(first_bundle if strategy == "first" else bundle, threads=1)
+    predictor = load_bundle(bundle, threads=1, aggregation=strategy)
     assert predictor.aggregation == strategy and predictor.labels == LABELS
     reference = _pipeline(model_dir, strategy)
-    predictions = predictor.predict(TEXTS, batch_size=3)  # padded batches of unequal texts
-    assert [p.text for p in predictions] == TEXTS
+    texts = TEXTS if strategy == "simple" else PLAIN
+    predictions = predictor.predict(texts, batch_size=3)  # padded batches of unequal texts
+    assert [p.text for p in predictions] == texts
     for prediction in predictions:
         _assert_same_entities(prediction.entities, reference(prediction.text), prediction.text)
     entities = [e for p in predictions for e in p.entities]
     # the fixture model is meant to give non-trivial entities: both types, some spanning
-    # several tokens and whitespace, some after an emoji
+    # several tokens and whitespace
     assert {e.type for e in entities} == {"person", "geo-loc"}
     assert any(" " in e.text for e in entities)
-    assert any(e.start > TEXTS[1].index("😀") for e in predictions[1].entities)
+    if strategy == "simple":  # and some after an emoji
+        assert any(e.start > TEXTS[1].index("😀") for e in predictions[1].entities)
 
 
-def _word_edges(predictor: Any, text: str) -> tuple[set[int], set[int]]:
-    """Where the tokenizer's words start and end in ``text``."""
-    encoding = predictor.tokenizer.encode(text)
-    words = {w for w in encoding.word_ids if w is not None}
-    spans = [encoding.word_to_chars(w) for w in words]
-    return {s for s, _ in spans}, {e for _, e in spans}
+def test_the_default_is_first_and_an_old_simple_bundle_still_serves_simple(
+    bundle: Path, simple_bundle: Path
+) -> None:
+    assert load_bundle(bundle).aggregation == "first"
+    old = load_bundle(simple_bundle)
+    assert old.aggregation == "simple"
+    assert old.predict(TEXTS) == load_bundle(bundle, aggregation="simple").predict(TEXTS)
+    assert load_bundle(simple_bundle, aggregation="first").aggregation == "first"
+    with pytest.raises(ValueError, match="aggregation must be one of first, average, max, simple"):
+        load_bundle(bundle, aggregation="weighted")
 
 
-def test_first_aggregation_keeps_words_whole(bundle: Path, first_bundle: Path) -> None:
-    """Entities of "first" start and end on word edges; "simple" ones may split words."""
-    simple, first = load_bundle(bundle), load_bundle(first_bundle)
+def test_word_strategies_keep_whitespace_words_whole(bundle: Path) -> None:
+    """Entities of the word strategies start and end on whitespace-word edges (a word with
+    punctuation or an emoji inside is one word); "simple" ones split words."""
     split = 0
+    for strategy in ("first", "average", "max"):
+        predictor = load_bundle(bundle, aggregation=strategy)
+        for text in TEXTS:
+            spans = word_spans(text)
+            starts, ends = {s for s, _ in spans}, {e for _, e in spans}
+            for entity in predictor.predict([text])[0].entities:
+                assert entity.start in starts and entity.end in ends, (strategy, entity)
+    simple = load_bundle(bundle, aggregation="simple")
     for text in TEXTS:
-        starts, ends = _word_edges(first, text)
-        for entity in first.predict([text])[0].entities:
-            assert entity.start in starts and entity.end in ends, entity
+        starts = {s for s, _ in word_spans(text)}
         split += sum(e.start not in starts for e in simple.predict([text])[0].entities)
     assert split > 0
 
 
-def test_offsets_slice_the_original_text(bundle: Path, first_bundle: Path) -> None:
+@dataclass
+class _Encoding:
+    """What aggregation reads of a ``tokenizers.Encoding``."""
+
+    offsets: list[tuple[int, int]]
+    special_tokens_mask: list[int]
+    attention_mask: list[int]
+
+
+def _one_hot(tags: list[str], confidence: float = 0.9) -> np.ndarray:
+    rows = np.full((len(tags), len(LABELS)), (1 - confidence) / (len(LABELS) - 1))
+    for row, tag in zip(rows, tags, strict=True):
+        row[LABELS.index(tag)] = confidence
+    return rows
+
+
+def test_a_word_of_sub_tokens_tagged_apart_is_one_entity_unless_simple() -> None:
+    """`Gainesville` as Ga / ##ines / ##ville tagged geo-loc, person, person: one whole-word
+    geo-loc under `first` (its first sub-token decides, as training labels it), fragments
+    only under `simple`; `max` takes the most confident sub-token's tag for the whole word.
+    A byte-level token whose offsets start on the space before its word belongs to that
+    word."""
+    text = "Gainesville @USAirways"
+    offsets = [(0, 0), (0, 2), (2, 6), (6, 11), (11, 13), (13, 16), (16, 22), (0, 0), (0, 0)]
+    encoding = _Encoding(offsets, [1, 0, 0, 0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1, 0])
+    tags = ["O", "B-geo-loc", "B-person", "I-person", "B-person", "B-geo-loc", "O", "O", "O"]
+    probabilities = _one_hot(tags)
+    probabilities[5, LABELS.index("B-geo-loc")] = 0.95  # "USA": the most confident sub-token
+
+    def found(strategy: str) -> list[tuple[str, str]]:
+        entities = aggregate(text, encoding, probabilities, LABELS, strategy)
+        for entity in entities:
+            assert text[entity.start : entity.end] == entity.text
+        return [(e.type, e.text) for e in entities]
+
+    assert found("first") == [("geo-loc", "Gainesville"), ("person", "@USAirways")]
+    assert found("max") == [("geo-loc", "Gainesville"), ("geo-loc", "@USAirways")]
+    assert found("simple") == [
+        ("geo-loc", "Ga"),
+        ("person", "inesville"),
+        ("person", " @"),
+        ("geo-loc", "USA"),
+    ]
+
+
+def test_served_entities_are_read_back_onto_the_words() -> None:
+    words = ["flying", "to", "New", "York", "via", "O'Hare", "!"]
+    text = " ".join(words)
+    entities = [
+        Entity("geo-loc", "New York", 10, 18, 0.9),
+        Entity("facility", "Hare", text.index("Hare"), text.index("Hare") + 4, 0.8),
+        Entity("person", "via O'Hare", text.index("via"), text.index("!") - 1, 0.7),
+    ]
+    assert served_word_tags(words, entities[:2]) == ["O", "O", "B-geo-loc", "I-geo-loc"] + ["O"] * 3
+    # an entity that covers no word's first character tags no word
+    assert served_word_tags(words, entities[2:]) == ["O"] * 4 + ["B-person", "I-person", "O"]
+    assert words_seen(words, len(text)) == len(words)
+    assert words_seen(words, text.index("York") + 1) == 4 and words_seen(words, 0) == 0
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "average", "max"])
+def test_offsets_slice_the_original_text(bundle: Path, strategy: str) -> None:
     texts = [*TEXTS, "", "😀😀 🇫🇷 Zoë\u00a0Montréal", "a\tb\nc\r\nd  e"]
-    for path in (bundle, first_bundle):
-        for prediction in load_bundle(path).predict(texts):
-            ends = [0]
-            for entity in prediction.entities:
-                assert prediction.text[entity.start : entity.end] == entity.text
-                assert entity.text and entity.text == entity.text.strip()
-                assert entity.start >= ends[-1]  # in order, not overlapping
-                ends.append(entity.end)
-                assert 0 < entity.score <= 1
+    for prediction in load_bundle(bundle, aggregation=strategy).predict(texts):
+        ends = [0]
+        for entity in prediction.entities:
+            assert prediction.text[entity.start : entity.end] == entity.text
+            assert entity.text and entity.text == entity.text.strip()
+            assert entity.start >= ends[-1]  # in order, not overlapping
+            ends.append(entity.end)
+            assert 0 < entity.score <= 1
 
 
 def test_long_texts_are_truncated_like_the_pipeline(model_dir: Path, bundle: Path) -> None:
     text = "alice visited paris " * 20
-    predictor = load_bundle(bundle)
+    predictor = load_bundle(bundle, aggregation="simple")
     (prediction,) = predictor.predict([text])
     encoding = predictor.tokenizer.encode(text)
     assert len(encoding.ids) == MAX_LENGTH
     kept = encoding.offsets[-2][1]  # the end of the last token before [SEP]
-    assert kept < len(text) - 20
+    assert kept < len(text) - 20 and prediction.seen == kept
     assert prediction.entities and max(e.end for e in prediction.entities) <= kept
+    (whole,) = load_bundle(bundle).predict([text])
+    assert whole.seen == kept and max(e.end for e in whole.entities) <= kept
     _assert_same_entities(
         prediction.entities, _pipeline(model_dir, "simple", MAX_LENGTH)(text), text
     )
@@ -331,6 +418,18 @@ def test_predict_prints_entities_as_tsv_and_json(bundle: Path, capsys) -> None:
     assert set(rows[0]["entities"][0]) == {"type", "text", "start", "end", "score"}
 
 
+def test_predict_aggregation_option_overrides_the_manifest(bundle: Path, capsys) -> None:
+    code, out, err = _cli(["predict", str(bundle), "--aggregation", "simple", *TEXTS], capsys)
+    assert code == 0, err
+    simple = load_bundle(bundle, aggregation="simple").predict(TEXTS)
+    assert out.splitlines() == [p.to_tsv() for p in simple]
+    code, out, err = _cli(["predict", str(bundle), *TEXTS], capsys)
+    assert code == 0 and out.splitlines() != [p.to_tsv() for p in simple]  # whole words
+    code, out, err = _cli(["predict", str(bundle), "--aggregation", "weighted", "alice"], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "--aggregation must be one of first, average, max, simple, not 'weighted'" in err
+
+
 def test_predict_loads_neither_torch_nor_transformers(bundle: Path) -> None:
     """A fresh interpreter: import the serving path, predict, and list what got imported."""
     code = (
@@ -401,7 +500,7 @@ def _extra_tag(m: dict) -> None:
 
 
 def _unknown_aggregation(m: dict) -> None:
-    m["aggregation"] = "average"
+    m["aggregation"] = "weighted"
 
 
 def _unlist_config(m: dict) -> None:
@@ -431,7 +530,10 @@ def _other_inputs(m: dict) -> None:
             r"manifest\.json: 'labels' \[.*'B-org'\] do not match the model's 5 labels "
             r"\(id2label \['O', 'B-person', .*\] in .*config\.json\)",
         ),
-        (_unknown_aggregation, r"manifest\.json: 'aggregation' must be one of simple, first"),
+        (
+            _unknown_aggregation,
+            r"manifest\.json: 'aggregation' must be one of first, average, max, simple, not",
+        ),
         (_unlist_config, r"manifest\.json: 'files' does not list config\.json"),
         (_other_inputs, r"manifest\.json: 'input_names' .* differ from the inputs of model\.onnx"),
     ],

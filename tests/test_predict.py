@@ -288,6 +288,15 @@ def test_predict_prints_label_tab_probability(
             assert scores[name] == pytest.approx(p.probabilities[name], abs=1e-4)
 
 
+def test_predict_refuses_aggregation_for_a_classifier(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _cli(["predict", str(bundle), "--aggregation", "first", "good"], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"{bundle}: --aggregation applies to bundles that find entities" in err
+    assert "task is 'sequence-classification'" in err
+
+
 def test_predict_json_lines(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     texts = ["good fun today", "café naïve 😀", "sad"]
     code, out, err = _cli(["predict", str(bundle), "--json", *texts], capsys)

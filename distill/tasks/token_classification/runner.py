@@ -17,16 +17,17 @@ sha256 of every file are checked by :func:`distill.export.bundle.read_bundle` fi
   [batch, sequence, labels]);
 - ``files`` lists (at least) the model, ``tokenizer.json`` (a fast tokenizer: its offsets
   and word ids place the entities) and ``config.json``;
-- optional ``aggregation``: ``"simple"`` (default) or ``"first"``, as the transformers
-  token-classification pipeline's ``aggregation_strategy``;
+- optional ``aggregation``: ``"first"`` (default), ``"average"``, ``"max"`` or ``"simple"``,
+  as the transformers token-classification pipeline's ``aggregation_strategy`` (bundles
+  exported before whole-word entities recorded ``"simple"``, and still serve it);
 - optional ``input_names``: when present, checked against the graph's inputs.
 
-Aggregation, as that pipeline does it: ``simple`` tags each real (non-special) token with
-its most probable tag, then groups consecutive tokens of one entity type, a ``B-`` tag
-starting a new entity; an entity's score is the mean of its tokens' top probabilities.
-``first`` gives each word (the tokenizer's ``word_ids``) the tag and score of its first
-sub-token, then groups words the same way. ``O`` groups are dropped. Entity offsets are
-character offsets into the original text (``text[start:end] == entity.text``).
+Aggregation (:mod:`distill.tasks.token_classification.aggregation`): ``first``, ``average``
+and ``max`` give each whitespace-separated word one tag, so every entity is whole words;
+``simple`` keeps each sub-token's own tag (entities may split words), on request only
+(``load_bundle(..., aggregation="simple")``, ``distill predict --aggregation simple``).
+Entity offsets are character offsets into the original text (``text[start:end] ==
+entity.text``).
 
 Like the classification runner, this module must stay importable without torch or
 transformers (``tests/test_ner_runner.py`` checks it in a fresh interpreter).
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,47 +60,38 @@ from distill.serving import (
     make_session,
     softmax,
 )
+from distill.tasks.token_classification.aggregation import (
+    AGGREGATIONS,
+    DEFAULT_AGGREGATION,
+    Entity,
+    aggregate,
+    seen_characters,
+)
 from distill.tasks.token_classification.files import ENTITY_TYPE_RULE, is_iob2_tag
 from distill.tasks.token_classification.task import TokenClassification
 
+__all__ = [
+    "AGGREGATIONS",
+    "Entity",
+    "EntityPrediction",
+    "EntityPredictor",
+    "EntityTagger",
+    "graph_tagger",
+    "load_bundle",
+]
+
 CONFIG_FILE = "config.json"
-AGGREGATIONS = ("simple", "first")
-DEFAULT_AGGREGATION = "simple"
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
-# What `to_tsv` escapes in an entity's text, so that a line stays one line of tab-separated
-# fields whatever the input held (a text argument may hold tabs and newlines).
-_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-@dataclass(frozen=True)
-class Entity:
-    """One entity: its type (the tag without B-/I-), its text and character span, its score."""
-
-    type: str
-    text: str
-    start: int
-    end: int
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "text": self.text,
-            "start": self.start,
-            "end": self.end,
-            "score": self.score,
-        }
-
-    def to_tsv(self) -> str:
-        return f"{self.type}:{self.start}-{self.end}:{self.text.translate(_TSV_ESCAPES)}"
 
 
 @dataclass(frozen=True)
 class EntityPrediction:
-    """The entities found in one text, in text order."""
+    """The entities found in one text, in text order; ``seen``: how many of its characters
+    the model read (less than the text's length when truncation cut it)."""
 
     text: str
     entities: list[Entity] = field(default_factory=list)
+    seen: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "entities": [e.to_dict() for e in self.entities]}
@@ -185,74 +177,6 @@ def check_bundle(bundle: Path | Bundle) -> Bundle:
     return bundle
 
 
-# --------------------------------------------------------------------------- aggregation
-
-
-@dataclass(frozen=True)
-class _Tagged:
-    """A token or a word with its tag: the unit the grouping walks over."""
-
-    tag: str
-    score: float
-    start: int
-    end: int
-    word: int | None  # the tokenizer's word id (None: a token of no word)
-
-
-def _split_tag(tag: str) -> tuple[str, str]:
-    """("B" or "I", type); "O" reads as ("I", "O") as in the transformers pipeline."""
-    return (tag[0], tag[2:]) if tag[:2] in ("B-", "I-") else ("I", tag)
-
-
-def _tokens(encoding: Any, probabilities: np.ndarray, labels: list[str]) -> list[_Tagged]:
-    """Every real token (no special or padding token) with its most probable tag."""
-    best = probabilities.argmax(axis=-1)
-    return [
-        _Tagged(labels[best[i]], float(probabilities[i, best[i]]), *encoding.offsets[i], word=word)
-        for i, word in enumerate(encoding.word_ids)
-        if not encoding.special_tokens_mask[i] and encoding.attention_mask[i]
-    ]
-
-
-def _words(tokens: list[_Tagged]) -> list[_Tagged]:
-    """Every word with the tag and score of its first sub-token, spanning all its sub-tokens."""
-    words: list[_Tagged] = []
-    for token in tokens:
-        if words and token.word is not None and token.word == words[-1].word:
-            words[-1] = replace(words[-1], end=token.end)
-        else:
-            words.append(token)
-    return words
-
-
-def _group(units: list[_Tagged], text: str) -> list[Entity]:
-    """Consecutive units of one type form an entity (a B- tag starts a new one); O dropped."""
-    groups: list[list[_Tagged]] = []
-    for unit in units:
-        bi, kind = _split_tag(unit.tag)
-        if groups and bi != "B" and _split_tag(groups[-1][-1].tag)[1] == kind:
-            groups[-1].append(unit)
-        else:
-            groups.append([unit])
-    entities = []
-    for group in groups:
-        kind = _split_tag(group[0].tag)[1]
-        if kind == "O":
-            continue
-        start, end = group[0].start, group[-1].end
-        score = float(np.mean([unit.score for unit in group]))
-        entities.append(Entity(kind, text[start:end], start, end, score))
-    return entities
-
-
-def aggregate(
-    text: str, encoding: Any, probabilities: np.ndarray, labels: list[str], strategy: str
-) -> list[Entity]:
-    """The entities of one text from its encoding and per-token probabilities."""
-    tokens = _tokens(encoding, probabilities, labels)
-    return _group(_words(tokens) if strategy == "first" else tokens, text)
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -270,19 +194,31 @@ def _graph_inputs(session: Any, model_path: Path) -> list[tuple[str, Any]]:
     return inputs
 
 
-class EntityPredictor:
-    """A verified NER bundle, ready to find entities. Build it with :func:`load_bundle`."""
+class EntityTagger:
+    """An ONNX token-classification graph and the fast tokenizer beside it, finding entities
+    as a bundle serves them; :class:`EntityPredictor` is one read from a verified bundle,
+    :func:`graph_tagger` one for a graph that is not (yet) a bundle's."""
 
-    def __init__(self, bundle: Path | Bundle, *, threads: int | None = None) -> None:
-        checked = check_bundle(bundle)
-        self.path, self.manifest = checked.path, checked.manifest
-        self.labels: list[str] = list(self.manifest["labels"])
-        self.max_length: int = self.manifest["max_length"]
-        self.aggregation: str = self.manifest.get("aggregation", DEFAULT_AGGREGATION)
-        self.model_path = checked.model_path
-        self.tokenizer = load_tokenizer(self.path, self.manifest)
-        self.session = make_session(self.model_path, threads)
-        self._inputs = _graph_inputs(self.session, self.model_path)
+    def __init__(
+        self,
+        model_path: Path,
+        folder: Path,
+        manifest: dict[str, Any],
+        *,
+        threads: int | None = None,
+        aggregation: str | None = None,
+    ) -> None:
+        self.path, self.manifest, self.model_path = folder, manifest, model_path
+        self.labels: list[str] = list(manifest["labels"])
+        self.max_length: int = manifest["max_length"]
+        self.aggregation: str = aggregation or manifest.get("aggregation", DEFAULT_AGGREGATION)
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {self.aggregation!r}"
+            )
+        self.tokenizer = load_tokenizer(folder, manifest)
+        self.session = make_session(model_path, threads)
+        self._inputs = _graph_inputs(self.session, model_path)
         self._check_graph()
 
     @property
@@ -310,8 +246,8 @@ class EntityPredictor:
                 f"{self.model_path.name} outputs {shape[-1]} scores per token"
             )
 
-    def _probabilities(self, encodings: list[Any]) -> np.ndarray:
-        """Per-token tag probabilities of one padded batch: (texts, tokens, labels)."""
+    def _logits(self, encodings: list[Any]) -> np.ndarray:
+        """Per-token tag logits of one padded batch: (texts, tokens, labels)."""
         feeds = {
             name: np.asarray([getattr(e, ENCODING_FIELDS[name]) for e in encodings], dtype=dtype)
             for name, dtype in self._inputs
@@ -323,22 +259,33 @@ class EntityPredictor:
                 f"{self.model_path}: output {self._output!r} has shape {logits.shape}, "
                 f"expected {expected} (batch, tokens, the labels in manifest.json)"
             )
-        return softmax(logits)
+        return logits
 
-    def iter_predict(
+    def _probabilities(self, encodings: list[Any]) -> np.ndarray:
+        """Per-token tag probabilities of one padded batch: (texts, tokens, labels)."""
+        return softmax(self._logits(encodings))
+
+    def iter_outputs(
         self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> Iterator[EntityPrediction]:
-        """Predictions in input order, computed one batch at a time (for streaming output)."""
+    ) -> Iterator[tuple[EntityPrediction, np.ndarray]]:
+        """Each text's prediction with its logits (its tokens, padding cut), in input order."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start : start + batch_size])
             encodings = self.tokenizer.encode_batch(batch)
-            for text, encoding, rows in zip(
-                batch, encodings, self._probabilities(encodings), strict=True
-            ):
-                entities = aggregate(text, encoding, rows, self.labels, self.aggregation)
-                yield EntityPrediction(text, entities)
+            logits = self._logits(encodings)
+            for text, encoding, rows in zip(batch, encodings, logits, strict=True):
+                entities = aggregate(text, encoding, softmax(rows), self.labels, self.aggregation)
+                kept = np.asarray(encoding.attention_mask, dtype=bool)
+                yield EntityPrediction(text, entities, seen_characters(encoding)), rows[kept]
+
+    def iter_predict(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Iterator[EntityPrediction]:
+        """Predictions in input order, computed one batch at a time (for streaming output)."""
+        for prediction, _ in self.iter_outputs(texts, batch_size):
+            yield prediction
 
     def predict(
         self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
@@ -346,7 +293,43 @@ class EntityPredictor:
         return list(self.iter_predict(texts, batch_size))
 
 
-def load_bundle(bundle: str | Path | Bundle, *, threads: int | None = None) -> EntityPredictor:
+class EntityPredictor(EntityTagger):
+    """A verified NER bundle, ready to find entities. Build it with :func:`load_bundle`."""
+
+    def __init__(
+        self, bundle: Path | Bundle, *, threads: int | None = None, aggregation: str | None = None
+    ) -> None:
+        checked = check_bundle(bundle)
+        super().__init__(
+            checked.model_path,
+            checked.path,
+            checked.manifest,
+            threads=threads,
+            aggregation=aggregation,
+        )
+
+
+def graph_tagger(
+    model_path: Path,
+    folder: Path,
+    labels: list[str],
+    max_length: int,
+    aggregation: str = DEFAULT_AGGREGATION,
+    threads: int | None = None,
+) -> EntityTagger:
+    """``model_path`` with the fast tokenizer saved in ``folder`` (a model's folder), served as
+    a bundle of theirs would be: how the export and report stages score the graphs they
+    weigh, so that what they record is what the bundle serves."""
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    manifest = {"labels": labels, "max_length": max_length, "files": files}
+    return EntityTagger(model_path, folder, manifest, threads=threads, aggregation=aggregation)
+
+
+def load_bundle(
+    bundle: str | Path | Bundle, *, threads: int | None = None, aggregation: str | None = None
+) -> EntityPredictor:
     """Verify and load an NER ``bundle`` (an ``export/<name>/`` folder, or one
-    :func:`~distill.export.bundle.read_bundle` verified) for entity prediction."""
-    return EntityPredictor(bundle if isinstance(bundle, Bundle) else Path(bundle), threads=threads)
+    :func:`~distill.export.bundle.read_bundle` verified) for entity prediction;
+    ``aggregation`` overrides the manifest's (one of :data:`AGGREGATIONS`)."""
+    path = bundle if isinstance(bundle, Bundle) else Path(bundle)
+    return EntityPredictor(path, threads=threads, aggregation=aggregation)

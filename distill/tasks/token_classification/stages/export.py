@@ -12,8 +12,10 @@ with PyTorch, the int8 candidates, the one gate on the entity micro-F1 drop
    a tagger reads every token's output;
 3. every int8 candidate (``export.candidates``, by default ``dynamic`` and
    ``dynamic-optimized``; see :data:`distill.export.candidates.CANDIDATES`) is built, scored
-   on the test split (entity micro-F1 and the rest of :func:`score`, agreement with fp32's
-   entities) and weighed; then all of them and the fp32 graph are timed together, batch 1 at
+   on the test split as its bundle would serve it (the runner's whole-word entities read
+   back onto the words, :mod:`~distill.tasks.token_classification.onnx_tags`: entity
+   micro-F1 and the rest of :func:`score`, agreement with fp32's entities) and weighed;
+   then all of them and the fp32 graph are timed together, batch 1 at
    ``data.max_length``, interleaved (:func:`distill.export.candidates.time_models`);
 4. the fastest candidate whose entity-F1 drop vs fp32 is within ``export.max_f1_drop`` is
    deployed (:func:`distill.export.candidates.choose_candidate`, the tie rules classification
@@ -52,10 +54,11 @@ from distill.export.candidates import CANDIDATES, Candidate, Measure
 from distill.export.gate import Gate
 from distill.models import load_tokenizer
 from distill.progress import track
+from distill.tasks.token_classification.aggregation import DEFAULT_AGGREGATION
 from distill.tasks.token_classification.files import TaggedSplit, read_tag_names, read_tagged_split
-from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
+from distill.tasks.token_classification.metrics import tagging_metrics
 from distill.tasks.token_classification.models import load_saved_tagger
-from distill.tasks.token_classification.onnx_tags import onnx_sentence_logits
+from distill.tasks.token_classification.onnx_tags import onnx_served_tags
 from distill.tasks.token_classification.task import TokenClassification
 
 log = logging.getLogger("distill")
@@ -81,8 +84,8 @@ TEST_METRICS = (
 
 @dataclass(frozen=True)
 class Tagged:
-    """One graph's output on the test split: logits per sentence, and the gold and predicted
-    tags of the words it saw (words cut by truncation excluded)."""
+    """One graph's output on the test split, as its bundle would serve it: logits per
+    sentence, and the gold and served tags of the words it saw (truncated words excluded)."""
 
     logits: list[np.ndarray]
     gold: list[list[str]]
@@ -91,39 +94,42 @@ class Tagged:
 
 def tag_test(
     model_path: Path,
-    tokenizer: Any,
+    folder: Path,
     test: TaggedSplit,
     tag_names: list[str],
     max_length: int,
     desc: str,
 ) -> Tagged:
-    """Run an ONNX graph over the test split and read each word's tag off its first sub-token."""
-    logits, starts = onnx_sentence_logits(model_path, tokenizer, test.tokens, max_length, desc=desc)
+    """Serve an ONNX graph (with the tokenizer saved in ``folder``) over the test split, the
+    words of each sentence joined by spaces, and read each word's tag off the entities it
+    serves with the aggregation the bundle records."""
+    served = onnx_served_tags(model_path, folder, test.tokens, tag_names, max_length, desc)
     gold = [
-        [tag_names[t] for t in tags[: len(s)]] for tags, s in zip(test.tags, starts, strict=True)
+        [tag_names[t] for t in tags[: len(seen)]]
+        for tags, seen in zip(test.tags, served.tags, strict=True)
     ]
-    return Tagged(logits, gold, word_tags(logits, starts, tag_names))
+    return Tagged(served.logits, gold, served.tags)
 
 
 def score(
     model_path: Path,
-    tokenizer: Any,
+    folder: Path,
     test: TaggedSplit,
     tag_names: list[str],
     max_length: int,
     desc: str,
 ) -> dict[str, Any]:
     """Entity metrics of an ONNX graph on the test split (words cut by truncation excluded)."""
-    tagged = tag_test(model_path, tokenizer, test, tag_names, max_length, desc)
+    tagged = tag_test(model_path, folder, test, tag_names, max_length, desc)
     return tagging_metrics(tagged.gold, tagged.tags)
 
 
 @dataclass(frozen=True)
 class Scoring:
-    """What scoring a candidate of one model needs: its tokenizer, the test split, and fp32's
-    output and entity F1 (the reference of the drop and of the agreement)."""
+    """What scoring a candidate of one model needs: its tokenizer's folder, the test split,
+    fp32's output and entity F1 (the reference of the drop and of the agreement)."""
 
-    tokenizer: Any
+    folder: Path
     test: TaggedSplit
     tag_names: list[str]
     max_length: int
@@ -171,9 +177,9 @@ def export_model(
     if optimized is None:
         wanted = _without_optimized(wanted, plain_fallback)
     del torch_model
-    reference = tag_test(fp32, tokenizer, test, tag_names, max_length, f"export: {who} fp32")
+    reference = tag_test(fp32, model_dir, test, tag_names, max_length, f"export: {who} fp32")
     fp32_scores = tagging_metrics(reference.gold, reference.tags)
-    scoring = Scoring(tokenizer, test, tag_names, max_length, reference, fp32_scores["entity_f1"])
+    scoring = Scoring(model_dir, test, tag_names, max_length, reference, fp32_scores["entity_f1"])
     result: dict[str, Any] = {
         "fp32_path": fp32,
         "tokenizer": tokenizer,
@@ -261,7 +267,7 @@ def _build_candidate(
         return record, None
     tagged = tag_test(
         path,
-        scoring.tokenizer,
+        scoring.folder,
         scoring.test,
         scoring.tag_names,
         scoring.max_length,
@@ -411,7 +417,7 @@ def _bundle_info(
         "fp32_reference": FP32_REFERENCE if metrics["deployed"] == "int8" else None,
         "labels": tag_names,
         "max_length": data.max_length,
-        "aggregation": "simple",
+        "aggregation": DEFAULT_AGGREGATION,  # the one every score above was read through
         "run": ctx.name,
         "optimization": metrics["student"]["optimization"],
         "quantization": metrics["quantization"],

@@ -1,5 +1,6 @@
 """Stage `report` for tagging: teacher, distilled student, its no-KD twin, the deployed
-bundle, the teacher quantized (when exported) and the memorization floor, side by side:
+bundle, the teacher quantized (when exported) and the memorization floor, side by side (the
+ONNX rows scored on what they serve: the bundle runner's entities placed back on the words):
 entity micro/macro F1 (seqeval, strict IOB2), token accuracy, agreement with the teacher
 (entity level), size, parameters and batch-1 latency timed in one interleaved run; the int8
 candidates the export weighed (entity F1, drop vs fp32, size, the export's batch-1 p50,
@@ -39,9 +40,10 @@ from distill.tasks.token_classification.metrics import (
     word_tags,
 )
 from distill.tasks.token_classification.models import load_saved_tagger
-from distill.tasks.token_classification.onnx_tags import onnx_sentence_logits
+from distill.tasks.token_classification.onnx_tags import served_tags
 from distill.tasks.token_classification.render import SCHEMA_VERSION, load_report, write_reports
 from distill.tasks.token_classification.report_significance import kd_significance
+from distill.tasks.token_classification.runner import load_bundle
 from distill.tasks.token_classification.task import TokenClassification
 from distill.tasks.token_classification.training import encode_words, word_starts
 
@@ -78,15 +80,11 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     teacher_tags = word_tags(
         load_ragged(inputs["teacher"] / "logits" / "test.npz", test.ids), starts, tag_names
     )
-    student_tokenizer = load_tokenizer(str(bundle), "the bundle")
-    deployed_logits, deployed_starts = onnx_sentence_logits(
-        bundle / "model.onnx",
-        student_tokenizer,
-        test.tokens,
-        _max_length(manifests),
-        desc="report: bundle",
-    )
-    deployed_tags = word_tags(deployed_logits, deployed_starts, tag_names)
+    # The deployed row is what the bundle serves: its runner (the code `distill predict`
+    # runs, with the bundle's aggregation) over the test sentences, entities read back onto
+    # the words.
+    served = load_bundle(bundle)
+    deployed_tags = served_tags(served, test.tokens, "report: bundle").tags
     gold, teacher_tags, deployed_tags = aligned(gold, teacher_tags, deployed_tags)
     rows = _rows(manifests, inputs, gold, teacher_tags, deployed_tags, train, test, tag_names)
     _time_rows(
@@ -117,6 +115,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "hardware": hardware_info(),
         "libraries": library_versions(),
         "bundle": relative_path(bundle, ctx.workdir),
+        "aggregation": served.aggregation,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
