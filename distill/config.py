@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
     create_model,
@@ -33,9 +34,13 @@ TwinName = Literal["no-kd", "pseudo-labels"]
 
 
 class _Table(BaseModel):
-    """Base for every recipe table: unknown keys are errors, values are immutable once checked."""
+    """Base for every recipe table: unknown keys are errors, values are immutable once checked.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict types: a number is a TOML number (``epochs = true`` or ``alpha = "0.5"`` is an
+    error, not 1 or 0.5), an integer key refuses 2.5, a float key takes an integer; a flag
+    is true or false and a string a string."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def with_task_keys(base: type[_Table], table: str) -> Any:
@@ -300,7 +305,8 @@ class _StudentConfig(TrainingConfig):
         description="Weight of the attention-map loss (KL between mapped layers' attention "
         "distributions); needs the teacher's tokenizer. 0 = off.",
     )
-    layer_map: list[tuple[int, int]] | None = Field(
+    # A TOML array is a list: the pair is read from one (its numbers stay strict).
+    layer_map: list[Annotated[tuple[int, int], Strict(False)]] | None = Field(
         None,
         description="[[student_layer, teacher_layer], ...] for the layer losses, counted from 0. "
         "Default: uniform (student layer i <- teacher layer round((i+1)*n/m)-1).",
@@ -755,16 +761,37 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return merged
 
 
+# Strict number errors: what the key wants, for a message that says what it got instead.
+_NUMBER_TYPES = {"int_type": "an integer", "float_type": "a number"}
+
+
 def _describe(error: dict[str, Any]) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key"
     if error["type"] == "missing":
         return f"{where}: required key is missing"
+    value = error.get("input")
+    if error["type"] in _NUMBER_TYPES and isinstance(value, bool):
+        return f"{where}: expected {_NUMBER_TYPES[error['type']]}, not the boolean {str(value).lower()}"
+    if error["type"] in _NUMBER_TYPES and isinstance(value, str):
+        return (
+            f"{where}: expected {_NUMBER_TYPES[error['type']]}, not the string {_shown(value)} "
+            "(numbers are written without quotes)"
+        )
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] not in ("value_error",) and "input" in error:
-        return f"{where}: {message} (got {error['input']!r})"
+        return f"{where}: {message} (got {_shown(value)})"
     return f"{where}: {message}"
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as the message echoes it: cut, so a huge or deeply nested one stays one line."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
