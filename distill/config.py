@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from distill.errors import RecipeError
+from distill.errors import RecipeError, UnreadableRecipeError
 from distill.tasks import DEFAULT_TASK, TASK_NAMES, TASKS, get_task
 
 # One spelling per task, from the registry (distill/tasks/__init__.py).
@@ -805,14 +805,33 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, Path]:
     """Read, override and validate a TOML recipe; returns it with the folder it came from."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError([f"{path}: no such recipe file"], source=str(path))
+    raw = read_toml(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = apply_overrides(raw, overrides or [])
+        return validate_recipe(raw, source=str(path)), path.resolve().parent
+    except RecursionError:  # tomllib's own limit is near the interpreter's: a margin case
+        raise UnreadableRecipeError(str(path), _TOO_DEEP) from None
+
+
+_TOO_DEEP = "not readable: its arrays or inline tables are nested too deeply"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The recipe file as TOML; whatever stops it being read is one :class:`UnreadableRecipeError`
+    naming the file (a missing file, a bad byte, a syntax error, nesting deeper than the parser
+    recurses)."""
+    if not path.is_file():
+        raise UnreadableRecipeError(str(path), "no such recipe file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError([f"not valid TOML: {exc}"], source=str(path)) from None
-    raw = apply_overrides(raw, overrides or [])
-    return validate_recipe(raw, source=str(path)), path.resolve().parent
+        raise UnreadableRecipeError(str(path), f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UnreadableRecipeError(str(path), _TOO_DEEP) from None
+    except (OSError, ValueError, MemoryError) as exc:  # unreadable file, parser failure
+        raise UnreadableRecipeError(
+            str(path), f"cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def recipe_json_schema() -> dict[str, Any]:

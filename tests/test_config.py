@@ -185,6 +185,30 @@ def test_a_huge_bad_value_is_echoed_cut_to_one_line() -> None:
     assert len(problem) < 160
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("x = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("x = " + "{a = " * 2000 + "1" + "}" * 2000, "nested too deeply"),
+        ("name = \n", "not valid TOML"),
+    ],
+    ids=["deep-arrays", "deep-inline-tables", "syntax"],
+)
+def test_an_unreadable_recipe_is_one_line_naming_the_file(
+    tmp_path: Path, body: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distill.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(body, encoding="utf-8")
+    with pytest.raises(RecipeError, match=why):
+        load_recipe(bad)
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: ") and why in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_transfer_needs_distillation() -> None:
     raw = {**MINIMAL, "student": {"num_layers": 2, "alpha": 0.0, "transfer": {"path": "unused"}}}
     with pytest.raises(RecipeError, match="student.transfer needs alpha > 0"):
