@@ -245,8 +245,30 @@ class LabelsConfig(_Table):
     )
 
 
+# What a static student trains with where its table does not say (a variant: where the
+# variant does not say; it inherits these from [student] only when [student] is static too):
+# measured for it with bench/static.py (recipes/static-quickstart.toml). Its learning rate
+# comes from default_learning_rate and its head from static_hidden's default.
+STATIC_DEFAULTS: dict[str, Any] = {"epochs": 6.0}
+# The training budget keys measured per kind of student (transformer or static).
+_KIND_KEYS = {"learning_rate", "epochs"}
+
+
+def student_kind(init: str) -> str:
+    """'static' or 'transformer': the two kinds of student, each with its own defaults."""
+    return "static" if init == "static" else "transformer"
+
+
 class _StudentConfig(TrainingConfig):
     """[student]: the small model trained against the teacher's soft targets."""
+
+    epochs: float = Field(
+        3.0,
+        gt=0,
+        le=1000,
+        description="Passes over the training data (unless min_steps is more). Default 3; "
+        f"a static student {STATIC_DEFAULTS['epochs']:g}.",
+    )
 
     init: Literal["teacher-layers", "pretrained", "config", "static"] = Field(
         "teacher-layers",
@@ -317,6 +339,14 @@ class _StudentConfig(TrainingConfig):
         "special tokens; shrinks the embedding matrix. WordPiece tokenizers only.",
     )
     trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _static_defaults(cls, data: Any) -> Any:
+        """A static student left without a budget gets the one measured for it."""
+        if isinstance(data, dict) and data.get("init") == "static":
+            return {**STATIC_DEFAULTS, **data}
+        return data
 
     @model_validator(mode="after")
     def _init_has_what_it_needs(self) -> _StudentConfig:
@@ -510,10 +540,17 @@ class StudentTable(StudentConfig):
         if name == "main":
             return StudentConfig.model_validate(base)
         changes = self.variants[name].model_dump(exclude_unset=True)
-        if changes.get("init", base["init"]) != base["init"]:
+        init = changes.get("init", base["init"])
+        dropped = set()
+        if init != base["init"]:
             # Another way of building the student: the primary's building keys do not apply.
-            for key in _INIT_KEYS - changes.keys():
-                base.pop(key, None)
+            dropped |= _INIT_KEYS
+        if student_kind(init) != student_kind(base["init"]):
+            # The primary's budget was chosen for another kind of student (a static table
+            # learns nothing in 2 epochs at a transformer's 3e-4): this one gets its own.
+            dropped |= _KIND_KEYS
+        for key in dropped - changes.keys():
+            base.pop(key, None)
         if changes.keys() & _TWIN_KEYS:
             for key in _TWIN_KEYS - changes.keys():
                 base.pop(key, None)

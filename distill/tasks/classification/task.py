@@ -70,11 +70,11 @@ class SequenceClassification(Task):
             "static_hidden": (
                 int,
                 Field(
-                    0,
+                    256,
                     ge=0,
                     le=8192,
                     description="static: width of one hidden ReLU layer in the head; 0 = a "
-                    "linear head.",
+                    "linear head (256 measured +1.7 points over it, bench/static.py).",
                 ),
             ),
         }
