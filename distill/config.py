@@ -717,6 +717,37 @@ class Recipe(_Table):
     export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _students_fit_the_task(cls, data: Any) -> Any:
+        """A student the task cannot build is said first and alone: the complaints its
+        table would raise (a static student's layer keys, say) are noise beside it."""
+        if not isinstance(data, dict) or not isinstance(data.get("student"), dict):
+            return data
+        task = TASKS.get(data.get("task", DEFAULT_TASK))
+        if task is None:
+            return data  # the task key's own error says it
+        student = data["student"]
+        variants = student.get("variants")
+        tables = [("student", student)] + [
+            (f"student.variants.{name}", table)
+            for name, table in (variants.items() if isinstance(variants, dict) else ())
+            if isinstance(table, dict)
+        ]
+        problems = []
+        for where, table in tables:
+            init = table.get("init")
+            builders = [t.name for t in TASKS.values() if init in t.student_inits]
+            if builders and task.name not in builders:
+                problems.append(
+                    f"{where}.init = {init!r} is not supported for task {task.name!r}: "
+                    f"{init!r} students are built by task {' and '.join(map(repr, builders))} "
+                    f"only (this task builds: {', '.join(map(repr, task.student_inits))})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return data
+
     @model_validator(mode="after")
     def _keys_fit_the_task(self) -> Recipe:
         """Each task owns its keys: one set for another task would be ignored, so it is an
@@ -732,12 +763,6 @@ class Recipe(_Table):
             for key, names in owners.items()
             if task.name not in names
             for where in self._where_set(key)
-        ]
-        problems += [
-            f"{table}.init = {student.init!r} is not supported for task {task.name!r} "
-            f"(it builds: {', '.join(map(repr, task.student_inits))})"
-            for table, student in self.student.by_table()
-            if student.init not in task.student_inits
         ]
         problems += task.check_recipe(self)
         if problems:

@@ -219,6 +219,28 @@ def test_static_students_are_classification_only(task: str) -> None:
     assert f"student.init = 'static' is not supported for task {task!r}" in message
 
 
+@pytest.mark.parametrize("task", ["causal-lm", "token-classification"])
+def test_a_static_student_with_layer_keys_outside_classification_is_told_that_first(
+    task: str,
+) -> None:
+    """The layer keys' complaints used to come first, the task's refusal not at all."""
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe(
+            tomllib.loads(
+                RECIPE.format(
+                    task=task,
+                    student='init = "static"\nnum_layers = 2\nhidden_weight = 1.0\nstatic_dim = 64',
+                )
+            )
+        )
+    (problem,) = caught.value.problems
+    assert problem == (
+        f"(top level): student.init = 'static' is not supported for task {task!r}: 'static' "
+        "students are built by task 'sequence-classification' only (this task builds: "
+        "'teacher-layers', 'pretrained', 'config')"
+    )
+
+
 QUICKSTART = Path(__file__).parent.parent / "recipes" / "quickstart.toml"
 
 
