@@ -80,6 +80,7 @@ class SequenceClassification(Task):
         }
     }
     student_inits = ("teacher-layers", "pretrained", "config", "static")
+    data_column_keys = ("text_column", "label_column")
     # Small labelled sets: a few epochs of a few hundred examples are too few steps to move
     # a pre-trained encoder (see distill.train.budget).
     default_min_steps = 200
