@@ -724,7 +724,8 @@ class Recipe(_Table):
         table would raise (a static student's layer keys, say) are noise beside it."""
         if not isinstance(data, dict) or not isinstance(data.get("student"), dict):
             return data
-        task = TASKS.get(data.get("task", DEFAULT_TASK))
+        name = data.get("task", DEFAULT_TASK)
+        task = TASKS.get(name) if isinstance(name, str) else None
         if task is None:
             return data  # the task key's own error says it
         student = data["student"]
