@@ -530,3 +530,11 @@ def test_weight_only_int8_is_accepted_for_causal_lm() -> None:
         "export": {"quantization": "weight-only"},
     }
     assert validate_recipe(recipe).export.quantization == "weight-only"
+
+
+@pytest.mark.parametrize("task", [[1], {"a": 1}])
+def test_a_task_that_is_not_a_string_is_a_recipe_error_not_a_type_error(task: Any) -> None:
+    raw = {**MINIMAL, "task": task, "student": {"init": "static"}}
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    assert info.value.problems[0].startswith("task: Input should be 'sequence-classification'")
