@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
     create_model,
@@ -23,7 +24,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from distill.errors import RecipeError
+from distill.errors import RecipeError, UnreadableRecipeError
 from distill.tasks import DEFAULT_TASK, TASK_NAMES, TASKS, get_task
 
 # One spelling per task, from the registry (distill/tasks/__init__.py).
@@ -33,9 +34,13 @@ TwinName = Literal["no-kd", "pseudo-labels"]
 
 
 class _Table(BaseModel):
-    """Base for every recipe table: unknown keys are errors, values are immutable once checked."""
+    """Base for every recipe table: unknown keys are errors, values are immutable once checked.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict types: a number is a TOML number (``epochs = true`` or ``alpha = "0.5"`` is an
+    error, not 1 or 0.5), an integer key refuses 2.5, a float key takes an integer; a flag
+    is true or false and a string a string."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def with_task_keys(base: type[_Table], table: str) -> Any:
@@ -240,8 +245,30 @@ class LabelsConfig(_Table):
     )
 
 
+# What a static student trains with where its table does not say (a variant: where the
+# variant does not say; it inherits these from [student] only when [student] is static too):
+# measured for it with bench/static.py (recipes/static-quickstart.toml). Its learning rate
+# comes from default_learning_rate and its head from static_hidden's default.
+STATIC_DEFAULTS: dict[str, Any] = {"epochs": 6.0}
+# The training budget keys measured per kind of student (transformer or static).
+_KIND_KEYS = {"learning_rate", "epochs"}
+
+
+def student_kind(init: str) -> str:
+    """'static' or 'transformer': the two kinds of student, each with its own defaults."""
+    return "static" if init == "static" else "transformer"
+
+
 class _StudentConfig(TrainingConfig):
     """[student]: the small model trained against the teacher's soft targets."""
+
+    epochs: float = Field(
+        3.0,
+        gt=0,
+        le=1000,
+        description="Passes over the training data (unless min_steps is more). Default 3; "
+        f"a static student {STATIC_DEFAULTS['epochs']:g}.",
+    )
 
     init: Literal["teacher-layers", "pretrained", "config", "static"] = Field(
         "teacher-layers",
@@ -300,7 +327,8 @@ class _StudentConfig(TrainingConfig):
         description="Weight of the attention-map loss (KL between mapped layers' attention "
         "distributions); needs the teacher's tokenizer. 0 = off.",
     )
-    layer_map: list[tuple[int, int]] | None = Field(
+    # A TOML array is a list: the pair is read from one (its numbers stay strict).
+    layer_map: list[Annotated[tuple[int, int], Strict(False)]] | None = Field(
         None,
         description="[[student_layer, teacher_layer], ...] for the layer losses, counted from 0. "
         "Default: uniform (student layer i <- teacher layer round((i+1)*n/m)-1).",
@@ -311,6 +339,14 @@ class _StudentConfig(TrainingConfig):
         "special tokens; shrinks the embedding matrix. WordPiece tokenizers only.",
     )
     trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _static_defaults(cls, data: Any) -> Any:
+        """A static student left without a budget gets the one measured for it."""
+        if isinstance(data, dict) and data.get("init") == "static":
+            return {**STATIC_DEFAULTS, **data}
+        return data
 
     @model_validator(mode="after")
     def _init_has_what_it_needs(self) -> _StudentConfig:
@@ -504,10 +540,17 @@ class StudentTable(StudentConfig):
         if name == "main":
             return StudentConfig.model_validate(base)
         changes = self.variants[name].model_dump(exclude_unset=True)
-        if changes.get("init", base["init"]) != base["init"]:
+        init = changes.get("init", base["init"])
+        dropped = set()
+        if init != base["init"]:
             # Another way of building the student: the primary's building keys do not apply.
-            for key in _INIT_KEYS - changes.keys():
-                base.pop(key, None)
+            dropped |= _INIT_KEYS
+        if student_kind(init) != student_kind(base["init"]):
+            # The primary's budget was chosen for another kind of student (a static table
+            # learns nothing in 2 epochs at a transformer's 3e-4): this one gets its own.
+            dropped |= _KIND_KEYS
+        for key in dropped - changes.keys():
+            base.pop(key, None)
         if changes.keys() & _TWIN_KEYS:
             for key in _TWIN_KEYS - changes.keys():
                 base.pop(key, None)
@@ -674,6 +717,38 @@ class Recipe(_Table):
     export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _students_fit_the_task(cls, data: Any) -> Any:
+        """A student the task cannot build is said first and alone: the complaints its
+        table would raise (a static student's layer keys, say) are noise beside it."""
+        if not isinstance(data, dict) or not isinstance(data.get("student"), dict):
+            return data
+        name = data.get("task", DEFAULT_TASK)
+        task = TASKS.get(name) if isinstance(name, str) else None
+        if task is None:
+            return data  # the task key's own error says it
+        student = data["student"]
+        variants = student.get("variants")
+        tables = [("student", student)] + [
+            (f"student.variants.{name}", table)
+            for name, table in (variants.items() if isinstance(variants, dict) else ())
+            if isinstance(table, dict)
+        ]
+        problems = []
+        for where, table in tables:
+            init = table.get("init")
+            builders = [t.name for t in TASKS.values() if init in t.student_inits]
+            if builders and task.name not in builders:
+                problems.append(
+                    f"{where}.init = {init!r} is not supported for task {task.name!r}: "
+                    f"{init!r} students are built by task {' and '.join(map(repr, builders))} "
+                    f"only (this task builds: {', '.join(map(repr, task.student_inits))})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return data
+
     @model_validator(mode="after")
     def _keys_fit_the_task(self) -> Recipe:
         """Each task owns its keys: one set for another task would be ignored, so it is an
@@ -689,12 +764,6 @@ class Recipe(_Table):
             for key, names in owners.items()
             if task.name not in names
             for where in self._where_set(key)
-        ]
-        problems += [
-            f"{table}.init = {student.init!r} is not supported for task {task.name!r} "
-            f"(it builds: {', '.join(map(repr, task.student_inits))})"
-            for table, student in self.student.by_table()
-            if student.init not in task.student_inits
         ]
         problems += task.check_recipe(self)
         if problems:
@@ -755,16 +824,37 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return merged
 
 
+# Strict number errors: what the key wants, for a message that says what it got instead.
+_NUMBER_TYPES = {"int_type": "an integer", "float_type": "a number"}
+
+
 def _describe(error: dict[str, Any]) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key"
     if error["type"] == "missing":
         return f"{where}: required key is missing"
+    value = error.get("input")
+    if error["type"] in _NUMBER_TYPES and isinstance(value, bool):
+        return f"{where}: expected {_NUMBER_TYPES[error['type']]}, not the boolean {str(value).lower()}"
+    if error["type"] in _NUMBER_TYPES and isinstance(value, str):
+        return (
+            f"{where}: expected {_NUMBER_TYPES[error['type']]}, not the string {_shown(value)} "
+            "(numbers are written without quotes)"
+        )
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] not in ("value_error",) and "input" in error:
-        return f"{where}: {message} (got {error['input']!r})"
+        return f"{where}: {message} (got {_shown(value)})"
     return f"{where}: {message}"
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as the message echoes it: cut, so a huge or deeply nested one stays one line."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
@@ -778,14 +868,33 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, Path]:
     """Read, override and validate a TOML recipe; returns it with the folder it came from."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError([f"{path}: no such recipe file"], source=str(path))
+    raw = read_toml(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = apply_overrides(raw, overrides or [])
+        return validate_recipe(raw, source=str(path)), path.resolve().parent
+    except RecursionError:  # tomllib's own limit is near the interpreter's: a margin case
+        raise UnreadableRecipeError(str(path), _TOO_DEEP) from None
+
+
+_TOO_DEEP = "not readable: its arrays or inline tables are nested too deeply"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The recipe file as TOML; whatever stops it being read is one :class:`UnreadableRecipeError`
+    naming the file (a missing file, a bad byte, a syntax error, nesting deeper than the parser
+    recurses)."""
+    if not path.is_file():
+        raise UnreadableRecipeError(str(path), "no such recipe file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError([f"not valid TOML: {exc}"], source=str(path)) from None
-    raw = apply_overrides(raw, overrides or [])
-    return validate_recipe(raw, source=str(path)), path.resolve().parent
+        raise UnreadableRecipeError(str(path), f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UnreadableRecipeError(str(path), _TOO_DEEP) from None
+    except (OSError, ValueError, MemoryError) as exc:  # unreadable file, parser failure
+        raise UnreadableRecipeError(
+            str(path), f"cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def recipe_json_schema() -> dict[str, Any]:

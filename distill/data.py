@@ -81,10 +81,13 @@ def text_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
+def _delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
 def _read_csv(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     text = _decode(path, encoding)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(path), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -205,6 +208,72 @@ def _read_hub(
     return list(dataset.column_names), [(i + 1, r) for i, r in enumerate(dataset)]
 
 
+def table_format(path: Path, config: DataConfig) -> str | None:
+    """``csv``, ``json``, ``jsonl`` or ``parquet`` for a local file (None: unknown extension)."""
+    return config.format if config.format != "auto" else _FORMATS.get(path.suffix.lower())
+
+
+def read_header(path: Path, fmt: str, encoding: str) -> list[str] | None:
+    """The column names of a local data file, read cheaply for ``distill validate``: a CSV/TSV
+    header line, the first JSON line's keys, a Parquet schema; None for a JSON document
+    (only a full read tells). A repeated column name is a DataError, as when the file is read."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        _check_unique_columns(path, names, where="the schema")
+        return names
+    if fmt not in ("csv", "jsonl"):
+        return None
+    try:
+        bom = codecs.lookup(encoding).name == "utf-8"
+        with path.open(encoding="utf-8-sig" if bom else encoding, newline="") as handle:
+            if fmt == "csv":
+                return _csv_header(path, handle)
+            return _first_json_keys(path, handle)
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: the first line is not valid {encoding}; set data.encoding to the file's "
+            'encoding (e.g. "latin-1")'
+        ) from None
+    except LookupError:
+        raise DataError(f"data.encoding: unknown encoding {encoding!r}") from None
+
+
+def _csv_header(path: Path, handle: io.TextIOBase) -> list[str]:
+    try:
+        header = next(csv.reader(handle, delimiter=_delimiter(path), strict=True))
+    except StopIteration:
+        raise DataError(f"{path}: the file is empty") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: line 1: malformed CSV header ({exc})") from None
+    _check_unique_columns(path, header)
+    return header
+
+
+def _first_json_keys(path: Path, handle: io.TextIOBase) -> list[str]:
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
+        except _RepeatedKey as exc:
+            raise DataError(
+                f"{path}: line {number}: the object repeats the key {exc.args[0]!r}"
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}"
+            )
+        return list(obj)
+    raise DataError(f"{path}: the file is empty")
+
+
 def read_table(
     reference: str, config: DataConfig, base_dir: Path, key: str
 ) -> tuple[str, list[str], list[tuple[int, dict[str, Any]]]]:
@@ -215,7 +284,7 @@ def read_table(
         return reference, columns, rows
     if path.is_dir():
         raise DataError(f"{key}: {path} is a folder; name a .csv, .json, .jsonl or .parquet file")
-    fmt = config.format if config.format != "auto" else _FORMATS.get(path.suffix.lower())
+    fmt = table_format(path, config)
     if fmt is None:
         raise DataError(f"{key}: cannot tell the format of {path.name}; set data.format")
     if fmt == "csv":

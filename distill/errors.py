@@ -23,6 +23,15 @@ class RecipeError(DistillError):
         super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
 
 
+class UnreadableRecipeError(RecipeError):
+    """The recipe file cannot be read as TOML at all: one line naming the file and why."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.problems = [why]
+        self.source = path
+        DistillError.__init__(self, f"{path}: {why}")
+
+
 class DataError(DistillError):
     """The data set cannot be used as given."""
 

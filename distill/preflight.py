@@ -3,7 +3,8 @@
 Local model folders are checked for safe loading; hub ids for being loadable (offline: in
 the local cache; online: one short metadata request, see :mod:`distill.hub`); and
 ``data.max_length`` against the positions of every model whose config.json can be read
-without unpacking or downloading weights.
+without unpacking or downloading weights; and the header of each local data file (its first
+line or schema) for the columns the recipe names, missing or repeated.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from distill import hub
 from distill.archives import resolve_parts
 from distill.config import Recipe, StudentConfig, TeacherConfig
+from distill.data import read_header
 from distill.errors import DistillError, RecipeError
 from distill.models import resolve_model
 from distill.positions import usable_positions
@@ -71,8 +73,28 @@ def _check_data(recipe: Recipe, recipe_dir: Path, found: _Findings) -> None:
                 found.problems.append(f"{key}: {path} is a folder; name a data file")
             elif path is None:
                 _check_hub(reference, None, "dataset", key, found)
+            else:
+                _check_columns(recipe, key, path, found)
         except DistillError as exc:
             found.problems.append(str(exc))
+
+
+def _check_columns(recipe: Recipe, key: str, path: Path, found: _Findings) -> None:
+    """The columns the data stage will read, against the file's header (its first line or
+    schema only): a missing or repeated column is found before any compute."""
+    spec = get_task(recipe.task).data_columns(recipe.data, path)
+    if spec is None:
+        return
+    fmt, wanted = spec
+    columns = read_header(path, fmt, recipe.data.encoding)
+    if columns is None:
+        return
+    missing = [f"{column!r} ({name})" for name, column in wanted.items() if column not in columns]
+    if missing:
+        where = "its first line has the keys" if fmt == "jsonl" else "its columns are"
+        found.problems.append(
+            f"{key}: {path} has no column {', '.join(missing)}; {where} {columns}"
+        )
 
 
 def _check_hub(

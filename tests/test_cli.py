@@ -352,3 +352,76 @@ def test_validate_online_names_a_hub_dataset_that_does_not_exist(
     code, _, err = _validate(_recipe_with_hub_data(tmp_path, model), capsys)
     assert code == 2 and calls == ["dataset"]
     assert "data.path: no dataset 'someone/reviews' on the Hugging Face Hub" in err
+
+
+# --------------------------------------------------------------------------- data headers
+
+
+def _recipe_over(folder: Path, data: str, task: str = "sequence-classification") -> Path:
+    teacher = _model_folder(folder / "teacher", model_type="bert", max_position_embeddings=512)
+    return write_recipe(
+        folder,
+        f'name = "x"\ntask = "{task}"\n[data]\n{data}\n[teacher]\nmodel = "{teacher}"\n'
+        "[student]\nnum_layers = 1\n",
+    )
+
+
+def test_validate_reads_the_header_of_each_data_file_for_missing_and_repeated_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate said ok, then the run failed at the data stage."""
+    (tmp_path / "train.csv").write_text("text,sentiment\ngood,pos\n", encoding="utf-8")
+    (tmp_path / "valid.csv").write_text("text,label,text\ngood,pos,again\n", encoding="utf-8")
+    (tmp_path / "test.jsonl").write_text('\n{"text": "a", "lab": "pos"}\n', encoding="utf-8")
+    recipe = _recipe_over(
+        tmp_path,
+        'path = "train.csv"\nvalidation_path = "valid.csv"\ntest_path = "test.jsonl"\n'
+        'id_column = "id"',
+    )
+    code, out, err = _validate(recipe, capsys)
+    assert (code, out) == (2, "")
+    assert (
+        f"data.path: {tmp_path / 'train.csv'} has no column 'label' (data.label_column), 'id' "
+        "(data.id_column); its columns are ['text', 'sentiment']"
+    ) in err
+    assert (
+        f"{tmp_path / 'valid.csv'}: line 1: the header repeats column name(s): 'text' is "
+        "columns 1, 3; give every column a unique name"
+    ) in err
+    assert (
+        f"data.test_path: {tmp_path / 'test.jsonl'} has no column 'label' (data.label_column), "
+        "'id' (data.id_column); its first line has the keys ['text', 'lab']"
+    ) in err
+    assert main(["run", str(recipe), "--workdir", str(tmp_path)]) == 2  # before any compute
+    assert "has no column 'label'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("task", "name", "content"),
+    [
+        ("sequence-classification", "data.tsv", "id\tlabel\ttext\n1\tpos\tgood\n"),
+        ("sequence-classification", "data.csv", "\ufefftext,label\ngood,pos\n"),  # Excel's BOM
+        ("causal-lm", "data.csv", "text\nonce upon a time\n"),  # plain text: no label column
+        ("token-classification", "data.conll", "EU B-ORG\nrejects O\n"),  # columns by position
+        ("token-classification", "data.jsonl", '{"tokens": ["EU"], "tags": ["B-ORG"]}\n'),
+    ],
+)
+def test_validate_passes_data_files_with_the_columns_each_task_reads(
+    tmp_path: Path, task: str, name: str, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    code, out, err = _validate(_recipe_over(tmp_path, f'path = "{name}"', task), capsys)
+    assert "column" not in err
+    assert code == 0, err
+    assert "ok" in out
+
+
+def test_validate_names_the_ner_columns_missing_from_a_json_lines_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "ner.jsonl").write_text('{"words": ["EU"], "tags": ["B-ORG"]}\n', "utf-8")
+    recipe = _recipe_over(tmp_path, 'path = "ner.jsonl"', "token-classification")
+    code, _, err = _validate(recipe, capsys)
+    assert code == 2
+    assert "has no column 'tokens' (data.tokens_column); its first line has the keys" in err

@@ -132,6 +132,83 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
         load_recipe(tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("teacher.epochs=true", "teacher.epochs: expected a number, not the boolean true"),
+        ("student.alpha=true", "student.alpha: expected a number, not the boolean true"),
+        (
+            "export.max_accuracy_drop=false",
+            "export.max_accuracy_drop: expected a number, not the boolean false",
+        ),
+        ("teacher.batch_size=true", "teacher.batch_size: expected an integer, not the boolean"),
+        ("teacher.batch_size=2.5", "teacher.batch_size: Input should be a valid integer (got 2.5)"),
+        ("student.alpha='0.5'", "student.alpha: expected a number, not the string '0.5'"),
+        ("student.layers=[0, true]", "student.layers.1: expected an integer, not the boolean"),
+        (
+            "student.variants.v.temperature=true",
+            "student.variants.v.temperature: expected a number",
+        ),
+        ("report.latency_runs=false", "report.latency_runs: expected an integer, not the boolean"),
+    ],
+)
+def test_numbers_refuse_booleans_strings_and_fractions_naming_the_key(
+    assignment: str, message: str
+) -> None:
+    """Lax pydantic read `epochs = true` as 1 epoch and `alpha = true` as 1.0."""
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(apply_overrides(MINIMAL, [assignment]))
+    assert message in info.value.problems[0]
+    assert len(info.value.problems) == 1
+
+
+def test_float_keys_take_toml_integers_and_overrides_parse_as_before(tmp_path: Path) -> None:
+    recipe_file = tmp_path / "r.toml"
+    recipe_file.write_text(
+        'name = "t"\n[data]\npath = "x.csv"\n[teacher]\nmodel = "m"\nepochs = 2\n'
+        "[student]\nnum_layers = 2\nalpha = 1\nhidden_weight = 1\nlayer_map = [[0, 1]]\n",
+        encoding="utf-8",
+    )
+    recipe, _ = load_recipe(recipe_file, ["student.temperature=4", "export.max_accuracy_drop=0"])
+    assert (recipe.teacher.epochs, recipe.student.alpha) == (2.0, 1.0)
+    assert isinstance(recipe.student.alpha, float)
+    assert (recipe.student.temperature, recipe.export.max_accuracy_drop) == (4.0, 0.0)
+    assert recipe.student.layer_map == [(0, 1)]  # a TOML array read as the pair
+
+
+def test_a_huge_bad_value_is_echoed_cut_to_one_line() -> None:
+    raw = apply_overrides(MINIMAL, ["student.layers=[[" + "1, " * 200 + "1]]"])
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    (problem,) = info.value.problems
+    assert problem.startswith("student.layers.0: ") and problem.endswith("...)")
+    assert len(problem) < 160
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("x = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("x = " + "{a = " * 2000 + "1" + "}" * 2000, "nested too deeply"),
+        ("name = \n", "not valid TOML"),
+    ],
+    ids=["deep-arrays", "deep-inline-tables", "syntax"],
+)
+def test_an_unreadable_recipe_is_one_line_naming_the_file(
+    tmp_path: Path, body: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distill.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(body, encoding="utf-8")
+    with pytest.raises(RecipeError, match=why):
+        load_recipe(bad)
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: ") and why in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_transfer_needs_distillation() -> None:
     raw = {**MINIMAL, "student": {"num_layers": 2, "alpha": 0.0, "transfer": {"path": "unused"}}}
     with pytest.raises(RecipeError, match="student.transfer needs alpha > 0"):
@@ -453,3 +530,11 @@ def test_weight_only_int8_is_accepted_for_causal_lm() -> None:
         "export": {"quantization": "weight-only"},
     }
     assert validate_recipe(recipe).export.quantization == "weight-only"
+
+
+@pytest.mark.parametrize("task", [[1], {"a": 1}])
+def test_a_task_that_is_not_a_string_is_a_recipe_error_not_a_type_error(task: Any) -> None:
+    raw = {**MINIMAL, "task": task, "student": {"init": "static"}}
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    assert info.value.problems[0].startswith("task: Input should be 'sequence-classification'")

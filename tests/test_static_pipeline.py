@@ -46,6 +46,7 @@ batch_size = 16
 init = "static"
 static_dim = 8
 static_pooling = "weighted"
+static_hidden = 0
 learning_rate = 1e-2
 epochs = 4
 [export]

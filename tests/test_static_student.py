@@ -217,3 +217,114 @@ def test_static_variant_inherits_no_layer_keys() -> None:
 def test_static_students_are_classification_only(task: str) -> None:
     message = _errors('init = "static"', task=task)
     assert f"student.init = 'static' is not supported for task {task!r}" in message
+
+
+@pytest.mark.parametrize("task", ["causal-lm", "token-classification"])
+def test_a_static_student_with_layer_keys_outside_classification_is_told_that_first(
+    task: str,
+) -> None:
+    """The layer keys' complaints used to come first, the task's refusal not at all."""
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe(
+            tomllib.loads(
+                RECIPE.format(
+                    task=task,
+                    student='init = "static"\nnum_layers = 2\nhidden_weight = 1.0\nstatic_dim = 64',
+                )
+            )
+        )
+    (problem,) = caught.value.problems
+    assert problem == (
+        f"(top level): student.init = 'static' is not supported for task {task!r}: 'static' "
+        "students are built by task 'sequence-classification' only (this task builds: "
+        "'teacher-layers', 'pretrained', 'config')"
+    )
+
+
+QUICKSTART = Path(__file__).parent.parent / "recipes" / "quickstart.toml"
+
+
+def test_a_static_variant_gets_the_static_budget_not_the_transformer_students() -> None:
+    """#27.15: the variant inherited the quick start's 3e-4 and 2 epochs (59.3%, below TF-IDF)."""
+    from distill.config import STATIC_DEFAULTS, load_recipe
+
+    recipe, _ = load_recipe(QUICKSTART, ["student.variants.static.init=static"])
+    main, static = recipe.student.variant("main"), recipe.student.variant("static")
+    assert (main.learning_rate, main.epochs) == (3e-4, 2.0)  # the recipe's, for its student
+    assert static.learning_rate is None
+    assert static.default_learning_rate() == (3e-3, "static student (token table and head)")
+    assert static.epochs == STATIC_DEFAULTS["epochs"] == 6.0
+    assert static.static_hidden == 256  # a hidden layer: +1.7 points over a linear head
+    # Shared keys of no particular kind are still inherited.
+    assert (static.batch_size, static.alpha, static.temperature) == (32, 0.7, 2.0)
+    # What the variant sets wins.
+    recipe, _ = load_recipe(
+        QUICKSTART,
+        [
+            "student.variants.static.init=static",
+            "student.variants.static.epochs=4",
+            "student.variants.static.learning_rate=1e-2",
+            "student.variants.static.static_hidden=0",
+        ],
+    )
+    static = recipe.student.variant("static")
+    assert (static.learning_rate, static.epochs, static.static_hidden) == (1e-2, 4.0, 0)
+
+
+def test_a_static_primary_keeps_what_it_sets_and_lends_it_to_its_own_kind_only() -> None:
+    body = 'init = "static"\nepochs = 9\nlearning_rate = 1e-2'
+    recipe = validate_recipe(
+        tomllib.loads(
+            RECIPE.format(task="sequence-classification", student=body)
+            + "[student.variants.other]\nstatic_dim = 64\n"
+            + '[student.variants.layers]\ninit = "teacher-layers"\nnum_layers = 1\n'
+        )
+    )
+    main = recipe.student.variant("main")
+    assert (main.learning_rate, main.epochs, main.static_hidden) == (1e-2, 9.0, 256)
+    other = recipe.student.variant("other")  # a static variant: the primary's budget
+    assert (other.learning_rate, other.epochs, other.static_dim) == (1e-2, 9.0, 64)
+    layers = recipe.student.variant("layers")  # a transformer: the transformer defaults
+    assert (layers.learning_rate, layers.epochs) == (None, 3.0)
+    assert layers.default_learning_rate()[0] == 1e-4
+    # A static primary that sets no epochs trains the static default.
+    unset = validate_recipe(
+        tomllib.loads(RECIPE.format(task="sequence-classification", student='init = "static"'))
+    )
+    assert unset.student.epochs == 6.0
+
+
+def test_the_verdict_says_a_variant_student_below_the_tfidf_floor_plainly() -> None:
+    from distill.tasks.classification.report_verdict import headline
+
+    rows = [
+        {"key": "teacher", "name": "Teacher", "accuracy": 0.76, "bytes": 90, "deployed": False},
+        {
+            "key": "student_onnx_int8",
+            "name": "Student ONNX int8",
+            "accuracy": 0.755,
+            "bytes": 8,
+            "deployed": True,
+        },
+        {"key": "tfidf", "name": "TF-IDF", "accuracy": 0.721, "bytes": 1, "deployed": False},
+    ]
+    students = [
+        {"name": "main", "accuracy": 0.755},
+        {"name": "static", "accuracy": 0.593},
+        {"name": "tie", "accuracy": 0.721},
+        {"name": "good", "accuracy": 0.735},
+    ]
+    assert headline(rows, students)["floor_warnings"] == [
+        "Warning: student variant 'static' (59.3% as deployed) is below the TF-IDF + "
+        "logistic-regression floor (72.1%) on test accuracy: no better than a bag of words; "
+        "check its learning_rate and epochs.",
+        "Warning: student variant 'tie' (72.1% as deployed) only ties the TF-IDF + "
+        "logistic-regression floor (72.1%) on test accuracy: no better than a bag of words; "
+        "check its learning_rate and epochs.",
+    ]
+    rows[1]["accuracy"] = 0.70  # the deployed student below the floor: its own sentence
+    warnings = headline(rows, students[:1])["floor_warnings"]
+    assert warnings == [
+        "Warning: the deployed student (Student ONNX int8, 70.0%) is below the TF-IDF + "
+        "logistic-regression floor (72.1%) on test accuracy."
+    ]

@@ -44,6 +44,9 @@ class Task:
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {}
     # The ways (`student.init`) this task's students can be built.
     student_inits: ClassVar[tuple[str, ...]] = ("teacher-layers", "pretrained", "config")
+    # The [data] keys naming the columns the data stage reads from a table file (besides
+    # data.id_column), which `distill validate` looks for in the file's header.
+    data_column_keys: ClassVar[tuple[str, ...]] = ()
     # Optimizer-step floor of a training run that sets no min_steps.
     default_min_steps: ClassVar[int] = 0
     # Whether model references may name GGUF files.
@@ -82,6 +85,20 @@ class Task:
         """Make the task's own saved model types (if any) loadable by transformers' Auto
         classes: before any of its stages runs, and in code outside them that loads its
         students (``distill bench``)."""
+
+    def data_columns(self, data: Any, path: Path) -> tuple[str, dict[str, str]] | None:
+        """For ``distill validate``: the format of the local data file ``path`` and the
+        columns the data stage reads from it (recipe key -> column name), checked against
+        the file's header; None: no named columns to check (or the task reads none)."""
+        from distill.data import table_format
+
+        fmt = table_format(path, data)
+        return None if fmt is None else (fmt, self.named_columns(data))
+
+    def named_columns(self, data: Any) -> dict[str, str]:
+        """The columns ``[data]`` names for the data stage: recipe key -> column name."""
+        keys = (*self.data_column_keys, "id_column")
+        return {f"data.{key}": getattr(data, key) for key in keys if getattr(data, key)}
 
     def check_recipe(self, recipe: Any) -> list[str]:
         """Problems with values this task cannot use (its keys are checked by the registry)."""

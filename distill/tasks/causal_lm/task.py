@@ -192,6 +192,7 @@ class CausalLM(Task):
         )
     }
     default_min_steps = 0  # a text teaches through every one of its tokens
+    data_column_keys = ("text_column",)  # plain text: no label column
     reads_gguf = True
 
     def check_recipe(self, recipe: Any) -> list[str]:

@@ -70,29 +70,37 @@ def gain_decomposition(distilled: float, no_kd: float, pseudo: float) -> str:
     )
 
 
-def floor_warnings(rows: list[dict[str, Any]]) -> list[str]:
-    """A sentence for the teacher and for the deployed student when either does not beat
-    the TF-IDF floor on accuracy (none without a floor)."""
+def floor_warnings(
+    rows: list[dict[str, Any]], students: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """A sentence for the teacher, the deployed student and each student variant (as its
+    bundle deploys it, from the report's ``students``) that does not beat the TF-IDF floor
+    on accuracy (none without a floor)."""
     floor = next((r for r in rows if r["key"] == "tfidf"), None)
     if floor is None:
         return []
-    warnings = []
+    measured = []
     for row in rows:
-        accuracy, bar = row["accuracy"], floor["accuracy"]
         if row["key"] == "teacher":
-            who = f"the teacher ({100 * accuracy:.1f}%)"
+            measured.append((f"the teacher ({100 * row['accuracy']:.1f}%)", row["accuracy"], ""))
         elif row.get("deployed"):
-            who = f"the deployed student ({row['name']}, {100 * accuracy:.1f}%)"
-        else:
+            who = f"the deployed student ({row['name']}, {100 * row['accuracy']:.1f}%)"
+            measured.append((who, row["accuracy"], ""))
+    for student in students or []:
+        if student["name"] == "main":  # the deployed student, above
             continue
-        if accuracy < bar:
-            relation = "is below"
-        elif accuracy == bar:
-            relation = "only ties"
-        else:
+        who = f"student variant {student['name']!r} ({100 * student['accuracy']:.1f}% as deployed)"
+        # A student no better than a bag of words is not worth its bundle: say where to look.
+        hint = ": no better than a bag of words; check its learning_rate and epochs"
+        measured.append((who, student["accuracy"], hint))
+    bar = floor["accuracy"]
+    warnings = []
+    for who, accuracy, hint in measured:
+        if accuracy > bar:
             continue
+        relation = "is below" if accuracy < bar else "only ties"
         warnings.append(
-            f"Warning: {who} {relation} the {FLOOR_NAME} ({100 * bar:.1f}%) on test accuracy."
+            f"Warning: {who} {relation} the {FLOOR_NAME} ({100 * bar:.1f}%) on test accuracy{hint}."
         )
     return warnings
 
@@ -110,9 +118,12 @@ def versus(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def headline(
+    rows: list[dict[str, Any]], students: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The report's first lines: the deployed model against the PyTorch teacher and against
-    the teacher quantized the same way (int8, else fp32 ONNX), and the floor warnings."""
+    the teacher quantized the same way (int8, else fp32 ONNX), and the floor warnings (of
+    the variants in ``students`` too)."""
     by_key = {r["key"]: r for r in rows}
     deployed = next((r for r in rows if r.get("deployed")), None)
     quantized = by_key.get("teacher_onnx_int8") or by_key.get("teacher_onnx_fp32")
@@ -120,5 +131,5 @@ def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "deployed": deployed["key"] if deployed else None,
         "vs_teacher": versus(deployed, by_key["teacher"]) if deployed else None,
         "vs_quantized_teacher": versus(deployed, quantized) if deployed and quantized else None,
-        "floor_warnings": floor_warnings(rows),
+        "floor_warnings": floor_warnings(rows, students),
     }

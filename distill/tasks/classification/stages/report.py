@@ -289,7 +289,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
             "splits": {name: _split_summary(split, label_names) for name, split in splits.items()},
         },
         "rows": rows,
-        "headline": headline(rows),
+        "headline": headline(rows, students),
         "baseline": baseline,
         "disagreements": disagreements,
         "latency_setup": {
@@ -518,7 +518,7 @@ def _student_settings(student_manifest: dict[str, Any], name: str) -> dict[str, 
     except (ValidationError, KeyError):  # a manifest from another version: show what it says
         resolved = {k: v for k, v in table.items() if k != "variants"}
     keys = ("init", "model", "num_layers", "layers", "temperature", "alpha")
-    keys += ("learning_rate", "hidden_weight", "attention_weight", "trim_vocabulary")
+    keys += ("learning_rate", "epochs", "hidden_weight", "attention_weight", "trim_vocabulary")
     if resolved.get("init") == "static":
         keys += ("static_dim", "static_pooling", "static_hidden")
     return {k: resolved.get(k) for k in keys if resolved.get(k) not in (None, False, 0, 0.0)}
