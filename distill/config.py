@@ -340,13 +340,16 @@ class _StudentConfig(TrainingConfig):
     )
     trust_remote_code: bool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _static_defaults(cls, data: Any) -> Any:
-        """A static student left without a budget gets the one measured for it."""
-        if isinstance(data, dict) and data.get("init") == "static":
-            return {**STATIC_DEFAULTS, **data}
-        return data
+    @model_validator(mode="after")
+    def _static_defaults(self) -> _StudentConfig:
+        """A static student left without a budget gets the one measured for it; filled in
+        after validation so that ``model_fields_set`` still says what the recipe set (the
+        budget tells a cap the recipe chose from a default by it)."""
+        if self.init == "static":
+            for key, value in STATIC_DEFAULTS.items():
+                if key not in self.model_fields_set:
+                    self.__dict__[key] = value  # frozen: the model's own fill-in of a default
+        return self
 
     @model_validator(mode="after")
     def _init_has_what_it_needs(self) -> _StudentConfig:
@@ -502,6 +505,13 @@ _TWIN_KEYS = {"baseline", "baselines"}
 VariantName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")]
 
 
+def _with_fields_set(config: Any, keys: set[str]) -> Any:
+    """``config`` marked as setting ``keys`` only: a student resolved from a full dump of
+    [student] would count every key as set by the recipe."""
+    config.__pydantic_fields_set__.intersection_update(keys)
+    return config
+
+
 class StudentTable(StudentConfig):
     """[student]: the primary student, plus optional variants trained, exported and compared
     beside it (e.g. 2, 3 and 4 layers, or several temperatures)."""
@@ -538,7 +548,9 @@ class StudentTable(StudentConfig):
         """The full student table of one variant ('main' is [student] itself)."""
         base = self.model_dump(exclude={"variants"})
         if name == "main":
-            return StudentConfig.model_validate(base)
+            return _with_fields_set(
+                StudentConfig.model_validate(base), self.model_fields_set - {"variants"}
+            )
         changes = self.variants[name].model_dump(exclude_unset=True)
         init = changes.get("init", base["init"])
         dropped = set()
@@ -549,12 +561,15 @@ class StudentTable(StudentConfig):
             # The primary's budget was chosen for another kind of student (a static table
             # learns nothing in 2 epochs at a transformer's 3e-4): this one gets its own.
             dropped |= _KIND_KEYS
-        for key in dropped - changes.keys():
-            base.pop(key, None)
         if changes.keys() & _TWIN_KEYS:
-            for key in _TWIN_KEYS - changes.keys():
-                base.pop(key, None)
-        return StudentConfig.model_validate({**base, **changes})
+            dropped |= _TWIN_KEYS
+        dropped -= changes.keys()
+        for key in dropped:
+            base.pop(key, None)
+        return _with_fields_set(
+            StudentConfig.model_validate({**base, **changes}),
+            (self.model_fields_set - {"variants"} - dropped) | changes.keys(),
+        )
 
     def student_names(self) -> list[str]:
         return ["main", *self.variants]

@@ -156,3 +156,25 @@ def test_teacher_stage_on_a_small_topic_set_trains_the_floor_and_records_its_bud
     assert budget["early_stopping"] is False and budget["eval_steps"] == 5
     assert budget["learning_rate_why"] == "set in the recipe"
     assert "still_improving" in topic_teacher
+
+
+def test_a_resolved_student_counts_as_set_only_what_its_recipe_tables_set() -> None:
+    from distill.config import StudentTable
+
+    table = StudentTable.model_validate(
+        {
+            "num_layers": 2,
+            "epochs": 2,
+            "variants": {"s": {"init": "static"}, "L3": {"num_layers": 3}},
+        }
+    )
+
+    def set_by(name: str) -> str | None:
+        return resolve_budget(table.variant(name), 1000, 100, "student", 0).set_by
+
+    assert set_by("main") == "student.epochs = 2"
+    assert set_by("L3") == "student.epochs = 2"  # inherited from [student], which set it
+    static = table.variant("s")
+    assert static.epochs == 6.0 and set_by("s") is None  # the static default, not the recipe's
+    default = StudentTable.model_validate({"num_layers": 2})
+    assert resolve_budget(default.variant("main"), 1000, 100, "student", 0).set_by is None
