@@ -11,7 +11,7 @@ from generation_helpers import exported_tiny_llama
 from transformers import AutoModelForCausalLM
 
 from distill.errors import ParityError
-from distill.export.onnx import op_counts
+from distill.export.exporter import op_counts
 from distill.tasks.causal_lm.generate import OnnxCausalLM
 from distill.tasks.causal_lm.int8 import quantize_int8
 from distill.tasks.causal_lm.losses import mean_token_nll

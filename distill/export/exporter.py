@@ -173,3 +173,15 @@ def quiet_exporter() -> Iterator[None]:
     with quiet_loggers(*names), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+def op_counts(model_path: Path) -> dict[str, int]:
+    """How many nodes of each operator type the graph holds (``domain:op`` outside ONNX's)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))

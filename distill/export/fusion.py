@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.export.exporter import quiet_exporter
+from distill.export.exporter import op_counts, quiet_exporter
 from distill.export.pruning import prune_to_first_token
 
 log = logging.getLogger("distill")
@@ -43,8 +43,6 @@ def optimize_graph(
     recorded; sessions apply onnxruntime's own graph optimizations at load whatever it is."""
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
-
-    from distill.export.onnx import op_counts
 
     if level not in (1, 2, 99):
         raise ValueError(f"optimization level must be 1, 2 or 99 (got {level})")
