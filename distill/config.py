@@ -861,7 +861,11 @@ class Recipe(_Table):
     data: DataConfig
     teacher: TeacherConfig
     student: StudentTable
-    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    labels: LabelsConfig = Field(
+        default_factory=LabelsConfig,
+        description="How the labels stage runs the teacher over every example (and the "
+        "transfer text) to cache its soft targets.",
+    )
     export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
@@ -1046,5 +1050,39 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def recipe_json_schema() -> dict[str, Any]:
-    """JSON Schema of the recipe, for editor completion (taplo's ``#:schema`` directive)."""
-    return Recipe.model_json_schema()
+    """JSON Schema of the recipe, for editor completion (taplo's ``#:schema`` directive) and
+    docs/recipe-reference.md."""
+    schema = Recipe.model_json_schema()
+    _mark_owned_keys(schema)
+    return schema
+
+
+def _mark_owned_keys(schema: dict[str, Any]) -> None:
+    """A shared key (or table) that only some tasks read says so, as the keys tasks add do
+    (:func:`_described`): in another task's recipe it is an error, in [student.variants.NAME]
+    too."""
+
+    def table(node: dict[str, Any]) -> dict[str, Any]:
+        return schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+
+    owners: dict[str, list[str]] = {}
+    for task in TASKS.values():
+        for dotted in task.own_keys:
+            owners.setdefault(dotted, []).append(task.name)
+    for dotted, names in owners.items():
+        if len(names) == len(TASKS):
+            continue  # every task reads it
+        *tables, key = dotted.split(".")
+        node = schema
+        for name in tables:
+            node = table(node["properties"][name])
+        nested = [
+            table(value)
+            for prop in node["properties"].values()
+            for value in prop.get("patternProperties", {}).values()
+        ]
+        only = f"task{'s' if len(names) > 1 else ''} {' and '.join(map(repr, names))} only"
+        for holder in [node, *nested]:
+            if key in holder["properties"]:
+                prop = holder["properties"][key]
+                prop["description"] = f"{only}: {prop['description']}"
