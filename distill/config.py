@@ -266,7 +266,10 @@ class TransferConfig(_Table):
         "it the teacher's soft targets; the student learns from it through the distillation "
         "term only (needs alpha > 0)."
     )
-    text_column: str | None = Field(None, description="Its text column; default: data.text_column.")
+    text_column: str | None = Field(
+        None,
+        description="Its text column; default: data.text_column (token-classification: 'text').",
+    )
     encoding: str | None = Field(None, description="Its text encoding; default: data.encoding.")
     max_examples: int | None = Field(
         None,
