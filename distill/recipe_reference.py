@@ -14,9 +14,12 @@ HEADER = """# Recipe reference
 
 Generated from the recipe's pydantic models by `distill schema --markdown -o
 docs/recipe-reference.md` (a test fails when this file is out of date): every key, its type
-and bounds, its default and what it means. Keys marked "task X only" are errors in a recipe of
-another task. [recipe.md](recipe.md) shows a whole recipe and explains the training budgets.
+and bounds, its default and what it means. A key (or table) marked "task X only" is an error
+in a recipe of another task. [recipe.md](recipe.md) shows a whole recipe and explains the
+training budgets.
 """
+
+ROW_HEADER = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
 
 
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -24,6 +27,14 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     if ref is None:
         return node
     return schema["$defs"][ref.rsplit("/", 1)[-1]]
+
+
+def _table_of(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any] | None:
+    """The table a key holds (directly or as the non-null option of a union), else None."""
+    for option in [prop, *prop.get("anyOf", ())]:
+        if "$ref" in option:
+            return _resolve(schema, option)
+    return None
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -39,12 +50,27 @@ def _type(node: dict[str, Any]) -> str:
         return "table"
     kind = node.get("type", "any")
     if kind == "array":
-        item = _type(node.get("items", {}))
-        bounds = _count_bounds(node)
-        return f"list of {item}{bounds}"
+        return _array_type(node)
     if kind == "object":
-        return "table"
+        return _object_type(node)
     return kind + _bounds(node)
+
+
+def _array_type(node: dict[str, Any]) -> str:
+    """``[a, b]`` for a fixed-length tuple, else ``list of X`` with its length bounds."""
+    if "prefixItems" in node and node.get("minItems") == node.get("maxItems"):
+        return "[" + ", ".join(_type(item) for item in node["prefixItems"]) + "]"
+    item = _type(node.get("items", {}))
+    return f"list of {item}{_count_bounds(node)}"
+
+
+def _object_type(node: dict[str, Any]) -> str:
+    """A table: free keys with typed values, or one entry per name matching a pattern."""
+    if "patternProperties" in node:
+        ((pattern, value),) = node["patternProperties"].items()
+        return f"a {_type(value)} per NAME matching `{pattern}`"
+    values = node.get("additionalProperties")
+    return f"table of {_type(values)}" if isinstance(values, dict) else "table"
 
 
 def _bounds(node: dict[str, Any]) -> str:
@@ -76,10 +102,12 @@ def _count_bounds(node: dict[str, Any]) -> str:
 
 
 def _default(node: dict[str, Any], required: bool) -> str:
+    """The default as TOML would read it; a default computed by a factory (an empty list or
+    table) is not in the schema, so such a key only says it is optional."""
     if required:
         return "(required)"
     if "default" not in node:
-        return ""
+        return "(optional)"
     value = node["default"]
     return "none" if value is None else f"`{json.dumps(value)}`"
 
@@ -88,47 +116,93 @@ def _cell(text: str) -> str:
     return " ".join(text.replace("|", "\\|").split())
 
 
-def _table(schema: dict[str, Any], title: str, node: dict[str, Any]) -> list[str]:
-    """One recipe table: its description and a row per key (sub-tables get sections of
-    their own)."""
-    lines = [f"## [{title}]", "", _cell(node.get("description", "")), ""]
-    lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+def _prose(text: str, title: str) -> str:
+    """A table's own description without the ``[title]: `` its docstring starts with."""
+    text = _cell(text).removeprefix(f"[{title}]: ")
+    return text[:1].upper() + text[1:]
+
+
+def _row(key: str, prop: dict[str, Any], required: bool, meaning: str) -> str:
+    return f"| `{key}` | {_type(prop)} | {_default(prop, required)} | {_cell(meaning)} |"
+
+
+def _rows(node: dict[str, Any]) -> list[str]:
     required = set(node.get("required", ()))
-    nested: list[tuple[str, dict[str, Any]]] = []
+    return [
+        _row(key, prop, key in required, prop.get("description", ""))
+        for key, prop in node.get("properties", {}).items()
+    ]
+
+
+def _sub_tables(
+    schema: dict[str, Any], title: str, node: dict[str, Any]
+) -> list[tuple[str, dict[str, Any], str]]:
+    """(title, table, what it is) of every table nested in ``node``: a key holding one, or
+    one per NAME. What it is: the key's own description (it carries a task mark), else the
+    table's."""
+    nested = []
     for key, prop in node.get("properties", {}).items():
-        target = _resolve(schema, prop)
-        if target is not prop and target.get("type") == "object":
-            nested.append((f"{title}.{key}", target))
-        if "patternProperties" in prop:
-            (value,) = prop["patternProperties"].values()
-            nested.append((f"{title}.{key}.NAME", _resolve(schema, value)))
-        described = _cell(prop.get("description", target.get("description", "")))
-        lines.append(
-            f"| `{key}` | {_type(prop)} | {_default(prop, key in required)} | {described} |"
-        )
-    lines.append("")
-    for sub_title, sub_node in nested:
-        lines += _table(schema, sub_title, sub_node)
+        tables = [(f"{title}.{key}", _table_of(schema, prop))]
+        tables += [
+            (f"{title}.{key}.NAME", _resolve(schema, value))
+            for value in prop.get("patternProperties", {}).values()
+        ]
+        nested += [
+            (name, table, prop.get("description") or table.get("description", ""))
+            for name, table in tables
+            if table is not None
+        ]
+    return nested
+
+
+def _listed(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
+
+
+def _takes_parent_keys(node: dict[str, Any], parent: dict[str, Any]) -> bool:
+    """Whether every key of ``node`` is one of ``parent``'s, with the same meaning."""
+    keys, theirs = node.get("properties", {}), parent.get("properties", {})
+    return bool(keys) and all(
+        key in theirs and prop.get("description") == theirs[key].get("description")
+        for key, prop in keys.items()
+    )
+
+
+def _same_keys(node: dict[str, Any], parent_title: str, parent: dict[str, Any]) -> list[str]:
+    """A table that takes (some of) its parent's keys: said in a sentence, not row by row."""
+    left_out = [f"`{key}`" for key in parent["properties"] if key not in node["properties"]]
+    but = f" except {_listed(left_out)}" if left_out else ""
+    return [
+        f"Any key of [{parent_title}]{but}, with the same meaning; every one is optional.",
+        "",
+    ]
+
+
+def _table(
+    schema: dict[str, Any], title: str, node: dict[str, Any], text: str, parent: dict[str, Any]
+) -> list[str]:
+    """One recipe table: what it is, a row per key, then its sub-tables' own sections."""
+    lines = [f"## [{title}]", "", _prose(text, title), ""]
+    if _takes_parent_keys(node, parent):
+        parent_title = title.removesuffix(".NAME").rpartition(".")[0]
+        return lines + _same_keys(node, parent_title, parent)
+    lines += [*ROW_HEADER, *_rows(node), ""]
+    for sub_title, sub_node, sub_text in _sub_tables(schema, title, node):
+        lines += _table(schema, sub_title, sub_node, sub_text, node)
     return lines
 
 
 def recipe_reference_markdown(schema: dict[str, Any]) -> str:
     """The reference page: the top-level keys, then each table and sub-table."""
-    top = {
-        key: prop for key, prop in schema["properties"].items() if _resolve(schema, prop) is prop
-    }
-    lines = [HEADER, "## Top level", "", "| key | type | default | meaning |"]
-    lines.append("| --- | --- | --- | --- |")
+    tables = _sub_tables(schema, "", schema)
+    top = {key: prop for key, prop in schema["properties"].items() if not _table_of(schema, prop)}
     required = set(schema.get("required", ()))
-    for key, prop in top.items():
-        lines.append(
-            f"| `{key}` | {_type(prop)} | {_default(prop, key in required)} | "
-            f"{_cell(prop.get('description', ''))} |"
-        )
-    lines.append("")
-    for key, prop in schema["properties"].items():
-        if key not in top:
-            lines += _table(schema, key, _resolve(schema, prop))
+    lines = [HEADER, "## Top level", "", *ROW_HEADER, *_rows({**schema, "properties": top}), ""]
+    for title, table, text in tables:
+        key = title.removeprefix(".")
+        needed = " This table is required." if key in required else ""
+        lines += _table(schema, key, table, text + needed, {})
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -138,11 +212,11 @@ def undescribed_keys(schema: dict[str, Any]) -> list[str]:
 
     def visit(prefix: str, node: dict[str, Any]) -> None:
         for key, prop in node.get("properties", {}).items():
-            target = _resolve(schema, prop)
-            if not (prop.get("description") or target.get("description")):
+            table = _table_of(schema, prop)
+            if not (prop.get("description") or (table or {}).get("description")):
                 missing.append(f"{prefix}{key}")
-            if target is not prop:
-                visit(f"{prefix}{key}.", target)
+            if table is not None:
+                visit(f"{prefix}{key}.", table)
             for value in prop.get("patternProperties", {}).values():
                 visit(f"{prefix}{key}.NAME.", _resolve(schema, value))
 

@@ -34,15 +34,25 @@ class CausalLM(Task):
                     "generalized Jensen-Shannon with jsd_beta (GKD).",
                 ),
             ),
-            "jsd_beta": (float, Field(0.5, gt=0, lt=1, description="the JSD's mixture weight.")),
+            "jsd_beta": (
+                float,
+                Field(
+                    0.5,
+                    gt=0,
+                    lt=1,
+                    description="the JSD's mixture weight; used only with 'jsd' as divergence "
+                    "or on_policy_divergence.",
+                ),
+            ),
             "teacher_outputs": (
                 Literal["top-k", "sampled", "online"],
                 Field(
                     "top-k",
                     description="learn from the teacher's top-k logits cached once by the "
                     "labels stage, from samples_per_token token ids drawn from its softened "
-                    "distribution and cached (an unbiased estimate of forward KL), or run the "
-                    "teacher online at every step (full distribution).",
+                    "distribution and cached (an unbiased estimate of forward KL: divergence "
+                    "'forward_kl' only), or run the teacher online at every step (full "
+                    "distribution).",
                 ),
             ),
             "samples_per_token": (
@@ -58,7 +68,13 @@ class CausalLM(Task):
             ),
             "top_k": (
                 int,
-                Field(64, ge=1, le=4096, description="teacher logits kept per token when cached."),
+                Field(
+                    64,
+                    ge=1,
+                    le=4096,
+                    description="teacher_outputs 'top-k': teacher logits kept per token when "
+                    "cached.",
+                ),
             ),
             # On-policy distillation (GKD): batches of the student's own samples (on_policy.py).
             "on_policy_fraction": (
@@ -77,8 +93,8 @@ class CausalLM(Task):
                 Literal["forward_kl", "reverse_kl", "jsd"] | None,
                 Field(
                     None,
-                    description="per-token divergence on on-policy batches (same choices as "
-                    "divergence); default: student.divergence.",
+                    description="on_policy_fraction > 0: per-token divergence on on-policy "
+                    "batches (same choices as divergence); default: student.divergence.",
                 ),
             ),
             "on_policy_prompt_tokens": (
@@ -87,9 +103,9 @@ class CausalLM(Task):
                     8,
                     ge=1,
                     le=8192,
-                    description="on-policy prompts: the first this many tokens of each "
-                    "training text (its BOS included); a shorter text keeps all but its last "
-                    "token.",
+                    description="on_policy_fraction > 0: prompts are the first this many "
+                    "tokens of each training text (its BOS included; below data.max_length); a "
+                    "shorter text keeps all but its last token.",
                 ),
             ),
             "on_policy_max_new_tokens": (
@@ -98,8 +114,8 @@ class CausalLM(Task):
                     32,
                     ge=1,
                     le=1024,
-                    description="tokens the student samples per on-policy prompt (fewer when "
-                    "it ends with EOS).",
+                    description="on_policy_fraction > 0: tokens the student samples per "
+                    "prompt (fewer when it ends with EOS).",
                 ),
             ),
             "on_policy_temperature": (
@@ -108,8 +124,8 @@ class CausalLM(Task):
                     1.0,
                     gt=0,
                     le=10,
-                    description="sampling temperature of the student's continuations (1 = its "
-                    "own distribution; no top-k or top-p cut).",
+                    description="on_policy_fraction > 0: sampling temperature of the student's "
+                    "continuations (1 = its own distribution; no top-k or top-p cut).",
                 ),
             ),
             # Students cut from the teacher: what they keep, by measurement (pruning.py).
@@ -121,7 +137,7 @@ class CausalLM(Task):
                     "layers (always the last); 'importance' drops the layers of lowest block "
                     "influence (1 - cos of a layer's input and output on calibration text); "
                     "'contiguous' drops the block of consecutive layers whose input and output "
-                    "are closest in angular distance (never the last layer).",
+                    "are closest in angular distance (never the last layer). See generation.md.",
                 ),
             ),
             "calibration_texts": (
