@@ -1,0 +1,67 @@
+"""The base of every recipe table and the keys tasks add to tables: strict types, unknown keys
+rejected, each task's own keys described as read by it only."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    create_model,
+)
+from pydantic.fields import FieldInfo
+
+from distill.tasks import TASK_NAMES, TASKS
+
+# One spelling per task, from the registry (distill/tasks/__init__.py).
+TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
+# The twins a student can be trained beside (folder under the student's, metrics key).
+TwinName = Literal["no-kd", "pseudo-labels"]
+
+
+class _Table(BaseModel):
+    """Base for every recipe table: unknown keys are errors, values are immutable once checked.
+
+    Strict types: a number is a TOML number (``epochs = true`` or ``alpha = "0.5"`` is an
+    error, not 1 or 0.5), an integer key refuses 2.5, a float key takes an integer; a flag
+    is true or false and a string a string."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def with_task_keys(base: type[_Table], table: str) -> Any:
+    """``base`` plus the keys tasks add to ``[table]``: a task declares its own keys in its
+    folder (``Task.recipe_keys``), each described as read by that task only."""
+    fields = {
+        key: (annotation, _described(field, task.name))
+        for task in TASKS.values()
+        for key, (annotation, field) in task.recipe_keys.get(table, {}).items()
+    }
+    name = base.__name__.removeprefix("_")
+    return create_model(name, __base__=base, __module__=__name__, __doc__=base.__doc__, **fields)
+
+
+def foreign_keys(task: str, table: str) -> set[str]:
+    """The keys of ``[table]`` that other tasks add and ``task`` does not read."""
+    own = set(TASKS[task].recipe_keys.get(table, {}))
+    return {
+        key
+        for other in TASKS.values()
+        if other.name != task
+        for key in other.recipe_keys.get(table, {})
+    } - own
+
+
+def task_dump(value: Any, table: str, task: str) -> Any:
+    """A recipe table as JSON, without the keys only other tasks read (they would be noise in
+    the task's manifests and report, and would change its fingerprints for nothing)."""
+    if not hasattr(value, "model_dump"):
+        return value
+    return value.model_dump(mode="json", exclude=foreign_keys(task, table) or None)
+
+
+def _described(field: FieldInfo, task: str) -> FieldInfo:
+    return FieldInfo.merge_field_infos(
+        field, description=f"task {task!r} only: {field.description}"
+    )
