@@ -90,6 +90,25 @@ def exported_tiny_llama(tmp_path_factory: Any) -> tuple[Path, Path]:
     return _EXPORTED["model"], _EXPORTED["onnx"]
 
 
+def as_bundle(source: Path, folder: Path, **info: Any) -> Path:
+    """``source`` copied to ``folder`` with the manifest the export stage writes (every file
+    hashed; ``info`` adds manifest keys), as a hand-built bundle would be sealed too."""
+    import shutil
+
+    from distill.export.bundle import write_bundle_manifest
+
+    if source != folder:
+        shutil.copytree(source, folder)
+    (folder / "manifest.json").unlink(missing_ok=True)
+    roles = {
+        p.relative_to(folder).as_posix(): "model" if p.suffix == ".onnx" else "tokenizer-or-config"
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+    write_bundle_manifest(folder, roles, {"task": "text-generation", "model": "model.onnx", **info})
+    return folder
+
+
 def write_tiny_lm_run(root: Path, teacher: Any, max_words: int) -> None:
     """A run folder for calling causal-LM stages directly: ``teacher/model`` (``teacher``
     and the tiny tokenizer) and ``data/`` with 40 / 8 / 8 texts of 4 to ``max_words - 1``

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import run_command, run_distill
-from generation_helpers import exported_tiny_llama
+from generation_helpers import as_bundle, exported_tiny_llama
 
 from distill.cli import main
-from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, write_bundle_manifest
+from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
 from distill.tasks.causal_lm.generate import generate
 
 PROMPT = "the cat is in the"
@@ -23,15 +23,7 @@ PROMPT = "the cat is in the"
 def bundle(tmp_path_factory) -> Path:
     """The exported tiny Llama with the bundle manifest the export stage writes."""
     _, onnx_dir = exported_tiny_llama(tmp_path_factory)
-    folder = tmp_path_factory.mktemp("gen-bundle") / "tiny-lm"
-    shutil.copytree(onnx_dir, folder)
-    roles = {
-        p.relative_to(folder).as_posix(): "model" if p.suffix == ".onnx" else "tokenizer-or-config"
-        for p in folder.rglob("*")
-        if p.is_file()
-    }
-    write_bundle_manifest(folder, roles, {"task": "text-generation", "model": "model.onnx"})
-    return folder
+    return as_bundle(onnx_dir, tmp_path_factory.mktemp("gen-bundle") / "tiny-lm")
 
 
 def test_greedy_output_matches_generate(bundle, tmp_path) -> None:
@@ -157,3 +149,58 @@ def test_a_subprocess_error_is_one_line_with_status_2(tmp_path) -> None:
         f"error: {tmp_path / 'nowhere'}: no such bundle folder "
         "(expected export/<run name>/ of a causal-lm run)"
     ]
+
+
+def _one_error(capsys) -> str:
+    """The CLI's stderr when it failed cleanly: one 'error: ' line, nothing on stdout."""
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    return captured.err
+
+
+def _drop_outputs(prefix: str):
+    def edit(folder: Path) -> None:
+        import onnx
+
+        graph = onnx.load(folder / "model.onnx")
+        kept = [o for o in graph.graph.output if not o.name.startswith(prefix)]
+        del graph.graph.output[:]
+        graph.graph.output.extend(kept)
+        onnx.save(graph, folder / "model.onnx")
+
+    return edit
+
+
+def _truncate_model(folder: Path) -> None:
+    model = folder / "model.onnx"
+    model.write_bytes(model.read_bytes()[:1000])
+
+
+def _break_tokenizer(folder: Path) -> None:
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": 3}', encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("edit", "file", "message"),
+    [
+        (_truncate_model, "model.onnx", "onnxruntime cannot load it: [ONNXRuntimeError]"),
+        (_drop_outputs("logits"), "model.onnx", "the graph has no output(s) ['logits']"),
+        (
+            _drop_outputs("present.1."),
+            "model.onnx",
+            "the graph has no output(s) ['present.1.key', 'present.1.value']",
+        ),
+        (_break_tokenizer, "tokenizer.json", "the tokenizers library cannot load it"),
+    ],
+)
+def test_a_malformed_but_sealed_bundle_is_refused_naming_the_file(
+    bundle, tmp_path, capsys, edit, file, message
+) -> None:
+    """#27.5: the manifest matches (as for a hand-built bundle): only loading can tell."""
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    edit(broken)
+    as_bundle(broken, broken)
+    assert main(["generate", str(broken), PROMPT]) == 2
+    assert f"error: {broken / file}: {message}" in _one_error(capsys)

@@ -3,7 +3,10 @@ torch, no transformers.
 
 :func:`load_bundle` loads an exported bundle after the one bundle reader
 (:func:`distill.export.bundle.read_bundle`) has verified every file's size and sha256;
-:meth:`OnnxCausalLM.load` loads any exported folder as it is (the export stage's own).
+:meth:`OnnxCausalLM.load` loads any exported folder as it is (the export stage's own), with
+the loaders every bundle runner shares (:mod:`distill.serving`: a graph or tokenizer that
+cannot be loaded is an :class:`ArtifactError` naming the file) and checks that the graph has
+the inputs and outputs below.
 
 The graph is the one :func:`distill.tasks.causal_lm.onnx_export.export_causal_lm` writes
 (the usual layout of a ``text-generation-with-past`` ONNX graph): inputs ``input_ids``,
@@ -31,8 +34,8 @@ from typing import Any, Literal
 import numpy as np
 
 from distill.errors import ArtifactError
-from distill.export.bundle import Bundle, problems_error, read_bundle, unlisted
-from distill.latency import ort_session
+from distill.export.bundle import Bundle, is_int, problems_error, read_bundle, unlisted
+from distill.serving import make_session, read_tokenizer
 from distill.tasks.causal_lm.task import CausalLM
 
 MODEL_FILE = "model.onnx"
@@ -41,19 +44,32 @@ _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    """A JSON object file of the model folder; ``{}`` when it is absent."""
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise ArtifactError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, not {type(config).__name__}")
+    return config
+
+
 def _eos_ids_from_folder(folder: Path) -> tuple[int, ...]:
     """``eos_token_id`` of generation_config.json, else of config.json (an int or a list)."""
     for name in ("generation_config.json", "config.json"):
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            value = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
-        except (ValueError, OSError) as exc:
-            raise ArtifactError(f"{path}: cannot read it as JSON ({exc})") from None
+        value = _read_config(folder / name).get("eos_token_id")
         if value is None:
             continue
-        return tuple(int(v) for v in (value if isinstance(value, list) else [value]))
+        values = value if isinstance(value, list) else [value]
+        if not all(is_int(v) for v in values):
+            raise ArtifactError(
+                f"{folder / name}: 'eos_token_id' must be a token id or a list of them, "
+                f"not {value!r}"
+            )
+        return tuple(values)
     return ()
 
 
@@ -83,6 +99,11 @@ class OnnxCausalLM:
         self.past_names = [n for _, _, n in past]
         self.num_layers = past[-1][0] + 1
         first = inputs[self.past_names[0]]
+        if len(first.shape) != 4:
+            raise ArtifactError(
+                f"{name}: {first.name} has shape {first.shape}; expected "
+                "[batch, kv heads, past length, head dim]"
+            )
         heads, head_dim = first.shape[1], first.shape[3]
         if not isinstance(heads, int) or not isinstance(head_dim, int):
             raise ArtifactError(
@@ -98,22 +119,34 @@ class OnnxCausalLM:
             if n in inputs
         }
         self.output_names = [o.name for o in session.get_outputs()]
+        needed = ["logits", *(self._present(n) for n in self.past_names)]
+        absent = [n for n in needed if n not in self.output_names]
+        if absent:
+            raise ArtifactError(
+                f"{name}: the graph has no output(s) {absent} (outputs {self.output_names}); "
+                "a causal LM exported with a KV cache outputs logits and present.N.key/value "
+                "for each past_key_values.N.key/value input"
+            )
+
+    @staticmethod
+    def _present(past_name: str) -> str:
+        return past_name.replace("past_key_values.", "present.", 1)
 
     @classmethod
     def load(
         cls, folder: Path | str, *, file_name: str = MODEL_FILE, threads: int | None = None
     ) -> OnnxCausalLM:
-        """The model, ``tokenizer.json`` and EOS ids of an exported folder."""
-        from tokenizers import Tokenizer
-
+        """The model, ``tokenizer.json`` and EOS ids of an exported folder;
+        :class:`ArtifactError` naming the file for any of them that cannot be loaded."""
         folder = Path(folder)
         model_path, tokenizer_path = folder / file_name, folder / TOKENIZER_FILE
         for path in (model_path, tokenizer_path):
             if not path.is_file():
                 raise ArtifactError(f"{path}: missing; {folder} is not an exported causal LM")
+        tokenizer = read_tokenizer(tokenizer_path)
         return cls(
-            ort_session(model_path, threads),
-            Tokenizer.from_file(str(tokenizer_path)),
+            make_session(model_path, threads),
+            tokenizer,
             _eos_ids_from_folder(folder),
             name=str(model_path),
         )
@@ -150,10 +183,13 @@ class OnnxCausalLM:
             positions = np.cumsum(attention_mask, axis=-1) - 1
             positions = np.where(attention_mask == 0, 1, positions)[:, -length:]
             feed["position_ids"] = positions.astype(self.int_types["position_ids"])
-        outputs = dict(zip(self.output_names, self.session.run(None, feed), strict=True))
-        present = {
-            n: outputs[n.replace("past_key_values.", "present.", 1)] for n in self.past_names
-        }
+        try:
+            results = self.session.run(None, feed)
+        except Exception as exc:  # onnxruntime's own types (InvalidArgument, Fail, ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"{self.name}: onnxruntime cannot run it: {first}") from None
+        outputs = dict(zip(self.output_names, results, strict=True))
+        present = {n: outputs[self._present(n)] for n in self.past_names}
         return outputs["logits"], present
 
 
@@ -165,10 +201,8 @@ def load_bundle(bundle: Path | str | Bundle, *, threads: int | None = None) -> O
     problems = unlisted(bundle.manifest_path, bundle.manifest["files"], [TOKENIZER_FILE])
     if problems:
         raise problems_error(bundle.path, problems)
-    try:
-        return OnnxCausalLM.load(bundle.path, file_name=bundle.manifest["model"], threads=threads)
-    except (RuntimeError, ValueError, OSError) as exc:  # onnxruntime's load failures
-        raise ArtifactError(f"{bundle.model_path}: cannot load it: {exc}") from None
+    # The loaders of every bundle runner (distill.serving) name the file that fails.
+    return OnnxCausalLM.load(bundle.path, file_name=bundle.manifest["model"], threads=threads)
 
 
 @dataclass(frozen=True)
