@@ -151,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             f"Continue PROMPT with a bundle whose task generates text ({bundles_of('generate')}"
             "). Greedy by default; --sample draws tokens (reproducibly with --seed). Prints "
-            "the prompt and its continuation, or only the new text with --only-new."
+            "the prompt and its continuation, or only the new text with --only-new. The "
+            "prompt is never cut: the prompt's tokens plus --max-new-tokens must "
+            "fit the model's positions (config.json), else nothing is generated and the exit "
+            "status is 2."
         ),
     )
     generate.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
@@ -465,6 +468,7 @@ def _generate(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
             seed=args.seed,
+            max_new_tokens_name="--max-new-tokens",
         )
     except ValueError as exc:  # e.g. a prompt the tokenizer turns into no tokens
         raise DataError(f"{args.bundle}: {exc}") from None

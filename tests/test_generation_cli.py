@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_command, run_distill
-from generation_helpers import as_bundle, exported_tiny_llama
+from generation_helpers import as_bundle, exported_tiny_gpt2, exported_tiny_llama
 
 from distill.cli import main
 from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
@@ -159,6 +159,72 @@ def _one_error(capsys) -> str:
     return captured.err
 
 
+@pytest.fixture(scope="module")
+def gpt2_bundle(tmp_path_factory) -> Path:
+    """A GPT-2-shaped bundle with 32 positions (config.json n_positions)."""
+    onnx_dir = exported_tiny_gpt2(tmp_path_factory)
+    return as_bundle(onnx_dir, tmp_path_factory.mktemp("gpt2-bundle") / "tiny-gpt2")
+
+
+def test_a_long_prompt_is_encoded_whole_not_at_the_training_length(bundle, tmp_path, capsys):
+    """#27.2: a trained tokenizer.json keeps the truncation of its last call (the recipe's
+    max_length); two prompts that differ past it must not give the same prompt ids."""
+    truncating = as_bundle(bundle, tmp_path / "truncating", max_length=4)
+    settings = json.loads((truncating / "tokenizer.json").read_text(encoding="utf-8"))
+    settings["truncation"] = {
+        "direction": "Right",
+        "max_length": 4,
+        "strategy": "LongestFirst",
+        "stride": 0,
+    }
+    (truncating / "tokenizer.json").write_text(json.dumps(settings), encoding="utf-8")
+    as_bundle(truncating, truncating, max_length=4)  # sealed again, as the export does
+
+    from distill.tasks.causal_lm.generate import load_bundle
+
+    lm = load_bundle(truncating)
+    first, second = PROMPT + " red house", PROMPT + " blue river"
+    ids = [generate(lm, p, max_new_tokens=2).prompt_ids for p in (first, second)]
+    assert len(ids[0]) == len(ids[1]) == 1 + len(first.split())  # <s> and every word
+    assert ids[0][:-2] == ids[1][:-2] and ids[0][-2:] != ids[1][-2:]
+    for prompt in (first, second):
+        assert main(["generate", str(truncating), prompt, "--only-new"]) == 0
+        assert capsys.readouterr().out == generate(bundle, prompt).text + "\n"
+
+
+def test_new_tokens_past_the_positions_are_refused_before_decoding(gpt2_bundle, capsys) -> None:
+    """#27.3: 3 prompt tokens + 100 crashed in onnxruntime's Gather (idx=32) for GPT-2."""
+    config = gpt2_bundle / "config.json"
+    model = gpt2_bundle / "model.onnx"
+    assert main(["generate", str(gpt2_bundle), "the cat", "--max-new-tokens", "100"]) == 2
+    assert _one_error(capsys) == (
+        f"error: a 3-token prompt and --max-new-tokens 100 need 103 positions, but {model} "
+        f"has 32 positions (n_positions in {config}); set --max-new-tokens to 29 or less, "
+        "or shorten the prompt\n"
+    )
+    # The largest budget that fits runs (the last new token is never fed back).
+    assert main(["generate", str(gpt2_bundle), "the cat", "--max-new-tokens", "29"]) == 0
+    assert capsys.readouterr().out.startswith("the cat")
+
+    long_prompt = " ".join(["the cat"] * 20)  # 41 tokens with <s>
+    assert main(["generate", str(gpt2_bundle), long_prompt, "--max-new-tokens", "1"]) == 2
+    err = _one_error(capsys)
+    assert f"the prompt is 41 tokens, but {model} has 32 positions" in err
+    assert "shorten the prompt to 31 tokens or fewer" in err
+
+
+def test_a_llama_bundle_is_held_to_its_max_position_embeddings(bundle, capsys) -> None:
+    """#27.3: a rotary model ran silently past its 128 positions."""
+    assert main(["generate", str(bundle), PROMPT, "--max-new-tokens", "123"]) == 2
+    err = _one_error(capsys)
+    assert "a 6-token prompt and --max-new-tokens 123 need 129 positions" in err
+    assert f"has 128 positions (max_position_embeddings in {bundle / 'config.json'})" in err
+    from distill.errors import DataError
+
+    with pytest.raises(DataError, match="set max_new_tokens to 122 or less"):
+        generate(bundle, PROMPT, max_new_tokens=123)  # the library names its own argument
+
+
 def _drop_outputs(prefix: str):
     def edit(folder: Path) -> None:
         import onnx
@@ -181,6 +247,10 @@ def _break_tokenizer(folder: Path) -> None:
     (folder / "tokenizer.json").write_text('{"version": "1.0", "model": 3}', encoding="utf-8")
 
 
+def _config_as_a_list(folder: Path) -> None:
+    (folder / "config.json").write_text("[1, 2]", encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("edit", "file", "message"),
     [
@@ -192,6 +262,7 @@ def _break_tokenizer(folder: Path) -> None:
             "the graph has no output(s) ['present.1.key', 'present.1.value']",
         ),
         (_break_tokenizer, "tokenizer.json", "the tokenizers library cannot load it"),
+        (_config_as_a_list, "config.json", "expected a JSON object, not list"),
     ],
 )
 def test_a_malformed_but_sealed_bundle_is_refused_naming_the_file(

@@ -8,6 +8,11 @@ the loaders every bundle runner shares (:mod:`distill.serving`: a graph or token
 cannot be loaded is an :class:`ArtifactError` naming the file) and checks that the graph has
 the inputs and outputs below.
 
+A text prompt is encoded whole: the truncation (and padding) a trained ``tokenizer.json``
+keeps from its last call are dropped. The prompt and the new tokens must fit the model's
+positions (``max_position_embeddings`` / ``n_positions`` of ``config.json``; unchecked when
+the folder records none): :func:`check_positions` refuses them before the first step.
+
 The graph is the one :func:`distill.tasks.causal_lm.onnx_export.export_causal_lm` writes
 (the usual layout of a ``text-generation-with-past`` ONNX graph): inputs ``input_ids``,
 ``attention_mask``, ``position_ids`` (when declared) and ``past_key_values.N.key`` /
@@ -33,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distill.errors import ArtifactError
+from distill.errors import ArtifactError, DataError
 from distill.export.bundle import Bundle, is_int, problems_error, read_bundle, unlisted
 from distill.serving import make_session, read_tokenizer
 from distill.tasks.causal_lm.task import CausalLM
@@ -42,6 +47,11 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+# config.json keys that hold a causal LM's position count (its context window), by family:
+# Llama, Qwen, Mistral...; GPT-2 (n_ctx in older configs); others.
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -73,6 +83,17 @@ def _eos_ids_from_folder(folder: Path) -> tuple[int, ...]:
     return ()
 
 
+def _positions_from_folder(folder: Path) -> tuple[int | None, str]:
+    """The model's position count from config.json and where it was read (None, '': none
+    recorded, as in a hand-built folder without config.json)."""
+    config = _read_config(folder / "config.json")
+    for key in _POSITION_KEYS:
+        value = config.get(key)
+        if is_int(value) and value > 0:
+            return value, f"{key} in {folder / 'config.json'}"
+    return None, ""
+
+
 class OnnxCausalLM:
     """An onnxruntime session of a causal LM with a KV cache, plus its tokenizer and EOS ids."""
 
@@ -82,11 +103,17 @@ class OnnxCausalLM:
         tokenizer: Any = None,
         eos_token_ids: Sequence[int] = (),
         name: str = "model",
+        max_positions: int | None = None,
+        positions_source: str = "",
     ) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.eos_token_ids = tuple(int(i) for i in eos_token_ids)
         self.name = name
+        # The positions the model was built for (None: unknown, nothing is checked) and where
+        # that number was read, for the message that refuses a prompt too long for it.
+        self.max_positions = max_positions
+        self.positions_source = positions_source or "given"
         inputs = {i.name: i for i in session.get_inputs()}
         missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
         past = sorted((int(m.group(1)), m.group(2), n) for n in inputs if (m := _PAST.match(n)))
@@ -136,7 +163,7 @@ class OnnxCausalLM:
     def load(
         cls, folder: Path | str, *, file_name: str = MODEL_FILE, threads: int | None = None
     ) -> OnnxCausalLM:
-        """The model, ``tokenizer.json`` and EOS ids of an exported folder;
+        """The model, ``tokenizer.json``, EOS ids and position count of an exported folder;
         :class:`ArtifactError` naming the file for any of them that cannot be loaded."""
         folder = Path(folder)
         model_path, tokenizer_path = folder / file_name, folder / TOKENIZER_FILE
@@ -144,11 +171,19 @@ class OnnxCausalLM:
             if not path.is_file():
                 raise ArtifactError(f"{path}: missing; {folder} is not an exported causal LM")
         tokenizer = read_tokenizer(tokenizer_path)
+        # A tokenizer.json saved after training keeps the truncation (to the recipe's
+        # max_length) and padding of its last call: a prompt is encoded whole, and
+        # check_positions refuses one the model has no positions for.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        positions, source = _positions_from_folder(folder)
         return cls(
             make_session(model_path, threads),
             tokenizer,
             _eos_ids_from_folder(folder),
             name=str(model_path),
+            max_positions=positions,
+            positions_source=source,
         )
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
@@ -264,6 +299,36 @@ def _check_sampling(
         raise ValueError(f"top_p must be in (0, 1] (or None), not {top_p}")
 
 
+def encode_prompt(lm: OnnxCausalLM, prompt: str) -> list[int]:
+    """The ids of a text prompt, whole (no truncation), with the tokenizer's special tokens."""
+    if lm.tokenizer is None:
+        raise ValueError(f"{lm.name}: no tokenizer to encode a text prompt; pass token ids")
+    return list(lm.tokenizer.encode(prompt).ids)
+
+
+def check_positions(
+    lm: OnnxCausalLM, prompt_tokens: int, max_new_tokens: int, *, flag: str = "max_new_tokens"
+) -> None:
+    """Refuse (:class:`DataError`) a prompt and new tokens that do not fit the model's
+    positions: past them a learnt position table fails (GPT-2's Gather) and a rotary model
+    decodes from positions it never saw. ``flag`` names the setting in the message."""
+    limit = lm.max_positions
+    if limit is None:
+        return
+    where = f"{lm.name} has {limit} positions ({lm.positions_source})"
+    if prompt_tokens >= limit:
+        raise DataError(
+            f"the prompt is {prompt_tokens} tokens, but {where}: shorten the prompt to "
+            f"{limit - 1} tokens or fewer, to leave room for a new token"
+        )
+    if prompt_tokens + max_new_tokens > limit:
+        raise DataError(
+            f"a {prompt_tokens}-token prompt and {flag} {max_new_tokens} need "
+            f"{prompt_tokens + max_new_tokens} positions, but {where}; set {flag} to "
+            f"{limit - prompt_tokens} or less, or shorten the prompt"
+        )
+
+
 def generate(
     model: OnnxCausalLM | Path | str,
     prompt: str | Sequence[int],
@@ -276,6 +341,7 @@ def generate(
     seed: int | None = None,
     eos_token_ids: Sequence[int] | None = None,
     file_name: str = MODEL_FILE,
+    max_new_tokens_name: str = "max_new_tokens",
 ) -> GenerationOutput:
     """Continue ``prompt`` (text, tokenized with the model's tokenizer and its special tokens;
     or token ids) by up to ``max_new_tokens`` tokens, one sequence at a time.
@@ -284,17 +350,19 @@ def generate(
     ``tokenizer.json``). Greedy unless ``do_sample``; sampling with the same ``seed`` gives
     the same tokens. Generation stops after a token of ``eos_token_ids`` (default: the
     model's EOS ids; ``()`` never stops early).
+
+    The prompt is never cut: with ``max_new_tokens`` it must fit the model's positions
+    (:func:`check_positions`, whose message calls the budget ``max_new_tokens_name``).
     """
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
     lm = model if isinstance(model, OnnxCausalLM) else OnnxCausalLM.load(model, file_name=file_name)
     if isinstance(prompt, str):
-        if lm.tokenizer is None:
-            raise ValueError(f"{lm.name}: no tokenizer to encode a text prompt; pass token ids")
-        prompt_ids = list(lm.tokenizer.encode(prompt).ids)
+        prompt_ids = encode_prompt(lm, prompt)
     else:
         prompt_ids = [int(i) for i in prompt]
     if not prompt_ids:
         raise ValueError("the prompt has no tokens")
+    check_positions(lm, len(prompt_ids), max_new_tokens, flag=max_new_tokens_name)
     stop = set(lm.eos_token_ids if eos_token_ids is None else eos_token_ids)
     rng = np.random.default_rng(seed) if do_sample else None
 
