@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"Continue PROMPT with a bundle whose task generates text ({bundles_of('generate')}"
             "). Greedy by default; --sample draws tokens (reproducibly with --seed). Prints "
             "the prompt and its continuation, or only the new text with --only-new. The "
-            "prompt is never cut: the prompt's tokens plus --max-new-tokens must "
+            "prompt (UTF-8 text) is never cut: the prompt's tokens plus --max-new-tokens must "
             "fit the model's positions (config.json), else nothing is generated and the exit "
             "status is 2."
         ),
@@ -430,31 +430,12 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from distill.errors import DataError
+    from distill.serving_args import read_prompt, sampling_problems
 
-    problems = []
-    if not args.sample:
-        given = [
-            f"--{name.replace('_', '-')}"
-            for name in ("temperature", "top_k", "top_p", "seed")
-            if getattr(args, name) is not None
-        ]
-        if given:
-            problems.append(f"{', '.join(given)} only apply with --sample (greedy is the default)")
-    if args.temperature is not None and not args.temperature > 0:
-        problems.append(f"--temperature must be > 0, not {args.temperature:g}")
-    if args.top_k is not None and args.top_k < 1:
-        problems.append(f"--top-k must be >= 1, not {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        problems.append(f"--top-p must be in (0, 1], not {args.top_p:g}")
+    problems = sampling_problems(args)
     if problems:
         raise DataError("; ".join(problems))
-    prompt = args.prompt
-    if prompt == "-":
-        if sys.stdin is None:
-            raise DataError("PROMPT is '-' but there is no stdin to read it from")
-        prompt = sys.stdin.read().removesuffix("\n")
-    if not prompt.strip():
-        raise DataError("PROMPT is empty; give the text to continue")
+    prompt = read_prompt(args.prompt)
 
     bundle, runner = _bundle_runner(args)
     lm = runner.load_bundle(bundle, threads=args.threads)

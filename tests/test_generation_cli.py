@@ -3,6 +3,7 @@ with onnxruntime and tokenizers only."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -223,6 +224,29 @@ def test_a_llama_bundle_is_held_to_its_max_position_embeddings(bundle, capsys) -
 
     with pytest.raises(DataError, match="set max_new_tokens to 122 or less"):
         generate(bundle, PROMPT, max_new_tokens=123)  # the library names its own argument
+
+
+def test_a_non_utf8_prompt_is_refused_from_argv_and_stdin(bundle, capsys, monkeypatch) -> None:
+    """#27.4: argv keeps the byte 0xff as a surrogate, which the tokenizer cannot take."""
+    assert main(["generate", str(bundle), "the cat \udcff"]) == 2
+    assert _one_error(capsys) == (
+        "error: PROMPT is not UTF-8 text: byte 0xff at byte 9 (invalid start byte); "
+        "give the text to continue as UTF-8\n"
+    )
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"the cat \xff\n")))
+    assert main(["generate", str(bundle), "-"]) == 2
+    assert "error: PROMPT (stdin) is not UTF-8 text: byte 0xff at byte 9" in _one_error(capsys)
+    with pytest.raises(ValueError, match="the prompt is not valid text"):
+        generate(bundle, "the cat \udcff")
+
+
+def test_a_non_utf8_prompt_in_a_real_process(bundle, tmp_path) -> None:
+    result = run_distill(["generate", str(bundle), "the cat \udcff"], tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: PROMPT is not UTF-8 text: byte 0xff at byte 9 (invalid start byte); "
+        "give the text to continue as UTF-8"
+    ]
 
 
 def _drop_outputs(prefix: str):

@@ -303,6 +303,13 @@ def encode_prompt(lm: OnnxCausalLM, prompt: str) -> list[int]:
     """The ids of a text prompt, whole (no truncation), with the tokenizer's special tokens."""
     if lm.tokenizer is None:
         raise ValueError(f"{lm.name}: no tokenizer to encode a text prompt; pass token ids")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: what argv keeps of non-UTF-8 bytes
+        raise ValueError(
+            f"the prompt is not valid text (character {exc.start + 1}: {exc.reason}); "
+            "decode its bytes as UTF-8 first"
+        ) from None
     return list(lm.tokenizer.encode(prompt).ids)
 
 
