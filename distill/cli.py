@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         default=None,
-        help="onnxruntime intra-op threads (default: onnxruntime's choice)",
+        help="onnxruntime intra-op threads (default: onnxruntime's choice; more than the "
+        "available cores is capped at them, with a note)",
     )
     predict.add_argument(
         "--batch-size",
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature",
         type=float,
         default=None,
-        help="--sample: softmax temperature (> 0; default 1)",
+        help="--sample: softmax temperature (a finite number > 0; default 1)",
     )
     generate.add_argument(
         "--top-k", type=int, default=None, help="--sample: keep the k most likely tokens"
@@ -199,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         default=None,
-        help="onnxruntime intra-op threads (default: onnxruntime's choice)",
+        help="onnxruntime intra-op threads (default: onnxruntime's choice; more than the "
+        "available cores is capped at them, with a note)",
     )
     return parser
 
@@ -399,9 +401,10 @@ def _predict(args: argparse.Namespace) -> int:
     """One output line per input line; a line that cannot be predicted gets an error line."""
     from distill.errors import DataError
     from distill.predict_lines import failure_summary, prediction_tsv
+    from distill.serving_args import capped_threads
 
     bundle, runner = _bundle_runner(args)
-    predictor = runner.load_bundle(bundle, threads=args.threads)
+    predictor = runner.load_bundle(bundle, threads=capped_threads(args.threads))
     inputs = _predict_inputs(args)
     texts = [item.text for item in inputs if item.text is not None]
     predictions = predictor.iter_predict(texts, batch_size=args.batch_size)
@@ -430,7 +433,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from distill.errors import DataError
-    from distill.serving_args import read_prompt, sampling_problems
+    from distill.serving_args import capped_threads, read_prompt, sampling_problems
 
     problems = sampling_problems(args)
     if problems:
@@ -438,7 +441,7 @@ def _generate(args: argparse.Namespace) -> int:
     prompt = read_prompt(args.prompt)
 
     bundle, runner = _bundle_runner(args)
-    lm = runner.load_bundle(bundle, threads=args.threads)
+    lm = runner.load_bundle(bundle, threads=capped_threads(args.threads))
     try:
         output = runner.generate(
             lm,

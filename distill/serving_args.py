@@ -1,17 +1,37 @@
 """The argument checks of the verbs that serve a bundle (``predict``, ``generate``), torch-free:
-``generate``'s decoding flags, its PROMPT read as UTF-8."""
+``--threads`` capped at the cores, ``generate``'s decoding flags, its PROMPT read as UTF-8."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import sys
 
 from distill.errors import DataError
+from distill.latency import available_cores
 from distill.predict_lines import BOM, decode_utf8, to_bytes
+
+log = logging.getLogger("distill")
+
+
+def capped_threads(requested: int | None) -> int | None:
+    """``--threads`` of ``predict`` and ``generate``, capped at the cores this process may
+    use: onnxruntime starts every thread asked for (100000 of them take minutes and starve
+    the machine), and threads beyond the cores only compete for them."""
+    if requested is None:
+        return None
+    cores = available_cores()
+    if requested <= cores:
+        return requested
+    log.warning(
+        "--threads %d is more than the %d core(s) available; using %d", requested, cores, cores
+    )
+    return cores
 
 
 def sampling_problems(args: argparse.Namespace) -> list[str]:
-    """What is wrong with ``generate``'s decoding flags (the library's contract: a
+    """What is wrong with ``generate``'s decoding flags (the library's contract: a finite
     temperature > 0, top-k >= 1, top-p in (0, 1]; greedy takes none of them)."""
     problems = []
     if not args.sample:
@@ -22,8 +42,10 @@ def sampling_problems(args: argparse.Namespace) -> list[str]:
         ]
         if given:
             problems.append(f"{', '.join(given)} only apply with --sample (greedy is the default)")
-    if args.temperature is not None and not args.temperature > 0:
-        problems.append(f"--temperature must be > 0, not {args.temperature:g}")
+    if args.temperature is not None and not (
+        math.isfinite(args.temperature) and args.temperature > 0
+    ):
+        problems.append(f"--temperature must be a finite number > 0, not {args.temperature:g}")
     if args.top_k is not None and args.top_k < 1:
         problems.append(f"--top-k must be >= 1, not {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -79,7 +80,15 @@ def test_generate_imports_neither_torch_nor_transformers(bundle, tmp_path) -> No
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--sample", "--temperature", "0"], "--temperature must be > 0, not 0"),
+        (["--sample", "--temperature", "0"], "--temperature must be a finite number > 0, not 0"),
+        (
+            ["--sample", "--temperature", "inf"],
+            "--temperature must be a finite number > 0, not inf",
+        ),
+        (
+            ["--sample", "--temperature", "nan"],
+            "--temperature must be a finite number > 0, not nan",
+        ),
         (["--sample", "--top-p", "1.5"], "--top-p must be in (0, 1], not 1.5"),
         (["--sample", "--top-k", "0"], "--top-k must be >= 1, not 0"),
         (["--temperature", "0.7", "--seed", "1"], "--temperature, --seed only apply with --sample"),
@@ -299,3 +308,41 @@ def test_a_malformed_but_sealed_bundle_is_refused_naming_the_file(
     as_bundle(broken, broken)
     assert main(["generate", str(broken), PROMPT]) == 2
     assert f"error: {broken / file}: {message}" in _one_error(capsys)
+
+
+def test_threads_beyond_the_cores_are_capped_with_a_note(bundle, capsys, caplog) -> None:
+    """onnxruntime starts every thread asked for: 100000 took minutes before failing."""
+    from distill.latency import available_cores
+
+    cores = available_cores()
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        code = main(
+            ["generate", str(bundle), PROMPT, "--threads", "100000", "--max-new-tokens", "2"]
+        )
+    assert code == 0 and capsys.readouterr().out.startswith(PROMPT)
+    assert f"--threads 100000 is more than the {cores} core(s) available; using {cores}" in (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize("verb", ["predict", "generate"])
+def test_both_verbs_cap_threads_the_same_way(bundle, monkeypatch, capsys, caplog, verb) -> None:
+    import distill.cli
+    import distill.serving_args
+    from distill.errors import DataError
+
+    seen: list[int | None] = []
+
+    def load_bundle(_bundle: Path, *, threads: int | None = None) -> None:
+        seen.append(threads)
+        raise DataError("stop here")
+
+    runner = type("Runner", (), {"load_bundle": staticmethod(load_bundle)})
+    monkeypatch.setattr(distill.cli, "_bundle_runner", lambda args: (bundle, runner))
+    monkeypatch.setattr(distill.serving_args, "available_cores", lambda: 3)
+    for threads in ("2", "3", "4", "100000"):
+        with caplog.at_level(logging.WARNING, logger="distill"):
+            assert main([verb, str(bundle), PROMPT, "--threads", threads]) == 2
+    assert seen == [2, 3, 3, 3]
+    assert "--threads 4 is more than the 3 core(s) available; using 3" in caplog.text
+    assert "--threads 2 " not in caplog.text and "--threads 3 " not in caplog.text

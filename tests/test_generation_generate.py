@@ -89,6 +89,9 @@ def test_bad_sampling_settings_are_refused(lm) -> None:
     for kwargs in ({"max_new_tokens": 0}, {"temperature": 0.0}, {"top_k": 0}, {"top_p": 0.0}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             generate(lm, "the", **kwargs)
+    for temperature in (float("inf"), float("nan")):  # inf sampled uniformly before
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0, not"):
+            generate(lm, "the", do_sample=True, temperature=temperature)
 
 
 def test_a_folder_records_where_its_positions_come_from(exported, lm) -> None:

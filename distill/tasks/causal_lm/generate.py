@@ -29,6 +29,7 @@ light distill modules here.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -291,8 +292,8 @@ def _check_sampling(
 ) -> None:
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, not {max_new_tokens}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, not {temperature}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, not {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 (or None), not {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
