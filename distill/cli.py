@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         default=None,
-        help="onnxruntime intra-op threads (default: onnxruntime's choice)",
+        help="onnxruntime intra-op threads (default: onnxruntime's choice; more than the "
+        "available cores is capped at them, with a note)",
     )
     predict.add_argument(
         "--batch-size",
@@ -165,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             f"Continue PROMPT with a bundle whose task generates text ({bundles_of('generate')}"
             "). Greedy by default; --sample draws tokens (reproducibly with --seed). Prints "
-            "the prompt and its continuation, or only the new text with --only-new."
+            "the prompt and its continuation, or only the new text with --only-new. The "
+            "prompt (UTF-8 text) is never cut: the prompt's tokens plus --max-new-tokens must "
+            "fit the model's positions (config.json), else nothing is generated and the exit "
+            "status is 2."
         ),
     )
     generate.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
@@ -189,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature",
         type=float,
         default=None,
-        help="--sample: softmax temperature (> 0; default 1)",
+        help="--sample: softmax temperature (a finite number > 0; default 1)",
     )
     generate.add_argument(
         "--top-k", type=int, default=None, help="--sample: keep the k most likely tokens"
@@ -210,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         default=None,
-        help="onnxruntime intra-op threads (default: onnxruntime's choice)",
+        help="onnxruntime intra-op threads (default: onnxruntime's choice; more than the "
+        "available cores is capped at them, with a note)",
     )
     return parser
 
@@ -414,6 +419,7 @@ def _predict(args: argparse.Namespace) -> int:
     """One output line per input line; a line that cannot be predicted gets an error line."""
     from distill.errors import DataError
     from distill.predict_lines import failure_summary, prediction_tsv
+    from distill.serving_args import capped_threads
 
     bundle, runner = _bundle_runner(args)
     options = {} if args.aggregation is None else {"aggregation": args.aggregation}
@@ -429,7 +435,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise DataError(
                 f"--aggregation must be one of {', '.join(strategies)}, not {args.aggregation!r}"
             )
-    predictor = runner.load_bundle(bundle, threads=args.threads, **options)
+    predictor = runner.load_bundle(bundle, threads=capped_threads(args.threads), **options)
     inputs = _predict_inputs(args)
     texts = [item.text for item in inputs if item.text is not None]
     predictions = predictor.iter_predict(texts, batch_size=args.batch_size)
@@ -458,34 +464,15 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from distill.errors import DataError
+    from distill.serving_args import capped_threads, read_prompt, sampling_problems
 
-    problems = []
-    if not args.sample:
-        given = [
-            f"--{name.replace('_', '-')}"
-            for name in ("temperature", "top_k", "top_p", "seed")
-            if getattr(args, name) is not None
-        ]
-        if given:
-            problems.append(f"{', '.join(given)} only apply with --sample (greedy is the default)")
-    if args.temperature is not None and not args.temperature > 0:
-        problems.append(f"--temperature must be > 0, not {args.temperature:g}")
-    if args.top_k is not None and args.top_k < 1:
-        problems.append(f"--top-k must be >= 1, not {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        problems.append(f"--top-p must be in (0, 1], not {args.top_p:g}")
+    problems = sampling_problems(args)
     if problems:
         raise DataError("; ".join(problems))
-    prompt = args.prompt
-    if prompt == "-":
-        if sys.stdin is None:
-            raise DataError("PROMPT is '-' but there is no stdin to read it from")
-        prompt = sys.stdin.read().removesuffix("\n")
-    if not prompt.strip():
-        raise DataError("PROMPT is empty; give the text to continue")
+    prompt = read_prompt(args.prompt)
 
     bundle, runner = _bundle_runner(args)
-    lm = runner.load_bundle(bundle, threads=args.threads)
+    lm = runner.load_bundle(bundle, threads=capped_threads(args.threads))
     try:
         output = runner.generate(
             lm,
@@ -496,6 +483,7 @@ def _generate(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
             seed=args.seed,
+            max_new_tokens_name="--max-new-tokens",
         )
     except ValueError as exc:  # e.g. a prompt the tokenizer turns into no tokens
         raise DataError(f"{args.bundle}: {exc}") from None

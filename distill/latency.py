@@ -258,6 +258,14 @@ def _shape(inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
 # --------------------------------------------------------------------------- hardware
 
 
+def available_cores() -> int:
+    """The logical cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def hardware_info() -> dict[str, Any]:
     """CPU model and core counts, to state next to any latency number."""
     import platform
@@ -284,15 +292,11 @@ def hardware_info() -> dict[str, Any]:
             physical_id = core_id = None
     if physical_id is not None and core_id is not None:
         physical.add((physical_id, core_id))
-    try:
-        available = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        available = os.cpu_count()
     return {
         "cpu": cpu or platform.processor() or platform.machine() or "unknown",
         "logical_cores": os.cpu_count(),
         "physical_cores": len(physical) or None,
-        "available_cores": available,
+        "available_cores": available_cores(),
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}".strip(),
     }

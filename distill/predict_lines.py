@@ -16,7 +16,7 @@ from typing import Any
 
 ARGUMENTS = "arguments"
 STDIN = "stdin"
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 BLANK = "blank text: nothing to classify"
 
 
@@ -53,17 +53,22 @@ def to_bytes(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
+def decode_utf8(raw: bytes) -> tuple[str | None, str | None]:
+    """``(text, None)`` for strict UTF-8 ``raw``, else ``(None, why)``: the first bad byte and
+    where it is (the message of every verb that reads text from argv or stdin)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, (
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} ({exc.reason})"
+        )
+
+
 def decode_line(raw: bytes, source: str, line: int) -> InputLine:
     """One line as strict UTF-8; a decoding failure or a blank line is that line's error."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return InputLine(
-            source,
-            line,
-            None,
-            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} ({exc.reason})",
-        )
+    text, problem = decode_utf8(raw)
+    if text is None:
+        return InputLine(source, line, None, problem)
     if not text.strip():
         return InputLine(source, line, None, BLANK)
     return InputLine(source, line, text)
@@ -72,7 +77,7 @@ def decode_line(raw: bytes, source: str, line: int) -> InputLine:
 def split_lines(data: bytes, source: str) -> list[InputLine]:
     """Each ``\\n``- or ``\\r\\n``-terminated line of ``data`` (a final newline ends the last
     line, it does not start an empty one); a leading UTF-8 BOM is dropped."""
-    data = data.removeprefix(_BOM)
+    data = data.removeprefix(BOM)
     pieces = data.split(b"\n")
     if pieces[-1] == b"":  # the text ended with a newline (or was empty)
         pieces.pop()

@@ -82,6 +82,17 @@ def _padding_side(bundle: Path, manifest: dict[str, Any], key: str) -> str:
     return "right"
 
 
+def read_tokenizer(path: Path) -> Any:
+    """``tokenizer.json`` as the ``tokenizers`` library loads it (its stored truncation and
+    padding included); :class:`ArtifactError` naming the file when it cannot."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
+        raise ArtifactError(f"{path}: the tokenizers library cannot load it: {exc}") from None
+
+
 def load_tokenizer(bundle: Path, manifest: dict[str, Any]) -> Any:
     """``tokenizer.json`` with truncation to ``max_length`` and batch-longest padding.
 
@@ -89,13 +100,7 @@ def load_tokenizer(bundle: Path, manifest: dict[str, Any]) -> Any:
     call left there, often fixed-length padding) are replaced, so that serving tokenizes
     like ``tokenizer(texts, truncation=True, max_length=..., padding=True)``.
     """
-    from tokenizers import Tokenizer
-
-    path = bundle / TOKENIZER_FILE
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
-        raise ArtifactError(f"{path}: the tokenizers library cannot load it: {exc}") from None
+    tokenizer = read_tokenizer(bundle / TOKENIZER_FILE)
     pad_id, pad_token = _pad_token(bundle, tokenizer, manifest)
     tokenizer.enable_truncation(
         max_length=manifest["max_length"],

@@ -90,6 +90,53 @@ def exported_tiny_llama(tmp_path_factory: Any) -> tuple[Path, Path]:
     return _EXPORTED["model"], _EXPORTED["onnx"]
 
 
+def exported_tiny_gpt2(tmp_path_factory: Any) -> Path:
+    """The ONNX folder of a random GPT-2-shaped LM with only 32 positions (``n_positions``:
+    a learnt position table that onnxruntime's Gather cannot index past), built once."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from distill.tasks.causal_lm.onnx_export import export_causal_lm
+
+    if "gpt2" not in _EXPORTED:
+        root = tmp_path_factory.mktemp("tiny-gpt2")
+        torch.manual_seed(0)
+        tokenizer = tiny_tokenizer()
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=32,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+        )
+        GPT2LMHeadModel(config).eval().save_pretrained(root / "model")
+        tokenizer.save_pretrained(root / "model")
+        export_causal_lm(root / "model", root / "onnx")
+        _EXPORTED["gpt2"] = root / "onnx"
+    return _EXPORTED["gpt2"]
+
+
+def as_bundle(source: Path, folder: Path, **info: Any) -> Path:
+    """``source`` copied to ``folder`` with the manifest the export stage writes (every file
+    hashed; ``info`` adds manifest keys), as a hand-built bundle would be sealed too."""
+    import shutil
+
+    from distill.export.bundle import write_bundle_manifest
+
+    if source != folder:
+        shutil.copytree(source, folder)
+    (folder / "manifest.json").unlink(missing_ok=True)
+    roles = {
+        p.relative_to(folder).as_posix(): "model" if p.suffix == ".onnx" else "tokenizer-or-config"
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+    write_bundle_manifest(folder, roles, {"task": "text-generation", "model": "model.onnx", **info})
+    return folder
+
+
 def write_tiny_lm_run(root: Path, teacher: Any, max_words: int) -> None:
     """A run folder for calling causal-LM stages directly: ``teacher/model`` (``teacher``
     and the tiny tokenizer) and ``data/`` with 40 / 8 / 8 texts of 4 to ``max_words - 1``

@@ -3,17 +3,19 @@ with onnxruntime and tokenizers only."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import run_command, run_distill
-from generation_helpers import exported_tiny_llama
+from generation_helpers import as_bundle, exported_tiny_gpt2, exported_tiny_llama
 
 from distill.cli import main
-from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, write_bundle_manifest
+from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
 from distill.tasks.causal_lm.generate import generate
 
 PROMPT = "the cat is in the"
@@ -23,15 +25,7 @@ PROMPT = "the cat is in the"
 def bundle(tmp_path_factory) -> Path:
     """The exported tiny Llama with the bundle manifest the export stage writes."""
     _, onnx_dir = exported_tiny_llama(tmp_path_factory)
-    folder = tmp_path_factory.mktemp("gen-bundle") / "tiny-lm"
-    shutil.copytree(onnx_dir, folder)
-    roles = {
-        p.relative_to(folder).as_posix(): "model" if p.suffix == ".onnx" else "tokenizer-or-config"
-        for p in folder.rglob("*")
-        if p.is_file()
-    }
-    write_bundle_manifest(folder, roles, {"task": "text-generation", "model": "model.onnx"})
-    return folder
+    return as_bundle(onnx_dir, tmp_path_factory.mktemp("gen-bundle") / "tiny-lm")
 
 
 def test_greedy_output_matches_generate(bundle, tmp_path) -> None:
@@ -86,7 +80,15 @@ def test_generate_imports_neither_torch_nor_transformers(bundle, tmp_path) -> No
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--sample", "--temperature", "0"], "--temperature must be > 0, not 0"),
+        (["--sample", "--temperature", "0"], "--temperature must be a finite number > 0, not 0"),
+        (
+            ["--sample", "--temperature", "inf"],
+            "--temperature must be a finite number > 0, not inf",
+        ),
+        (
+            ["--sample", "--temperature", "nan"],
+            "--temperature must be a finite number > 0, not nan",
+        ),
         (["--sample", "--top-p", "1.5"], "--top-p must be in (0, 1], not 1.5"),
         (["--sample", "--top-k", "0"], "--top-k must be >= 1, not 0"),
         (["--temperature", "0.7", "--seed", "1"], "--temperature, --seed only apply with --sample"),
@@ -157,3 +159,190 @@ def test_a_subprocess_error_is_one_line_with_status_2(tmp_path) -> None:
         f"error: {tmp_path / 'nowhere'}: no such bundle folder "
         "(expected export/<run name>/ of a causal-lm run)"
     ]
+
+
+def _one_error(capsys) -> str:
+    """The CLI's stderr when it failed cleanly: one 'error: ' line, nothing on stdout."""
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    return captured.err
+
+
+@pytest.fixture(scope="module")
+def gpt2_bundle(tmp_path_factory) -> Path:
+    """A GPT-2-shaped bundle with 32 positions (config.json n_positions)."""
+    onnx_dir = exported_tiny_gpt2(tmp_path_factory)
+    return as_bundle(onnx_dir, tmp_path_factory.mktemp("gpt2-bundle") / "tiny-gpt2")
+
+
+def test_a_long_prompt_is_encoded_whole_not_at_the_training_length(bundle, tmp_path, capsys):
+    """#27.2: a trained tokenizer.json keeps the truncation of its last call (the recipe's
+    max_length); two prompts that differ past it must not give the same prompt ids."""
+    truncating = as_bundle(bundle, tmp_path / "truncating", max_length=4)
+    settings = json.loads((truncating / "tokenizer.json").read_text(encoding="utf-8"))
+    settings["truncation"] = {
+        "direction": "Right",
+        "max_length": 4,
+        "strategy": "LongestFirst",
+        "stride": 0,
+    }
+    (truncating / "tokenizer.json").write_text(json.dumps(settings), encoding="utf-8")
+    as_bundle(truncating, truncating, max_length=4)  # sealed again, as the export does
+
+    from distill.tasks.causal_lm.generate import load_bundle
+
+    lm = load_bundle(truncating)
+    first, second = PROMPT + " red house", PROMPT + " blue river"
+    ids = [generate(lm, p, max_new_tokens=2).prompt_ids for p in (first, second)]
+    assert len(ids[0]) == len(ids[1]) == 1 + len(first.split())  # <s> and every word
+    assert ids[0][:-2] == ids[1][:-2] and ids[0][-2:] != ids[1][-2:]
+    for prompt in (first, second):
+        assert main(["generate", str(truncating), prompt, "--only-new"]) == 0
+        assert capsys.readouterr().out == generate(bundle, prompt).text + "\n"
+
+
+def test_new_tokens_past_the_positions_are_refused_before_decoding(gpt2_bundle, capsys) -> None:
+    """#27.3: 3 prompt tokens + 100 crashed in onnxruntime's Gather (idx=32) for GPT-2."""
+    config = gpt2_bundle / "config.json"
+    model = gpt2_bundle / "model.onnx"
+    assert main(["generate", str(gpt2_bundle), "the cat", "--max-new-tokens", "100"]) == 2
+    assert _one_error(capsys) == (
+        f"error: a 3-token prompt and --max-new-tokens 100 need 103 positions, but {model} "
+        f"has 32 positions (n_positions in {config}); set --max-new-tokens to 29 or less, "
+        "or shorten the prompt\n"
+    )
+    # The largest budget that fits runs (the last new token is never fed back).
+    assert main(["generate", str(gpt2_bundle), "the cat", "--max-new-tokens", "29"]) == 0
+    assert capsys.readouterr().out.startswith("the cat")
+
+    long_prompt = " ".join(["the cat"] * 20)  # 41 tokens with <s>
+    assert main(["generate", str(gpt2_bundle), long_prompt, "--max-new-tokens", "1"]) == 2
+    err = _one_error(capsys)
+    assert f"the prompt is 41 tokens, but {model} has 32 positions" in err
+    assert "shorten the prompt to 31 tokens or fewer" in err
+
+
+def test_a_llama_bundle_is_held_to_its_max_position_embeddings(bundle, capsys) -> None:
+    """#27.3: a rotary model ran silently past its 128 positions."""
+    assert main(["generate", str(bundle), PROMPT, "--max-new-tokens", "123"]) == 2
+    err = _one_error(capsys)
+    assert "a 6-token prompt and --max-new-tokens 123 need 129 positions" in err
+    assert f"has 128 positions (max_position_embeddings in {bundle / 'config.json'})" in err
+    from distill.errors import DataError
+
+    with pytest.raises(DataError, match="set max_new_tokens to 122 or less"):
+        generate(bundle, PROMPT, max_new_tokens=123)  # the library names its own argument
+
+
+def test_a_non_utf8_prompt_is_refused_from_argv_and_stdin(bundle, capsys, monkeypatch) -> None:
+    """#27.4: argv keeps the byte 0xff as a surrogate, which the tokenizer cannot take."""
+    assert main(["generate", str(bundle), "the cat \udcff"]) == 2
+    assert _one_error(capsys) == (
+        "error: PROMPT is not UTF-8 text: byte 0xff at byte 9 (invalid start byte); "
+        "give the text to continue as UTF-8\n"
+    )
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"the cat \xff\n")))
+    assert main(["generate", str(bundle), "-"]) == 2
+    assert "error: PROMPT (stdin) is not UTF-8 text: byte 0xff at byte 9" in _one_error(capsys)
+    with pytest.raises(ValueError, match="the prompt is not valid text"):
+        generate(bundle, "the cat \udcff")
+
+
+def test_a_non_utf8_prompt_in_a_real_process(bundle, tmp_path) -> None:
+    result = run_distill(["generate", str(bundle), "the cat \udcff"], tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: PROMPT is not UTF-8 text: byte 0xff at byte 9 (invalid start byte); "
+        "give the text to continue as UTF-8"
+    ]
+
+
+def _drop_outputs(prefix: str):
+    def edit(folder: Path) -> None:
+        import onnx
+
+        graph = onnx.load(folder / "model.onnx")
+        kept = [o for o in graph.graph.output if not o.name.startswith(prefix)]
+        del graph.graph.output[:]
+        graph.graph.output.extend(kept)
+        onnx.save(graph, folder / "model.onnx")
+
+    return edit
+
+
+def _truncate_model(folder: Path) -> None:
+    model = folder / "model.onnx"
+    model.write_bytes(model.read_bytes()[:1000])
+
+
+def _break_tokenizer(folder: Path) -> None:
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": 3}', encoding="utf-8")
+
+
+def _config_as_a_list(folder: Path) -> None:
+    (folder / "config.json").write_text("[1, 2]", encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("edit", "file", "message"),
+    [
+        (_truncate_model, "model.onnx", "onnxruntime cannot load it: [ONNXRuntimeError]"),
+        (_drop_outputs("logits"), "model.onnx", "the graph has no output(s) ['logits']"),
+        (
+            _drop_outputs("present.1."),
+            "model.onnx",
+            "the graph has no output(s) ['present.1.key', 'present.1.value']",
+        ),
+        (_break_tokenizer, "tokenizer.json", "the tokenizers library cannot load it"),
+        (_config_as_a_list, "config.json", "expected a JSON object, not list"),
+    ],
+)
+def test_a_malformed_but_sealed_bundle_is_refused_naming_the_file(
+    bundle, tmp_path, capsys, edit, file, message
+) -> None:
+    """#27.5: the manifest matches (as for a hand-built bundle): only loading can tell."""
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    edit(broken)
+    as_bundle(broken, broken)
+    assert main(["generate", str(broken), PROMPT]) == 2
+    assert f"error: {broken / file}: {message}" in _one_error(capsys)
+
+
+def test_threads_beyond_the_cores_are_capped_with_a_note(bundle, capsys, caplog) -> None:
+    """onnxruntime starts every thread asked for: 100000 took minutes before failing."""
+    from distill.latency import available_cores
+
+    cores = available_cores()
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        code = main(
+            ["generate", str(bundle), PROMPT, "--threads", "100000", "--max-new-tokens", "2"]
+        )
+    assert code == 0 and capsys.readouterr().out.startswith(PROMPT)
+    assert f"--threads 100000 is more than the {cores} core(s) available; using {cores}" in (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize("verb", ["predict", "generate"])
+def test_both_verbs_cap_threads_the_same_way(bundle, monkeypatch, capsys, caplog, verb) -> None:
+    import distill.cli
+    import distill.serving_args
+    from distill.errors import DataError
+
+    seen: list[int | None] = []
+
+    def load_bundle(_bundle: Path, *, threads: int | None = None) -> None:
+        seen.append(threads)
+        raise DataError("stop here")
+
+    runner = type("Runner", (), {"load_bundle": staticmethod(load_bundle)})
+    monkeypatch.setattr(distill.cli, "_bundle_runner", lambda args: (bundle, runner))
+    monkeypatch.setattr(distill.serving_args, "available_cores", lambda: 3)
+    for threads in ("2", "3", "4", "100000"):
+        with caplog.at_level(logging.WARNING, logger="distill"):
+            assert main([verb, str(bundle), PROMPT, "--threads", threads]) == 2
+    assert seen == [2, 3, 3, 3]
+    assert "--threads 4 is more than the 3 core(s) available; using 3" in caplog.text
+    assert "--threads 2 " not in caplog.text and "--threads 3 " not in caplog.text

@@ -14,6 +14,7 @@ import torch
 from generation_helpers import EOS_ID, exported_tiny_llama
 from transformers import AutoModelForCausalLM
 
+from distill.errors import DataError
 from distill.tasks.causal_lm.generate import OnnxCausalLM, choose_token, generate
 
 PROMPTS = ["the cat is in the house", "paris is the capital of", "one"]
@@ -88,6 +89,18 @@ def test_bad_sampling_settings_are_refused(lm) -> None:
     for kwargs in ({"max_new_tokens": 0}, {"temperature": 0.0}, {"top_k": 0}, {"top_p": 0.0}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             generate(lm, "the", **kwargs)
+    for temperature in (float("inf"), float("nan")):  # inf sampled uniformly before
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0, not"):
+            generate(lm, "the", do_sample=True, temperature=temperature)
+
+
+def test_a_folder_records_where_its_positions_come_from(exported, lm) -> None:
+    assert lm.max_positions == 128
+    assert lm.positions_source == f"max_position_embeddings in {exported[1] / 'config.json'}"
+    # Token ids are held to the positions too (the report stage passes ids).
+    with pytest.raises(DataError, match="a 100-token prompt and max_new_tokens 29 need 129"):
+        generate(lm, [5] * 100, max_new_tokens=29)
+    assert len(generate(lm, [5] * 100, max_new_tokens=28, eos_token_ids=()).token_ids) == 28
 
 
 def test_generation_loads_neither_torch_nor_transformers(exported) -> None:
