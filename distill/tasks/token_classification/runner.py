@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
+from distill.predict_lines import batches
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
@@ -326,13 +327,12 @@ class EntityPredictor:
         return softmax(logits)
 
     def iter_predict(
-        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+        self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[EntityPrediction]:
-        """Predictions in input order, computed one batch at a time (for streaming output)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        for start in range(0, len(texts), batch_size):
-            batch = list(texts[start : start + batch_size])
+        """Predictions in input order, computed one batch at a time: ``texts`` (any iterable,
+        a generator included) is read ``batch_size`` texts ahead of the predictions, never
+        further, so a stream of any length is predicted in bounded memory."""
+        for batch in batches(texts, batch_size):
             encodings = self.tokenizer.encode_batch(batch)
             for text, encoding, rows in zip(
                 batch, encodings, self._probabilities(encodings), strict=True
