@@ -19,6 +19,7 @@ import os
 import shlex
 import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,6 @@ from distill.errors import DistillError
 if TYPE_CHECKING:
     from distill.artifacts import RunContext
     from distill.export.bundle import Bundle
-    from distill.predict_lines import InputLine
 
 log = logging.getLogger("distill")
 
@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(or for '-'). Prints one line per input line, in input order: "
             "label<TAB>probability<TAB>every label=probability for a classifier, "
             "type:start-end:text per entity, tab-separated (empty: none), for an NER bundle "
-            "(--json: one JSON object). "
+            "(--json: one JSON object). Input streams through in batches: each batch's lines "
+            "are printed before the next batch is read, so memory stays flat on input of any "
+            "size. "
             "A line that is not UTF-8 or is blank is not predicted: its output line is "
             '\'error<TAB>WHERE: why\' (--json: {"line": N, "source": ..., "error": ...}), '
             "every other line is still predicted, and the exit status is 2."
@@ -372,39 +374,6 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_inputs(args: argparse.Namespace) -> list[InputLine]:
-    """The inputs in order: arguments ('-' is stdin), then --file; stdin when neither is given."""
-    from distill.errors import DataError
-    from distill.predict_lines import STDIN, argument_lines, split_lines, to_bytes
-
-    def stdin_lines() -> list[InputLine]:
-        if sys.stdin is None:
-            raise DataError("no texts given and no stdin to read them from")
-        if sys.stdin.isatty():
-            print("reading texts from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
-        # Bytes, so that one undecodable line fails alone (text-mode stdin may be a StringIO).
-        buffer = getattr(sys.stdin, "buffer", None)
-        data = buffer.read() if buffer is not None else to_bytes(sys.stdin.read())
-        return split_lines(data, STDIN)
-
-    inputs: list[InputLine] = []
-    arguments = [text for text in args.texts if text != "-"]
-    numbered = iter(argument_lines(arguments))
-    for text in args.texts:
-        inputs.extend(stdin_lines() if text == "-" else [next(numbered)])
-    if args.file is not None:
-        if str(args.file) == "-":
-            inputs.extend(stdin_lines())
-        else:
-            try:
-                inputs.extend(split_lines(args.file.read_bytes(), str(args.file)))
-            except OSError as exc:
-                raise DataError(f"{args.file}: cannot read it: {exc.strerror or exc}") from None
-    elif not args.texts:
-        inputs.extend(stdin_lines())
-    return inputs
-
-
 def _bundle_runner(args: argparse.Namespace) -> tuple[Bundle, Any]:
     """The verified bundle ``args.bundle`` and its task's runner module (torch-free).
 
@@ -415,10 +384,21 @@ def _bundle_runner(args: argparse.Namespace) -> tuple[Bundle, Any]:
     return bundle, bundle.task.module(bundle.task.runner)
 
 
+def _quiet_broken_pipe() -> None:
+    """After ``distill ... | head`` closed the pipe: send the rest of stdout (the flush at
+    exit included) to /dev/null, so that the command stops quietly, as CLIs do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
+
+
 def _predict(args: argparse.Namespace) -> int:
-    """One output line per input line; a line that cannot be predicted gets an error line."""
+    """One output line per input line, streamed a batch at a time; a line that cannot be
+    predicted gets an error line."""
     from distill.errors import DataError
-    from distill.predict_lines import failure_summary, prediction_tsv
+    from distill.predict_lines import input_lines, write_predictions
     from distill.serving_args import capped_threads
 
     bundle, runner = _bundle_runner(args)
@@ -436,29 +416,21 @@ def _predict(args: argparse.Namespace) -> int:
                 f"--aggregation must be one of {', '.join(strategies)}, not {args.aggregation!r}"
             )
     predictor = runner.load_bundle(bundle, threads=capped_threads(args.threads), **options)
-    inputs = _predict_inputs(args)
-    texts = [item.text for item in inputs if item.text is not None]
-    predictions = predictor.iter_predict(texts, batch_size=args.batch_size)
-    failed = []
-    try:
-        for item in inputs:
-            if item.text is None:
-                failed.append(item)
-                print(item.error_json() if args.json else item.error_tsv())
-                continue
-            prediction = next(predictions)
-            print(
-                json.dumps(prediction.to_dict(), ensure_ascii=False)
-                if args.json
-                else prediction_tsv(prediction)
+    with ExitStack() as stack:
+        inputs = input_lines(args.texts, args.file, sys.stdin, stack)
+        try:
+            tally = write_predictions(
+                inputs,
+                lambda texts: predictor.iter_predict(texts, batch_size=args.batch_size),
+                sys.stdout,
+                batch_size=args.batch_size,
+                as_json=args.json,
             )
-        sys.stdout.flush()
-    except BrokenPipeError:  # e.g. `distill predict ... | head`: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    if failed:
-        raise DataError(failure_summary(failed, len(inputs)))
+        except BrokenPipeError:  # e.g. `distill predict ... | head`: stop quietly
+            _quiet_broken_pipe()
+            return 0
+    if tally.failed:
+        raise DataError(tally.summary())
     return 0
 
 
@@ -499,8 +471,7 @@ def _generate(args: argparse.Namespace) -> int:
         print(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet_broken_pipe()
     return 0
 
 

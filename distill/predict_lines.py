@@ -4,15 +4,29 @@ Inputs are read as bytes and decoded one line at a time, so one undecodable line
 UTF-8) or one blank line costs that line only: it gets an error line in its place, naming
 the source and the line number, and every other line is still predicted.
 
-Standard library only: ``distill predict`` must not import torch or transformers.
+Prediction streams (:func:`write_predictions`): lines are read, predicted and written one
+batch at a time, each batch's output flushed before the next batch is read, so memory
+stays bounded whatever the input's size and the first results appear while later input is
+still being read (``yes | distill predict B | head -3`` prints three lines and exits).
+
+Standard library (and :mod:`distill.errors`) only: ``distill predict`` must not import torch
+or transformers.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from distill.errors import DataError
+
+T = TypeVar("T")
 
 ARGUMENTS = "arguments"
 STDIN = "stdin"
@@ -74,22 +88,81 @@ def decode_line(raw: bytes, source: str, line: int) -> InputLine:
     return InputLine(source, line, text)
 
 
-def split_lines(data: bytes, source: str) -> list[InputLine]:
-    """Each ``\\n``- or ``\\r\\n``-terminated line of ``data`` (a final newline ends the last
-    line, it does not start an empty one); a leading UTF-8 BOM is dropped."""
-    data = data.removeprefix(BOM)
-    pieces = data.split(b"\n")
-    if pieces[-1] == b"":  # the text ended with a newline (or was empty)
-        pieces.pop()
-    return [
-        decode_line(piece.removesuffix(b"\r"), source, number)
-        for number, piece in enumerate(pieces, start=1)
+def read_lines(stream: Iterable[bytes], source: str) -> Iterator[InputLine]:
+    """Each ``\\n``- or ``\\r\\n``-terminated line of a binary stream, read lazily (a final
+    newline ends the last line, it does not start an empty one); a leading UTF-8 BOM is
+    dropped. A failure to read is a :class:`DataError` naming ``source``."""
+    number = 0
+    try:
+        for raw in stream:
+            number += 1
+            if number == 1:
+                raw = raw.removeprefix(BOM)
+                if not raw:  # a BOM and nothing else: no line at all
+                    return
+            yield decode_line(raw.removesuffix(b"\n").removesuffix(b"\r"), source, number)
+    except OSError as exc:
+        raise DataError(
+            f"{source}: cannot read it after line {number}: {exc.strerror or exc}"
+        ) from None
+
+
+def input_lines(
+    texts: list[str], file: Path | None, stdin: TextIO | None, stack: ExitStack
+) -> Iterator[InputLine]:
+    """``distill predict``'s inputs in order, read lazily: the text arguments (``-`` is
+    stdin), then ``file`` (``-``: stdin); stdin when neither is given. What cannot be read at
+    all (no stdin, an unreadable file) is a :class:`DataError` here, before any prediction;
+    the file is closed with ``stack``."""
+    reads_stdin = "-" in texts or str(file) == "-" or (not texts and file is None)
+    if reads_stdin and stdin is None:
+        raise DataError("no texts given and no stdin to read them from")
+    file_lines: Iterable[InputLine] = ()
+    if file is not None and str(file) != "-":
+        try:
+            stream = stack.enter_context(file.open("rb"))
+        except OSError as exc:
+            raise DataError(f"{file}: cannot read it: {exc.strerror or exc}") from None
+        file_lines = read_lines(stream, str(file))
+
+    def stdin_lines() -> Iterator[InputLine]:
+        assert stdin is not None  # checked above
+        if stdin.isatty():
+            print("reading texts from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
+        # Bytes, so that one undecodable line fails alone (text-mode stdin may be a StringIO).
+        buffer = getattr(stdin, "buffer", None)
+        yield from read_lines(buffer if buffer is not None else map(to_bytes, stdin), STDIN)
+
+    numbered = iter(argument_lines([text for text in texts if text != "-"]))
+    parts: list[Iterable[InputLine]] = [
+        stdin_lines() if text == "-" else [next(numbered)] for text in texts
     ]
+    if file is not None:
+        parts.append(stdin_lines() if str(file) == "-" else file_lines)
+    elif not texts:
+        parts.append(stdin_lines())
+    return chain.from_iterable(parts)
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), pulled lazily."""
+    if size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {size}")
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def argument_lines(texts: Iterable[str]) -> list[InputLine]:
     """Texts given as arguments, numbered by position."""
     return [decode_line(to_bytes(text), ARGUMENTS, n) for n, text in enumerate(texts, start=1)]
+
+
+def prediction_line(prediction: Any, as_json: bool) -> str:
+    """One output line for one prediction: JSON (``--json``) or TSV."""
+    if as_json:
+        return json.dumps(prediction.to_dict(), ensure_ascii=False)
+    return prediction_tsv(prediction)
 
 
 def prediction_tsv(prediction: Any) -> str:
@@ -102,11 +175,54 @@ def prediction_tsv(prediction: Any) -> str:
     return f"{prediction.label}\t{prediction.probability:.4f}\t{scores}"
 
 
-def failure_summary(failed: list[InputLine], total: int, shown: int = 5) -> str:
-    """One message for every line that got an error instead of a prediction."""
-    listed = "; ".join(f"{item.where}: {item.error}" for item in failed[:shown])
-    more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
-    return (
-        f"{len(failed)} of {total} input line(s) could not be predicted (each has an error "
-        f"line in its place in the output): {listed}{more}"
-    )
+@dataclass
+class Tally:
+    """What :func:`write_predictions` wrote: every line, and the first failed ones only (so
+    that a long input with many bad lines keeps memory bounded)."""
+
+    total: int = 0
+    failed: int = 0
+    first_failed: list[InputLine] = field(default_factory=list)
+    keep: int = 5
+
+    def fail(self, item: InputLine) -> None:
+        self.failed += 1
+        if len(self.first_failed) < self.keep:
+            self.first_failed.append(item)
+
+    def summary(self) -> str:
+        """One message for every line that got an error instead of a prediction."""
+        listed = "; ".join(f"{item.where}: {item.error}" for item in self.first_failed)
+        more = self.failed - len(self.first_failed)
+        return (
+            f"{self.failed} of {self.total} input line(s) could not be predicted (each has an "
+            f"error line in its place in the output): {listed}"
+            + (f"; and {more} more" if more else "")
+        )
+
+
+def write_predictions(
+    inputs: Iterable[InputLine],
+    predict: Callable[[list[str]], Iterable[Any]],
+    out: TextIO,
+    *,
+    batch_size: int,
+    as_json: bool = False,
+) -> Tally:
+    """Read ``batch_size`` input lines, predict their texts with one ``predict`` call, write
+    one line per input line in input order (an error line for a line without text) and
+    flush, then read the next batch: memory is bounded by one batch, not by the input."""
+    tally = Tally()
+    for chunk in batches(inputs, batch_size):
+        predictions = iter(predict([item.text for item in chunk if item.text is not None]))
+        lines = []
+        for item in chunk:
+            if item.text is None:
+                tally.fail(item)
+                lines.append(item.error_json() if as_json else item.error_tsv())
+            else:
+                lines.append(prediction_line(next(predictions), as_json))
+        tally.total += len(chunk)
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+    return tally

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from distill.export.bundle import (
     unlisted,
 )
 from distill.fast_tokens import WORDS_FILE, UnsupportedTokenizer, WordCacheEncoder, read_words
+from distill.predict_lines import batches
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
@@ -270,13 +271,12 @@ class BundlePredictor:
         return softmax(self.logits(texts, batch_size))
 
     def iter_predict(
-        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+        self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[Prediction]:
-        """Predictions in input order, computed one batch at a time (for streaming output)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
+        """Predictions in input order, computed one batch at a time: ``texts`` (any iterable,
+        a generator included) is read ``batch_size`` texts ahead of the predictions, never
+        further, so a stream of any length is predicted in bounded memory."""
+        for batch in batches(texts, batch_size):
             for text, row in zip(batch, softmax(self._run(batch)), strict=True):
                 best = int(np.argmax(row))
                 yield Prediction(

@@ -36,7 +36,7 @@ transformers (``tests/test_ner_runner.py`` checks it in a fresh interpreter).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
+from distill.predict_lines import batches
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
@@ -266,13 +267,12 @@ class EntityTagger:
         return softmax(self._logits(encodings))
 
     def iter_outputs(
-        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+        self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[tuple[EntityPrediction, np.ndarray]]:
-        """Each text's prediction with its logits (its tokens, padding cut), in input order."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        for start in range(0, len(texts), batch_size):
-            batch = list(texts[start : start + batch_size])
+        """Each text's prediction with its logits (its tokens, padding cut), in input order,
+        computed one batch at a time: ``texts`` (any iterable, a generator included) is read
+        ``batch_size`` texts ahead of the outputs, never further."""
+        for batch in batches(texts, batch_size):
             encodings = self.tokenizer.encode_batch(batch)
             logits = self._logits(encodings)
             for text, encoding, rows in zip(batch, encodings, logits, strict=True):
@@ -281,9 +281,10 @@ class EntityTagger:
                 yield EntityPrediction(text, entities, seen_characters(encoding)), rows[kept]
 
     def iter_predict(
-        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+        self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[EntityPrediction]:
-        """Predictions in input order, computed one batch at a time (for streaming output)."""
+        """Predictions in input order, computed one batch at a time: a stream of any length
+        is predicted in bounded memory."""
         for prediction, _ in self.iter_outputs(texts, batch_size):
             yield prediction
 
