@@ -30,7 +30,7 @@ EVAL_BATCH_SIZE = 32
 # --------------------------------------------------------------------------- the student
 
 
-def _load_student(
+def load_model(
     model_dir: Path, label_names: list[str], max_length: int, role: str = "student"
 ) -> tuple[Any, Any]:
     """The tokenizer and PyTorch model (for parity) of the student (or of the teacher, for
@@ -57,7 +57,7 @@ def _load_student(
     return tokenizer, model.eval()
 
 
-def _parity_texts(data_dir: Path, test: Split) -> list[str]:
+def texts_for_parity(data_dir: Path, test: Split) -> list[str]:
     """Up to PARITY_EXAMPLES real texts: the validation split's, else the test split's."""
     validation = (
         read_split(data_dir, "validation") if (data_dir / "validation.jsonl").is_file() else None
@@ -69,7 +69,7 @@ def _parity_texts(data_dir: Path, test: Split) -> list[str]:
 # --------------------------------------------------------------------------- optimization
 
 
-def _optimize(
+def optimized_graph(
     export: ExportConfig,
     wanted: list[Candidate],
     fp32_path: Path,
@@ -99,7 +99,7 @@ def _optimize(
 # --------------------------------------------------------------------------- candidates
 
 
-def _build_candidate(
+def build_candidate(
     candidate: Candidate,
     export: ExportConfig,
     *,
@@ -123,14 +123,14 @@ def _build_candidate(
     assert source is not None
     record: dict[str, Any] = {"name": candidate.name, "description": candidate.describe()}
     try:
-        path, settings = _quantize(
+        path, settings = quantize_candidate(
             candidate, export, source, optimization, work, tokenizer, data_dir, data, seed
         )
     except Exception as exc:  # the quantizers raise anything from ValueError to RuntimeError
         log.warning("int8 candidate %s failed to build: %s", candidate.name, exc)
         record["error"] = f"{type(exc).__name__}: {exc}"
         return record, None, None
-    logits = _evaluate(path, tokenizer, test, data.max_length, candidate.name)
+    logits = test_logits(path, tokenizer, test, data.max_length, candidate.name)
     scores = classification_metrics(logits, test.labels, num_labels, fp32_logits)
     drop = fp32_accuracy - scores["accuracy"]
     record.update(
@@ -148,7 +148,7 @@ def _build_candidate(
     return record, path, logits
 
 
-def _quantize(
+def quantize_candidate(
     candidate: Candidate,
     export: ExportConfig,
     source: Path,
@@ -185,7 +185,7 @@ def _quantize(
         "static", per_channel=export.per_channel, reduce_range=export.reduce_range
     )
     settings = candidate_settings(candidate, config, level)
-    texts = _calibration_texts(data_dir, export.calibration_samples, seed)
+    texts = calibration_texts(data_dir, export.calibration_samples, seed)
     features = onnx_utils.encode(
         tokenizer,
         texts,
@@ -201,7 +201,7 @@ def _quantize(
     return path, settings
 
 
-def _calibration_texts(data_dir: Path, count: int, seed: int) -> list[str]:
+def calibration_texts(data_dir: Path, count: int, seed: int) -> list[str]:
     """``count`` training texts drawn with the run's seed (all of them when fewer)."""
     train = read_split(data_dir, "train")
     if len(train) == 0:
@@ -213,7 +213,7 @@ def _calibration_texts(data_dir: Path, count: int, seed: int) -> list[str]:
     return [train.texts[i] for i in chosen]
 
 
-def _evaluate(
+def test_logits(
     model_path: Path, tokenizer: Any, test: Split, max_length: int, name: str = "fp32"
 ) -> np.ndarray:
     """Test-split logits from an onnxruntime session (``name``: the model, for progress)."""

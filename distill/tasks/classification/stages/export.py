@@ -79,11 +79,11 @@ from distill.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.latency import ort_session as latency_session
 from distill.progress import track
 from distill.tasks.classification.export_steps import (
-    _build_candidate,
-    _evaluate,
-    _load_student,
-    _optimize,
-    _parity_texts,
+    build_candidate,
+    load_model,
+    optimized_graph,
+    test_logits,
+    texts_for_parity,
 )
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import bundle_card
@@ -173,7 +173,7 @@ def export_student(
     ``out/predictions``; returns its metrics."""
     started = time.perf_counter()
     label_names = read_label_names(data_dir)
-    tokenizer, torch_model = _load_student(model_dir, label_names, data.max_length)
+    tokenizer, torch_model = load_model(model_dir, label_names, data.max_length)
     static = is_static(model_dir)
     wanted = [CANDIDATES[name] for name in export.candidate_names()]
     if static:
@@ -201,7 +201,7 @@ def export_student(
             graph["opset"],
             graph["input_names"],
         )
-        parity_texts = _parity_texts(data_dir, test)
+        parity_texts = texts_for_parity(data_dir, test)
         parity = onnx_utils.check_parity(
             fp32_path,
             torch_model,
@@ -213,7 +213,7 @@ def export_student(
         log.info("parity with PyTorch: %s", parity)
 
         # 2. Graph optimization, checked against PyTorch with the same tolerance.
-        optimized_path, optimization = _optimize(
+        optimized_path, optimization = optimized_graph(
             export, wanted, fp32_path, work, torch_model, tokenizer, parity_texts, data
         )
         if optimized_path is None:
@@ -224,7 +224,7 @@ def export_student(
         predictions = out / "predictions"
         predictions.mkdir()
         num_labels = len(label_names)
-        fp32_logits = _evaluate(fp32_path, tokenizer, test, data.max_length)
+        fp32_logits = test_logits(fp32_path, tokenizer, test, data.max_length)
         save_logits(predictions / "test_fp32.npz", test.ids, fp32_logits)
         fp32_scores = classification_metrics(fp32_logits, test.labels, num_labels)
 
@@ -232,7 +232,7 @@ def export_student(
         built: dict[str, tuple[Path, np.ndarray]] = {}
         records: list[dict[str, Any]] = []
         for candidate in track(wanted, desc="export: int8 candidates", unit="candidate"):
-            record, path, logits = _build_candidate(
+            record, path, logits = build_candidate(
                 candidate,
                 export,
                 fp32_path=fp32_path,

@@ -26,8 +26,15 @@ from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import Split, load_logits, read_label_names, save_logits
 from distill.errors import ArtifactError
 from distill.export import onnx as onnx_utils
+from distill.export.candidates import CANDIDATES, Candidate
+from distill.tasks.classification.export_steps import (
+    build_candidate,
+    load_model,
+    optimized_graph,
+    test_logits,
+    texts_for_parity,
+)
 from distill.tasks.classification.metrics import classification_metrics
-from distill.tasks.classification.stages import export as export_stage
 from distill.tasks.classification.task import SequenceClassification
 
 log = logging.getLogger("distill")
@@ -50,9 +57,7 @@ def export_teacher(
     label_names = read_label_names(data_dir)
     model_dir = teacher_dir / "model"
     pytorch_logits = _pytorch_logits(teacher_dir, test)
-    tokenizer, torch_model = export_stage._load_student(
-        model_dir, label_names, data.max_length, role="teacher"
-    )
+    tokenizer, torch_model = load_model(model_dir, label_names, data.max_length, role="teacher")
     out.mkdir(parents=True)
     (out / "predictions").mkdir()
     with tempfile.TemporaryDirectory(prefix=".teacher-work-", dir=out) as tmp:
@@ -60,7 +65,7 @@ def export_teacher(
         fp32_path = onnx_utils.export_onnx(
             model_dir, work / "fp32", task=SequenceClassification.export_task, opset=export.opset
         )
-        parity_texts = export_stage._parity_texts(data_dir, test)
+        parity_texts = texts_for_parity(data_dir, test)
         parity = onnx_utils.check_parity(
             fp32_path,
             torch_model,
@@ -69,10 +74,10 @@ def export_teacher(
             max_length=data.max_length,
             tolerance=export.parity_tolerance,
         )
-        candidate = export_stage.CANDIDATES[candidate_name] if candidate_name else None
+        candidate = CANDIDATES[candidate_name] if candidate_name else None
         optimized_path, optimization = None, {"level": 0}
         if candidate is not None and candidate.optimized:
-            optimized_path, optimization = export_stage._optimize(
+            optimized_path, optimization = optimized_graph(
                 export,
                 [candidate],
                 fp32_path,
@@ -83,12 +88,10 @@ def export_teacher(
                 data,
             )
             if optimized_path is None:  # no transformer optimizer for this model type
-                candidate = export_stage.CANDIDATES["dynamic"]
+                candidate = CANDIDATES["dynamic"]
         del torch_model
 
-        fp32_logits = export_stage._evaluate(
-            fp32_path, tokenizer, test, data.max_length, "teacher fp32"
-        )
+        fp32_logits = test_logits(fp32_path, tokenizer, test, data.max_length, "teacher fp32")
         save_logits(out / "predictions" / "test_fp32.npz", test.ids, fp32_logits)
         shutil.copyfile(fp32_path, out / "model_fp32.onnx")
         metrics: dict[str, Any] = {
@@ -125,7 +128,7 @@ def export_teacher(
 
 
 def _int8(
-    candidate: export_stage.Candidate,
+    candidate: Candidate,
     export: ExportConfig,
     *,
     label_names: list[str],
@@ -136,7 +139,7 @@ def _int8(
     **build: Any,
 ) -> dict[str, Any]:
     """The teacher's int8 build with the student's candidate helper; written to ``out``."""
-    record, path, logits = export_stage._build_candidate(
+    record, path, logits = build_candidate(
         candidate,
         export,
         test=test,
