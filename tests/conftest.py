@@ -7,10 +7,14 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from task_projects import Project
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -199,3 +203,46 @@ def set_label_maps(model_dir: Path) -> None:
     config["id2label"] = {str(i): name for i, name in enumerate(LABELS)}
     config["label2id"] = {name: i for i, name in enumerate(LABELS)}
     path.write_text(json.dumps(config, indent=2))
+
+
+@pytest.fixture(scope="session")
+def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Project]:
+    """``finished_project(task)``: that task's project (tests/task_projects.py) after one
+    `distill run`, run on first use and shared for the session by every module that reads
+    it (the task contract, the task's own pipeline tests). Readers only: a test that
+    changes a project works on a ``shutil.copytree`` of it."""
+    from task_projects import PROJECTS
+
+    finished: dict[str, tuple[Project, subprocess.CompletedProcess[str]]] = {}
+
+    def get(task: str) -> Project:
+        if task not in finished:  # a failed run is kept too: asked again, it fails again
+            project = PROJECTS[task](tmp_path_factory.mktemp(task))
+            finished[task] = project, run_distill(["run", "recipe.toml"], project.root)
+            (project.root / "run.out").write_text(finished[task][1].stdout, encoding="utf-8")
+        project, result = finished[task]
+        assert result.returncode == 0, result.stderr[-3000:]
+        return project
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def report_upstream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The fake upstream stage folders of tests/test_report.py (tiny real models, real ONNX
+    files, known logits), built once for the report tests and the browser tests: read only."""
+    from test_report import build_upstream
+
+    return build_upstream(tmp_path_factory.mktemp("report-upstream"))
+
+
+@pytest.fixture(scope="session")
+def unit_report(report_upstream: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report stage's folder over :func:`report_upstream` (default settings), with the
+    metrics it returned in ``returned_metrics.json``: read only."""
+    from test_report import run_report
+
+    out = tmp_path_factory.mktemp("report") / "out"
+    metrics = run_report(report_upstream, out)
+    (out / "returned_metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    return out

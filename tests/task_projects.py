@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import build_tiny_classifier, synthetic_rows, write_csv
-from generation_helpers import tiny_llama, tiny_tokenizer
+from generation_helpers import WORDS, tiny_llama, tiny_tokenizer
 
 NAME = "contract"
 LATENCY = "[report]\nlatency_runs = 3\nlatency_warmup = 1\n"
@@ -25,8 +25,10 @@ class Project:
 
 
 def classification(root: Path) -> Project:
+    """A 2-layer BERT teacher, a 1-layer student and a static-embedding variant beside it,
+    bundles without their fp32 reference (also what tests/test_static_pipeline.py reads)."""
     build_tiny_classifier(root / "teacher-base", layers=2)
-    write_csv(root / "data.csv", ["text", "label"], synthetic_rows(100))
+    write_csv(root / "data.csv", ["text", "label"], synthetic_rows(120))
     (root / "recipe.toml").write_text(
         f"""name = "{NAME}"
 [data]
@@ -44,42 +46,74 @@ epochs = 2
 min_steps = 0
 learning_rate = 3e-3
 batch_size = 16
+[student.variants.fast]
+init = "static"
+static_dim = 8
+static_pooling = "weighted"
+static_hidden = 0
+learning_rate = 1e-2
+epochs = 4
 [export]
 max_accuracy_drop = 1.0
+fp32_reference = false
 {LATENCY}""",
         encoding="utf-8",
     )
     return Project(root, ["good fun", "--json"])
 
 
+SUBJECTS = ["the cat", "the dog", "a bird", "the king", "the queen", "a fish"]
+VERBS = ["run", "walk", "swim", "fly", "see", "eat", "sleep"]
+DESTINATIONS = ["up the tree", "in the river", "to the city", "in the house", "to paris"]
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    """Text with structure a tiny LM can learn (subject verb place), from the tiny vocabulary."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        extra = rng.choice(["", " and " + rng.choice(VERBS), " " + rng.choice(WORDS[40:60])])
+        rows.append(
+            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(DESTINATIONS)}{extra} w{i % 40}"
+        )
+    return rows
+
+
 def causal_lm(root: Path) -> Project:
+    """A 4-layer Llama teacher on learnable text, a 2-layer student cut from it, weight-only
+    int8 (also what tests/test_generation_pipeline.py reads)."""
     teacher = root / "teacher-base"
-    tiny_llama(seed=1, layers=2).save_pretrained(teacher)
+    tiny_llama(seed=1, layers=4).save_pretrained(teacher)
     tiny_tokenizer().save_pretrained(teacher)
-    rows = [f"the cat {verb} in the house w{i % 40}" for i, verb in enumerate(["run", "see"] * 40)]
-    write_csv(root / "text.csv", ["text"], ([row] for row in rows))
+    write_csv(root / "text.csv", ["text"], ([s] for s in sentences(160)))
     (root / "recipe.toml").write_text(
         f"""name = "{NAME}"
+seed = 3
 task = "causal-lm"
 [data]
 path = "text.csv"
-max_length = 16
+max_length = 24
 [teacher]
 model = "teacher-base"
-epochs = 1
+epochs = 4
 learning_rate = 3e-3
 batch_size = 16
 [student]
-num_layers = 1
-epochs = 1
+num_layers = 2
+epochs = 4
 learning_rate = 3e-3
 batch_size = 16
-top_k = 4
+alpha = 0.8
+temperature = 1.0
+top_k = 8
 [export]
+quantization = "weight-only"
 parity_tolerance = 1e-3
-max_perplexity_increase = 10.0
-{LATENCY}samples = 1
-max_new_tokens = 3
+max_perplexity_increase = 1.0
+{LATENCY}samples = 2
+max_new_tokens = 4
 """,
         encoding="utf-8",
     )

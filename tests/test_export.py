@@ -97,6 +97,34 @@ def stage_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"data": make_data_stage(root / "data"), "student": root / "student"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _shared_student_exported_once(
+    stage_inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """Most tests here run the stage on the same student: its fp32 graph is exported (for
+    real, ~4 s) the first time and copied after, per opset. Every stage still checks the
+    copy against PyTorch; other models are exported each time."""
+    import shutil
+
+    real_export = onnx_utils.export_onnx
+    shared = (stage_inputs["student"] / "model").resolve()
+    done: dict[tuple[str, int | None], Path] = {}  # the first export's graph
+
+    def export_once(model_dir: Path, out_dir: Path, *, task: str, opset: int | None = None):
+        if Path(model_dir).resolve() != shared:
+            return real_export(model_dir, out_dir, task=task, opset=opset)
+        if (task, opset) not in done:
+            first = tmp_path_factory.mktemp("shared-student-onnx") / "fp32"
+            done[task, opset] = real_export(model_dir, first, task=task, opset=opset)
+        graph = done[task, opset]
+        shutil.copytree(graph.parent, out_dir, dirs_exist_ok=True)
+        return Path(out_dir) / graph.name
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnx_utils, "export_onnx", export_once)
+        yield
+
+
 def _run(inputs: dict[str, Path], out: Path, **export_settings: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(

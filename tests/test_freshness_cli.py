@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_distill, synthetic_rows, write_csv
+from conftest import ROOT, run_distill
+from task_projects import NAME, Project
 
 from distill.artifacts import read_manifest, sha256_file, verify_files
 
@@ -28,49 +31,22 @@ def _ran(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("fresh")
-    write_csv(root / "reviews.csv", ["text", "label"], synthetic_rows(100, seed=4))
-    (root / "recipe.toml").write_text(
-        f"""
-name = "fresh"
-seed = 3
-[data]
-path = "reviews.csv"
-max_length = 24
-[teacher]
-model = "{tiny_model_dir}"
-epochs = 2
-min_steps = 0
-learning_rate = 3e-3
-batch_size = 16
-[student]
-num_layers = 1
-epochs = 2
-min_steps = 0
-learning_rate = 3e-3
-batch_size = 16
-[export]
-quantization = "dynamic"
-max_accuracy_drop = 1.0
-[report]
-latency_runs = 3
-latency_warmup = 1
-tfidf_baseline = false
-""",
-        encoding="utf-8",
-    )
-    result = run_distill(["run", "recipe.toml"], root)
-    assert result.returncode == 0, result.stderr[-3000:]
+def project(
+    finished_project: Callable[[str], Project], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A copy of the classification contract project after its `distill run`: these tests
+    edit its data and rerun it."""
+    root = tmp_path_factory.mktemp("fresh") / "project"
+    shutil.copytree(finished_project("sequence-classification").root, root)
     return root
 
 
 def test_a_label_edit_reruns_data_and_every_later_stage_and_changes_the_cached_labels(
     project: Path,
 ) -> None:
-    run = project / "runs" / "fresh"
+    run = project / "runs" / NAME
     logits_before = sha256_file(run / "labels" / "logits" / "train.npz")
-    csv = project / "reviews.csv"
+    csv = project / "data.csv"
     lines = csv.read_text(encoding="utf-8").splitlines()
     text, label = lines[1].rsplit(",", 1)
     flipped = "negative" if label == "positive" else "positive"
@@ -108,7 +84,7 @@ def test_a_second_run_while_the_first_is_running_exits_2_naming_the_lock(
         stderr=subprocess.PIPE,
         text=True,
     )
-    run = project / "runs" / "fresh"
+    run = project / "runs" / NAME
     deadline = time.time() + 120
     while not list(run.glob(".teacher.tmp-*")) and time.time() < deadline:
         assert first.poll() is None, first.communicate()[1][-3000:]

@@ -5,12 +5,12 @@ bundle's graph in plain onnxruntime)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_distill
-from task_projects import NAME, token_classification
+from task_projects import NAME, Project
 
 from distill.artifacts import read_manifest
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
@@ -18,11 +18,9 @@ from distill.tasks.token_classification.logits import load_ragged
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = token_classification(tmp_path_factory.mktemp("ner")).root
-    result = run_distill(["run", "recipe.toml"], root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
+def project(finished_project: Callable[[str], Project]) -> Path:
+    """The token-classification contract project after `distill run` (shared, read only)."""
+    return finished_project("token-classification").root
 
 
 def test_labels_stage_caches_one_logit_row_per_sub_token_of_every_sentence(project: Path) -> None:

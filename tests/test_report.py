@@ -56,8 +56,8 @@ def _noisy_logits(labels: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return build_upstream(tmp_path_factory.mktemp("report-upstream"))
+def upstream(report_upstream: dict[str, Any]) -> dict[str, Any]:
+    return report_upstream  # built once per session (conftest.py), read only
 
 
 def build_upstream(root: Path) -> dict[str, Any]:
@@ -212,11 +212,8 @@ def run_report(upstream: dict[str, Any], out: Path, **overrides: Any) -> dict[st
 
 
 @pytest.fixture(scope="module")
-def report_dir(upstream: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "out"
-    metrics = run_report(upstream, out)
-    (out / "returned_metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    return out
+def report_dir(unit_report: Path) -> Path:
+    return unit_report  # run once per session (conftest.py), read only
 
 
 @pytest.fixture(scope="module")

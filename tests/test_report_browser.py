@@ -57,14 +57,10 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real report from the fake upstream stages of tests/test_report.py."""
-    from test_report import build_upstream, run_report
-
-    root = tmp_path_factory.mktemp("browser")
-    upstream = build_upstream(root / "upstream")
-    run_report(upstream, root / "reports" / "unit")
-    return root / "reports" / "unit"
+def report_dir(unit_report: Path) -> Path:
+    """A real report from the fake upstream stages of tests/test_report.py (the one those
+    tests read, run once per session)."""
+    return unit_report
 
 
 def _artifacts_dir(tmp_path: Path) -> Path:

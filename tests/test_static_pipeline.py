@@ -5,62 +5,19 @@ with its end-to-end throughput beside the transformer student."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import (
-    HEAVY_MODULES,
-    build_tiny_classifier,
-    run_cli_watching_imports,
-    run_distill,
-    synthetic_rows,
-    write_csv,
-)
-
-NAME = "static"
+from conftest import HEAVY_MODULES, run_cli_watching_imports, run_distill
+from task_projects import NAME, Project
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("static-project")
-    build_tiny_classifier(root / "teacher-base", layers=2)
-    write_csv(root / "data.csv", ["text", "label"], synthetic_rows(120))
-    (root / "recipe.toml").write_text(
-        f"""name = "{NAME}"
-[data]
-path = "data.csv"
-max_length = 16
-[teacher]
-model = "teacher-base"
-epochs = 2
-min_steps = 0
-learning_rate = 3e-3
-batch_size = 16
-[student]
-num_layers = 1
-epochs = 2
-min_steps = 0
-learning_rate = 3e-3
-batch_size = 16
-[student.variants.fast]
-init = "static"
-static_dim = 8
-static_pooling = "weighted"
-static_hidden = 0
-learning_rate = 1e-2
-epochs = 4
-[export]
-max_accuracy_drop = 1.0
-fp32_reference = false
-[report]
-latency_runs = 3
-latency_warmup = 1
-""",
-        encoding="utf-8",
-    )
-    result = run_distill(["run", "recipe.toml"], root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
+def project(finished_project: Callable[[str], Project]) -> Path:
+    """The classification contract project, static variant included, after `distill run`
+    (shared, read only)."""
+    return finished_project("sequence-classification").root
 
 
 def _manifest(project: Path, stage: str) -> dict:

@@ -7,10 +7,11 @@ A new task is done when it passes here (its project goes in tests/task_projects.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from html.parser import HTMLParser
 
 import pytest
-from conftest import run_cli_watching_imports, run_distill
+from conftest import run_cli_watching_imports
 from task_projects import NAME, PROJECTS, Project
 
 from distill.artifacts import read_manifest, sha256_file
@@ -23,11 +24,9 @@ def test_every_registered_task_has_a_contract_project() -> None:
 
 
 @pytest.fixture(scope="module", params=sorted(TASKS))
-def finished(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Project:
-    project = PROJECTS[request.param](tmp_path_factory.mktemp(request.param))
-    result = run_distill(["run", "recipe.toml"], project.root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return project
+def finished(request: pytest.FixtureRequest, finished_project: Callable[[str], Project]) -> Project:
+    """The task's project after `distill run` (run once per session, see conftest.py)."""
+    return finished_project(request.param)
 
 
 def _task_name(project: Project) -> str:
