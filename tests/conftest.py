@@ -16,6 +16,12 @@ import pytest
 if TYPE_CHECKING:
     from task_projects import Project
 
+# The export stage's timing of its graphs against each other, cut short: tests check what is
+# recorded and chosen, never the speed. Lines for a recipe's [export] table (classification
+# and NER; causal-lm times no candidates) and the same as ExportConfig keyword arguments.
+SHORT_EXPORT_TIMING = "latency_runs = 6\nlatency_rounds = 2\nlatency_warmup = 1\n"
+SHORT_TIMING = {"latency_runs": 6, "latency_rounds": 2, "latency_warmup": 1}
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

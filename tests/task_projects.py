@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import build_tiny_classifier, synthetic_rows, write_csv
+from conftest import SHORT_EXPORT_TIMING, build_tiny_classifier, synthetic_rows, write_csv
 from generation_helpers import WORDS, tiny_llama, tiny_tokenizer
 
 NAME = "contract"
@@ -56,7 +56,7 @@ epochs = 4
 [export]
 max_accuracy_drop = 1.0
 fp32_reference = false
-{LATENCY}""",
+{SHORT_EXPORT_TIMING}{LATENCY}""",
         encoding="utf-8",
     )
     return Project(root, ["good fun", "--json"])
@@ -172,7 +172,7 @@ trim_vocabulary = true
 hidden_weight = 1.0
 [export]
 max_f1_drop = 1.0
-{LATENCY}""",
+{SHORT_EXPORT_TIMING}{LATENCY}""",
         encoding="utf-8",
     )
     return Project(root, ["alice flew to paris today", "--json"])

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import build_tiny_classifier, synthetic_rows
+from conftest import SHORT_TIMING, build_tiny_classifier, synthetic_rows
 
 from distill import bench
 from distill.artifacts import RunContext
@@ -50,16 +50,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ctx = RunContext(
         name="t", seed=13, task="sequence-classification", workdir=root, recipe_dir=root
     )
-    with pytest.MonkeyPatch.context() as patch:  # the stage's own timing, cut short
-        patch.setattr(export_stage, "LATENCY_RUNS", 6)
-        patch.setattr(export_stage, "LATENCY_ROUNDS", 2)
-        export_stage.run(
-            ctx,
-            {"data": data, "student": run / "student"},
-            stage,
-            data=DataConfig(path="unused.csv", max_length=MAX_LENGTH),
-            export=ExportConfig(candidates=["dynamic", "dynamic-optimized"], max_accuracy_drop=1.0),
-        )
+    export_stage.run(  # the stage's own timing cut short: SHORT_TIMING
+        ctx,
+        {"data": data, "student": run / "student"},
+        stage,
+        data=DataConfig(path="unused.csv", max_length=MAX_LENGTH),
+        export=ExportConfig(
+            candidates=["dynamic", "dynamic-optimized"], max_accuracy_drop=1.0, **SHORT_TIMING
+        ),
+    )
     shutil.copytree(stage / "bundle", root / "export" / "t")
     return root
 

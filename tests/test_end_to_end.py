@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_distill, write_csv
+from conftest import SHORT_EXPORT_TIMING, run_distill, write_csv
 
 from distill.artifacts import read_manifest, sha256_file
 
@@ -45,7 +45,7 @@ batch_size = 16
 [export]
 quantization = "dynamic"
 max_accuracy_drop = 0.5
-[report]
+{SHORT_EXPORT_TIMING}[report]
 latency_runs = 3
 latency_warmup = 1
 """,

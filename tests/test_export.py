@@ -11,6 +11,7 @@ import onnx
 import pytest
 from conftest import (
     LABELS,
+    SHORT_TIMING,
     build_tiny_classifier,
     make_data_stage,
     set_label_maps,
@@ -78,17 +79,6 @@ def _make_distilbert_student(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _short_latency_checks() -> Any:
-    """The stage's batch-1 timing of the candidates, cut short: these tests check what is
-    recorded and chosen, not the speed."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(export_stage, "LATENCY_RUNS", 6)
-        patch.setattr(export_stage, "LATENCY_ROUNDS", 2)
-        patch.setattr(export_stage, "LATENCY_WARMUP", 1)
-        yield
-
-
 @pytest.fixture(scope="module")
 def stage_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export-inputs")
@@ -131,7 +121,9 @@ def _run(inputs: dict[str, Path], out: Path, **export_settings: Any) -> dict[str
         name="t", seed=13, task="sequence-classification", workdir=out.parent, recipe_dir=out.parent
     )
     data = DataConfig(path="unused.csv", max_length=MAX_LENGTH)
-    return export_stage.run(ctx, inputs, out, data=data, export=ExportConfig(**export_settings))
+    return export_stage.run(
+        ctx, inputs, out, data=data, export=ExportConfig(**{**SHORT_TIMING, **export_settings})
+    )
 
 
 @pytest.fixture(scope="module")

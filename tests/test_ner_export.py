@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import write_vocab
+from conftest import SHORT_TIMING, write_vocab
 from task_projects import PEOPLE, PLACES, ner_sentences
 
 from distill.artifacts import RunContext
@@ -38,17 +38,6 @@ from distill.tasks.token_classification.training import encode_words, word_start
 
 MAX_LENGTH = 16
 TAGS = tag_names_for({"person", "geo-loc"})  # O, B-geo-loc, I-geo-loc, B-person, I-person
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _short_latency_checks() -> Any:
-    """The candidates' batch-1 timing, cut short: these tests check what is recorded and
-    chosen, not the speed."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(export_stage, "LATENCY_RUNS", 6)
-        patch.setattr(export_stage, "LATENCY_ROUNDS", 2)
-        patch.setattr(export_stage, "LATENCY_WARMUP", 1)
-        yield
 
 
 def _tiny_tagger(folder: Path) -> Any:
@@ -134,7 +123,9 @@ def _run(inputs: dict[str, Path], out: Path, **export_settings: Any) -> dict[str
     )
     data = DataConfig(path="ner.txt", max_length=MAX_LENGTH)
     settings = {"teacher_baseline": False, **export_settings}
-    return export_stage.run(ctx, inputs, out, data=data, export=ExportConfig(**settings))
+    return export_stage.run(
+        ctx, inputs, out, data=data, export=ExportConfig(**{**SHORT_TIMING, **settings})
+    )
 
 
 @pytest.fixture(scope="module")

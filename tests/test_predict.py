@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import (
     LABELS,
+    SHORT_TIMING,
     build_tiny_classifier,
     make_data_stage,
     set_label_maps,
@@ -91,7 +92,7 @@ def _export(root: Path, student: Path, **export_settings: Any) -> Path:
         {"data": data_dir, "student": student},
         out,
         data=DataConfig(path="unused.csv", max_length=MAX_LENGTH),
-        export=ExportConfig(max_accuracy_drop=1.0, **export_settings),
+        export=ExportConfig(max_accuracy_drop=1.0, **{**SHORT_TIMING, **export_settings}),
     )
     return out
 

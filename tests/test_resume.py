@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_command, run_distill, write_csv
+from conftest import SHORT_EXPORT_TIMING, run_command, run_distill, write_csv
 
 from distill.artifacts import read_manifest
 from distill.dataset_files import load_logits
@@ -71,7 +71,8 @@ batch_size = 8
 [student]
 num_layers = 1
 min_steps = 0
-""",
+[export]
+{SHORT_EXPORT_TIMING}""",
         encoding="utf-8",
     )
     return recipe

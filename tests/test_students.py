@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_distill, synthetic_rows, write_csv
+from conftest import SHORT_EXPORT_TIMING, run_distill, synthetic_rows, write_csv
 
 from distill.artifacts import read_manifest
 from distill.tasks.classification.stages.report import pareto_front
@@ -56,7 +56,7 @@ baselines = ["no-kd", "pseudo-labels"]
 [export]
 candidates = ["dynamic"]
 max_accuracy_drop = 0.5
-[report]
+{SHORT_EXPORT_TIMING}[report]
 latency_runs = 3
 latency_warmup = 1
 """,

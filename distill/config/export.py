@@ -92,6 +92,24 @@ class _ExportConfig(_Table):
         "(fp32/model_fp32.onnx); false keeps it in runs/<name>/export/fp32/ only, for a "
         "smaller bundle.",
     )
+    latency_runs: int = Field(
+        60,
+        ge=1,
+        le=100_000,
+        description="Timed calls per model and round when the int8 candidates and the fp32 "
+        "graph are timed against each other (batch 1, data.max_length), and when the "
+        "serving thread count is chosen.",
+    )
+    latency_rounds: int = Field(
+        12,
+        ge=1,
+        le=1000,
+        description="Rounds of that timing: the models take turns round by round, so that "
+        "noise hits them alike.",
+    )
+    latency_warmup: int = Field(
+        5, ge=0, le=10_000, description="Untimed calls per model before that timing."
+    )
     teacher_baseline: bool = Field(
         True,
         description="Also export the teacher to fp32 ONNX and int8 (the student's export "
@@ -120,6 +138,15 @@ class _ExportConfig(_Table):
         if self.require_int8 and self.quantization == "none":
             raise ValueError("export.require_int8 = true contradicts export.quantization = 'none'")
         return self
+
+    def timing(self) -> dict[str, int]:
+        """How the export times its graphs against each other: ``runs``, ``warmup``,
+        ``rounds`` (the keyword arguments of :func:`distill.export.candidates.time_models`)."""
+        return {
+            "runs": self.latency_runs,
+            "warmup": self.latency_warmup,
+            "rounds": self.latency_rounds,
+        }
 
     def candidate_names(self) -> list[str]:
         """The int8 candidates this table asks for (empty for quantization = 'none')."""

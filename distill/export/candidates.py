@@ -22,11 +22,8 @@ from distill.export.gate import Gate
 
 log = logging.getLogger("distill")
 
-# Batch-1 latency of the candidates: warm-up calls, then timed calls spread over many short
-# rounds (5 calls per model each), so a burst of load from elsewhere hits every model.
-LATENCY_WARMUP = 5
-LATENCY_RUNS = 60
-LATENCY_ROUNDS = 12
+# Batch-1 latency of the candidates: warm-up calls, then timed calls spread over rounds
+# (export.latency_*), so a burst of load from elsewhere hits every model.
 # Candidates whose batch-1 p50 (or, among those, file size) is within this fraction of the
 # best one's are a tie.
 LATENCY_TIE = 0.05
@@ -34,15 +31,14 @@ LATENCY_TIE = 0.05
 _LATENCY_KEYS = ("p50_ms", "p95_ms", "mean_ms", "runs", "warmup", "threads")
 
 
-def latency_check(max_length: int) -> dict[str, int]:
-    """How :func:`time_models` timed the candidates, for the export manifest."""
+def latency_check(max_length: int, timing: dict[str, int]) -> dict[str, int]:
+    """How :func:`time_models` timed the candidates (``timing``: its runs, warmup and
+    rounds, from ``export.latency_*``), for the export manifest."""
     return {
         "batch_size": 1,
         "seq_len": max_length,
         "threads": onnx_utils.SESSION_THREADS,
-        "runs": LATENCY_RUNS,
-        "warmup": LATENCY_WARMUP,
-        "rounds": LATENCY_ROUNDS,
+        **timing,
     }
 
 
@@ -199,9 +195,9 @@ def time_models(
     texts: Sequence[str],
     max_length: int,
     *,
-    runs: int = LATENCY_RUNS,
-    warmup: int = LATENCY_WARMUP,
-    rounds: int = LATENCY_ROUNDS,
+    runs: int,
+    warmup: int,
+    rounds: int,
 ) -> dict[str, dict[str, Any]]:
     """Batch-1 latency at ``max_length`` (``texts`` padded to it) of every graph, interleaved
     so that noise hits them alike: ``{name: {p50_ms, p95_ms, mean_ms, runs, warmup,

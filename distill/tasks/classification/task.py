@@ -44,6 +44,9 @@ class SequenceClassification(Task):
         "export.per_channel",
         "export.reduce_range",
         "export.teacher_baseline",
+        "export.latency_runs",
+        "export.latency_rounds",
+        "export.latency_warmup",
         "export.fp32_reference",
         "report.tfidf_baseline",
     )

@@ -43,6 +43,9 @@ class TokenClassification(Task):
         "export.per_channel",
         "export.reduce_range",
         "export.teacher_baseline",
+        "export.latency_runs",
+        "export.latency_rounds",
+        "export.latency_warmup",
     )
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {
         "data": {

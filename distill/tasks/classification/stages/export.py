@@ -63,10 +63,7 @@ from distill.export import onnx as onnx_utils
 from distill.export.bundle import FP32_REFERENCE, assemble_bundle, write_bundle_manifest
 from distill.export.candidates import (
     CANDIDATES,
-    LATENCY_ROUNDS,
-    LATENCY_RUNS,
     LATENCY_TIE,
-    LATENCY_WARMUP,
     Candidate,
     candidates_line,
     choose_candidate,
@@ -256,9 +253,7 @@ def export_student(
             tokenizer,
             test.texts,
             data.max_length,
-            runs=LATENCY_RUNS,
-            warmup=LATENCY_WARMUP,
-            rounds=LATENCY_ROUNDS,
+            **export.timing(),
         )
         for record in records:
             if record["name"] in latency:
@@ -317,7 +312,7 @@ def export_student(
             "test_examples": len(test),
             "fp32_bytes": fp32_path.stat().st_size,
             "int8_bytes": None if chosen_record is None else chosen_record["bytes"],
-            "latency_check": latency_check(data.max_length),
+            "latency_check": latency_check(data.max_length, export.timing()),
             "fp32_latency": latency["fp32"],
             "fp32_latency_ms": latency["fp32"]["p50_ms"],
             "int8_latency_ms": None if chosen is None else latency[chosen]["p50_ms"],
@@ -329,7 +324,7 @@ def export_student(
         }
 
         metrics["serving"] = serving_threads(
-            int8_path or fp32_path, tokenizer, test, data.max_length
+            int8_path or fp32_path, tokenizer, test, data.max_length, export.timing()
         )
         # 6. The bundle, its manifest last.
         _write_bundle(
@@ -425,10 +420,11 @@ _BUNDLE_METRICS = (
 
 
 def serving_threads(
-    model_path: Path, tokenizer: Any, test: Split, max_length: int
+    model_path: Path, tokenizer: Any, test: Split, max_length: int, timing: dict[str, int]
 ) -> dict[str, Any]:
     """The intra-op thread count (1 or SESSION_THREADS) at which the deployed model answered
-    one text fastest here, interleaved at the test texts' own lengths: a hint the bundle
+    one text fastest here, interleaved at the test texts' own lengths (``timing``: runs,
+    warmup and rounds, from export.latency_*): a hint the bundle
     runner follows unless told otherwise (on a tiny graph, such as a static student's, the
     thread pool costs more than it saves)."""
     from distill.bench import interleaved_latency, onnx_call
@@ -442,9 +438,7 @@ def serving_threads(
     )
     stats = interleaved_latency(
         {str(n): onnx_call(latency_session(model_path, n), feeds) for n in counts},
-        runs=LATENCY_RUNS,
-        warmup=LATENCY_WARMUP,
-        rounds=LATENCY_ROUNDS,
+        **timing,
         desc="export: serving threads",
     )
     p50 = {n: stats[str(n)].to_dict()["p50_ms"] for n in counts}

@@ -65,10 +65,6 @@ log = logging.getLogger("distill")
 PARITY_SENTENCES = 32
 # What the gate and the choice read of a candidate's record (distill.export.candidates).
 ENTITY_F1 = Measure(score="entity_f1", drop="entity_f1_drop", label="entity F1")
-# The batch-1 timing of the candidates (module attributes, so tests can cut them short).
-LATENCY_RUNS = shared.LATENCY_RUNS
-LATENCY_WARMUP = shared.LATENCY_WARMUP
-LATENCY_ROUNDS = shared.LATENCY_ROUNDS
 # The scores of a candidate the bundle manifest's ``metrics.test`` carries.
 TEST_METRICS = (
     "entity_f1",
@@ -311,9 +307,7 @@ def time_and_choose(
             exported["tokenizer"],
             [" ".join(words) for words in test.tokens],
             max_length,
-            runs=LATENCY_RUNS,
-            warmup=LATENCY_WARMUP,
-            rounds=LATENCY_ROUNDS,
+            **export.timing(),
         )
         exported["fp32"]["latency_b1"] = latency["fp32"]
     for record in records:
@@ -400,7 +394,7 @@ def _student_metrics(
         "deployed": "fp32" if chosen is None else "int8",
         "quantization": {"mode": "none"} if record is None else record["settings"],
         "gate": Gate("export.max_f1_drop", export.max_f1_drop).describe(),
-        "latency_check": shared.latency_check(data.max_length),
+        "latency_check": shared.latency_check(data.max_length, export.timing()),
         "test": {k: (record or student["fp32"]).get(k) for k in TEST_METRICS},
     }
 
