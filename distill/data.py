@@ -53,7 +53,7 @@ class LoadReport:
     stratified: bool = True
 
 
-def _decode(path: Path, encoding: str) -> str:
+def decode_text(path: Path, encoding: str) -> str:
     """The file's text; a UTF-8 byte-order mark (Excel writes one) is not part of it."""
     raw = path.read_bytes()
     try:
@@ -86,7 +86,7 @@ def _delimiter(path: Path) -> str:
 
 
 def _read_csv(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    text = _decode(path, encoding)
+    text = decode_text(path, encoding)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(path), strict=True)
     try:
         header = next(reader)
@@ -138,10 +138,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def read_jsonl_rows(
+    path: Path, encoding: str
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """A JSON Lines file's column names and its objects, each with its 1-based line number
+    (blank lines skipped); a malformed line is a DataError naming it."""
     rows = []
     columns: dict[str, None] = {}
-    for number, line in enumerate(text_lines(_decode(path, encoding)), start=1):
+    for number, line in enumerate(text_lines(decode_text(path, encoding)), start=1):
         if not line.strip():
             continue
         try:
@@ -161,9 +165,11 @@ def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, d
     return list(columns), rows
 
 
-def _read_json(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def read_json_rows(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """A JSON file's column names and its records (a list of objects, or {"data": [...]}),
+    each with its 1-based position; malformed JSON is a DataError naming the line."""
     try:
-        obj = json.loads(_decode(path, encoding), object_pairs_hook=_unique_keys)
+        obj = json.loads(decode_text(path, encoding), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
     except _RepeatedKey as exc:
@@ -178,7 +184,9 @@ def _read_json(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, di
     return list(columns), [(i + 1, r) for i, r in enumerate(obj)]
 
 
-def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def read_parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """A Parquet file's column names and its rows, each with its 1-based row number; a
+    repeated column or an unreadable file is a DataError naming it."""
     import pyarrow.parquet as pq
 
     try:
@@ -290,11 +298,11 @@ def read_table(
     if fmt == "csv":
         columns, rows = _read_csv(path, config.encoding)
     elif fmt == "jsonl":
-        columns, rows = _read_jsonl(path, config.encoding)
+        columns, rows = read_jsonl_rows(path, config.encoding)
     elif fmt == "json":
-        columns, rows = _read_json(path, config.encoding)
+        columns, rows = read_json_rows(path, config.encoding)
     else:
-        columns, rows = _read_parquet(path)
+        columns, rows = read_parquet_rows(path)
     return str(path), columns, rows
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import DataConfig
-from distill.data import _decode, _read_json, _read_jsonl, _read_parquet, text_lines
+from distill.data import decode_text, read_json_rows, read_jsonl_rows, read_parquet_rows, text_lines
 from distill.errors import DataError
 from distill.sources import SourceError, resolve_local
 from distill.tasks.token_classification.files import OUTSIDE, SPLITS, TaggedSplit, tag_names_for
@@ -119,7 +119,7 @@ def read_conll(path: Path, config: DataConfig) -> list[Sentence]:
     current: list[tuple[int, str, str]] = []  # (line, token, tag) of the open sentence
     first: tuple[int, int] | None = None  # (line, width) of the first token line
     columns = (0, 0)
-    for number, line in enumerate(text_lines(_decode(path, config.encoding)), start=1):
+    for number, line in enumerate(text_lines(decode_text(path, config.encoding)), start=1):
         if "\r" in line:  # not before a \n: splitlines ended a line there, text_lines does not
             raise DataError(
                 f"{path}: line {number}: a carriage return (\\r) inside the line; lines end at "
@@ -273,11 +273,11 @@ def _read_rows(
         columns, rows, tag_names = _read_hub(reference, config, key)
         return reference, columns, rows, tag_names
     if fmt == "jsonl":
-        columns, rows = _read_jsonl(path, config.encoding)
+        columns, rows = read_jsonl_rows(path, config.encoding)
     elif fmt == "json":
-        columns, rows = _read_json(path, config.encoding)
+        columns, rows = read_json_rows(path, config.encoding)
     else:
-        columns, rows = _read_parquet(path)
+        columns, rows = read_parquet_rows(path)
     return str(path), columns, rows, None
 
 
