@@ -43,6 +43,7 @@ from distill.errors import ArtifactError, DistillError
 from distill.export.bundle import FP32_REFERENCE, read_bundle
 from distill.progress import track
 from distill.tasks import TASKS
+from distill.tasks.contract import BenchModule
 
 DEFAULT_BATCH_SIZES = (1, 32)
 DEFAULT_RUNS = 30
@@ -175,7 +176,7 @@ class RunPaths:
     bundle: Path
     workdir: Path
     manifest: dict[str, Any]
-    task: Any  # the task's bench module: load_model(folder), test_texts(data_dir)
+    task: BenchModule  # the task's bench module: load_model(folder), test_texts(data_dir)
 
     @property
     def run_dir(self) -> Path:

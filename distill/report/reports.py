@@ -14,6 +14,7 @@ from typing import Any
 
 from distill.errors import ArtifactError
 from distill.tasks import DEFAULT_TASK, task_of_report
+from distill.tasks.contract import CompareModule, RenderModule
 
 REPORT_FILE = "report.json"
 
@@ -58,12 +59,13 @@ def compare(path_a: Path, path_b: Path, out: Path | None = None) -> Path:
         raise ArtifactError(
             f"{file_a}, {file_b}: reports of task {task.name!r} cannot be compared yet"
         )
-    return task.module(task.compare).run_compare(path_a, path_b, out)
+    comparer: CompareModule = task.module(task.compare)
+    return comparer.run_compare(path_a, path_b, out)
 
 
 def rerender(path: Path, out: Path | None = None) -> dict[str, Path]:
     """Render a report.json again with its task's ``render`` module (``load_report``,
     ``write_reports``) into ``out`` (default: its own folder); returns the paths written."""
     file, report = read_report(path)
-    render = task_of_report(report).module("render")
+    render: RenderModule = task_of_report(report).module("render")
     return render.write_reports(render.load_report(file), Path(out) if out else file.parent)

@@ -4,7 +4,8 @@
 A task is one folder under ``distill/tasks/``: its stage bodies (``stages/<name>.py``, one
 ``run(ctx, inputs, out, **tables)`` each), its bundle runner, its report rendering
 (``render.py``: ``load_report(path)`` and ``write_reports(report, out)``), optionally the
-comparison of two of its reports, and its templates. This class says where those are and
+comparison of two of its reports, and its templates (their signatures:
+:mod:`distill.tasks.contract`). This class says where those are and
 which recipe keys are the task's own, so the shared machinery (pipeline, config, preflight,
 CLI, report loading) can ask without naming a task. Importing a task must stay cheap:
 ``distill validate`` reads every task's keys without torch.

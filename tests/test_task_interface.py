@@ -1,0 +1,180 @@
+"""The typed task contract (distill/tasks/contract.py): every registered task keeps it, and
+each obligation, broken on purpose, is reported by its name. Nothing is run: modules are
+imported and their signatures read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from distill.tasks import TASKS, get_task
+from distill.tasks.base import Task
+from distill.tasks.contract import OBLIGATIONS, OTHER_OBLIGATIONS, contract_problems
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_registered_task_keeps_the_contract(name: str) -> None:
+    assert contract_problems(get_task(name)) == []
+
+
+def _with(task: Task, **modules: Any) -> Callable[[str], Any]:
+    """The task's own modules, but those named (``stages.data``, ``render`` ...) replaced."""
+    replaced = {name.replace("__", "."): module for name, module in modules.items()}
+    return lambda name: replaced[name] if name in replaced else task.module(name)
+
+
+def _stage(ctx: Any, inputs: Any, out: Any, *, data: Any) -> dict[str, Any]:
+    return {}
+
+
+def _stage_without_its_table(ctx: Any, inputs: Any, out: Any) -> dict[str, Any]:
+    return {}
+
+
+def _stage_wanting_more(ctx: Any, inputs: Any, out: Any, *, data: Any, extra: Any) -> dict:
+    return {}
+
+
+class _NoIteration:
+    def predict(self, texts: list[str]) -> list[Any]:
+        return []
+
+
+class _Iterates:
+    def iter_predict(self, texts: Iterable[str], batch_size: int = 32) -> Iterator[Any]:
+        return iter(())
+
+
+def _loads_without_iteration(bundle: Any, *, threads: int | None = None) -> _NoIteration:
+    return _NoIteration()
+
+
+def _loads(bundle: Any, *, threads: int | None = None) -> _Iterates:
+    return _Iterates()
+
+
+def _loads_without_threads(bundle: Any) -> _Iterates:
+    return _Iterates()
+
+
+def _generate_without_sampling(model: Any, prompt: Any, *, max_new_tokens: int) -> Any:
+    return None
+
+
+def _writes(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    return {}
+
+
+def _one_argument(path: Path) -> Any:
+    return None
+
+
+class _WrongCommand(get_task("sequence-classification").__class__):
+    command = "serve"
+
+
+class _NoTemplates(get_task("sequence-classification").__class__):
+    @property
+    def templates(self) -> Path:
+        return Path("/nonexistent/templates")
+
+
+CLASSIFICATION = "sequence-classification"
+# obligation -> (task, broken modules, where the problem points)
+BROKEN: dict[str, tuple[str, dict[str, Any], str]] = {
+    "stage.run": (
+        CLASSIFICATION,
+        {"stages__data": SimpleNamespace(run=_stage_without_its_table)},
+        "stages.data.run",
+    ),
+    "runner.load_bundle": (
+        CLASSIFICATION,
+        {"runner": SimpleNamespace(load_bundle=_loads_without_threads)},
+        "runner.load_bundle",
+    ),
+    "predictor.iter_predict": (
+        CLASSIFICATION,
+        {"runner": SimpleNamespace(load_bundle=_loads_without_iteration)},
+        "_NoIteration.iter_predict",
+    ),
+    "runner.generate": (
+        "causal-lm",
+        {"generate": SimpleNamespace(load_bundle=_loads, generate=_generate_without_sampling)},
+        "generate.generate",
+    ),
+    "render.load_report": (
+        CLASSIFICATION,
+        {"render": SimpleNamespace(write_reports=_writes)},
+        "render.load_report is missing",
+    ),
+    "render.write_reports": (
+        CLASSIFICATION,
+        {"render": SimpleNamespace(load_report=_one_argument, write_reports=_one_argument)},
+        "render.write_reports",
+    ),
+    "bench.load_model": (
+        CLASSIFICATION,
+        {"bench_models": SimpleNamespace(test_texts=_one_argument)},
+        "bench_models.load_model is missing",
+    ),
+    "bench.test_texts": (
+        CLASSIFICATION,
+        {"bench_models": SimpleNamespace(load_model=_one_argument, test_texts=_stage)},
+        "bench_models.test_texts",
+    ),
+    "compare.run_compare": (
+        CLASSIFICATION,
+        {"compare": SimpleNamespace(run_compare=_one_argument)},
+        "compare.run_compare",
+    ),
+}
+
+
+def test_every_obligation_has_a_breaking_case_here() -> None:
+    assert set(BROKEN) | {"attributes", "render.templates"} == set(OBLIGATIONS) | set(
+        OTHER_OBLIGATIONS
+    )
+
+
+@pytest.mark.parametrize("obligation", sorted(BROKEN))
+def test_a_broken_obligation_is_reported_by_its_name(obligation: str) -> None:
+    name, modules, where = BROKEN[obligation]
+    task = get_task(name)
+    problems = contract_problems(task, _with(task, **modules))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{obligation}: ")
+    assert where in problems[0]
+
+
+def test_a_stage_must_take_each_table_the_pipeline_passes_and_need_no_other() -> None:
+    task = get_task(CLASSIFICATION)
+    fine = contract_problems(task, _with(task, stages__data=SimpleNamespace(run=_stage)))
+    assert fine == []
+    greedy = SimpleNamespace(run=_stage_wanting_more)
+    (problem,) = contract_problems(task, _with(task, stages__data=greedy))
+    assert problem.startswith("stage.run: distill.tasks.classification.stages.data.run")
+    assert problem.endswith(
+        "must accept (ctx: 'Any', inputs: 'dict[str, Path]', out: 'Path', data=)"
+    )
+
+
+def test_a_task_class_with_an_unknown_command_breaks_its_attributes() -> None:
+    (problem,) = contract_problems(_WrongCommand())
+    assert problem == "attributes: _WrongCommand.command must be one of ('predict', 'generate')"
+
+
+def test_a_task_without_templates_breaks_render_templates() -> None:
+    (problem,) = contract_problems(_NoTemplates())
+    assert problem == "render.templates: /nonexistent/templates is not a folder"
+
+
+def test_a_missing_stage_function_is_named() -> None:
+    task = get_task("token-classification")
+    (problem,) = contract_problems(task, _with(task, stages__report=SimpleNamespace()))
+    assert problem == (
+        "stage.run: distill.tasks.token_classification.stages.report.run is missing or not callable"
+    )
