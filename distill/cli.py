@@ -384,21 +384,11 @@ def _bundle_runner(args: argparse.Namespace) -> tuple[Bundle, Any]:
     return bundle, bundle.task.module(bundle.task.runner)
 
 
-def _quiet_broken_pipe() -> None:
-    """After ``distill ... | head`` closed the pipe: send the rest of stdout (the flush at
-    exit included) to /dev/null, so that the command stops quietly, as CLIs do."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
-        pass
-
-
 def _predict(args: argparse.Namespace) -> int:
     """One output line per input line, streamed a batch at a time; a line that cannot be
     predicted gets an error line."""
     from distill.errors import DataError
-    from distill.predict_lines import input_lines, write_predictions
+    from distill.predict_lines import input_lines, quiet_broken_pipe, write_predictions
     from distill.serving_args import capped_threads
 
     bundle, runner = _bundle_runner(args)
@@ -427,7 +417,7 @@ def _predict(args: argparse.Namespace) -> int:
                 as_json=args.json,
             )
         except BrokenPipeError:  # e.g. `distill predict ... | head`: stop quietly
-            _quiet_broken_pipe()
+            quiet_broken_pipe()
             return 0
     if tally.failed:
         raise DataError(tally.summary())
@@ -436,6 +426,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from distill.errors import DataError
+    from distill.predict_lines import quiet_broken_pipe
     from distill.serving_args import capped_threads, read_prompt, sampling_problems
 
     problems = sampling_problems(args)
@@ -471,7 +462,7 @@ def _generate(args: argparse.Namespace) -> int:
         print(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
     return 0
 
 

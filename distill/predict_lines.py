@@ -16,6 +16,7 @@ or transformers.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -226,3 +227,13 @@ def write_predictions(
         out.write("\n".join(lines) + "\n")
         out.flush()
     return tally
+
+
+def quiet_broken_pipe() -> None:
+    """After ``distill ... | head`` closed the pipe: send the rest of stdout (the flush at
+    exit included) to /dev/null, so that the command stops quietly, as CLIs do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
