@@ -138,6 +138,22 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+def _json_object_line(path: Path, number: int, line: str) -> dict[str, Any]:
+    """Line ``number`` of a JSON Lines file as one JSON object (no key repeated), or a
+    DataError naming the file and the line."""
+    try:
+        obj = json.loads(line, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
+    except _RepeatedKey as exc:
+        raise DataError(
+            f"{path}: line {number}: the object repeats the key {exc.args[0]!r}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_jsonl_rows(
     path: Path, encoding: str
 ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
@@ -148,18 +164,7 @@ def read_jsonl_rows(
     for number, line in enumerate(text_lines(decode_text(path, encoding)), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
-        except _RepeatedKey as exc:
-            raise DataError(
-                f"{path}: line {number}: the object repeats the key {exc.args[0]!r}"
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataError(
-                f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}"
-            )
+        obj = _json_object_line(path, number, line)
         columns.update(dict.fromkeys(obj))
         rows.append((number, obj))
     return list(columns), rows
@@ -266,18 +271,7 @@ def _first_json_keys(path: Path, handle: io.TextIOBase) -> list[str]:
     for number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
-        except _RepeatedKey as exc:
-            raise DataError(
-                f"{path}: line {number}: the object repeats the key {exc.args[0]!r}"
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataError(
-                f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}"
-            )
+        obj = _json_object_line(path, number, line)
         return list(obj)
     raise DataError(f"{path}: the file is empty")
 
