@@ -5,10 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from distill.artifacts import RunContext
 from distill.config import validate_recipe
@@ -42,26 +40,13 @@ def test_output_folder_behind_a_symlink_is_refused_before_writing(
 
 
 def test_onnx_external_data_outside_the_bundle_is_refused(tmp_path: Path) -> None:
+    from test_bundle import tiny_graph
+
     from distill.export.onnx import make_session
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    weight = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["Y"])],
-        "g",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 4])],
-        [weight],
-    )
-    path = bundle / "model.onnx"
-    onnx.save_model(
-        helper.make_model(graph),
-        path,
-        save_as_external_data=True,
-        location="w.bin",
-        size_threshold=0,
-    )
+    path = tiny_graph(bundle / "model.onnx", weights="w.bin")
     model = onnx.load(path, load_external_data=False)
     for (
         tensor
