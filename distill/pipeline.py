@@ -68,6 +68,11 @@ class StageSpec:
         """The recipe entries the stage reads for ``task`` (a task may name single keys)."""
         return get_task(task).stage_sections.get(self.name, self.sections)
 
+    def table_keywords(self, task: str) -> dict[str, str]:
+        """The keyword each recipe entry the stage reads is passed to its body by (its last
+        name: ``student.transfer`` -> ``transfer``) -> that entry."""
+        return {section.rpartition(".")[2]: section for section in self.sections_for(task)}
+
     def body(self, task: str) -> StageFn:
         """What the stage computes: the task's. The order, manifests, fingerprints,
         resumption, publishing and process roles here are shared."""
@@ -392,7 +397,10 @@ def _bind(
     """The stage function with its inputs, its own recipe tables and its checkpoint folder
     bound; what is left to give is the folder it writes to."""
     stage = spec.body(recipe.task)
-    sections = {s.rpartition(".")[2]: _section(recipe, s) for s in spec.sections_for(recipe.task)}
+    sections = {
+        keyword: _section(recipe, section)
+        for keyword, section in spec.table_keywords(recipe.task).items()
+    }
     checkpoints = _checkpoint_root(ctx, spec.name, expected)
     stage_ctx = dataclasses.replace(ctx, checkpoints=checkpoints)
     return (lambda out: stage(stage_ctx, inputs, out, **sections)), checkpoints

@@ -170,19 +170,16 @@ def _runner_problems(task: Task, load: Callable[[str], Any]) -> list[str]:
     return [problem for problem in problems if problem]
 
 
-def _optional_problems(task: Task, load: Callable[[str], Any]) -> list[str]:
+def _module_problems(
+    task: Task, load: Callable[[str], Any], module_name: str, obligations: tuple[str, ...]
+) -> list[str]:
+    """The obligations (``<module>.<function>``) one of the task's modules breaks."""
+    module = load(module_name)
     problems = []
-    for module_name, obligations in (
-        (task.bench, ("bench.load_model", "bench.test_texts")),
-        (task.compare, ("compare.run_compare",)),
-    ):
-        if module_name is None:
-            continue
-        module = load(module_name)
-        for obligation in obligations:
-            function = getattr(module, obligation.split(".")[1], None)
-            where = f"{task.package}.{module_name}.{obligation.split('.')[1]}"
-            problems.append(_signature_problem(obligation, where, function))
+    for obligation in obligations:
+        function_name = obligation.split(".")[1]
+        where = f"{task.package}.{module_name}.{function_name}"
+        problems.append(_signature_problem(obligation, where, getattr(module, function_name, None)))
     return [problem for problem in problems if problem]
 
 
@@ -200,14 +197,18 @@ def contract_problems(task: Task, load: Callable[[str], Any] | None = None) -> l
     for spec in STAGES:
         function = getattr(load(f"stages.{spec.name}"), "run", None)
         where = f"{task.package}.stages.{spec.name}.run"
-        passed = {section.rpartition(".")[2] for section in spec.sections_for(task.name)}
+        passed = set(spec.table_keywords(task.name))
         problems.append(_signature_problem("stage.run", where, function, passed))
     problems += _runner_problems(task, load)
-    render = load("render")
-    for name in ("load_report", "write_reports"):
-        where = f"{task.package}.render.{name}"
-        problems.append(_signature_problem(f"render.{name}", where, getattr(render, name, None)))
+    problems += _module_problems(
+        task, load, "render", ("render.load_report", "render.write_reports")
+    )
     if not task.templates.is_dir():
         problems.append(f"render.templates: {task.templates} is not a folder")
-    problems += _optional_problems(task, load)
+    if task.bench is not None:  # optional modules
+        problems += _module_problems(
+            task, load, task.bench, ("bench.load_model", "bench.test_texts")
+        )
+    if task.compare is not None:
+        problems += _module_problems(task, load, task.compare, ("compare.run_compare",))
     return [problem for problem in problems if problem]
