@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 # The export stage's timing of its graphs against each other, cut short: tests check what is
 # recorded and chosen, never the speed. Lines for a recipe's [export] table (classification
 # and NER; causal-lm times no candidates) and the same as ExportConfig keyword arguments.
-SHORT_EXPORT_TIMING = "latency_runs = 6\nlatency_rounds = 2\nlatency_warmup = 1\n"
 SHORT_TIMING = {"latency_runs": 6, "latency_rounds": 2, "latency_warmup": 1}
+SHORT_EXPORT_TIMING = "".join(f"{key} = {value}\n" for key, value in SHORT_TIMING.items())
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
