@@ -538,3 +538,27 @@ def test_a_task_that_is_not_a_string_is_a_recipe_error_not_a_type_error(task: An
     with pytest.raises(RecipeError) as info:
         validate_recipe(raw)
     assert info.value.problems[0].startswith("task: Input should be 'sequence-classification'")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("latency_runs", 0, "greater than or equal to 1"),
+        ("latency_rounds", 0, "greater than or equal to 1"),
+        ("latency_warmup", -1, "greater than or equal to 0"),
+        ("latency_runs", True, "expected an integer, not the boolean true"),
+    ],
+)
+def test_export_timing_keys_are_bounded_integers(key: str, value: Any, message: str) -> None:
+    with pytest.raises(RecipeError) as info:
+        validate_recipe({**MINIMAL, "export": {key: value}})
+    (problem,) = info.value.problems
+    assert problem.startswith(f"export.{key}: ") and message in problem
+
+
+def test_export_timing_keys_reach_the_stage_as_set() -> None:
+    export = validate_recipe(
+        {**MINIMAL, "export": {"latency_runs": 7, "latency_rounds": 3, "latency_warmup": 2}}
+    ).export
+    assert export.timing() == {"runs": 7, "warmup": 2, "rounds": 3}
+    assert validate_recipe(MINIMAL).export.timing() == {"runs": 60, "warmup": 5, "rounds": 12}

@@ -165,6 +165,16 @@ def test_dynamic_export_metrics_are_sane(dynamic_run: tuple[Path, dict[str, Any]
     assert q["mode"] == "dynamic" and q["format"] == "QOperator"
     assert (q["weights_dtype"], q["per_channel"], q["reduce_range"]) == ("QInt8", True, True)
     assert metrics["fp32_latency_ms"] > 0 and metrics["int8_latency_ms"] > 0
+    # The timing export.latency_* asked for (SHORT_TIMING here), recorded as it was done.
+    assert metrics["latency_check"] == {
+        "batch_size": 1,
+        "seq_len": MAX_LENGTH,
+        "threads": onnx_utils.SESSION_THREADS,
+        "runs": 6,
+        "warmup": 1,
+        "rounds": 2,
+    }
+    assert (metrics["fp32_latency"]["runs"], metrics["fp32_latency"]["warmup"]) == (6, 1)
     # the fused graph was checked against PyTorch with the same tolerance
     optimization = metrics["optimization"]
     assert optimization["level"] == 2 and optimization["parity_max_abs_diff"] <= 1e-4

@@ -96,16 +96,16 @@ class _ExportConfig(_Table):
         60,
         ge=1,
         le=100_000,
-        description="Timed calls per model and round when the int8 candidates and the fp32 "
-        "graph are timed against each other (batch 1, data.max_length), and when the "
-        "serving thread count is chosen.",
+        description="Timed calls per model, spread over latency_rounds rounds, when the int8 "
+        "candidates and the fp32 graph are timed against each other (batch 1, "
+        "data.max_length), and when the serving thread count is chosen.",
     )
     latency_rounds: int = Field(
         12,
         ge=1,
         le=1000,
-        description="Rounds of that timing: the models take turns round by round, so that "
-        "noise hits them alike.",
+        description="Rounds of that timing (at most latency_runs): the models take turns "
+        "round by round, so that noise hits them alike.",
     )
     latency_warmup: int = Field(
         5, ge=0, le=10_000, description="Untimed calls per model before that timing."
