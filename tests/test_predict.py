@@ -184,9 +184,9 @@ def test_probabilities_equal_onnxruntime_softmax(exported: Path, bundle: Path) -
 def test_the_word_cache_feeds_the_graph_what_the_tokenizer_does(
     exported: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """distill.fast_tokens on the bundle's own tokenizer.json: the same feeds, batch by batch,
+    """classification's fast_tokens on the bundle's own tokenizer.json: the same feeds, batch by batch,
     hence the same logits; without it (or for a tokenizer it cannot follow) the reference."""
-    from distill import fast_tokens
+    from distill.tasks.classification import fast_tokens
 
     texts = [*_texts(exported), "good\tfun", " sad  bad ", "café\u00a0good [MASK] [SEP]", "😀"]
     fast = load_bundle(bundle, threads=1)

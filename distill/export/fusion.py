@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from distill.export.exporter import op_counts, quiet_exporter
-from distill.export.pruning import prune_to_first_token
 
 log = logging.getLogger("distill")
 
@@ -66,6 +65,8 @@ def optimize_graph(
         "fused_operators": {k: v for k, v in counts.items() if k.startswith("com.microsoft:")},
     }
     if cls_pruning:
+        from distill.tasks.classification.pruning import prune_to_first_token
+
         settings["cls_pruning"] = prune_to_first_token(path)
     return path, settings
 

@@ -10,7 +10,7 @@ the tokenizer listed, labels against ``config.json``), loads ``tokenizer.json`` 
 ``max_length``, each batch padded to its longest text), feeds the graph exactly the inputs
 it declares with the integer type it declares, and turns the logits into probabilities.
 For a WordPiece tokenizer of the usual BERT specification the texts go through
-:class:`distill.fast_tokens.WordCacheEncoder` (a cache of each space-separated word's ids,
+:class:`.fast_tokens.WordCacheEncoder` (a cache of each space-separated word's ids,
 identical to the tokenizer's own output); any other tokenizer encodes them itself.
 
 Everything wrong with a bundle (a missing folder, an unreadable or inconsistent manifest, a
@@ -42,7 +42,6 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
-from distill.fast_tokens import WORDS_FILE, UnsupportedTokenizer, WordCacheEncoder, read_words
 from distill.predict_lines import batches
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
@@ -51,6 +50,12 @@ from distill.serving import (
     load_tokenizer,
     make_session,
     softmax,
+)
+from distill.tasks.classification.fast_tokens import (
+    WORDS_FILE,
+    UnsupportedTokenizer,
+    WordCacheEncoder,
+    read_words,
 )
 from distill.tasks.classification.task import SequenceClassification
 
@@ -143,7 +148,7 @@ class BundlePredictor:
     """A verified bundle, ready to classify texts. Build it with :func:`load_bundle`.
 
     With ``fast_tokenization`` (the default) texts are encoded by a
-    :class:`~distill.fast_tokens.WordCacheEncoder` when it supports the bundle's tokenizer
+    :class:`~.fast_tokens.WordCacheEncoder` when it supports the bundle's tokenizer
     (``tokenization`` says which path is used, ``tokenization_fallback`` why not the fast
     one: ``off`` when it was turned off); the feeds are the same either way.
     """
@@ -191,7 +196,8 @@ class BundlePredictor:
 
     @property
     def tokenization(self) -> str:
-        """``word-cache`` (:mod:`distill.fast_tokens`) or ``reference`` (``encode_batch``)."""
+        """``word-cache`` (:mod:`~distill.tasks.classification.fast_tokens`) or ``reference``
+        (``encode_batch``)."""
         return "word-cache" if self.fast_tokens is not None else "reference"
 
     @property

@@ -8,7 +8,7 @@ candidates -> accuracy gate -> the fastest faithful one -> bundle.
    ``export.optimization_level``) fuse the graph (Attention fed the padding mask,
    SkipLayerNormalization, BiasGelu; the counts recorded) and, with
    ``export.cls_pruning``, its last layer computes only the first token past its attention
-   (:func:`distill.export.pruning.prune_to_first_token`); that graph is checked against PyTorch
+   (:func:`..pruning.prune_to_first_token`); that graph is checked against PyTorch
    again, with the same tolerance;
 3. every int8 candidate (:data:`distill.export.candidates.CANDIDATES`, chosen by
    ``export.candidates`` or by ``export.quantization``) is built, scored on the whole test
@@ -72,7 +72,6 @@ from distill.export.candidates import (
     time_models,
 )
 from distill.export.gate import Gate
-from distill.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.latency import ort_session as latency_session
 from distill.progress import track
 from distill.tasks.classification.export_steps import (
@@ -82,6 +81,7 @@ from distill.tasks.classification.export_steps import (
     test_logits,
     texts_for_parity,
 )
+from distill.tasks.classification.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import bundle_card
 from distill.tasks.classification.static import is_static
@@ -363,7 +363,7 @@ def _write_bundle(
     bundle, roles = assemble_bundle(
         out / "bundle", model_dir, tokenizer, fp32_path, int8_path, export.fp32_reference
     )
-    # The domain's words, so the runner's word cache starts warm (distill.fast_tokens).
+    # The domain's words, so the runner's word cache starts warm (classification/fast_tokens.py).
     write_words(bundle / WORDS_FILE, frequent_chunks(train_texts, min_count=1))
     roles[WORDS_FILE] = "tokenizer-cache"
     if int8_path is not None and not export.fp32_reference:  # kept for the report
