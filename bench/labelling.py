@@ -75,7 +75,7 @@ def prepare_teacher(reference: str, label_count: int, folder: Path) -> Path:
     """The teacher saved as a classifier folder (what the labels stage exports)."""
     import torch
 
-    from distill.models import load_classifier, load_saved_classifier
+    from distill.tasks.classification.models import load_classifier, load_saved_classifier
 
     path = resolve_local(reference, Path.cwd(), "--teacher")
     if path is None:
@@ -107,8 +107,8 @@ def build_labellers(
     teacher: Path, tokenizer: Any, work: Path, args: argparse.Namespace
 ) -> tuple[dict[str, Callable[[Split], np.ndarray]], dict[str, Any]]:
     """The labellers to compare, and the ONNX export's settings."""
-    from distill.models import load_saved_classifier
     from distill.tasks import get_task
+    from distill.tasks.classification.models import load_saved_classifier
     from distill.tasks.classification.training import predictor
 
     task = get_task("sequence-classification")

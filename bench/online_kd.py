@@ -186,8 +186,9 @@ def loop_trainer(
     from transformers import TrainingArguments, set_seed
 
     from distill.distributed import use_cpu
-    from distill.models import load_saved_classifier, load_tokenizer
+    from distill.models import load_tokenizer
     from distill.progress import TrainingProgress
+    from distill.tasks.classification.models import load_saved_classifier
     from distill.train.trainer import EpochTimes, show_progress
 
     teacher_dir = run.stage("teacher") / "model"

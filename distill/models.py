@@ -129,40 +129,37 @@ def load_tokenizer(
             source, revision=revision, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_failure(key, source, exc)) from None
+        raise ModelLoadError(load_failure(key, source, exc)) from None
 
 
-def _load_failure(key: str, source: str, exc: Exception) -> str:
+def load_failure(key: str, source: str, exc: Exception) -> str:
+    """The one-line message for a model or tokenizer ``source`` that did not load."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = "folder" if Path(source).exists() else "hub id (offline, or not found)"
     return f"{key}: cannot load {source!r} as a {where}: {first}"
 
 
-def load_classifier(
+def load_with_labels(
+    auto_class: Any,
     source: str,
-    key: str,
     label_names: list[str],
     revision: str | None = None,
     trust_remote_code: bool = False,
 ) -> nn.Module:
-    """A sequence classifier with real label names; a new head when the label set differs."""
-    from transformers import AutoModelForSequenceClassification
-
-    try:
-        model = with_supported_attention(
-            AutoModelForSequenceClassification.from_pretrained,
-            source,
-            revision=revision,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
-            ignore_mismatched_sizes=True,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_failure(key, source, exc)) from None
-    return model
+    """``auto_class.from_pretrained(source)`` (a transformers Auto class) with real label names,
+    safetensors only; a new head when the label set differs. Load errors propagate: each task
+    says what it was loading."""
+    return with_supported_attention(
+        auto_class.from_pretrained,
+        source,
+        revision=revision,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        ignore_mismatched_sizes=True,
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+    )
 
 
 def with_supported_attention(load: Any, *args: Any, **kwargs: Any) -> Any:
@@ -176,13 +173,10 @@ def with_supported_attention(load: Any, *args: Any, **kwargs: Any) -> Any:
         return load(*args, attn_implementation="eager", **kwargs)
 
 
-def load_saved_classifier(folder: Path) -> nn.Module:
-    """A classifier an earlier stage saved (safetensors only, the same attention kernel)."""
-    from transformers import AutoModelForSequenceClassification
-
-    return with_supported_attention(
-        AutoModelForSequenceClassification.from_pretrained, folder, use_safetensors=True
-    )
+def load_saved(auto_class: Any, folder: Path) -> nn.Module:
+    """A model an earlier stage saved, through ``auto_class`` (a transformers Auto class):
+    safetensors only, the same attention kernel."""
+    return with_supported_attention(auto_class.from_pretrained, folder, use_safetensors=True)
 
 
 def transformer_layers(model: nn.Module) -> nn.ModuleList:

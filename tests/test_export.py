@@ -755,7 +755,7 @@ def _teacher_stage(folder: Path, data_dir: Path) -> tuple[Path, np.ndarray]:
     set_label_maps(model_dir)
     test = read_split(data_dir, "test")
     tokenizer = _tokenizer(model_dir)
-    from distill.models import load_saved_classifier
+    from distill.tasks.classification.models import load_saved_classifier
 
     model = load_saved_classifier(model_dir).eval()
     encoded = tokenizer(

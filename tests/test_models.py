@@ -13,12 +13,12 @@ from distill.errors import ModelLoadError
 from distill.models import (
     evenly_spaced_layers,
     freeze,
-    load_classifier,
     resolve_model,
     student_from_config,
     student_from_teacher_layers,
     transformer_layers,
 )
+from distill.tasks.classification.models import load_classifier
 
 LABELS = ["negative", "positive"]
 

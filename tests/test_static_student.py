@@ -13,7 +13,8 @@ from conftest import build_tiny_classifier
 
 from distill.config import validate_recipe
 from distill.errors import ModelLoadError, RecipeError
-from distill.models import load_saved_classifier, load_tokenizer
+from distill.models import load_tokenizer
+from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.static import is_static
 from distill.tasks.classification.static.build import build_static_student
 from distill.tasks.classification.static.model import StaticClassifier, StaticConfig

@@ -124,7 +124,7 @@ class SequenceClassification(Task):
         revision: str | None,
         trust_remote_code: bool,
     ) -> nn.Module:
-        from distill.models import load_classifier
+        from distill.tasks.classification.models import load_classifier
 
         return load_classifier(
             source, key, label_names, revision=revision, trust_remote_code=trust_remote_code

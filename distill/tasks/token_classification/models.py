@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from distill.errors import DataError, ModelLoadError
-from distill.models import with_supported_attention
+from distill.models import load_saved, load_with_labels
 
 
 def load_tagger(
@@ -22,15 +22,11 @@ def load_tagger(
     from transformers import AutoModelForTokenClassification
 
     try:
-        return with_supported_attention(
-            AutoModelForTokenClassification.from_pretrained,
+        return load_with_labels(
+            AutoModelForTokenClassification,
             source,
+            tag_names,
             revision=revision,
-            num_labels=len(tag_names),
-            id2label=dict(enumerate(tag_names)),
-            label2id={name: i for i, name in enumerate(tag_names)},
-            ignore_mismatched_sizes=True,
-            use_safetensors=True,
             trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as exc:
@@ -44,9 +40,7 @@ def load_saved_tagger(folder: Path) -> nn.Module:
     """A tagger an earlier stage saved (safetensors only)."""
     from transformers import AutoModelForTokenClassification
 
-    return with_supported_attention(
-        AutoModelForTokenClassification.from_pretrained, folder, use_safetensors=True
-    )
+    return load_saved(AutoModelForTokenClassification, folder)
 
 
 def require_fast(tokenizer: Any, key: str) -> Any:

@@ -40,7 +40,7 @@ from distill.dataset_files import (
 )
 from distill.distributed import current
 from distill.latency import ort_session
-from distill.models import load_saved_classifier, load_tokenizer
+from distill.models import load_tokenizer
 from distill.tasks import get_task
 from distill.tasks.classification.labelling import (
     Labeller,
@@ -50,6 +50,7 @@ from distill.tasks.classification.labelling import (
     resolve_backend,
     torch_labeller,
 )
+from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.training import predictor
 
 log = logging.getLogger("distill")

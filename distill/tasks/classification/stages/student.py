@@ -33,15 +33,11 @@ from distill.dataset_files import (
     read_split,
     save_logits,
 )
-from distill.models import (
-    freeze,
-    load_saved_classifier,
-    load_tokenizer,
-    parameter_counts,
-)
+from distill.models import freeze, load_tokenizer, parameter_counts
 from distill.tasks import get_task
 from distill.tasks.base import Task
 from distill.tasks.classification.model_card import write_student_card
+from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.training import train
 from distill.train.layer_losses import LayerDistillation, layer_distillation
 from distill.train.students import build_student
