@@ -50,24 +50,10 @@ def prune_to_first_token(model_path: Path) -> dict[str, Any]:
     only exits are first-token ``Gather`` nodes. Returns what was done, or why not.
     """
     import onnx
-    from onnx import helper, numpy_helper
 
     model = onnx.load(str(model_path))
     graph = model.graph
     nodes = list(graph.node)
-    shapes = {init.name: list(init.dims) for init in graph.initializer}
-    values: dict[str, np.ndarray] = {
-        init.name: numpy_helper.to_array(init)
-        for init in graph.initializer
-        if list(init.dims) in ([], [1])
-    }
-    for node in nodes:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            for attr in node.attribute:
-                if attr.name == "value":
-                    shapes[node.output[0]] = list(attr.t.dims)
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    outputs = {o.name for o in graph.output}
     attentions = [
         i
         for i, n in enumerate(nodes)
@@ -79,32 +65,92 @@ def prune_to_first_token(model_path: Path) -> dict[str, Any]:
     attention = nodes[at]
     if len([o for o in attention.output if o]) != 1:
         return {"applied": False, "reason": "the last Attention has more than one output"}
+    found = _first_token_tail(graph, nodes, at)
+    if isinstance(found, str):
+        return {"applied": False, "reason": found}
+    tail, readers, first = found
+    _cut_to_first_token(graph, nodes, at, tail, first)
+    onnx.save(model, str(model_path))
+    return {
+        "applied": True,
+        "attention": attention.name,
+        "first_token_nodes": len(tail),
+        "readers": [n.name for n in readers],
+    }
+
+
+def _constants(graph: Any) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
+    """The shape of every initializer and ``Constant`` output, and the values of the scalar
+    (or one-element) ones: what tells token-wise inputs and first-token indices apart."""
+    from onnx import numpy_helper
+
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    values: dict[str, np.ndarray] = {
+        init.name: numpy_helper.to_array(init)
+        for init in graph.initializer
+        if list(init.dims) in ([], [1])
+    }
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for attr in node.attribute:
+                if attr.name == "value":
+                    shapes[node.output[0]] = list(attr.t.dims)
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return shapes, values
+
+
+def _first_token_tail(
+    graph: Any, nodes: list[Any], at: int
+) -> tuple[list[Any], list[Any], dict[str, None]] | str:
+    """The token-wise nodes after the attention ``nodes[at]`` (the tail), the first-token
+    ``Gather`` nodes that read them, and every tensor the tail touches; or why the graph
+    does not have that shape."""
+    shapes, values = _constants(graph)
+    attention = nodes[at]
     first = {attention.output[0]: None, attention.input[0]: None}  # tensors cut to token 0
     tail, readers = [], []
     for node in nodes[at + 1 :]:
-        used = [name for name in node.input if name in first]
-        if not used:
+        if not any(name in first for name in node.input):
             continue
         if _reads_first_token(node, values):
             readers.append(node)
             continue
-        if node.op_type not in _TOKENWISE_OPS:
-            return {"applied": False, "reason": f"{node.op_type} {node.name!r} is not token-wise"}
-        for position, name in enumerate(node.input):
-            if not name or name in first:
-                continue
-            if name not in shapes:  # another activation: not provably token-wise
-                return {"applied": False, "reason": f"{node.name!r} mixes in {name!r}"}
-            weights = node.op_type == "MatMul" and position == 1 and len(shapes[name]) == 2
-            if not weights and any(d != 1 for d in shapes[name][:-1]):
-                return {"applied": False, "reason": f"{name!r} varies along the sequence"}
-        if node.op_type == "MatMul" and node.input[1] in first:
-            return {"applied": False, "reason": f"{node.name!r} multiplies two activations"}
+        problem = _not_tokenwise(node, first, shapes)
+        if problem:
+            return problem
         tail.append(node)
         first.update(dict.fromkeys(o for o in node.output if o))
+    outputs = {o.name for o in graph.output}
     if not tail or not readers or outputs & set(first):
-        return {"applied": False, "reason": "the last layer's output is not read at token 0 only"}
+        return "the last layer's output is not read at token 0 only"
+    return tail, readers, first
 
+
+def _not_tokenwise(node: Any, first: dict[str, None], shapes: dict[str, list[int]]) -> str | None:
+    """Why ``node`` (reading a tensor of ``first``) may not run on the first token alone, or None."""
+    if node.op_type not in _TOKENWISE_OPS:
+        return f"{node.op_type} {node.name!r} is not token-wise"
+    for position, name in enumerate(node.input):
+        if not name or name in first:
+            continue
+        if name not in shapes:  # another activation: not provably token-wise
+            return f"{node.name!r} mixes in {name!r}"
+        weights = node.op_type == "MatMul" and position == 1 and len(shapes[name]) == 2
+        if not weights and any(d != 1 for d in shapes[name][:-1]):
+            return f"{name!r} varies along the sequence"
+    if node.op_type == "MatMul" and node.input[1] in first:
+        return f"{node.name!r} multiplies two activations"
+    return None
+
+
+def _cut_to_first_token(
+    graph: Any, nodes: list[Any], at: int, tail: list[Any], first: dict[str, None]
+) -> None:
+    """Slice the attention's output and its residual input to token 0 and feed the tail
+    those slices (``graph`` is rewritten in place)."""
+    from onnx import helper, numpy_helper
+
+    attention = nodes[at]
     cut = {}
     for name in (attention.output[0], attention.input[0]):
         cut[name] = f"{name}__first_token"
@@ -132,13 +178,6 @@ def prune_to_first_token(model_path: Path) -> dict[str, Any]:
         graph.value_info.remove(vi)
     graph.ClearField("node")
     graph.node.extend([*nodes[: at + 1], *slices, *nodes[at + 1 :]])
-    onnx.save(model, str(model_path))
-    return {
-        "applied": True,
-        "attention": attention.name,
-        "first_token_nodes": len(tail),
-        "readers": [n.name for n in readers],
-    }
 
 
 def _reads_first_token(node: Any, values: dict[str, np.ndarray]) -> bool:
