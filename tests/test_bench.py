@@ -16,8 +16,9 @@ from conftest import SHORT_TIMING, build_tiny_classifier, synthetic_rows
 from distill import bench
 from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import Split, write_label_names, write_split
+from distill.dataset_files import write_label_names
 from distill.errors import ArtifactError
+from distill.tasks.classification.files import Split, write_split
 from distill.tasks.classification.stages import export as export_stage
 
 LABELS = ["negative", "positive"]

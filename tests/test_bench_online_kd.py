@@ -17,8 +17,9 @@ from torch import nn
 
 from distill.artifacts import write_manifest
 from distill.config import DataConfig, StudentTable
-from distill.dataset_files import SPLITS, read_split, save_logits
+from distill.dataset_files import SPLITS, save_logits
 from distill.models import transformer_layers
+from distill.tasks.classification.files import read_split
 from distill.tasks.classification.models import load_saved_classifier
 
 SPEC = importlib.util.spec_from_file_location(

@@ -295,7 +295,7 @@ def test_test_texts_are_never_trained_on(sentiment_csv: Path, tmp_path: Path) ->
 def test_transfer_text_from_unused_rows_and_from_a_file(tmp_path: Path) -> None:
     from distill.config import TransferConfig
     from distill.data import load_transfer
-    from distill.dataset_files import write_split
+    from distill.tasks.classification.files import write_split
 
     rows = ["text,label"] + [f"text {i},{'a' if i % 2 else 'b'}" for i in range(100)]
     path = write_csv(tmp_path / "d.csv", rows)

@@ -300,7 +300,7 @@ def test_bundle_runs_with_plain_onnxruntime_and_tokenizers(
 def test_saved_test_logits_match_the_bundle(
     dynamic_run: tuple[Path, dict[str, Any]], stage_inputs: dict[str, Path]
 ) -> None:
-    from distill.dataset_files import read_split
+    from distill.tasks.classification.files import read_split
     from distill.tasks.classification.metrics import classification_metrics
 
     out, metrics = dynamic_run
@@ -458,7 +458,7 @@ def test_accuracy_gate_falls_back_to_fp32(
 ) -> None:
     """Every candidate loses 2 of 40 test examples (0.05) against a budget of 0.02: fp32 is
     deployed, with the bundle layout of quantization = 'none', and the metrics say why."""
-    from distill.dataset_files import read_split
+    from distill.tasks.classification.files import read_split
 
     _degrade_int8(monkeypatch, read_split(stage_inputs["data"], "test").labels, wrong=2)
     out = tmp_path / "stage"
@@ -486,7 +486,7 @@ def test_accuracy_gate_falls_back_to_fp32(
 def test_accuracy_gate_raises_when_int8_is_required(
     stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distill.dataset_files import read_split
+    from distill.tasks.classification.files import read_split
 
     _degrade_int8(monkeypatch, read_split(stage_inputs["data"], "test").labels, wrong=40)
     out = tmp_path / "stage"
@@ -509,7 +509,7 @@ def test_accuracy_gate_allows_a_drop_within_the_limit(
     stage_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One test example (of 40) lost is a 0.025 drop: allowed at 0.05."""
-    from distill.dataset_files import read_split
+    from distill.tasks.classification.files import read_split
 
     _degrade_int8(monkeypatch, read_split(stage_inputs["data"], "test").labels, wrong=1)
     metrics = _run(stage_inputs, tmp_path / "stage", candidates=["dynamic"], max_accuracy_drop=0.05)
@@ -749,7 +749,8 @@ def _teacher_stage(folder: Path, data_dir: Path) -> tuple[Path, np.ndarray]:
     """A finished teacher folder: a tiny 4-layer model and its PyTorch test logits."""
     import torch
 
-    from distill.dataset_files import read_split, save_logits
+    from distill.dataset_files import save_logits
+    from distill.tasks.classification.files import read_split
 
     model_dir = build_tiny_classifier(folder / "model", num_labels=len(LABELS), layers=4, seed=1)
     set_label_maps(model_dir)
@@ -780,7 +781,7 @@ def teacher_run(stage_inputs: dict[str, Path], tmp_path_factory: pytest.TempPath
 def test_teacher_is_exported_with_the_students_candidate_and_scored(
     teacher_run: tuple[Path, dict[str, Any], np.ndarray], stage_inputs: dict[str, Path]
 ) -> None:
-    from distill.dataset_files import read_split
+    from distill.tasks.classification.files import read_split
 
     out, metrics, pytorch_logits = teacher_run
     test = read_split(stage_inputs["data"], "test")
@@ -804,7 +805,7 @@ def test_teacher_is_exported_with_the_students_candidate_and_scored(
 
 
 def test_teacher_baseline_can_be_turned_off(stage_inputs: dict[str, Path], tmp_path: Path) -> None:
-    from distill.dataset_files import read_split
+    from distill.tasks.classification.files import read_split
 
     skipped = export_stage._teacher_baseline(
         RunContext(

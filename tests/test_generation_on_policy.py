@@ -557,7 +557,7 @@ def test_a_resumed_on_policy_run_matches_a_straight_one(runs, monkeypatch, tmp_p
 def _train_on_policy(root: Path, work_dir: Path) -> dict[str, Any]:
     """The distilled student's training alone (online teacher, half the batches on-policy,
     checkpoints every 2 steps), from ``work_dir``'s last sealed checkpoint if any."""
-    from distill.dataset_files import read_split
+    from distill.tasks.causal_lm.files import read_split
     from distill.tasks.causal_lm.training import as_dataset, encode_texts, train_causal
 
     tokenizer = tiny_tokenizer()

@@ -20,9 +20,9 @@ from generation_helpers import (
 
 from distill.artifacts import RunContext, read_manifest, write_manifest
 from distill.config import ReportConfig
-from distill.dataset_files import Split, read_split, write_split
 from distill.errors import ArtifactError
 from distill.tasks.causal_lm import render as generation_render
+from distill.tasks.causal_lm.files import TextSplit, read_split, write_split
 from distill.tasks.causal_lm.generate import generate
 from distill.tasks.causal_lm.stages import report as generation_report
 
@@ -72,7 +72,7 @@ def build_upstream(
         texts = _texts(n, seed=len(name))
         if name == "test":
             texts[0] = f"{INJECTION} & {texts[0]}"
-        split = Split([f"{name}-{i}" for i in range(n)], texts, np.full(n, -1, dtype=np.int64))
+        split = TextSplit([f"{name}-{i}" for i in range(n)], texts)
         write_split(data / f"{name}.jsonl", split)
     write_manifest(data, {"stage": "data", "wall_time_s": 0.5, "metrics": {}})
 

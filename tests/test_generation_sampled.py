@@ -16,8 +16,8 @@ from generation_helpers import tiny_llama, tiny_tokenizer, write_tiny_lm_run
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, validate_recipe
-from distill.dataset_files import read_split
 from distill.errors import ArtifactError, RecipeError
+from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.losses import (
     SampledTeacher,
     sample_teacher_tokens,

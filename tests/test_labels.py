@@ -14,17 +14,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, LabelsConfig, Recipe, validate_recipe
-from distill.dataset_files import (
-    SPLITS,
-    Split,
-    load_logits,
-    read_split,
-    write_label_names,
-    write_split,
-)
+from distill.dataset_files import SPLITS, load_logits, write_label_names
 from distill.errors import LabelParityError, ParityError, RecipeError
 from distill.export import onnx as onnx_utils
 from distill.pipeline import STAGES, Dependencies, StageSpec, stage_settings
+from distill.tasks.classification.files import Split, read_split, write_split
 from distill.tasks.classification.labelling import length_sample
 from distill.tasks.classification.stages import labels as labels_stage
 from distill.train.length_order import length_order, unsort

@@ -408,8 +408,8 @@ def test_the_stage_records_the_selection_and_before_training_perplexity(stage_ru
 
 def test_before_training_perplexity_is_the_initial_students(stage_run) -> None:
     """Rebuilt from the same teacher, sample and seed, the student scores the recorded number."""
-    from distill.dataset_files import read_split
     from distill.models import load_tokenizer
+    from distill.tasks.causal_lm.files import read_split
     from distill.tasks.causal_lm.stages.student import build_student
     from distill.tasks.causal_lm.training import encode_texts, load_causal_lm, prepare_tokenizer
 

@@ -32,9 +32,10 @@ from conftest import (
 from distill.artifacts import RunContext
 from distill.cli import main
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import load_logits, read_split
+from distill.dataset_files import load_logits
 from distill.errors import ArtifactError
 from distill.export import onnx as onnx_utils
+from distill.tasks.classification.files import read_split
 from distill.tasks.classification.runner import load_bundle, softmax
 from distill.tasks.classification.stages import export as export_stage
 

@@ -16,7 +16,8 @@ from conftest import build_tiny_classifier, synthetic_rows
 
 from distill.artifacts import RunContext, read_manifest, write_manifest
 from distill.config import ReportConfig
-from distill.dataset_files import Split, save_logits, write_label_names, write_split
+from distill.dataset_files import save_logits, write_label_names
+from distill.tasks.classification.files import Split, write_split
 from distill.tasks.classification.metrics import classification_metrics
 
 # Label names that would break HTML and Markdown if written unescaped.

@@ -12,8 +12,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, TeacherConfig
-from distill.dataset_files import load_logits, read_split
+from distill.dataset_files import load_logits
 from distill.errors import ModelLoadError
+from distill.tasks.classification.files import read_split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.stages import data as data_stage
 from distill.tasks.classification.stages import labels as labels_stage

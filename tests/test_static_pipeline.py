@@ -72,8 +72,8 @@ def test_bundles_without_the_fp32_reference_keep_it_in_the_stage(project: Path) 
 
 
 def test_bundles_ship_the_domain_words_and_the_runner_starts_warm(project: Path) -> None:
-    from distill.dataset_files import read_split
     from distill.tasks.classification.fast_tokens import read_words
+    from distill.tasks.classification.files import read_split
     from distill.tasks.classification.runner import load_bundle
 
     bundle = project / "export" / f"{NAME}.fast"

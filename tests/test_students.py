@@ -145,8 +145,9 @@ def test_student_settings_follow_the_variant_inheritance_rules() -> None:
 def test_each_student_with_a_twin_has_its_paired_kd_test(project: Path) -> None:
     import numpy as np
 
-    from distill.dataset_files import load_logits, read_split
+    from distill.dataset_files import load_logits
     from distill.report.significance import mcnemar_exact
+    from distill.tasks.classification.files import read_split
 
     report = json.loads((project / "reports" / "multi" / "report.json").read_text())
     students = {s["name"]: s for s in report["students"]}
@@ -172,8 +173,9 @@ def test_each_student_with_a_twin_has_its_paired_kd_test(project: Path) -> None:
 def test_students_table_has_the_pseudo_label_twin_of_each_student_that_has_one(
     project: Path,
 ) -> None:
-    from distill.dataset_files import load_logits, read_split
+    from distill.dataset_files import load_logits
     from distill.report.significance import mcnemar_exact
+    from distill.tasks.classification.files import read_split
 
     run = project / "runs" / "multi"
     trained = read_manifest(run / "student")["metrics"]

@@ -18,11 +18,11 @@ from torch import nn
 from transformers import Trainer
 
 from distill.config import TrainingConfig
-from distill.dataset_files import Split
 from distill.errors import ModelLoadError
 from distill.models import resolve_model, with_supported_attention
 from distill.progress import track
 from distill.sources import resolve_local
+from distill.tasks.causal_lm.files import TextSplit
 from distill.tasks.causal_lm.losses import (
     IGNORE_INDEX,
     SampledTeacher,
@@ -98,7 +98,7 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def encode_texts(tokenizer: Any, split: Split, max_length: int) -> list[list[int]]:
+def encode_texts(tokenizer: Any, split: TextSplit, max_length: int) -> list[list[int]]:
     """Token ids of each text, truncated, ending with EOS (so the model learns where text
     ends and generation can stop there)."""
     eos = tokenizer.eos_token_id

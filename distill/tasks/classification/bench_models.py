@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.dataset_files import read_split
+from distill.tasks.classification.files import read_split
 
 
 def load_model(folder: Path) -> Any:

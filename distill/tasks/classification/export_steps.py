@@ -13,10 +13,10 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import Split, read_split
 from distill.errors import ArtifactError, DataError, ModelLoadError
 from distill.export import onnx as onnx_utils
 from distill.export.candidates import Candidate, candidate_settings, dynamic_int8, optimize_for
+from distill.tasks.classification.files import Split, read_split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.static.onnx_graph import int8_table_graph

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from distill.dataset_files import Split
+    from distill.tasks.classification.files import Split
 
 
 class SequenceClassification(Task):

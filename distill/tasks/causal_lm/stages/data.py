@@ -9,7 +9,8 @@ from typing import Any
 from distill.artifacts import RunContext
 from distill.config import DataConfig
 from distill.data import build_splits
-from distill.dataset_files import SPLITS, write_label_names, write_split
+from distill.dataset_files import SPLITS, write_label_names
+from distill.tasks.causal_lm.files import write_split
 
 
 def run(ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig) -> dict[str, Any]:

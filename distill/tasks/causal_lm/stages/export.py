@@ -37,11 +37,11 @@ from typing import Any
 
 from distill.artifacts import RunContext, onnx_files
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import read_split
 from distill.errors import AccuracyDropError, DataError, ParityError
 from distill.export.bundle import write_bundle_manifest
 from distill.export.gate import Gate
 from distill.models import load_tokenizer
+from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.int8 import quantize_int8
 from distill.tasks.causal_lm.onnx_export import (
     check_causal_parity,

@@ -37,11 +37,11 @@ import torch
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig
-from distill.dataset_files import read_split
 from distill.distributed import current
 from distill.errors import ArtifactError
 from distill.models import load_tokenizer
 from distill.progress import track
+from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.losses import sample_teacher_tokens, top_k_logits
 from distill.tasks.causal_lm.training import (
     CausalCollator,

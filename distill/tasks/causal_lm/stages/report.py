@@ -41,11 +41,12 @@ from distill.artifacts import (
     write_json_atomic,
 )
 from distill.config import ReportConfig, task_dump
-from distill.dataset_files import SPLITS, read_split
+from distill.dataset_files import SPLITS
 from distill.errors import ArtifactError
 from distill.latency import hardware_info, summarize, torch_threads
 from distill.progress import track
 from distill.report.common import training_summary
+from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.int8 import describe_quantization
 from distill.tasks.causal_lm.render import SCHEMA_VERSION, TASK, load_report, write_reports
 

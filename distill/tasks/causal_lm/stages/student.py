@@ -30,7 +30,6 @@ from transformers import set_seed
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
-from distill.dataset_files import read_split
 from distill.models import (
     evenly_spaced_layers,
     freeze,
@@ -38,6 +37,7 @@ from distill.models import (
     parameter_counts,
     with_supported_attention,
 )
+from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.models import check_same_tokenizer, drop_layers
 from distill.tasks.causal_lm.on_policy import (
     OnPolicyConfig,

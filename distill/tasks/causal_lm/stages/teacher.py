@@ -17,8 +17,8 @@ from transformers import set_seed
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, TeacherConfig
-from distill.dataset_files import read_split
 from distill.models import freeze, load_tokenizer, parameter_counts
+from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.training import (
     as_dataset,
     encode_texts,

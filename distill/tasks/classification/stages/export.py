@@ -57,7 +57,7 @@ import numpy as np
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import Split, read_label_names, read_split, save_logits
+from distill.dataset_files import read_label_names, save_logits
 from distill.errors import AccuracyDropError, DataError
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import FP32_REFERENCE, assemble_bundle, write_bundle_manifest
@@ -82,6 +82,7 @@ from distill.tasks.classification.export_steps import (
     texts_for_parity,
 )
 from distill.tasks.classification.fast_tokens import WORDS_FILE, frequent_chunks, write_words
+from distill.tasks.classification.files import Split, read_split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import bundle_card
 from distill.tasks.classification.static import is_static

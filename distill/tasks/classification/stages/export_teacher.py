@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import Split, load_logits, read_label_names, save_logits
+from distill.dataset_files import load_logits, read_label_names, save_logits
 from distill.errors import ArtifactError
 from distill.export import onnx as onnx_utils
 from distill.export.candidates import CANDIDATES, Candidate
@@ -34,6 +34,7 @@ from distill.tasks.classification.export_steps import (
     test_logits,
     texts_for_parity,
 )
+from distill.tasks.classification.files import Split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.task import SequenceClassification
 

@@ -47,12 +47,13 @@ from distill.artifacts import (
     write_json_atomic,
 )
 from distill.config import ReportConfig, task_dump
-from distill.dataset_files import SPLITS, Split, load_logits, read_label_names, read_split
+from distill.dataset_files import SPLITS, load_logits, read_label_names
 from distill.errors import ArtifactError, ModelLoadError
 from distill.export.bundle import FP32_REFERENCE
 from distill.latency import hardware_info
 from distill.report.common import training_summary
 from distill.report.timing import TimingPlan
+from distill.tasks.classification.files import Split, read_split
 from distill.tasks.classification.metrics import classification_metrics, softmax
 from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.report_teacher import onnx_row, teacher_onnx_rows

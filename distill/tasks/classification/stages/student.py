@@ -25,17 +25,11 @@ from torch import nn
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
-from distill.dataset_files import (
-    SPLITS,
-    Split,
-    load_logits,
-    read_label_names,
-    read_split,
-    save_logits,
-)
+from distill.dataset_files import SPLITS, load_logits, read_label_names, save_logits
 from distill.models import freeze, load_tokenizer, parameter_counts
 from distill.tasks import get_task
 from distill.tasks.base import Task
+from distill.tasks.classification.files import Split, read_split
 from distill.tasks.classification.model_card import write_student_card
 from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.training import train

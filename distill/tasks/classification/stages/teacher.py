@@ -14,9 +14,10 @@ from transformers import set_seed
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, TeacherConfig
-from distill.dataset_files import SPLITS, read_label_names, read_split, save_logits
+from distill.dataset_files import SPLITS, read_label_names, save_logits
 from distill.models import freeze, load_tokenizer, resolve_model
 from distill.tasks import get_task
+from distill.tasks.classification.files import read_split
 from distill.tasks.classification.training import train
 from distill.train.trainer import finish_training, predict_logits
 
