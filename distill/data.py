@@ -1,4 +1,6 @@
-"""Load, clean and split labelled text; every example gets a stable id.
+"""Read tables of examples (CSV/TSV, JSON, JSON Lines, Parquet, hub datasets), and clean and
+split text examples; every example gets a stable id. What a task makes of the rows (labels,
+tags) is the task's.
 
 Readers are strict on purpose: a bad byte, a ragged CSV row or a broken JSON line
 is an error naming the file and line, never a silent NaN.
@@ -10,18 +12,15 @@ import codecs
 import csv
 import io
 import json
-import random
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distill.config import DataConfig, TransferConfig
+from distill.config import DataConfig
 from distill.errors import DataError
 from distill.sources import SourceError, resolve_local
-from distill.tasks.classification.files import Split
 
 # A text field may be huge (a pasted document); the model sees max_length tokens, so the
 # stored text is cut at a bound that keeps memory flat without touching normal texts.
@@ -358,7 +357,7 @@ def _deduplicate(rows: list[Row]) -> tuple[list[Row], int]:
     seen: set[str] = set()
     kept = []
     for row in rows:
-        key = _text_key(row.text)
+        key = text_key(row.text)
         if key not in seen:
             seen.add(key)
             kept.append(row)
@@ -387,13 +386,13 @@ def _without_evaluation_texts(
     train: list[Row], parts: dict[str, list[Row]], config: DataConfig, report: LoadReport
 ) -> list[Row]:
     """Keep evaluation honest: a text in validation/test must not also be trained on."""
-    held_out = {_text_key(r.text): r for name in ("validation", "test") for r in parts[name]}
-    leaked = [r for r in train if _text_key(r.text) in held_out]
+    held_out = {text_key(r.text): r for name in ("validation", "test") for r in parts[name]}
+    leaked = [r for r in train if text_key(r.text) in held_out]
     if not leaked:
         return train
     if not config.deduplicate:
         pairs = ", ".join(
-            f"{r.example_id} = {held_out[_text_key(r.text)].example_id}" for r in leaked[:5]
+            f"{r.example_id} = {held_out[text_key(r.text)].example_id}" for r in leaked[:5]
         )
         raise DataError(
             f"{len(leaked)} training text(s) also appear in validation/test ({pairs}); "
@@ -404,25 +403,20 @@ def _without_evaluation_texts(
     return [r for r in train if r.example_id not in leaked_ids]
 
 
-def _text_key(text: str) -> str:
+def text_key(text: str) -> str:
+    """What makes two texts the same text: case and runs of whitespace do not count."""
     return " ".join(text.lower().split())
 
 
-def _label_order(labels: set[str]) -> list[str]:
-    try:
-        return sorted(labels, key=lambda x: (float(x), x))
-    except ValueError:
-        return sorted(labels)
-
-
-def build_splits(
+def split_rows(
     config: DataConfig, base_dir: Path, seed: int, labelled: bool = True
-) -> tuple[dict[str, Split], list[str], LoadReport]:
-    """Read, clean and split the data; returns the splits, label names and what cleaning did.
+) -> tuple[dict[str, list[Row]], list[Row], LoadReport]:
+    """Read, clean and split the data's rows: the rows of train, validation and test, the rows
+    ``max_examples`` left out, and what cleaning did.
 
-    Besides train/validation/test, ``splits["unused"]`` holds the rows that
-    ``max_examples`` left out, without labels (label -1), for use as transfer text. With
-    ``labelled = False`` every split is plain text (label -1) and there are no label names.
+    Splits are stratified by label where every class allows it (a plain shuffle otherwise);
+    a text of validation or test is dropped from training (or refused). With ``labelled =
+    False`` (plain text) no label column is read. A split may be empty: :func:`require_rows`.
     """
     report = LoadReport()
     rows = load_rows(config.path, config, base_dir, "data.path", report, labelled)
@@ -454,114 +448,12 @@ def build_splits(
         train, parts["validation"] = _split(train, share, seed + 1, report)
     parts.update(separate)
     parts["train"] = _without_evaluation_texts(train, parts, config, report)
-    train = parts["train"]
+    return parts, unused, report
 
-    if not labelled:
-        for split_name in ("train", "validation", "test"):
-            if not parts[split_name]:
-                raise DataError(
-                    f"the {split_name} split is empty; add data or change data.{split_name}_fraction"
-                )
-        splits = {
-            name: Split(
-                ids=[r.example_id for r in part],
-                texts=[r.text for r in part],
-                labels=np.full(len(part), -1, dtype=np.int64),
-            )
-            for name, part in {**parts, "unused": unused}.items()
-        }
-        return splits, [], report
-    train_labels = {r.label for r in train}
-    if len(train_labels) < 2:
+
+def require_rows(parts: dict[str, list[Row]], split_name: str) -> None:
+    """A DataError when split ``split_name`` has no rows."""
+    if not parts[split_name]:
         raise DataError(
-            f"{config.path}: column {config.label_column!r} has a single class "
-            f"({next(iter(train_labels))!r}) in the training split; classification needs at least two"
+            f"the {split_name} split is empty; add data or change data.{split_name}_fraction"
         )
-    for split_name in ("validation", "test"):
-        unseen = [r for r in parts[split_name] if r.label not in train_labels]
-        if unseen:
-            first = unseen[0]
-            raise DataError(
-                f"{first.where}: label {first.label!r} in the {split_name} split never occurs in "
-                f"training ({len(unseen)} row(s)); training labels: {sorted(train_labels)}"
-            )
-        if not parts[split_name]:
-            raise DataError(
-                f"the {split_name} split is empty; add data or change data.{split_name}_fraction"
-            )
-    label_names = _label_order(train_labels)
-    index = {name: i for i, name in enumerate(label_names)}
-    splits = {
-        name: Split(
-            ids=[r.example_id for r in part],
-            texts=[r.text for r in part],
-            labels=np.asarray([index[r.label] for r in part], dtype=np.int64),
-        )
-        for name, part in parts.items()
-    }
-    # Rows left out by max_examples: unlabelled transfer text for the student (their labels
-    # are dropped), minus any text that validation or test hold.
-    held_out = {_text_key(r.text) for name in ("validation", "test") for r in parts[name]}
-    kept = [r for r in unused if _text_key(r.text) not in held_out]
-    splits["unused"] = Split(
-        ids=[r.example_id for r in kept],
-        texts=[r.text for r in kept],
-        labels=np.full(len(kept), -1, dtype=np.int64),
-    )
-    return splits, label_names, report
-
-
-def label_counts(split: Split, label_names: list[str]) -> dict[str, int]:
-    counts = Counter(int(x) for x in split.labels)
-    return {name: counts.get(i, 0) for i, name in enumerate(label_names)}
-
-
-def load_transfer(
-    transfer: TransferConfig, data: DataConfig, base_dir: Path, data_dir: Path, seed: int
-) -> tuple[Split, dict[str, int]]:
-    """Unlabelled transfer text: deduplicated, never a text of the labelled splits, sampled."""
-    from distill.dataset_files import SPLITS
-    from distill.tasks.classification.files import read_split
-
-    if transfer.path == "unused":
-        pool = read_split(data_dir, "unused")
-        candidates = list(zip(pool.ids, pool.texts, strict=True))
-        read = len(candidates)
-    else:
-        table_config = data.model_copy(update={"encoding": transfer.encoding or data.encoding})
-        column = transfer.text_column or data.text_column
-        name, columns, raw_rows = read_table(
-            transfer.path, table_config, base_dir, "student.transfer.path"
-        )
-        if column not in columns:
-            raise DataError(
-                f"{name}: no column {column!r} (student.transfer.text_column); the columns are {columns}"
-            )
-        stem = Path(name).name
-        candidates = []
-        for line, record in raw_rows:
-            text = "" if record.get(column) is None else str(record[column]).strip()
-            if text:
-                candidates.append((f"transfer:{stem}:{line}", text[:MAX_TEXT_CHARS]))
-        read = len(raw_rows)
-    seen = {_text_key(t) for split in SPLITS for t in read_split(data_dir, split).texts}
-    unique = []
-    for example_id, text in candidates:
-        key = _text_key(text)
-        if key not in seen:
-            seen.add(key)
-            unique.append((example_id, text))
-    chosen = unique
-    if transfer.max_examples is not None and len(unique) > transfer.max_examples:
-        picked = sorted(random.Random(seed).sample(range(len(unique)), transfer.max_examples))
-        chosen = [unique[i] for i in picked]
-    if not chosen:
-        raise DataError(
-            f"student.transfer.path: {transfer.path!r} holds no text that is not already labelled"
-        )
-    split = Split(
-        ids=[i for i, _ in chosen],
-        texts=[t for _, t in chosen],
-        labels=np.full(len(chosen), -1, dtype=np.int64),
-    )
-    return split, {"read": read, "new_texts": len(unique), "used": len(chosen)}

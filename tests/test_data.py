@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from distill.config import DataConfig
-from distill.data import build_splits
 from distill.errors import DataError, DistillError
+from distill.tasks.classification.data import build_splits
 
 
 def config(path: Path | str, **overrides: object) -> DataConfig:
@@ -294,7 +294,7 @@ def test_test_texts_are_never_trained_on(sentiment_csv: Path, tmp_path: Path) ->
 
 def test_transfer_text_from_unused_rows_and_from_a_file(tmp_path: Path) -> None:
     from distill.config import TransferConfig
-    from distill.data import load_transfer
+    from distill.tasks.classification.data import load_transfer
     from distill.tasks.classification.files import write_split
 
     rows = ["text,label"] + [f"text {i},{'a' if i % 2 else 'b'}" for i in range(100)]

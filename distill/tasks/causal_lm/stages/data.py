@@ -8,18 +8,23 @@ from typing import Any
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig
-from distill.data import build_splits
+from distill.data import require_rows, split_rows
 from distill.dataset_files import SPLITS, write_label_names
-from distill.tasks.causal_lm.files import write_split
+from distill.tasks.causal_lm.files import TextSplit, write_split
 
 
 def run(ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig) -> dict[str, Any]:
-    splits, _, report = build_splits(data, ctx.recipe_dir, ctx.seed, labelled=False)
+    parts, unused, report = split_rows(data, ctx.recipe_dir, ctx.seed, labelled=False)
     for name in SPLITS:
-        write_split(out / f"{name}.jsonl", splits[name])
+        require_rows(parts, name)
+    for name in SPLITS:
+        split = TextSplit(
+            ids=[r.example_id for r in parts[name]], texts=[r.text for r in parts[name]]
+        )
+        write_split(out / f"{name}.jsonl", split)
     write_label_names(out, [])
     return {
-        "sizes": {name: len(splits[name]) for name in SPLITS},
-        "unused_rows": len(splits["unused"]),
+        "sizes": {name: len(parts[name]) for name in SPLITS},
+        "unused_rows": len(unused),
         "cleaning": dataclasses.asdict(report),
     }

@@ -8,8 +8,8 @@ from typing import Any
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig
-from distill.data import build_splits, label_counts
 from distill.dataset_files import SPLITS, write_label_names
+from distill.tasks.classification.data import build_splits, label_counts
 from distill.tasks.classification.files import write_split
 
 

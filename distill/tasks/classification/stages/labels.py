@@ -29,12 +29,12 @@ import numpy as np
 
 from distill.artifacts import RunContext
 from distill.config import DataConfig, LabelsConfig, TransferConfig
-from distill.data import load_transfer
 from distill.dataset_files import SPLITS, read_label_names, save_logits
 from distill.distributed import current
 from distill.latency import ort_session
 from distill.models import load_tokenizer
 from distill.tasks import get_task
+from distill.tasks.classification.data import load_transfer
 from distill.tasks.classification.files import Split, read_split, write_split
 from distill.tasks.classification.labelling import (
     Labeller,
