@@ -108,6 +108,22 @@ def _student_reads(recipe: Recipe) -> list[Source]:
     return sources
 
 
+def _published_bundles(ctx: RunContext, folder: Path) -> dict[str, Path]:
+    """Where the export stage's bundles are published: its ``bundle/`` as the run's bundle,
+    and each further bundle the task exported, at ``<group>/<NAME>/bundle/`` in the stage
+    folder (another student of the run), beside it as ``<run>.<NAME>``."""
+    return {
+        "bundle": ctx.export_dir,
+        **{
+            f"{extra.parent.relative_to(folder).as_posix()}/bundle": ctx.export_dir.with_name(
+                f"{ctx.name}.{extra.parent.name}"
+            )
+            for extra in sorted(folder.glob("*/*/bundle"))
+            if extra.is_dir()
+        },
+    }
+
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("data", ("data",), (), reads=_data_reads),
     StageSpec(
@@ -134,16 +150,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "export",
         ("data", "export"),
-        ("data", "teacher", "student"),  # the teacher: its baseline export (classification)
-        publish=lambda ctx, folder: {
-            "bundle": ctx.export_dir,
-            **{
-                f"variants/{variant.name}/bundle": ctx.export_dir.with_name(
-                    f"{ctx.name}.{variant.name}"
-                )
-                for variant in sorted((folder / "variants").glob("*"))
-            },
-        },
+        ("data", "teacher", "student"),  # a task may export a teacher baseline
+        publish=lambda ctx, folder: _published_bundles(ctx, folder),
     ),
     StageSpec(
         "report",
