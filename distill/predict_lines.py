@@ -160,20 +160,11 @@ def argument_lines(texts: Iterable[str]) -> list[InputLine]:
 
 
 def prediction_line(prediction: Any, as_json: bool) -> str:
-    """One output line for one prediction: JSON (``--json``) or TSV."""
+    """One output line for one prediction, in the format its task's runner gives it: its
+    ``to_dict()`` as JSON (``--json``), else its ``to_tsv()``."""
     if as_json:
         return json.dumps(prediction.to_dict(), ensure_ascii=False)
-    return prediction_tsv(prediction)
-
-
-def prediction_tsv(prediction: Any) -> str:
-    """One output line: the prediction's own ``to_tsv()`` where its task defines one (entities),
-    else classification's ``label<TAB>probability<TAB>label=probability ...``."""
-    to_tsv = getattr(prediction, "to_tsv", None)
-    if callable(to_tsv):
-        return to_tsv()
-    scores = " ".join(f"{k}={v:.4f}" for k, v in prediction.probabilities.items())
-    return f"{prediction.label}\t{prediction.probability:.4f}\t{scores}"
+    return prediction.to_tsv()
 
 
 @dataclass

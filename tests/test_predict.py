@@ -279,7 +279,7 @@ def test_predict_prints_label_tab_probability(
     assert len(lines) == len(texts)
     expected = load_bundle(bundle, threads=1).predict(texts)
     for line, p in zip(lines, expected, strict=True):
-        # byte for byte: a prediction without to_tsv() (classification) keeps this format
+        # byte for byte: classification's to_tsv() keeps this format
         scores_text = " ".join(f"{k}={v:.4f}" for k, v in p.probabilities.items())
         assert line == f"{p.label}\t{p.probability:.4f}\t{scores_text}"
         label, probability, scores = _parse_plain(line)

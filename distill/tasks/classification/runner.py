@@ -80,6 +80,12 @@ class Prediction:
             "probabilities": dict(self.probabilities),
         }
 
+    def to_tsv(self) -> str:
+        """``distill predict``'s output line: ``label<TAB>probability<TAB>label=probability
+        ...`` (every label, 4 decimals)."""
+        scores = " ".join(f"{k}={v:.4f}" for k, v in self.probabilities.items())
+        return f"{self.label}\t{self.probability:.4f}\t{scores}"
+
 
 # --------------------------------------------------------------------------- checking
 
