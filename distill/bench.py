@@ -312,22 +312,20 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
     # the bundle's graph optimization, replayed on its fp32 reference (default: level 2)
     recorded = manifest.get("optimization") or {}
     level = recorded.get("level") or 2
-    cls_pruning = bool((recorded.get("cls_pruning") or {}).get("applied"))
+    # the task's own passes, as its export recorded them (optional bench hooks)
+    options = getattr(paths.task, "optimization_options", lambda recorded: {})(recorded)
     try:
         optimized, settings = onnx_utils.optimize_graph(
-            fp32_path,
-            work / "optimized",
-            level=level,
-            cls_pruning=cls_pruning,
+            fp32_path, work / "optimized", level=level, **options
         )
     except NotImplementedError:
         optimized = None
     if optimized is not None:
-        pruned = (settings.get("cls_pruning") or {}).get("applied")
+        note = getattr(paths.task, "optimization_note", lambda settings: "")(settings)
         models.append(
             onnx_model(
                 ONNX_FP32_OPTIMIZED,
-                f"Student ONNX fp32 (ORT optimized, level {level}{', CLS-pruned' if pruned else ''})",
+                f"Student ONNX fp32 (ORT optimized, level {level}{note})",
                 "fp32",
                 optimized,
             )

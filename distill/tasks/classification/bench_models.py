@@ -22,3 +22,14 @@ def load_model(folder: Path) -> Any:
 
 def test_texts(data_dir: Path) -> list[str]:
     return list(read_split(data_dir, "test").texts)
+
+
+def optimization_options(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of :func:`distill.export.fusion.optimize_graph` (beyond the level) that
+    replay a bundle's recorded optimization: CLS pruning where its export applied it."""
+    return {"cls_pruning": bool((recorded.get("cls_pruning") or {}).get("applied"))}
+
+
+def optimization_note(settings: dict[str, Any]) -> str:
+    """What the optimized graph's row label adds: whether CLS pruning applied."""
+    return ", CLS-pruned" if (settings.get("cls_pruning") or {}).get("applied") else ""
