@@ -3,10 +3,10 @@ the label names, and logits keyed by example id.
 
 Format (a contract between stages):
   ``<data stage>/train.jsonl``, ``validation.jsonl``, ``test.jsonl``: one JSON object per
-  line, one per example, whose fields the task defines (its typed split lives in its folder:
-  classification's ``{"id", "text", "label"}``, token classification's ``{"id", "tokens",
-  "tags"}``); ``<data stage>/labels.json``: ``{"labels": [name0, name1, ...]}`` in id order
-  (empty for a task without labels).
+  line, one per example, whose fields the task defines (``{"id": ..., "text": ..., ...}``; its
+  typed split and the format's details live in its folder, in ``files.py``);
+  ``<data stage>/labels.json``: ``{"labels": [name0, name1, ...]}`` in id order (empty for a
+  task without labels).
 """
 
 from __future__ import annotations
