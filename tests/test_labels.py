@@ -161,7 +161,7 @@ def test_length_order_is_longest_first_and_unsort_restores_input_order() -> None
 def test_shared_predict_logits_batches_longest_first_and_returns_dataset_order(
     upstream: dict[str, Path], tmp_path: Path
 ) -> None:
-    from distill.tasks.classification.task import SequenceClassification
+    from distill.tasks.classification.encoding import encode
     from distill.tasks.classification.training import predictor
     from distill.train.trainer import predict_logits
 
@@ -169,7 +169,7 @@ def test_shared_predict_logits_batches_longest_first_and_returns_dataset_order(
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     split = read_split(upstream["data"], "test")
-    encoded = SequenceClassification().encode(tokenizer, split, 24, with_labels=False)
+    encoded = encode(tokenizer, split, 24, with_labels=False)
     widths: list[int] = []
     model.register_forward_pre_hook(
         lambda _m, _a, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True

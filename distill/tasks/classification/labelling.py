@@ -108,12 +108,13 @@ def onnx_labeller(session: Any, tokenizer: Any, *, max_length: int, batch_size: 
 # --------------------------------------------------------------------------- PyTorch
 
 
-def torch_labeller(trainer: Any, tokenizer: Any, task: Any, *, max_length: int) -> Labeller:
+def torch_labeller(trainer: Any, tokenizer: Any, *, max_length: int) -> Labeller:
     """Logits of a predicting Trainer over a split, batched by length, in split order."""
+    from distill.tasks.classification.encoding import encode
     from distill.train.trainer import predict_logits
 
     def label(split: Split, desc: str = "labels") -> np.ndarray:
-        encoded = task.encode(tokenizer, split, max_length, with_labels=False)
+        encoded = encode(tokenizer, split, max_length, with_labels=False)
         return predict_logits(trainer, encoded, desc)  # batched by length, in split order
 
     return label

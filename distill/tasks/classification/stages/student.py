@@ -35,12 +35,13 @@ from distill.dataset_files import (
 )
 from distill.models import (
     freeze,
+    load_classifier,
     load_saved_classifier,
     load_tokenizer,
     parameter_counts,
 )
-from distill.tasks import get_task
-from distill.tasks.base import Task
+from distill.tasks.classification.encoding import encode
+from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import write_student_card
 from distill.tasks.classification.training import train
 from distill.train.layer_losses import LayerDistillation, layer_distillation
@@ -83,7 +84,6 @@ def _transformer_student(
     config: StudentConfig,
     data: DataConfig,
     ctx: RunContext,
-    task: Task,
     teacher_dir: Path,
     label_names: list[str],
     use_teacher: bool,
@@ -95,8 +95,8 @@ def _transformer_student(
         config,
         teacher_dir,
         ctx,
-        lambda source, key, revision, trust: task.load_pretrained(
-            source, key, label_names, revision, trust
+        lambda source, key, revision, trust: load_classifier(
+            source, key, label_names, revision=revision, trust_remote_code=trust
         ),
         load_saved_classifier,
     )
@@ -126,7 +126,6 @@ def _train_variant(
     config: StudentConfig,
     data: DataConfig,
     ctx: RunContext,
-    task: Task,
     teacher_dir: Path,
     splits: dict[str, Split],
     teacher_logits: dict[str, Any],
@@ -163,10 +162,10 @@ def _train_variant(
         layers: LayerDistillation | None = None
     else:
         model, trainable, tokenizer, built, layers = _transformer_student(
-            config, data, ctx, task, teacher_dir, label_names, use_teacher, trim_texts
+            config, data, ctx, teacher_dir, label_names, use_teacher, trim_texts
         )
     encoded = {
-        split_name: task.encode(
+        split_name: encode(
             tokenizer, split, data.max_length, teacher_logits[split_name] if use_teacher else None
         )
         for split_name, split in splits.items()
@@ -177,7 +176,6 @@ def _train_variant(
     work_dir = ctx.checkpoint_dir(out, checkpoint_name)
     trainer, history = train(
         stage=f"student ({name})",
-        task=task,
         model=trainable,
         tokenizer=tokenizer,
         config=config,
@@ -204,7 +202,7 @@ def _train_variant(
     for split_name in ("validation", "test"):
         logits = predict_logits(trainer, encoded[split_name], f"student: {split_name} logits")
         save_logits(out / "logits" / f"{split_name}.npz", splits[split_name].ids, logits)
-        metrics[split_name] = task.metrics(
+        metrics[split_name] = classification_metrics(
             logits, splits[split_name].labels, len(label_names), teacher_logits[split_name]
         )
     metrics.update(finish_training(trainer, history, out, work_dir))
@@ -271,7 +269,6 @@ def _train_student(
 def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentTable
 ) -> dict[str, Any]:
-    task = get_task(ctx.task)
     label_names = read_label_names(inputs["data"])
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
     teacher_logits = {
@@ -287,7 +284,6 @@ def run(
     common = dict(
         data=data,
         ctx=ctx,
-        task=task,
         teacher_dir=teacher_dir,
         splits=splits,
         teacher_logits=teacher_logits,
