@@ -131,6 +131,11 @@ BROKEN: dict[str, tuple[str, dict[str, Any], str]] = {
         {"compare": SimpleNamespace(run_compare=_one_argument)},
         "compare.run_compare",
     ),
+    "data_check.data_columns": (
+        "token-classification",
+        {"data": SimpleNamespace(data_columns=_one_argument)},
+        "data.data_columns",
+    ),
 }
 
 

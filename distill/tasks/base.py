@@ -48,6 +48,14 @@ class Task:
     # The [data] keys naming the columns the data stage reads from a table file (besides
     # data.id_column), which `distill validate` looks for in the file's header.
     data_column_keys: ClassVar[tuple[str, ...]] = ()
+    # The module (in the task's folder) whose `data_columns(data, path)` tells `distill
+    # validate` the format of a local data file and the columns to look for in its header
+    # (None: no named columns to check); None here: the shared table reader's format
+    # (data.format, else the file's extension) and `named_columns`.
+    data_check: ClassVar[str | None] = None
+    # Modules (in the task's folder) that register the task's own saved model types with
+    # transformers' Auto classes when imported (see `register_models`).
+    model_modules: ClassVar[tuple[str, ...]] = ()
     # Optimizer-step floor of a training run that sets no min_steps.
     default_min_steps: ClassVar[int] = 0
     # Whether model references may name GGUF files.
@@ -86,19 +94,13 @@ class Task:
         """Make the task's own saved model types (if any) loadable by transformers' Auto
         classes: before any of its stages runs, and in code outside them that loads its
         students (``distill bench``)."""
+        for name in self.model_modules:
+            self.module(name)  # importing it registers its types
 
-    def data_columns(self, data: Any, path: Path) -> tuple[str, dict[str, str]] | None:
-        """For ``distill validate``: the format of the local data file ``path`` and the
-        columns the data stage reads from it (recipe key -> column name), checked against
-        the file's header; None: no named columns to check (or the task reads none)."""
-        from distill.data import table_format
-
-        fmt = table_format(path, data)
-        return None if fmt is None else (fmt, self.named_columns(data))
-
-    def named_columns(self, data: Any) -> dict[str, str]:
+    @classmethod
+    def named_columns(cls, data: Any) -> dict[str, str]:
         """The columns ``[data]`` names for the data stage: recipe key -> column name."""
-        keys = (*self.data_column_keys, "id_column")
+        keys = (*cls.data_column_keys, "id_column")
         return {f"data.{key}": getattr(data, key) for key in keys if getattr(data, key)}
 
     def check_recipe(self, recipe: Any) -> list[str]:

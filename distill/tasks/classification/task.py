@@ -82,12 +82,10 @@ class SequenceClassification(Task):
     # Small labelled sets: a few epochs of a few hundred examples are too few steps to move
     # a pre-trained encoder (see distill.train.budget).
     default_min_steps = 200
+    # Static students save a config of their own model type (distill-static).
+    model_modules = ("static.model",)
     bench = "bench_models"
     compare = "compare"
-
-    def register_models(self) -> None:
-        # Static students save a config of their own model type (distill-static).
-        from distill.tasks.classification.static import model  # noqa: F401
 
     def check_recipe(self, recipe: Any) -> list[str]:
         if recipe.export.quantization == "weight-only":
