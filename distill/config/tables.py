@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    create_model,
-)
+from pydantic import create_model
 from pydantic.fields import FieldInfo
 
 from distill.tasks import TASK_NAMES, TASKS
+from distill.tasks.tables import RecipeTable
 
 # One spelling per task, from the registry (distill/tasks/__init__.py).
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
@@ -20,14 +17,8 @@ TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
 TwinName = Literal["no-kd", "pseudo-labels"]
 
 
-class _Table(BaseModel):
-    """Base for every recipe table: unknown keys are errors, values are immutable once checked.
-
-    Strict types: a number is a TOML number (``epochs = true`` or ``alpha = "0.5"`` is an
-    error, not 1 or 0.5), an integer key refuses 2.5, a float key takes an integer; a flag
-    is true or false and a string a string."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+# The base of every recipe table (distill.tasks.tables: tasks declare tables of their own).
+_Table = RecipeTable
 
 
 def with_task_keys(base: type[_Table], table: str) -> Any:
