@@ -13,7 +13,7 @@ from test_config import MINIMAL
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.artifacts import RunContext
-from distill.config import DataConfig, LabelsConfig, Recipe, validate_recipe
+from distill.config import DataConfig, Recipe, validate_recipe
 from distill.dataset_files import (
     SPLITS,
     Split,
@@ -25,6 +25,7 @@ from distill.dataset_files import (
 from distill.errors import LabelParityError, ParityError, RecipeError
 from distill.export import onnx as onnx_utils
 from distill.pipeline import STAGES, Dependencies, StageSpec, stage_settings
+from distill.tasks.classification.keys import LabelsConfig
 from distill.tasks.classification.labelling import length_sample
 from distill.tasks.classification.stages import labels as labels_stage
 from distill.train.length_order import length_order, unsort

@@ -59,12 +59,6 @@ class _ExportConfig(_Table):
         "graph parity-checked like the export); onnxruntime applies its own graph "
         "optimizations when a session loads the file, whichever level is set.",
     )
-    cls_pruning: bool = Field(
-        True,
-        description="'-optimized' candidates: after its attention, the last layer computes "
-        "only the first token, the one the classification head reads (exact; checked by "
-        "the parity test; about 1.5x faster int8 on a 2-layer student at batch 32).",
-    )
     candidates: list[ExportCandidate] | None = Field(
         None,
         description="int8 candidates to build, evaluate and time; the fastest within "

@@ -33,6 +33,16 @@ def with_task_keys(base: type[_Table], table: str) -> Any:
     return create_model(name, __base__=base, __module__=__name__, __doc__=base.__doc__, **fields)
 
 
+def task_tables() -> dict[str, Any]:
+    """The whole tables tasks add to the recipe (``Task.recipe_tables``), as fields of
+    :func:`pydantic.create_model`, each described as read by its task only."""
+    return {
+        table: (annotation, _described(field, task.name))
+        for task in TASKS.values()
+        for table, (annotation, field) in task.recipe_tables.items()
+    }
+
+
 def foreign_keys(task: str, table: str) -> set[str]:
     """The keys of ``[table]`` that other tasks add and ``task`` does not read."""
     own = set(TASKS[task].recipe_keys.get(table, {}))

@@ -1,5 +1,4 @@
-"""[teacher] and the training keys every training table shares; [labels]: the teacher's
-soft-target pass."""
+"""[teacher] and the training keys every training table shares."""
 
 from __future__ import annotations
 
@@ -107,44 +106,4 @@ class TeacherConfig(TrainingConfig):
     )
     trust_remote_code: bool = Field(
         False, description="Allow the model's own Python code to run; refused otherwise."
-    )
-
-
-LabelsBackend = Literal["auto", "onnxruntime", "pytorch"]
-
-
-class LabelsConfig(_Table):
-    """[labels]: how the labels stage runs the teacher over every example (classification)."""
-
-    backend: LabelsBackend = Field(
-        "auto",
-        description="'onnxruntime': the teacher exported to ONNX (fp32, ORT graph fusions) and "
-        "its cached logits checked against PyTorch on a sample; 'pytorch': the teacher as "
-        "trained; 'auto': onnxruntime on CPU, pytorch when a GPU is available.",
-    )
-    parity_tolerance: float = Field(
-        1e-3,
-        ge=0,
-        description="onnxruntime: largest |ONNX Runtime - PyTorch| allowed on the cached "
-        "logits of the parity sample (else ParityError).",
-    )
-    parity_samples: int = Field(
-        64,
-        ge=1,
-        le=100000,
-        description="onnxruntime: examples (a seeded sample spread over the token lengths) "
-        "whose cached logits are recomputed with PyTorch.",
-    )
-    batch_size: int = Field(
-        64,
-        ge=1,
-        le=65536,
-        description="Examples per batch (per process for pytorch under a launcher); each "
-        "batch holds texts of similar token length.",
-    )
-    threads: int | None = Field(
-        None,
-        ge=1,
-        le=1024,
-        description="onnxruntime: intra-op threads; default: onnxruntime's (one per physical core).",
     )

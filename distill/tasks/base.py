@@ -15,10 +15,26 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 StageFn = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StudentKind:
+    """A way of building students (a ``student.init`` value) that makes no transformer
+    layers: what it builds, the keys only it reads, and the budget measured for it. The
+    [student] table checks and fills these in; a variant of another kind drops the primary's
+    budget (``epochs``, ``learning_rate``) and building keys."""
+
+    builds: str  # in errors: "init = '<init>' builds <this>, not transformer layers"
+    description: str  # what it is, in student.init's description
+    keys: tuple[str, ...]  # [student] keys (the task's recipe_keys) only this kind reads
+    learning_rate: float  # where the recipe sets none
+    learning_rate_why: str
+    defaults: dict[str, Any] = field(default_factory=dict)  # e.g. epochs, where unset
 
 
 class Task:
@@ -43,8 +59,12 @@ class Task:
     own_keys: ClassVar[tuple[str, ...]] = ()
     # Stage -> the recipe entries it reads, where they differ from the stage's default tables.
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Whole tables only this task reads: table -> (its RecipeTable type, pydantic Field).
+    recipe_tables: ClassVar[dict[str, tuple[type, Any]]] = {}
     # The ways (`student.init`) this task's students can be built.
     student_inits: ClassVar[tuple[str, ...]] = ("teacher-layers", "pretrained", "config")
+    # Those of them that build no transformer layers (init -> what it is).
+    student_kinds: ClassVar[dict[str, StudentKind]] = {}
     # The [data] keys naming the columns the data stage reads from a table file (besides
     # data.id_column), which `distill validate` looks for in the file's header.
     data_column_keys: ClassVar[tuple[str, ...]] = ()
@@ -73,7 +93,7 @@ class Task:
     def owned_keys(cls) -> tuple[str, ...]:
         """Every recipe key only this task reads: its shared ones and those it adds."""
         added = tuple(f"{table}.{key}" for table, keys in cls.recipe_keys.items() for key in keys)
-        return cls.own_keys + added
+        return cls.own_keys + tuple(cls.recipe_tables) + added
 
     def stage(self, name: str) -> StageFn:
         """The task's body for pipeline stage ``name`` (the task's model types registered)."""

@@ -21,10 +21,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from distill.config import LabelsBackend
 from distill.dataset_files import Split
 from distill.errors import LabelParityError
 from distill.export import onnx as onnx_utils
+from distill.tasks.classification.keys import LabelsBackend
 from distill.tasks.classification.task import SequenceClassification
 from distill.train.length_order import length_order, unsort
 

@@ -7,11 +7,10 @@ The model, encoding, metric and loss choices its stages share live beside it (``
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field
-
-from distill.tasks.base import Task
+from distill.tasks.base import StudentKind, Task
+from distill.tasks.classification.keys import CLS_PRUNING, LABELS_TABLE, STATIC, STATIC_KEYS
 
 
 class SequenceClassification(Task):
@@ -23,7 +22,6 @@ class SequenceClassification(Task):
     runner = "runner"
     architecture_suffixes = ("ForSequenceClassification",)
     own_keys: ClassVar[tuple[str, ...]] = (
-        "labels",  # the ONNX labelling pass of the transfer text
         "student.variants",
         "student.transfer",
         "student.hidden_weight",
@@ -33,7 +31,6 @@ class SequenceClassification(Task):
         "export.max_accuracy_drop",
         "export.calibration_samples",
         "export.optimization_level",
-        "export.cls_pruning",
         "export.candidates",
         "export.per_channel",
         "export.reduce_range",
@@ -44,40 +41,14 @@ class SequenceClassification(Task):
         "export.fp32_reference",
         "report.tfidf_baseline",
     )
-    # Keys of static students (student.init = "static"), see distill.tasks.classification.static.
+    # Its own keys (keys.py): static students' (student.init = "static") and CLS pruning.
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {
-        "student": {
-            "static_dim": (
-                int,
-                Field(
-                    256,
-                    ge=2,
-                    le=4096,
-                    description="static: dimensions of the token table (model2vec's PCA "
-                    "components; at most the teacher's hidden size).",
-                ),
-            ),
-            "static_pooling": (
-                Literal["mean", "weighted"],
-                Field(
-                    "mean",
-                    description="static: 'mean' of the text's token vectors, or 'weighted' (a "
-                    "learned positive weight per vocabulary entry, starting at 1).",
-                ),
-            ),
-            "static_hidden": (
-                int,
-                Field(
-                    256,
-                    ge=0,
-                    le=8192,
-                    description="static: width of one hidden ReLU layer in the head; 0 = a "
-                    "linear head (256 measured +1.7 points over it, bench/static.py).",
-                ),
-            ),
-        }
+        "student": STATIC_KEYS,
+        "export": {"cls_pruning": CLS_PRUNING},
     }
+    recipe_tables: ClassVar[dict[str, tuple[type, Any]]] = {"labels": LABELS_TABLE}
     student_inits = ("teacher-layers", "pretrained", "config", "static")
+    student_kinds: ClassVar[dict[str, StudentKind]] = {"static": STATIC}
     data_column_keys = ("text_column", "label_column")
     # Small labelled sets: a few epochs of a few hundred examples are too few steps to move
     # a pre-trained encoder (see distill.train.budget).

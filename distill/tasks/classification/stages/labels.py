@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from distill.artifacts import RunContext
-from distill.config import DataConfig, LabelsConfig, TransferConfig
+from distill.config import DataConfig, TransferConfig
 from distill.data import load_transfer
 from distill.dataset_files import (
     SPLITS,
@@ -41,6 +41,7 @@ from distill.dataset_files import (
 from distill.distributed import current
 from distill.latency import ort_session
 from distill.models import load_saved_classifier, load_tokenizer
+from distill.tasks.classification.keys import LabelsConfig
 from distill.tasks.classification.labelling import (
     Labeller,
     check_cached_logits,
