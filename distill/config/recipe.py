@@ -39,8 +39,9 @@ class _Recipe(_Table):
     )
     task: TaskName = Field(
         DEFAULT_TASK,
-        description="What the models learn: a label per text, a tag per word (NER) or the next "
-        "token; each task has its own page (classification.md, ner.md, generation.md).",
+        description="What the models learn, each task with its own page: "
+        + "; ".join(f"{task.name!r}: {task.about}" for task in TASKS.values())
+        + ".",
     )
     data: DataConfig
     teacher: TeacherConfig
@@ -51,7 +52,7 @@ class _Recipe(_Table):
     @classmethod
     def _students_fit_the_task(cls, data: Any) -> Any:
         """A student the task cannot build is said first and alone: the complaints its
-        table would raise (a static student's layer keys, say) are noise beside it."""
+        table would raise (a token-table student's layer keys, say) are noise beside it."""
         if not isinstance(data, dict) or not isinstance(data.get("student"), dict):
             return data
         name = data.get("task", DEFAULT_TASK)

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from distill.config.data import TransferConfig
-from distill.config.tables import TwinName, _Table, with_task_keys
+from distill.config.tables import TwinName, _Table, noted, with_task_keys
 from distill.config.training import ARCHIVE_DESCRIPTION, TrainingConfig
 from distill.tasks import TASKS
 
@@ -69,8 +69,11 @@ class _StudentConfig(TrainingConfig):
     num_layers: int | None = Field(
         None,
         ge=1,
-        description="teacher-layers/config: keep this many layers (teacher-layers: evenly "
-        "spaced, always the last; causal-lm: see layer_selection).",
+        description=noted(
+            "student.num_layers",
+            "teacher-layers/config: keep this many layers (teacher-layers: evenly spaced, "
+            "always the last).",
+        ),
     )
     layers: list[int] | None = Field(
         None, description="teacher-layers: explicit teacher layer indices to keep, in order."

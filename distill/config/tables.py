@@ -21,6 +21,23 @@ TwinName = Literal["no-kd", "pseudo-labels"]
 _Table = RecipeTable
 
 
+def noted(dotted: str, description: str) -> str:
+    """``description`` followed by what each task says of the shared key ``dotted`` for
+    itself (``Task.key_notes``): the shared tables name no task."""
+    notes = [
+        f" Task {task.name!r}: {task.key_notes[dotted]}."
+        for task in TASKS.values()
+        if dotted in task.key_notes
+    ]
+    return description + "".join(notes)
+
+
+def readers(predicate: Any) -> str:
+    """The tasks for which ``predicate(task class)`` holds, as a description names them."""
+    names = [repr(task.name) for task in TASKS.values() if predicate(task)]
+    return f"task{'s' if len(names) > 1 else ''} {' and '.join(names)}"
+
+
 def with_task_keys(base: type[_Table], table: str) -> Any:
     """``base`` plus the keys tasks add to ``[table]``: a task declares its own keys in its
     folder (``Task.recipe_keys``), each described as read by that task only."""

@@ -9,6 +9,22 @@ from pydantic import (
 )
 
 from distill.config.tables import _Table
+from distill.tasks import TASKS
+
+
+def _min_steps_default() -> str:
+    """Each task's floor of optimizer steps, as the min_steps description gives it."""
+    floors = ", ".join(f"{task.name} {task.default_min_steps}" for task in TASKS.values())
+    return f"Default: the task's ({floors})."
+
+
+def _kind_rates() -> str:
+    """The learning rates of the kinds of student tasks add (Task.student_kinds)."""
+    return "".join(
+        f"; {init!r} students {kind.learning_rate:.0e}".replace("e-0", "e-")
+        for task in TASKS.values()
+        for init, kind in task.student_kinds.items()
+    )
 
 
 class TrainingConfig(_Table):
@@ -27,7 +43,7 @@ class TrainingConfig(_Table):
         ge=0,
         le=10_000_000,
         description="Train at least this many optimizer steps when `epochs` would make fewer "
-        "(small data sets); 0 disables. Default: the task's (200 for classification, 0 for causal LMs).",
+        f"(small data sets); 0 disables. {_min_steps_default()}",
     )
     learning_rate: float | None = Field(
         None,
@@ -35,7 +51,7 @@ class TrainingConfig(_Table):
         le=1,
         description="Default by what is trained: 5e-5 fine-tuning all pre-trained weights, "
         "1e-4 with embeddings or lower layers frozen; students cut from the teacher 2x that; "
-        "students from a config (random init) 3e-4; static students 3e-3.",
+        f"students from a config (random init) 3e-4{_kind_rates()}.",
     )
     batch_size: int = Field(
         32,

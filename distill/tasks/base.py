@@ -57,6 +57,12 @@ class Task:
     # table by its name) that only this task reads.
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {}
     own_keys: ClassVar[tuple[str, ...]] = ()
+    # What this task says of shared keys for itself (dotted key -> a note): the recipe's
+    # descriptions (schema, docs/recipe-reference.md) end with it, so no shared table names a
+    # task.
+    key_notes: ClassVar[dict[str, str]] = {}
+    # What its models learn and its page in docs/, for the recipe's `task` key.
+    about: ClassVar[str] = ""
     # Stage -> the recipe entries it reads, where they differ from the stage's default tables.
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {}
     # Whole tables only this task reads: table -> (its RecipeTable type, pydantic Field).

@@ -47,6 +47,11 @@ class SequenceClassification(Task):
         "export": {"cls_pruning": CLS_PRUNING},
     }
     recipe_tables: ClassVar[dict[str, tuple[type, Any]]] = {"labels": LABELS_TABLE}
+    about = "a label per text (classification.md)"
+    key_notes: ClassVar[dict[str, str]] = {
+        "export.quantization": "not 'weight-only'",
+        "export.candidates": "gate: export.max_accuracy_drop",
+    }
     student_inits = ("teacher-layers", "pretrained", "config", "static")
     student_kinds: ClassVar[dict[str, StudentKind]] = {"static": STATIC}
     data_column_keys = ("text_column", "label_column")

@@ -111,6 +111,13 @@ class TokenClassification(Task):
             ),
         },
     }
+    about = "a tag per word, as NER (ner.md)"
+    key_notes: ClassVar[dict[str, str]] = {
+        "data.path": "also a CoNLL column file",
+        "student.transfer.text_column": "default 'text'",
+        "export.quantization": "'none' or 'dynamic'",
+        "export.candidates": f"builds {', '.join(map(repr, CANDIDATES))}; gate: export.max_f1_drop",
+    }
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {
         "labels": ("data", "student.transfer"),  # the teacher runs in PyTorch: no [labels]
     }
