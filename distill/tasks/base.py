@@ -5,10 +5,15 @@ A task is one folder under ``distill/tasks/``: its stage bodies (``stages/<name>
 ``run(ctx, inputs, out, **tables)`` each), its bundle runner, its report rendering
 (``render.py``: ``load_report(path)`` and ``write_reports(report, out)``), optionally the
 comparison of two of its reports, and its templates (their signatures:
-:mod:`distill.tasks.contract`). This class says where those are and
-which recipe keys are the task's own, so the shared machinery (pipeline, config, preflight,
-CLI, report loading) can ask without naming a task. Importing a task must stay cheap:
-``distill validate`` reads every task's keys without torch.
+:mod:`distill.tasks.contract`). This class says where those are, which recipe keys and
+tables are the task's own and what it says of shared ones, so the shared machinery
+(pipeline, config, preflight, CLI, report loading) can ask without naming a task.
+
+Task declarations are the bottom layer: this module, ``tables.py`` and each task's
+``task.py`` (and the keys it declares) import nothing of distill above them, so that
+distill.config can build the recipe on them; the work a task does lives in its modules,
+which its stages import directly. Importing a task must stay cheap: ``distill validate``
+reads every task's keys without torch.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class Task:
     # table by its name) that only this task reads.
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {}
     own_keys: ClassVar[tuple[str, ...]] = ()
+    # Whole tables only this task reads, added to the recipe after [student]: table -> (its
+    # type, a distill.tasks.tables.RecipeTable; its pydantic Field).
+    recipe_tables: ClassVar[dict[str, tuple[type, Any]]] = {}
     # What this task says of shared keys for itself (dotted key -> a note): the recipe's
     # descriptions (schema, docs/recipe-reference.md) end with it, so no shared table names a
     # task.
@@ -65,8 +73,6 @@ class Task:
     about: ClassVar[str] = ""
     # Stage -> the recipe entries it reads, where they differ from the stage's default tables.
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {}
-    # Whole tables only this task reads: table -> (its RecipeTable type, pydantic Field).
-    recipe_tables: ClassVar[dict[str, tuple[type, Any]]] = {}
     # The ways (`student.init`) this task's students can be built.
     student_inits: ClassVar[tuple[str, ...]] = ("teacher-layers", "pretrained", "config")
     # Those of them that build no transformer layers (init -> what it is).
