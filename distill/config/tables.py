@@ -1,8 +1,10 @@
-"""The base of every recipe table and the keys tasks add to tables: strict types, unknown keys
-rejected, each task's own keys described as read by it only."""
+"""What the shared recipe tables take from the registry: the keys and whole tables tasks add
+(each described as read by its task only), the notes tasks give on shared keys, and the dump
+of a table without other tasks' keys. The table base itself is distill.tasks.tables."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import create_model
@@ -32,7 +34,7 @@ def noted(dotted: str, description: str) -> str:
     return description + "".join(notes)
 
 
-def readers(predicate: Any) -> str:
+def readers(predicate: Callable[[Any], bool]) -> str:
     """The tasks for which ``predicate(task class)`` holds, as a description names them."""
     names = [repr(task.name) for task in TASKS.values() if predicate(task)]
     return f"task{'s' if len(names) > 1 else ''} {' and '.join(names)}"
