@@ -93,12 +93,13 @@ def prepare_teacher(reference: str, label_count: int, folder: Path) -> Path:
     return folder
 
 
-def data_order_labeller(trainer: Any, tokenizer: Any, task: Any, max_length: int) -> Any:
+def data_order_labeller(trainer: Any, tokenizer: Any, max_length: int) -> Any:
     """The labels stage before length sorting: batches in data order."""
+    from distill.tasks.classification.encoding import encode
     from distill.train.trainer import predict_logits
 
     def label(split: Split) -> np.ndarray:
-        return predict_logits(trainer, task.encode(tokenizer, split, max_length, with_labels=False))
+        return predict_logits(trainer, encode(tokenizer, split, max_length, with_labels=False))
 
     return label
 
@@ -107,11 +108,9 @@ def build_labellers(
     teacher: Path, tokenizer: Any, work: Path, args: argparse.Namespace
 ) -> tuple[dict[str, Callable[[Split], np.ndarray]], dict[str, Any]]:
     """The labellers to compare, and the ONNX export's settings."""
-    from distill.tasks import get_task
     from distill.tasks.classification.models import load_saved_classifier
     from distill.tasks.classification.training import predictor
 
-    task = get_task("sequence-classification")
     trainer = predictor(
         load_saved_classifier(teacher), tokenizer, work / "predict", args.batch_size
     )
@@ -120,13 +119,13 @@ def build_labellers(
     export_s = time.perf_counter() - started
     session = latency.ort_session(onnx_path, args.threads)
     labellers = {
-        PYTORCH: torch_labeller(trainer, tokenizer, task, max_length=args.max_length),
+        PYTORCH: torch_labeller(trainer, tokenizer, max_length=args.max_length),
         ONNXRUNTIME: onnx_labeller(
             session, tokenizer, max_length=args.max_length, batch_size=args.batch_size
         ),
     }
     if args.data_order:
-        labellers[UNSORTED] = data_order_labeller(trainer, tokenizer, task, args.max_length)
+        labellers[UNSORTED] = data_order_labeller(trainer, tokenizer, args.max_length)
     return labellers, {"export_s": round(export_s, 1), "optimization": optimization}
 
 

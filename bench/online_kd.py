@@ -227,7 +227,7 @@ def loop_trainer(
 
 def run_loop(run: Run, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Train the docs loop on the run's train split; its test accuracy and epoch times."""
-    from distill.tasks import get_task
+    from distill.tasks.classification.metrics import classification_metrics
     from distill.train.trainer import predict_logits
 
     splits = {name: read_split(run.stage("data"), name) for name in ("train", "test")}
@@ -239,7 +239,7 @@ def run_loop(run: Run, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     logits = predict_logits(
         trainer, padded(tokenizer, test, run.data.max_length, with_labels=False), "loop: test"
     )
-    metrics = get_task(run.task).metrics(logits, test.labels, len(labels))
+    metrics = classification_metrics(logits, test.labels, len(labels))
     return {
         "test_accuracy": float(metrics["accuracy"]),
         **speed(times.seconds, float(trainer.state.epoch), len(splits["train"])),

@@ -17,7 +17,7 @@ from typing import Any
 from distill import hub
 from distill.archives import resolve_parts
 from distill.config import Recipe, StudentConfig, TeacherConfig
-from distill.data import read_header
+from distill.data import read_header, table_format
 from distill.errors import DistillError, RecipeError
 from distill.models import resolve_model
 from distill.positions import usable_positions
@@ -82,7 +82,7 @@ def _check_data(recipe: Recipe, recipe_dir: Path, found: _Findings) -> None:
 def _check_columns(recipe: Recipe, key: str, path: Path, found: _Findings) -> None:
     """The columns the data stage will read, against the file's header (its first line or
     schema only): a missing or repeated column is found before any compute."""
-    spec = get_task(recipe.task).data_columns(recipe.data, path)
+    spec = _columns_read(recipe, path)
     if spec is None:
         return
     fmt, wanted = spec
@@ -95,6 +95,16 @@ def _check_columns(recipe: Recipe, key: str, path: Path, found: _Findings) -> No
         found.problems.append(
             f"{key}: {path} has no column {', '.join(missing)}; {where} {columns}"
         )
+
+
+def _columns_read(recipe: Recipe, path: Path) -> tuple[str, dict[str, str]] | None:
+    """The format of a local data file and the columns the data stage reads from it (recipe
+    key -> column), by the task's own check if it has one; None: no named columns."""
+    task = get_task(recipe.task)
+    if task.data_check is not None:
+        return task.module(task.data_check).data_columns(recipe.data, path)
+    fmt = table_format(path, recipe.data)
+    return None if fmt is None else (fmt, task.named_columns(recipe.data))
 
 
 def _check_hub(

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from distill.config import apply_overrides, load_recipe, parse_override, validate_recipe
+from distill.config import (
+    apply_overrides,
+    load_recipe,
+    parse_override,
+    recipe_json_schema,
+    validate_recipe,
+)
 from distill.errors import RecipeError
 from distill.tasks import TASKS
 
@@ -460,6 +466,21 @@ def test_every_task_key_is_a_recipe_key() -> None:
     for task in TASKS.values():
         for key in task.owned_keys():
             _default_of(recipe, key)  # AttributeError for a key the recipe does not have
+
+
+def test_every_task_note_is_on_a_shared_key_and_ends_its_description() -> None:
+    """A task's notes on shared keys (Task.key_notes) name real keys, and the schema's
+    description of each key ends with them; the shared tables name no task themselves."""
+    schema = recipe_json_schema()
+    for task in TASKS.values():
+        for dotted, note in task.key_notes.items():
+            node = schema
+            *tables, key = dotted.split(".")
+            for table in tables:
+                prop = node["properties"][table]
+                ref = next(o["$ref"] for o in [prop, *prop.get("anyOf", [])] if "$ref" in o)
+                node = schema["$defs"][ref.rsplit("/", 1)[-1]]
+            assert f"Task {task.name!r}: {note}." in node["properties"][key]["description"]
 
 
 def test_a_stages_recorded_settings_hold_only_the_keys_its_task_reads() -> None:

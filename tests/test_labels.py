@@ -13,12 +13,13 @@ from test_config import MINIMAL
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.artifacts import RunContext
-from distill.config import DataConfig, LabelsConfig, Recipe, validate_recipe
+from distill.config import DataConfig, Recipe, validate_recipe
 from distill.dataset_files import SPLITS, load_logits, write_label_names
 from distill.errors import LabelParityError, ParityError, RecipeError
 from distill.export import onnx as onnx_utils
 from distill.pipeline import STAGES, Dependencies, StageSpec, stage_settings
 from distill.tasks.classification.files import Split, read_split, write_split
+from distill.tasks.classification.keys import LabelsConfig
 from distill.tasks.classification.labelling import length_sample
 from distill.tasks.classification.stages import labels as labels_stage
 from distill.train.length_order import length_order, unsort
@@ -155,7 +156,7 @@ def test_length_order_is_longest_first_and_unsort_restores_input_order() -> None
 def test_shared_predict_logits_batches_longest_first_and_returns_dataset_order(
     upstream: dict[str, Path], tmp_path: Path
 ) -> None:
-    from distill.tasks.classification.task import SequenceClassification
+    from distill.tasks.classification.encoding import encode
     from distill.tasks.classification.training import predictor
     from distill.train.trainer import predict_logits
 
@@ -163,7 +164,7 @@ def test_shared_predict_logits_batches_longest_first_and_returns_dataset_order(
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     split = read_split(upstream["data"], "test")
-    encoded = SequenceClassification().encode(tokenizer, split, 24, with_labels=False)
+    encoded = encode(tokenizer, split, 24, with_labels=False)
     widths: list[int] = []
     model.register_forward_pre_hook(
         lambda _m, _a, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True

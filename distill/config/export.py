@@ -10,7 +10,7 @@ from pydantic import (
     model_validator,
 )
 
-from distill.config.tables import _Table, with_task_keys
+from distill.config.tables import _Table, noted, with_task_keys
 
 ExportCandidate = Literal[
     "dynamic",
@@ -26,10 +26,13 @@ class _ExportConfig(_Table):
 
     quantization: Literal["none", "dynamic", "static", "weight-only"] = Field(
         "dynamic",
-        description="'none' deploys fp32; 'dynamic' / 'static' (calibrated on training texts) "
-        "pick the default int8 candidates; 'weight-only' (causal-lm only) stores the weight matmuls as int8 in "
-        "blocks of 32 with a scale each (ONNX Runtime MatMulNBits) and quantizes no "
-        "activation ahead of time or per tensor.",
+        description=noted(
+            "export.quantization",
+            "'none' deploys fp32; 'dynamic' / 'static' (calibrated on training texts) pick the "
+            "default int8 candidates; 'weight-only' stores the weight matmuls as int8 in blocks "
+            "of 32 with a scale each (ONNX Runtime MatMulNBits) and quantizes no activation "
+            "ahead of time or per tensor.",
+        ),
     )
     max_accuracy_drop: float = Field(
         0.01,
@@ -59,21 +62,17 @@ class _ExportConfig(_Table):
         "graph parity-checked like the export); onnxruntime applies its own graph "
         "optimizations when a session loads the file, whichever level is set.",
     )
-    cls_pruning: bool = Field(
-        True,
-        description="'-optimized' candidates: after its attention, the last layer computes "
-        "only the first token, the one the classification head reads (exact; checked by "
-        "the parity test; about 1.5x faster int8 on a 2-layer student at batch 32).",
-    )
     candidates: list[ExportCandidate] | None = Field(
         None,
-        description="int8 candidates to build, evaluate and time; the fastest within "
-        "max_accuracy_drop is deployed (p50s within 5% tie, settled by the smaller file). "
-        "Default: by `quantization` (dynamic: dynamic and dynamic-optimized, only dynamic at "
-        "optimization_level 0; static: static). The '-fp32-embeddings' ones keep the "
-        "embedding tables fp32 (about 3.3x larger files), for when int8 embeddings cost "
-        "too much accuracy. Token-classification builds the dynamic ones (its gate: "
-        "max_f1_drop).",
+        description=noted(
+            "export.candidates",
+            "int8 candidates to build, evaluate and time; the fastest within the task's "
+            "quality gate is deployed (p50s within 5% tie, settled by the smaller file). "
+            "Default: by `quantization` (dynamic: dynamic and dynamic-optimized, only dynamic at "
+            "optimization_level 0; static: static). The '-fp32-embeddings' ones keep the "
+            "embedding tables fp32 (about 3.3x larger files), for when int8 embeddings cost "
+            "too much accuracy.",
+        ),
     )
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
     reduce_range: bool = Field(
@@ -112,11 +111,12 @@ class _ExportConfig(_Table):
     )
     teacher_baseline: bool = Field(
         True,
-        description="Also export the teacher to fp32 ONNX and int8 (the student's export "
-        "path and deployed candidate) and score it on the test split: a baseline row in the "
-        "report (never deployed). Classification, NER and causal-lm (the KV-cache export "
-        "and the student's dynamic int8; its tokens/s timed beside the student's). Written to "
-        "runs/<name>/export/teacher/.",
+        description=noted(
+            "export.teacher_baseline",
+            "Also export the teacher to fp32 ONNX and int8 (the student's export path and "
+            "deployed candidate) and score it on the test split: a baseline row in the report "
+            "(never deployed), for every task. Written to runs/<name>/export/teacher/.",
+        ),
     )
 
     @model_validator(mode="after")
@@ -157,7 +157,7 @@ class _ExportConfig(_Table):
         if self.quantization == "static":
             return ["static"]
         if self.quantization == "weight-only":
-            return []  # causal-lm's own pass; the other tasks refuse it (Task.check_recipe)
+            return []  # a task's own pass; the others refuse it (Task.check_recipe)
         if self.optimization_level == 0:
             return ["dynamic"]
         return ["dynamic", "dynamic-optimized"]
@@ -177,14 +177,15 @@ class _ReportConfig(_Table):
         50,
         ge=3,
         le=100000,
-        description="Timed runs per model, whose percentiles the report gives (causal-lm: at "
-        "most 20 generations).",
+        description=noted(
+            "report.latency_runs", "Timed runs per model, whose percentiles the report gives."
+        ),
     )
     latency_warmup: int = Field(
         5,
         ge=0,
         le=10000,
-        description="Untimed runs per model before the timed ones (causal-lm: at most 2).",
+        description=noted("report.latency_warmup", "Untimed runs per model before the timed ones."),
     )
     tfidf_baseline: bool = Field(
         True,

@@ -11,19 +11,20 @@ import tomllib
 from pydantic import (
     Field,
     ValidationError,
+    create_model,
     model_validator,
 )
 
 from distill.config.data import DataConfig
 from distill.config.export import ExportConfig, ReportConfig
 from distill.config.student import StudentTable
-from distill.config.tables import TaskName, _Table
-from distill.config.training import LabelsConfig, TeacherConfig
+from distill.config.tables import TaskName, _Table, task_tables
+from distill.config.training import TeacherConfig
 from distill.errors import RecipeError, UnreadableRecipeError
 from distill.tasks import DEFAULT_TASK, TASKS, get_task
 
 
-class Recipe(_Table):
+class _Recipe(_Table):
     """A whole recipe: run identity plus one table per stage."""
 
     name: str = Field(
@@ -38,25 +39,20 @@ class Recipe(_Table):
     )
     task: TaskName = Field(
         DEFAULT_TASK,
-        description="What the models learn: a label per text, a tag per word (NER) or the next "
-        "token; each task has its own page (classification.md, ner.md, generation.md).",
+        description="What the models learn, each task with its own page: "
+        + "; ".join(f"{task.name!r}: {task.about}" for task in TASKS.values())
+        + ".",
     )
     data: DataConfig
     teacher: TeacherConfig
     student: StudentTable
-    labels: LabelsConfig = Field(
-        default_factory=LabelsConfig,
-        description="How the labels stage runs the teacher over every example (and the "
-        "transfer text) to cache its soft targets.",
-    )
-    export: ExportConfig = Field(default_factory=ExportConfig)
-    report: ReportConfig = Field(default_factory=ReportConfig)
+    # then the tables tasks add (Task.recipe_tables), [export] and [report]: see Recipe.
 
     @model_validator(mode="before")
     @classmethod
     def _students_fit_the_task(cls, data: Any) -> Any:
         """A student the task cannot build is said first and alone: the complaints its
-        table would raise (a static student's layer keys, say) are noise beside it."""
+        table would raise (a token-table student's layer keys, say) are noise beside it."""
         if not isinstance(data, dict) or not isinstance(data.get("student"), dict):
             return data
         name = data.get("task", DEFAULT_TASK)
@@ -85,7 +81,7 @@ class Recipe(_Table):
         return data
 
     @model_validator(mode="after")
-    def _keys_fit_the_task(self) -> Recipe:
+    def _keys_fit_the_task(self) -> _Recipe:
         """Each task owns its keys: one set for another task would be ignored, so it is an
         error naming the key and the task that reads it."""
         task = get_task(self.task)
@@ -127,6 +123,18 @@ class Recipe(_Table):
                 return False
             table = getattr(table, part)
         return key in table.model_fields_set
+
+
+# The tables tasks add come after [student], as the stages read them.
+Recipe = create_model(
+    "Recipe",
+    __base__=_Recipe,
+    __module__=__name__,
+    __doc__=_Recipe.__doc__,
+    **task_tables(),
+    export=(ExportConfig, Field(default_factory=ExportConfig)),
+    report=(ReportConfig, Field(default_factory=ReportConfig)),
+)
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

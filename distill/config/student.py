@@ -15,46 +15,65 @@ from pydantic import (
 )
 
 from distill.config.data import TransferConfig
-from distill.config.tables import TwinName, _Table, with_task_keys
+from distill.config.tables import TwinName, _Table, noted, with_task_keys
 from distill.config.training import ARCHIVE_DESCRIPTION, TrainingConfig
+from distill.tasks import TASKS
 
-# What a static student trains with where its table does not say (a variant: where the
-# variant does not say; it inherits these from [student] only when [student] is static too):
-# measured for it with bench/static.py (recipes/static-quickstart.toml). Its learning rate
-# comes from default_learning_rate and its head from static_hidden's default.
-STATIC_DEFAULTS: dict[str, Any] = {"epochs": 6.0}
-# The training budget keys measured per kind of student (transformer or static).
+# Every way of building a student, in registry order (the first task's ways first), and
+# those a task adds that build no transformer layers (Task.student_kinds), each with the
+# budget measured for it and the keys only it reads.
+STUDENT_INITS = tuple(dict.fromkeys(init for task in TASKS.values() for init in task.student_inits))
+KINDS = {init: kind for task in TASKS.values() for init, kind in task.student_kinds.items()}
+_KIND_OWNERS = {
+    init: " and ".join(repr(t.name) for t in TASKS.values() if init in t.student_kinds)
+    for init in KINDS
+}
+# The training budget keys measured per kind of student (transformers, or one of KINDS).
 _KIND_KEYS = {"learning_rate", "epochs"}
 
 
 def student_kind(init: str) -> str:
-    """'static' or 'transformer': the two kinds of student, each with its own defaults."""
-    return "static" if init == "static" else "transformer"
+    """``init`` itself for a kind of KINDS, else 'transformer': each kind has its own
+    defaults."""
+    return init if init in KINDS else "transformer"
+
+
+def _epochs_description() -> str:
+    defaults = "".join(
+        f"; a {init!r} student {kind.defaults['epochs']:g}"
+        for init, kind in KINDS.items()
+        if "epochs" in kind.defaults
+    )
+    return f"Passes over the training data (unless min_steps is more). Default 3{defaults}."
+
+
+def _init_description() -> str:
+    kinds = "".join(
+        f", or {init!r}: {kind.description} (task {_KIND_OWNERS[init]} only)"
+        for init, kind in KINDS.items()
+    )
+    return (
+        "How the student is built: the teacher's own layers, a smaller pre-trained model, "
+        f"the teacher's config with overrides (random init){kinds}."
+    )
 
 
 class _StudentConfig(TrainingConfig):
     """[student]: the small model trained against the teacher's soft targets."""
 
-    epochs: float = Field(
-        3.0,
-        gt=0,
-        le=1000,
-        description="Passes over the training data (unless min_steps is more). Default 3; "
-        f"a static student {STATIC_DEFAULTS['epochs']:g}.",
-    )
+    epochs: float = Field(3.0, gt=0, le=1000, description=_epochs_description())
 
-    init: Literal["teacher-layers", "pretrained", "config", "static"] = Field(
-        "teacher-layers",
-        description="How the student is built: the teacher's own layers, a smaller "
-        "pre-trained model, the teacher's config with overrides (random init), or 'static': a "
-        "token-embedding table distilled from the teacher by model2vec, pooled, with a small "
-        "head (classification only; see static.md).",
+    init: Literal[STUDENT_INITS] = Field(  # type: ignore[valid-type]
+        "teacher-layers", description=_init_description()
     )
     num_layers: int | None = Field(
         None,
         ge=1,
-        description="teacher-layers/config: keep this many layers (teacher-layers: evenly "
-        "spaced, always the last; causal-lm: see layer_selection).",
+        description=noted(
+            "student.num_layers",
+            "teacher-layers/config: keep this many layers (teacher-layers: evenly spaced, "
+            "always the last).",
+        ),
     )
     layers: list[int] | None = Field(
         None, description="teacher-layers: explicit teacher layer indices to keep, in order."
@@ -141,14 +160,14 @@ class _StudentConfig(TrainingConfig):
     )
 
     @model_validator(mode="after")
-    def _static_defaults(self) -> _StudentConfig:
-        """A static student left without a budget gets the one measured for it; filled in
-        after validation so that ``model_fields_set`` still says what the recipe set (the
-        budget tells a cap the recipe chose from a default by it)."""
-        if self.init == "static":
-            for key, value in STATIC_DEFAULTS.items():
-                if key not in self.model_fields_set:
-                    self.__dict__[key] = value  # frozen: the model's own fill-in of a default
+    def _kind_defaults(self) -> _StudentConfig:
+        """A student of one of KINDS left without a budget gets the one measured for it;
+        filled in after validation so that ``model_fields_set`` still says what the recipe
+        set (the budget tells a cap the recipe chose from a default by it)."""
+        kind = KINDS.get(self.init)
+        for key, value in (kind.defaults if kind else {}).items():
+            if key not in self.model_fields_set:
+                self.__dict__[key] = value  # frozen: the model's own fill-in of a default
         return self
 
     @model_validator(mode="after")
@@ -194,22 +213,24 @@ class _StudentConfig(TrainingConfig):
 
     def _init_key_problems(self) -> list[str]:
         """Keys the chosen way of building the student would ignore (each named)."""
-        if self.init == "static":
+        kind = KINDS.get(self.init)
+        if kind is not None:
             ignored = self._changed(_LAYER_KEYS)
             if ignored:
                 return [
-                    "init = 'static' builds a token-embedding table, not transformer layers: "
+                    f"init = {self.init!r} builds {kind.builds}, not transformer layers: "
                     f"{', '.join('student.' + key for key in ignored)} would be ignored; "
                     "remove them"
                 ]
             return []
-        ignored = self._changed(_STATIC_KEYS)
-        if ignored:
-            return [
-                f"{', '.join('student.' + key for key in ignored)} "
-                f"{'is' if len(ignored) == 1 else 'are'} only used with init = 'static' "
-                f"(not {self.init!r})"
-            ]
+        for init, other in KINDS.items():
+            ignored = self._changed(other.keys)
+            if ignored:
+                return [
+                    f"{', '.join('student.' + key for key in ignored)} "
+                    f"{'is' if len(ignored) == 1 else 'are'} only used with init = {init!r} "
+                    f"(not {self.init!r})"
+                ]
         return []
 
     def _changed(self, keys: tuple[str, ...]) -> list[str]:
@@ -219,10 +240,11 @@ class _StudentConfig(TrainingConfig):
 
     def default_learning_rate(self) -> tuple[float, str]:
         """Random weights move further than pre-trained ones; layers cut from the teacher
-        re-adapt to new neighbours, so both start higher than fine-tuning. A static table
-        and its small head learn nothing at transformer rates."""
-        if self.init == "static":
-            return 3e-3, "static student (token table and head)"
+        re-adapt to new neighbours, so both start higher than fine-tuning. A kind of
+        student of KINDS has its own."""
+        kind = KINDS.get(self.init)
+        if kind is not None:
+            return kind.learning_rate, kind.learning_rate_why
         if self.init == "config":
             return 3e-4, "student from a config (random initialisation)"
         rate, why = super().default_learning_rate()
@@ -259,9 +281,8 @@ class _StudentConfig(TrainingConfig):
         return self.hidden_weight > 0 or self.attention_weight > 0
 
 
-# Keys that only mean something for transformer students, and those only a static student
-# reads (added by the classification task): set off their defaults on the other kind, each
-# is an error.
+# Keys that only mean something for transformer students (those only a kind of KINDS reads
+# are its `keys`): set off their defaults on another kind, each is an error.
 _LAYER_KEYS = (
     "num_layers",
     "layers",
@@ -271,7 +292,6 @@ _LAYER_KEYS = (
     "layer_map",
     "freeze_layers",
 )
-_STATIC_KEYS = ("static_dim", "static_pooling", "static_hidden")
 
 StudentConfig = with_task_keys(_StudentConfig, "student")
 
@@ -298,7 +318,7 @@ _INIT_KEYS = {
     "num_layers",
     "config",
     "trust_remote_code",
-    *_STATIC_KEYS,
+    *(key for kind in KINDS.values() for key in kind.keys),
 }
 # Two spellings of one setting: a variant setting either replaces both of the primary's.
 _TWIN_KEYS = {"baseline", "baselines"}
@@ -320,8 +340,8 @@ class StudentTable(StudentConfig):
         default_factory=dict,
         description="Further students, each [student] with the keys its table names replaced "
         "(one with another init drops the primary's model, layers and config keys, and one of "
-        "the other kind, static or transformer, its epochs and learning_rate). Each is trained, "
-        "exported as export/<name>.NAME/ and compared in the report.",
+        "another kind of student, transformer or not, its epochs and learning_rate). Each is "
+        "trained, exported as export/<name>.NAME/ and compared in the report.",
     )
 
     @field_serializer("variants")
@@ -360,7 +380,7 @@ class StudentTable(StudentConfig):
             # Another way of building the student: the primary's building keys do not apply.
             dropped |= _INIT_KEYS
         if student_kind(init) != student_kind(base["init"]):
-            # The primary's budget was chosen for another kind of student (a static table
+            # The primary's budget was chosen for another kind of student (a token table
             # learns nothing in 2 epochs at a transformer's 3e-4): this one gets its own.
             dropped |= _KIND_KEYS
         if changes.keys() & _TWIN_KEYS:

@@ -1,18 +1,17 @@
-"""The base of every recipe table and the keys tasks add to tables: strict types, unknown keys
-rejected, each task's own keys described as read by it only."""
+"""What the shared recipe tables take from the registry: the keys and whole tables tasks add
+(each described as read by its task only), the notes tasks give on shared keys, and the dump
+of a table without other tasks' keys. The table base itself is distill.tasks.tables."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    create_model,
-)
+from pydantic import create_model
 from pydantic.fields import FieldInfo
 
 from distill.tasks import TASK_NAMES, TASKS
+from distill.tasks.tables import RecipeTable
 
 # One spelling per task, from the registry (distill/tasks/__init__.py).
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
@@ -20,14 +19,25 @@ TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
 TwinName = Literal["no-kd", "pseudo-labels"]
 
 
-class _Table(BaseModel):
-    """Base for every recipe table: unknown keys are errors, values are immutable once checked.
+# The base of every recipe table (distill.tasks.tables: tasks declare tables of their own).
+_Table = RecipeTable
 
-    Strict types: a number is a TOML number (``epochs = true`` or ``alpha = "0.5"`` is an
-    error, not 1 or 0.5), an integer key refuses 2.5, a float key takes an integer; a flag
-    is true or false and a string a string."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+def noted(dotted: str, description: str) -> str:
+    """``description`` followed by what each task says of the shared key ``dotted`` for
+    itself (``Task.key_notes``): the shared tables name no task."""
+    notes = [
+        f" Task {task.name!r}: {task.key_notes[dotted]}."
+        for task in TASKS.values()
+        if dotted in task.key_notes
+    ]
+    return description + "".join(notes)
+
+
+def readers(predicate: Callable[[Any], bool]) -> str:
+    """The tasks for which ``predicate(task class)`` holds, as a description names them."""
+    names = [repr(task.name) for task in TASKS.values() if predicate(task)]
+    return f"task{'s' if len(names) > 1 else ''} {' and '.join(names)}"
 
 
 def with_task_keys(base: type[_Table], table: str) -> Any:
@@ -40,6 +50,16 @@ def with_task_keys(base: type[_Table], table: str) -> Any:
     }
     name = base.__name__.removeprefix("_")
     return create_model(name, __base__=base, __module__=__name__, __doc__=base.__doc__, **fields)
+
+
+def task_tables() -> dict[str, Any]:
+    """The whole tables tasks add to the recipe (``Task.recipe_tables``), as fields of
+    :func:`pydantic.create_model`, each described as read by its task only."""
+    return {
+        table: (annotation, _described(field, task.name))
+        for task in TASKS.values()
+        for table, (annotation, field) in task.recipe_tables.items()
+    }
 
 
 def foreign_keys(task: str, table: str) -> set[str]:

@@ -1,5 +1,4 @@
-"""[teacher] and the training keys every training table shares; [labels]: the teacher's
-soft-target pass."""
+"""[teacher] and the training keys every training table shares."""
 
 from __future__ import annotations
 
@@ -10,6 +9,22 @@ from pydantic import (
 )
 
 from distill.config.tables import _Table
+from distill.tasks import TASKS
+
+
+def _min_steps_default() -> str:
+    """Each task's floor of optimizer steps, as the min_steps description gives it."""
+    floors = ", ".join(f"{task.name} {task.default_min_steps}" for task in TASKS.values())
+    return f"Default: the task's ({floors})."
+
+
+def _kind_rates() -> str:
+    """The learning rates of the kinds of student tasks add (Task.student_kinds)."""
+    return "".join(
+        f"; {init!r} students {kind.learning_rate:.0e}".replace("e-0", "e-")
+        for task in TASKS.values()
+        for init, kind in task.student_kinds.items()
+    )
 
 
 class TrainingConfig(_Table):
@@ -28,7 +43,7 @@ class TrainingConfig(_Table):
         ge=0,
         le=10_000_000,
         description="Train at least this many optimizer steps when `epochs` would make fewer "
-        "(small data sets); 0 disables. Default: the task's (200 for classification, 0 for causal LMs).",
+        f"(small data sets); 0 disables. {_min_steps_default()}",
     )
     learning_rate: float | None = Field(
         None,
@@ -36,7 +51,7 @@ class TrainingConfig(_Table):
         le=1,
         description="Default by what is trained: 5e-5 fine-tuning all pre-trained weights, "
         "1e-4 with embeddings or lower layers frozen; students cut from the teacher 2x that; "
-        "students from a config (random init) 3e-4; static students 3e-3.",
+        f"students from a config (random init) 3e-4{_kind_rates()}.",
     )
     batch_size: int = Field(
         32,
@@ -107,44 +122,4 @@ class TeacherConfig(TrainingConfig):
     )
     trust_remote_code: bool = Field(
         False, description="Allow the model's own Python code to run; refused otherwise."
-    )
-
-
-LabelsBackend = Literal["auto", "onnxruntime", "pytorch"]
-
-
-class LabelsConfig(_Table):
-    """[labels]: how the labels stage runs the teacher over every example (classification)."""
-
-    backend: LabelsBackend = Field(
-        "auto",
-        description="'onnxruntime': the teacher exported to ONNX (fp32, ORT graph fusions) and "
-        "its cached logits checked against PyTorch on a sample; 'pytorch': the teacher as "
-        "trained; 'auto': onnxruntime on CPU, pytorch when a GPU is available.",
-    )
-    parity_tolerance: float = Field(
-        1e-3,
-        ge=0,
-        description="onnxruntime: largest |ONNX Runtime - PyTorch| allowed on the cached "
-        "logits of the parity sample (else ParityError).",
-    )
-    parity_samples: int = Field(
-        64,
-        ge=1,
-        le=100000,
-        description="onnxruntime: examples (a seeded sample spread over the token lengths) "
-        "whose cached logits are recomputed with PyTorch.",
-    )
-    batch_size: int = Field(
-        64,
-        ge=1,
-        le=65536,
-        description="Examples per batch (per process for pytorch under a launcher); each "
-        "batch holds texts of similar token length.",
-    )
-    threads: int | None = Field(
-        None,
-        ge=1,
-        le=1024,
-        description="onnxruntime: intra-op threads; default: onnxruntime's (one per physical core).",
     )

@@ -5,20 +5,41 @@ A task is one folder under ``distill/tasks/``: its stage bodies (``stages/<name>
 ``run(ctx, inputs, out, **tables)`` each), its bundle runner, its report rendering
 (``render.py``: ``load_report(path)`` and ``write_reports(report, out)``), optionally the
 comparison of two of its reports, and its templates (their signatures:
-:mod:`distill.tasks.contract`). This class says where those are and
-which recipe keys are the task's own, so the shared machinery (pipeline, config, preflight,
-CLI, report loading) can ask without naming a task. Importing a task must stay cheap:
-``distill validate`` reads every task's keys without torch.
+:mod:`distill.tasks.contract`). This class says where those are, which recipe keys and
+tables are the task's own and what it says of shared ones, so the shared machinery
+(pipeline, config, preflight, CLI, report loading) can ask without naming a task.
+
+Task declarations are the bottom layer: this module, ``tables.py`` and each task's
+``task.py`` (and the keys it declares) import nothing of distill above them, so that
+distill.config can build the recipe on them; the work a task does lives in its modules,
+which its stages import directly. Importing a task must stay cheap: ``distill validate``
+reads every task's keys without torch.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 StageFn = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StudentKind:
+    """A way of building students (a ``student.init`` value) that makes no transformer
+    layers: what it builds, the keys only it reads, and the budget measured for it. The
+    [student] table checks and fills these in; a variant of another kind drops the primary's
+    budget (``epochs``, ``learning_rate``) and building keys."""
+
+    builds: str  # in errors: "init = '<init>' builds <this>, not transformer layers"
+    description: str  # what it is, in student.init's description
+    keys: tuple[str, ...]  # [student] keys (the task's recipe_keys) only this kind reads
+    learning_rate: float  # where the recipe sets none
+    learning_rate_why: str
+    defaults: dict[str, Any] = field(default_factory=dict)  # e.g. epochs, where unset
 
 
 class Task:
@@ -41,13 +62,32 @@ class Task:
     # table by its name) that only this task reads.
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {}
     own_keys: ClassVar[tuple[str, ...]] = ()
+    # Whole tables only this task reads, added to the recipe after [student]: table -> (its
+    # type, a distill.tasks.tables.RecipeTable; its pydantic Field).
+    recipe_tables: ClassVar[dict[str, tuple[type, Any]]] = {}
+    # What this task says of shared keys for itself (dotted key -> a note): the recipe's
+    # descriptions (schema, docs/recipe-reference.md) end with it, so no shared table names a
+    # task.
+    key_notes: ClassVar[dict[str, str]] = {}
+    # What its models learn and its page in docs/, for the recipe's `task` key.
+    about: ClassVar[str] = ""
     # Stage -> the recipe entries it reads, where they differ from the stage's default tables.
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {}
     # The ways (`student.init`) this task's students can be built.
     student_inits: ClassVar[tuple[str, ...]] = ("teacher-layers", "pretrained", "config")
+    # Those of them that build no transformer layers (init -> what it is).
+    student_kinds: ClassVar[dict[str, StudentKind]] = {}
     # The [data] keys naming the columns the data stage reads from a table file (besides
     # data.id_column), which `distill validate` looks for in the file's header.
     data_column_keys: ClassVar[tuple[str, ...]] = ()
+    # The module (in the task's folder) whose `data_columns(data, path)` tells `distill
+    # validate` the format of a local data file and the columns to look for in its header
+    # (None: no named columns to check); None here: the shared table reader's format
+    # (data.format, else the file's extension) and `named_columns`.
+    data_check: ClassVar[str | None] = None
+    # Modules (in the task's folder) that register the task's own saved model types with
+    # transformers' Auto classes when imported (see `register_models`).
+    model_modules: ClassVar[tuple[str, ...]] = ()
     # Optimizer-step floor of a training run that sets no min_steps.
     default_min_steps: ClassVar[int] = 0
     # Whether model references may name GGUF files.
@@ -65,7 +105,7 @@ class Task:
     def owned_keys(cls) -> tuple[str, ...]:
         """Every recipe key only this task reads: its shared ones and those it adds."""
         added = tuple(f"{table}.{key}" for table, keys in cls.recipe_keys.items() for key in keys)
-        return cls.own_keys + added
+        return cls.own_keys + tuple(cls.recipe_tables) + added
 
     def stage(self, name: str) -> StageFn:
         """The task's body for pipeline stage ``name`` (the task's model types registered)."""
@@ -86,19 +126,13 @@ class Task:
         """Make the task's own saved model types (if any) loadable by transformers' Auto
         classes: before any of its stages runs, and in code outside them that loads its
         students (``distill bench``)."""
+        for name in self.model_modules:
+            self.module(name)  # importing it registers its types
 
-    def data_columns(self, data: Any, path: Path) -> tuple[str, dict[str, str]] | None:
-        """For ``distill validate``: the format of the local data file ``path`` and the
-        columns the data stage reads from it (recipe key -> column name), checked against
-        the file's header; None: no named columns to check (or the task reads none)."""
-        from distill.data import table_format
-
-        fmt = table_format(path, data)
-        return None if fmt is None else (fmt, self.named_columns(data))
-
-    def named_columns(self, data: Any) -> dict[str, str]:
+    @classmethod
+    def named_columns(cls, data: Any) -> dict[str, str]:
         """The columns ``[data]`` names for the data stage: recipe key -> column name."""
-        keys = (*self.data_column_keys, "id_column")
+        keys = (*cls.data_column_keys, "id_column")
         return {f"data.{key}": getattr(data, key) for key in keys if getattr(data, key)}
 
     def check_recipe(self, recipe: Any) -> list[str]:

@@ -14,7 +14,8 @@ The shared machinery calls a task only through these names:
   ``distill report`` and the report stage; ``templates/`` beside it;
 - optional: ``Task.bench`` (``load_model(folder)``, ``test_texts(data_dir)``) for
   ``distill bench``, ``Task.compare`` (``run_compare(path_a, path_b, out)``) for
-  ``distill report --compare``.
+  ``distill report --compare``, ``Task.data_check`` (``data_columns(data, path)``) for
+  ``distill validate``.
 
 Each obligation has a name (:data:`OBLIGATIONS`); a problem names the obligation it breaks,
 so ``tests/test_task_interface.py`` can say which one a task fails.
@@ -88,6 +89,11 @@ class CompareModule(Protocol):
     def run_compare(self, path_a: Path, path_b: Path, out: Path | None = None) -> Path: ...
 
 
+@runtime_checkable
+class DataCheckModule(Protocol):
+    def data_columns(self, data: Any, path: Path) -> tuple[str, dict[str, str]] | None: ...
+
+
 # Obligation -> the Protocol and method whose signature an implementation must accept.
 OBLIGATIONS: dict[str, tuple[type, str]] = {
     "stage.run": (StageModule, "run"),
@@ -99,6 +105,7 @@ OBLIGATIONS: dict[str, tuple[type, str]] = {
     "bench.load_model": (BenchModule, "load_model"),
     "bench.test_texts": (BenchModule, "test_texts"),
     "compare.run_compare": (CompareModule, "run_compare"),
+    "data_check.data_columns": (DataCheckModule, "data_columns"),
 }
 # The obligations that are not a signature.
 OTHER_OBLIGATIONS = ("attributes", "render.templates")
@@ -211,4 +218,6 @@ def contract_problems(task: Task, load: Callable[[str], Any] | None = None) -> l
         )
     if task.compare is not None:
         problems += _module_problems(task, load, task.compare, ("compare.run_compare",))
+    if task.data_check is not None:
+        problems += _module_problems(task, load, task.data_check, ("data_check.data_columns",))
     return [problem for problem in problems if problem]

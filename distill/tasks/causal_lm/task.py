@@ -197,6 +197,15 @@ class CausalLM(Task):
             ),
         },
     }
+    about = "the next token (generation.md)"
+    key_notes: ClassVar[dict[str, str]] = {
+        "student.num_layers": "which layers: see layer_selection",
+        "export.quantization": "not 'static'; 'weight-only' its own pass",
+        "export.teacher_baseline": "the KV-cache export and the student's dynamic int8; its "
+        "tokens/s timed beside the student's",
+        "report.latency_runs": "at most 20 generations",
+        "report.latency_warmup": "at most 2",
+    }
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {
         # Token-level soft targets: what to cache depends on how the student learns.
         "labels": (

@@ -21,10 +21,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from distill.config import LabelsBackend
 from distill.errors import LabelParityError
 from distill.export import onnx as onnx_utils
 from distill.tasks.classification.files import Split
+from distill.tasks.classification.keys import LabelsBackend
 from distill.tasks.classification.task import SequenceClassification
 from distill.train.length_order import length_order, unsort
 
@@ -108,12 +108,13 @@ def onnx_labeller(session: Any, tokenizer: Any, *, max_length: int, batch_size: 
 # --------------------------------------------------------------------------- PyTorch
 
 
-def torch_labeller(trainer: Any, tokenizer: Any, task: Any, *, max_length: int) -> Labeller:
+def torch_labeller(trainer: Any, tokenizer: Any, *, max_length: int) -> Labeller:
     """Logits of a predicting Trainer over a split, batched by length, in split order."""
+    from distill.tasks.classification.encoding import encode
     from distill.train.trainer import predict_logits
 
     def label(split: Split, desc: str = "labels") -> np.ndarray:
-        encoded = task.encode(tokenizer, split, max_length, with_labels=False)
+        encoded = encode(tokenizer, split, max_length, with_labels=False)
         return predict_logits(trainer, encoded, desc)  # batched by length, in split order
 
     return label

@@ -1,23 +1,16 @@
-"""Sequence classification (sentiment, topics, spam): what the registry knows of it, and the
-model, encoding, metric and loss choices its stages share.
+"""Sequence classification (sentiment, topics, spam): what the registry knows of it.
 
-Imports stay lazy: the registry (and so `distill validate`) reads this class without torch.
+Imports nothing heavy: the registry (and so `distill validate`) reads this class without torch.
+The model, encoding, metric and loss choices its stages share live beside it (``encoding``,
+``metrics``, ``losses``), imported by the stages directly.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field
-
-from distill.tasks.base import Task
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-    from torch import nn
-
-    from distill.tasks.classification.files import Split
+from distill.tasks.base import StudentKind, Task
+from distill.tasks.classification.keys import CLS_PRUNING, LABELS_TABLE, STATIC, STATIC_KEYS
 
 
 class SequenceClassification(Task):
@@ -29,7 +22,6 @@ class SequenceClassification(Task):
     runner = "runner"
     architecture_suffixes = ("ForSequenceClassification",)
     own_keys: ClassVar[tuple[str, ...]] = (
-        "labels",  # the ONNX labelling pass of the transfer text
         "student.variants",
         "student.transfer",
         "student.hidden_weight",
@@ -39,7 +31,6 @@ class SequenceClassification(Task):
         "export.max_accuracy_drop",
         "export.calibration_samples",
         "export.optimization_level",
-        "export.cls_pruning",
         "export.candidates",
         "export.per_channel",
         "export.reduce_range",
@@ -50,50 +41,27 @@ class SequenceClassification(Task):
         "export.fp32_reference",
         "report.tfidf_baseline",
     )
-    # Keys of static students (student.init = "static"), see distill.tasks.classification.static.
+    # Its own keys (keys.py): static students' (student.init = "static") and CLS pruning.
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {
-        "student": {
-            "static_dim": (
-                int,
-                Field(
-                    256,
-                    ge=2,
-                    le=4096,
-                    description="static: dimensions of the token table (model2vec's PCA "
-                    "components; at most the teacher's hidden size).",
-                ),
-            ),
-            "static_pooling": (
-                Literal["mean", "weighted"],
-                Field(
-                    "mean",
-                    description="static: 'mean' of the text's token vectors, or 'weighted' (a "
-                    "learned positive weight per vocabulary entry, starting at 1).",
-                ),
-            ),
-            "static_hidden": (
-                int,
-                Field(
-                    256,
-                    ge=0,
-                    le=8192,
-                    description="static: width of one hidden ReLU layer in the head; 0 = a "
-                    "linear head (256 measured +1.7 points over it, bench/static.py).",
-                ),
-            ),
-        }
+        "student": STATIC_KEYS,
+        "export": {"cls_pruning": CLS_PRUNING},
+    }
+    recipe_tables: ClassVar[dict[str, tuple[type, Any]]] = {"labels": LABELS_TABLE}
+    about = "a label per text (classification.md)"
+    key_notes: ClassVar[dict[str, str]] = {
+        "export.quantization": "not 'weight-only'",
+        "export.candidates": "gate: export.max_accuracy_drop",
     }
     student_inits = ("teacher-layers", "pretrained", "config", "static")
+    student_kinds: ClassVar[dict[str, StudentKind]] = {"static": STATIC}
     data_column_keys = ("text_column", "label_column")
     # Small labelled sets: a few epochs of a few hundred examples are too few steps to move
     # a pre-trained encoder (see distill.train.budget).
     default_min_steps = 200
+    # Static students save a config of their own model type (distill-static).
+    model_modules = ("static.model",)
     bench = "bench_models"
     compare = "compare"
-
-    def register_models(self) -> None:
-        # Static students save a config of their own model type (distill-static).
-        from distill.tasks.classification.static import model  # noqa: F401
 
     def check_recipe(self, recipe: Any) -> list[str]:
         if recipe.export.quantization == "weight-only":
@@ -115,63 +83,3 @@ class SequenceClassification(Task):
         warnings = (report.get("headline") or {}).get("floor_warnings") or []
         lines += [f"  {sentence}" for sentence in ([verdict] if verdict else []) + warnings]
         return [*lines, ""]
-
-    def load_pretrained(
-        self,
-        source: str,
-        key: str,
-        label_names: list[str],
-        revision: str | None,
-        trust_remote_code: bool,
-    ) -> nn.Module:
-        from distill.tasks.classification.models import load_classifier
-
-        return load_classifier(
-            source, key, label_names, revision=revision, trust_remote_code=trust_remote_code
-        )
-
-    def encode(
-        self,
-        tokenizer: Any,
-        split: Split,
-        max_length: int,
-        teacher_logits: np.ndarray | None = None,
-        with_labels: bool = True,
-    ) -> Any:
-        """A `datasets.Dataset` of model inputs (+ labels and cached teacher logits)."""
-        import datasets
-        import numpy as np
-
-        # No padding here: the collator pads each batch to its longest example, which on
-        # short texts (tweets) makes CPU training several times faster than fixed padding.
-        columns: dict[str, Any] = dict(
-            tokenizer(split.texts, truncation=True, max_length=max_length)
-        )
-        if with_labels:  # label -1 marks unlabelled (transfer) text
-            columns["labels"] = split.labels.tolist()
-        if teacher_logits is not None:
-            columns["teacher_logits"] = np.asarray(teacher_logits, dtype=np.float32).tolist()
-        return datasets.Dataset.from_dict(columns)
-
-    def metrics(
-        self,
-        logits: np.ndarray,
-        labels: np.ndarray,
-        num_labels: int,
-        reference_logits: np.ndarray | None = None,
-    ) -> dict[str, Any]:
-        from distill.tasks.classification.metrics import classification_metrics
-
-        return classification_metrics(logits, labels, num_labels, reference_logits)
-
-    def distillation_loss(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | None,
-        labels: torch.Tensor,
-        temperature: float,
-        alpha: float,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        from distill.tasks.classification.losses import distillation_loss
-
-        return distillation_loss(student_logits, teacher_logits, labels, temperature, alpha)

@@ -12,6 +12,8 @@ from torch import nn
 from transformers import DataCollatorWithPadding, Trainer
 
 from distill.config import TrainingConfig
+from distill.tasks.classification.losses import distillation_loss
+from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.task import SequenceClassification
 from distill.train import trainer as shared
 from distill.train.layer_losses import LayerDistillation
@@ -22,12 +24,10 @@ class SoftTargetObjective:
 
     def __init__(
         self,
-        task: SequenceClassification,
         temperature: float,
         alpha: float,
         layers: LayerDistillation | None,
     ) -> None:
-        self.task = task
         self.temperature = temperature
         self.alpha = alpha
         self.layers = layers
@@ -42,7 +42,7 @@ class SoftTargetObjective:
         teacher_logits = inputs.pop("teacher_logits", None)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        loss, _ = self.task.distillation_loss(
+        loss, _ = distillation_loss(
             outputs.logits, teacher_logits, labels, self.temperature, self.alpha
         )
         if self.layers is not None and training:  # evaluation scores the logits only
@@ -54,7 +54,6 @@ class SoftTargetObjective:
 def train(
     *,
     stage: str,
-    task: SequenceClassification,
     model: nn.Module,
     tokenizer: Any,
     config: TrainingConfig,
@@ -76,7 +75,7 @@ def train(
             if isinstance(prediction.predictions, tuple)
             else prediction.predictions
         )
-        metrics = task.metrics(logits, prediction.label_ids, num_labels)
+        metrics = classification_metrics(logits, prediction.label_ids, num_labels)
         metrics.pop("examples", None)
         return metrics
 
@@ -91,9 +90,9 @@ def train(
         work_dir=work_dir,
         log_dir=log_dir,
         seed=seed,
-        objective=SoftTargetObjective(task, temperature, alpha, layers),
+        objective=SoftTargetObjective(temperature, alpha, layers),
         collator=DataCollatorWithPadding(tokenizer),
-        default_min_steps=task.default_min_steps,
+        default_min_steps=SequenceClassification.default_min_steps,
         # A wrapped student's forward(**inputs) hides which columns it takes.
         has_extra_columns=has_teacher or layers is not None,
         compute_metrics=compute_metrics,

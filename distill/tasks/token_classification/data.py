@@ -79,6 +79,15 @@ def source_format(path: Path, config: DataConfig) -> str:
     return _SUFFIX_FORMATS.get(path.suffix.lower(), "conll")
 
 
+def data_columns(config: DataConfig, path: Path) -> tuple[str, dict[str, str]] | None:
+    """For ``distill validate``: the format of a local data file and the columns the data
+    stage reads from it; None for a CoNLL file (its columns are positions, not names)."""
+    from distill.tasks.token_classification.task import TokenClassification
+
+    fmt = source_format(path, config)
+    return None if fmt == "conll" else (fmt, TokenClassification.named_columns(config))
+
+
 # --- CoNLL column files ---------------------------------------------------------------------
 
 

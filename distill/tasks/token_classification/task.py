@@ -5,7 +5,6 @@ Imports nothing heavy: the registry (and so `distill validate`) reads this class
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -112,19 +111,20 @@ class TokenClassification(Task):
             ),
         },
     }
+    about = "a tag per word, as NER (ner.md)"
+    key_notes: ClassVar[dict[str, str]] = {
+        "data.path": "also a CoNLL column file",
+        "student.transfer.text_column": "default 'text'",
+        "export.quantization": "'none' or 'dynamic'",
+        "export.candidates": f"builds {', '.join(map(repr, CANDIDATES))}; gate: export.max_f1_drop",
+    }
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {
         "labels": ("data", "student.transfer"),  # the teacher runs in PyTorch: no [labels]
     }
     default_min_steps = 200  # few labelled sentences need many passes, as for classification
     data_column_keys = ("tokens_column", "tags_column")
 
-    def data_columns(self, data: Any, path: Path) -> tuple[str, dict[str, str]] | None:
-        """Only JSON lines, JSON and Parquet files name their columns (CoNLL: by position)."""
-        from distill.tasks.token_classification.data import source_format
-
-        fmt = source_format(path, data)
-        return None if fmt == "conll" else (fmt, self.named_columns(data))
-
+    data_check = "data"  # CoNLL column files name no columns
     bench = "bench_models"
 
     def check_recipe(self, recipe: Any) -> list[str]:

@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 
 from distill.artifacts import RunContext
-from distill.config import DataConfig, LabelsConfig, TransferConfig
+from distill.config import DataConfig, TransferConfig
 from distill.dataset_files import SPLITS, read_label_names, save_logits
 from distill.distributed import current
 from distill.latency import ort_session
 from distill.models import load_tokenizer
-from distill.tasks import get_task
 from distill.tasks.classification.data import load_transfer
 from distill.tasks.classification.files import Split, read_split, write_split
+from distill.tasks.classification.keys import LabelsConfig
 from distill.tasks.classification.labelling import (
     Labeller,
     check_cached_logits,
@@ -44,6 +44,7 @@ from distill.tasks.classification.labelling import (
     resolve_backend,
     torch_labeller,
 )
+from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.training import predictor
 
@@ -66,7 +67,6 @@ def run(
     metrics: dict[str, Any] = {"processes": processes.world_size, "backend": backend}
     if backend == "onnxruntime" and not processes.is_main:
         return metrics  # the main process labels everything (see the module docstring)
-    task = get_task(ctx.task)
     teacher_dir = inputs["teacher"] / "model"
     num_labels = len(read_label_names(inputs["data"]))
     model = load_saved_classifier(teacher_dir)
@@ -83,7 +83,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="distill-labels-") as scratch:
         if backend == "pytorch":
             trainer = predictor(model, tokenizer, Path(scratch), batch_size=labels.batch_size)
-            label = torch_labeller(trainer, tokenizer, task, max_length=data.max_length)
+            label = torch_labeller(trainer, tokenizer, max_length=data.max_length)
         else:
             label, metrics["onnx"] = _onnx_labeller(teacher_dir, tokenizer, labels, data, scratch)
         computed = _label_splits(label, splits, metrics)
@@ -93,9 +93,8 @@ def run(
     for name, split in splits.items():
         save_logits(out / "logits" / f"{name}.npz", split.ids, computed[name])
         if name in SPLITS:
-            metrics[f"{name}_accuracy"] = task.metrics(computed[name], split.labels, num_labels)[
-                "accuracy"
-            ]
+            accuracy = classification_metrics(computed[name], split.labels, num_labels)["accuracy"]
+            metrics[f"{name}_accuracy"] = accuracy
     return metrics
 
 

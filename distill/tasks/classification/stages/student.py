@@ -27,11 +27,11 @@ from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
 from distill.dataset_files import SPLITS, load_logits, read_label_names, save_logits
 from distill.models import freeze, load_tokenizer, parameter_counts
-from distill.tasks import get_task
-from distill.tasks.base import Task
+from distill.tasks.classification.encoding import encode
 from distill.tasks.classification.files import Split, read_split
+from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import write_student_card
-from distill.tasks.classification.models import load_saved_classifier
+from distill.tasks.classification.models import load_classifier, load_saved_classifier
 from distill.tasks.classification.training import train
 from distill.train.layer_losses import LayerDistillation, layer_distillation
 from distill.train.students import build_student
@@ -73,7 +73,6 @@ def _transformer_student(
     config: StudentConfig,
     data: DataConfig,
     ctx: RunContext,
-    task: Task,
     teacher_dir: Path,
     label_names: list[str],
     use_teacher: bool,
@@ -85,8 +84,8 @@ def _transformer_student(
         config,
         teacher_dir,
         ctx,
-        lambda source, key, revision, trust: task.load_pretrained(
-            source, key, label_names, revision, trust
+        lambda source, key, revision, trust: load_classifier(
+            source, key, label_names, revision=revision, trust_remote_code=trust
         ),
         load_saved_classifier,
     )
@@ -116,7 +115,6 @@ def _train_variant(
     config: StudentConfig,
     data: DataConfig,
     ctx: RunContext,
-    task: Task,
     teacher_dir: Path,
     splits: dict[str, Split],
     teacher_logits: dict[str, Any],
@@ -153,10 +151,10 @@ def _train_variant(
         layers: LayerDistillation | None = None
     else:
         model, trainable, tokenizer, built, layers = _transformer_student(
-            config, data, ctx, task, teacher_dir, label_names, use_teacher, trim_texts
+            config, data, ctx, teacher_dir, label_names, use_teacher, trim_texts
         )
     encoded = {
-        split_name: task.encode(
+        split_name: encode(
             tokenizer, split, data.max_length, teacher_logits[split_name] if use_teacher else None
         )
         for split_name, split in splits.items()
@@ -167,7 +165,6 @@ def _train_variant(
     work_dir = ctx.checkpoint_dir(out, checkpoint_name)
     trainer, history = train(
         stage=f"student ({name})",
-        task=task,
         model=trainable,
         tokenizer=tokenizer,
         config=config,
@@ -194,7 +191,7 @@ def _train_variant(
     for split_name in ("validation", "test"):
         logits = predict_logits(trainer, encoded[split_name], f"student: {split_name} logits")
         save_logits(out / "logits" / f"{split_name}.npz", splits[split_name].ids, logits)
-        metrics[split_name] = task.metrics(
+        metrics[split_name] = classification_metrics(
             logits, splits[split_name].labels, len(label_names), teacher_logits[split_name]
         )
     metrics.update(finish_training(trainer, history, out, work_dir))
@@ -261,7 +258,6 @@ def _train_student(
 def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentTable
 ) -> dict[str, Any]:
-    task = get_task(ctx.task)
     label_names = read_label_names(inputs["data"])
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
     teacher_logits = {
@@ -277,7 +273,6 @@ def run(
     common = dict(
         data=data,
         ctx=ctx,
-        task=task,
         teacher_dir=teacher_dir,
         splits=splits,
         teacher_logits=teacher_logits,

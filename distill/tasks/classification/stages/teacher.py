@@ -16,8 +16,10 @@ from distill.artifacts import RunContext
 from distill.config import DataConfig, TeacherConfig
 from distill.dataset_files import SPLITS, read_label_names, save_logits
 from distill.models import freeze, load_tokenizer, resolve_model
-from distill.tasks import get_task
+from distill.tasks.classification.encoding import encode
 from distill.tasks.classification.files import read_split
+from distill.tasks.classification.metrics import classification_metrics
+from distill.tasks.classification.models import load_classifier
 from distill.tasks.classification.training import train
 from distill.train.trainer import finish_training, predict_logits
 
@@ -25,7 +27,6 @@ from distill.train.trainer import finish_training, predict_logits
 def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, teacher: TeacherConfig
 ) -> dict[str, Any]:
-    task = get_task(ctx.task)
     label_names = read_label_names(inputs["data"])
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
 
@@ -38,18 +39,19 @@ def run(
     )
     tokenizer = load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
     set_seed(ctx.seed)
-    model = task.load_pretrained(
-        source, "teacher.model", label_names, teacher.revision, teacher.trust_remote_code
+    model = load_classifier(
+        source,
+        "teacher.model",
+        label_names,
+        revision=teacher.revision,
+        trust_remote_code=teacher.trust_remote_code,
     )
     parameters = freeze(model, teacher.freeze_embeddings, teacher.freeze_layers)
 
-    encoded = {
-        name: task.encode(tokenizer, split, data.max_length) for name, split in splits.items()
-    }
+    encoded = {name: encode(tokenizer, split, data.max_length) for name, split in splits.items()}
     work_dir = ctx.checkpoint_dir(out)
     trainer, history = train(
         stage="teacher",
-        task=task,
         model=model,
         tokenizer=tokenizer,
         config=teacher,
@@ -67,6 +69,6 @@ def run(
     for name in ("validation", "test"):  # the labels stage caches every split for the student
         logits = predict_logits(trainer, encoded[name], f"teacher: {name} logits")
         save_logits(out / "logits" / f"{name}.npz", splits[name].ids, logits)
-        metrics[name] = task.metrics(logits, splits[name].labels, len(label_names))
+        metrics[name] = classification_metrics(logits, splits[name].labels, len(label_names))
     metrics.update(finish_training(trainer, history, out, work_dir))
     return metrics
