@@ -313,12 +313,14 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
     recorded = manifest.get("optimization") or {}
     level = recorded.get("level") or 2
     cls_pruning = bool((recorded.get("cls_pruning") or {}).get("applied"))
+    from distill.tasks.classification.export_steps import CLS_PRUNING
+
     try:
         optimized, settings = onnx_utils.optimize_graph(
             fp32_path,
             work / "optimized",
             level=level,
-            cls_pruning=cls_pruning,
+            rewrites=[CLS_PRUNING] if cls_pruning else [],
         )
     except NotImplementedError:
         optimized = None
