@@ -14,7 +14,7 @@ with PyTorch, the int8 candidates, the one gate on the entity micro-F1 drop
    ``dynamic-optimized``; see :data:`distill.export.candidates.CANDIDATES`) is built, scored
    on the test split as its bundle would serve it (the runner's whole-word entities read
    back onto the words, :mod:`~distill.tasks.token_classification.onnx_tags`: entity
-   micro-F1 and the rest of :func:`score`, agreement with fp32's entities) and weighed;
+   micro-F1 and the rest of :func:`compare`, agreement with fp32's entities) and weighed;
    then all of them and the fp32 graph are timed together, batch 1 at
    ``data.max_length``, interleaved (:func:`distill.export.candidates.time_models`);
 4. the fastest candidate whose entity-F1 drop vs fp32 is within ``export.max_f1_drop`` is
@@ -112,19 +112,6 @@ def tag_test(
         for tags, seen in zip(test.tags, served.tags, strict=True)
     ]
     return Tagged(served.logits, gold, served.tags)
-
-
-def score(
-    model_path: Path,
-    folder: Path,
-    test: TaggedSplit,
-    tag_names: list[str],
-    max_length: int,
-    desc: str,
-) -> dict[str, Any]:
-    """Entity metrics of an ONNX graph on the test split (words cut by truncation excluded)."""
-    tagged = tag_test(model_path, folder, test, tag_names, max_length, desc)
-    return tagging_metrics(tagged.gold, tagged.tags)
 
 
 def compare(tagged: Tagged, fp32: Scored) -> dict[str, Any]:
