@@ -534,6 +534,19 @@ def _record(name: str, p50: float, size: int, drop: float = 0.0, agree: float = 
 GATE = Gate("export.max_accuracy_drop", 0.02)
 
 
+def test_with_no_optimized_graph_optimized_candidates_go_or_turn_plain() -> None:
+    """A student drops them; a teacher baseline (plain_fallback) builds each one's plain twin,
+    its embeddings kept as the candidate asked, once."""
+    wanted = [
+        candidates.CANDIDATES[name]
+        for name in ("dynamic-optimized-fp32-embeddings", "dynamic-optimized", "dynamic")
+    ]
+    dropped = candidates.without_optimized(wanted, plain_fallback=False)
+    assert [c.name for c in dropped] == ["dynamic"]
+    twins = candidates.without_optimized(wanted, plain_fallback=True)
+    assert [c.name for c in twins] == ["dynamic-fp32-embeddings", "dynamic"]
+
+
 def test_choice_is_the_fastest_within_the_budget() -> None:
     choose = candidates.choose_candidate
     records = [
