@@ -23,6 +23,7 @@ from distill.artifacts import RunContext, read_manifest, sha256_file, verify_fil
 from distill.config import DataConfig, ExportCandidate, ExportConfig
 from distill.dataset_files import load_logits
 from distill.errors import AccuracyDropError, ParityError, RecipeError
+from distill.export import candidates
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import read_bundle
 from distill.export.gate import Gate
@@ -101,13 +102,15 @@ def _shared_student_exported_once(
     shared = (stage_inputs["student"] / "model").resolve()
     done: dict[tuple[str, int | None], Path] = {}  # the first export's graph
 
-    def export_once(model_dir: Path, out_dir: Path, *, task: str, opset: int | None = None):
+    def export_once(model_dir: Path, out_dir: Path, *, model_class: str, opset: int | None = None):
         if Path(model_dir).resolve() != shared:
-            return real_export(model_dir, out_dir, task=task, opset=opset)
-        if (task, opset) not in done:
+            return real_export(model_dir, out_dir, model_class=model_class, opset=opset)
+        if (model_class, opset) not in done:
             first = tmp_path_factory.mktemp("shared-student-onnx") / "fp32"
-            done[task, opset] = real_export(model_dir, first, task=task, opset=opset)
-        graph = done[task, opset]
+            done[model_class, opset] = real_export(
+                model_dir, first, model_class=model_class, opset=opset
+            )
+        graph = done[model_class, opset]
         shutil.copytree(graph.parent, out_dir, dirs_exist_ok=True)
         return Path(out_dir) / graph.name
 
@@ -208,7 +211,7 @@ def test_dynamic_export_metrics_are_sane(dynamic_run: tuple[Path, dict[str, Any]
     assert metrics["chosen_reason"].startswith("fastest at batch 1")
     # the fastest qualifying p50, up to the documented tie margin
     fastest = min(r["latency_b1"]["p50_ms"] for r in records.values())
-    assert chosen["latency_b1"]["p50_ms"] <= fastest * (1 + export_stage.LATENCY_TIE)
+    assert chosen["latency_b1"]["p50_ms"] <= fastest * (1 + candidates.LATENCY_TIE)
     json.dumps(metrics)  # the pipeline stores it in the stage manifest
     assert not list(out.glob(".export-work-*")), "the temporary export folder must be removed"
 
@@ -329,7 +332,7 @@ def test_every_candidate_builds_a_model_that_runs(
     _make_wider_bert_student(tmp_path / "student" / "model")
     inputs = {"data": stage_inputs["data"], "student": tmp_path / "student"}
     out = tmp_path / "stage"
-    names = list(export_stage.CANDIDATES)
+    names = list(candidates.CANDIDATES)
     metrics = _run(
         inputs,
         out,
@@ -370,7 +373,7 @@ def test_every_candidate_builds_a_model_that_runs(
 
 
 def test_candidates_follow_the_quantization_key() -> None:
-    assert set(get_args(ExportCandidate)) == set(export_stage.CANDIDATES)
+    assert set(get_args(ExportCandidate)) == set(candidates.CANDIDATES)
     assert ExportConfig().candidate_names() == ["dynamic", "dynamic-optimized"]
     assert ExportConfig(optimization_level=0).candidate_names() == ["dynamic"]
     assert ExportConfig(quantization="static").candidate_names() == ["static"]
@@ -531,8 +534,21 @@ def _record(name: str, p50: float, size: int, drop: float = 0.0, agree: float = 
 GATE = Gate("export.max_accuracy_drop", 0.02)
 
 
+def test_with_no_optimized_graph_optimized_candidates_go_or_turn_plain() -> None:
+    """A student drops them; a teacher baseline (plain_fallback) builds each one's plain twin,
+    its embeddings kept as the candidate asked, once."""
+    wanted = [
+        candidates.CANDIDATES[name]
+        for name in ("dynamic-optimized-fp32-embeddings", "dynamic-optimized", "dynamic")
+    ]
+    dropped = candidates.without_optimized(wanted, plain_fallback=False)
+    assert [c.name for c in dropped] == ["dynamic"]
+    twins = candidates.without_optimized(wanted, plain_fallback=True)
+    assert [c.name for c in twins] == ["dynamic-fp32-embeddings", "dynamic"]
+
+
 def test_choice_is_the_fastest_within_the_budget() -> None:
-    choose = export_stage.choose_candidate
+    choose = candidates.choose_candidate
     records = [
         _record("a", 2.0, 100),
         _record("b", 1.0, 100, drop=0.03),  # fastest, but loses too much
@@ -878,7 +894,9 @@ def test_a_relative_position_bias_is_not_taken_for_a_mask(tmp_path: Path) -> Non
     )
     MPNetForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    plain = onnx_utils.export_onnx(folder, tmp_path / "fp32", task="text-classification")
+    plain = onnx_utils.export_onnx(
+        folder, tmp_path / "fp32", model_class="AutoModelForSequenceClassification"
+    )
     assert onnx_utils.graph_info(plain)["input_names"] == ["input_ids", "attention_mask"]
     fused, settings = onnx_utils.optimize_graph(plain, tmp_path / "fused", level=2)
     assert settings["fused_operators"]["com.microsoft:SkipLayerNormalization"] >= 4

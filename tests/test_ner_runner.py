@@ -124,7 +124,7 @@ def _write_manifest(bundle: Path, **extra: Any) -> None:
 def bundle(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """model.onnx (the token-classification export), config.json, tokenizer files."""
     folder = tmp_path_factory.mktemp("ner-bundle") / "bundle"
-    export_onnx(model_dir, folder, task="token-classification")
+    export_onnx(model_dir, folder, model_class="AutoModelForTokenClassification")
     _write_manifest(folder)
     return folder
 

@@ -174,7 +174,7 @@ def _onnx_pair(model_dir: Path, fp32: Path, int8: Path) -> None:
     from distill.export.exporter import export_onnx
 
     work = fp32.parent / "export-work"
-    export_onnx(model_dir, work, task="text-classification")
+    export_onnx(model_dir, work, model_class="AutoModelForSequenceClassification")
     fp32.parent.mkdir(parents=True, exist_ok=True)
     (work / "model.onnx").rename(fp32)
     shutil.rmtree(work)

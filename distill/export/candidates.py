@@ -14,10 +14,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from distill.export import onnx as onnx_utils
-from distill.export.fusion import FUSION_TOOL
+from distill.export.fusion import FUSION_TOOL, GraphRewrite
 from distill.export.gate import Gate
 
 log = logging.getLogger("distill")
@@ -44,16 +44,19 @@ def latency_check(max_length: int, timing: dict[str, int]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way of making the int8 model."""
+    """One way of making the int8 model. ``mode``: ``dynamic`` and ``static`` are built here
+    (:func:`dynamic_int8`, :func:`static_int8`); any other mode is a task's own, built by
+    the task's quantizer and described by ``summary``."""
 
     name: str
-    mode: Literal["dynamic", "static", "table"]
+    mode: str
     optimized: bool  # quantize the ORT-optimized (fused) graph instead of the plain export
     quantize_embeddings: bool  # int8 embedding tables (Gather / EmbedLayerNormalization)
+    summary: str = ""  # what describe() says of a task's own mode
 
     def describe(self) -> str:
-        if self.mode == "table":
-            return "int8 token table (symmetric, one scale per row), fp32 head"
+        if self.summary:
+            return self.summary
         graph = "ORT-optimized graph" if self.optimized else "plain graph"
         embeddings = "int8 embeddings" if self.quantize_embeddings else "fp32 embeddings"
         if self.mode == "static":
@@ -94,22 +97,19 @@ def optimize_checked(
     work: Path,
     *,
     level: int,
-    cls_pruning: bool,
+    rewrites: Sequence[GraphRewrite] = (),
     torch_model: Any,
     tokenizer: Any,
-    texts: list[str],
+    texts: Sequence[Any],
     max_length: int,
     tolerance: float,
 ) -> tuple[Path | None, dict[str, Any]]:
-    """The ORT-optimized graph (None when the model type has no transformer optimizer: the
-    reason is logged and recorded as ``skipped``) and its settings, including its parity with
-    PyTorch on ``texts`` (ParityError beyond ``tolerance``)."""
+    """The ORT-optimized graph, with the task's ``rewrites`` (None when the model type has no
+    transformer optimizer: the reason is logged and recorded as ``skipped``) and its settings,
+    including its parity with PyTorch on ``texts`` (ParityError beyond ``tolerance``)."""
     try:
         path, settings = onnx_utils.optimize_graph(
-            fp32_path,
-            work / "optimized",
-            level=level,
-            cls_pruning=cls_pruning,
+            fp32_path, work / "optimized", level=level, rewrites=rewrites
         )
     except NotImplementedError as exc:
         log.warning("graph optimization skipped: %s", exc)
@@ -119,12 +119,12 @@ def optimize_checked(
     )
     settings["parity_max_abs_diff"] = max(settings["parity_differences"].values())
     log.info(
-        "optimized graph (level %s): %s -> %s nodes, fused %s, CLS pruning %s, parity %s",
+        "optimized graph (level %s): %s -> %s nodes, fused %s%s, parity %s",
         settings["level"],
         settings["nodes_before"],
         settings["nodes"],
         settings["fused_operators"],
-        settings.get("cls_pruning", {"applied": False}),
+        "".join(f", {r.label} {settings[r.key]}" for r in rewrites),
         settings["parity_differences"],
     )
     return path, settings
@@ -141,6 +141,21 @@ def optimize_for(
             settings["skipped"] = "no '-optimized' int8 candidate to build"
         return None, settings
     return optimize_checked(fp32_path, work, level=level, **checked)
+
+
+def without_optimized(wanted: Sequence[Candidate], plain_fallback: bool) -> list[Candidate]:
+    """The candidates that need no optimized graph (when there is none); with
+    ``plain_fallback`` each optimized one becomes its plain twin (``dynamic-optimized`` ->
+    ``dynamic``), once."""
+    kept: list[Candidate] = []
+    for candidate in wanted:
+        if candidate.optimized:
+            if not plain_fallback:
+                continue
+            candidate = CANDIDATES[candidate.name.replace("-optimized", "")]
+        if candidate not in kept:
+            kept.append(candidate)
+    return kept
 
 
 def candidate_settings(candidate: Candidate, config: Any, level: int) -> dict[str, Any]:
@@ -183,6 +198,39 @@ def dynamic_int8(
     settings["extra_options"] = dict(onnx_utils.DYNAMIC_EXTRA_OPTIONS)
     optimization = {"level": level, "tool": FUSION_TOOL} if candidate.optimized else None
     path = onnx_utils.quantize_dynamic(source, save_dir, config, optimization=optimization)
+    return path, settings
+
+
+def static_int8(
+    candidate: Candidate,
+    source: Path,
+    save_dir: Path,
+    *,
+    calibration: Sequence[Any],
+    tokenizer: Any,
+    max_length: int,
+    per_channel: bool,
+    reduce_range: bool,
+    level: int,
+    work_dir: Path,
+) -> tuple[Path, dict[str, Any]]:
+    """A static (QDQ, MinMax) candidate's int8 file and its settings, its activations
+    calibrated on ``calibration`` (training inputs, as the tokenizer takes them, padded to
+    ``max_length``)."""
+    config = onnx_utils.quantization_config(
+        "static", per_channel=per_channel, reduce_range=reduce_range
+    )
+    settings = candidate_settings(candidate, config, level)
+    features = onnx_utils.encode(
+        tokenizer,
+        calibration,
+        max_length=max_length,
+        input_names=onnx_utils.graph_info(source)["input_names"],
+        padding="max_length",
+    )
+    settings["quantizer"] = "onnxruntime.quantization.quantize_static"
+    path = onnx_utils.quantize_static(source, save_dir, config, features, work_dir=work_dir)
+    settings["calibration"] = {"method": "minmax", "split": "train", "samples": len(calibration)}
     return path, settings
 
 

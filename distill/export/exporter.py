@@ -1,12 +1,12 @@
-"""ONNX export of encoder models (sequence and token classifiers) with ``torch.onnx.export(...,
-dynamo=True)``: one graph with dynamic batch and sequence axes, inputs named as the tokenizer
+"""ONNX export of encoder models (a transformers class with a head, named by the task) with
+``torch.onnx.export(..., dynamo=True)``: one graph with dynamic batch and sequence axes, inputs named as the tokenizer
 names them, output ``logits``.
 
 Why torch's dynamo exporter and not ``transformers.exporters``: the latter (transformers 5)
 is marked experimental, pins the torch/onnx/onnxscript versions it was tested with (older
 than ours) and wraps the very same ``torch.onnx.export(dynamo=True)`` call plus fusions that
 distill runs itself (:mod:`distill.export.fusion`) so they can be counted and checked; an
-encoder classifier needs nothing of its decomposition machinery. TorchScript export is gone
+encoder with a head needs nothing of its decomposition machinery. TorchScript export is gone
 from transformers 5 and deprecated by PyTorch, and optimum-onnx (the previous route) holds
 transformers below 4.58.
 
@@ -35,22 +35,21 @@ ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PROTOBUF_LIMIT = 2 * 1024**3
 # Sample shapes for tracing: neither 0 nor 1 (torch.export specializes those), a padded row.
 _SAMPLE_BATCH, _SAMPLE_LENGTH = 2, 8
-_MODEL_CLASSES = {
-    "text-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-}
 
 
-def export_onnx(model_dir: Path, out_dir: Path, *, task: str, opset: int | None = None) -> Path:
-    """Export a ``save_pretrained`` encoder of ``task`` ("text-classification" or
-    "token-classification") to ``out_dir/model.onnx`` (fp32), with the config and tokenizer
-    files beside it. Parity is each stage's to check, on real inputs."""
+def export_onnx(
+    model_dir: Path, out_dir: Path, *, model_class: str, opset: int | None = None
+) -> Path:
+    """Export a ``save_pretrained`` encoder to ``out_dir/model.onnx`` (fp32), with the config
+    and tokenizer files beside it; ``model_class``: the transformers auto class that loads it
+    with its head (the task's, e.g. ``AutoModelForTokenClassification``). Parity is each
+    stage's to check, on real inputs."""
     import transformers
 
-    if task not in _MODEL_CLASSES:
-        raise ValueError(f"no encoder export for task {task!r} (known: {sorted(_MODEL_CLASSES)})")
-    model_class = getattr(transformers, _MODEL_CLASSES[task])
-    model = model_class.from_pretrained(str(model_dir)).float().eval()
+    loader = getattr(transformers, model_class, None)
+    if loader is None or not hasattr(loader, "from_pretrained"):
+        raise ValueError(f"no transformers model class {model_class!r} to export with")
+    model = loader.from_pretrained(str(model_dir)).float().eval()
     _exportable_attention(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

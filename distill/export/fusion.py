@@ -1,6 +1,7 @@
 """Graph fusion for onnxruntime on CPU: the transformer fusions (Attention,
 SkipLayerNormalization, BiasGelu, ...) of a dynamo-exported encoder, the fused attention fed
-the padding mask so that int8 can quantize it, then (for sequence classifiers) CLS pruning.
+the padding mask so that int8 can quantize it, then the task's own rewrites of the fused graph
+(:class:`GraphRewrite`).
 
 Why onnxscript's ``optimize_for_ort`` and not onnxruntime's ``optimize_model``: the latter's
 patterns were written for TorchScript-shaped graphs; on a dynamo graph it fuses the layer
@@ -12,6 +13,8 @@ recorded (and tested), never assumed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +31,28 @@ MASK_INDEX = "distill_mask_index"
 MASK_REWRITE_TOLERANCE = 1e-4
 
 
+@dataclass(frozen=True)
+class GraphRewrite:
+    """A task's own rewrite of the fused graph, run in place after the fusions (say, a layer
+    cut down to the tokens its head reads): what ``apply`` returns is recorded under ``key``
+    in the optimization settings, and logs name it ``label``."""
+
+    key: str
+    label: str
+    apply: Callable[[Path], dict[str, Any]]
+
+
 def optimize_graph(
     onnx_path: Path,
     save_dir: Path,
     *,
     level: int,
-    cls_pruning: bool = False,
+    rewrites: Sequence[GraphRewrite] = (),
 ) -> tuple[Path, dict[str, Any]]:
     """Fuse ``onnx_path`` for onnxruntime into ``save_dir/<stem>_optimized.onnx``: onnxscript's
     ORT fusions, :func:`attention_mask_index` (so the quantizer can make the fused attention
-    ``QAttention``), then with ``cls_pruning`` :func:`prune_to_first_token`. Returns the path
-    and the settings to record (fused operator counts before/after). ``level`` (1, 2, 99) is
+    ``QAttention``), then each of ``rewrites``. Returns the path and the settings to record
+    (fused operator counts before/after, what each rewrite did). ``level`` (1, 2, 99) is
     recorded; sessions apply onnxruntime's own graph optimizations at load whatever it is."""
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
@@ -64,10 +78,8 @@ def optimize_graph(
         "folded_concats": folded,
         "fused_operators": {k: v for k, v in counts.items() if k.startswith("com.microsoft:")},
     }
-    if cls_pruning:
-        from distill.tasks.classification.pruning import prune_to_first_token
-
-        settings["cls_pruning"] = prune_to_first_token(path)
+    for rewrite in rewrites:
+        settings[rewrite.key] = rewrite.apply(path)
     return path, settings
 
 

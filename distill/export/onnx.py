@@ -1,7 +1,7 @@
 """ONNX graphs with plain onnxruntime: what a graph declares, parity against PyTorch and
 batched inference. Export (:mod:`distill.export.exporter`), fusion (:mod:`distill.export.fusion`)
-and int8 (:mod:`distill.export.quantize`) live beside it and are reachable from here, where
-the stages call them.
+and int8 (:mod:`distill.export.quantize`) live beside it and are reachable from here, where the
+stages call them.
 
 Everything here tokenizes the same way (``tokenizer(texts, truncation=True,
 max_length=..., padding=..., return_tensors="np")``) and feeds a graph only the inputs it
@@ -133,7 +133,7 @@ def predict_logits(
     threads: int = SESSION_THREADS,
     desc: str = "onnxruntime",
 ) -> np.ndarray:
-    """Logits of an ONNX classifier over ``texts`` (batched in order, each batch padded to its
+    """Logits of an ONNX graph over ``texts`` (batched in order, each batch padded to its
     longest: the way ``distill predict`` batches, so dynamic int8, whose activation scales
     depend on the batch, gives the same numbers here and there); progress shown as ``desc``."""
     session = make_session(model_path, threads)

@@ -27,7 +27,10 @@ def test_texts(data_dir: Path) -> list[str]:
 def optimization_options(recorded: dict[str, Any]) -> dict[str, Any]:
     """The keywords of :func:`distill.export.fusion.optimize_graph` (beyond the level) that
     replay a bundle's recorded optimization: CLS pruning where its export applied it."""
-    return {"cls_pruning": bool((recorded.get("cls_pruning") or {}).get("applied"))}
+    from distill.tasks.classification.export_steps import CLS_PRUNING
+
+    applied = bool((recorded.get(CLS_PRUNING.key) or {}).get("applied"))
+    return {"rewrites": [CLS_PRUNING] if applied else []}
 
 
 def optimization_note(settings: dict[str, Any]) -> str:

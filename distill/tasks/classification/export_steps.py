@@ -1,11 +1,13 @@
-"""The steps of classification's export that the student's export and the teacher's
-baseline export share: loading the PyTorch model for parity, the parity texts, graph
-optimization, building and scoring one int8 candidate, and test-split inference."""
+"""Classification's part of the one export sequence (:mod:`distill.export.sequence`), for the
+student, its variants and the teacher baseline alike: the PyTorch model loaded for parity,
+the parity texts, test-split logits and their scores against the labels and fp32's, the
+training texts that calibrate a static candidate, CLS pruning of the optimized graph, and a
+static-embedding student's own fp32 graph and int8 table."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +17,85 @@ from transformers import AutoTokenizer
 from distill.config import DataConfig, ExportConfig
 from distill.errors import ArtifactError, DataError, ModelLoadError
 from distill.export import onnx as onnx_utils
-from distill.export.candidates import Candidate, candidate_settings, dynamic_int8, optimize_for
+from distill.export.candidates import ACCURACY, Candidate
+from distill.export.fusion import GraphRewrite
+from distill.export.gate import Gate
+from distill.export.sequence import EncoderExport, Scored
 from distill.tasks.classification.files import Split, read_split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.models import load_saved_classifier
-from distill.tasks.classification.static.onnx_graph import int8_table_graph
+from distill.tasks.classification.pruning import prune_to_first_token
+from distill.tasks.classification.static.onnx_graph import export_static, int8_table_graph
 
 log = logging.getLogger("distill")
 
 PARITY_EXAMPLES = 32
 EVAL_BATCH_SIZE = 32
+MODEL_CLASS = "AutoModelForSequenceClassification"
+# export.cls_pruning: after its attention, the last layer of the optimized graph computes only
+# the first token, the one the classification head reads (tasks/classification/pruning.py).
+CLS_PRUNING = GraphRewrite("cls_pruning", "CLS pruning", prune_to_first_token)
+# A static student's one int8 candidate: its graph is a table lookup, a mean and a head, so
+# only the table is worth quantizing (export.candidates lists transformer candidates).
+TABLE_CANDIDATE = Candidate(
+    "int8-table",
+    "table",
+    optimized=False,
+    quantize_embeddings=True,
+    summary="int8 token table (symmetric, one scale per row), fp32 head",
+)
 
 
-# --------------------------------------------------------------------------- the student
+def export_spec(
+    data_dir: Path,
+    test: Split,
+    label_names: list[str],
+    data: DataConfig,
+    export: ExportConfig,
+    seed: int,
+    *,
+    static: bool = False,
+) -> EncoderExport:
+    """What the export sequence needs of classification for one model (``static``: a
+    static-embedding student, its fp32 graph written from its weights, its int8 a table)."""
+    num_labels = len(label_names)
+
+    def infer(path: Path, label: str, tokenizer: Any) -> np.ndarray:
+        return test_logits(path, tokenizer, test, data.max_length, label)
+
+    def evaluate(logits: np.ndarray) -> dict[str, Any]:
+        return classification_metrics(logits, test.labels, num_labels)
+
+    def compare(logits: np.ndarray, fp32: Scored) -> dict[str, Any]:
+        scores = classification_metrics(logits, test.labels, num_labels, fp32.output)
+        return {
+            "accuracy": scores["accuracy"],
+            "macro_f1": scores["macro_f1"],
+            "agreement_with_fp32": scores["agreement"],
+            "max_abs_logit_diff_vs_fp32": float(np.max(np.abs(logits - fp32.output))),
+            "accuracy_drop": fp32.scores["accuracy"] - scores["accuracy"],
+        }
+
+    spec = EncoderExport(
+        model_class=MODEL_CLASS,
+        load=lambda model_dir, role: load_model(model_dir, label_names, data.max_length, role),
+        parity_inputs=texts_for_parity(data_dir, test),
+        timing_inputs=test.texts,
+        infer=infer,
+        evaluate=evaluate,
+        compare=compare,
+        measure=ACCURACY,
+        gate=Gate("export.max_accuracy_drop", export.max_accuracy_drop),
+        examples=f"{len(test)} test examples",
+        max_length=data.max_length,
+        rewrites=(CLS_PRUNING,) if export.cls_pruning else (),
+        calibration=lambda: calibration_texts(data_dir, export.calibration_samples, seed),
+    )
+    if static:
+        return dataclasses.replace(
+            spec, export_fp32=lambda model, path: export_static(model, path), quantize=table_int8
+        )
+    return spec
 
 
 def load_model(
@@ -66,139 +134,17 @@ def texts_for_parity(data_dir: Path, test: Split) -> list[str]:
     return texts[:PARITY_EXAMPLES]
 
 
-# --------------------------------------------------------------------------- optimization
-
-
-def optimized_graph(
-    export: ExportConfig,
-    wanted: list[Candidate],
-    fp32_path: Path,
-    work: Path,
-    torch_model: Any,
-    tokenizer: Any,
-    parity_texts: list[str],
-    data: DataConfig,
-) -> tuple[Path | None, dict[str, Any]]:
-    """The ORT-optimized graph when a ``wanted`` candidate is built on it (None otherwise, or
-    when the model type has no transformer optimizer) and its settings, including its parity
-    with PyTorch (ParityError beyond the tolerance)."""
-    return optimize_for(
-        wanted,
-        fp32_path,
-        work,
-        level=export.optimization_level,
-        cls_pruning=export.cls_pruning,
-        torch_model=torch_model,
-        tokenizer=tokenizer,
-        texts=parity_texts,
-        max_length=data.max_length,
-        tolerance=export.parity_tolerance,
-    )
-
-
-# --------------------------------------------------------------------------- candidates
-
-
-def build_candidate(
-    candidate: Candidate,
-    export: ExportConfig,
-    *,
-    fp32_path: Path,
-    optimized_path: Path | None,
-    optimization: dict[str, Any],
-    work: Path,
-    tokenizer: Any,
-    test: Split,
-    data_dir: Path,
-    data: DataConfig,
-    seed: int,
-    fp32_logits: np.ndarray,
-    fp32_accuracy: float,
-    num_labels: int,
-) -> tuple[dict[str, Any], Path | None, np.ndarray | None]:
-    """Quantize one candidate and score it on the test split; a candidate whose quantizer
-    fails is recorded with its error (and cannot be chosen) rather than failing the stage."""
-    started = time.perf_counter()
-    source = optimized_path if candidate.optimized else fp32_path
-    assert source is not None
-    record: dict[str, Any] = {"name": candidate.name, "description": candidate.describe()}
-    try:
-        path, settings = quantize_candidate(
-            candidate, export, source, optimization, work, tokenizer, data_dir, data, seed
-        )
-    except Exception as exc:  # the quantizers raise anything from ValueError to RuntimeError
-        log.warning("int8 candidate %s failed to build: %s", candidate.name, exc)
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        return record, None, None
-    logits = test_logits(path, tokenizer, test, data.max_length, candidate.name)
-    scores = classification_metrics(logits, test.labels, num_labels, fp32_logits)
-    drop = fp32_accuracy - scores["accuracy"]
-    record.update(
-        {
-            "settings": settings,
-            "bytes": path.stat().st_size,
-            "accuracy": scores["accuracy"],
-            "macro_f1": scores["macro_f1"],
-            "agreement_with_fp32": scores["agreement"],
-            "max_abs_logit_diff_vs_fp32": float(np.max(np.abs(logits - fp32_logits))),
-            "accuracy_drop": drop,
-            "build_seconds": round(time.perf_counter() - started, 2),
-        }
-    )
-    return record, path, logits
-
-
-def quantize_candidate(
-    candidate: Candidate,
-    export: ExportConfig,
-    source: Path,
-    optimization: dict[str, Any],
-    work: Path,
-    tokenizer: Any,
-    data_dir: Path,
-    data: DataConfig,
-    seed: int,
-) -> tuple[Path, dict[str, Any]]:
-    """The candidate's int8 file (with ``quantization.json`` beside it) and its settings."""
-    save_dir = work / "candidates" / candidate.name
-    if candidate.mode == "table":
-        path = int8_table_graph(source, save_dir / "model_quantized.onnx")
-        return path, {
-            "candidate": candidate.name,
-            "mode": "int8-table",
-            "format": "int8 rows, one float32 scale per row (symmetric), fp32 head",
-            "quantizer": "distill.tasks.classification.static.onnx_graph.int8_table_graph",
-            "graph": "plain",
-            "quantize_embeddings": True,
-        }
-    level = optimization.get("level", 0)
-    if candidate.mode == "dynamic":
-        return dynamic_int8(
-            candidate,
-            source,
-            save_dir,
-            per_channel=export.per_channel,
-            reduce_range=export.reduce_range,
-            level=level,
-        )
-    config = onnx_utils.quantization_config(
-        "static", per_channel=export.per_channel, reduce_range=export.reduce_range
-    )
-    settings = candidate_settings(candidate, config, level)
-    texts = calibration_texts(data_dir, export.calibration_samples, seed)
-    features = onnx_utils.encode(
-        tokenizer,
-        texts,
-        max_length=data.max_length,
-        input_names=onnx_utils.graph_info(source)["input_names"],
-        padding="max_length",
-    )
-    settings["quantizer"] = "onnxruntime.quantization.quantize_static"
-    path = onnx_utils.quantize_static(
-        source, save_dir, config, features, work_dir=work / "calibration" / candidate.name
-    )
-    settings["calibration"] = {"method": "minmax", "split": "train", "samples": len(texts)}
-    return path, settings
+def table_int8(candidate: Candidate, source: Path, save_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """A static student's int8-table candidate and its settings."""
+    path = int8_table_graph(source, save_dir / "model_quantized.onnx")
+    return path, {
+        "candidate": candidate.name,
+        "mode": "int8-table",
+        "format": "int8 rows, one float32 scale per row (symmetric), fp32 head",
+        "quantizer": "distill.tasks.classification.static.onnx_graph.int8_table_graph",
+        "graph": "plain",
+        "quantize_embeddings": True,
+    }
 
 
 def calibration_texts(data_dir: Path, count: int, seed: int) -> list[str]:

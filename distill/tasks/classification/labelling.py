@@ -25,7 +25,6 @@ from distill.errors import LabelParityError
 from distill.export import onnx as onnx_utils
 from distill.tasks.classification.files import Split
 from distill.tasks.classification.keys import LabelsBackend
-from distill.tasks.classification.task import SequenceClassification
 from distill.train.length_order import length_order, unsort
 
 log = logging.getLogger("distill")
@@ -71,15 +70,15 @@ def length_sample(lengths: Sequence[int] | np.ndarray, size: int, seed: int) -> 
 def export_teacher(teacher_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]:
     """The teacher's fp32 ONNX graph, ORT-optimized; the plain export when onnxruntime's
     transformer optimizer does not know the model type."""
-    plain = onnx_utils.export_onnx(
-        teacher_dir, work / "fp32", task=SequenceClassification.export_task
-    )
+    from distill.tasks.classification.export_steps import CLS_PRUNING, MODEL_CLASS
+
+    plain = onnx_utils.export_onnx(teacher_dir, work / "fp32", model_class=MODEL_CLASS)
     try:
         return onnx_utils.optimize_graph(
             plain,
             work / "optimized",
             level=OPTIMIZATION_LEVEL,
-            cls_pruning=True,
+            rewrites=[CLS_PRUNING],
         )
     except NotImplementedError as exc:
         log.warning("labels: graph optimization skipped: %s", exc)

@@ -8,7 +8,7 @@ candidates -> accuracy gate -> the fastest faithful one -> bundle.
    ``export.optimization_level``) fuse the graph (Attention fed the padding mask,
    SkipLayerNormalization, BiasGelu; the counts recorded) and, with
    ``export.cls_pruning``, its last layer computes only the first token past its attention
-   (:func:`..pruning.prune_to_first_token`); that graph is checked against PyTorch
+   (:data:`~distill.tasks.classification.export_steps.CLS_PRUNING`); that graph is checked against PyTorch
    again, with the same tolerance;
 3. every int8 candidate (:data:`distill.export.candidates.CANDIDATES`, chosen by
    ``export.candidates`` or by ``export.quantization``) is built, scored on the whole test
@@ -40,8 +40,12 @@ Writes into the stage folder:
     and int8 with the student's candidate, and its test predictions; a baseline for the
     report, never deployed (:mod:`distill.tasks.classification.stages.export_teacher`).
 
-The student's PyTorch model is only used for the parity checks; every metric is measured
-with plain onnxruntime sessions, the way the bundle will be served.
+Steps 1-5 are the one export sequence of :mod:`distill.export.sequence`, given
+classification's part by :func:`distill.tasks.classification.export_steps.export_spec`; this
+stage keeps its own files: the test predictions, the serving thread hint, the bundle's word
+cache, model card and manifest fields. The student's PyTorch model is only used for the
+parity checks; every metric is measured with plain onnxruntime sessions, the way the bundle
+will be served.
 """
 
 from __future__ import annotations
@@ -53,48 +57,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import read_label_names, save_logits
-from distill.errors import AccuracyDropError, DataError
+from distill.errors import DataError
 from distill.export import onnx as onnx_utils
-from distill.export.bundle import FP32_REFERENCE, assemble_bundle, write_bundle_manifest
-from distill.export.candidates import (
-    CANDIDATES,
-    LATENCY_TIE,
-    Candidate,
-    candidates_line,
-    choose_candidate,
-    latency_check,
-    teacher_candidate,
-    time_models,
+from distill.export.bundle import FP32_REFERENCE, write_bundle_manifest
+from distill.export.candidates import CANDIDATES, LATENCY_TIE, latency_check
+from distill.export.sequence import (
+    Choice,
+    Exported,
+    baseline_skipped,
+    deploy,
+    export_model,
+    time_and_choose,
 )
-from distill.export.gate import Gate
 from distill.latency import ort_session as latency_session
-from distill.progress import track
-from distill.tasks.classification.export_steps import (
-    build_candidate,
-    load_model,
-    optimized_graph,
-    test_logits,
-    texts_for_parity,
-)
+from distill.tasks.classification.export_steps import TABLE_CANDIDATE, export_spec
 from distill.tasks.classification.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.tasks.classification.files import Split, read_split
-from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import bundle_card
 from distill.tasks.classification.static import is_static
-from distill.tasks.classification.static.onnx_graph import export_static
-from distill.tasks.classification.task import SequenceClassification
 
 log = logging.getLogger("distill")
-
-
-# A static student's one int8 candidate: its graph is a table lookup, a mean and a head, so
-# only the table is worth quantizing (export.candidates lists transformer candidates).
-TABLE_CANDIDATE = Candidate("int8-table", "table", optimized=False, quantize_embeddings=True)
 
 
 def run(
@@ -136,14 +121,14 @@ def _teacher_baseline(
     export: ExportConfig,
     student_metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """The teacher through the same export path (:mod:`distill.tasks.classification.stages.export_teacher`), a
-    baseline row for the report; or why there is none."""
+    """The teacher through the same export sequence
+    (:mod:`distill.tasks.classification.stages.export_teacher`), a baseline row for the
+    report; or why there is none."""
     from distill.tasks.classification.stages import export_teacher
 
-    if not export.teacher_baseline:
-        return {"skipped": "export.teacher_baseline = false"}
-    if "teacher" not in inputs:  # a stage called without its teacher (tests of the student path)
-        return {"skipped": "no teacher stage among the inputs"}
+    skipped = baseline_skipped(export, inputs)
+    if skipped is not None:
+        return skipped
     log.info("exporting the teacher as a baseline")
     return export_teacher.export_teacher(
         inputs["teacher"],
@@ -152,7 +137,7 @@ def _teacher_baseline(
         out / export_teacher.FOLDER,
         data,
         export,
-        candidate_name=teacher_candidate(export.candidate_names(), student_metrics.get("chosen")),
+        student_chosen=student_metrics.get("chosen"),
         seed=ctx.seed,
     )
 
@@ -167,174 +152,40 @@ def export_student(
     export: ExportConfig,
     variant: str | None = None,
 ) -> dict[str, Any]:
-    """One student: ONNX, parity, int8 candidates, the gate; writes ``out/bundle`` and
-    ``out/predictions``; returns its metrics."""
+    """One student through the export sequence (:mod:`distill.export.sequence`): ONNX,
+    parity, int8 candidates, the gate; writes ``out/bundle`` and ``out/predictions``;
+    returns its metrics."""
     started = time.perf_counter()
     label_names = read_label_names(data_dir)
-    tokenizer, torch_model = load_model(model_dir, label_names, data.max_length)
     static = is_static(model_dir)
+    spec = export_spec(data_dir, test, label_names, data, export, ctx.seed, static=static)
     wanted = [CANDIDATES[name] for name in export.candidate_names()]
     if static:
         wanted = [TABLE_CANDIDATE] if wanted else []
-
     with tempfile.TemporaryDirectory(prefix=".export-work-", dir=out) as tmp:
-        work = Path(tmp)
-
-        # 1. Export the fp32 ONNX graph (torch.onnx dynamo; a static student's is written
-        # from its weights) and check it against PyTorch.
-        fp32_path = (
-            export_static(torch_model, work / "fp32" / "model.onnx")
-            if static
-            else onnx_utils.export_onnx(
-                model_dir,
-                work / "fp32",
-                task=SequenceClassification.export_task,
-                opset=export.opset,
-            )
-        )
-        graph = onnx_utils.graph_info(fp32_path)
-        log.info(
-            "exported %s (opset %s, inputs %s)",
-            fp32_path.name,
-            graph["opset"],
-            graph["input_names"],
-        )
-        parity_texts = texts_for_parity(data_dir, test)
-        parity = onnx_utils.check_parity(
-            fp32_path,
-            torch_model,
-            tokenizer,
-            parity_texts,
-            max_length=data.max_length,
-            tolerance=export.parity_tolerance,
-        )
-        log.info("parity with PyTorch: %s", parity)
-
-        # 2. Graph optimization, checked against PyTorch with the same tolerance.
-        optimized_path, optimization = optimized_graph(
-            export, wanted, fp32_path, work, torch_model, tokenizer, parity_texts, data
-        )
-        if optimized_path is None:
-            wanted = [c for c in wanted if not c.optimized]
-        del torch_model
-
-        # 3. fp32 on the whole test split.
+        exported = export_model(spec, model_dir, Path(tmp), export, wanted, "student")
+        choice = time_and_choose(spec, exported, export, time_fp32=True)
         predictions = out / "predictions"
         predictions.mkdir()
-        num_labels = len(label_names)
-        fp32_logits = test_logits(fp32_path, tokenizer, test, data.max_length)
-        save_logits(predictions / "test_fp32.npz", test.ids, fp32_logits)
-        fp32_scores = classification_metrics(fp32_logits, test.labels, num_labels)
-
-        # 4. Every int8 candidate: build, score, weigh; then time them all together.
-        built: dict[str, tuple[Path, np.ndarray]] = {}
-        records: list[dict[str, Any]] = []
-        for candidate in track(wanted, desc="export: int8 candidates", unit="candidate"):
-            record, path, logits = build_candidate(
-                candidate,
-                export,
-                fp32_path=fp32_path,
-                optimized_path=optimized_path,
-                optimization=optimization,
-                work=work,
-                tokenizer=tokenizer,
-                test=test,
-                data_dir=data_dir,
-                data=data,
-                seed=ctx.seed,
-                fp32_logits=fp32_logits,
-                fp32_accuracy=fp32_scores["accuracy"],
-                num_labels=num_labels,
-            )
-            records.append(record)
-            if path is not None and logits is not None:
-                built[candidate.name] = (path, logits)
-        latency = time_models(
-            {"fp32": fp32_path, **{name: path for name, (path, _) in built.items()}},
-            tokenizer,
-            test.texts,
-            data.max_length,
-            **export.timing(),
-        )
-        for record in records:
-            if record["name"] in latency:
-                record["latency_b1"] = latency[record["name"]]
-                record["speedup_vs_fp32"] = (
-                    latency["fp32"]["p50_ms"] / record["latency_b1"]["p50_ms"]
-                )
-
-        # 5. The gate and the choice.
-        chosen, reason = choose_candidate(
-            records, Gate("export.max_accuracy_drop", export.max_accuracy_drop)
-        )
-        log.info("int8 candidates: %s", candidates_line(records))
-        log.info("deployed: %s (%s)", chosen or "fp32", reason)
-        if chosen is None and records and export.require_int8:
-            raise AccuracyDropError(
-                f"no int8 candidate was built with an accuracy within export.max_accuracy_drop = "
-                f"{export.max_accuracy_drop:g} of fp32 ({fp32_scores['accuracy']:.4f} on "
-                f"{len(test)} test examples): {candidates_line(records)}; the model was not "
-                "published (export.require_int8 = true; raise export.max_accuracy_drop, try "
-                "other export.candidates, or allow an fp32 fallback)"
-            )
-        int8_path, int8_logits, chosen_record = None, None, None
-        if chosen is not None:
-            int8_path, int8_logits = built[chosen]
-            chosen_record = next(r for r in records if r["name"] == chosen)
-            save_logits(predictions / "test_int8.npz", test.ids, int8_logits)
-            if latency[chosen]["p50_ms"] > latency["fp32"]["p50_ms"]:
-                log.warning(
-                    "the chosen int8 model is slower than fp32 at batch 1 (%.2f vs %.2f ms p50)",
-                    latency[chosen]["p50_ms"],
-                    latency["fp32"]["p50_ms"],
-                )
-
-        quantization = chosen_record["settings"] if chosen_record is not None else {"mode": "none"}
-        metrics: dict[str, Any] = {
-            "parity_max_abs_diff": max(parity.values()),
-            "parity_differences": parity,
-            "parity_tolerance": export.parity_tolerance,
-            "optimization": optimization,
-            "fp32_accuracy": fp32_scores["accuracy"],
-            "fp32_macro_f1": fp32_scores["macro_f1"],
-            "int8_accuracy": None if chosen_record is None else chosen_record["accuracy"],
-            "int8_macro_f1": None if chosen_record is None else chosen_record["macro_f1"],
-            "accuracy_drop": None if chosen_record is None else chosen_record["accuracy_drop"],
-            "int8_fp32_agreement": None
-            if chosen_record is None
-            else chosen_record["agreement_with_fp32"],
-            "int8_fp32_max_abs_logit_diff": None
-            if chosen_record is None
-            else chosen_record["max_abs_logit_diff_vs_fp32"],
-            "deployed": "fp32" if chosen is None else "int8",
-            "chosen": chosen,
-            "chosen_reason": reason,
-            "candidates": records,
-            "test_examples": len(test),
-            "fp32_bytes": fp32_path.stat().st_size,
-            "int8_bytes": None if chosen_record is None else chosen_record["bytes"],
-            "latency_check": latency_check(data.max_length, export.timing()),
-            "fp32_latency": latency["fp32"],
-            "fp32_latency_ms": latency["fp32"]["p50_ms"],
-            "int8_latency_ms": None if chosen is None else latency[chosen]["p50_ms"],
-            "quantization": quantization,
-            "opset": graph["opset"],
-            "input_names": graph["input_names"],
-            "output_names": graph["output_names"],
-            "max_length": data.max_length,
-        }
-
+        save_logits(predictions / "test_fp32.npz", test.ids, exported.fp32.output)
+        int8 = choice.int8(exported)
+        if int8 is not None:
+            save_logits(predictions / "test_int8.npz", test.ids, int8[1])
+        metrics = _metrics(exported, choice, export, data, len(test))
         metrics["serving"] = serving_threads(
-            int8_path or fp32_path, tokenizer, test, data.max_length, export.timing()
+            exported.fp32_path if int8 is None else int8[0],
+            exported.tokenizer,
+            test,
+            data.max_length,
+            export.timing(),
         )
-        # 6. The bundle, its manifest last.
+        # The bundle, its manifest last.
         _write_bundle(
             ctx,
             out,
             model_dir,
-            tokenizer,
-            fp32_path,
-            int8_path,
+            exported,
+            choice,
             export,
             data,
             metrics,
@@ -346,13 +197,50 @@ def export_student(
     return metrics
 
 
+def _metrics(
+    exported: Exported, choice: Choice, export: ExportConfig, data: DataConfig, examples: int
+) -> dict[str, Any]:
+    """What the stage manifest records of one student: parity, the optimized graph, fp32's
+    and the deployed int8's scores, every candidate, the choice, sizes and timing."""
+    record = choice.record(exported) or {}
+    fp32, latency = exported.fp32.scores, choice.latency
+    return {
+        "parity_max_abs_diff": max(exported.parity.values()),
+        "parity_differences": exported.parity,
+        "parity_tolerance": export.parity_tolerance,
+        "optimization": exported.optimization,
+        "fp32_accuracy": fp32["accuracy"],
+        "fp32_macro_f1": fp32["macro_f1"],
+        "int8_accuracy": record.get("accuracy"),
+        "int8_macro_f1": record.get("macro_f1"),
+        "accuracy_drop": record.get("accuracy_drop"),
+        "int8_fp32_agreement": record.get("agreement_with_fp32"),
+        "int8_fp32_max_abs_logit_diff": record.get("max_abs_logit_diff_vs_fp32"),
+        "deployed": "fp32" if choice.chosen is None else "int8",
+        "chosen": choice.chosen,
+        "chosen_reason": choice.reason,
+        "candidates": exported.records,
+        "test_examples": examples,
+        "fp32_bytes": exported.fp32_path.stat().st_size,
+        "int8_bytes": record.get("bytes"),
+        "latency_check": latency_check(data.max_length, export.timing()),
+        "fp32_latency": latency["fp32"],
+        "fp32_latency_ms": latency["fp32"]["p50_ms"],
+        "int8_latency_ms": None if choice.chosen is None else latency[choice.chosen]["p50_ms"],
+        "quantization": record.get("settings", {"mode": "none"}),
+        "opset": exported.graph["opset"],
+        "input_names": exported.graph["input_names"],
+        "output_names": exported.graph["output_names"],
+        "max_length": data.max_length,
+    }
+
+
 def _write_bundle(
     ctx: RunContext,
     out: Path,
     model_dir: Path,
-    tokenizer: Any,
-    fp32_path: Path,
-    int8_path: Path | None,
+    exported: Exported,
+    choice: Choice,
     export: ExportConfig,
     data: DataConfig,
     metrics: dict[str, Any],
@@ -361,15 +249,14 @@ def _write_bundle(
     train_texts: list[str],
 ) -> None:
     """``out/bundle``: the deployed files, the model card, and the manifest last."""
-    bundle, roles = assemble_bundle(
-        out / "bundle", model_dir, tokenizer, fp32_path, int8_path, export.fp32_reference
-    )
+    bundle, roles = deploy(out / "bundle", model_dir, exported, choice, export.fp32_reference)
+    int8_path = None if choice.chosen is None else exported.built[choice.chosen][0]
     # The domain's words, so the runner's word cache starts warm (classification/fast_tokens.py).
     write_words(bundle / WORDS_FILE, frequent_chunks(train_texts, min_count=1))
     roles[WORDS_FILE] = "tokenizer-cache"
     if int8_path is not None and not export.fp32_reference:  # kept for the report
         (out / FP32_REFERENCE).parent.mkdir()
-        shutil.copyfile(fp32_path, out / FP32_REFERENCE)
+        shutil.copyfile(exported.fp32_path, out / FP32_REFERENCE)
     metrics["deployed_bytes"] = (bundle / "model.onnx").stat().st_size
     info = {
         "run": ctx.name,
@@ -450,6 +337,3 @@ def serving_threads(
         "p50_ms_by_threads": {str(n): p50[n] for n in counts},
         "measured": "batch 1, the first test text, interleaved",
     }
-
-
-# --------------------------------------------------------------------------- the bundle
