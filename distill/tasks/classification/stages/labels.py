@@ -39,8 +39,8 @@ from distill.dataset_files import (
     write_split,
 )
 from distill.distributed import current
-from distill.latency import ort_session
 from distill.models import load_saved_classifier, load_tokenizer
+from distill.onnx_session import onnx_session
 from distill.tasks import get_task
 from distill.tasks.classification.labelling import (
     Labeller,
@@ -110,7 +110,7 @@ def _onnx_labeller(
     """The teacher exported and optimized for ONNX Runtime, and what the manifest records."""
     started = time.perf_counter()
     path, optimization = export_teacher(teacher_dir, Path(scratch) / "onnx")
-    session = ort_session(path, labels.threads)
+    session = onnx_session(path, labels.threads)
     info = {
         "export_s": round(time.perf_counter() - started, 3),
         "precision": "fp32",
