@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill import latency
-from distill.bench import interleaved_latency, onnx_call
+from distill.onnx_session import onnx_session
 
 DEFAULT_TEXTS = [
     "@united thanks for the quick rebooking, the crew was great",
@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             inputs = latency.fixed_length_batch(
                 tokenizer, texts, batch_size=batch, max_length=args.length
             )
-            session = latency.ort_session(Path(folder) / "model.onnx", args.threads)
-            calls[name] = onnx_call(session, inputs)
+            session = onnx_session(Path(folder) / "model.onnx", args.threads)
+            calls[name] = latency.onnx_call(session, inputs)
         runs = args.runs if batch == 1 else max(20, args.runs // 8)
-        stats = interleaved_latency(calls, runs=runs, warmup=5, desc=f"batch {batch}")
+        stats = latency.interleaved_latency(calls, runs=runs, warmup=5, desc=f"batch {batch}")
         for name in bundles:
             rows[name][batch] = stats[name]
     base = next(iter(bundles))

@@ -43,6 +43,7 @@ from distill import latency
 from distill.config import DataConfig
 from distill.data import LoadReport, load_rows
 from distill.models import load_tokenizer
+from distill.onnx_session import onnx_session
 from distill.sources import resolve_local
 from distill.tasks.classification.files import Split
 from distill.tasks.classification.labelling import export_teacher, onnx_labeller, torch_labeller
@@ -117,7 +118,7 @@ def build_labellers(
     started = time.perf_counter()
     onnx_path, optimization = export_teacher(teacher, work / "onnx")
     export_s = time.perf_counter() - started
-    session = latency.ort_session(onnx_path, args.threads)
+    session = onnx_session(onnx_path, args.threads)
     labellers = {
         PYTORCH: torch_labeller(trainer, tokenizer, max_length=args.max_length),
         ONNXRUNTIME: onnx_labeller(

@@ -17,20 +17,18 @@ p95 over ``runs`` timed calls (warm-up calls excluded) with a stated thread coun
 ratios that matter are printed: int8 vs the default fp32 ONNX at batch 1 and 32, the
 deployed model vs the teacher at batch 1, and the size ratio.
 
-Timing uses :mod:`distill.latency` (sessions, inputs, percentiles), the code behind the
-report's latency columns.
+Timing uses :mod:`distill.latency` (interleaving, inputs, percentiles), the code behind the
+report's latency columns; the ratios and tables are :mod:`distill.bench_table`.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +37,18 @@ from typing import Any
 import numpy as np
 
 from distill import latency as lat
+from distill.bench_table import (
+    DEPLOYED,
+    ONNX_FP32,
+    ONNX_FP32_OPTIMIZED,
+    STUDENT,
+    TEACHER,
+    compute_ratios,
+    render_markdown,
+)
 from distill.errors import ArtifactError, DistillError
 from distill.export.bundle import FP32_REFERENCE, read_bundle
+from distill.onnx_session import onnx_session
 from distill.progress import track
 from distill.tasks import TASKS
 from distill.tasks.contract import BenchModule
@@ -48,96 +56,8 @@ from distill.tasks.contract import BenchModule
 DEFAULT_BATCH_SIZES = (1, 32)
 DEFAULT_RUNS = 30
 DEFAULT_WARMUP = 5
-DEFAULT_ROUNDS = 10
+DEFAULT_ROUNDS = lat.DEFAULT_ROUNDS
 DEFAULT_THREADS = 2
-# Untimed sleep between two models' blocks (see interleaved_latency).
-PAUSE_S = 0.02
-# Untimed calls at the start of each model's block in every round: the first calls after
-# another model ran refill the caches and wake the thread pool (measured on the quick
-# start at batch 1: int8 student 1.26 / 0.85 ms for calls 1 / 2 of a block vs 0.72 ms
-# from the third; PyTorch teacher 32 / 23 vs 14 ms), which a model serving alone never pays.
-ROUND_WARMUP = 2
-
-# Model keys, in table order.
-TEACHER = "teacher_pytorch"
-STUDENT = "student_pytorch"
-ONNX_FP32 = "student_onnx_fp32"
-ONNX_FP32_OPTIMIZED = "student_onnx_fp32_optimized"
-DEPLOYED = "deployed"
-
-
-# --------------------------------------------------------------------------- interleaved timing
-
-
-def interleaved_latency(
-    calls: Mapping[str, Callable[[], Any]],
-    *,
-    runs: int,
-    warmup: int,
-    rounds: int = DEFAULT_ROUNDS,
-    pause_s: float = PAUSE_S,
-    round_warmup: int = ROUND_WARMUP,
-    desc: str = "timing",
-) -> dict[str, lat.LatencyStats]:
-    """Time several callables against each other, interleaved.
-
-    Each callable is first called ``warmup`` times (untimed), then gets ``runs`` timed calls
-    spread over ``rounds`` rounds; within a round every callable runs its share back to
-    back, and the order of the callables rotates from round to round, so a burst of load
-    from elsewhere hits them all. Between two callables the thread sleeps ``pause_s``
-    (untimed) so that the previous runtime's spinning worker threads (OpenMP,
-    onnxruntime's pool) are parked before the next one is timed, then calls it
-    ``round_warmup`` times untimed, so that what is timed is the model in steady state, not
-    the cost of switching models (:data:`ROUND_WARMUP`). The garbage collector is
-    run before each round and paused during it. Percentiles come from
-    :func:`distill.latency.summarize` over all the samples. Progress (``desc``) counts rounds,
-    between which nothing is timed.
-    """
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1 (got {runs})")
-    if warmup < 0 or round_warmup < 0:
-        raise ValueError(f"warmup and round_warmup must be >= 0 (got {warmup}, {round_warmup})")
-    keys = list(calls)
-    rounds = max(1, min(rounds, runs))
-    shares = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
-    for key in keys:
-        for _ in range(warmup):
-            calls[key]()
-    if rounds and pause_s > 0:
-        time.sleep(pause_s)
-    samples: dict[str, list[float]] = {key: [] for key in keys}
-    was_enabled = gc.isenabled()
-    try:
-        for r, share in track(enumerate(shares), len(shares), desc, unit="round"):
-            gc.collect()
-            gc.disable()
-            shift = r % len(keys) if keys else 0
-            for key in keys[shift:] + keys[:shift]:
-                fn = calls[key]
-                bucket = samples[key]
-                if pause_s > 0:
-                    time.sleep(pause_s)
-                for _ in range(round_warmup):
-                    fn()
-                for _ in range(share):
-                    start = time.perf_counter_ns()
-                    fn()
-                    bucket.append((time.perf_counter_ns() - start) / 1e6)
-    finally:
-        if was_enabled:
-            gc.enable()
-    return {key: lat.summarize(values, warmup=warmup) for key, values in samples.items()}
-
-
-def onnx_call(session: Any, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
-    """``session.run`` on the inputs the session declares (:func:`distill.latency.onnx_feed`)."""
-    feed = lat.onnx_feed(session, inputs)
-    return lambda: session.run(None, feed)
-
-
-def torch_call(model: Any, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
-    """``model(**inputs)`` under ``torch.inference_mode`` (threads are pinned by the caller)."""
-    return lat.torch_call(model, inputs)
 
 
 # --------------------------------------------------------------------------- the run's models
@@ -156,8 +76,8 @@ class BenchModel:
 
     def call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
         if self.runtime == "pytorch":
-            return torch_call(self.handle, inputs)
-        return onnx_call(self.handle, inputs)
+            return lat.torch_call(self.handle, inputs)
+        return lat.onnx_call(self.handle, inputs)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -305,7 +225,7 @@ def load_models(paths: RunPaths, work: Path, threads: int) -> list[BenchModel]:
             path,
             path.stat().st_size,
             tokenizer,
-            lat.ort_session(path, threads),
+            onnx_session(path, threads),
         )
 
     models.append(onnx_model(ONNX_FP32, "Student ONNX fp32 (plain export)", "fp32", fp32_path))
@@ -379,13 +299,9 @@ def run_bench(
         cells = []
         grid = [(batch_size, length) for batch_size in batch_sizes for length in lengths]
         for batch_size, length in track(grid, desc="bench", unit="cell"):
-            calls = {}
-            for model in models:
-                inputs = lat.fixed_length_batch(
-                    model.tokenizer, texts, batch_size=batch_size, max_length=length
-                )
-                calls[model.key] = model.call(inputs)
-            stats = interleaved_latency(
+            batch = lat.text_batch(texts, batch_size=batch_size, max_length=length)
+            calls = {model.key: model.call(batch(model.tokenizer)) for model in models}
+            stats = lat.interleaved_latency(
                 calls,
                 runs=runs,
                 warmup=warmup,
@@ -430,127 +346,6 @@ def _load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
-
-
-def _p50(cell: dict[str, Any], key: str) -> float | None:
-    stats = cell["latency"].get(key)
-    return None if stats is None else stats["p50_ms"]
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or denominator is None or denominator <= 0:
-        return None
-    return numerator / denominator
-
-
-def compute_ratios(result: dict[str, Any]) -> dict[str, Any]:
-    """Speed-ups (p50 quotients) per cell and the headline ratios at ``max_length``."""
-    deployed_is_int8 = result.get("deployed_precision") == "int8"
-    per_cell = []
-    for cell in result["cells"]:
-        per_cell.append(
-            {
-                "batch_size": cell["batch_size"],
-                "sequence_length": cell["sequence_length"],
-                "int8_vs_fp32_onnx": _ratio(_p50(cell, ONNX_FP32), _p50(cell, DEPLOYED))
-                if deployed_is_int8
-                else None,
-                "int8_vs_fp32_onnx_optimized": _ratio(
-                    _p50(cell, ONNX_FP32_OPTIMIZED), _p50(cell, DEPLOYED)
-                )
-                if deployed_is_int8
-                else None,
-                "deployed_vs_teacher": _ratio(_p50(cell, TEACHER), _p50(cell, DEPLOYED)),
-                "deployed_vs_student_pytorch": _ratio(_p50(cell, STUDENT), _p50(cell, DEPLOYED)),
-            }
-        )
-    sizes = {m["key"]: m["bytes"] for m in result["models"]}
-    # the headline ratios are taken at max_length (else at the longest length measured)
-    measured = {row["sequence_length"] for row in per_cell}
-    max_length = result["typical_lengths"]["max_length"]
-    if max_length not in measured and measured:
-        max_length = max(measured)
-
-    def at(batch: int, field: str) -> float | None:
-        for row in per_cell:
-            if row["batch_size"] == batch and row["sequence_length"] == max_length:
-                return row[field]
-        return None
-
-    return {
-        "per_cell": per_cell,
-        "int8_vs_fp32_onnx_b1": at(1, "int8_vs_fp32_onnx"),
-        "int8_vs_fp32_onnx_b32": at(32, "int8_vs_fp32_onnx"),
-        "deployed_vs_teacher_b1": at(1, "deployed_vs_teacher"),
-        "size_deployed_vs_fp32_onnx": _ratio(sizes.get(DEPLOYED), sizes.get(ONNX_FP32)),
-        "at_sequence_length": max_length,
-    }
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{suffix}"
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    """The benchmark as Markdown: one latency table, one ratio table, the headline ratios."""
-    cells = result["cells"]
-    hw = result["hardware"]
-    typical = result["typical_lengths"]
-    load = result.get("load_average") or {}
-    lines = [
-        f"## Latency: `{result['run']}`",
-        "",
-        f"{result['threads']} thread(s) per model (torch.set_num_threads / ORT intra-op), "
-        f"CPU: {hw.get('cpu')} ({hw.get('available_cores')} cores available); "
-        f"{result['runs']} timed calls per cell after {result['warmup']} warm-up calls "
-        f"(excluded), models interleaved over {result['rounds']} rounds. Inputs padded to the "
-        f"sequence length; typical test lengths: median {typical.get('median', 'n/a')}, "
-        f"p95 {typical.get('p95', 'n/a')}, max_length {typical['max_length']} tokens. "
-        f"1-minute load average before / after: {_fmt(load.get('before'))} / "
-        f"{_fmt(load.get('after'))} (a load above the thread count means other processes "
-        "competed for the cores; PyTorch's OpenMP threads suffer most).",
-        "",
-    ]
-    header = ["model", "runtime", "size MB"] + [
-        f"b{c['batch_size']} s{c['sequence_length']} p50 / p95 ms" for c in cells
-    ]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("| " + " | ".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + " |")
-    for model in result["models"]:
-        row = [model["label"], model["runtime"], f"{model['bytes'] / 1e6:.2f}"]
-        for cell in cells:
-            stats = cell["latency"][model["key"]]
-            row.append(f"{stats['p50_ms']:.2f} / {stats['p95_ms']:.2f}")
-        lines.append("| " + " | ".join(row) + " |")
-    ratios = result["ratios"]
-    lines += ["", "Speed-ups (quotients of p50s; > 1 means the deployed model is faster):", ""]
-    header = ["ratio"] + [f"b{c['batch_size']} s{c['sequence_length']}" for c in cells]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |")
-    for field, label in (
-        ("int8_vs_fp32_onnx", "int8 vs fp32 ONNX (plain export)"),
-        ("int8_vs_fp32_onnx_optimized", "int8 vs fp32 ONNX (ORT optimized)"),
-        ("deployed_vs_student_pytorch", "deployed vs student PyTorch fp32"),
-        ("deployed_vs_teacher", "deployed vs teacher PyTorch fp32"),
-    ):
-        row = [label] + [_fmt(r[field], ".2f", "x") for r in ratios["per_cell"]]
-        lines.append("| " + " | ".join(row) + " |")
-    length = ratios["at_sequence_length"]
-    lines += [
-        "",
-        f"- int8 vs fp32 ONNX (plain export), batch 1, seq {length}: "
-        f"{_fmt(ratios['int8_vs_fp32_onnx_b1'], '.2f', 'x')}",
-        f"- int8 vs fp32 ONNX (plain export), batch 32, seq {length}: "
-        f"{_fmt(ratios['int8_vs_fp32_onnx_b32'], '.2f', 'x')}",
-        f"- deployed vs teacher (PyTorch fp32), batch 1, seq {length}: "
-        f"{_fmt(ratios['deployed_vs_teacher_b1'], '.2f', 'x')}",
-        f"- size, deployed / fp32 ONNX: {_fmt(ratios['size_deployed_vs_fp32_onnx'], '.3f', 'x')}",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- command line

@@ -1,22 +1,45 @@
-"""CPU latency measurement: warm-up excluded, pinned thread counts, percentiles.
+"""CPU latency measurement, the one timing module: warm-up excluded, pinned thread counts,
+percentiles, several models timed against each other interleaved.
 
-Independent of the report so that other commands (``distill bench``) can reuse it.
-Timings cover the model call only: inputs are tokenized once, up front, at a fixed
-shape, so the numbers compare models rather than tokenizers.
+Used by the reports (:class:`TimingPlan`), the export stages, ``distill bench`` and the
+scripts under ``bench/``. Task-neutral: a model is timed on a batch of named arrays that
+its task builds from its own test data (a :data:`BatchBuilder`); :func:`text_batch` is the
+builder for tasks that read one text. Timings cover the model call only: inputs are built
+once, up front, at a fixed shape, so the numbers compare models rather than tokenizers.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+
+from distill.onnx_session import onnx_session
+from distill.progress import track
+
+# Rounds an interleaved timing spreads its runs over (fewer when there are fewer runs).
+DEFAULT_ROUNDS = 10
+# Untimed sleep between two models' blocks (see interleaved_latency).
+PAUSE_S = 0.02
+# Untimed calls at the start of each model's block in every round: the first calls after
+# another model ran refill the caches and wake the thread pool (measured on the quick
+# start at batch 1: int8 student 1.26 / 0.85 ms for calls 1 / 2 of a block vs 0.72 ms
+# from the third; PyTorch teacher 32 / 23 vs 14 ms), which a model serving alone never pays.
+ROUND_WARMUP = 2
+
+log = logging.getLogger("distill")
+
+# A model's timing inputs, built through its own preprocessor (a tokenizer, say) from the
+# task's test data: every model then sees the same examples at the same shape.
+BatchBuilder = Callable[[Any], Mapping[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,65 @@ def measure(fn: Callable[[], Any], warmup: int, runs: int) -> LatencyStats:
     return summarize(samples, warmup=warmup)
 
 
+def interleaved_latency(
+    calls: Mapping[str, Callable[[], Any]],
+    *,
+    runs: int,
+    warmup: int,
+    rounds: int = DEFAULT_ROUNDS,
+    pause_s: float = PAUSE_S,
+    round_warmup: int = ROUND_WARMUP,
+    desc: str = "timing",
+) -> dict[str, LatencyStats]:
+    """Time several callables against each other, interleaved.
+
+    Each callable is first called ``warmup`` times (untimed), then gets ``runs`` timed calls
+    spread over ``rounds`` rounds; within a round every callable runs its share back to
+    back, and the order of the callables rotates from round to round, so a burst of load
+    from elsewhere hits them all. Between two callables the thread sleeps ``pause_s``
+    (untimed) so that the previous runtime's spinning worker threads (OpenMP,
+    onnxruntime's pool) are parked before the next one is timed, then calls it
+    ``round_warmup`` times untimed, so that what is timed is the model in steady state, not
+    the cost of switching models (:data:`ROUND_WARMUP`). The garbage collector is
+    run before each round and paused during it. Percentiles come from :func:`summarize`
+    over all the samples. Progress (``desc``) counts rounds, between which nothing is timed.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1 (got {runs})")
+    if warmup < 0 or round_warmup < 0:
+        raise ValueError(f"warmup and round_warmup must be >= 0 (got {warmup}, {round_warmup})")
+    keys = list(calls)
+    rounds = max(1, min(rounds, runs))
+    shares = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    for key in keys:
+        for _ in range(warmup):
+            calls[key]()
+    if rounds and pause_s > 0:
+        time.sleep(pause_s)
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    was_enabled = gc.isenabled()
+    try:
+        for r, share in track(enumerate(shares), len(shares), desc, unit="round"):
+            gc.collect()
+            gc.disable()
+            shift = r % len(keys) if keys else 0
+            for key in keys[shift:] + keys[:shift]:
+                fn = calls[key]
+                bucket = samples[key]
+                if pause_s > 0:
+                    time.sleep(pause_s)
+                for _ in range(round_warmup):
+                    fn()
+                for _ in range(share):
+                    start = time.perf_counter_ns()
+                    fn()
+                    bucket.append((time.perf_counter_ns() - start) / 1e6)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return {key: summarize(values, warmup=warmup) for key, values in samples.items()}
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -120,6 +202,14 @@ def fixed_length_batch(
         chosen, padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
     )
     return {name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()}
+
+
+def text_batch(texts: Sequence[str], *, batch_size: int, max_length: int) -> BatchBuilder:
+    """The :data:`BatchBuilder` of a task that reads one text: :func:`fixed_length_batch`
+    of ``texts`` through each model's own tokenizer."""
+    return lambda tokenizer: fixed_length_batch(
+        tokenizer, texts, batch_size=batch_size, max_length=max_length
+    )
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -188,22 +278,6 @@ def _torch_input_names(model: Any) -> set[str] | None:
 # --------------------------------------------------------------------------- ONNX Runtime
 
 
-def ort_session(model_path: Path | str, threads: int | None) -> Any:
-    """A CPU ``InferenceSession`` with ``threads`` intra-op threads (None: onnxruntime's
-    default) and one inter-op thread; the one way distill opens an ONNX model."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: fusion notes would drown the progress log
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(
-        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-
-
 def onnx_feed(session: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The subset of ``inputs`` the session declares, cast to its integer type."""
     feed: dict[str, np.ndarray] = {}
@@ -217,6 +291,12 @@ def onnx_feed(session: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nd
     if missing:
         raise ValueError(f"ONNX model needs input(s) {missing} that the tokenizer did not produce")
     return feed
+
+
+def onnx_call(session: Any, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+    """``session.run`` on the inputs the session declares (:func:`onnx_feed`)."""
+    feed = onnx_feed(session, inputs)
+    return lambda: session.run(None, feed)
 
 
 def time_onnx_session(
@@ -238,7 +318,7 @@ def time_onnx_model(
     runs: int,
 ) -> LatencyStats:
     """Build a pinned session for ``model_path`` and time it."""
-    session = ort_session(model_path, threads)
+    session = onnx_session(model_path, threads)
     try:
         return time_onnx_session(session, inputs, warmup=warmup, runs=runs)
     finally:
@@ -253,6 +333,88 @@ def _shape(inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
         return {}
     batch, length = np.shape(first)[:2]
     return {"batch_size": int(batch), "sequence_length": int(length)}
+
+
+# --------------------------------------------------------------------------- a report's plan
+
+
+class TimingSettings(Protocol):
+    """How a plan times (a report's ``[report]`` table has these keys)."""
+
+    latency_batch_size: int
+    latency_threads: int
+    latency_runs: int
+    latency_warmup: int
+
+
+class TimingPlan:
+    """Models registered one by one (a PyTorch module or an ONNX file), then timed together.
+
+    Rows of a report register their model while they are built; :meth:`run` then times them
+    all with :func:`interleaved_latency` (round by round, the order rotating), so a burst of
+    load from elsewhere lands on every row alike and the ratios between rows (deployed vs
+    teacher, vs teacher int8) compare like with like. Each model gets its inputs from
+    ``batch`` through its own preprocessor, at the same shape.
+    """
+
+    def __init__(
+        self,
+        settings: TimingSettings,
+        batch: BatchBuilder,
+        sequence_length: int | None = None,
+        *,
+        desc: str = "report: timing",
+    ) -> None:
+        self.settings = settings
+        self.batch = batch
+        self.sequence_length = sequence_length
+        self.desc = desc
+        self.calls: dict[str, Callable[[], Any]] = {}
+
+    @classmethod
+    def for_texts(
+        cls, settings: TimingSettings, texts: Sequence[str], max_length: int
+    ) -> TimingPlan:
+        """A plan timing ``texts`` padded to ``max_length`` (:func:`text_batch`)."""
+        batch = text_batch(texts, batch_size=settings.latency_batch_size, max_length=max_length)
+        return cls(settings, batch, max_length)
+
+    def add_torch(self, key: str, model: Any, preprocessor: Any) -> None:
+        """Time ``model`` (kept alive by the plan until it has run)."""
+        self.calls[key] = torch_call(model, self.batch(preprocessor))
+
+    def add_onnx(self, key: str, path: Path, preprocessor: Any) -> None:
+        """Time a pinned onnxruntime session of ``path``."""
+        session = onnx_session(path, self.settings.latency_threads)
+        self.calls[key] = onnx_call(session, self.batch(preprocessor))
+
+    @property
+    def rounds(self) -> int:
+        return max(1, min(DEFAULT_ROUNDS, self.settings.latency_runs))
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        """Every registered model timed, interleaved; latency dicts keyed like the calls."""
+        if not self.calls:
+            return {}
+        log.info("%s %s, interleaved", self.desc, ", ".join(self.calls))
+        settings = self.settings
+        with torch_threads(settings.latency_threads):
+            stats = interleaved_latency(
+                self.calls,
+                runs=settings.latency_runs,
+                warmup=settings.latency_warmup,
+                rounds=self.rounds,
+                desc=self.desc,
+            )
+        self.calls.clear()  # releases the models and sessions
+        return {
+            key: s.with_setup(
+                threads=settings.latency_threads,
+                batch_size=settings.latency_batch_size,
+                sequence_length=self.sequence_length,
+            ).to_dict()
+            for key, s in stats.items()
+        }
 
 
 # --------------------------------------------------------------------------- hardware

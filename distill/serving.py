@@ -1,6 +1,6 @@
 """What every task's bundle runner shares, torch-free (onnxruntime, tokenizers, numpy): the
-bundle's fast tokenizer set up as it was trained (truncation, padding token and side), an
-onnxruntime CPU session with a clear error, and a stable softmax."""
+bundle's fast tokenizer set up as it was trained (truncation, padding token and side) and a
+stable softmax. Sessions come from :func:`distill.onnx_session.onnx_session`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 
 from distill.errors import ArtifactError
 from distill.export.bundle import is_int
-from distill.latency import ort_session
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_BATCH_SIZE = 32
@@ -115,12 +114,3 @@ def load_tokenizer(bundle: Path, manifest: dict[str, Any]) -> Any:
         pad_token=pad_token,
     )
     return tokenizer
-
-
-def make_session(model_path: Path, threads: int | None = None) -> Any:
-    """A CPU onnxruntime session; ``threads`` intra-op threads (None: onnxruntime's default)."""
-    try:
-        return ort_session(model_path, threads)
-    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{model_path}: onnxruntime cannot load it: {first}") from None

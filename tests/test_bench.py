@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import SHORT_TIMING, build_tiny_classifier, synthetic_rows
 
-from distill import bench
+from distill import bench, latency
 from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
 from distill.dataset_files import write_label_names
@@ -202,7 +202,7 @@ def test_interleaved_latency_spreads_runs_over_rounds() -> None:
     def make(name: str) -> Any:
         return lambda: calls.append(name)
 
-    stats = bench.interleaved_latency(
+    stats = latency.interleaved_latency(
         {"a": make("a"), "b": make("b"), "c": make("c")},
         runs=5,
         warmup=2,
@@ -229,9 +229,9 @@ def test_interleaved_latency_spreads_runs_over_rounds() -> None:
         + ["a"] * 3
     )
     with pytest.raises(ValueError):
-        bench.interleaved_latency({"a": make("a")}, runs=0, warmup=0)
+        latency.interleaved_latency({"a": make("a")}, runs=0, warmup=0)
     with pytest.raises(ValueError, match="round_warmup"):
-        bench.interleaved_latency({"a": make("a")}, runs=1, warmup=0, round_warmup=-1)
+        latency.interleaved_latency({"a": make("a")}, runs=1, warmup=0, round_warmup=-1)
 
 
 def test_ratios_without_an_int8_model_are_not_computed() -> None:

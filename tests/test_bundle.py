@@ -324,12 +324,12 @@ def _refused(folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> s
 def test_listed_external_data_is_read_and_loads(tmp_path: Path) -> None:
     import numpy as np
 
-    from distill.latency import ort_session
+    from distill.onnx_session import onnx_session
 
     folder = _external_bundle(tmp_path / "b")
     bundle = read_bundle(folder)
     assert set(bundle.manifest["files"]) == {"model.onnx", "w.bin", "tokenizer.json"}
-    (result,) = ort_session(bundle.model_path, 1).run(None, {"X": np.ones((1, 4), np.float32)})
+    (result,) = onnx_session(bundle.model_path, 1).run(None, {"X": np.ones((1, 4), np.float32)})
     np.testing.assert_array_equal(
         result, np.arange(16, dtype=np.float32).reshape(4, 4).sum(0)[None]
     )

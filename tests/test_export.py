@@ -27,6 +27,7 @@ from distill.export import candidates
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import read_bundle
 from distill.export.gate import Gate
+from distill.onnx_session import onnx_session
 from distill.tasks.classification.pruning import prune_to_first_token
 from distill.tasks.classification.stages import export as export_stage
 
@@ -694,12 +695,12 @@ def test_cls_pruning_is_exact_and_refuses_other_graphs(
     tokenizer = _tokenizer(bundle)
     texts = [text for text, _ in synthetic_rows(12, seed=21)]
     for padding in ("max_length", "longest"):
-        session = onnx_utils.make_session(fused)
+        session = onnx_session(fused, onnx_utils.SESSION_THREADS)
         feeds = onnx_utils.session_feeds(
             session, tokenizer, texts, max_length=MAX_LENGTH, padding=padding
         )
         expected = session.run(["logits"], feeds)[0]
-        got = onnx_utils.make_session(pruned).run(["logits"], feeds)[0]
+        got = onnx_session(pruned, onnx_utils.SESSION_THREADS).run(["logits"], feeds)[0]
         np.testing.assert_allclose(got, expected, atol=1e-5)
     # a graph that also outputs the last hidden state is left alone
     model = onnx.load(str(fused))

@@ -135,12 +135,12 @@ def test_tied_embedding_table_is_stored_once_in_int8(exported, tmp_path: Path) -
         if n.op_type == "Transpose" and n.input[0] == "model.embed_tokens.weight"
     ]
     # The embeddings it computes are the dequantized rows: first-step logits stay close.
-    from distill.latency import ort_session
+    from distill.onnx_session import onnx_session
     from distill.tasks.causal_lm.generate import OnnxCausalLM
 
     ids = np.asarray([SEQUENCES[0]], dtype=np.int64)
-    reference, _ = OnnxCausalLM(ort_session(fp32, 1)).forward(ids)
-    quantized, _ = OnnxCausalLM(ort_session(tmp_path / "model_quantized.onnx", 1)).forward(ids)
+    reference, _ = OnnxCausalLM(onnx_session(fp32, 1)).forward(ids)
+    quantized, _ = OnnxCausalLM(onnx_session(tmp_path / "model_quantized.onnx", 1)).forward(ids)
     assert np.corrcoef(reference.ravel(), quantized.ravel())[0, 1] > 0.99
 
 

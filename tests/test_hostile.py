@@ -42,7 +42,7 @@ def test_output_folder_behind_a_symlink_is_refused_before_writing(
 def test_onnx_external_data_outside_the_bundle_is_refused(tmp_path: Path) -> None:
     from test_bundle import tiny_graph
 
-    from distill.export.onnx import make_session
+    from distill.onnx_session import onnx_session
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -57,6 +57,6 @@ def test_onnx_external_data_outside_the_bundle_is_refused(tmp_path: Path) -> Non
     onnx.save_model(model, path)
     shutil.move(bundle / "w.bin", tmp_path / "secret.bin")
     with pytest.raises(Exception, match="escapes model directory"):
-        make_session(path)
+        onnx_session(path)
     with pytest.raises(Exception, match=r"\.\."):
         onnx.checker.check_model(str(path), full_check=True)

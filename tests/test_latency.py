@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from distill import latency
+from distill.onnx_session import onnx_session
 
 
 def test_measure_excludes_warmup() -> None:
@@ -118,7 +120,7 @@ def _tiny_onnx(path: Path) -> Path:
 
 def test_onnx_session_threads_and_feed(tmp_path: Path) -> None:
     path = _tiny_onnx(tmp_path / "model.onnx")
-    session = latency.ort_session(path, threads=1)
+    session = onnx_session(path, threads=1)
     options = session.get_session_options()
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
 
@@ -142,3 +144,38 @@ def test_hardware_info_names_the_cpu() -> None:
     info = latency.hardware_info()
     assert isinstance(info["cpu"], str) and info["cpu"]
     assert info["logical_cores"] >= 1 and info["available_cores"] >= 1
+
+
+def test_onnx_session_names_the_file_it_cannot_load(tmp_path: Path) -> None:
+    from distill.errors import ArtifactError
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match="broken.onnx: onnxruntime cannot load it"):
+        onnx_session(broken, threads=1)
+
+
+def test_timing_plan_takes_the_task_s_own_batch(tmp_path: Path) -> None:
+    """A plan is task-neutral: the batch builder, not the plan, says what a model is fed."""
+    from types import SimpleNamespace
+
+    path = _tiny_onnx(tmp_path / "model.onnx")
+    settings = SimpleNamespace(
+        latency_batch_size=2, latency_threads=1, latency_runs=3, latency_warmup=1
+    )
+    seen = []
+
+    def batch(preprocessor: Any) -> dict[str, np.ndarray]:
+        seen.append(preprocessor)
+        ones = np.ones((2, 5), dtype=np.int64)
+        return {"input_ids": ones, "attention_mask": ones}
+
+    plan = latency.TimingPlan(settings, batch, 5, desc="test: timing")
+    plan.add_onnx("a", path, "first")
+    plan.add_onnx("b", path, "second")
+    assert plan.rounds == 3
+    timed = plan.run()
+    assert seen == ["first", "second"] and set(timed) == {"a", "b"} and not plan.calls
+    assert {
+        (t["threads"], t["batch_size"], t["sequence_length"], t["runs"]) for t in timed.values()
+    } == {(1, 2, 5, 3)}

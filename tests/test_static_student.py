@@ -123,13 +123,13 @@ def test_pooling_ignores_padding(pooling: str) -> None:
 
 @pytest.mark.parametrize(("pooling", "hidden"), [("mean", 0), ("weighted", 5)])
 def test_onnx_graph_matches_pytorch(pooling: str, hidden: int, tmp_path: Path) -> None:
-    from distill.latency import ort_session
+    from distill.onnx_session import onnx_session
 
     model = _tiny(pooling, hidden)
     path = export_static(model, tmp_path / "model.onnx")
     ids = torch.tensor([[2, 7, 9, 3, 0], [2, 4, 3, 0, 0], [0, 0, 0, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
-    session = ort_session(path, 1)
+    session = onnx_session(path, 1)
     got = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=mask).logits.numpy()
@@ -150,11 +150,11 @@ def test_int8_table_round_trip_error_is_half_a_row_scale(tmp_path: Path) -> None
     fp32 = export_static(model, tmp_path / "fp32.onnx")
     int8 = int8_table_graph(fp32, tmp_path / "int8" / "model_quantized.onnx")
     assert int8.stat().st_size < fp32.stat().st_size
-    from distill.latency import ort_session
+    from distill.onnx_session import onnx_session
 
     feeds = {"input_ids": np.array([[1, 5, 9, 30]]), "attention_mask": np.ones((1, 4), np.int64)}
-    a = ort_session(fp32, 1).run(["logits"], feeds)[0]
-    b = ort_session(int8, 1).run(["logits"], feeds)[0]
+    a = onnx_session(fp32, 1).run(["logits"], feeds)[0]
+    b = onnx_session(int8, 1).run(["logits"], feeds)[0]
     assert 0 < np.abs(a - b).max() < 0.05
 
 

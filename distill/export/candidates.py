@@ -251,13 +251,13 @@ def time_models(
     so that noise hits them alike: ``{name: {p50_ms, p95_ms, mean_ms, runs, warmup,
     threads}}``."""
     from distill import latency
-    from distill.bench import interleaved_latency, onnx_call
+    from distill.onnx_session import onnx_session
 
     inputs = latency.fixed_length_batch(tokenizer, texts, batch_size=1, max_length=max_length)
     threads = onnx_utils.SESSION_THREADS
-    sessions = {name: latency.ort_session(path, threads) for name, path in paths.items()}
-    stats = interleaved_latency(
-        {name: onnx_call(session, inputs) for name, session in sessions.items()},
+    sessions = {name: onnx_session(path, threads) for name, path in paths.items()}
+    stats = latency.interleaved_latency(
+        {name: latency.onnx_call(session, inputs) for name, session in sessions.items()},
         runs=runs,
         warmup=warmup,
         rounds=rounds,

@@ -211,9 +211,9 @@ def _vocabulary_size(graph: Any) -> int:
 
 def _max_logit_difference(before: Path, after: Path, vocab: int) -> float:
     """Max |difference| of every output between two graphs on padded random batches."""
-    from distill.latency import ort_session
+    from distill.onnx_session import onnx_session
 
-    sessions = [ort_session(p, 1) for p in (before, after)]
+    sessions = [onnx_session(p, 1) for p in (before, after)]
     rng = np.random.default_rng(0)
     worst = 0.0
     for batch, length in ((1, 5), (3, 9)):

@@ -30,7 +30,7 @@ from distill.export.quantize import (
     quantize_dynamic,
     quantize_static,
 )
-from distill.latency import ort_session
+from distill.onnx_session import onnx_session
 from distill.progress import track
 
 __all__ = [
@@ -71,11 +71,6 @@ def graph_info(model_path: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- inference
-
-
-def make_session(model_path: Path, threads: int = SESSION_THREADS) -> Any:
-    """A CPU ``onnxruntime.InferenceSession`` with the thread count set explicitly."""
-    return ort_session(model_path, threads)
 
 
 def encode(
@@ -136,7 +131,7 @@ def predict_logits(
     """Logits of an ONNX graph over ``texts`` (batched in order, each batch padded to its
     longest: the way ``distill predict`` batches, so dynamic int8, whose activation scales
     depend on the batch, gives the same numbers here and there); progress shown as ``desc``."""
-    session = make_session(model_path, threads)
+    session = onnx_session(model_path, threads)
     return session_logits(
         session, tokenizer, texts, max_length=max_length, batch_size=batch_size, desc=desc
     )
@@ -199,7 +194,7 @@ def parity_differences(
     and padded dynamically (to the longest text)."""
     import torch
 
-    session = make_session(model_path, threads)
+    session = onnx_session(model_path, threads)
     output_names = [o.name for o in session.get_outputs()]
     differences = dict.fromkeys(output_names, 0.0)
     torch_model.eval()

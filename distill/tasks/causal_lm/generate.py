@@ -41,7 +41,8 @@ import numpy as np
 
 from distill.errors import ArtifactError, DataError
 from distill.export.bundle import Bundle, is_int, problems_error, read_bundle, unlisted
-from distill.serving import make_session, read_tokenizer
+from distill.onnx_session import onnx_session
+from distill.serving import read_tokenizer
 from distill.tasks.causal_lm.task import CausalLM
 
 MODEL_FILE = "model.onnx"
@@ -179,7 +180,7 @@ class OnnxCausalLM:
         tokenizer.no_padding()
         positions, source = _positions_from_folder(folder)
         return cls(
-            make_session(model_path, threads),
+            onnx_session(model_path, threads),
             tokenizer,
             _eos_ids_from_folder(folder),
             name=str(model_path),

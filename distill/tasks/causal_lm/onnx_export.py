@@ -29,7 +29,7 @@ import numpy as np
 
 from distill.errors import ModelLoadError, ParityError
 from distill.export.exporter import quiet_exporter, save_program
-from distill.latency import ort_session
+from distill.onnx_session import onnx_session
 from distill.tasks.causal_lm.generate import MODEL_FILE, OnnxCausalLM
 
 # Sample sizes for tracing: none is 0 or 1 (torch.export would specialize that axis to the
@@ -324,7 +324,7 @@ def _copy_model_files(model_dir: Path, out_dir: Path) -> None:
 def _runner(model: OnnxCausalLM | Path, threads: int | None = None) -> OnnxCausalLM:
     if isinstance(model, OnnxCausalLM):
         return model
-    return OnnxCausalLM(ort_session(model, threads), name=str(model))
+    return OnnxCausalLM(onnx_session(model, threads), name=str(model))
 
 
 def causal_parity_differences(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from distill.artifacts import onnx_files, relative_path
-from distill.report.timing import TimingPlan
+from distill.latency import TimingPlan
 
 FOLDER = "teacher"  # under the export stage folder
 

@@ -42,13 +42,13 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
+from distill.onnx_session import onnx_session
 from distill.predict_lines import batches
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
     TOKENIZER_FILE,
     load_tokenizer,
-    make_session,
     softmax,
 )
 from distill.tasks.classification.fast_tokens import (
@@ -190,7 +190,7 @@ class BundlePredictor:
         self.threads = (
             threads if threads is not None else self._serving_threads() or default_threads
         )
-        self.session = make_session(self.model_path, self.threads)
+        self.session = onnx_session(self.model_path, self.threads)
         self._inputs = self._graph_inputs()
         self._output = self._logits_output()
 

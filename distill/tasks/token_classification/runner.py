@@ -52,13 +52,13 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
+from distill.onnx_session import onnx_session
 from distill.predict_lines import batches
 from distill.serving import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
     TOKENIZER_FILE,
     load_tokenizer,
-    make_session,
     softmax,
 )
 from distill.tasks.token_classification.aggregation import (
@@ -218,7 +218,7 @@ class EntityTagger:
                 f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {self.aggregation!r}"
             )
         self.tokenizer = load_tokenizer(folder, manifest)
-        self.session = make_session(model_path, threads)
+        self.session = onnx_session(model_path, threads)
         self._inputs = _graph_inputs(self.session, model_path)
         self._check_graph()
 

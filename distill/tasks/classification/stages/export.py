@@ -72,7 +72,7 @@ from distill.export.sequence import (
     export_model,
     time_and_choose,
 )
-from distill.latency import ort_session as latency_session
+from distill.onnx_session import onnx_session
 from distill.tasks.classification.export_steps import TABLE_CANDIDATE, export_spec
 from distill.tasks.classification.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.tasks.classification.files import Split, read_split
@@ -315,7 +315,7 @@ def serving_threads(
     warmup and rounds, from export.latency_*): a hint the bundle
     runner follows unless told otherwise (on a tiny graph, such as a static student's, the
     thread pool costs more than it saves)."""
-    from distill.bench import interleaved_latency, onnx_call
+    from distill.latency import interleaved_latency, onnx_call
 
     counts = sorted({1, onnx_utils.SESSION_THREADS})
     feeds = onnx_utils.encode(
@@ -325,7 +325,7 @@ def serving_threads(
         input_names=onnx_utils.graph_info(model_path)["input_names"],
     )
     stats = interleaved_latency(
-        {str(n): onnx_call(latency_session(model_path, n), feeds) for n in counts},
+        {str(n): onnx_call(onnx_session(model_path, n), feeds) for n in counts},
         **timing,
         desc="export: serving threads",
     )

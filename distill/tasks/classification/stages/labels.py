@@ -31,8 +31,8 @@ from distill.artifacts import RunContext
 from distill.config import DataConfig, TransferConfig
 from distill.dataset_files import SPLITS, read_label_names, save_logits
 from distill.distributed import current
-from distill.latency import ort_session
 from distill.models import load_tokenizer
+from distill.onnx_session import onnx_session
 from distill.tasks.classification.data import load_transfer
 from distill.tasks.classification.files import Split, read_split, write_split
 from distill.tasks.classification.keys import LabelsConfig
@@ -104,7 +104,7 @@ def _onnx_labeller(
     """The teacher exported and optimized for ONNX Runtime, and what the manifest records."""
     started = time.perf_counter()
     path, optimization = export_teacher(teacher_dir, Path(scratch) / "onnx")
-    session = ort_session(path, labels.threads)
+    session = onnx_session(path, labels.threads)
     info = {
         "export_s": round(time.perf_counter() - started, 3),
         "precision": "fp32",

@@ -13,7 +13,7 @@ logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher com
 from the test logits the upstream stages cached (the exact predictions they shipped);
 sizes are the weight files on disk; latency is measured here, on this machine, with a
 pinned thread count and a fixed sequence length, every model in one interleaved run
-(:mod:`distill.report.timing`). The conclusions (the paired significance of the KD gain
+(:class:`distill.latency.TimingPlan`). The conclusions (the paired significance of the KD gain
 over each twin, the headline against the quantized teacher, the floor warnings) are
 :mod:`distill.tasks.classification.report_verdict`'s.
 
@@ -50,9 +50,8 @@ from distill.config import ReportConfig, task_dump
 from distill.dataset_files import SPLITS, load_logits, read_label_names
 from distill.errors import ArtifactError, ModelLoadError
 from distill.export.bundle import FP32_REFERENCE
-from distill.latency import hardware_info
+from distill.latency import TimingPlan, hardware_info
 from distill.report.common import training_summary
-from distill.report.timing import TimingPlan
 from distill.tasks.classification.files import Split, read_split
 from distill.tasks.classification.metrics import classification_metrics, softmax
 from distill.tasks.classification.models import load_saved_classifier
@@ -171,7 +170,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
 
     rows: list[dict[str, Any]] = []
     # Every timed row registers its model here; all are timed together, interleaved, below.
-    plan = TimingPlan(config, latency_texts, max_length)
+    plan = TimingPlan.for_texts(config, latency_texts, max_length)
 
     # PyTorch rows -------------------------------------------------------------------------
     rows.append(

@@ -27,10 +27,9 @@ from distill.artifacts import (
     write_json_atomic,
 )
 from distill.config import ReportConfig
-from distill.latency import hardware_info
+from distill.latency import TimingPlan, hardware_info
 from distill.models import load_tokenizer
 from distill.report.common import training_summary
-from distill.report.timing import TimingPlan
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
 from distill.tasks.token_classification.logits import load_ragged
 from distill.tasks.token_classification.metrics import (
@@ -268,7 +267,7 @@ def _time_rows(
 ) -> None:
     """Batch-1 latency of every model row, in one interleaved run (a fixed sequence length)."""
     texts = [" ".join(words) for words in test.tokens[: max(8, config.latency_runs)]]
-    plan = TimingPlan(config, texts, max_length)
+    plan = TimingPlan.for_texts(config, texts, max_length)
     teacher_tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
     plan.add_torch("teacher", load_saved_tagger(teacher_dir).eval(), teacher_tokenizer)
     plan.add_torch(
