@@ -185,6 +185,31 @@ def _bundle_runner(args: argparse.Namespace) -> tuple[Bundle, Any]:
     return bundle, bundle.task.module(bundle.task.runner)
 
 
+def _predict_options(args: argparse.Namespace, task: Any) -> dict[str, Any]:
+    """The task-specific flags set on the command line, as ``load_bundle`` keywords; a flag
+    that ``task``'s bundles do not take, or a value outside its choices, is an error."""
+    from distill.cli_parser import predict_options
+    from distill.errors import DataError
+
+    own = {option.name for option in task.predict_options}
+    options = {}
+    for option in predict_options():
+        value = getattr(args, option.name, None)
+        if value is None:
+            continue
+        if option.name not in own:
+            raise DataError(
+                f"{args.bundle}: {option.flag} applies to {option.applies_to}; this "
+                f"one's task is {task.name!r}"
+            )
+        if option.choices and value not in option.choices:
+            raise DataError(
+                f"{option.flag} must be one of {', '.join(option.choices)}, not {value!r}"
+            )
+        options[option.name] = value
+    return options
+
+
 def _predict(args: argparse.Namespace) -> int:
     """One output line per input line, streamed a batch at a time; a line that cannot be
     predicted gets an error line."""
@@ -193,19 +218,7 @@ def _predict(args: argparse.Namespace) -> int:
     from distill.serving_args import capped_threads
 
     bundle, runner = _bundle_runner(args)
-    options = {} if args.aggregation is None else {"aggregation": args.aggregation}
-    if options:
-        # The strategies are the runner's to name: a runner without them groups no tokens.
-        strategies = getattr(runner, "AGGREGATIONS", None)
-        if strategies is None:
-            raise DataError(
-                f"{args.bundle}: --aggregation applies to bundles that find entities; this "
-                f"one's task is {bundle.task.name!r}"
-            )
-        if args.aggregation not in strategies:
-            raise DataError(
-                f"--aggregation must be one of {', '.join(strategies)}, not {args.aggregation!r}"
-            )
+    options = _predict_options(args, bundle.task)
     predictor = runner.load_bundle(bundle, threads=capped_threads(args.threads), **options)
     with ExitStack() as stack:
         inputs = input_lines(args.texts, args.file, sys.stdin, stack)

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distill.tasks.base import PredictOption
+
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -159,13 +161,10 @@ def _predict_parser(commands: Subcommands) -> None:
         default=32,
         help="texts per onnxruntime call (default: 32)",
     )
-    predict.add_argument(
-        "--aggregation",
-        metavar="STRATEGY",
-        help="for a bundle that finds entities: how sub-tokens make entities, overriding "
-        "the bundle's manifest: first, average or max (whole words; the default is first) "
-        "or simple (each sub-token's own tag: an entity may split a word)",
-    )
+    for option in predict_options():
+        predict.add_argument(
+            option.flag, dest=option.name, metavar=option.metavar, help=option.help
+        )
 
 
 def _generate_parser(commands: Subcommands) -> None:
@@ -239,3 +238,14 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
     return number
+
+
+def predict_options() -> list[PredictOption]:
+    """The task-specific flags of ``distill predict``: every task's, each flag once."""
+    from distill.tasks import TASKS
+
+    options: dict[str, PredictOption] = {}
+    for task in TASKS.values():
+        for option in task.predict_options:
+            options.setdefault(option.flag, option)
+    return list(options.values())

@@ -82,9 +82,52 @@ class _NoIteration:
         return []
 
 
+class _Line:
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+    def to_tsv(self) -> str:
+        return ""
+
+
 class _Iterates:
-    def iter_predict(self, texts: Iterable[str], batch_size: int = 32) -> Iterator[Any]:
+    def iter_predict(self, texts: Iterable[str], batch_size: int = 32) -> Iterator[_Line]:
         return iter(())
+
+
+class _NoTsv:
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+
+class _DictNeedsArgument(_NoTsv):
+    def to_dict(self, indent: int) -> dict[str, Any]:  # type: ignore[override]
+        return {}
+
+    def to_tsv(self) -> str:
+        return ""
+
+
+class _IteratesWithoutTsv:
+    def iter_predict(self, texts: Iterable[str], batch_size: int = 32) -> Iterator[_NoTsv]:
+        return iter(())
+
+
+class _IteratesDictWithArgument:
+    def iter_predict(
+        self, texts: Iterable[str], batch_size: int = 32
+    ) -> Iterator[_DictNeedsArgument]:
+        return iter(())
+
+
+def _loads_without_tsv(bundle: Any, *, threads: int | None = None) -> _IteratesWithoutTsv:
+    return _IteratesWithoutTsv()
+
+
+def _loads_dict_with_argument(
+    bundle: Any, *, threads: int | None = None
+) -> _IteratesDictWithArgument:
+    return _IteratesDictWithArgument()
 
 
 def _loads_without_iteration(bundle: Any, *, threads: int | None = None) -> _NoIteration:
@@ -138,6 +181,16 @@ BROKEN: dict[str, tuple[str, dict[str, Any], str]] = {
         CLASSIFICATION,
         {"runner": SimpleNamespace(load_bundle=_loads_without_iteration)},
         "_NoIteration.iter_predict",
+    ),
+    "prediction.to_dict": (
+        CLASSIFICATION,
+        {"runner": SimpleNamespace(load_bundle=_loads_dict_with_argument)},
+        "_DictNeedsArgument.to_dict",
+    ),
+    "prediction.to_tsv": (
+        CLASSIFICATION,
+        {"runner": SimpleNamespace(load_bundle=_loads_without_tsv)},
+        "_NoTsv.to_tsv is missing",
     ),
     "runner.generate": (
         "causal-lm",
@@ -220,4 +273,16 @@ def test_a_missing_stage_function_is_named() -> None:
     (problem,) = contract_problems(task, _with(task, stages__report=SimpleNamespace()))
     assert problem == (
         "stage.run: distill.tasks.token_classification.stages.report.run is missing or not callable"
+    )
+
+
+def test_a_runner_must_take_each_predict_option_its_task_declares() -> None:
+    """`distill predict --aggregation` reaches token classification's load_bundle as a
+    keyword: a loader without it breaks runner.load_bundle, naming the keyword."""
+    task = get_task("token-classification")
+    assert [option.flag for option in task.predict_options] == ["--aggregation"]
+    (problem,) = contract_problems(task, _with(task, runner=SimpleNamespace(load_bundle=_loads)))
+    assert problem.startswith("runner.load_bundle: distill.tasks.token_classification.runner")
+    assert problem.endswith(
+        "must accept (bundle: 'Any', *, threads: 'int | None' = None, aggregation=)"
     )

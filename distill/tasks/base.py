@@ -42,6 +42,23 @@ class StudentKind:
     defaults: dict[str, Any] = field(default_factory=dict)  # e.g. epochs, where unset
 
 
+@dataclass(frozen=True)
+class PredictOption:
+    """A ``distill predict`` flag that only some tasks' bundles take: its value reaches the
+    runner's ``load_bundle`` as the keyword ``name``; for a bundle of another task it is an
+    error naming the flag, and a value outside ``choices`` is one naming them."""
+
+    name: str  # load_bundle's keyword; the flag is --name (underscores as dashes)
+    metavar: str
+    help: str  # in `distill predict --help`
+    applies_to: str  # in the error for another task's bundle: "--x applies to <this>"
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
 class Task:
     """A task: where its code lives, what it owns, and how its results read in a terminal."""
 
@@ -97,6 +114,8 @@ class Task:
     # an earlier stage saved) and `test_texts(data_dir) -> list[str]` (the texts its inputs
     # are cut from); None: not benched.
     bench: ClassVar[str | None] = None
+    # The `distill predict` flags its bundles take beyond the shared ones (--aggregation...).
+    predict_options: ClassVar[tuple[PredictOption, ...]] = ()
     # The module (in the task's folder) that compares two of its reports, for
     # `distill report --compare`: `run_compare(path_a, path_b, out) -> Path`; None: not yet.
     compare: ClassVar[str | None] = None

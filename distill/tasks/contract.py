@@ -7,8 +7,10 @@ The shared machinery calls a task only through these names:
 - ``stages/<stage>.py``: ``run(ctx, inputs, out, **tables) -> metrics`` for every pipeline
   stage (:data:`distill.pipeline.STAGE_NAMES`), called by the pipeline;
 - the runner module (``Task.runner``, torch-free): ``load_bundle(bundle, *, threads)``,
-  called by ``distill predict`` / ``distill generate``; for ``predict`` the object it returns
-  has ``iter_predict(texts, batch_size)``, for ``generate`` the module has
+  called by ``distill predict`` / ``distill generate``, with each of ``Task.predict_options``
+  as a keyword; for ``predict`` the object it returns has ``iter_predict(texts, batch_size)``,
+  whose items (its return annotation's) write their own output line, ``to_dict()`` for
+  ``--json`` and ``to_tsv()`` else; for ``generate`` the module has
   ``generate(model, prompt, ...)``;
 - ``render.py``: ``load_report(path)`` and ``write_reports(report, out)``, called by
   ``distill report`` and the report stage; ``templates/`` beside it;
@@ -42,8 +44,15 @@ class StageModule(Protocol):
 
 
 @runtime_checkable
+class Prediction(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def to_tsv(self) -> str: ...
+
+
+@runtime_checkable
 class Predictor(Protocol):
-    def iter_predict(self, texts: Iterable[str], batch_size: int = ...) -> Iterator[Any]: ...
+    def iter_predict(self, texts: Iterable[str], batch_size: int = ...) -> Iterator[Prediction]: ...
 
 
 @runtime_checkable
@@ -99,6 +108,8 @@ OBLIGATIONS: dict[str, tuple[type, str]] = {
     "stage.run": (StageModule, "run"),
     "runner.load_bundle": (PredictRunner, "load_bundle"),
     "predictor.iter_predict": (Predictor, "iter_predict"),
+    "prediction.to_dict": (Prediction, "to_dict"),
+    "prediction.to_tsv": (Prediction, "to_tsv"),
     "runner.generate": (GenerateRunner, "generate"),
     "render.load_report": (RenderModule, "load_report"),
     "render.write_reports": (RenderModule, "write_reports"),
@@ -145,7 +156,11 @@ def _signature_problem(
         wanted = str(signature.replace(return_annotation=inspect.Signature.empty))
         wanted = wanted.replace("self, ", "")
         if passed is not None:
-            wanted = wanted.replace("**tables: 'Any'", ", ".join(f"{k}=" for k in sorted(passed)))
+            named = ", ".join(f"{k}=" for k in sorted(passed))
+            if "**tables" in wanted:
+                wanted = wanted.replace("**tables: 'Any'", named)
+            else:  # keywords the caller adds to the Protocol's (a task's predict options)
+                wanted = f"{wanted[:-1]}, {named})"
         return f"{obligation}: {where}{inspect.signature(function)} must accept {wanted}"
     return None
 
@@ -165,7 +180,10 @@ def _runner_problems(task: Task, load: Callable[[str], Any]) -> list[str]:
     runner = load(task.runner)
     where = f"{task.package}.{task.runner}"
     loader = getattr(runner, "load_bundle", None)
-    problems = [_signature_problem("runner.load_bundle", f"{where}.load_bundle", loader)]
+    options = {option.name for option in task.predict_options}
+    problems = [
+        _signature_problem("runner.load_bundle", f"{where}.load_bundle", loader, options or None)
+    ]
     if task.command == "generate":
         generate = getattr(runner, "generate", None)
         problems.append(_signature_problem("runner.generate", f"{where}.generate", generate))
@@ -173,8 +191,19 @@ def _runner_problems(task: Task, load: Callable[[str], Any]) -> list[str]:
         returned = typing.get_type_hints(loader).get("return")
         iterate = getattr(returned, "iter_predict", None)
         what = f"{getattr(returned, '__name__', returned)}.iter_predict (load_bundle's return)"
-        problems.append(_signature_problem("predictor.iter_predict", what, iterate))
+        problem = _signature_problem("predictor.iter_predict", what, iterate)
+        problems += [problem] if problem else _prediction_problems(iterate)
     return [problem for problem in problems if problem]
+
+
+def _prediction_problems(iterate: Any) -> list[str | None]:
+    """The prediction's obligations, on the item type of ``iter_predict``'s annotation."""
+    item = (typing.get_args(typing.get_type_hints(iterate).get("return")) or (None,))[0]
+    name = getattr(item, "__name__", repr(item))
+    return [
+        _signature_problem(f"prediction.{method}", f"{name}.{method}", getattr(item, method, None))
+        for method in ("to_dict", "to_tsv")
+    ]
 
 
 def _module_problems(

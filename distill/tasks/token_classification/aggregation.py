@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 
-WORD_AGGREGATIONS = ("first", "average", "max")
-AGGREGATIONS = (*WORD_AGGREGATIONS, "simple")
 DEFAULT_AGGREGATION = "first"
 _WORD = re.compile(r"\S+")
 # What `Entity.to_tsv` escapes in an entity's text, so that a line stays one line of

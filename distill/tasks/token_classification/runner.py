@@ -62,14 +62,13 @@ from distill.serving import (
     softmax,
 )
 from distill.tasks.token_classification.aggregation import (
-    AGGREGATIONS,
     DEFAULT_AGGREGATION,
     Entity,
     aggregate,
     seen_characters,
 )
 from distill.tasks.token_classification.files import ENTITY_TYPE_RULE, is_iob2_tag
-from distill.tasks.token_classification.task import TokenClassification
+from distill.tasks.token_classification.task import AGGREGATIONS, TokenClassification
 
 __all__ = [
     "AGGREGATIONS",

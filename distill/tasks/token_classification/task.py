@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from distill.tasks.base import Task
+from distill.tasks.base import PredictOption, Task
 
 # The int8 candidates (export.candidates) a tagger's export builds: the dynamic ones, on the
 # plain or the ORT-optimized graph (never CLS-pruned: every token is read). Static QDQ needs a
@@ -19,6 +19,18 @@ CANDIDATES = (
     "dynamic-fp32-embeddings",
     "dynamic-optimized",
     "dynamic-optimized-fp32-embeddings",
+)
+# How sub-token tags make entities (distill.tasks.token_classification.aggregation): whole
+# words by their first, average or max sub-token, or "simple" (each sub-token's own tag).
+AGGREGATIONS = ("first", "average", "max", "simple")
+AGGREGATION_OPTION = PredictOption(
+    name="aggregation",
+    metavar="STRATEGY",
+    help="for a bundle that finds entities: how sub-tokens make entities, overriding "
+    "the bundle's manifest: first, average or max (whole words; the default is first) "
+    "or simple (each sub-token's own tag: an entity may split a word)",
+    applies_to="bundles that find entities",
+    choices=AGGREGATIONS,
 )
 
 
@@ -126,6 +138,7 @@ class TokenClassification(Task):
 
     data_check = "data"  # CoNLL column files name no columns
     bench = "bench_models"
+    predict_options = (AGGREGATION_OPTION,)
 
     def check_recipe(self, recipe: Any) -> list[str]:
         problems = []
