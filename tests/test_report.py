@@ -774,7 +774,7 @@ def test_kd_verdict_is_the_paired_test_of_the_two_students_test_predictions(
 
 
 def test_kd_verdict_fields_for_a_constructed_pair_of_prediction_sets() -> None:
-    from distill.tasks.classification.report_verdict import kd_significance
+    from distill.tasks.classification.report.verdict import kd_significance
 
     labels = np.zeros(100, dtype=np.int64)
     # 80 both right, 8 right only when distilled, 2 right only without, 10 both wrong.
@@ -933,7 +933,7 @@ def _with_floor(document: dict[str, Any], floor_accuracy: float) -> dict[str, An
     """The report with the TF-IDF row at ``floor_accuracy`` and what follows from it."""
     import copy
 
-    from distill.tasks.classification.report_verdict import headline
+    from distill.tasks.classification.report.verdict import headline
     from distill.tasks.classification.stages.report import _baseline_summary
 
     changed = copy.deepcopy(document)

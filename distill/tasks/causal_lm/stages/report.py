@@ -45,7 +45,7 @@ from distill.dataset_files import SPLITS, read_split
 from distill.errors import ArtifactError
 from distill.latency import hardware_info, summarize, torch_threads
 from distill.progress import track
-from distill.report.common import training_summary
+from distill.report.training import training_summary
 from distill.tasks.causal_lm.int8 import describe_quantization
 from distill.tasks.causal_lm.render import SCHEMA_VERSION, TASK, load_report, write_reports
 

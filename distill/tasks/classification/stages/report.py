@@ -8,14 +8,14 @@ so a report can be re-rendered later without rerunning anything
 One row per model: the teacher and the student in PyTorch fp32, the student's fp32 and
 int8 ONNX files, the student's twins when the student stage trained them (without
 distillation; with the teacher's hard labels on the transfer text), the teacher's own
-ONNX fp32 and int8 files (:mod:`distill.tasks.classification.report_teacher`), and a TF-IDF +
+ONNX fp32 and int8 files (:mod:`distill.tasks.classification.report.teacher`), and a TF-IDF +
 logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher come
 from the test logits the upstream stages cached (the exact predictions they shipped);
 sizes are the weight files on disk; latency is measured here, on this machine, with a
 pinned thread count and a fixed sequence length, every model in one interleaved run
 (:mod:`distill.report.timing`). The conclusions (the paired significance of the KD gain
 over each twin, the headline against the quantized teacher, the floor warnings) are
-:mod:`distill.tasks.classification.report_verdict`'s.
+:mod:`distill.tasks.classification.report.verdict`'s.
 
 Schema 2 added, per row: ``per_class_f1`` ({label: F1}), ``confusion_matrix`` (counts,
 gold label by row, predicted label by column, in ``labels`` order) and ``calibration``
@@ -52,11 +52,11 @@ from distill.errors import ArtifactError, ModelLoadError
 from distill.export.bundle import FP32_REFERENCE
 from distill.latency import hardware_info
 from distill.models import load_saved_classifier
-from distill.report.common import training_summary
 from distill.report.timing import TimingPlan
+from distill.report.training import training_summary
 from distill.tasks.classification.metrics import classification_metrics, softmax
-from distill.tasks.classification.report_teacher import onnx_row, teacher_onnx_rows
-from distill.tasks.classification.report_verdict import (
+from distill.tasks.classification.report.teacher import onnx_row, teacher_onnx_rows
+from distill.tasks.classification.report.verdict import (
     gain_decomposition,
     headline,
     kd_significance,
@@ -611,8 +611,8 @@ def _throughput(
     export_dir: Path, variants: list[str], test: Split, validation: Split, config: ReportConfig
 ) -> dict[str, Any]:
     """End-to-end texts/s of every student's bundle, tokenization included
-    (:mod:`distill.tasks.classification.report_throughput`)."""
-    from distill.tasks.classification.report_throughput import measure_throughput
+    (:mod:`distill.tasks.classification.report.throughput`)."""
+    from distill.tasks.classification.report.throughput import measure_throughput
 
     bundles = {"main": export_dir / "bundle"}
     bundles.update({name: export_dir / "variants" / name / "bundle" for name in variants})

@@ -29,8 +29,8 @@ from distill.artifacts import (
 from distill.config import ReportConfig
 from distill.latency import hardware_info
 from distill.models import load_tokenizer
-from distill.report.common import training_summary
 from distill.report.timing import TimingPlan
+from distill.report.training import training_summary
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
 from distill.tasks.token_classification.logits import load_ragged
 from distill.tasks.token_classification.metrics import (
@@ -42,7 +42,7 @@ from distill.tasks.token_classification.metrics import (
 from distill.tasks.token_classification.models import load_saved_tagger
 from distill.tasks.token_classification.onnx_tags import served_tags
 from distill.tasks.token_classification.render import SCHEMA_VERSION, load_report, write_reports
-from distill.tasks.token_classification.report_significance import kd_significance
+from distill.tasks.token_classification.report.significance import kd_significance
 from distill.tasks.token_classification.runner import load_bundle
 from distill.tasks.token_classification.task import TokenClassification
 from distill.tasks.token_classification.training import encode_words, word_starts
