@@ -18,19 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import (
-    RunContext,
-    library_versions,
-    relative_path,
-    upstream_manifests,
-    weight_files,
-    write_json_atomic,
-)
+from distill.artifacts import RunContext, library_versions, relative_path, upstream_manifests
 from distill.config import ReportConfig
 from distill.latency import hardware_info
 from distill.models import load_tokenizer
+from distill.report.document import created, publish
+from distill.report.ratios import add_ratios, kept, times_faster
+from distill.report.rows import weights_bytes
 from distill.report.timing import TimingPlan
 from distill.report.training import training_summary
+from distill.tasks.token_classification import render
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
 from distill.tasks.token_classification.logits import load_ragged
 from distill.tasks.token_classification.metrics import (
@@ -41,7 +38,7 @@ from distill.tasks.token_classification.metrics import (
 )
 from distill.tasks.token_classification.models import load_saved_tagger
 from distill.tasks.token_classification.onnx_tags import served_tags
-from distill.tasks.token_classification.render import SCHEMA_VERSION, load_report, write_reports
+from distill.tasks.token_classification.render import SCHEMA_VERSION
 from distill.tasks.token_classification.report.significance import kd_significance
 from distill.tasks.token_classification.runner import load_bundle
 from distill.tasks.token_classification.task import TokenClassification
@@ -50,6 +47,9 @@ from distill.tasks.token_classification.training import encode_words, word_start
 UPSTREAM = ("data", "teacher", "student", "export")
 MAX_DISAGREEMENTS = 10
 SCORES = ("entity_f1", "entity_macro_f1", "entity_precision", "entity_recall", "token_accuracy")
+# Against the PyTorch teacher, where both numbers exist: the share of its bytes (not "times
+# smaller", as in the other tasks), times faster at batch 1, the share of its F1 kept.
+RATIOS = {"size_ratio": kept("bytes"), "speedup": times_faster, "f1_kept": kept("entity_f1")}
 
 
 def run(
@@ -57,8 +57,7 @@ def run(
 ) -> dict[str, Any]:
     """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
     document = build_report(ctx, inputs, report)
-    write_json_atomic(out / "report.json", document)
-    write_reports(load_report(out / "report.json"), out)  # rendered from the file, not the dict
+    publish(document, out, render)
     return {
         "rows": {r["key"]: {k: r.get(k) for k in ("entity_f1", "bytes")} for r in document["rows"]}
     }
@@ -97,13 +96,13 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         inputs["export"],
         _max_length(manifests),
     )
-    _add_ratios(rows)
+    add_ratios(rows, RATIOS, skip_missing=True)
     significance = kd_significance(inputs["student"], test, tag_names, _max_length(manifests))
     return {
         "schema_version": SCHEMA_VERSION,
         "task": TokenClassification.name,
         "run": ctx.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": created(),
         "rows": rows,
         "per_type": _per_type(rows),
         "headline": _headline(rows, significance),
@@ -150,7 +149,7 @@ def _rows(
             "teacher",
             "Teacher",
             teacher["test"],
-            bytes=_bytes(inputs["teacher"] / "model"),
+            bytes=weights_bytes(inputs["teacher"] / "model"),
             parameters=teacher["parameters"]["total"],
             agreement=1.0,
         ),
@@ -158,7 +157,7 @@ def _rows(
             "student",
             "Student (distilled)",
             student["test"],
-            bytes=_bytes(inputs["student"] / "model"),
+            bytes=weights_bytes(inputs["student"] / "model"),
             parameters=student["parameters"]["total"],
         ),
     ]
@@ -169,7 +168,7 @@ def _rows(
                 "student_no_kd",
                 "Student without KD",
                 base["test"],
-                bytes=_bytes(inputs["student"] / "baseline" / "model"),
+                bytes=weights_bytes(inputs["student"] / "baseline" / "model"),
                 parameters=base["parameters"]["total"],
             )
         )
@@ -185,32 +184,48 @@ def _rows(
             deployed=True,
         )
     )
+    teacher_int8 = _teacher_int8_row(export, teacher)
+    if teacher_int8 is not None:
+        rows.append(teacher_int8)
+    rows.append(_memorization_row(gold, teacher_tags, train, test, tag_names))
+    return rows
+
+
+def _teacher_int8_row(export: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any] | None:
+    """The teacher quantized through the student's export (``export.teacher_baseline``),
+    scored by the export stage; None when it made none."""
     baseline = export.get("teacher_baseline") or {}
-    if "int8" in baseline:
-        rows.append(
-            _row(
-                "teacher_onnx_int8",
-                f"Teacher ONNX int8 ({baseline['int8']['candidate']})"
-                if baseline["int8"].get("candidate")
-                else "Teacher ONNX int8",
-                baseline["int8"],
-                bytes=baseline["int8"]["bytes"],
-                parameters=teacher["parameters"]["total"],
-            )
-        )
+    if "int8" not in baseline:
+        return None
+    return _row(
+        "teacher_onnx_int8",
+        f"Teacher ONNX int8 ({baseline['int8']['candidate']})"
+        if baseline["int8"].get("candidate")
+        else "Teacher ONNX int8",
+        baseline["int8"],
+        bytes=baseline["int8"]["bytes"],
+        parameters=teacher["parameters"]["total"],
+    )
+
+
+def _memorization_row(
+    gold: list[list[str]],
+    teacher_tags: list[list[str]],
+    train: Any,
+    test: Any,
+    tag_names: list[str],
+) -> dict[str, Any]:
+    """The floor: each test word tagged with its most frequent training tag."""
     gold_train = [[tag_names[t] for t in tags] for tags in train.tags]
     floor_tags = memorization_tags(
         train.tokens, gold_train, [s[: len(g)] for s, g in zip(test.tokens, gold, strict=True)]
     )
-    rows.append(
-        _row(
-            "memorization",
-            "Memorization floor (most frequent training tag)",
-            tagging_metrics(gold, floor_tags, teacher_tags),
-            floor=True,
-        )
+    return _row(
+        "memorization",
+        "Memorization floor (most frequent training tag)",
+        tagging_metrics(gold, floor_tags, teacher_tags),
+        floor=True,
     )
-    return rows
 
 
 def export_section(export: dict[str, Any]) -> dict[str, Any] | None:
@@ -252,10 +267,6 @@ def _candidate_row(record: dict[str, Any], chosen: str | None) -> dict[str, Any]
     }
 
 
-def _bytes(model_dir: Path) -> int:
-    return sum(f.stat().st_size for f in weight_files(model_dir))
-
-
 def _time_rows(
     rows: list[dict[str, Any]],
     config: ReportConfig,
@@ -284,20 +295,6 @@ def _time_rows(
     for row in rows:
         if row["key"] in timings:
             row["latency"] = timings[row["key"]]
-
-
-def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Size and speed against the PyTorch teacher; F1 kept of the teacher's."""
-    teacher = rows[0]
-    teacher_ms = (teacher.get("latency") or {}).get("p50_ms")
-    for row in rows:
-        if row.get("bytes") and teacher.get("bytes"):
-            row["size_ratio"] = row["bytes"] / teacher["bytes"]
-        p50 = (row.get("latency") or {}).get("p50_ms")
-        if p50 and teacher_ms:
-            row["speedup"] = teacher_ms / p50
-        if teacher.get("entity_f1") and row.get("entity_f1") is not None:
-            row["f1_kept"] = row["entity_f1"] / teacher["entity_f1"]
 
 
 def _per_type(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
