@@ -5,7 +5,7 @@ recipe tables the stages used, and say when the timing threads exceed the cores.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,19 @@ if TYPE_CHECKING:
     from distill.tasks.contract import RenderModule
 
 REPORT_FILE = "report.json"
+
+
+def run_report(
+    build: Callable[[], dict[str, Any]],
+    out: Path,
+    render: RenderModule,
+    summarize: Callable[[dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """A report stage's body: ``build()`` the document, :func:`publish` it into ``out``,
+    return what the stage manifest keeps of it (``summarize(document)``)."""
+    document = build()
+    publish(document, out, render)
+    return summarize(document)
 
 
 def publish(document: dict[str, Any], out: Path, render: RenderModule) -> None:

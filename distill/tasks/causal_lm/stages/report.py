@@ -36,7 +36,7 @@ from distill.config import ReportConfig, task_dump
 from distill.dataset_files import SPLITS, read_split
 from distill.errors import ArtifactError
 from distill.latency import hardware_info, torch_threads
-from distill.report.document import created, publish, recipe_tables, wall_times
+from distill.report.document import created, recipe_tables, run_report, wall_times
 from distill.report.ratios import add_ratios, kept, times_faster, times_smaller
 from distill.report.training import training_record
 from distill.tasks.causal_lm import render
@@ -86,9 +86,7 @@ def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
 ) -> dict[str, Any]:
     """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
-    document = build_report(ctx, inputs, report)
-    publish(document, out, render)
-    return summary_metrics(document)
+    return run_report(lambda: build_report(ctx, inputs, report), out, render, summary_metrics)
 
 
 def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:

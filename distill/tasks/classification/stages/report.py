@@ -38,7 +38,7 @@ import numpy as np
 from distill.artifacts import RunContext, library_versions
 from distill.config import ReportConfig, task_dump
 from distill.latency import hardware_info
-from distill.report.document import created, publish, recipe_tables, threads_note, wall_times
+from distill.report.document import created, recipe_tables, run_report, threads_note, wall_times
 from distill.report.ratios import add_ratios, difference, kept, times_faster, times_smaller
 from distill.report.timing import TimingPlan
 from distill.report.training import training_record
@@ -76,9 +76,7 @@ def run(
     """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
     from distill.tasks.classification import render
 
-    document = build_report(ctx, inputs, report)
-    publish(document, out, render)
-    return summary_metrics(document)
+    return run_report(lambda: build_report(ctx, inputs, report), out, render, summary_metrics)
 
 
 def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
@@ -137,17 +135,6 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         row["latency"] = latencies.get(row["key"], row["latency"])
     add_ratios(rows, RATIOS)
     baseline = baseline_summary(rows)
-    disagreements = (
-        find_disagreements(
-            test,
-            upstream.label_names,
-            upstream.teacher_logits,
-            deployed_logits[1],
-            deployed_logits[0],
-        )
-        if deployed_logits is not None
-        else None
-    )
     by_key = {r["key"]: r for r in rows}
     distillation = distillation_section(
         manifests["student"], by_key, upstream.student_logits, twin_logits, test.labels
@@ -183,7 +170,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "rows": rows,
         "headline": headline(rows, students),
         "baseline": baseline,
-        "disagreements": disagreements,
+        "disagreements": _disagreements(upstream, deployed_logits),
         "latency_setup": _latency_setup(config, upstream.max_length, plan.rounds),
         "distillation": distillation,
         "students": students,
@@ -237,6 +224,19 @@ def _model_rows(
         else:
             rows.append(floor)
     return rows, twin_logits, deployed_logits
+
+
+def _disagreements(
+    upstream: ReportInputs, deployed: tuple[str, np.ndarray] | None
+) -> dict[str, Any] | None:
+    """The test examples where the deployed student (``deployed``: its key and test logits)
+    and the teacher disagree; None without a deployed ONNX row."""
+    if deployed is None:
+        return None
+    key, logits = deployed
+    return find_disagreements(
+        upstream.test, upstream.label_names, upstream.teacher_logits, logits, key
+    )
 
 
 def _latency_setup(config: ReportConfig, max_length: int, rounds: int) -> dict[str, Any]:

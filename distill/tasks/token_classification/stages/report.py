@@ -22,7 +22,7 @@ from distill.artifacts import RunContext, library_versions, relative_path, upstr
 from distill.config import ReportConfig
 from distill.latency import hardware_info
 from distill.models import load_tokenizer
-from distill.report.document import created, publish
+from distill.report.document import created, run_report
 from distill.report.ratios import add_ratios, kept, times_faster
 from distill.report.rows import weights_bytes
 from distill.report.timing import TimingPlan
@@ -56,8 +56,11 @@ def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
 ) -> dict[str, Any]:
     """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
-    document = build_report(ctx, inputs, report)
-    publish(document, out, render)
+    return run_report(lambda: build_report(ctx, inputs, report), out, render, summary_metrics)
+
+
+def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
+    """The small part of the report kept in the stage manifest: each row's F1 and size."""
     return {
         "rows": {r["key"]: {k: r.get(k) for k in ("entity_f1", "bytes")} for r in document["rows"]}
     }
