@@ -1,5 +1,5 @@
-"""What every task's report stage does alike around its own sections: write
-``report.json`` and render from that file, date it, record each stage's wall time and the
+"""What every task's report stage does alike around its own sections: the stage body (build
+the document, write ``report.json`` and render from that file), the date, record each stage's wall time and the
 recipe tables the stages used, and say when the timing threads exceed the cores."""
 
 from __future__ import annotations
@@ -12,22 +12,32 @@ from typing import TYPE_CHECKING, Any
 from distill.artifacts import read_manifest, write_json_atomic
 
 if TYPE_CHECKING:
+    from distill.artifacts import RunContext
+    from distill.config import ReportConfig
     from distill.tasks.contract import RenderModule
 
 REPORT_FILE = "report.json"
 
 
-def run_report(
-    build: Callable[[], dict[str, Any]],
-    out: Path,
+def report_stage(
+    build: Callable[[RunContext, dict[str, Path], ReportConfig], dict[str, Any]],
     render: RenderModule,
     summarize: Callable[[dict[str, Any]], dict[str, Any]],
-) -> dict[str, Any]:
-    """A report stage's body: ``build()`` the document, :func:`publish` it into ``out``,
-    return what the stage manifest keeps of it (``summarize(document)``)."""
-    document = build()
-    publish(document, out, render)
-    return summarize(document)
+) -> Callable[..., dict[str, Any]]:
+    """A task's report stage, ``run(ctx, inputs, out, *, report)``: ``build`` the document from
+    the upstream folders, :func:`publish` it into ``out`` with the task's ``render`` module,
+    and return what the stage manifest keeps of it (``summarize(document)``)."""
+
+    def run(
+        ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
+    ) -> dict[str, Any]:
+        """Build ``report.json`` from the upstream folders, then render Markdown and HTML
+        from it."""
+        document = build(ctx, inputs, report)
+        publish(document, out, render)
+        return summarize(document)
+
+    return run
 
 
 def publish(document: dict[str, Any], out: Path, render: RenderModule) -> None:

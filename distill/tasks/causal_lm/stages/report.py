@@ -36,7 +36,7 @@ from distill.config import ReportConfig, task_dump
 from distill.dataset_files import SPLITS, read_split
 from distill.errors import ArtifactError
 from distill.latency import hardware_info, torch_threads
-from distill.report.document import created, recipe_tables, run_report, wall_times
+from distill.report.document import created, recipe_tables, report_stage, wall_times
 from distill.report.ratios import add_ratios, kept, times_faster, times_smaller
 from distill.report.training import training_record
 from distill.tasks.causal_lm import render
@@ -80,13 +80,6 @@ RATIOS = {
 }
 # The deployed student is stated against these, when the run has them.
 REFERENCES = ("teacher", "teacher_onnx_int8", "teacher_onnx_fp32")
-
-
-def run(
-    ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
-) -> dict[str, Any]:
-    """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
-    return run_report(lambda: build_report(ctx, inputs, report), out, render, summary_metrics)
 
 
 def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
@@ -337,3 +330,7 @@ def _versus(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
         "speedup": times_faster(row, reference, tokens_per_s, rate=True),
         "perplexity": reference.get("perplexity"),
     }
+
+
+# The stage's body, as the pipeline calls it: run(ctx, inputs, out, report=...).
+run = report_stage(build_report, render, summary_metrics)

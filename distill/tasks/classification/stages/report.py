@@ -38,10 +38,11 @@ import numpy as np
 from distill.artifacts import RunContext, library_versions
 from distill.config import ReportConfig, task_dump
 from distill.latency import hardware_info
-from distill.report.document import created, recipe_tables, run_report, threads_note, wall_times
+from distill.report.document import created, recipe_tables, report_stage, threads_note, wall_times
 from distill.report.ratios import add_ratios, difference, kept, times_faster, times_smaller
 from distill.report.timing import TimingPlan
 from distill.report.training import training_record
+from distill.tasks.classification import render
 from distill.tasks.classification.report.disagreements import find_disagreements
 from distill.tasks.classification.report.distillation import distillation_section
 from distill.tasks.classification.report.floor import PRIMARY_METRIC, baseline_summary, tfidf_row
@@ -68,15 +69,6 @@ RATIOS = {
 }
 # The Trainer's log-history curves the report plots.
 CURVES = ("loss", "eval_loss", "eval_accuracy")
-
-
-def run(
-    ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
-) -> dict[str, Any]:
-    """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
-    from distill.tasks.classification import render
-
-    return run_report(lambda: build_report(ctx, inputs, report), out, render, summary_metrics)
 
 
 def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
@@ -259,3 +251,7 @@ def _latency_setup(config: ReportConfig, max_length: int, rounds: int) -> dict[s
         "torch": "torch.set_num_threads(threads), inference_mode",
         "onnxruntime": "intra_op_num_threads = threads, inter_op_num_threads = 1, sequential",
     }
+
+
+# The stage's body, as the pipeline calls it: run(ctx, inputs, out, report=...).
+run = report_stage(build_report, render, summary_metrics)

@@ -23,7 +23,7 @@ from distill.artifacts import RunContext, library_versions, relative_path, upstr
 from distill.config import ReportConfig
 from distill.latency import hardware_info
 from distill.models import load_tokenizer
-from distill.report.document import created, run_report
+from distill.report.document import created, report_stage
 from distill.report.ratios import add_ratios, kept, times_faster
 from distill.report.training import training_summary
 from distill.tasks.token_classification import render
@@ -45,13 +45,6 @@ UPSTREAM = ("data", "teacher", "student", "export")
 # Against the PyTorch teacher, where both numbers exist: the share of its bytes (not "times
 # smaller", as in the other tasks), times faster at batch 1, the share of its F1 kept.
 RATIOS = {"size_ratio": kept("bytes"), "speedup": times_faster, "f1_kept": kept("entity_f1")}
-
-
-def run(
-    ctx: RunContext, inputs: dict[str, Path], out: Path, *, report: ReportConfig
-) -> dict[str, Any]:
-    """Build ``report.json`` from the upstream folders, then render Markdown and HTML from it."""
-    return run_report(lambda: build_report(ctx, inputs, report), out, render, summary_metrics)
 
 
 def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
@@ -121,3 +114,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
 def _max_length(manifests: dict[str, dict[str, Any]]) -> int:
     """The sequence length the models were exported with."""
     return int(manifests["export"]["config"]["data"]["max_length"])
+
+
+# The stage's body, as the pipeline calls it: run(ctx, inputs, out, report=...).
+run = report_stage(build_report, render, summary_metrics)
