@@ -1,6 +1,7 @@
-"""What every task's report stage does alike around its own sections: the stage body (build
-the document, write ``report.json`` and render from that file), the date, record each stage's wall time and the
-recipe tables the stages used, and say when the timing threads exceed the cores."""
+"""What every task's report stage does alike around its own sections: the stage body
+(build the document, write ``report.json``, render from that file), the date, each stage's
+wall time, the recipe tables the stages used, and the note when the timing threads exceed
+the cores."""
 
 from __future__ import annotations
 
