@@ -586,7 +586,7 @@ def _reference_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
 
 
 def test_ece_hand_computed() -> None:
-    from distill.tasks.classification.stages.report import calibration
+    from distill.tasks.classification.report.scores import calibration
 
     # confidences 0.95, 0.95 (one right, one wrong), 0.55 (right), 0.75 (right):
     # 2/4 x |0.5 - 0.95| + 1/4 x |1 - 0.55| + 1/4 x |1 - 0.75| = 0.225 + 0.1125 + 0.0625
@@ -670,7 +670,10 @@ def test_disagreements_of_the_deployed_student(
 
 
 def test_disagreements_are_capped_and_long_texts_cut() -> None:
-    from distill.tasks.classification.stages.report import MAX_TEXT_CHARS, find_disagreements
+    from distill.tasks.classification.report.disagreements import (
+        MAX_TEXT_CHARS,
+        find_disagreements,
+    )
 
     n = 50
     split = Split(
@@ -775,7 +778,7 @@ def test_kd_verdict_is_the_paired_test_of_the_two_students_test_predictions(
 
 
 def test_kd_verdict_fields_for_a_constructed_pair_of_prediction_sets() -> None:
-    from distill.tasks.classification.report_verdict import kd_significance
+    from distill.tasks.classification.report.verdict import kd_significance
 
     labels = np.zeros(100, dtype=np.int64)
     # 80 both right, 8 right only when distilled, 2 right only without, 10 both wrong.
@@ -934,12 +937,12 @@ def _with_floor(document: dict[str, Any], floor_accuracy: float) -> dict[str, An
     """The report with the TF-IDF row at ``floor_accuracy`` and what follows from it."""
     import copy
 
-    from distill.tasks.classification.report_verdict import headline
-    from distill.tasks.classification.stages.report import _baseline_summary
+    from distill.tasks.classification.report.floor import baseline_summary
+    from distill.tasks.classification.report.verdict import headline
 
     changed = copy.deepcopy(document)
     next(r for r in changed["rows"] if r["key"] == "tfidf")["accuracy"] = floor_accuracy
-    changed["baseline"] = _baseline_summary(changed["rows"])
+    changed["baseline"] = baseline_summary(changed["rows"])
     changed["headline"] = headline(changed["rows"])
     return changed
 

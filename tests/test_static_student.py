@@ -297,7 +297,7 @@ def test_a_static_primary_keeps_what_it_sets_and_lends_it_to_its_own_kind_only()
 
 
 def test_the_verdict_says_a_variant_student_below_the_tfidf_floor_plainly() -> None:
-    from distill.tasks.classification.report_verdict import headline
+    from distill.tasks.classification.report.verdict import headline
 
     rows = [
         {"key": "teacher", "name": "Teacher", "accuracy": 0.76, "bytes": 90, "deployed": False},

@@ -10,7 +10,7 @@ import pytest
 from conftest import SHORT_EXPORT_TIMING, run_distill, synthetic_rows, write_csv
 
 from distill.artifacts import read_manifest
-from distill.tasks.classification.stages.report import pareto_front
+from distill.tasks.classification.report.students import pareto_front
 
 
 def test_pareto_front_marks_students_no_other_beats_on_both() -> None:
@@ -124,7 +124,7 @@ def test_report_lists_each_student_with_its_frontier_flag(project: Path) -> None
 
 def test_student_settings_follow_the_variant_inheritance_rules() -> None:
     from distill.config import StudentTable
-    from distill.tasks.classification.stages.report import _student_settings
+    from distill.tasks.classification.report.students import student_settings
 
     table = StudentTable(
         init="pretrained",
@@ -136,8 +136,8 @@ def test_student_settings_follow_the_variant_inheritance_rules() -> None:
     assert manifest["config"]["student"]["variants"] == {
         "cut": {"init": "teacher-layers", "layers": [0, 5]}
     }  # only the keys the variant sets are stored
-    assert _student_settings(manifest, "main")["model"] == "org/mini"
-    cut = _student_settings(manifest, "cut")
+    assert student_settings(manifest, "main")["model"] == "org/mini"
+    cut = student_settings(manifest, "cut")
     assert cut["init"] == "teacher-layers" and cut["layers"] == [0, 5]
     assert "model" not in cut and cut["trim_vocabulary"] is True  # inherited, not the model
 

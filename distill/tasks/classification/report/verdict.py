@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from distill.report.ratios import times_faster, times_smaller
 from distill.report.significance import paired_comparison, verdict_sentence
 
 FLOOR_NAME = "TF-IDF + logistic-regression floor"
@@ -108,12 +109,10 @@ def floor_warnings(
 def versus(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     """``row`` against ``reference``: how many times smaller and faster (p50), and the
     accuracy difference (None where a number is missing)."""
-    p50 = (row.get("latency") or {}).get("p50_ms")
-    reference_p50 = (reference.get("latency") or {}).get("p50_ms")
     return {
         "reference": reference["key"],
-        "size_ratio": reference["bytes"] / row["bytes"] if row.get("bytes") else None,
-        "speedup": reference_p50 / p50 if reference_p50 and p50 else None,
+        "size_ratio": times_smaller(row, reference),
+        "speedup": times_faster(row, reference),
         "accuracy_delta": row["accuracy"] - reference["accuracy"],
     }
 

@@ -6,31 +6,23 @@ deployed model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from distill.artifacts import onnx_files, relative_path
 from distill.latency import TimingPlan
+from distill.tasks.classification.report.inputs import ReportInputs, tokenizer
+from distill.tasks.classification.report.rows import onnx_row
 
 FOLDER = "teacher"  # under the export stage folder
 
 
 def teacher_onnx_rows(
-    export_dir: Path,
-    export_metrics: dict[str, Any],
-    teacher_row: dict[str, Any],
-    tokenizer: Callable[[], Any],
-    load: Callable[[Path], np.ndarray],
-    score: Callable[[np.ndarray], dict[str, Any]],
-    plan: TimingPlan,
+    inputs: ReportInputs, teacher_row: dict[str, Any], plan: TimingPlan
 ) -> tuple[list[dict[str, Any]], str | None]:
     """The teacher's ONNX rows (registered with ``plan`` for timing), or a note saying why
     there are none."""
+    export_dir = inputs.export_dir
     folder = export_dir / FOLDER
-    info = export_metrics.get("teacher_baseline") or {}
+    info = (inputs.manifests["export"].get("metrics") or {}).get("teacher_baseline") or {}
     if not (folder / "model_fp32.onnx").is_file():
         why = info.get("skipped") or "the export stage did not export the teacher"
         return [], f"No quantized-teacher baseline rows: {why}."
@@ -39,44 +31,13 @@ def teacher_onnx_rows(
     if (folder / "model_int8.onnx").is_file():
         precision = f"int8 ({int8['candidate']})" if int8.get("candidate") else "int8"
         models.append(("teacher_onnx_int8", "Teacher ONNX int8", "int8", precision))
-    loaded_tokenizer = tokenizer()
+    loaded_tokenizer = tokenizer(inputs.teacher_dir / "model")
     rows = []
     for key, name, suffix, precision in models:
         path = folder / f"model_{suffix}.onnx"
         plan.add_onnx(key, path, loaded_tokenizer)
-        metrics = score(load(folder / "predictions" / f"test_{suffix}.npz"))
+        metrics = inputs.score(inputs.logits(folder / "predictions" / f"test_{suffix}.npz"))
         row = onnx_row(key, name, precision, path, export_dir, like=teacher_row, metrics=metrics)
         row["baseline_of"] = "teacher"  # agreement here = with the PyTorch teacher
         rows.append(row)
     return rows, None
-
-
-def onnx_row(
-    key: str,
-    name: str,
-    precision: str,
-    path: Path,
-    base: Path,
-    *,
-    like: dict[str, Any],
-    metrics: dict[str, Any],
-    deployed: bool = False,
-) -> dict[str, Any]:
-    """One ONNX model's row (a student's or the teacher's): the parameters and architecture
-    of the PyTorch row ``like``, its files (relative to ``base``) and ``metrics``; the
-    latency is filled in after the interleaved run."""
-    files = onnx_files(path)
-    return {
-        "key": key,
-        "name": name,
-        "kind": "transformer",
-        "runtime": "onnxruntime",
-        "precision": precision,
-        "deployed": deployed,
-        "parameters": like["parameters"],
-        "architecture": like.get("architecture"),
-        "bytes": sum(f.stat().st_size for f in files),
-        "weight_files": [relative_path(f, base) for f in files],
-        **metrics,
-        "latency": None,
-    }

@@ -16,7 +16,10 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distill.tasks.classification.report.inputs import ReportInputs
 
 BATCH_SIZES = (1, 32)
 ROUNDS = 7
@@ -101,3 +104,13 @@ def measure_throughput(
             "what": "BundlePredictor.encode (the runner's tokenization) + session.run",
         },
     }
+
+
+def student_throughput(inputs: ReportInputs, variants: list[str], threads: int) -> dict[str, Any]:
+    """End-to-end texts/s of every student's bundle (the primary's and each variant's),
+    timed on the test texts after a warm-up on (at most 512) validation texts."""
+    export_dir, test = inputs.export_dir, inputs.test
+    bundles = {"main": export_dir / "bundle"}
+    bundles.update({name: export_dir / "variants" / name / "bundle" for name in variants})
+    warm_texts = (inputs.splits["validation"].texts or test.texts)[:512]
+    return measure_throughput(bundles, test.texts, warm_texts, threads=threads)
