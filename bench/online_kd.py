@@ -58,9 +58,9 @@ if __package__ in (None, ""):  # run as a script from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distillation as kd_bench  # the mean and standard deviation of bench/distillation.py
 
-from distill.artifacts import RunContext, finished_manifest
 from distill.config import DataConfig, StudentTable
-from distill.dataset_files import read_label_names
+from distill.data.files import read_label_names
+from distill.pipeline.artifacts import RunContext, finished_manifest
 from distill.report.reports import read_report
 from distill.tasks.classification.files import Split, read_split
 
@@ -121,7 +121,7 @@ def read_run(folder: Path) -> Run:
 def docs_student(teacher: Any, seed: int) -> Any:
     """The docs loop's student: the teacher's config with 2 layers (new, seeded weights),
     then the teacher's embeddings and its layers 0 and 1 copied in."""
-    from distill.models import student_from_config, transformer_layers
+    from distill.train.models import student_from_config, transformer_layers
 
     student = student_from_config(teacher, {"num_hidden_layers": len(LOOP_LAYERS)}, seed)
     student.base_model.embeddings.load_state_dict(teacher.base_model.embeddings.state_dict())
@@ -186,10 +186,10 @@ def loop_trainer(
     """The loop's Trainer over the run's train split, its epoch timer and its tokenizer."""
     from transformers import TrainingArguments, set_seed
 
-    from distill.distributed import use_cpu
-    from distill.models import load_tokenizer
-    from distill.progress import TrainingProgress
+    from distill.pipeline.distributed import use_cpu
+    from distill.pipeline.progress import TrainingProgress
     from distill.tasks.classification.models import load_saved_classifier
+    from distill.train.models import load_tokenizer
     from distill.train.trainer import EpochTimes, show_progress
 
     teacher_dir = run.stage("teacher") / "model"
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch
 
-    from distill.latency import hardware_info
+    from distill.timing.latency import hardware_info
 
     rows = [measure(folder, args) for folder in args.runs]
     summary = summarise(rows)

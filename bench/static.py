@@ -49,7 +49,7 @@ BUNDLE_BYTES = 5_000_000
 def model2vec_peer(run_dir: Path, seed: int) -> float:
     """Test accuracy of model2vec's classifier on the hard labels of the run's split, kept
     beside the run (``model2vec_peer.json``, keyed by the teacher's weights) once computed."""
-    from distill.artifacts import sha256_file
+    from distill.pipeline.artifacts import sha256_file
 
     kept = run_dir / "model2vec_peer.json"
     weights = sha256_file(run_dir / "teacher" / "model" / "model.safetensors")
@@ -68,7 +68,7 @@ def _fit_model2vec_peer(run_dir: Path, seed: int) -> float:
     from model2vec.train import StaticModelForClassification
     from transformers import AutoModel, AutoTokenizer
 
-    from distill.dataset_files import read_label_names
+    from distill.data.files import read_label_names
     from distill.tasks.classification.files import read_split
 
     teacher = run_dir / "teacher" / "model"

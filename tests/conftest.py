@@ -185,7 +185,7 @@ def make_data_stage(folder: Path) -> Path:
     synthetic rows with ids ``<split>-<i>``."""
     import numpy as np
 
-    from distill.dataset_files import write_label_names
+    from distill.data.files import write_label_names
     from distill.tasks.classification.files import Split, write_split
 
     folder.mkdir(parents=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from distill import archives
-from distill.archives import MARKER, ArchiveError, resolve_parts, unpack_split_zip
 from distill.errors import DistillError
+from distill.sources import archives
+from distill.sources.archives import MARKER, ArchiveError, resolve_parts, unpack_split_zip
 
 KEY = "teacher.archive"
 FILES = {
@@ -155,7 +155,7 @@ def test_interrupted_extraction_leaves_nothing_reusable(
 def test_concurrent_processes_share_one_extraction(parts: list[Path], tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     code = (
-        "import sys; from pathlib import Path; from distill.archives import unpack_split_zip; "
+        "import sys; from pathlib import Path; from distill.sources.archives import unpack_split_zip; "
         "print(unpack_split_zip([Path(p) for p in sys.argv[2:]], 'k', Path(sys.argv[1])))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -301,7 +301,7 @@ def test_bad_crc_is_refused(tmp_path: Path) -> None:
 def test_resolve_parts(parts: list[Path], tmp_path: Path) -> None:
     base = tmp_path / "parts"
     assert resolve_parts([p.name for p in parts], base, KEY) == [p.resolve() for p in parts]
-    # pkg: references go through distill.sources (any installed distribution will do here).
+    # pkg: references go through distill.sources.paths (any installed distribution will do here).
     (init,) = resolve_parts(["pkg:pytest/pytest/__init__.py"], base, KEY)
     assert init.name == "__init__.py" and init.is_file()
     with pytest.raises(

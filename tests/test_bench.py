@@ -1,4 +1,4 @@
-"""The latency bench (distill/bench.py, bench/latency.py) on a tiny exported run."""
+"""The latency bench (distill/timing/bench.py, bench/latency.py) on a tiny exported run."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from conftest import SHORT_TIMING, build_tiny_classifier, synthetic_rows
 
-from distill import bench, latency
-from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import write_label_names
+from distill.data.files import write_label_names
 from distill.errors import ArtifactError
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.classification.files import Split, write_split
 from distill.tasks.classification.stages import export as export_stage
+from distill.timing import bench, latency
 
 LABELS = ["negative", "positive"]
 MAX_LENGTH = 24

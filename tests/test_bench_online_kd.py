@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from conftest import build_tiny_classifier, make_data_stage, set_label_maps
 from torch import nn
 
-from distill.artifacts import write_manifest
 from distill.config import DataConfig, StudentTable
-from distill.dataset_files import SPLITS, save_logits
-from distill.models import transformer_layers
+from distill.data.files import SPLITS, save_logits
+from distill.pipeline.artifacts import write_manifest
 from distill.tasks.classification.files import read_split
 from distill.tasks.classification.models import load_saved_classifier
+from distill.train.models import transformer_layers
 
 SPEC = importlib.util.spec_from_file_location(
     "bench_online_kd", Path(__file__).parent.parent / "bench" / "online_kd.py"

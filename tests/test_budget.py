@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, TeacherConfig
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.classification.stages import data as data_stage
 from distill.tasks.classification.stages import teacher as teacher_stage
 from distill.tasks.classification.task import SequenceClassification

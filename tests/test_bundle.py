@@ -324,7 +324,7 @@ def _refused(folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> s
 def test_listed_external_data_is_read_and_loads(tmp_path: Path) -> None:
     import numpy as np
 
-    from distill.onnx_session import onnx_session
+    from distill.serving.session import onnx_session
 
     folder = _external_bundle(tmp_path / "b")
     bundle = read_bundle(folder)
@@ -426,7 +426,7 @@ def test_the_reader_imports_without_torch(tmp_path: Path) -> None:
 def test_bench_refuses_a_bundle_of_a_task_it_cannot_time_naming_both(
     tmp_path: Path, task: str
 ) -> None:
-    from distill import bench
+    from distill.timing import bench
 
     (tmp_path / "export").mkdir()
     folder = _bundle(tmp_path / "export" / "run", TASKS[task].bundle_task)

@@ -485,7 +485,7 @@ def test_every_task_note_is_on_a_shared_key_and_ends_its_description() -> None:
 
 def test_a_stages_recorded_settings_hold_only_the_keys_its_task_reads() -> None:
     """Manifests, fingerprints and the report's recipe leave out other tasks' keys."""
-    from distill.pipeline import STAGES, stage_settings
+    from distill.pipeline.stages import STAGES, stage_settings
 
     student = next(spec for spec in STAGES if spec.name == "student")
     export = next(spec for spec in STAGES if spec.name == "export")

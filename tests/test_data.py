@@ -257,7 +257,7 @@ def test_package_path_resolves_shipped_files(tmp_path: Path) -> None:
 
 
 def test_huge_text_field_is_read_and_cut(tmp_path: Path) -> None:
-    from distill.data import MAX_TEXT_CHARS
+    from distill.data.readers import MAX_TEXT_CHARS
 
     huge = "word " * 2_000_000  # 10 MB in one CSV field
     rows = ["text,label", f"{huge},a"] + [f"text {i},{'a' if i % 2 else 'b'}" for i in range(40)]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import run_command, run_distill
 
-from distill.artifacts import read_manifest
-from distill.dataset_files import load_logits
+from distill.data.files import load_logits
+from distill.pipeline.artifacts import read_manifest
 
 ROOT = Path(__file__).parent.parent
 TORCHRUN = Path(sys.executable).parent / "torchrun"

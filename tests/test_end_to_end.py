@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import SHORT_EXPORT_TIMING, run_distill, write_csv
 
-from distill.artifacts import read_manifest, sha256_file
+from distill.pipeline.artifacts import read_manifest, sha256_file
 
 
 def distill(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

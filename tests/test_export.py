@@ -19,15 +19,15 @@ from conftest import (
     write_vocab,
 )
 
-from distill.artifacts import RunContext, read_manifest, sha256_file, verify_files
 from distill.config import DataConfig, ExportCandidate, ExportConfig
-from distill.dataset_files import load_logits
+from distill.data.files import load_logits
 from distill.errors import AccuracyDropError, ParityError, RecipeError
 from distill.export import candidates
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import read_bundle
 from distill.export.gate import Gate
-from distill.onnx_session import onnx_session
+from distill.pipeline.artifacts import RunContext, read_manifest, sha256_file, verify_files
+from distill.serving.session import onnx_session
 from distill.tasks.classification.pruning import prune_to_first_token
 from distill.tasks.classification.stages import export as export_stage
 
@@ -766,7 +766,7 @@ def _teacher_stage(folder: Path, data_dir: Path) -> tuple[Path, np.ndarray]:
     """A finished teacher folder: a tiny 4-layer model and its PyTorch test logits."""
     import torch
 
-    from distill.dataset_files import save_logits
+    from distill.data.files import save_logits
     from distill.tasks.classification.files import read_split
 
     model_dir = build_tiny_classifier(folder / "model", num_labels=len(LABELS), layers=4, seed=1)

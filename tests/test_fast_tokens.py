@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from distill.serving import ENCODING_FIELDS, load_tokenizer
+from distill.serving.tokenizer import ENCODING_FIELDS, load_tokenizer
 from distill.tasks.classification.fast_tokens import (
     UnsupportedTokenizer,
     WordCacheEncoder,

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from distill.artifacts import RunContext, read_manifest, staging_dir
 from distill.config import Recipe, validate_recipe
-from distill.content import ContentHashes
 from distill.errors import ArtifactError
-from distill.locking import RunInUseError, run_lock
-from distill.pipeline import StageSpec, _data_reads, _model_sources, run_pipeline
+from distill.pipeline.artifacts import RunContext, read_manifest, staging_dir
+from distill.pipeline.fingerprints import ContentHashes
+from distill.pipeline.locking import RunInUseError, run_lock
+from distill.pipeline.stages import StageSpec, _data_reads, _model_sources, run_pipeline
 
 CALLS: list[str] = []
 
@@ -165,7 +165,7 @@ HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from distill.locking import run_lock
+    from distill.pipeline.locking import run_lock
     with run_lock(Path(sys.argv[1])):
         print("locked", flush=True)
         time.sleep(60)
@@ -257,7 +257,7 @@ def test_a_hub_reference_counts_by_the_commit_its_revision_resolves_to(
 ) -> None:
     from huggingface_hub import constants
 
-    from distill.content import source_identity
+    from distill.pipeline.fingerprints import source_identity
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -279,7 +279,7 @@ def test_a_hub_reference_counts_by_the_commit_its_revision_resolves_to(
 def test_editing_a_pretrained_variants_model_reruns_the_student_stage_only(
     project: RunContext,
 ) -> None:
-    from distill.pipeline import _student_reads
+    from distill.pipeline.stages import _student_reads
 
     small = project.recipe_dir / "small"
     small.mkdir()

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, run_distill
 from task_projects import NAME, Project
 
-from distill.artifacts import read_manifest, sha256_file, verify_files
+from distill.pipeline.artifacts import read_manifest, sha256_file, verify_files
 
 DISTILL = (sys.executable, "-m", "distill")
 LONGER_TEACHER = ("--set", "teacher.epochs=8", "--set", "teacher.early_stopping_patience=0")

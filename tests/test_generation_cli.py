@@ -312,7 +312,7 @@ def test_a_malformed_but_sealed_bundle_is_refused_naming_the_file(
 
 def test_threads_beyond_the_cores_are_capped_with_a_note(bundle, capsys, caplog) -> None:
     """onnxruntime starts every thread asked for: 100000 took minutes before failing."""
-    from distill.latency import available_cores
+    from distill.timing.latency import available_cores
 
     cores = available_cores()
     with caplog.at_level(logging.WARNING, logger="distill"):
@@ -328,7 +328,7 @@ def test_threads_beyond_the_cores_are_capped_with_a_note(bundle, capsys, caplog)
 @pytest.mark.parametrize("verb", ["predict", "generate"])
 def test_both_verbs_cap_threads_the_same_way(bundle, monkeypatch, capsys, caplog, verb) -> None:
     import distill.cli
-    import distill.serving_args
+    import distill.serving.arguments
     from distill.errors import DataError
 
     seen: list[int | None] = []
@@ -339,7 +339,7 @@ def test_both_verbs_cap_threads_the_same_way(bundle, monkeypatch, capsys, caplog
 
     runner = type("Runner", (), {"load_bundle": staticmethod(load_bundle)})
     monkeypatch.setattr(distill.cli, "_bundle_runner", lambda args: (bundle, runner))
-    monkeypatch.setattr(distill.serving_args, "available_cores", lambda: 3)
+    monkeypatch.setattr(distill.serving.arguments, "available_cores", lambda: 3)
     for threads in ("2", "3", "4", "100000"):
         with caplog.at_level(logging.WARNING, logger="distill"):
             assert main([verb, str(bundle), PROMPT, "--threads", threads]) == 2

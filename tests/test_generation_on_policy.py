@@ -25,9 +25,9 @@ from generation_helpers import (
     write_tiny_lm_run,
 )
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, validate_recipe
 from distill.errors import RecipeError
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.causal_lm.losses import IGNORE_INDEX
 from distill.tasks.causal_lm.on_policy import (
     STATE_FILE,
@@ -644,7 +644,7 @@ def test_distill_run_with_on_policy_batches(tmp_path: Path) -> None:
     manifest counts the batches and sampled tokens, the report shows them."""
     from conftest import run_distill
 
-    from distill.artifacts import read_manifest
+    from distill.pipeline.artifacts import read_manifest
 
     _write_project(tmp_path)
     result = run_distill(["run", "recipe.toml"], tmp_path)
@@ -670,7 +670,7 @@ def test_on_policy_under_two_processes(tmp_path: Path) -> None:
     samples outside DDP's hooks, and the manifest sums both processes' batches."""
     from conftest import run_command
 
-    from distill.artifacts import read_manifest
+    from distill.pipeline.artifacts import read_manifest
 
     _write_project(tmp_path)
     torchrun = Path(sys.executable).parent / "torchrun"

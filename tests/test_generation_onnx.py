@@ -135,7 +135,7 @@ def test_tied_embedding_table_is_stored_once_in_int8(exported, tmp_path: Path) -
         if n.op_type == "Transpose" and n.input[0] == "model.embed_tokens.weight"
     ]
     # The embeddings it computes are the dequantized rows: first-step logits stay close.
-    from distill.onnx_session import onnx_session
+    from distill.serving.session import onnx_session
     from distill.tasks.causal_lm.generate import OnnxCausalLM
 
     ids = np.asarray([SEQUENCES[0]], dtype=np.int64)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from task_projects import NAME, Project
 
-from distill.artifacts import read_manifest
+from distill.pipeline.artifacts import read_manifest
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from generation_helpers import (
     tiny_tokenizer,
 )
 
-from distill.artifacts import RunContext, read_manifest, write_manifest
 from distill.config import ReportConfig
 from distill.errors import ArtifactError
+from distill.pipeline.artifacts import RunContext, read_manifest, write_manifest
 from distill.tasks.causal_lm import render as generation_render
 from distill.tasks.causal_lm.files import TextSplit, read_split, write_split
 from distill.tasks.causal_lm.generate import generate

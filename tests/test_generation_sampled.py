@@ -14,9 +14,9 @@ import pytest
 import torch
 from generation_helpers import tiny_llama, tiny_tokenizer, write_tiny_lm_run
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, validate_recipe
 from distill.errors import ArtifactError, RecipeError
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.losses import (
     SampledTeacher,

@@ -8,10 +8,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from distill.artifacts import RunContext
 from distill.config import validate_recipe
 from distill.errors import ArtifactError
-from distill.pipeline import run_pipeline
+from distill.pipeline.artifacts import RunContext
+from distill.pipeline.stages import run_pipeline
 
 RAW = {
     "name": "h",
@@ -42,7 +42,7 @@ def test_output_folder_behind_a_symlink_is_refused_before_writing(
 def test_onnx_external_data_outside_the_bundle_is_refused(tmp_path: Path) -> None:
     from test_bundle import tiny_graph
 
-    from distill.onnx_session import onnx_session
+    from distill.serving.session import onnx_session
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()

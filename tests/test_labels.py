@@ -12,12 +12,12 @@ from conftest import LABELS, NEGATIVE, NEUTRAL, POSITIVE, build_tiny_classifier
 from test_config import MINIMAL
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, Recipe, validate_recipe
-from distill.dataset_files import SPLITS, load_logits, write_label_names
+from distill.data.files import SPLITS, load_logits, write_label_names
 from distill.errors import LabelParityError, ParityError, RecipeError
 from distill.export import onnx as onnx_utils
-from distill.pipeline import STAGES, Dependencies, StageSpec, stage_settings
+from distill.pipeline.artifacts import RunContext
+from distill.pipeline.stages import STAGES, Dependencies, StageSpec, stage_settings
 from distill.tasks.classification.files import Split, read_split, write_split
 from distill.tasks.classification.keys import LabelsConfig
 from distill.tasks.classification.labelling import length_sample

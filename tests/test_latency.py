@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill import latency
-from distill.onnx_session import onnx_session
+from distill.serving.session import onnx_session
+from distill.timing import latency
 
 
 def test_measure_excludes_warmup() -> None:

@@ -139,7 +139,7 @@ def test_mismatched_tokenizers_are_refused_naming_both(
 def test_layer_distillation_adds_weighted_losses_and_trains_the_projection(
     tiny_model_dir: Path,
 ) -> None:
-    from distill.models import student_from_teacher_layers
+    from distill.train.models import student_from_teacher_layers
 
     teacher = AutoModelForSequenceClassification.from_pretrained(
         tiny_model_dir, attn_implementation="eager"

@@ -15,9 +15,9 @@ import pytest
 import torch
 from generation_helpers import WORDS, tiny_llama, tiny_tokenizer, write_tiny_lm_run
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, validate_recipe
 from distill.errors import ModelLoadError, RecipeError
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.causal_lm import pruning
 from distill.tasks.causal_lm.models import drop_layers
 from distill.tasks.causal_lm.pruning import (
@@ -408,10 +408,10 @@ def test_the_stage_records_the_selection_and_before_training_perplexity(stage_ru
 
 def test_before_training_perplexity_is_the_initial_students(stage_run) -> None:
     """Rebuilt from the same teacher, sample and seed, the student scores the recorded number."""
-    from distill.models import load_tokenizer
     from distill.tasks.causal_lm.files import read_split
     from distill.tasks.causal_lm.stages.student import build_student
     from distill.tasks.causal_lm.training import encode_texts, load_causal_lm, prepare_tokenizer
+    from distill.train.models import load_tokenizer
 
     root = stage_run["root"]
     tokenizer = prepare_tokenizer(load_tokenizer(str(root / "teacher" / "model"), "teacher"))

@@ -12,8 +12,8 @@ import pytest
 from conftest import synthetic_rows, write_csv
 from huggingface_hub import ModelCard, ModelCardData
 
-from distill.artifacts import RunContext, write_manifest
 from distill.config import DataConfig, StudentTable, TeacherConfig
+from distill.pipeline.artifacts import RunContext, write_manifest
 from distill.tasks.classification.model_card import bundle_card, hub_id, student_card
 
 TEST_METRICS = {"accuracy": 0.875, "macro_f1": 0.8612, "agreement": 0.93, "examples": 40}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from distill.errors import ModelLoadError
-from distill.models import (
+from distill.tasks.classification.models import load_classifier
+from distill.train.models import (
     evenly_spaced_layers,
     freeze,
     resolve_model,
@@ -18,7 +19,6 @@ from distill.models import (
     student_from_teacher_layers,
     transformer_layers,
 )
-from distill.tasks.classification.models import load_classifier
 
 LABELS = ["negative", "positive"]
 
@@ -166,7 +166,7 @@ def test_code_choosing_config_keys_are_refused(teacher: torch.nn.Module, key: st
 def test_tokenizer_files_outside_the_folder_are_refused(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from distill.models import load_tokenizer
+    from distill.train.models import load_tokenizer
 
     folder = copy_model(tiny_model_dir, tmp_path / "m")
     config = json.loads((folder / "tokenizer_config.json").read_text())
@@ -194,7 +194,7 @@ def test_usable_positions_is_the_longest_input_transformers_runs(config: dict) -
     """What preflight compares data.max_length with: one more token and the model fails."""
     from transformers import AutoConfig, AutoModel
 
-    from distill.positions import usable_positions
+    from distill.serving.positions import usable_positions
 
     fields = {k: v for k, v in config.items() if k != "model_type"}
     small = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}

@@ -11,10 +11,10 @@ import pytest
 from conftest import run_distill
 from task_projects import token_classification
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, validate_recipe
-from distill.data import text_lines
+from distill.data.readers import text_lines
 from distill.errors import DataError, RecipeError
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.data import (
     Sentence,
     TagReport,

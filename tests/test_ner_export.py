@@ -18,12 +18,12 @@ import pytest
 from conftest import SHORT_TIMING, write_vocab
 from task_projects import PEOPLE, PLACES, ner_sentences
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
 from distill.errors import AccuracyDropError, ParityError
 from distill.export import candidates as shared
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import read_bundle
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.files import (
     TaggedSplit,
     read_tagged_split,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from task_projects import NAME, Project
 
-from distill.artifacts import read_manifest
+from distill.pipeline.artifacts import read_manifest
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
 from distill.tasks.token_classification.logits import load_ragged
 
@@ -205,7 +205,7 @@ def test_export_weighs_the_default_candidates_and_the_report_shows_the_choice(
 def test_distill_bench_times_the_tagging_run_side_by_side(project: Path, tmp_path: Path) -> None:
     """`distill bench` on an NER bundle: the teacher and student loaded as taggers, the ONNX
     files beside them, inputs cut from the test sentences."""
-    from distill import bench
+    from distill.timing import bench
 
     out = tmp_path / "bench.json"
     options = ["--runs", "2", "--warmup", "0", "--rounds", "1", "--threads", "1"]

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from distill.artifacts import RunContext, read_manifest
 from distill.config import Recipe, validate_recipe
 from distill.errors import ArtifactError
-from distill.pipeline import StageSpec, outputs_digest, run_pipeline
+from distill.pipeline.artifacts import RunContext, read_manifest
+from distill.pipeline.stages import StageSpec, outputs_digest, run_pipeline
 
 RAW = {
     "name": "p",
@@ -177,7 +177,7 @@ KILL_SCRIPT = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     import test_pipeline as tp
-    from distill.artifacts import RunContext
+    from distill.pipeline.artifacts import RunContext
 
     def slow(ctx, inputs, out, **sections):
         (out / "value.txt").write_text("partial")

@@ -29,12 +29,12 @@ from conftest import (
     write_vocab,
 )
 
-from distill.artifacts import RunContext
 from distill.cli import main
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import load_logits
+from distill.data.files import load_logits
 from distill.errors import ArtifactError
 from distill.export import onnx as onnx_utils
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.classification.files import read_split
 from distill.tasks.classification.runner import load_bundle, softmax
 from distill.tasks.classification.stages import export as export_stage
@@ -592,7 +592,7 @@ def test_a_max_length_past_the_position_table_is_refused_before_a_long_text_runs
 def _rehash(bundle: Path, rel: str) -> None:
     """The manifest's entry of ``rel`` rewritten to match the file: only a check of the
     file's content can catch what was done to it."""
-    from distill.artifacts import sha256_file
+    from distill.pipeline.artifacts import sha256_file
 
     path = bundle / rel
     _edit_manifest(

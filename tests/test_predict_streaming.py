@@ -236,7 +236,7 @@ def test_iter_predict_reads_a_generator_one_batch_ahead(bundle: Path) -> None:
 
 def test_read_lines_splits_like_the_whole_input() -> None:
     """A BOM only at the start; LF and CRLF end lines; a final newline adds no line."""
-    from distill.predict_lines import read_lines
+    from distill.serving.lines import read_lines
 
     def texts(data: bytes) -> list[str | None]:
         return [item.text for item in read_lines(io.BytesIO(data), "f")]

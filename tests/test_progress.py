@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from distill import progress
-from distill.progress import PredictionProgress, TrainingProgress, track
+from distill.pipeline import progress
+from distill.pipeline.progress import PredictionProgress, TrainingProgress, track
 
 
 class FakeClock:
@@ -163,8 +163,8 @@ def test_figures_read_well() -> None:
 def _teacher_run(root: Path, tiny_model_dir: Path) -> dict[str, Any]:
     from conftest import synthetic_rows, write_csv
 
-    from distill.artifacts import RunContext
     from distill.config import DataConfig, TeacherConfig
+    from distill.pipeline.artifacts import RunContext
     from distill.tasks.classification.stages import data as data_stage
     from distill.tasks.classification.stages import teacher as teacher_stage
 

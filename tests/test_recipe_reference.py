@@ -8,7 +8,7 @@ from typing import Any
 
 from distill.cli import main
 from distill.config import recipe_json_schema
-from distill.recipe_reference import HEADER, recipe_reference_markdown, undescribed_keys
+from distill.config.reference import HEADER, recipe_reference_markdown, undescribed_keys
 from distill.tasks import TASKS
 
 ROOT = Path(__file__).parent.parent

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import build_tiny_classifier, synthetic_rows
 
-from distill.artifacts import RunContext, read_manifest, write_manifest
 from distill.config import ReportConfig
-from distill.dataset_files import save_logits, write_label_names
+from distill.data.files import save_logits, write_label_names
+from distill.pipeline.artifacts import RunContext, read_manifest, write_manifest
 from distill.tasks.classification.files import Split, write_split
 from distill.tasks.classification.metrics import classification_metrics
 

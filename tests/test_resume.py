@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import SHORT_EXPORT_TIMING, run_command, run_distill, write_csv
 
-from distill.artifacts import read_manifest
-from distill.dataset_files import load_logits
+from distill.data.files import load_logits
+from distill.pipeline.artifacts import read_manifest
 
 ROOT = Path(__file__).parent.parent
 

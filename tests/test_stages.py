@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentTable, TeacherConfig
-from distill.dataset_files import load_logits
+from distill.data.files import load_logits
 from distill.errors import ModelLoadError
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.classification.files import read_split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.stages import data as data_stage

@@ -13,7 +13,6 @@ from conftest import build_tiny_classifier
 
 from distill.config import validate_recipe
 from distill.errors import ModelLoadError, RecipeError
-from distill.models import load_tokenizer
 from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.static import is_static
 from distill.tasks.classification.static.build import build_static_student
@@ -24,6 +23,7 @@ from distill.tasks.classification.static.onnx_graph import (
     quantize_rows,
 )
 from distill.tasks.classification.static.table import cached_table, distil_table
+from distill.train.models import load_tokenizer
 
 LABELS = ["negative", "positive"]
 
@@ -123,7 +123,7 @@ def test_pooling_ignores_padding(pooling: str) -> None:
 
 @pytest.mark.parametrize(("pooling", "hidden"), [("mean", 0), ("weighted", 5)])
 def test_onnx_graph_matches_pytorch(pooling: str, hidden: int, tmp_path: Path) -> None:
-    from distill.onnx_session import onnx_session
+    from distill.serving.session import onnx_session
 
     model = _tiny(pooling, hidden)
     path = export_static(model, tmp_path / "model.onnx")
@@ -150,7 +150,7 @@ def test_int8_table_round_trip_error_is_half_a_row_scale(tmp_path: Path) -> None
     fp32 = export_static(model, tmp_path / "fp32.onnx")
     int8 = int8_table_graph(fp32, tmp_path / "int8" / "model_quantized.onnx")
     assert int8.stat().st_size < fp32.stat().st_size
-    from distill.onnx_session import onnx_session
+    from distill.serving.session import onnx_session
 
     feeds = {"input_ids": np.array([[1, 5, 9, 30]]), "attention_mask": np.ones((1, 4), np.int64)}
     a = onnx_session(fp32, 1).run(["logits"], feeds)[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import SHORT_EXPORT_TIMING, run_distill, synthetic_rows, write_csv
 
-from distill.artifacts import read_manifest
+from distill.pipeline.artifacts import read_manifest
 from distill.tasks.classification.report.students import pareto_front
 
 
@@ -145,7 +145,7 @@ def test_student_settings_follow_the_variant_inheritance_rules() -> None:
 def test_each_student_with_a_twin_has_its_paired_kd_test(project: Path) -> None:
     import numpy as np
 
-    from distill.dataset_files import load_logits
+    from distill.data.files import load_logits
     from distill.report.significance import mcnemar_exact
     from distill.tasks.classification.files import read_split
 
@@ -173,7 +173,7 @@ def test_each_student_with_a_twin_has_its_paired_kd_test(project: Path) -> None:
 def test_students_table_has_the_pseudo_label_twin_of_each_student_that_has_one(
     project: Path,
 ) -> None:
-    from distill.dataset_files import load_logits
+    from distill.data.files import load_logits
     from distill.report.significance import mcnemar_exact
     from distill.tasks.classification.files import read_split
 

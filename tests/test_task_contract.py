@@ -14,8 +14,8 @@ import pytest
 from conftest import run_cli_watching_imports
 from task_projects import NAME, PROJECTS, Project
 
-from distill.artifacts import read_manifest, sha256_file
 from distill.export.bundle import read_bundle
+from distill.pipeline.artifacts import read_manifest, sha256_file
 from distill.tasks import TASKS, get_task, task_of_report
 
 

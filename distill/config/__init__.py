@@ -1,6 +1,6 @@
 """The typed recipe: one model per TOML table, unknown keys rejected, every error reported at once.
 
-Each stage receives only its own table (plus a small :class:`~distill.artifacts.RunContext`),
+Each stage receives only its own table (plus a small :class:`~distill.pipeline.artifacts.RunContext`),
 never the whole recipe, so components stay independent of the recipe's shape. The tables
 live one module per job (``tables`` the base and the keys tasks add, ``data``,
 ``training``, ``student``, ``export``, ``recipe``); this is what the rest of distill reads.

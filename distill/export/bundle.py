@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from distill.artifacts import sha256_file, write_json_atomic
 from distill.errors import ArtifactError, ModelLoadError
 from distill.export.bundle_checks import config_problems, external_data_problems, is_int
 from distill.export.quantize import QUANTIZATION_FILE
+from distill.pipeline.artifacts import sha256_file, write_json_atomic
 from distill.tasks import TASKS, task_of_bundle
 from distill.tasks.base import Task
 
@@ -79,7 +79,7 @@ def write_bundle_manifest(
 
     ``roles`` maps each file (relative POSIX path) to its role; a file in the folder without
     a role, or a role without a file, is a bug and raises ``ValueError``. ``files`` has the
-    shape :func:`distill.artifacts.verify_files` checks.
+    shape :func:`distill.pipeline.artifacts.verify_files` checks.
     """
     present = {
         p.relative_to(bundle).as_posix()

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from distill.errors import ArtifactError
-from distill.positions import usable_positions
+from distill.serving.positions import usable_positions
 from distill.tasks import TASKS
 from distill.tasks.base import Task
 

@@ -250,8 +250,8 @@ def time_models(
     """Batch-1 latency at ``max_length`` (``texts`` padded to it) of every graph, interleaved
     so that noise hits them alike: ``{name: {p50_ms, p95_ms, mean_ms, runs, warmup,
     threads}}``."""
-    from distill import latency
-    from distill.onnx_session import onnx_session
+    from distill.serving.session import onnx_session
+    from distill.timing import latency
 
     inputs = latency.fixed_length_batch(tokenizer, texts, batch_size=1, max_length=max_length)
     threads = onnx_utils.SESSION_THREADS

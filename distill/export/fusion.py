@@ -211,7 +211,7 @@ def _vocabulary_size(graph: Any) -> int:
 
 def _max_logit_difference(before: Path, after: Path, vocab: int) -> float:
     """Max |difference| of every output between two graphs on padded random batches."""
-    from distill.onnx_session import onnx_session
+    from distill.serving.session import onnx_session
 
     sessions = [onnx_session(p, 1) for p in (before, after)]
     rng = np.random.default_rng(0)

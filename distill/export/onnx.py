@@ -30,8 +30,8 @@ from distill.export.quantize import (
     quantize_dynamic,
     quantize_static,
 )
-from distill.onnx_session import onnx_session
-from distill.progress import track
+from distill.pipeline.progress import track
+from distill.serving.session import onnx_session
 
 __all__ = [
     "DYNAMIC_EXTRA_OPTIONS",

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distill.artifacts import write_json_atomic
 from distill.errors import ModelLoadError
 from distill.export.exporter import quiet_loggers
+from distill.pipeline.artifacts import write_json_atomic
 
 QUANTIZATION_FILE = "quantization.json"
 # int8 settings for x86-64 CPUs with AVX2 whose int8 dot products may lack VNNI:

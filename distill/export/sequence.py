@@ -27,7 +27,7 @@ from distill.export.bundle import assemble_bundle
 from distill.export.candidates import CANDIDATES, Candidate, Measure
 from distill.export.fusion import GraphRewrite
 from distill.export.gate import Gate
-from distill.progress import track
+from distill.pipeline.progress import track
 
 log = logging.getLogger("distill")
 

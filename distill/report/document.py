@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill.artifacts import read_manifest, write_json_atomic
+from distill.pipeline.artifacts import read_manifest, write_json_atomic
 
 if TYPE_CHECKING:
-    from distill.artifacts import RunContext
     from distill.config import ReportConfig
+    from distill.pipeline.artifacts import RunContext
     from distill.tasks.contract import RenderModule
 
 REPORT_FILE = "report.json"

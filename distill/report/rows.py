@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import onnx_files, relative_path, weight_files
+from distill.pipeline.artifacts import onnx_files, relative_path, weight_files
 
 
 def model_row(

@@ -2,7 +2,7 @@
 Trainer's log history beside it): the summary numbers, the curves, the wall time.
 
 Shared by the report stages of all tasks (``distill/tasks/<task>/stages/report.py``); the
-manifests themselves, their folders and weight files are :mod:`distill.artifacts`'.
+manifests themselves, their folders and weight files are :mod:`distill.pipeline.artifacts`'.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ them without running it.
 The shared machinery calls a task only through these names:
 
 - ``stages/<stage>.py``: ``run(ctx, inputs, out, **tables) -> metrics`` for every pipeline
-  stage (:data:`distill.pipeline.STAGE_NAMES`), called by the pipeline;
+  stage (:data:`distill.pipeline.stages.STAGE_NAMES`), called by the pipeline;
 - the runner module (``Task.runner``, torch-free): ``load_bundle(bundle, *, threads)``,
   called by ``distill predict`` / ``distill generate``, with each of ``Task.predict_options``
   as a keyword; for ``predict`` the object it returns has ``iter_predict(texts, batch_size)``,
@@ -224,7 +224,7 @@ def contract_problems(task: Task, load: Callable[[str], Any] | None = None) -> l
     (empty: the task keeps the contract). ``load`` imports one of the task's modules by its
     name in the folder (default: :meth:`Task.module`); stages are loaded as
     ``stages.<name>``. Importing the modules is all it runs."""
-    from distill.pipeline import STAGES
+    from distill.pipeline.stages import STAGES
 
     load = load or task.module
     problems = _attribute_problems(type(task))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from distill.errors import ModelLoadError
-from distill.models import transformer_layers
+from distill.train.models import transformer_layers
 
 if TYPE_CHECKING:
     from distill.config import StudentConfig

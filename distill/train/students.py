@@ -12,8 +12,8 @@ from typing import Any
 from torch import nn
 from transformers import set_seed
 
-from distill.artifacts import RunContext
-from distill.models import (
+from distill.pipeline.artifacts import RunContext
+from distill.train.models import (
     evenly_spaced_layers,
     load_tokenizer,
     resolve_model,

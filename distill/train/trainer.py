@@ -29,11 +29,11 @@ from transformers import (
     TrainingArguments,
 )
 
-from distill.artifacts import list_files, read_manifest, verify_files, write_json_atomic
 from distill.config import TrainingConfig
-from distill.distributed import current, split_batch, use_cpu
 from distill.errors import DistillError
-from distill.progress import PredictionProgress, TrainingProgress
+from distill.pipeline.artifacts import list_files, read_manifest, verify_files, write_json_atomic
+from distill.pipeline.distributed import current, split_batch, use_cpu
+from distill.pipeline.progress import PredictionProgress, TrainingProgress
 from distill.train.budget import (
     Budget,
     resolve_budget,

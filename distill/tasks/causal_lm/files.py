@@ -3,7 +3,7 @@
 Format: ``<data stage>/train.jsonl``, ``validation.jsonl``, ``test.jsonl``: one object per
 line, ``{"id": str, "text": str, "label": -1}`` (the label field, always -1, keeps the layout
 of text data files that carry labels); ``labels.json`` holds no names. The rows are read and
-written by :mod:`distill.dataset_files`.
+written by :mod:`distill.data.files`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.dataset_files import read_rows, write_rows
+from distill.data.files import read_rows, write_rows
 
 NO_LABEL = -1
 

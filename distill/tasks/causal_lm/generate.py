@@ -4,7 +4,7 @@ torch, no transformers.
 :func:`load_bundle` loads an exported bundle after the one bundle reader
 (:func:`distill.export.bundle.read_bundle`) has verified every file's size and sha256;
 :meth:`OnnxCausalLM.load` loads any exported folder as it is (the export stage's own), with
-the loaders every bundle runner shares (:mod:`distill.serving`: a graph or tokenizer that
+the loaders every bundle runner shares (:mod:`distill.serving.tokenizer`: a graph or tokenizer that
 cannot be loaded is an :class:`ArtifactError` naming the file) and checks that the graph has
 the inputs and outputs below.
 
@@ -41,8 +41,8 @@ import numpy as np
 
 from distill.errors import ArtifactError, DataError
 from distill.export.bundle import Bundle, is_int, problems_error, read_bundle, unlisted
-from distill.onnx_session import onnx_session
-from distill.serving import read_tokenizer
+from distill.serving.session import onnx_session
+from distill.serving.tokenizer import read_tokenizer
 from distill.tasks.causal_lm.task import CausalLM
 
 MODEL_FILE = "model.onnx"
@@ -238,7 +238,7 @@ def load_bundle(bundle: Path | str | Bundle, *, threads: int | None = None) -> O
     problems = unlisted(bundle.manifest_path, bundle.manifest["files"], [TOKENIZER_FILE])
     if problems:
         raise problems_error(bundle.path, problems)
-    # The loaders of every bundle runner (distill.serving) name the file that fails.
+    # The loaders of every bundle runner (distill.serving.tokenizer) name the file that fails.
     return OnnxCausalLM.load(bundle.path, file_name=bundle.manifest["model"], threads=threads)
 
 

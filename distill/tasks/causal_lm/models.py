@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from distill.artifacts import sha256_file
 from distill.errors import ModelLoadError
+from distill.pipeline.artifacts import sha256_file
 
 log = logging.getLogger("distill")
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, TrainerCallback
 
-from distill.artifacts import write_json_atomic
+from distill.pipeline.artifacts import write_json_atomic
 from distill.tasks.causal_lm.losses import IGNORE_INDEX, Divergence, token_distillation_loss
 
 # Written into every checkpoint (before it is sealed) and read back on resume.

@@ -29,7 +29,7 @@ import numpy as np
 
 from distill.errors import ModelLoadError, ParityError
 from distill.export.exporter import quiet_exporter, save_program
-from distill.onnx_session import onnx_session
+from distill.serving.session import onnx_session
 from distill.tasks.causal_lm.generate import MODEL_FILE, OnnxCausalLM
 
 # Sample sizes for tracing: none is 0 or 1 (torch.export would specialize that axis to the

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.errors import ModelLoadError
-from distill.progress import track
+from distill.pipeline.progress import track
 from distill.tasks.causal_lm.models import decoder_of
 from distill.tasks.causal_lm.training import CausalCollator
 

@@ -19,9 +19,8 @@ from transformers import Trainer
 
 from distill.config import TrainingConfig
 from distill.errors import ModelLoadError
-from distill.models import resolve_model, with_supported_attention
-from distill.progress import track
-from distill.sources import resolve_local
+from distill.pipeline.progress import track
+from distill.sources.paths import resolve_local
 from distill.tasks.causal_lm.files import TextSplit
 from distill.tasks.causal_lm.losses import (
     IGNORE_INDEX,
@@ -32,6 +31,7 @@ from distill.tasks.causal_lm.losses import (
 from distill.tasks.causal_lm.on_policy import OnPolicyCheckpoint, OnPolicyDistillation
 from distill.tasks.causal_lm.task import CausalLM
 from distill.train import trainer as shared
+from distill.train.models import resolve_model, with_supported_attention
 
 log = logging.getLogger("distill")
 

@@ -156,7 +156,7 @@ def default_out(dir_a: Path, dir_b: Path) -> Path:
 
 def run_compare(dir_a: Path, dir_b: Path, out: Path | None = None) -> Path:
     """Write ``compare.json``, ``compare.md`` and ``compare.html`` into ``out`` and return it."""
-    from distill.artifacts import write_json_atomic
+    from distill.pipeline.artifacts import write_json_atomic
 
     comparison = compare_reports(dir_a, dir_b)
     out = Path(out) if out is not None else default_out(dir_a, dir_b)

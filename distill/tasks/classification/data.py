@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from distill.config import DataConfig, TransferConfig
-from distill.data import (
+from distill.data.files import SPLITS
+from distill.data.readers import (
     MAX_TEXT_CHARS,
     LoadReport,
     Row,
@@ -20,7 +21,6 @@ from distill.data import (
     split_rows,
     text_key,
 )
-from distill.dataset_files import SPLITS
 from distill.errors import DataError
 from distill.tasks.classification.files import Split, read_split
 

@@ -3,7 +3,7 @@
 Format: ``<data stage>/train.jsonl``, ``validation.jsonl``, ``test.jsonl`` (and ``unused.jsonl``,
 the rows ``data.max_examples`` left out): one object per line, ``{"id": str, "text": str,
 "label": int}`` (label is the index into the label names of ``labels.json``; -1 for unlabelled
-text). The rows are read and written by :mod:`distill.dataset_files`.
+text). The rows are read and written by :mod:`distill.data.files`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.dataset_files import read_rows, write_rows
+from distill.data.files import read_rows, write_rows
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from distill.artifacts import read_manifest
+from distill.pipeline.artifacts import read_manifest
 from distill.tasks.classification.model_card_parts import (
     CARD_FILE,
     TASK,

@@ -50,7 +50,7 @@ def source_license(reference: str | None, base_dir: Path | None = None) -> str |
 
 def _source_readme(reference: str, base_dir: Path) -> Path | None:
     if reference.startswith("pkg:"):
-        from distill.sources import resolve_package_path
+        from distill.sources.paths import resolve_package_path
 
         folder = resolve_package_path(reference, "model card")
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from distill.errors import ModelLoadError
-from distill.models import load_failure, load_saved, load_with_labels
+from distill.train.models import load_failure, load_saved, load_with_labels
 
 
 def load_classifier(

@@ -32,9 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import DataConfig
-from distill.data import decode_text, read_json_rows, read_jsonl_rows, read_parquet_rows, text_lines
+from distill.data.readers import (
+    decode_text,
+    read_json_rows,
+    read_jsonl_rows,
+    read_parquet_rows,
+    text_lines,
+)
 from distill.errors import DataError
-from distill.sources import SourceError, resolve_local
+from distill.sources.paths import SourceError, resolve_local
 from distill.tasks.token_classification.files import OUTSIDE, SPLITS, TaggedSplit, tag_names_for
 from distill.tasks.token_classification.sentences import Sentence, normalise_tags
 

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.dataset_files import read_label_names, write_label_names
+from distill.data.files import read_label_names, write_label_names
 
 SPLITS = ("train", "validation", "test")
 # The labelled splits plus the sentences max_examples left out, in the order they are written.

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from distill.errors import DataError, ModelLoadError
-from distill.models import load_saved, load_with_labels
+from distill.train.models import load_saved, load_with_labels
 
 
 def load_tagger(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.progress import track
+from distill.pipeline.progress import track
 from distill.tasks.token_classification.aggregation import (
     DEFAULT_AGGREGATION,
     served_word_tags,

@@ -52,9 +52,9 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
-from distill.onnx_session import onnx_session
-from distill.predict_lines import batches
-from distill.serving import (
+from distill.serving.lines import batches
+from distill.serving.session import onnx_session
+from distill.serving.tokenizer import (
     DEFAULT_BATCH_SIZE,
     ENCODING_FIELDS,
     TOKENIZER_FILE,

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import weight_files
 from distill.errors import ArtifactError
+from distill.pipeline.artifacts import weight_files
 from distill.report.rows import model_row, onnx_model_row
 
 

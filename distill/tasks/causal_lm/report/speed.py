@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from distill.config import ReportConfig
-from distill.latency import summarize
-from distill.progress import track
+from distill.pipeline.progress import track
 from distill.report.document import threads_note
 from distill.tasks.causal_lm.report.samples import MAX_PROMPT_WORDS
+from distill.timing.latency import summarize
 
 # Prompts for the speed runs: a few, cycled run by run, so no single prompt decides.
 SPEED_PROMPTS = 3

@@ -6,10 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig
-from distill.data import require_rows, split_rows
-from distill.dataset_files import SPLITS, write_label_names
+from distill.data.files import SPLITS, write_label_names
+from distill.data.readers import require_rows, split_rows
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.causal_lm.files import TextSplit, write_split
 
 

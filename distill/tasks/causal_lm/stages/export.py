@@ -35,13 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext, onnx_files
 from distill.config import DataConfig, ExportConfig
 from distill.errors import AccuracyDropError, DataError, ParityError
 from distill.export.bundle import write_bundle_manifest
 from distill.export.gate import Gate
 from distill.export.sequence import baseline_skipped
-from distill.models import load_tokenizer
+from distill.pipeline.artifacts import RunContext, onnx_files
 from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.int8 import quantize_int8
 from distill.tasks.causal_lm.onnx_export import (
@@ -50,6 +49,7 @@ from distill.tasks.causal_lm.onnx_export import (
     onnx_perplexity,
 )
 from distill.tasks.causal_lm.training import encode_texts, load_causal_lm, prepare_tokenizer
+from distill.train.models import load_tokenizer
 
 log = logging.getLogger("distill")
 

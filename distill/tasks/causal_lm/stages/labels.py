@@ -35,12 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig
-from distill.distributed import current
 from distill.errors import ArtifactError
-from distill.models import load_tokenizer
-from distill.progress import track
+from distill.pipeline.artifacts import RunContext
+from distill.pipeline.distributed import current
+from distill.pipeline.progress import track
 from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.losses import sample_teacher_tokens, top_k_logits
 from distill.tasks.causal_lm.training import (
@@ -49,6 +48,7 @@ from distill.tasks.causal_lm.training import (
     load_causal_lm,
     prepare_tokenizer,
 )
+from distill.train.models import load_tokenizer
 
 log = logging.getLogger("distill")
 

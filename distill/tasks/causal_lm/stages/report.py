@@ -31,11 +31,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext, library_versions, upstream_manifests
 from distill.config import ReportConfig, task_dump
-from distill.dataset_files import SPLITS
+from distill.data.files import SPLITS
 from distill.errors import ArtifactError
-from distill.latency import hardware_info, torch_threads
+from distill.pipeline.artifacts import RunContext, library_versions, upstream_manifests
 from distill.report.document import created, recipe_tables, report_stage, wall_times
 from distill.report.ratios import add_ratios, kept, times_faster, times_smaller
 from distill.report.training import training_record
@@ -69,6 +68,7 @@ from distill.tasks.causal_lm.report.speed import (
     time_generation,
     tokens_per_s,
 )
+from distill.timing.latency import hardware_info, torch_threads
 
 log = logging.getLogger("distill")
 

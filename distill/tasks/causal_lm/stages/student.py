@@ -28,15 +28,8 @@ from typing import Any
 from torch import nn
 from transformers import set_seed
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
-from distill.models import (
-    evenly_spaced_layers,
-    freeze,
-    load_tokenizer,
-    parameter_counts,
-    with_supported_attention,
-)
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.models import check_same_tokenizer, drop_layers
 from distill.tasks.causal_lm.on_policy import (
@@ -55,6 +48,13 @@ from distill.tasks.causal_lm.training import (
     prepare_tokenizer,
     resolve_causal_lm,
     train_causal,
+)
+from distill.train.models import (
+    evenly_spaced_layers,
+    freeze,
+    load_tokenizer,
+    parameter_counts,
+    with_supported_attention,
 )
 from distill.train.trainer import finish_training, save_trained_model
 

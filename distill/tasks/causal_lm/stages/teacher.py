@@ -15,9 +15,8 @@ from typing import Any
 
 from transformers import set_seed
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, TeacherConfig
-from distill.models import freeze, load_tokenizer, parameter_counts
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.causal_lm.files import read_split
 from distill.tasks.causal_lm.training import (
     as_dataset,
@@ -28,6 +27,7 @@ from distill.tasks.causal_lm.training import (
     resolve_causal_lm,
     train_causal,
 )
+from distill.train.models import freeze, load_tokenizer, parameter_counts
 from distill.train.trainer import finish_training, save_trained_model
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifacts import upstream_manifests
-from distill.dataset_files import SPLITS, load_logits, read_label_names
+from distill.data.files import SPLITS, load_logits, read_label_names
 from distill.errors import ArtifactError
 from distill.export.bundle import FP32_REFERENCE
+from distill.pipeline.artifacts import upstream_manifests
 from distill.tasks.classification.files import Split, read_split
 from distill.tasks.classification.report.scores import evaluate
 

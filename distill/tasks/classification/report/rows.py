@@ -1,7 +1,7 @@
 """The rows of the classification report's main table for the teacher and the students:
 PyTorch rows (the teacher, the distilled student, its twins) with their size breakdown, and
 the student's ONNX rows. Each timed model is registered with the report's
-:class:`~distill.latency.TimingPlan`; its latency is filled in after the interleaved run.
+:class:`~distill.timing.latency.TimingPlan`; its latency is filled in after the interleaved run.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifacts import weight_files
 from distill.errors import ArtifactError, ModelLoadError
 from distill.export.bundle import FP32_REFERENCE
-from distill.latency import TimingPlan
+from distill.pipeline.artifacts import weight_files
 from distill.report.rows import model_row, onnx_model_row
 from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.report.inputs import ReportInputs, quantization, tokenizer
+from distill.timing.latency import TimingPlan
 
 # The student stage's twins the report has a row for: (folder, row key, row name).
 TWIN_ROWS = (
@@ -180,9 +180,9 @@ def size_breakdown(model: Any) -> dict[str, Any]:
 
     Parameters are attributed by name (any dotted component containing ``embed``, or
     GPT-style ``wte``/``wpe``) and by membership in the layer stack
-    (:func:`distill.models.transformer_layers`); whatever is left is the head.
+    (:func:`distill.train.models.transformer_layers`); whatever is left is the head.
     """
-    from distill.models import transformer_layers
+    from distill.train.models import transformer_layers
 
     try:
         stack = transformer_layers(model)

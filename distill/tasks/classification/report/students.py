@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.latency import TimingPlan
 from distill.report.ratios import ratio, times_faster, times_smaller
 from distill.tasks.classification.report.inputs import ReportInputs, tokenizer
 from distill.tasks.classification.report.verdict import student_kd_significance
+from distill.timing.latency import TimingPlan
 
 
 def student_frontier(

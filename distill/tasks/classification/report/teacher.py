@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.latency import TimingPlan
 from distill.tasks.classification.report.inputs import ReportInputs, tokenizer
 from distill.tasks.classification.report.rows import onnx_row
+from distill.timing.latency import TimingPlan
 
 FOLDER = "teacher"  # under the export stage folder
 

@@ -6,9 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig
-from distill.dataset_files import SPLITS, write_label_names
+from distill.data.files import SPLITS, write_label_names
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.classification.data import build_splits, label_counts
 from distill.tasks.classification.files import write_split
 

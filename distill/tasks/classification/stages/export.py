@@ -33,7 +33,7 @@ Writes into the stage folder:
     graph's inputs, the quantization settings, every candidate with its measurements,
     the chosen one and why, and the metrics).
 ``predictions/test_fp32.npz``, ``predictions/test_int8.npz``
-    test-split logits keyed by example id (:func:`distill.dataset_files.save_logits`);
+    test-split logits keyed by example id (:func:`distill.data.files.save_logits`);
     int8 = the chosen candidate (absent when fp32 is deployed).
 ``teacher/``
     with ``export.teacher_baseline`` (default): the teacher through the same export, fp32
@@ -57,9 +57,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import read_label_names, save_logits
+from distill.data.files import read_label_names, save_logits
 from distill.errors import DataError
 from distill.export import onnx as onnx_utils
 from distill.export.bundle import FP32_REFERENCE, write_bundle_manifest
@@ -72,7 +71,8 @@ from distill.export.sequence import (
     export_model,
     time_and_choose,
 )
-from distill.onnx_session import onnx_session
+from distill.pipeline.artifacts import RunContext
+from distill.serving.session import onnx_session
 from distill.tasks.classification.export_steps import TABLE_CANDIDATE, export_spec
 from distill.tasks.classification.fast_tokens import WORDS_FILE, frequent_chunks, write_words
 from distill.tasks.classification.files import Split, read_split
@@ -315,7 +315,7 @@ def serving_threads(
     warmup and rounds, from export.latency_*): a hint the bundle
     runner follows unless told otherwise (on a tiny graph, such as a static student's, the
     thread pool costs more than it saves)."""
-    from distill.latency import interleaved_latency, onnx_call
+    from distill.timing.latency import interleaved_latency, onnx_call
 
     counts = sorted({1, onnx_utils.SESSION_THREADS})
     feeds = onnx_utils.encode(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from distill.config import DataConfig, ExportConfig
-from distill.dataset_files import load_logits, read_label_names, save_logits
+from distill.data.files import load_logits, read_label_names, save_logits
 from distill.errors import ArtifactError
 from distill.export.sequence import Exported, export_model, teacher_wanted
 from distill.tasks.classification.export_steps import export_spec

@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, TransferConfig
-from distill.dataset_files import SPLITS, read_label_names, save_logits
-from distill.distributed import current
-from distill.models import load_tokenizer
-from distill.onnx_session import onnx_session
+from distill.data.files import SPLITS, read_label_names, save_logits
+from distill.pipeline.artifacts import RunContext
+from distill.pipeline.distributed import current
+from distill.serving.session import onnx_session
 from distill.tasks.classification.data import load_transfer
 from distill.tasks.classification.files import Split, read_split, write_split
 from distill.tasks.classification.keys import LabelsConfig
@@ -47,6 +46,7 @@ from distill.tasks.classification.labelling import (
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.models import load_saved_classifier
 from distill.tasks.classification.training import predictor
+from distill.train.models import load_tokenizer
 
 log = logging.getLogger("distill")
 

@@ -13,7 +13,7 @@ logistic-regression floor. Accuracy, macro-F1 and agreement with the teacher com
 from the test logits the upstream stages cached (the exact predictions they shipped);
 sizes are the weight files on disk; latency is measured here, on this machine, with a
 pinned thread count and a fixed sequence length, every model in one interleaved run
-(:class:`distill.latency.TimingPlan`). The conclusions (the paired significance of the KD gain
+(:class:`distill.timing.latency.TimingPlan`). The conclusions (the paired significance of the KD gain
 over each twin, the headline against the quantized teacher, the floor warnings) are
 :mod:`distill.tasks.classification.report.verdict`'s. Each section is built by its own module
 of :mod:`distill.tasks.classification.report`; this stage reads the upstream folders, times
@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifacts import RunContext, library_versions
 from distill.config import ReportConfig, task_dump
-from distill.latency import TimingPlan, hardware_info
+from distill.pipeline.artifacts import RunContext, library_versions
 from distill.report.document import created, recipe_tables, report_stage, threads_note, wall_times
 from distill.report.ratios import add_ratios, difference, kept, times_faster, times_smaller
 from distill.report.training import training_record
@@ -57,6 +56,7 @@ from distill.tasks.classification.report.teacher import teacher_onnx_rows
 from distill.tasks.classification.report.throughput import student_throughput
 from distill.tasks.classification.report.verdict import headline
 from distill.tasks.classification.task import SequenceClassification
+from distill.timing.latency import TimingPlan, hardware_info
 
 SCHEMA_VERSION = 2
 # Against the PyTorch teacher: times smaller and faster (p50), accuracy kept (teacher = 1.0).

@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
-from distill.dataset_files import SPLITS, load_logits, read_label_names, save_logits
-from distill.models import freeze, load_tokenizer, parameter_counts
+from distill.data.files import SPLITS, load_logits, read_label_names, save_logits
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.classification.encoding import encode
 from distill.tasks.classification.files import Split, read_split
 from distill.tasks.classification.metrics import classification_metrics
@@ -34,6 +33,7 @@ from distill.tasks.classification.model_card import write_student_card
 from distill.tasks.classification.models import load_classifier, load_saved_classifier
 from distill.tasks.classification.training import train
 from distill.train.layer_losses import LayerDistillation, layer_distillation
+from distill.train.models import freeze, load_tokenizer, parameter_counts
 from distill.train.students import build_student
 from distill.train.trainer import finish_training, predict_logits, save_trained_model
 from distill.train.vocabulary import trim_vocabulary

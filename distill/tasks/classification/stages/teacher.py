@@ -12,15 +12,15 @@ from typing import Any
 
 from transformers import set_seed
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, TeacherConfig
-from distill.dataset_files import SPLITS, read_label_names, save_logits
-from distill.models import freeze, load_tokenizer, resolve_model
+from distill.data.files import SPLITS, read_label_names, save_logits
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.classification.encoding import encode
 from distill.tasks.classification.files import read_split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.models import load_classifier
 from distill.tasks.classification.training import train
+from distill.train.models import freeze, load_tokenizer, resolve_model
 from distill.train.trainer import finish_training, predict_logits
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from distill.models import load_tokenizer
 from distill.tasks.classification.static.model import StaticClassifier, StaticConfig
 from distill.tasks.classification.static.table import cached_table
+from distill.train.models import load_tokenizer
 from distill.train.vocabulary import plan_trim
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import ReportConfig
-from distill.latency import TimingPlan
-from distill.models import load_tokenizer
 from distill.report.rows import weights_bytes
 from distill.tasks.token_classification.metrics import memorization_tags, tagging_metrics
 from distill.tasks.token_classification.models import load_saved_tagger
+from distill.timing.latency import TimingPlan
+from distill.train.models import load_tokenizer
 
 SCORES = ("entity_f1", "entity_macro_f1", "entity_precision", "entity_recall", "token_accuracy")
 

@@ -8,8 +8,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.data import build_tagged_splits, entity_counts, token_count
 from distill.tasks.token_classification.files import (
     ALL_SPLITS,

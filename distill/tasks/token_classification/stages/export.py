@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, ExportConfig
 from distill.export.bundle import FP32_REFERENCE, write_bundle_manifest
 from distill.export.candidates import CANDIDATES, Measure, latency_check
@@ -59,13 +58,14 @@ from distill.export.sequence import (
     teacher_wanted,
     time_and_choose,
 )
-from distill.models import load_tokenizer
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.aggregation import DEFAULT_AGGREGATION
 from distill.tasks.token_classification.files import TaggedSplit, read_tag_names, read_tagged_split
 from distill.tasks.token_classification.metrics import tagging_metrics
 from distill.tasks.token_classification.models import load_saved_tagger
 from distill.tasks.token_classification.onnx_tags import onnx_served_tags
 from distill.tasks.token_classification.task import TokenClassification
+from distill.train.models import load_tokenizer
 
 log = logging.getLogger("distill")
 PARITY_SENTENCES = 32

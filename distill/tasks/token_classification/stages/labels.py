@@ -13,11 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, TransferConfig
-from distill.dataset_files import SPLITS
+from distill.data.files import SPLITS
 from distill.errors import DataError
-from distill.models import load_tokenizer
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.files import (
     TaggedSplit,
     read_tagged_split,
@@ -26,6 +25,7 @@ from distill.tasks.token_classification.files import (
 from distill.tasks.token_classification.logits import save_ragged
 from distill.tasks.token_classification.models import load_saved_tagger
 from distill.tasks.token_classification.training import encode, predictor, sentence_logits
+from distill.train.models import load_tokenizer
 
 
 def run(
@@ -94,7 +94,7 @@ def _table_sentences(
     transfer: TransferConfig, data: DataConfig, base_dir: Path
 ) -> list[tuple[str, list[str]]]:
     """A table's texts (any format distill reads, CSV included) as whitespace-split words."""
-    from distill.data import read_table
+    from distill.data.readers import read_table
 
     config = data.model_copy(
         update={"format": "auto", "encoding": transfer.encoding or data.encoding}

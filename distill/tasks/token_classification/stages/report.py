@@ -19,10 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import RunContext, library_versions, relative_path, upstream_manifests
 from distill.config import ReportConfig
-from distill.latency import hardware_info
-from distill.models import load_tokenizer
+from distill.pipeline.artifacts import (
+    RunContext,
+    library_versions,
+    relative_path,
+    upstream_manifests,
+)
 from distill.report.document import created, report_stage
 from distill.report.ratios import add_ratios, kept, times_faster
 from distill.report.training import training_summary
@@ -40,6 +43,8 @@ from distill.tasks.token_classification.report.verdict import headline, per_type
 from distill.tasks.token_classification.runner import load_bundle
 from distill.tasks.token_classification.task import TokenClassification
 from distill.tasks.token_classification.training import encode_words, word_starts
+from distill.timing.latency import hardware_info
+from distill.train.models import load_tokenizer
 
 UPSTREAM = ("data", "teacher", "student", "export")
 # Against the PyTorch teacher, where both numbers exist: the share of its bytes (not "times

@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from distill.artifacts import RunContext
 from distill.config import DataConfig, StudentConfig, StudentTable
-from distill.dataset_files import SPLITS
-from distill.models import freeze, load_tokenizer, parameter_counts
+from distill.data.files import SPLITS
+from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.files import TaggedSplit, read_tag_names, read_tagged_split
 from distill.tasks.token_classification.logits import load_ragged, save_ragged
 from distill.tasks.token_classification.metrics import aligned, tagging_metrics, word_tags
@@ -33,6 +32,7 @@ from distill.tasks.token_classification.training import (
     train,
 )
 from distill.train.layer_losses import layer_distillation
+from distill.train.models import freeze, load_tokenizer, parameter_counts
 from distill.train.students import build_student
 from distill.train.trainer import finish_training, save_trained_model
 from distill.train.vocabulary import trim_vocabulary

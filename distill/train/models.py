@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from distill.errors import ModelLoadError
-from distill.sources import resolve_local
+from distill.sources.paths import resolve_local
 
 # Attention kernels that ship inside transformers. Anything else named in a config.json
 # could make transformers fetch and run code (the `kernels` hub integration): refused.
@@ -73,7 +73,7 @@ def resolve_model(
     ``reference`` names the folder inside the archive.
     """
     if archive:
-        from distill.archives import resolve_parts, unpack_split_zip
+        from distill.sources.archives import resolve_parts, unpack_split_zip
 
         archive_key = f"{key.rsplit('.', 1)[0]}.archive"
         root = unpack_split_zip(resolve_parts(archive, base_dir, archive_key), archive_key)

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from distill.onnx_session import onnx_session
-from distill.progress import track
+from distill.pipeline.progress import track
+from distill.serving.session import onnx_session
 
 # Rounds an interleaved timing spreads its runs over (fewer when there are fewer runs).
 DEFAULT_ROUNDS = 10

@@ -1,5 +1,5 @@
 """``distill bench``'s results read out: the speed-up and size ratios, and the Markdown
-tables it prints (:mod:`distill.bench` measures; this module only reads its result dict)."""
+tables it prints (:mod:`distill.timing.bench` measures; this module only reads its result dict)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import math
 import sys
 
 from distill.errors import DataError
-from distill.latency import available_cores
-from distill.predict_lines import BOM, decode_utf8, to_bytes
+from distill.serving.lines import BOM, decode_utf8, to_bytes
+from distill.timing.latency import available_cores
 
 log = logging.getLogger("distill")
 

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from distill import __version__
-from distill.artifacts import (
+from distill.config import Recipe, task_dump
+from distill.errors import ArtifactError, DistillError
+from distill.pipeline.artifacts import (
     RunContext,
     fingerprint,
     publish_copy,
@@ -34,11 +36,9 @@ from distill.artifacts import (
     verify_files,
     write_manifest,
 )
-from distill.config import Recipe, task_dump
-from distill.content import ContentHashes, Source, identify
-from distill.distributed import barrier
-from distill.errors import ArtifactError, DistillError
-from distill.locking import run_lock
+from distill.pipeline.distributed import barrier
+from distill.pipeline.fingerprints import ContentHashes, Source, identify
+from distill.pipeline.locking import run_lock
 from distill.tasks import get_task
 from distill.tasks.base import StageFn
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from distill.config import DataConfig
 from distill.errors import DataError
-from distill.sources import SourceError, resolve_local
+from distill.sources.paths import SourceError, resolve_local
 
 # A text field may be huge (a pasted document); the model sees max_length tokens, so the
 # stored text is cut at a bound that keeps memory flat without touching normal texts.

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from distill.sources import SourceError
+from distill.sources.paths import SourceError
 
 log = logging.getLogger("distill")
 

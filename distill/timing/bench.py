@@ -17,8 +17,8 @@ p95 over ``runs`` timed calls (warm-up calls excluded) with a stated thread coun
 ratios that matter are printed: int8 vs the default fp32 ONNX at batch 1 and 32, the
 deployed model vs the teacher at batch 1, and the size ratio.
 
-Timing uses :mod:`distill.latency` (interleaving, inputs, percentiles), the code behind the
-report's latency columns; the ratios and tables are :mod:`distill.bench_table`.
+Timing uses :mod:`distill.timing.latency` (interleaving, inputs, percentiles), the code behind the
+report's latency columns; the ratios and tables are :mod:`distill.timing.bench_table`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from distill import latency as lat
-from distill.bench_table import (
+from distill.errors import ArtifactError, DistillError
+from distill.export.bundle import FP32_REFERENCE, read_bundle
+from distill.pipeline.progress import track
+from distill.serving.session import onnx_session
+from distill.tasks import TASKS
+from distill.tasks.contract import BenchModule
+from distill.timing import latency as lat
+from distill.timing.bench_table import (
     DEPLOYED,
     ONNX_FP32,
     ONNX_FP32_OPTIMIZED,
@@ -46,12 +52,6 @@ from distill.bench_table import (
     compute_ratios,
     render_markdown,
 )
-from distill.errors import ArtifactError, DistillError
-from distill.export.bundle import FP32_REFERENCE, read_bundle
-from distill.onnx_session import onnx_session
-from distill.progress import track
-from distill.tasks import TASKS
-from distill.tasks.contract import BenchModule
 
 DEFAULT_BATCH_SIZES = (1, 32)
 DEFAULT_RUNS = 30

@@ -36,10 +36,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from distill.errors import DistillError
-from distill.locking import exclusive_lock
-from distill.sources import resolve_local
+from distill.pipeline.locking import exclusive_lock
+from distill.sources.paths import resolve_local
 
-log = logging.getLogger("distill.archives")
+log = logging.getLogger("distill.sources.archives")
 
 MARKER = ".distill-archive.json"
 MARKER_FORMAT = 1

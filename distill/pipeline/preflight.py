@@ -1,7 +1,7 @@
 """Checks that need no compute: every source the recipe names resolves, all problems at once.
 
 Local model folders are checked for safe loading; hub ids for being loadable (offline: in
-the local cache; online: one short metadata request, see :mod:`distill.hub`); and
+the local cache; online: one short metadata request, see :mod:`distill.sources.hub`); and
 ``data.max_length`` against the positions of every model whose config.json can be read
 without unpacking or downloading weights; and the header of each local data file (its first
 line or schema) for the columns the recipe names, missing or repeated.
@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill import hub
-from distill.archives import resolve_parts
 from distill.config import Recipe, StudentConfig, TeacherConfig
-from distill.data import read_header, table_format
+from distill.data.readers import read_header, table_format
 from distill.errors import DistillError, RecipeError
-from distill.models import resolve_model
-from distill.positions import usable_positions
-from distill.sources import resolve_local
+from distill.serving.positions import usable_positions
+from distill.sources import hub
+from distill.sources.archives import resolve_parts
+from distill.sources.paths import resolve_local
 from distill.tasks import TASKS, get_task
+from distill.train.models import resolve_model
 
 
 @dataclass

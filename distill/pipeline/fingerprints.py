@@ -26,10 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import sha256_file, write_json_atomic
 from distill.errors import DistillError
-from distill.hub import resolved_commit
-from distill.sources import PKG_PREFIX, resolve_local
+from distill.pipeline.artifacts import sha256_file, write_json_atomic
+from distill.sources.hub import resolved_commit
+from distill.sources.paths import PKG_PREFIX, resolve_local
 
 log = logging.getLogger("distill")
 

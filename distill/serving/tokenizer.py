@@ -1,6 +1,6 @@
 """What every task's bundle runner shares, torch-free (onnxruntime, tokenizers, numpy): the
 bundle's fast tokenizer set up as it was trained (truncation, padding token and side) and a
-stable softmax. Sessions come from :func:`distill.onnx_session.onnx_session`."""
+stable softmax. Sessions come from :func:`distill.serving.session.onnx_session`."""
 
 from __future__ import annotations
 

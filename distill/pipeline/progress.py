@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, Literal, TextIO, TypeVar
 
-from distill.distributed import current
+from distill.pipeline.distributed import current
 
 log = logging.getLogger("distill")
 

@@ -1,0 +1,1 @@
+"""Raw data read strictly and split, and the files the data stage hands on."""
