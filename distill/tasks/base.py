@@ -63,7 +63,6 @@ class Task:
     """A task: where its code lives, what it owns, and how its results read in a terminal."""
 
     name: ClassVar[str]  # the one spelling, in recipes (`task = ...`), manifests and reports
-    export_task: ClassVar[str]  # what the ONNX export builds (`distill.export.exporter`)
     bundle_task: ClassVar[str]  # the pipeline tag a bundle's manifest.json records
     package: ClassVar[str]  # the task's folder as a module path
     # The CLI verb that runs this task's bundles, and the module (torch-free) it calls.

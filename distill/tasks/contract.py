@@ -167,7 +167,7 @@ def _signature_problem(
 
 def _attribute_problems(task: type[Task]) -> list[str]:
     problems = []
-    for attribute in ("name", "export_task", "bundle_task", "package", "runner", "command"):
+    for attribute in ("name", "bundle_task", "package", "runner", "command"):
         value = getattr(task, attribute, None)
         if not isinstance(value, str) or not value:
             problems.append(f"attributes: {task.__name__}.{attribute} must be a non-empty string")

@@ -15,7 +15,6 @@ from distill.tasks.base import Task
 class CausalLM(Task):
     name = "causal-lm"
     # One graph for the prompt and each next token: KV-cache inputs and outputs.
-    export_task = "text-generation-with-past"
     bundle_task = "text-generation"
     package = "distill.tasks.causal_lm"
     command = "generate"

@@ -15,7 +15,6 @@ from distill.tasks.classification.keys import CLS_PRUNING, LABELS_TABLE, STATIC,
 
 class SequenceClassification(Task):
     name = "sequence-classification"
-    export_task = "text-classification"
     bundle_task = "text-classification"
     package = "distill.tasks.classification"
     command = "predict"

@@ -36,7 +36,6 @@ AGGREGATION_OPTION = PredictOption(
 
 class TokenClassification(Task):
     name = "token-classification"
-    export_task = "token-classification"
     bundle_task = "token-classification"
     package = "distill.tasks.token_classification"
     command = "predict"
