@@ -273,3 +273,51 @@ def test_head_closing_a_real_pipe_mid_stream(bundle: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+class _Answer:
+    """A prediction of a runner whose input is a JSON object per line (as a task with a
+    question and a context reads it); ``error`` set when the line is not one."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            self.fields = json.loads(text)
+            self.error = None if isinstance(self.fields, dict) else "not a JSON object"
+        except json.JSONDecodeError as exc:
+            self.fields, self.error = None, f"not JSON: {exc.msg}"
+
+    def to_dict(self) -> dict:
+        return {"keys": sorted(self.fields)}
+
+    def to_tsv(self) -> str:
+        return ",".join(sorted(self.fields))
+
+
+def test_a_line_the_runner_refuses_is_a_failed_line_in_its_place() -> None:
+    from distill.serving.lines import argument_lines, write_predictions
+
+    texts = ['{"question": "q", "context": "c"}', "[1, 2]", '{"question": "x"}', "{oops"]
+    out = io.StringIO()
+    tally = write_predictions(
+        argument_lines(texts), lambda batch: [_Answer(t) for t in batch], out, batch_size=3
+    )
+    assert out.getvalue().splitlines() == [
+        "context,question",
+        "error\targument 2: not a JSON object",
+        "question",
+        "error\targument 4: not JSON: Expecting property name enclosed in double quotes",
+    ]
+    assert (tally.total, tally.failed) == (4, 2)
+    assert "2 of 4 input line(s) could not be predicted" in tally.summary()
+    out = io.StringIO()
+    write_predictions(
+        argument_lines(texts[:2]),
+        lambda b: [_Answer(t) for t in b],
+        out,
+        batch_size=8,
+        as_json=True,
+    )
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [
+        {"keys": ["context", "question"]},
+        {"line": 2, "source": "arguments", "error": "not a JSON object"},
+    ]

@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -203,7 +203,11 @@ def write_predictions(
 ) -> Tally:
     """Read ``batch_size`` input lines, predict their texts with one ``predict`` call, write
     one line per input line in input order (an error line for a line without text) and
-    flush, then read the next batch: memory is bounded by one batch, not by the input."""
+    flush, then read the next batch: memory is bounded by one batch, not by the input.
+
+    A prediction with an ``error`` (a line the runner could not read as its task's input, a
+    question and context that are not a JSON object, say) is a failed line like an undecodable
+    one: its error line takes its place."""
     tally = Tally()
     for chunk in batches(inputs, batch_size):
         predictions = iter(predict([item.text for item in chunk if item.text is not None]))
@@ -213,7 +217,14 @@ def write_predictions(
                 tally.fail(item)
                 lines.append(item.error_json() if as_json else item.error_tsv())
             else:
-                lines.append(prediction_line(next(predictions), as_json))
+                prediction = next(predictions)
+                refused = getattr(prediction, "error", None)
+                if refused:  # the runner could not read this line (its task's input format)
+                    item = replace(item, text=None, error=refused)
+                    tally.fail(item)
+                    lines.append(item.error_json() if as_json else item.error_tsv())
+                else:
+                    lines.append(prediction_line(prediction, as_json))
         tally.total += len(chunk)
         out.write("\n".join(lines) + "\n")
         out.flush()
