@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distill.tasks.base import PredictOption
+from distill.tasks.base import PredictHelp, PredictOption
 
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -116,17 +116,17 @@ def _schema_parser(commands: Subcommands) -> None:
 
 
 def _predict_parser(commands: Subcommands) -> None:
+    helps = predict_helps()
+    does = " or ".join(h.does for h in helps)
     predict = commands.add_parser(
         "predict",
-        help="classify texts or find their entities with an exported bundle "
-        "(onnxruntime only, no torch)",
+        help=f"{does} with an exported bundle (onnxruntime only, no torch)",
         description=(
-            "Classify texts, or find their named entities, with an exported bundle "
+            f"{does[0].upper()}{does[1:]} with an exported bundle "
             "(export/<name>/). Texts come from the "
             "arguments, from --file (one per line), or from stdin when neither is given "
             "(or for '-'). Prints one line per input line, in input order: "
-            "label<TAB>probability<TAB>every label=probability for a classifier, "
-            "type:start-end:text per entity, tab-separated (empty: none), for an NER bundle "
+            f"{', '.join(h.line for h in helps)} "
             "(--json: one JSON object). Input streams through in batches: each batch's lines "
             "are printed before the next batch is read, so memory stays flat on input of any "
             "size. "
@@ -145,8 +145,8 @@ def _predict_parser(commands: Subcommands) -> None:
     predict.add_argument(
         "--json",
         action="store_true",
-        help="print JSON lines: text, label, probability, probabilities per label "
-        "(NER: text, entities with type, text, start, end, score)",
+        help="print JSON lines: "
+        + " ".join(f"({h.json})" if i else h.json for i, h in enumerate(helps)),
     )
     predict.add_argument(
         "--threads",
@@ -249,3 +249,10 @@ def predict_options() -> list[PredictOption]:
         for option in task.predict_options:
             options.setdefault(option.flag, option)
     return list(options.values())
+
+
+def predict_helps() -> list[PredictHelp]:
+    """What ``distill predict --help`` says of each task that predict serves."""
+    from distill.tasks import TASKS
+
+    return [task.predict_help for task in TASKS.values() if task.predict_help is not None]

@@ -43,6 +43,15 @@ class StudentKind:
 
 
 @dataclass(frozen=True)
+class PredictHelp:
+    """How ``distill predict --help`` describes a task's bundles."""
+
+    does: str  # "classify texts": what predict does with its bundles
+    line: str  # its output line, e.g. "label<TAB>probability ... for a classifier"
+    json: str  # the fields of its --json objects
+
+
+@dataclass(frozen=True)
 class PredictOption:
     """A ``distill predict`` flag that only some tasks' bundles take: its value reaches the
     runner's ``load_bundle`` as the keyword ``name``; for a bundle of another task it is an
@@ -115,6 +124,9 @@ class Task:
     bench: ClassVar[str | None] = None
     # The `distill predict` flags its bundles take beyond the shared ones (--aggregation...).
     predict_options: ClassVar[tuple[PredictOption, ...]] = ()
+    # What `distill predict --help` says of its bundles (tasks served by predict): what it
+    # does to a text, its output line, its --json fields.
+    predict_help: ClassVar[PredictHelp | None] = None
     # The module (in the task's folder) that compares two of its reports, for
     # `distill report --compare`: `run_compare(path_a, path_b, out) -> Path`; None: not yet.
     compare: ClassVar[str | None] = None

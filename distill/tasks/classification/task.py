@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from distill.tasks.base import StudentKind, Task
+from distill.tasks.base import PredictHelp, StudentKind, Task
 from distill.tasks.classification.keys import CLS_PRUNING, LABELS_TABLE, STATIC, STATIC_KEYS
 
 
@@ -19,6 +19,11 @@ class SequenceClassification(Task):
     package = "distill.tasks.classification"
     command = "predict"
     runner = "runner"
+    predict_help = PredictHelp(
+        does="classify texts",
+        line="label<TAB>probability<TAB>every label=probability for a classifier",
+        json="text, label, probability, probabilities per label",
+    )
     architecture_suffixes = ("ForSequenceClassification",)
     own_keys: ClassVar[tuple[str, ...]] = (
         "student.variants",

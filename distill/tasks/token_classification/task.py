@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from distill.tasks.base import PredictOption, Task
+from distill.tasks.base import PredictHelp, PredictOption, Task
 
 # The int8 candidates (export.candidates) a tagger's export builds: the dynamic ones, on the
 # plain or the ORT-optimized graph (never CLS-pruned: every token is read). Static QDQ needs a
@@ -40,6 +40,11 @@ class TokenClassification(Task):
     package = "distill.tasks.token_classification"
     command = "predict"
     runner = "runner"
+    predict_help = PredictHelp(
+        does="find their named entities",
+        line="type:start-end:text per entity, tab-separated (empty: none), for an NER bundle",
+        json="NER: text, entities with type, text, start, end, score",
+    )
     architecture_suffixes = ("ForTokenClassification",)
     # Shared keys this task reads as classification does (so they are not refused here).
     own_keys: ClassVar[tuple[str, ...]] = (
