@@ -20,7 +20,7 @@ from distill.tasks.classification.files import read_split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.models import load_classifier
 from distill.tasks.classification.training import train
-from distill.train.models import freeze, load_tokenizer, resolve_model
+from distill.train.models import freeze, teacher_source
 from distill.train.trainer import finish_training, predict_logits
 
 
@@ -30,14 +30,7 @@ def run(
     label_names = read_label_names(inputs["data"])
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
 
-    source = resolve_model(
-        teacher.model,
-        ctx.recipe_dir,
-        "teacher.model",
-        teacher.trust_remote_code,
-        archive=teacher.archive,
-    )
-    tokenizer = load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
+    source, tokenizer = teacher_source(teacher, ctx.recipe_dir)
     set_seed(ctx.seed)
     model = load_classifier(
         source,

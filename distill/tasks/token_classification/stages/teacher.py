@@ -20,7 +20,7 @@ from distill.tasks.token_classification.logits import save_ragged
 from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
 from distill.tasks.token_classification.models import load_tagger, require_fast
 from distill.tasks.token_classification.training import encode, sentence_logits, train
-from distill.train.models import freeze, load_tokenizer, resolve_model
+from distill.train.models import freeze, teacher_source
 from distill.train.trainer import finish_training
 
 
@@ -29,17 +29,8 @@ def run(
 ) -> dict[str, Any]:
     tag_names = read_tag_names(inputs["data"])
     splits = {name: read_tagged_split(inputs["data"], name) for name in SPLITS}
-    source = resolve_model(
-        teacher.model,
-        ctx.recipe_dir,
-        "teacher.model",
-        teacher.trust_remote_code,
-        archive=teacher.archive,
-    )
-    tokenizer = require_fast(
-        load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code),
-        "teacher.model",
-    )
+    source, tokenizer = teacher_source(teacher, ctx.recipe_dir)
+    require_fast(tokenizer, "teacher.model")
     set_seed(ctx.seed)
     model = load_tagger(
         source, "teacher.model", tag_names, teacher.revision, teacher.trust_remote_code
