@@ -1,5 +1,5 @@
-r"""Read, check and split tagged sentences for named-entity recognition; every sentence gets a
-stable id.
+r"""Read and check tagged sentences for named-entity recognition; every sentence gets a stable
+id (:mod:`distill.tasks.token_classification.splits` splits them).
 
 Sources (``data.path``, ``data.validation_path``, ``data.test_path``; ``data.format``):
   * CoNLL-style column files (``auto``: any extension but .json/.jsonl/.parquet): one token per
