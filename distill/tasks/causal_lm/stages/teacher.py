@@ -28,7 +28,7 @@ from distill.tasks.causal_lm.training import (
     train_causal,
 )
 from distill.train.models import freeze, parameter_counts, teacher_source
-from distill.train.trainer import finish_training, save_trained_model
+from distill.train.trainer import TrainingRun, finish_training, save_trained_model
 
 
 def run(
@@ -44,7 +44,7 @@ def run(
         for name in ("train", "validation", "test")
     }
     work_dir = ctx.checkpoint_dir(out)
-    trainer, history = train_causal(
+    training_run = TrainingRun(
         stage="teacher",
         model=model,
         tokenizer=tokenizer,
@@ -55,6 +55,7 @@ def run(
         log_dir=out / "tensorboard",
         seed=ctx.seed,
     )
+    trainer, history = train_causal(training_run)
     save_trained_model(trainer, tokenizer, out / "model")
     metrics: dict[str, Any] = {"parameters": parameters or parameter_counts(model)}
     for name in ("validation", "test"):

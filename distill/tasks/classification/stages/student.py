@@ -34,7 +34,7 @@ from distill.tasks.classification.models import load_classifier, load_saved_clas
 from distill.tasks.classification.training import train
 from distill.train.layer_losses import LayerDistillation
 from distill.train.students import build_student, prepare_student, save_student
-from distill.train.trainer import finish_training, predict_logits
+from distill.train.trainer import TrainingRun, finish_training, predict_logits
 
 # Each twin: its folder beside the distilled student (also its metrics key), and its name in logs.
 TWINS = {
@@ -131,17 +131,20 @@ def _train_variant(
     if pseudo_labels:
         examples["transfer_labels"] = "teacher argmax"
     work_dir = ctx.checkpoint_dir(out, checkpoint_name)
-    trainer, history = train(
+    training_run = TrainingRun(
         stage=f"student ({name})",
         model=trainable,
         tokenizer=tokenizer,
         config=config,
         train_set=train_set,
         eval_set=encoded["validation"],
-        num_labels=len(label_names),
         work_dir=work_dir,
         log_dir=out / "tensorboard",  # written only when report_to asks for it
         seed=ctx.seed,
+    )
+    trainer, history = train(
+        training_run,
+        num_labels=len(label_names),
         temperature=config.temperature,
         alpha=alpha,
         layers=layers,

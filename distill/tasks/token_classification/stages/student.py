@@ -31,7 +31,7 @@ from distill.tasks.token_classification.training import (
 )
 from distill.train.models import load_tokenizer
 from distill.train.students import build_student, prepare_student, save_student
-from distill.train.trainer import finish_training
+from distill.train.trainer import TrainingRun, finish_training
 
 
 def _train_one(
@@ -81,17 +81,20 @@ def _train_one(
         tokenizer, splits["validation"].tokens, splits["validation"].tags, data.max_length
     )
     work_dir = ctx.checkpoint_dir(out, "distilled" if distilled else "baseline")
-    trainer, history = train(
+    training_run = TrainingRun(
         stage=f"student ({name})",
         model=trainable,
         tokenizer=tokenizer,
         config=config,
         train_set=train_set,
         eval_set=validation,
-        tag_names=tag_names,
         work_dir=work_dir,
         log_dir=out / "tensorboard",
         seed=ctx.seed,
+    )
+    trainer, history = train(
+        training_run,
+        tag_names=tag_names,
         temperature=config.temperature,
         alpha=alpha,
         layers=layers,
