@@ -16,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from transformers import Trainer
+
 from distill.config import DataConfig, StudentConfig, StudentTable
 from distill.data.files import SPLITS
 from distill.pipeline.artifacts import RunContext
@@ -104,16 +106,32 @@ def _train_one(
         trainer, model, tokenizer, layers, out, built=built, alpha=alpha, examples=examples
     )
     for split_name in ("validation", "test"):
-        split = splits[split_name]
-        dataset, starts = encode(tokenizer, split.tokens, split.tags, data.max_length)
-        logits = sentence_logits(trainer, dataset, f"student: {split_name} logits")
-        save_ragged(out / "logits" / f"{split_name}.npz", split.ids, logits)
-        gold = [[tag_names[t] for t in tags] for tags in split.tags]
-        predicted = word_tags(logits, starts, tag_names)
-        gold, predicted, reference = aligned(gold, predicted, teacher_words[split_name])
-        metrics[split_name] = tagging_metrics(gold, predicted, reference)
+        metrics[split_name] = _score(
+            trainer, tokenizer, splits[split_name], split_name, tag_names, teacher_words, data, out
+        )
     metrics.update(finish_training(trainer, history, out, work_dir))
     return metrics
+
+
+def _score(
+    trainer: Trainer,
+    tokenizer: Any,
+    split: TaggedSplit,
+    split_name: str,
+    tag_names: list[str],
+    teacher_words: dict[str, list[list[str]]],
+    data: DataConfig,
+    out: Path,
+) -> dict[str, Any]:
+    """The student's logits on one evaluation split, saved to ``out/logits``, and its
+    tagging metrics (against the gold tags and the teacher's)."""
+    dataset, starts = encode(tokenizer, split.tokens, split.tags, data.max_length)
+    logits = sentence_logits(trainer, dataset, f"student: {split_name} logits")
+    save_ragged(out / "logits" / f"{split_name}.npz", split.ids, logits)
+    gold = [[tag_names[t] for t in tags] for tags in split.tags]
+    predicted = word_tags(logits, starts, tag_names)
+    gold, predicted, reference = aligned(gold, predicted, teacher_words[split_name])
+    return tagging_metrics(gold, predicted, reference)
 
 
 def _training_set(
