@@ -559,6 +559,7 @@ def _train_on_policy(root: Path, work_dir: Path) -> dict[str, Any]:
     checkpoints every 2 steps), from ``work_dir``'s last sealed checkpoint if any."""
     from distill.tasks.causal_lm.files import read_split
     from distill.tasks.causal_lm.training import as_dataset, encode_texts, train_causal
+    from distill.train.trainer import TrainingRun
 
     tokenizer = tiny_tokenizer()
     teacher = tiny_llama(seed=7, layers=4)
@@ -570,7 +571,7 @@ def _train_on_policy(root: Path, work_dir: Path) -> dict[str, Any]:
     draws = []  # the training batches this call ran (a resumed run runs only the rest)
     take = on_policy.takes_batch
     on_policy.takes_batch = lambda: draws.append(1) or take()  # type: ignore[method-assign]
-    trainer, _ = train_causal(
+    training_run = TrainingRun(
         stage="student (distilled)",
         model=tiny_llama(seed=8),
         tokenizer=tokenizer,
@@ -580,6 +581,9 @@ def _train_on_policy(root: Path, work_dir: Path) -> dict[str, Any]:
         work_dir=work_dir,
         log_dir=work_dir / "logs",
         seed=3,
+    )
+    trainer, _ = train_causal(
+        training_run,
         temperature=1.0,
         alpha=0.5,
         teacher=teacher,

@@ -18,10 +18,8 @@ from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.data import (
     Sentence,
     TagReport,
-    build_tagged_splits,
     load_sentences,
     normalise_tags,
-    strata,
 )
 from distill.tasks.token_classification.files import (
     TaggedSplit,
@@ -29,6 +27,7 @@ from distill.tasks.token_classification.files import (
     read_tagged_split,
     write_tagged_split,
 )
+from distill.tasks.token_classification.splits import build_tagged_splits, strata
 from distill.tasks.token_classification.stages import data as data_stage
 
 WNUT_TYPES = [

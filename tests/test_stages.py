@@ -245,9 +245,9 @@ def test_pseudo_label_twin_learns_labelled_and_transfer_text_with_the_teachers_a
     seen: dict[str, Any] = {}
     real_train = student_stage.train
 
-    def recording_train(**kwargs: Any) -> Any:
-        seen[kwargs["stage"]] = kwargs["train_set"]
-        return real_train(**kwargs)
+    def recording_train(run: Any, **kwargs: Any) -> Any:
+        seen[run.stage] = run.train_set
+        return real_train(run, **kwargs)
 
     monkeypatch.setattr(student_stage, "train", recording_train)
     student = StudentTable(

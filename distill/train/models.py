@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.config import TeacherConfig
 from distill.errors import ModelLoadError
 from distill.sources.paths import resolve_local
 
@@ -130,6 +132,23 @@ def load_tokenizer(
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(load_failure(key, source, exc)) from None
+
+
+def teacher_source(
+    teacher: TeacherConfig, base_dir: Path, resolve: Callable[..., str] = resolve_model
+) -> tuple[str, Any]:
+    """The recipe's ``[teacher]`` model, resolved for ``from_pretrained`` (through
+    ``resolve``, a task's own resolver when it reads more than folders and hub ids), and
+    its tokenizer."""
+    source = resolve(
+        teacher.model,
+        base_dir,
+        "teacher.model",
+        teacher.trust_remote_code,
+        archive=teacher.archive,
+    )
+    tokenizer = load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
+    return source, tokenizer
 
 
 def load_failure(key: str, source: str, exc: Exception) -> str:

@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -277,17 +278,29 @@ def training_arguments(
     )
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """What every training run takes, whatever the task: which stage trains (``stage``
+    starts with the recipe table it trains, "student (...)"), the model (a student wrapped
+    with its layer-loss projections included) and its tokenizer, the table's training
+    settings, the encoded training and evaluation sets, the checkpoint folder, the
+    TensorBoard folder (written only when report_to asks for it) and the seed. A task's
+    train function takes it with its own objective's settings and hands it on here."""
+
+    stage: str
+    model: nn.Module
+    tokenizer: Any
+    config: TrainingConfig
+    train_set: Any
+    eval_set: Any
+    work_dir: Path
+    log_dir: Path
+    seed: int
+
+
 def train(
+    run: TrainingRun,
     *,
-    stage: str,
-    model: nn.Module,
-    tokenizer: Any,
-    config: TrainingConfig,
-    train_set: Any,
-    eval_set: Any,
-    work_dir: Path,
-    log_dir: Path,
-    seed: int,
     objective: Objective,
     collator: Any,
     default_min_steps: int,
@@ -296,37 +309,37 @@ def train(
     metric: str = "accuracy",
     callbacks: Sequence[TrainerCallback] = (),
 ) -> tuple[Trainer, list[dict[str, Any]]]:
-    """Train with early stopping on the validation split (by ``metric``); the best checkpoint
-    is loaded at the end. ``stage`` starts with the recipe table it trains ("student (...)").
+    """Train ``run`` with early stopping on the validation split (by ``metric``); the best
+    checkpoint is loaded at the end.
 
     ``callbacks`` are the task's own; they run before the checkpoint seal, so a file one
     writes into a checkpoint in ``on_save`` is sealed (and checked on resume) with it."""
-    table = stage.split()[0]
-    budget = training_budget(config, train_set, eval_set, stage, default_min_steps)
-    with tensorboard_directory(log_dir):  # read when the Trainer builds its callbacks
+    table = run.stage.split()[0]
+    budget = training_budget(run.config, run.train_set, run.eval_set, run.stage, default_min_steps)
+    with tensorboard_directory(run.log_dir):  # read when the Trainer builds its callbacks
         trainer = DistillationTrainer(
-            model=model,
+            model=run.model,
             args=training_arguments(
-                config,
-                work_dir,
-                seed,
+                run.config,
+                run.work_dir,
+                run.seed,
                 has_extra_columns=has_extra_columns,
                 table=table,
                 budget=budget,
                 metric=metric,
             ),
-            train_dataset=train_set,
-            eval_dataset=eval_set,
+            train_dataset=run.train_set,
+            eval_dataset=run.eval_set,
             data_collator=collator,
-            processing_class=tokenizer,
+            processing_class=run.tokenizer,
             compute_metrics=compute_metrics,
-            callbacks=[*callbacks, *stopping_callbacks(config, budget)],
-            stage=stage,
+            callbacks=[*callbacks, *stopping_callbacks(run.config, budget)],
+            stage=run.stage,
             table=table,
             objective=objective,
         )
     trainer.budget = budget
-    return trainer, train_resuming(trainer, work_dir, stage)
+    return trainer, train_resuming(trainer, run.work_dir, run.stage)
 
 
 def save_trained_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:

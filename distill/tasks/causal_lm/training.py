@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from distill.config import TrainingConfig
 from distill.errors import ModelLoadError
 from distill.pipeline.progress import track
 from distill.sources.paths import resolve_local
@@ -219,34 +218,18 @@ class TokenObjective:
 
 
 def train_causal(
+    run: shared.TrainingRun,
     *,
-    stage: str,
-    model: nn.Module,
-    tokenizer: Any,
-    config: TrainingConfig,
-    train_set: Any,
-    eval_set: Any,
-    work_dir: Path,
-    log_dir: Path,
-    seed: int,
     on_policy: OnPolicyDistillation | None = None,
     **loss: Any,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
-    """Train with early stopping on validation loss; the best checkpoint is loaded at the end.
+    """Train ``run`` with early stopping on validation loss; the best checkpoint is loaded at the end.
     ``loss`` configures :class:`TokenObjective`; ``on_policy`` adds on-policy batches (and keeps
     their counts across a resume)."""
     return shared.train(
-        stage=stage,
-        model=model,
-        tokenizer=tokenizer,
-        config=config,
-        train_set=train_set,
-        eval_set=eval_set,
-        work_dir=work_dir,
-        log_dir=log_dir,
-        seed=seed,
+        run,
         objective=TokenObjective(**loss, on_policy=on_policy),
-        collator=CausalCollator(tokenizer.pad_token_id),
+        collator=CausalCollator(run.tokenizer.pad_token_id),
         default_min_steps=CausalLM.default_min_steps,
         has_extra_columns=True,  # input_ids only; the collator builds the rest
         metric="eval_loss",

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from transformers import DataCollatorWithPadding, Trainer
 
-from distill.config import TrainingConfig
 from distill.tasks.classification.losses import distillation_loss
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.task import SequenceClassification
@@ -52,22 +51,15 @@ class SoftTargetObjective:
 
 
 def train(
+    run: shared.TrainingRun,
     *,
-    stage: str,
-    model: nn.Module,
-    tokenizer: Any,
-    config: TrainingConfig,
-    train_set: Any,
-    eval_set: Any,
     num_labels: int,
-    work_dir: Path,
-    log_dir: Path,
-    seed: int,
     temperature: float = 1.0,
     alpha: float = 0.0,
     layers: LayerDistillation | None = None,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
-    """Train with early stopping on validation accuracy; the best checkpoint is loaded at the end."""
+    """Train ``run`` with early stopping on validation accuracy; the best checkpoint is loaded
+    at the end."""
 
     def compute_metrics(prediction: Any) -> dict[str, Any]:
         logits = (
@@ -79,19 +71,11 @@ def train(
         metrics.pop("examples", None)
         return metrics
 
-    has_teacher = "teacher_logits" in train_set.column_names
+    has_teacher = "teacher_logits" in run.train_set.column_names
     return shared.train(
-        stage=stage,
-        model=model,
-        tokenizer=tokenizer,
-        config=config,
-        train_set=train_set,
-        eval_set=eval_set,
-        work_dir=work_dir,
-        log_dir=log_dir,
-        seed=seed,
+        run,
         objective=SoftTargetObjective(temperature, alpha, layers),
-        collator=DataCollatorWithPadding(tokenizer),
+        collator=DataCollatorWithPadding(run.tokenizer),
         default_min_steps=SequenceClassification.default_min_steps,
         # A wrapped student's forward(**inputs) hides which columns it takes.
         has_extra_columns=has_teacher or layers is not None,

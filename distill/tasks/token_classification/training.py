@@ -12,7 +12,6 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from distill.config import TrainingConfig
 from distill.errors import DataError
 from distill.tasks.token_classification.losses import IGNORE_INDEX, token_distillation_loss
 from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
@@ -175,23 +174,15 @@ def predictions_to_tags(
 
 
 def train(
+    run: shared.TrainingRun,
     *,
-    stage: str,
-    model: nn.Module,
-    tokenizer: Any,
-    config: TrainingConfig,
-    train_set: Any,
-    eval_set: Any,
     tag_names: list[str],
-    work_dir: Path,
-    log_dir: Path,
-    seed: int,
     temperature: float = 1.0,
     alpha: float = 0.0,
     layers: LayerDistillation | None = None,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
-    """Train with early stopping on validation entity micro-F1; the best checkpoint is kept.
-    ``model`` may be the student wrapped with its layer-loss projections (``layers``)."""
+    """Train ``run`` with early stopping on validation entity micro-F1; the best checkpoint is
+    kept. Its model may be the student wrapped with its layer-loss projections (``layers``)."""
 
     def compute_metrics(prediction: Any) -> dict[str, Any]:
         logits = prediction.predictions
@@ -201,17 +192,9 @@ def train(
         return {k: scores[k] for k in ("entity_f1", "entity_macro_f1", "token_accuracy")}
 
     return shared.train(
-        stage=stage,
-        model=model,
-        tokenizer=tokenizer,
-        config=config,
-        train_set=train_set,
-        eval_set=eval_set,
-        work_dir=work_dir,
-        log_dir=log_dir,
-        seed=seed,
+        run,
         objective=TaggingObjective(temperature, alpha, layers),
-        collator=TaggingCollator(tokenizer),
+        collator=TaggingCollator(run.tokenizer),
         default_min_steps=TokenClassification.default_min_steps,
         has_extra_columns=True,  # kd_mask and teacher_logits reach the objective
         compute_metrics=compute_metrics,

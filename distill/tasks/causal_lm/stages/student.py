@@ -56,7 +56,7 @@ from distill.train.models import (
     parameter_counts,
     with_supported_attention,
 )
-from distill.train.trainer import finish_training, save_trained_model
+from distill.train.trainer import TrainingRun, finish_training, save_trained_model
 
 
 def build_student(
@@ -160,7 +160,7 @@ def _train_one(
     online = alpha > 0 and cache is None
     layout = "sampled" if config.teacher_outputs == "sampled" else "top-k"
     work_dir = ctx.checkpoint_dir(out, "baseline" if alpha == 0 else "distilled")
-    trainer, history = train_causal(
+    training_run = TrainingRun(
         stage=f"student ({name})",
         model=model,
         tokenizer=tokenizer,
@@ -170,6 +170,9 @@ def _train_one(
         work_dir=work_dir,
         log_dir=out / "tensorboard",
         seed=ctx.seed,
+    )
+    trainer, history = train_causal(
+        training_run,
         temperature=config.temperature,
         alpha=alpha,
         divergence=config.divergence,

@@ -27,19 +27,15 @@ from distill.tasks.causal_lm.training import (
     resolve_causal_lm,
     train_causal,
 )
-from distill.train.models import freeze, load_tokenizer, parameter_counts
-from distill.train.trainer import finish_training, save_trained_model
+from distill.train.models import freeze, parameter_counts, teacher_source
+from distill.train.trainer import TrainingRun, finish_training, save_trained_model
 
 
 def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, teacher: TeacherConfig
 ) -> dict[str, Any]:
-    source = resolve_causal_lm(
-        teacher.model, ctx.recipe_dir, "teacher.model", teacher.trust_remote_code, teacher.archive
-    )
-    tokenizer = prepare_tokenizer(
-        load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
-    )
+    source, tokenizer = teacher_source(teacher, ctx.recipe_dir, resolve_causal_lm)
+    tokenizer = prepare_tokenizer(tokenizer)
     set_seed(ctx.seed)
     model = load_causal_lm(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
     parameters = freeze(model, teacher.freeze_embeddings, teacher.freeze_layers)
@@ -48,7 +44,7 @@ def run(
         for name in ("train", "validation", "test")
     }
     work_dir = ctx.checkpoint_dir(out)
-    trainer, history = train_causal(
+    training_run = TrainingRun(
         stage="teacher",
         model=model,
         tokenizer=tokenizer,
@@ -59,6 +55,7 @@ def run(
         log_dir=out / "tensorboard",
         seed=ctx.seed,
     )
+    trainer, history = train_causal(training_run)
     save_trained_model(trainer, tokenizer, out / "model")
     metrics: dict[str, Any] = {"parameters": parameters or parameter_counts(model)}
     for name in ("validation", "test"):

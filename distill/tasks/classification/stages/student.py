@@ -32,11 +32,9 @@ from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.model_card import write_student_card
 from distill.tasks.classification.models import load_classifier, load_saved_classifier
 from distill.tasks.classification.training import train
-from distill.train.layer_losses import LayerDistillation, layer_distillation
-from distill.train.models import freeze, load_tokenizer, parameter_counts
-from distill.train.students import build_student
-from distill.train.trainer import finish_training, predict_logits, save_trained_model
-from distill.train.vocabulary import trim_vocabulary
+from distill.train.layer_losses import LayerDistillation
+from distill.train.students import build_student, prepare_student, save_student
+from distill.train.trainer import TrainingRun, finish_training, predict_logits
 
 # Each twin: its folder beside the distilled student (also its metrics key), and its name in logs.
 TWINS = {
@@ -45,31 +43,7 @@ TWINS = {
 }
 
 
-def _layer_distillation(
-    config: StudentConfig,
-    model: nn.Module,
-    tokenizer: Any,
-    teacher_dir: Path,
-    built: dict[str, Any],
-    seed: int,
-) -> tuple[nn.Module, LayerDistillation]:
-    """The teacher (online) and the layer map for the hidden-state / attention losses; the
-    model to train is the student wrapped with its projections."""
-    teacher = load_saved_classifier(teacher_dir)
-    teacher_tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
-    return layer_distillation(
-        config,
-        model,
-        tokenizer,
-        teacher,
-        teacher_tokenizer,
-        f"teacher model {teacher_dir}",
-        built,
-        seed,
-    )
-
-
-def _transformer_student(
+def _student_model(
     config: StudentConfig,
     data: DataConfig,
     ctx: RunContext,
@@ -77,9 +51,24 @@ def _transformer_student(
     label_names: list[str],
     use_teacher: bool,
     trim_texts: list[str] | None,
+    static_tables: Path,
 ) -> tuple[nn.Module, nn.Module, Any, dict[str, Any], LayerDistillation | None]:
-    """A transformer student (the model, what to train, its tokenizer, how it was built,
-    and its layer losses), trimmed and frozen as the recipe says."""
+    """The student (the model, what to train, its tokenizer, how it was built, and its
+    layer losses), trimmed and frozen as the recipe says."""
+    if config.init == "static":
+        from distill.tasks.classification.static.build import build_static_student
+
+        model, tokenizer, built = build_static_student(
+            config,
+            teacher_dir,
+            label_names,
+            trim_texts=trim_texts,
+            max_length=data.max_length,
+            cache_dir=static_tables,
+            seed=ctx.seed,
+        )
+        model.embeddings.requires_grad_(not config.freeze_embeddings)
+        return model, model, tokenizer, built, None
     model, tokenizer, built = build_student(
         config,
         teacher_dir,
@@ -89,23 +78,18 @@ def _transformer_student(
         ),
         load_saved_classifier,
     )
-    layers: LayerDistillation | None = None
-    trainable: nn.Module = model
-    if use_teacher and config.layer_losses:
-        # Checked on the untrimmed tokenizer: trimming keeps the teacher's pieces, and the
-        # loss maps trimmed ids back to the teacher's (LayerDistillation.teacher_ids).
-        trainable, layers = _layer_distillation(
-            config, model, tokenizer, teacher_dir, built, ctx.seed
-        )
-    if trim_texts is not None:
-        model, tokenizer, kept_ids, built["vocabulary"] = trim_vocabulary(
-            model, tokenizer, trim_texts, data.max_length
-        )
-        if layers is not None:
-            import torch
-
-            layers.teacher_ids = torch.from_numpy(kept_ids)
-    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
+    model, trainable, tokenizer, layers = prepare_student(
+        config,
+        model,
+        tokenizer,
+        built,
+        teacher_dir=teacher_dir,
+        load_saved=load_saved_classifier,
+        online_teacher=use_teacher,
+        trim_texts=trim_texts,
+        max_length=data.max_length,
+        seed=ctx.seed,
+    )
     return model, trainable, tokenizer, built, layers
 
 
@@ -134,25 +118,9 @@ def _train_variant(
         if config.trim_vocabulary
         else None
     )
-    if config.init == "static":
-        from distill.tasks.classification.static.build import build_static_student
-
-        model, tokenizer, built = build_static_student(
-            config,
-            teacher_dir,
-            label_names,
-            trim_texts=trim_texts,
-            max_length=data.max_length,
-            cache_dir=static_tables,
-            seed=ctx.seed,
-        )
-        model.embeddings.requires_grad_(not config.freeze_embeddings)
-        trainable: nn.Module = model
-        layers: LayerDistillation | None = None
-    else:
-        model, trainable, tokenizer, built, layers = _transformer_student(
-            config, data, ctx, teacher_dir, label_names, use_teacher, trim_texts
-        )
+    model, trainable, tokenizer, built, layers = _student_model(
+        config, data, ctx, teacher_dir, label_names, use_teacher, trim_texts, static_tables
+    )
     encoded = {
         split_name: encode(
             tokenizer, split, data.max_length, teacher_logits[split_name] if use_teacher else None
@@ -163,31 +131,27 @@ def _train_variant(
     if pseudo_labels:
         examples["transfer_labels"] = "teacher argmax"
     work_dir = ctx.checkpoint_dir(out, checkpoint_name)
-    trainer, history = train(
+    training_run = TrainingRun(
         stage=f"student ({name})",
         model=trainable,
         tokenizer=tokenizer,
         config=config,
         train_set=train_set,
         eval_set=encoded["validation"],
-        num_labels=len(label_names),
         work_dir=work_dir,
         log_dir=out / "tensorboard",  # written only when report_to asks for it
         seed=ctx.seed,
+    )
+    trainer, history = train(
+        training_run,
+        num_labels=len(label_names),
         temperature=config.temperature,
         alpha=alpha,
         layers=layers,
     )
-    if layers is not None:
-        layers.restore_attention(model)
-    save_trained_model(trainer, tokenizer, out / "model")
-    (out / "logits").mkdir()
-    metrics: dict[str, Any] = {
-        "built": built,
-        "alpha": alpha,
-        "parameters": parameter_counts(model),
-        "training_examples": examples,
-    }
+    metrics = save_student(
+        trainer, model, tokenizer, layers, out, built=built, alpha=alpha, examples=examples
+    )
     for split_name in ("validation", "test"):
         logits = predict_logits(trainer, encoded[split_name], f"student: {split_name} logits")
         save_logits(out / "logits" / f"{split_name}.npz", splits[split_name].ids, logits)

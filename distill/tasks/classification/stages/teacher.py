@@ -20,8 +20,8 @@ from distill.tasks.classification.files import read_split
 from distill.tasks.classification.metrics import classification_metrics
 from distill.tasks.classification.models import load_classifier
 from distill.tasks.classification.training import train
-from distill.train.models import freeze, load_tokenizer, resolve_model
-from distill.train.trainer import finish_training, predict_logits
+from distill.train.models import freeze, teacher_source
+from distill.train.trainer import TrainingRun, finish_training, predict_logits
 
 
 def run(
@@ -30,14 +30,7 @@ def run(
     label_names = read_label_names(inputs["data"])
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
 
-    source = resolve_model(
-        teacher.model,
-        ctx.recipe_dir,
-        "teacher.model",
-        teacher.trust_remote_code,
-        archive=teacher.archive,
-    )
-    tokenizer = load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
+    source, tokenizer = teacher_source(teacher, ctx.recipe_dir)
     set_seed(ctx.seed)
     model = load_classifier(
         source,
@@ -50,18 +43,18 @@ def run(
 
     encoded = {name: encode(tokenizer, split, data.max_length) for name, split in splits.items()}
     work_dir = ctx.checkpoint_dir(out)
-    trainer, history = train(
+    training_run = TrainingRun(
         stage="teacher",
         model=model,
         tokenizer=tokenizer,
         config=teacher,
         train_set=encoded["train"],
         eval_set=encoded["validation"],
-        num_labels=len(label_names),
         work_dir=work_dir,
         log_dir=out / "tensorboard",  # written only when report_to asks for it
         seed=ctx.seed,
     )
+    trainer, history = train(training_run, num_labels=len(label_names))
     trainer.save_model(str(out / "model"))  # weights, config (with label names) and tokenizer
 
     (out / "logits").mkdir()

@@ -10,12 +10,16 @@ from typing import Any
 
 from distill.config import DataConfig
 from distill.pipeline.artifacts import RunContext
-from distill.tasks.token_classification.data import build_tagged_splits, entity_counts, token_count
 from distill.tasks.token_classification.files import (
     ALL_SPLITS,
     entity_types_of,
     write_tag_names,
     write_tagged_split,
+)
+from distill.tasks.token_classification.splits import (
+    build_tagged_splits,
+    entity_counts,
+    token_count,
 )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
+from transformers import Trainer
 
 from distill.config import DataConfig, StudentConfig, StudentTable
 from distill.data.files import SPLITS
@@ -31,11 +31,9 @@ from distill.tasks.token_classification.training import (
     sentence_logits,
     train,
 )
-from distill.train.layer_losses import layer_distillation
-from distill.train.models import freeze, load_tokenizer, parameter_counts
-from distill.train.students import build_student
-from distill.train.trainer import finish_training, save_trained_model
-from distill.train.vocabulary import trim_vocabulary
+from distill.train.models import load_tokenizer
+from distill.train.students import build_student, prepare_student, save_student
+from distill.train.trainer import TrainingRun, finish_training
 
 
 def _train_one(
@@ -62,29 +60,22 @@ def _train_one(
     require_fast(tokenizer, "student.model")
     distilled = alpha > 0
     training = ["train", "transfer"] if distilled and "transfer" in splits else ["train"]
-    trainable, layers = model, None
-    if distilled and config.layer_losses:
-        # Checked on the untrimmed tokenizer: trimming keeps the teacher's pieces, and the
-        # loss maps trimmed ids back to the teacher's (LayerDistillation.teacher_ids).
-        teacher_tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
-        trainable, layers = layer_distillation(
-            config,
-            model,
-            tokenizer,
-            load_saved_tagger(teacher_dir),
-            teacher_tokenizer,
-            f"teacher model {teacher_dir}",
-            built,
-            ctx.seed,
-        )
-    if config.trim_vocabulary:
-        texts = [" ".join(words) for split in training for words in splits[split].tokens]
-        model, tokenizer, kept_ids, built["vocabulary"] = trim_vocabulary(
-            model, tokenizer, texts, data.max_length
-        )
-        if layers is not None:
-            layers.teacher_ids = torch.from_numpy(kept_ids)
-    freeze(model, config.freeze_embeddings, config.freeze_layers, table="student")
+    model, trainable, tokenizer, layers = prepare_student(
+        config,
+        model,
+        tokenizer,
+        built,
+        teacher_dir=teacher_dir,
+        load_saved=load_saved_tagger,
+        online_teacher=distilled,
+        trim_texts=(
+            [" ".join(words) for split in training for words in splits[split].tokens]
+            if config.trim_vocabulary
+            else None
+        ),
+        max_length=data.max_length,
+        seed=ctx.seed,
+    )
     train_set = _training_set(
         tokenizer, splits, training, teacher_logits if distilled else None, data, config
     )
@@ -92,42 +83,55 @@ def _train_one(
         tokenizer, splits["validation"].tokens, splits["validation"].tags, data.max_length
     )
     work_dir = ctx.checkpoint_dir(out, "distilled" if distilled else "baseline")
-    trainer, history = train(
+    training_run = TrainingRun(
         stage=f"student ({name})",
         model=trainable,
         tokenizer=tokenizer,
         config=config,
         train_set=train_set,
         eval_set=validation,
-        tag_names=tag_names,
         work_dir=work_dir,
         log_dir=out / "tensorboard",
         seed=ctx.seed,
+    )
+    trainer, history = train(
+        training_run,
+        tag_names=tag_names,
         temperature=config.temperature,
         alpha=alpha,
         layers=layers,
     )
-    if layers is not None:
-        layers.restore_attention(model)
-    save_trained_model(trainer, tokenizer, out / "model")
-    (out / "logits").mkdir()
-    metrics: dict[str, Any] = {
-        "built": built,
-        "alpha": alpha,
-        "parameters": parameter_counts(model),
-        "training_examples": {s: len(splits[s]) for s in training},
-    }
+    examples = {s: len(splits[s]) for s in training}
+    metrics = save_student(
+        trainer, model, tokenizer, layers, out, built=built, alpha=alpha, examples=examples
+    )
     for split_name in ("validation", "test"):
-        split = splits[split_name]
-        dataset, starts = encode(tokenizer, split.tokens, split.tags, data.max_length)
-        logits = sentence_logits(trainer, dataset, f"student: {split_name} logits")
-        save_ragged(out / "logits" / f"{split_name}.npz", split.ids, logits)
-        gold = [[tag_names[t] for t in tags] for tags in split.tags]
-        predicted = word_tags(logits, starts, tag_names)
-        gold, predicted, reference = aligned(gold, predicted, teacher_words[split_name])
-        metrics[split_name] = tagging_metrics(gold, predicted, reference)
+        metrics[split_name] = _score(
+            trainer, tokenizer, splits[split_name], split_name, tag_names, teacher_words, data, out
+        )
     metrics.update(finish_training(trainer, history, out, work_dir))
     return metrics
+
+
+def _score(
+    trainer: Trainer,
+    tokenizer: Any,
+    split: TaggedSplit,
+    split_name: str,
+    tag_names: list[str],
+    teacher_words: dict[str, list[list[str]]],
+    data: DataConfig,
+    out: Path,
+) -> dict[str, Any]:
+    """The student's logits on one evaluation split, saved to ``out/logits``, and its
+    tagging metrics (against the gold tags and the teacher's)."""
+    dataset, starts = encode(tokenizer, split.tokens, split.tags, data.max_length)
+    logits = sentence_logits(trainer, dataset, f"student: {split_name} logits")
+    save_ragged(out / "logits" / f"{split_name}.npz", split.ids, logits)
+    gold = [[tag_names[t] for t in tags] for tags in split.tags]
+    predicted = word_tags(logits, starts, tag_names)
+    gold, predicted, reference = aligned(gold, predicted, teacher_words[split_name])
+    return tagging_metrics(gold, predicted, reference)
 
 
 def _training_set(

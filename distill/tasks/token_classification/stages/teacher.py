@@ -20,8 +20,8 @@ from distill.tasks.token_classification.logits import save_ragged
 from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
 from distill.tasks.token_classification.models import load_tagger, require_fast
 from distill.tasks.token_classification.training import encode, sentence_logits, train
-from distill.train.models import freeze, load_tokenizer, resolve_model
-from distill.train.trainer import finish_training
+from distill.train.models import freeze, teacher_source
+from distill.train.trainer import TrainingRun, finish_training
 
 
 def run(
@@ -29,17 +29,8 @@ def run(
 ) -> dict[str, Any]:
     tag_names = read_tag_names(inputs["data"])
     splits = {name: read_tagged_split(inputs["data"], name) for name in SPLITS}
-    source = resolve_model(
-        teacher.model,
-        ctx.recipe_dir,
-        "teacher.model",
-        teacher.trust_remote_code,
-        archive=teacher.archive,
-    )
-    tokenizer = require_fast(
-        load_tokenizer(source, "teacher.model", teacher.revision, teacher.trust_remote_code),
-        "teacher.model",
-    )
+    source, tokenizer = teacher_source(teacher, ctx.recipe_dir)
+    require_fast(tokenizer, "teacher.model")
     set_seed(ctx.seed)
     model = load_tagger(
         source, "teacher.model", tag_names, teacher.revision, teacher.trust_remote_code
@@ -50,18 +41,18 @@ def run(
         for name, split in splits.items()
     }
     work_dir = ctx.checkpoint_dir(out)
-    trainer, history = train(
+    training_run = TrainingRun(
         stage="teacher",
         model=model,
         tokenizer=tokenizer,
         config=teacher,
         train_set=encoded["train"][0],
         eval_set=encoded["validation"][0],
-        tag_names=tag_names,
         work_dir=work_dir,
         log_dir=out / "tensorboard",  # written only when report_to asks for it
         seed=ctx.seed,
     )
+    trainer, history = train(training_run, tag_names=tag_names)
     trainer.save_model(str(out / "model"))  # weights, config (with tag names) and tokenizer
     (out / "logits").mkdir()
     metrics: dict[str, Any] = {"parameters": parameters, "source": teacher.model}
