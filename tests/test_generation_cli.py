@@ -9,6 +9,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import run_command, run_distill
@@ -16,6 +17,7 @@ from generation_helpers import as_bundle, exported_tiny_gpt2, exported_tiny_llam
 
 from distill.cli import main
 from distill.export.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
+from distill.tasks import get_task
 from distill.tasks.causal_lm.generate import generate
 
 PROMPT = "the cat is in the"
@@ -338,7 +340,8 @@ def test_both_verbs_cap_threads_the_same_way(bundle, monkeypatch, capsys, caplog
         raise DataError("stop here")
 
     runner = type("Runner", (), {"load_bundle": staticmethod(load_bundle)})
-    monkeypatch.setattr(distill.cli, "_bundle_runner", lambda args: (bundle, runner))
+    verified = SimpleNamespace(path=bundle, task=get_task("causal-lm"))  # as read_bundle gives
+    monkeypatch.setattr(distill.cli, "_bundle_runner", lambda args: (verified, runner))
     monkeypatch.setattr(distill.serving.arguments, "available_cores", lambda: 3)
     for threads in ("2", "3", "4", "100000"):
         with caplog.at_level(logging.WARNING, logger="distill"):
