@@ -27,6 +27,20 @@ from typing import Any, ClassVar
 StageFn = Callable[..., dict[str, Any]]
 
 
+# The shared [student] keys every task with encoder students reads, and a task without them
+# refuses (so each such task lists them in its own_keys): the encoder-student helpers of
+# distill.train read them (prepare_student: hidden_weight / attention_weight and layer_map
+# through layer_distillation, trim_vocabulary), and the task's labels and student stages
+# read transfer (unlabelled text the teacher labels too).
+ENCODER_STUDENT_KEYS: tuple[str, ...] = (
+    "student.transfer",
+    "student.hidden_weight",
+    "student.attention_weight",
+    "student.layer_map",
+    "student.trim_vocabulary",
+)
+
+
 @dataclass(frozen=True)
 class StudentKind:
     """A way of building students (a ``student.init`` value) that makes no transformer

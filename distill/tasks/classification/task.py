@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from distill.tasks.base import PredictHelp, StudentKind, Task
+from distill.tasks.base import ENCODER_STUDENT_KEYS, PredictHelp, StudentKind, Task
 from distill.tasks.classification.keys import CLS_PRUNING, LABELS_TABLE, STATIC, STATIC_KEYS
 
 
@@ -27,11 +27,7 @@ class SequenceClassification(Task):
     architecture_suffixes = ("ForSequenceClassification",)
     own_keys: ClassVar[tuple[str, ...]] = (
         "student.variants",
-        "student.transfer",
-        "student.hidden_weight",
-        "student.attention_weight",
-        "student.layer_map",
-        "student.trim_vocabulary",
+        *ENCODER_STUDENT_KEYS,
         "export.max_accuracy_drop",
         "export.calibration_samples",
         "export.optimization_level",

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from distill.tasks.base import PredictHelp, PredictOption, Task
+from distill.tasks.base import ENCODER_STUDENT_KEYS, PredictHelp, PredictOption, Task
 
 # The int8 candidates (export.candidates) a tagger's export builds: the dynamic ones, on the
 # plain or the ORT-optimized graph (never CLS-pruned: every token is read). Static QDQ needs a
@@ -48,11 +48,7 @@ class TokenClassification(Task):
     architecture_suffixes = ("ForTokenClassification",)
     # Shared keys this task reads as classification does (so they are not refused here).
     own_keys: ClassVar[tuple[str, ...]] = (
-        "student.transfer",
-        "student.hidden_weight",
-        "student.attention_weight",
-        "student.layer_map",
-        "student.trim_vocabulary",
+        *ENCODER_STUDENT_KEYS,
         "export.candidates",
         "export.optimization_level",
         "export.per_channel",
