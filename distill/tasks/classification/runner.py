@@ -42,15 +42,9 @@ from distill.export.bundle import (
     read_bundle,
     unlisted,
 )
+from distill.serving.encoder_graph import EncoderGraph, input_names_problems, max_length_problems
 from distill.serving.lines import batches
-from distill.serving.session import onnx_session
-from distill.serving.tokenizer import (
-    DEFAULT_BATCH_SIZE,
-    ENCODING_FIELDS,
-    TOKENIZER_FILE,
-    load_tokenizer,
-    softmax,
-)
+from distill.serving.tokenizer import DEFAULT_BATCH_SIZE, TOKENIZER_FILE, load_tokenizer, softmax
 from distill.tasks.classification.fast_tokens import (
     WORDS_FILE,
     UnsupportedTokenizer,
@@ -59,7 +53,6 @@ from distill.tasks.classification.fast_tokens import (
 )
 from distill.tasks.classification.task import SequenceClassification
 
-_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 
 
@@ -103,12 +96,8 @@ def _manifest_problems(bundle: Bundle) -> list[str]:
         problems.append(f"{path}: 'labels' must be a non-empty list of label names")
     elif len(set(labels)) != len(labels):
         problems.append(f"{path}: 'labels' repeats a name: {labels}")
-    max_length = manifest.get("max_length")
-    if not is_int(max_length) or max_length < 1:
-        problems.append(f"{path}: 'max_length' must be a positive integer, not {max_length!r}")
-    input_names = manifest.get("input_names")
-    if not isinstance(input_names, list) or not all(isinstance(n, str) for n in input_names):
-        problems.append(f"{path}: 'input_names' must be a list of graph input names")
+    problems += max_length_problems(path, manifest)
+    problems += input_names_problems(path, manifest, required=True)
     return problems + unlisted(path, manifest["files"], [TOKENIZER_FILE])
 
 
@@ -190,9 +179,10 @@ class BundlePredictor:
         self.threads = (
             threads if threads is not None else self._serving_threads() or default_threads
         )
-        self.session = onnx_session(self.model_path, self.threads)
-        self._inputs = self._graph_inputs()
-        self._output = self._logits_output()
+        self.graph = EncoderGraph(self.model_path, self.threads)
+        self.graph.check_input_names(checked.manifest_path, self.manifest["input_names"])
+        self.graph.check_label_count(checked.manifest_path, len(self.labels), per="text")
+        self.session = self.graph.session
 
     def _serving_threads(self) -> int | None:
         """The thread count the export measured fastest (manifest ``serving.threads``), or
@@ -208,52 +198,13 @@ class BundlePredictor:
 
     @property
     def input_names(self) -> list[str]:
-        return [name for name, _ in self._inputs]
-
-    def _graph_inputs(self) -> list[tuple[str, Any]]:
-        inputs = []
-        for graph_input in self.session.get_inputs():
-            if graph_input.name not in ENCODING_FIELDS:
-                raise ArtifactError(
-                    f"{self.model_path}: the graph needs input {graph_input.name!r}, which a "
-                    f"tokenizer does not produce (known: {sorted(ENCODING_FIELDS)})"
-                )
-            dtype = _INPUT_DTYPES.get(graph_input.type)
-            if dtype is None:
-                raise ArtifactError(
-                    f"{self.model_path}: input {graph_input.name!r} has type "
-                    f"{graph_input.type}, expected an integer tensor"
-                )
-            inputs.append((graph_input.name, dtype))
-        declared = self.manifest["input_names"]
-        if sorted(declared) != sorted(name for name, _ in inputs):
-            raise ArtifactError(
-                f"{self.path / MANIFEST_FILE}: 'input_names' {declared} differ from the inputs "
-                f"of {self.model_path.name} {[name for name, _ in inputs]}"
-            )
-        return inputs
-
-    def _logits_output(self) -> str:
-        outputs = self.session.get_outputs()
-        output = next((o for o in outputs if o.name == "logits"), outputs[0])
-        width = output.shape[-1] if output.shape else None
-        if is_int(width) and width != len(self.labels):
-            raise ArtifactError(
-                f"{self.path / MANIFEST_FILE}: lists {len(self.labels)} labels but "
-                f"{self.model_path.name} outputs {width} scores per text"
-            )
-        return output.name
+        return self.graph.input_names
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """The graph's feeds for ``texts``: exactly its declared inputs, in their dtypes."""
         if self.fast_tokens is not None:
-            arrays = self.fast_tokens.encode_batch(list(texts))
-            return {name: arrays[name].astype(dtype, copy=False) for name, dtype in self._inputs}
-        encodings = self.tokenizer.encode_batch(list(texts))
-        return {
-            name: np.asarray([getattr(e, ENCODING_FIELDS[name]) for e in encodings], dtype=dtype)
-            for name, dtype in self._inputs
-        }
+            return self.graph.array_feeds(self.fast_tokens.encode_batch(list(texts)))
+        return self.graph.feeds(self.tokenizer.encode_batch(list(texts)))
 
     def logits(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Logits of ``texts``, run ``batch_size`` texts at a time; shape (len(texts), labels)."""
@@ -268,10 +219,10 @@ class BundlePredictor:
         return np.concatenate(chunks)
 
     def _run(self, texts: Sequence[str]) -> np.ndarray:
-        logits = np.asarray(self.session.run([self._output], self.encode(texts))[0])
+        logits = self.graph.run(self.encode(texts))
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise ArtifactError(
-                f"{self.model_path}: output {self._output!r} has shape {logits.shape}, "
+                f"{self.model_path}: output {self.graph.output!r} has shape {logits.shape}, "
                 f"expected (batch, {len(self.labels)}) for the labels in manifest.json"
             )
         return logits.astype(np.float32, copy=False)

@@ -47,20 +47,13 @@ from distill.errors import ArtifactError
 from distill.export.bundle import (
     MANIFEST_FILE,
     Bundle,
-    is_int,
     problems_error,
     read_bundle,
     unlisted,
 )
+from distill.serving.encoder_graph import EncoderGraph, input_names_problems, max_length_problems
 from distill.serving.lines import batches
-from distill.serving.session import onnx_session
-from distill.serving.tokenizer import (
-    DEFAULT_BATCH_SIZE,
-    ENCODING_FIELDS,
-    TOKENIZER_FILE,
-    load_tokenizer,
-    softmax,
-)
+from distill.serving.tokenizer import DEFAULT_BATCH_SIZE, TOKENIZER_FILE, load_tokenizer, softmax
 from distill.tasks.token_classification.aggregation import (
     DEFAULT_AGGREGATION,
     Entity,
@@ -81,7 +74,6 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
-_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 @dataclass(frozen=True)
@@ -132,19 +124,13 @@ def _manifest_problems(bundle: Bundle) -> list[str]:
     """What entity prediction reads from the manifest beyond the bundle format."""
     path, manifest = bundle.manifest_path, bundle.manifest
     problems = _label_problems(path, manifest.get("labels"))
-    max_length = manifest.get("max_length")
-    if not is_int(max_length) or max_length < 1:
-        problems.append(f"{path}: 'max_length' must be a positive integer, not {max_length!r}")
+    problems += max_length_problems(path, manifest)
     aggregation = manifest.get("aggregation", DEFAULT_AGGREGATION)
     if aggregation not in AGGREGATIONS:
         problems.append(
             f"{path}: 'aggregation' must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}"
         )
-    names = manifest.get("input_names")
-    if names is not None and (
-        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
-    ):
-        problems.append(f"{path}: 'input_names' must be a list of graph input names")
+    problems += input_names_problems(path, manifest, required=False)
     return problems + unlisted(path, manifest["files"], [TOKENIZER_FILE, CONFIG_FILE])
 
 
@@ -180,20 +166,6 @@ def check_bundle(bundle: Path | Bundle) -> Bundle:
 # --------------------------------------------------------------------------- loading
 
 
-def _graph_inputs(session: Any, model_path: Path) -> list[tuple[str, Any]]:
-    """The graph's inputs (each one a tokenizer produces) with their integer dtypes."""
-    inputs = []
-    for graph_input in session.get_inputs():
-        dtype = _INPUT_DTYPES.get(graph_input.type)
-        if graph_input.name not in ENCODING_FIELDS or dtype is None:
-            raise ArtifactError(
-                f"{model_path}: the graph needs input {graph_input.name!r} of type "
-                f"{graph_input.type}; a tokenizer feeds integer {sorted(ENCODING_FIELDS)} only"
-            )
-        inputs.append((graph_input.name, dtype))
-    return inputs
-
-
 class EntityTagger:
     """An ONNX token-classification graph and the fast tokenizer beside it, finding entities
     as a bundle serves them; :class:`EntityPredictor` is one read from a verified bundle,
@@ -217,46 +189,29 @@ class EntityTagger:
                 f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {self.aggregation!r}"
             )
         self.tokenizer = load_tokenizer(folder, manifest)
-        self.session = onnx_session(model_path, threads)
-        self._inputs = _graph_inputs(self.session, model_path)
-        self._check_graph()
+        self.graph = EncoderGraph(model_path, threads)
+        self.session = self.graph.session
+        manifest_path = folder / MANIFEST_FILE
+        self.graph.check_input_names(manifest_path, manifest.get("input_names"))
+        shape = self.graph.output_shape
+        if shape and len(shape) != 3:
+            raise ArtifactError(
+                f"{self.model_path}: output {self.graph.output!r} has {len(shape)} dimensions, "
+                "expected (batch, sequence, labels) of a token-classification graph"
+            )
+        self.graph.check_label_count(manifest_path, len(self.labels), per="token")
 
     @property
     def input_names(self) -> list[str]:
-        return [name for name, _ in self._inputs]
-
-    def _check_graph(self) -> None:
-        declared = self.manifest.get("input_names")
-        if declared is not None and sorted(declared) != sorted(self.input_names):
-            raise ArtifactError(
-                f"{self.path / MANIFEST_FILE}: 'input_names' {declared} differ from the inputs "
-                f"of {self.model_path.name} {self.input_names}"
-            )
-        outputs = self.session.get_outputs()
-        self._output = next((o for o in outputs if o.name == "logits"), outputs[0]).name
-        shape = next(o.shape for o in outputs if o.name == self._output)
-        if shape and len(shape) != 3:
-            raise ArtifactError(
-                f"{self.model_path}: output {self._output!r} has {len(shape)} dimensions, "
-                "expected (batch, sequence, labels) of a token-classification graph"
-            )
-        if shape and is_int(shape[-1]) and shape[-1] != len(self.labels):
-            raise ArtifactError(
-                f"{self.path / MANIFEST_FILE}: lists {len(self.labels)} labels but "
-                f"{self.model_path.name} outputs {shape[-1]} scores per token"
-            )
+        return self.graph.input_names
 
     def _logits(self, encodings: list[Any]) -> np.ndarray:
         """Per-token tag logits of one padded batch: (texts, tokens, labels)."""
-        feeds = {
-            name: np.asarray([getattr(e, ENCODING_FIELDS[name]) for e in encodings], dtype=dtype)
-            for name, dtype in self._inputs
-        }
-        logits = np.asarray(self.session.run([self._output], feeds)[0])
+        logits = self.graph.run(self.graph.feeds(encodings))
         expected = (len(encodings), len(encodings[0].ids), len(self.labels))
         if logits.shape != expected:
             raise ArtifactError(
-                f"{self.model_path}: output {self._output!r} has shape {logits.shape}, "
+                f"{self.model_path}: output {self.graph.output!r} has shape {logits.shape}, "
                 f"expected {expected} (batch, tokens, the labels in manifest.json)"
             )
         return logits
