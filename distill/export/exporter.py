@@ -41,9 +41,8 @@ def export_onnx(
     model_dir: Path, out_dir: Path, *, model_class: str, opset: int | None = None
 ) -> Path:
     """Export a ``save_pretrained`` encoder to ``out_dir/model.onnx`` (fp32), with the config
-    and tokenizer files beside it; ``model_class``: the transformers auto class that loads it
-    with its head (the task's, e.g. ``AutoModelForTokenClassification``). Parity is each
-    stage's to check, on real inputs."""
+    and tokenizer files beside it; ``model_class``: the transformers Auto class, named by the
+    task, that loads it with its head. Parity is each stage's to check, on real inputs."""
     import transformers
 
     loader = getattr(transformers, model_class, None)

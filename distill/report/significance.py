@@ -10,7 +10,7 @@ Both models are scored on the very same examples, so the comparison is paired. A
 - a bootstrap percentile interval of the accuracy difference: test examples resampled with
   replacement, pairs kept together, a fixed seed.
 
-A micro-F1 over counted items (entities: :func:`paired_f1_comparison`) does not split into
+A micro-F1 over counted items (spans, say: :func:`paired_f1_comparison`) does not split into
 one score per example, so both of its statistics recompute the F1 from each example's
 counts (true positives, predicted, gold):
 

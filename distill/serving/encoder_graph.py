@@ -1,10 +1,10 @@
-"""An encoder ONNX graph fed by a tokenizer, as the encoder tasks' bundle runners serve it
-(classification and token classification), torch-free: its onnxruntime session, the
-tokenizer outputs it takes as inputs (each with the integer type it declares), its logits
-output, and the checks of those against the bundle's manifest.
+"""An encoder ONNX graph fed by a tokenizer, as the encoder tasks' bundle runners serve it,
+torch-free: its onnxruntime session, the tokenizer outputs it takes as inputs (each with the
+integer type it declares), its logits output, and the checks of those against the bundle's
+manifest.
 
-What is the task's own stays in its runner: the labels and what the logits become
-(probabilities per text, entities per token), the output's rank.
+What is the task's own stays in its runner: the labels, what the logits become (scores per
+text, spans per token, ...) and the output's rank.
 """
 
 from __future__ import annotations
