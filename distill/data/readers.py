@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,25 +383,28 @@ def _split(
     return [rows[i] for i in sorted(rest)], [rows[i] for i in sorted(taken)]
 
 
-def _without_evaluation_texts(
-    train: list[Row], parts: dict[str, list[Row]], config: DataConfig, report: LoadReport
-) -> list[Row]:
-    """Keep evaluation honest: a text in validation/test must not also be trained on."""
-    held_out = {text_key(r.text): r for name in ("validation", "test") for r in parts[name]}
-    leaked = [r for r in train if text_key(r.text) in held_out]
+def without_evaluation_items(
+    train: list[Any],
+    parts: dict[str, list[Any]],
+    key: Callable[[Any], Any],
+    noun: str,
+    deduplicate: bool,
+) -> tuple[list[Any], int]:
+    """Keep evaluation honest: an item (``key`` says when two are the same) in validation/test
+    must not also be trained on. Without ``deduplicate`` that is an error naming the first
+    pairs of ids; with it the training copies are dropped: the kept items and how many went.
+    Items have an ``example_id``; ``noun`` names them in the error ("text", "sentence")."""
+    held_out = {key(item): item for name in ("validation", "test") for item in parts[name]}
+    leaked = [item for item in train if key(item) in held_out]
     if not leaked:
-        return train
-    if not config.deduplicate:
-        pairs = ", ".join(
-            f"{r.example_id} = {held_out[text_key(r.text)].example_id}" for r in leaked[:5]
-        )
+        return train, 0
+    if not deduplicate:
+        pairs = ", ".join(f"{i.example_id} = {held_out[key(i)].example_id}" for i in leaked[:5])
         raise DataError(
-            f"{len(leaked)} training text(s) also appear in validation/test ({pairs}); "
+            f"{len(leaked)} training {noun}(s) also appear in validation/test ({pairs}); "
             "set data.deduplicate = true to drop them from training"
         )
-    report.train_overlap_dropped = len(leaked)
-    leaked_ids = {r.example_id for r in leaked}
-    return [r for r in train if r.example_id not in leaked_ids]
+    return [item for item in train if key(item) not in held_out], len(leaked)
 
 
 def text_key(text: str) -> str:
@@ -447,7 +451,9 @@ def split_rows(
         )
         train, parts["validation"] = _split(train, share, seed + 1, report)
     parts.update(separate)
-    parts["train"] = _without_evaluation_texts(train, parts, config, report)
+    parts["train"], report.train_overlap_dropped = without_evaluation_items(
+        train, parts, lambda row: text_key(row.text), "text", config.deduplicate
+    )
     return parts, unused, report
 
 

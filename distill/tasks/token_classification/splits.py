@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from distill.config import DataConfig
+from distill.data.readers import without_evaluation_items
 from distill.errors import DataError
 from distill.tasks.token_classification.data import TagReport, load_sentences
 from distill.tasks.token_classification.files import OUTSIDE, SPLITS, TaggedSplit, tag_names_for
@@ -112,31 +113,13 @@ def _evaluation_splits(
     if "validation" not in parts:
         count = math.ceil(config.validation_fraction * len(pool))
         train, parts["validation"] = split_off(train, count, seed + 1, report)
-    parts["train"] = _without_evaluation_sentences(train, parts, config, report)
+    parts["train"], report.train_overlap_dropped = without_evaluation_items(
+        train, parts, _token_key, "sentence", config.deduplicate
+    )
     for name in SPLITS:
         if not parts[name]:
             raise DataError(f"the {name} split is empty; add data or change data.{name}_fraction")
     return parts
-
-
-def _without_evaluation_sentences(
-    train: list[Sentence], parts: dict[str, list[Sentence]], config: DataConfig, report: TagReport
-) -> list[Sentence]:
-    """Keep evaluation honest: a sentence in validation/test must not also be trained on."""
-    held_out = {_token_key(s): s for name in ("validation", "test") for s in parts[name]}
-    leaked = [s for s in train if _token_key(s) in held_out]
-    if not leaked:
-        return train
-    if not config.deduplicate:
-        pairs = ", ".join(
-            f"{s.example_id} = {held_out[_token_key(s)].example_id}" for s in leaked[:5]
-        )
-        raise DataError(
-            f"{len(leaked)} training sentence(s) also appear in validation/test ({pairs}); "
-            "set data.deduplicate = true to drop them from training"
-        )
-    report.train_overlap_dropped = len(leaked)
-    return [s for s in train if _token_key(s) not in held_out]
 
 
 def _training_types(parts: dict[str, list[Sentence]]) -> set[str]:
