@@ -425,3 +425,22 @@ def test_validate_names_the_ner_columns_missing_from_a_json_lines_file(
     code, _, err = _validate(recipe, capsys)
     assert code == 2
     assert "has no column 'tokens' (data.tokens_column); its first line has the keys" in err
+
+
+def test_predict_help_describes_each_predict_task_and_takes_its_flags(capsys) -> None:
+    """`distill predict --help` is composed from the tasks predict serves: what each does, its
+    output line, its --json fields, and the flags its bundles take."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse re-wraps the lines
+    assert text.count("Classify texts or find their named entities with an exported bundle") == 1
+    assert (
+        "label<TAB>probability<TAB>every label=probability for a classifier, "
+        "type:start-end:text per entity, tab-separated (empty: none), for an NER bundle"
+    ) in text
+    assert (
+        "print JSON lines: text, label, probability, probabilities per label "
+        "(NER: text, entities with type, text, start, end, score)"
+    ) in text
+    assert "--aggregation STRATEGY for a bundle that finds entities" in text
