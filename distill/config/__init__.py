@@ -6,6 +6,7 @@ live one module per job (``tables`` the base and the keys tasks add, ``data``,
 ``training``, ``student``, ``export``, ``recipe``); this is what the rest of distill reads.
 """
 
+from distill.config.adapt import AdaptConfig
 from distill.config.data import DataConfig, TransferConfig
 from distill.config.export import ExportCandidate, ExportConfig, ReportConfig
 from distill.config.recipe import (
@@ -21,6 +22,7 @@ from distill.config.tables import task_dump
 from distill.config.training import TeacherConfig, TrainingConfig
 
 __all__ = [
+    "AdaptConfig",
     "DataConfig",
     "ExportCandidate",
     "ExportConfig",

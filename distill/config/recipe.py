@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from distill.config.adapt import AdaptConfig, adapt_description
 from distill.config.data import DataConfig
 from distill.config.export import ExportConfig, ReportConfig
 from distill.config.student import StudentTable
@@ -44,6 +45,7 @@ class _Recipe(_Table):
         + ".",
     )
     data: DataConfig
+    adapt: AdaptConfig | None = Field(None, description=adapt_description())
     teacher: TeacherConfig
     student: StudentTable
     # then the tables tasks add (Task.recipe_tables), [export] and [report]: see Recipe.
@@ -96,6 +98,7 @@ class _Recipe(_Table):
             if task.name not in names
             for where in self._where_set(key)
         ]
+        problems += [f"{key}: {why}" for key, why in task.refused_keys.items() if self.is_set(key)]
         problems += task.check_recipe(self)
         if problems:
             raise ValueError("; ".join(problems))

@@ -101,6 +101,9 @@ class Task:
     # table by its name) that only this task reads.
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {}
     own_keys: ClassVar[tuple[str, ...]] = ()
+    # Shared keys or tables (dotted) that this task cannot use, each with why: set in its
+    # recipe, the error says the key and the reason.
+    refused_keys: ClassVar[dict[str, str]] = {}
     # Whole tables only this task reads, added to the recipe after [student]: table -> (its
     # type, a distill.tasks.tables.RecipeTable; its pydantic Field).
     recipe_tables: ClassVar[dict[str, tuple[type, Any]]] = {}

@@ -22,6 +22,11 @@ class CausalLM(Task):
     architecture_suffixes = ("ForCausalLM", "LMHeadModel")
     # Shared keys that causal-lm reads too (beside the tasks that own them).
     own_keys: ClassVar[tuple[str, ...]] = ("export.teacher_baseline",)
+    refused_keys: ClassVar[dict[str, str]] = {
+        "adapt": "task 'causal-lm' does not adapt its teacher before fine-tuning: its teacher "
+        "stage already trains on the domain text of [data] with the language-modelling "
+        "objective itself; remove [adapt] (or give the text to [data])"
+    }
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {
         "student": {
             "divergence": (
