@@ -106,20 +106,30 @@ def _set_by(config: TrainingConfig, table: str, why: str, floor: int) -> str | N
     return f"{table}.epochs = {config.epochs:g}" if "epochs" in explicit else None
 
 
+# What a training table stops on, and how a recipe makes it bigger: the validation split
+# (teacher, students) or the adapt stage's held-out slice of its own text.
+HELD_OUT = {
+    "data": ("validation split", "raise data.validation_fraction or give data.validation_path"),
+    "adapt": ("held-out slice", "raise adapt.held_out_fraction"),
+}
+
+
 def _early_stopping(config: TrainingConfig, validation_examples: int, table: str) -> bool:
     """Early stopping (and best-checkpoint choice) only on a validation split that can tell
     checkpoints apart: on 20 examples one example moves accuracy by 5 points."""
     if config.early_stopping_patience == 0:
         return False
     if validation_examples < config.min_validation_examples:
+        split, remedy = HELD_OUT.get(table, HELD_OUT["data"])
         log.warning(
-            "%s: validation split has %d examples (< %s.min_validation_examples = %d): early "
-            "stopping is off and the last model is kept; raise data.validation_fraction or "
-            "give data.validation_path to stop on it",
+            "%s: %s has %d examples (< %s.min_validation_examples = %d): early "
+            "stopping is off and the last model is kept; %s to stop on it",
             table,
+            split,
             validation_examples,
             table,
             config.min_validation_examples,
+            remedy,
         )
         return False
     return True
