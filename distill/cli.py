@@ -123,9 +123,10 @@ def _resume_command(args: argparse.Namespace) -> str:
 def _summarise(ctx: RunContext, manifests: dict[str, dict]) -> None:
     """What a run ends with: each stage's time, the report's key rows, where things are."""
     lines = [f"run {ctx.name}: done"]
+    width = max([8, *map(len, manifests)])
     for stage, manifest in manifests.items():
         lines.append(
-            f"  {stage:<8} {manifest.get('wall_time_s', 0):8.1f} s  {ctx.stage_dir(stage)}"
+            f"  {stage:<{width}} {manifest.get('wall_time_s', 0):8.1f} s  {ctx.stage_dir(stage)}"
         )
     report_json = ctx.report_dir / "report.json"
     if "report" in manifests and report_json.is_file():

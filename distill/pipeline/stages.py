@@ -63,6 +63,24 @@ class StageSpec:
     # The files, folders and hub references outside the run that the stage reads: their
     # content (not the recipe text naming them) is part of its fingerprint.
     reads: Callable[[Recipe], list[Source]] = field(default=lambda recipe: [])
+    # The recipe table that turns the stage on (None: it always runs); a task that refuses
+    # that table (Task.refused_keys) has no body for the stage. ``runs`` may ask more of it.
+    switch: str | None = None
+    runs: Callable[[Recipe], bool] = field(default=lambda recipe: True)
+
+    def active(self, recipe: Recipe) -> bool:
+        """Whether the stage runs for ``recipe`` (a switched-off stage is left out, and the
+        stages after it get no folder of it among their inputs)."""
+        if self.switch is not None and _section(recipe, self.switch) is None:
+            return False
+        return self.runs(recipe)
+
+    def has_body(self, task: str) -> bool:
+        """Whether ``task`` owes a body for the stage (one it refuses the switch of does not;
+        a stage with its own ``load`` runs another stage's body)."""
+        if self.load is not None:
+            return False
+        return self.switch is None or self.switch not in get_task(task).refused_keys
 
     def sections_for(self, task: str) -> tuple[str, ...]:
         """The recipe entries the stage reads for ``task`` (a task may name single keys)."""
@@ -100,6 +118,15 @@ def _transfer_reads(recipe: Recipe) -> list[Source]:
     return [Source("student.transfer.path", transfer.path, repo_type="dataset")]
 
 
+def _adapt_reads(recipe: Recipe) -> list[Source]:
+    """The teacher's weights and the adaptation text ("unused" rows come from the data stage)."""
+    sources = _model_sources("teacher", recipe.teacher)
+    path = recipe.adapt.path if recipe.adapt is not None else None
+    if path and path != "unused":
+        sources.append(Source("adapt.path", path, repo_type="dataset"))
+    return sources
+
+
 def _student_reads(recipe: Recipe) -> list[Source]:
     sources = []
     for table, config in recipe.student.by_table():
@@ -124,14 +151,45 @@ def _published_bundles(ctx: RunContext, folder: Path) -> dict[str, Path]:
     }
 
 
+# What the adapt stage reads of [teacher]: the model, not its fine-tuning budget (tuning
+# the teacher does not redo the adaptation).
+TEACHER_MODEL = tuple(
+    f"teacher.{key}" for key in ("model", "archive", "revision", "trust_remote_code")
+)
+
+
+def _teacher_stage(task: str) -> StageFn:
+    return get_task(task).stage("teacher")
+
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("data", ("data",), (), reads=_data_reads),
     StageSpec(
-        "teacher",
-        ("data", "teacher"),
+        "adapt",
+        ("data", "adapt", *TEACHER_MODEL, "student.transfer"),
         ("data",),
         distributed=True,
+        reads=_adapt_reads,
+        switch="adapt",
+    ),
+    StageSpec(
+        "teacher",
+        ("data", "teacher"),
+        ("data", "adapt"),  # the adapted encoder, when the recipe adapts
+        distributed=True,
         reads=lambda recipe: _model_sources("teacher", recipe.teacher),
+    ),
+    # The same teacher fine-tuned from the original weights, same seed and budget: the
+    # twin that shows what adaptation bought (the task's teacher body without "adapt").
+    StageSpec(
+        "plain-teacher",
+        ("data", "teacher"),
+        ("data",),
+        load=_teacher_stage,
+        distributed=True,
+        reads=lambda recipe: _model_sources("teacher", recipe.teacher),
+        switch="adapt",
+        runs=lambda recipe: recipe.adapt.baseline == "teacher",
     ),
     StageSpec(
         "labels",
@@ -156,7 +214,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "report",
         ("report",),
-        ("data", "teacher", "labels", "student", "export"),
+        ("data", "teacher", "labels", "student", "export", "adapt", "plain-teacher"),
         publish=lambda ctx, folder: {".": ctx.report_dir},
     ),
 )
@@ -287,6 +345,14 @@ def run_pipeline(
     when their manifests are up to date (and run when they are not: a stage never reads a
     stale input).
     """
+    for name in (only, start):
+        spec = next((s for s in stages if s.name == name), None)
+        if spec is not None and not spec.active(recipe):
+            raise DistillError(
+                f"stage {name} does not run for this recipe: "
+                + (f"it has no [{spec.switch}] table" if spec.switch else "it is switched off")
+            )
+    stages = tuple(spec for spec in stages if spec.active(recipe))
     names = [spec.name for spec in stages]
     forced: set[str] = set()
     if only is not None:
@@ -308,6 +374,7 @@ def _run_stages(
     recipe: Recipe, ctx: RunContext, selected: tuple[StageSpec, ...], forced: set[str]
 ) -> dict[str, dict[str, Any]]:
     manifests: dict[str, dict[str, Any]] = {}
+    running = {spec.name for spec in selected}
     hashes = ContentHashes()
     for position, spec in enumerate(selected):
         # Once no data-parallel stage is left, helper processes leave (rather than spin in a
@@ -319,13 +386,13 @@ def _run_stages(
         if shared:
             barrier()  # under a launcher: the main process has finished the previous stage
         folder = ctx.stage_dir(spec.name)
-        deps = stage_dependencies(
-            spec, recipe, ctx, {u: manifests[u] for u in spec.requires}, hashes
-        )
+        # Stages left out for this recipe are not inputs (selected holds the ones that run).
+        requires = [u for u in spec.requires if u in running]
+        deps = stage_dependencies(spec, recipe, ctx, {u: manifests[u] for u in requires}, hashes)
         hashes.save()
         expected = deps.fingerprint(spec, recipe)
         fresh, why = _up_to_date(folder, expected, deps)
-        inputs = {u: ctx.stage_dir(u) for u in spec.requires}
+        inputs = {u: ctx.stage_dir(u) for u in requires}
         if fresh and spec.name not in forced:
             log.info("stage %-8s skipped (%s)", spec.name, why)
         elif ctx.is_main_process:

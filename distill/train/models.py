@@ -135,11 +135,17 @@ def load_tokenizer(
 
 
 def teacher_source(
-    teacher: TeacherConfig, base_dir: Path, resolve: Callable[..., str] = resolve_model
+    teacher: TeacherConfig,
+    base_dir: Path,
+    resolve: Callable[..., str] = resolve_model,
+    adapted: Path | None = None,
 ) -> tuple[str, Any]:
     """The recipe's ``[teacher]`` model, resolved for ``from_pretrained`` (through
     ``resolve``, a task's own resolver when it reads more than folders and hub ids), and
-    its tokenizer."""
+    its tokenizer; with ``adapted`` (the adapt stage's folder), the encoder it adapted."""
+    if adapted is not None:
+        folder = adapted / "model"
+        return str(folder), load_tokenizer(str(folder), "adapted teacher (stage adapt)")
     source = resolve(
         teacher.model,
         base_dir,

@@ -30,7 +30,7 @@ def run(
     label_names = read_label_names(inputs["data"])
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
 
-    source, tokenizer = teacher_source(teacher, ctx.recipe_dir)
+    source, tokenizer = teacher_source(teacher, ctx.recipe_dir, adapted=inputs.get("adapt"))
     set_seed(ctx.seed)
     model = load_classifier(
         source,
@@ -58,7 +58,11 @@ def run(
     trainer.save_model(str(out / "model"))  # weights, config (with label names) and tokenizer
 
     (out / "logits").mkdir()
-    metrics: dict[str, Any] = {"parameters": parameters, "source": teacher.model}
+    metrics: dict[str, Any] = {
+        "parameters": parameters,
+        "source": teacher.model,
+        "adapted": "adapt" in inputs,  # fine-tuned from the adapt stage's encoder
+    }
     for name in ("validation", "test"):  # the labels stage caches every split for the student
         logits = predict_logits(trainer, encoded[name], f"teacher: {name} logits")
         save_logits(out / "logits" / f"{name}.npz", splits[name].ids, logits)

@@ -29,7 +29,7 @@ def run(
 ) -> dict[str, Any]:
     tag_names = read_tag_names(inputs["data"])
     splits = {name: read_tagged_split(inputs["data"], name) for name in SPLITS}
-    source, tokenizer = teacher_source(teacher, ctx.recipe_dir)
+    source, tokenizer = teacher_source(teacher, ctx.recipe_dir, adapted=inputs.get("adapt"))
     require_fast(tokenizer, "teacher.model")
     set_seed(ctx.seed)
     model = load_tagger(
@@ -55,7 +55,11 @@ def run(
     trainer, history = train(training_run, tag_names=tag_names)
     trainer.save_model(str(out / "model"))  # weights, config (with tag names) and tokenizer
     (out / "logits").mkdir()
-    metrics: dict[str, Any] = {"parameters": parameters, "source": teacher.model}
+    metrics: dict[str, Any] = {
+        "parameters": parameters,
+        "source": teacher.model,
+        "adapted": "adapt" in inputs,  # fine-tuned from the adapt stage's encoder
+    }
     for name in ("validation", "test"):
         dataset, starts = encoded[name]
         logits = sentence_logits(trainer, dataset, f"teacher: {name} logits")
