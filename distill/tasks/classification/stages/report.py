@@ -25,6 +25,12 @@ gold label by row, predicted label by column, in ``labels`` order) and ``calibra
 reliability diagram); on the PyTorch rows ``size_breakdown`` (embeddings / encoder layers /
 head); and at the top level ``disagreements`` (test examples where the deployed student and
 the teacher predict different labels, capped).
+
+When the run adapted its teacher (the ``adapt`` and ``plain-teacher`` stage folders among
+the inputs), the main table has the plain twin's row (``teacher_plain``: the same teacher
+fine-tuned without adaptation; the ``teacher`` row, the adapted one, stays the reference
+for the ratios) and the report an ``adaptation`` section
+(:mod:`distill.tasks.classification.report.adaptation`); without them both are absent.
 """
 
 from __future__ import annotations
@@ -36,11 +42,17 @@ from typing import Any
 import numpy as np
 
 from distill.config import ReportConfig, task_dump
-from distill.pipeline.artifacts import RunContext, library_versions
+from distill.pipeline.artifacts import RunContext, finished_manifest, library_versions
+from distill.report.adaptation import ADAPT, PLAIN_TEACHER, adaptation_summary
 from distill.report.document import created, recipe_tables, report_stage, threads_note, wall_times
 from distill.report.ratios import add_ratios, difference, kept, times_faster, times_smaller
 from distill.report.training import training_record
 from distill.tasks.classification import render
+from distill.tasks.classification.report.adaptation import (
+    PlainTeacher,
+    classification_adaptation,
+    plain_teacher,
+)
 from distill.tasks.classification.report.disagreements import find_disagreements
 from distill.tasks.classification.report.distillation import distillation_section
 from distill.tasks.classification.report.floor import PRIMARY_METRIC, baseline_summary, tfidf_row
@@ -94,6 +106,7 @@ def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
         "soft_target_significance": _significance_summary(
             distillation.get("soft_target_significance")
         ),
+        "adaptation": adaptation_summary(document.get("adaptation")),
     }
 
 
@@ -119,7 +132,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         notes.append(note)
     # Every timed row registers its model here; all are timed together, interleaved, below.
     plan = TimingPlan.for_texts(config, test.texts, upstream.max_length)
-    rows, twin_logits, deployed_logits = _model_rows(upstream, plan, config, ctx.seed, notes)
+    plain = plain_teacher(inputs, upstream, plan)  # None unless the run adapted the teacher
+    rows, twin_logits, deployed_logits = _model_rows(upstream, plan, config, ctx.seed, notes, plain)
     variant_names = register_variants(upstream, plan)
     latencies = plan.run()
     for row in rows:
@@ -164,16 +178,19 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "disagreements": _disagreements(upstream, deployed_logits),
         "latency_setup": _latency_setup(config, upstream.max_length, plan.rounds),
         "distillation": distillation,
+        "adaptation": classification_adaptation(inputs, upstream, plain),
         "students": students,
         "throughput": throughput,
         "recipe": recipe_tables(
             manifests, UPSTREAM, task_dump(config, "report", SequenceClassification.name)
         ),
-        "training": {
-            "teacher": training_record(manifests["teacher"], upstream.teacher_dir, CURVES),
-            "student": training_record(manifests["student"], upstream.student_dir, CURVES),
-        },
-        "wall_time_s": wall_times(manifests, inputs, (*UPSTREAM, "labels"), started),
+        "training": _training(upstream, inputs),
+        "wall_time_s": wall_times(
+            manifests,
+            inputs,
+            ("data", ADAPT, "teacher", PLAIN_TEACHER, "student", "export", "labels"),
+            started,
+        ),
         "versions": library_versions(),
         "hardware": hardware,
         "notes": notes,
@@ -181,11 +198,16 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
 
 
 def _model_rows(
-    upstream: ReportInputs, plan: TimingPlan, config: ReportConfig, seed: int, notes: list[str]
+    upstream: ReportInputs,
+    plan: TimingPlan,
+    config: ReportConfig,
+    seed: int,
+    notes: list[str],
+    plain: PlainTeacher | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], tuple[str, np.ndarray] | None]:
-    """The main table's rows in order (teacher, student, its twins, the student's ONNX
-    files, the teacher's, the TF-IDF floor), the twins' test logits by twin folder, and the
-    deployed model's (key, test logits)."""
+    """The main table's rows in order (teacher, its plain twin when the run adapted it,
+    student, its twins, the student's ONNX files, the teacher's, the TF-IDF floor), the
+    twins' test logits by twin folder, and the deployed model's (key, test logits)."""
     teacher_dir, student_dir = upstream.teacher_dir, upstream.student_dir
     teacher_row = pytorch_row(
         key="teacher",
@@ -205,7 +227,8 @@ def _model_rows(
     onnx_rows, deployed_logits = student_onnx_rows(upstream, student_row, plan, notes)
     # The teacher through the same export path: "why not just quantize the teacher?"
     teacher_rows, teacher_note = teacher_onnx_rows(upstream, teacher_row, plan)
-    rows = [teacher_row, student_row, *twins, *onnx_rows, *teacher_rows]
+    plain_rows = [plain.row] if plain is not None else []
+    rows = [teacher_row, *plain_rows, student_row, *twins, *onnx_rows, *teacher_rows]
     if teacher_note:
         notes.append(teacher_note)
     if config.tfidf_baseline:
@@ -215,6 +238,19 @@ def _model_rows(
         else:
             rows.append(floor)
     return rows, twin_logits, deployed_logits
+
+
+def _training(upstream: ReportInputs, inputs: dict[str, Path]) -> dict[str, Any]:
+    """Each trained model's budget, stop and curves: the teacher, its plain twin when the
+    run adapted the teacher (same seed and budget: its line shows they were), the student."""
+    manifests = upstream.manifests
+    training = {"teacher": training_record(manifests["teacher"], upstream.teacher_dir, CURVES)}
+    if PLAIN_TEACHER in inputs:
+        folder = inputs[PLAIN_TEACHER]
+        manifest = finished_manifest(folder, PLAIN_TEACHER)
+        training[PLAIN_TEACHER] = training_record(manifest, folder, CURVES)
+    training["student"] = training_record(manifests["student"], upstream.student_dir, CURVES)
+    return training
 
 
 def _disagreements(

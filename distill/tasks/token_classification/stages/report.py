@@ -8,6 +8,12 @@ whether the gate passed it) and why it deployed the one it did; whether distilla
 over the no-KD twin is significant (paired, per test sentence); per-type scores; the test
 sentences where the deployed student and the teacher disagree.
 
+When the run adapted its teacher (the ``adapt`` and ``plain-teacher`` stage folders among
+the inputs), the table has the plain twin's row (``teacher_plain``: the same teacher
+fine-tuned without adaptation; ``teacher``, the adapted one, stays the reference for the
+ratios) and the report an ``adaptation`` section
+(:mod:`distill.tasks.token_classification.report.adaptation`); without them both are absent.
+
 Writes ``report.json`` (the source of truth) and renders ``report.md`` / ``report.html``
 from it (:mod:`distill.tasks.token_classification.render`). Each section is built by its own
 module of :mod:`distill.tasks.token_classification.report`.
@@ -26,6 +32,7 @@ from distill.pipeline.artifacts import (
     relative_path,
     upstream_manifests,
 )
+from distill.report.adaptation import PLAIN_TEACHER, adaptation_summary
 from distill.report.document import created, report_stage
 from distill.report.ratios import add_ratios, kept, times_faster
 from distill.report.training import training_summary
@@ -35,6 +42,7 @@ from distill.tasks.token_classification.logits import load_ragged
 from distill.tasks.token_classification.metrics import aligned, word_tags
 from distill.tasks.token_classification.onnx_tags import served_tags
 from distill.tasks.token_classification.render import SCHEMA_VERSION
+from distill.tasks.token_classification.report.adaptation import plain_teacher, tagging_adaptation
 from distill.tasks.token_classification.report.disagreements import disagreements
 from distill.tasks.token_classification.report.export import export_section
 from distill.tasks.token_classification.report.rows import model_rows, time_rows
@@ -53,9 +61,11 @@ RATIOS = {"size_ratio": kept("bytes"), "speedup": times_faster, "f1_kept": kept(
 
 
 def summary_metrics(document: dict[str, Any]) -> dict[str, Any]:
-    """The small part of the report kept in the stage manifest: each row's F1 and size."""
+    """The small part of the report kept in the stage manifest: each row's F1 and size, and
+    what adaptation bought (None when the run did not adapt)."""
     return {
-        "rows": {r["key"]: {k: r.get(k) for k in ("entity_f1", "bytes")} for r in document["rows"]}
+        "rows": {r["key"]: {k: r.get(k) for k in ("entity_f1", "bytes")} for r in document["rows"]},
+        "adaptation": adaptation_summary(document.get("adaptation")),
     }
 
 
@@ -76,6 +86,9 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     teacher_tags = word_tags(
         load_ragged(inputs["teacher"] / "logits" / "test.npz", test.ids), starts, tag_names
     )
+    max_length = _max_length(manifests)
+    # The teacher's plain twin (when the run adapted it), scored on the teacher's words.
+    plain = plain_teacher(inputs, test, tag_names, max_length, gold, teacher_tags)
     # The deployed row is what the bundle serves: its runner (the code `distill predict`
     # runs, with the bundle's aggregation) over the test sentences, entities read back onto
     # the words.
@@ -83,6 +96,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     deployed_tags = served_tags(served, test.tokens, "report: bundle").tags
     gold, teacher_tags, deployed_tags = aligned(gold, teacher_tags, deployed_tags)
     rows = model_rows(manifests, inputs, gold, teacher_tags, deployed_tags, train, test, tag_names)
+    if plain is not None:
+        rows.insert(1, plain.row)  # after the teacher
     time_rows(
         rows,
         config,
@@ -91,10 +106,11 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         student_dir,
         bundle,
         inputs["export"],
-        _max_length(manifests),
+        max_length,
+        plain_teacher_dir=inputs[PLAIN_TEACHER] / "model" if plain is not None else None,
     )
     add_ratios(rows, RATIOS, skip_missing=True)
-    significance = kd_significance(inputs["student"], test, tag_names, _max_length(manifests))
+    significance = kd_significance(inputs["student"], test, tag_names, max_length)
     return {
         "schema_version": SCHEMA_VERSION,
         "task": TokenClassification.name,
@@ -104,6 +120,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "per_type": per_type(rows),
         "headline": headline(rows, significance),
         "distillation": {"kd_significance": significance},
+        "adaptation": tagging_adaptation(inputs, plain),
         "export": export_section(manifests["export"]["metrics"]),
         "disagreements": disagreements(test, gold, teacher_tags, deployed_tags),
         "training": {name: training_summary(manifests[name]) for name in ("teacher", "student")},
