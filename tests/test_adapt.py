@@ -32,7 +32,7 @@ MINIMAL = {
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path):  # noqa: ANN201 - a transformers tokenizer
+def tokenizer(tiny_model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -52,7 +52,9 @@ def _own(**overrides: list[str] | None) -> OwnText:
 
 
 def test_task_text_is_training_and_transfer_text_once_each(tmp_path: Path) -> None:
-    text = domain_text(AdaptConfig(held_out_fraction=0.3), DataConfig(path="x"), tmp_path, _own(), 1)
+    text = domain_text(
+        AdaptConfig(held_out_fraction=0.3), DataConfig(path="x"), tmp_path, _own(), 1
+    )
     assert sorted(text.train + text.held_out) == ["bad food", "good flight", "great movie"]
     assert len(text.held_out) == 1  # round(3 * 0.3)
     assert text.record["source"] == "task text"
@@ -97,7 +99,7 @@ def test_text_errors_name_the_key(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- masking
 
 
-def test_masking_statistics_on_a_seeded_batch(tokenizer) -> None:  # noqa: ANN001
+def test_masking_statistics_on_a_seeded_batch(tokenizer) -> None:
     rows = synthetic_rows(400, seed=2)
     examples = encode(tokenizer, [text for text, _ in rows], 32, offsets=False)
     batch = MaskingCollator(tokenizer, 0.15, whole_word_mask=False, seed=7)(examples)
@@ -119,25 +121,25 @@ def test_masking_statistics_on_a_seeded_batch(tokenizer) -> None:  # noqa: ANN00
     assert torch.equal(again["input_ids"], batch["input_ids"])  # seeded: the same masks
 
 
-def test_whole_word_masking_masks_every_piece_of_a_word(tokenizer) -> None:  # noqa: ANN001
+def test_whole_word_masking_masks_every_piece_of_a_word(tokenizer) -> None:
     texts = [f"good {1000 + i * 37} flight {20 + i} bad" for i in range(300)]
     examples = encode(tokenizer, texts, 32, offsets=True)
     batch = MaskingCollator(tokenizer, 0.15, whole_word_mask=True, seed=3)(examples)
     chosen = batch["labels"] != IGNORED
     split_words = 0
-    for row, example in enumerate(examples):
-        words = encode(tokenizer, [texts[row]], 32, offsets=False)[0]
+    for row, text in enumerate(texts):
+        words = encode(tokenizer, [text], 32, offsets=False)[0]
         pieces = tokenizer.convert_ids_to_tokens(words["input_ids"])
         starts = [i for i, piece in enumerate(pieces) if not piece.startswith("##")]
         for begin, end in zip(starts, [*starts[1:], len(pieces)], strict=True):
             marks = chosen[row, begin:end].tolist()
             split_words += end - begin > 1
-            assert all(marks) or not any(marks), (texts[row], pieces[begin:end], marks)
+            assert all(marks) or not any(marks), (text, pieces[begin:end], marks)
     assert split_words > 300  # the numbers are split into pieces: the test has teeth
     assert 0.08 < chosen.float().sum().item() / batch["attention_mask"].sum().item() < 0.2
 
 
-def test_held_out_masks_are_drawn_once(tokenizer) -> None:  # noqa: ANN001
+def test_held_out_masks_are_drawn_once(tokenizer) -> None:
     examples = encode(tokenizer, ["good flight today", "bad food was poor"] * 20, 16, False)
     masked = mask_once(examples, MaskingCollator(tokenizer, 0.15, False, seed=1))
     assert [len(row["labels"]) for row in masked] == [len(e["input_ids"]) for e in examples]
@@ -192,7 +194,7 @@ def test_a_decoder_only_teacher_has_no_masked_lm_form(tmp_path: Path) -> None:
 
 def test_the_loss_on_masked_tokens_equals_the_models_own(
     tmp_path: Path, tiny_model_dir: Path, tokenizer
-) -> None:  # noqa: ANN001
+) -> None:
     source = _bert_without_head(tmp_path / "encoder", tiny_model_dir)
     model, _ = load_masked_lm(str(source), "teacher.model", None, False)
     model.eval()
