@@ -24,7 +24,8 @@ from distill.errors import ArtifactError
 from distill.pipeline.artifacts import RunContext, read_manifest, staging_dir
 from distill.pipeline.fingerprints import ContentHashes
 from distill.pipeline.locking import RunInUseError, run_lock
-from distill.pipeline.stages import StageSpec, _data_reads, _model_sources, run_pipeline
+from distill.pipeline.reads import data_reads, model_sources
+from distill.pipeline.stages import StageSpec, run_pipeline
 
 CALLS: list[str] = []
 
@@ -52,12 +53,12 @@ def _specs() -> tuple[StageSpec, ...]:
         return StageSpec(name, sections, requires, lambda task: _reader(name), **kw)
 
     return (
-        spec("data", ("data",), (), reads=_data_reads),
+        spec("data", ("data",), (), reads=data_reads),
         spec(
             "teacher",
             ("teacher",),
             ("data",),
-            reads=lambda recipe: _model_sources("teacher", recipe.teacher),
+            reads=lambda recipe: model_sources("teacher", recipe.teacher),
         ),
         spec("labels", (), ("data", "teacher")),
         spec("student", ("student",), ("data", "labels")),
@@ -279,7 +280,7 @@ def test_a_hub_reference_counts_by_the_commit_its_revision_resolves_to(
 def test_editing_a_pretrained_variants_model_reruns_the_student_stage_only(
     project: RunContext,
 ) -> None:
-    from distill.pipeline.stages import _student_reads
+    from distill.pipeline.reads import student_reads
 
     small = project.recipe_dir / "small"
     small.mkdir()
@@ -290,7 +291,7 @@ def test_editing_a_pretrained_variants_model_reruns_the_student_stage_only(
         ("student",),
         ("data", "labels"),
         lambda task: _reader("student"),
-        reads=_student_reads,
+        reads=student_reads,
     )
     recipe = validate_recipe(
         {

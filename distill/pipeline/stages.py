@@ -39,6 +39,13 @@ from distill.pipeline.artifacts import (
 from distill.pipeline.distributed import barrier
 from distill.pipeline.fingerprints import ContentHashes, Source, identify
 from distill.pipeline.locking import run_lock
+from distill.pipeline.reads import (
+    adapt_reads,
+    data_reads,
+    model_sources,
+    student_reads,
+    transfer_reads,
+)
 from distill.tasks import get_task
 from distill.tasks.base import StageFn
 
@@ -97,44 +104,6 @@ class StageSpec:
         return self.load(task) if self.load is not None else get_task(task).stage(self.name)
 
 
-def _model_sources(table: str, config: Any) -> list[Source]:
-    """A model's weights: its archive parts when it comes from one, else its folder or hub id."""
-    if config.archive:
-        return [Source(f"{table}.archive[{i}]", part) for i, part in enumerate(config.archive)]
-    return [Source(f"{table}.model", config.model, config.revision)]
-
-
-def _data_reads(recipe: Recipe) -> list[Source]:
-    data = recipe.data
-    keys = {"data.path": data.path, "data.validation_path": data.validation_path}
-    keys["data.test_path"] = data.test_path
-    return [Source(key, ref, repo_type="dataset") for key, ref in keys.items() if ref]
-
-
-def _transfer_reads(recipe: Recipe) -> list[Source]:
-    transfer = recipe.student.transfer
-    if transfer is None or transfer.path == "unused":  # "unused" rows come from the data stage
-        return []
-    return [Source("student.transfer.path", transfer.path, repo_type="dataset")]
-
-
-def _adapt_reads(recipe: Recipe) -> list[Source]:
-    """The teacher's weights and the adaptation text ("unused" rows come from the data stage)."""
-    sources = _model_sources("teacher", recipe.teacher)
-    path = recipe.adapt.path if recipe.adapt is not None else None
-    if path and path != "unused":
-        sources.append(Source("adapt.path", path, repo_type="dataset"))
-    return sources
-
-
-def _student_reads(recipe: Recipe) -> list[Source]:
-    sources = []
-    for table, config in recipe.student.by_table():
-        if config.init == "pretrained":
-            sources += _model_sources(table, config)
-    return sources
-
-
 def _published_bundles(ctx: RunContext, folder: Path) -> dict[str, Path]:
     """Where the export stage's bundles are published: its ``bundle/`` as the run's bundle,
     and each further bundle the task exported, at ``<group>/<NAME>/bundle/`` in the stage
@@ -163,13 +132,13 @@ def _teacher_stage(task: str) -> StageFn:
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("data", ("data",), (), reads=_data_reads),
+    StageSpec("data", ("data",), (), reads=data_reads),
     StageSpec(
         "adapt",
         ("data", "adapt", *TEACHER_MODEL, "student.transfer"),
         ("data",),
         distributed=True,
-        reads=_adapt_reads,
+        reads=adapt_reads,
         switch="adapt",
     ),
     StageSpec(
@@ -177,7 +146,7 @@ STAGES: tuple[StageSpec, ...] = (
         ("data", "teacher"),
         ("data", "adapt"),  # the adapted encoder, when the recipe adapts
         distributed=True,
-        reads=lambda recipe: _model_sources("teacher", recipe.teacher),
+        reads=lambda recipe: model_sources("teacher", recipe.teacher),
     ),
     # The same teacher fine-tuned from the original weights, same seed and budget: the
     # twin that shows what adaptation bought (the task's teacher body without "adapt").
@@ -187,7 +156,7 @@ STAGES: tuple[StageSpec, ...] = (
         ("data",),
         load=_teacher_stage,
         distributed=True,
-        reads=lambda recipe: _model_sources("teacher", recipe.teacher),
+        reads=lambda recipe: model_sources("teacher", recipe.teacher),
         switch="adapt",
         runs=lambda recipe: recipe.adapt.baseline == "teacher",
     ),
@@ -196,14 +165,14 @@ STAGES: tuple[StageSpec, ...] = (
         ("data", "student.transfer", "labels"),
         ("data", "teacher"),
         distributed=True,
-        reads=_transfer_reads,
+        reads=transfer_reads,
     ),
     StageSpec(
         "student",
         ("data", "student"),
         ("data", "teacher", "labels"),
         distributed=True,
-        reads=_student_reads,
+        reads=student_reads,
     ),
     StageSpec(
         "export",
