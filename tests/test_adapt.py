@@ -231,3 +231,29 @@ def test_adapt_in_a_causal_lm_recipe_is_refused_naming_the_key() -> None:
     assert "adapt: task 'causal-lm' does not adapt its teacher" in problem
     assert "already trains on the domain text of [data]" in problem
     validate_recipe({**MINIMAL, "task": "token-classification", "adapt": {}})
+
+
+def test_validate_checks_the_adaptation_text_before_any_compute(tmp_path: Path) -> None:
+    from distill.pipeline.preflight import check_sources
+
+    write_csv(tmp_path / "data.csv", ["text", "label"], synthetic_rows(20))
+    write_csv(tmp_path / "tweets.csv", ["body"], [["a tweet"], ["another"]])
+
+    def problems(adapt: dict, data: dict | None = None) -> list[str]:
+        recipe = validate_recipe({**MINIMAL, "data": data or {"path": "data.csv"}, "adapt": adapt})
+        with pytest.raises(RecipeError) as raised:  # the hub teacher is missing offline too
+            check_sources(recipe, tmp_path, "recipe.toml")
+        return [p for p in raised.value.problems if p.startswith("adapt")]
+
+    assert problems({"path": "tweets.csv"}) == [
+        f"adapt.path: {tmp_path / 'tweets.csv'} has no column 'text' (adapt.text_column); "
+        "its columns are ['body']"
+    ]
+    assert problems({"path": "tweets.csv", "text_column": "body"}) == []
+    assert problems({"path": "nowhere.csv"}) == [
+        f"adapt.path: 'nowhere.csv' does not exist (looked for {tmp_path / 'nowhere.csv'})"
+    ]
+    assert problems({"path": "unused"})[0].startswith(
+        "adapt.path = 'unused': data.max_examples is not set"
+    )
+    assert problems({"path": "unused"}, {"path": "data.csv", "max_examples": 10}) == []

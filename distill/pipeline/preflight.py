@@ -41,9 +41,12 @@ def check_sources(recipe: Recipe, recipe_dir: Path, source: str) -> list[str]:
     Returns notes on what could not be checked (e.g. a model inside an archive)."""
     found = _Findings()
     _check_data(recipe, recipe_dir, found)
+    _check_adapt_text(recipe, recipe_dir, found)
     configs = _check_models(recipe, recipe_dir, found)
     _check_max_length(recipe, configs, found)
-    for table in ("teacher", "student"):
+    for table in ("adapt", "teacher", "student"):
+        if getattr(recipe, table) is None:
+            continue
         wanted = getattr(recipe, table).report_to
         if "tensorboard" in wanted and importlib.util.find_spec("tensorboard") is None:
             found.problems.append(
@@ -77,6 +80,39 @@ def _check_data(recipe: Recipe, recipe_dir: Path, found: _Findings) -> None:
                 _check_columns(recipe, key, path, found)
         except DistillError as exc:
             found.problems.append(str(exc))
+
+
+def _check_adapt_text(recipe: Recipe, recipe_dir: Path, found: _Findings) -> None:
+    """[adapt]'s text: the file exists and has the text column, or rows are left unused."""
+    adapt = recipe.adapt
+    if adapt is None or adapt.path is None:
+        return
+    if adapt.path == "unused":
+        if recipe.data.max_examples is None:
+            found.problems.append(
+                "adapt.path = 'unused': data.max_examples is not set, so the data stage leaves "
+                "no rows out to adapt on; set it, or name a file"
+            )
+        return
+    try:
+        path = resolve_local(adapt.path, recipe_dir, "adapt.path")
+        if path is None:
+            _check_hub(adapt.path, None, "dataset", "adapt.path", found)
+            return
+        if path.is_dir():
+            found.problems.append(f"adapt.path: {path} is a folder; name a data file")
+            return
+        fmt = table_format(path, recipe.data.model_copy(update={"format": "auto"}))
+        columns = (
+            None if fmt is None else read_header(path, fmt, adapt.encoding or recipe.data.encoding)
+        )
+        if columns is not None and adapt.text_column not in columns:
+            found.problems.append(
+                f"adapt.path: {path} has no column {adapt.text_column!r} (adapt.text_column); "
+                f"its columns are {columns}"
+            )
+    except DistillError as exc:
+        found.problems.append(str(exc))
 
 
 def _check_columns(recipe: Recipe, key: str, path: Path, found: _Findings) -> None:
