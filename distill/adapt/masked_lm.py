@@ -123,6 +123,7 @@ class MaskingCollator:
             whole_word_mask=whole_word_mask,
             # transformers masks whole words with the mask token only (and warns otherwise)
             mask_replace_prob=1.0 if whole_word_mask else 0.8,
+            random_replace_prob=0.0 if whole_word_mask else 0.1,
             seed=seed,
         )
         if seed is not None:  # the generator torch_call would make (we call the masking direct)
