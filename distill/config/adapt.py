@@ -66,11 +66,13 @@ class AdaptConfig(TrainingConfig):
     head_learning_rate: float = Field(
         1e-3, gt=0, le=1, description="Learning rate of the head-only passes."
     )
-    baseline: Literal["teacher", "none"] = Field(
+    baseline: Literal["teacher", "teacher-and-student", "none"] = Field(
         "teacher",
         description="'teacher': also fine-tune the teacher without adaptation (same seed and "
         "budget; stage `plain-teacher`), the report's evidence of what adaptation bought; "
-        "'none': skip it.",
+        "'teacher-and-student': and label for and distil the students from that plain "
+        "teacher too (stages `plain-labels`, `plain-student`), to show whether the gain "
+        "reaches them; 'none': neither.",
     )
     epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the adaptation text.")
     min_steps: int | None = Field(

@@ -37,11 +37,13 @@ class StageSpec:
     # that table (Task.refused_keys) has no body for the stage. ``runs`` may ask more of it.
     switch: str | None = None
     runs: Callable[[Recipe], bool] = field(default=lambda recipe: True)
+    # Inputs the body reads under another stage's name: {name it reads: stage it gets}.
+    renames: dict[str, str] = field(default_factory=dict)
 
     def active(self, recipe: Recipe) -> bool:
         """Whether the stage runs for ``recipe`` (a switched-off stage is left out, and the
         stages after it get no folder of it among their inputs)."""
-        if self.switch is not None and _section(recipe, self.switch) is None:
+        if self.switch is not None and recipe_entry(recipe, self.switch) is None:
             return False
         return self.runs(recipe)
 
@@ -67,7 +69,7 @@ class StageSpec:
         return self.load(task) if self.load is not None else get_task(task).stage(self.name)
 
 
-def _section(recipe: Recipe, dotted: str) -> Any:
+def recipe_entry(recipe: Recipe, dotted: str) -> Any:
     """A recipe table by name; ``student.transfer`` names a sub-table (None when absent)."""
     value: Any = recipe
     for part in dotted.split("."):

@@ -46,7 +46,7 @@ from distill.pipeline.reads import (
     student_reads,
     transfer_reads,
 )
-from distill.pipeline.spec import StageSpec, _section
+from distill.pipeline.spec import StageSpec, recipe_entry
 from distill.tasks import get_task
 from distill.tasks.base import StageFn
 
@@ -76,8 +76,17 @@ TEACHER_MODEL = tuple(
 )
 
 
-def _teacher_stage(task: str) -> StageFn:
-    return get_task(task).stage("teacher")
+def _body_of(stage: str) -> Callable[[str], StageFn]:
+    """The task's body of another stage (a twin stage runs it on other inputs)."""
+    return lambda task: get_task(task).stage(stage)
+
+
+PLAIN_TWINS = ("plain-teacher", "plain-student")  # what the report reads of them
+
+
+def _plain_twin(*trained: str) -> Callable[[Recipe], bool]:
+    """Whether [adapt] asks for plain twins of these (adapt.baseline)."""
+    return lambda recipe: recipe.adapt.baseline in trained
 
 
 STAGES: tuple[StageSpec, ...] = (
@@ -103,11 +112,11 @@ STAGES: tuple[StageSpec, ...] = (
         "plain-teacher",
         ("data", "teacher"),
         ("data",),
-        load=_teacher_stage,
+        load=_body_of("teacher"),
         distributed=True,
         reads=lambda recipe: model_sources("teacher", recipe.teacher),
         switch="adapt",
-        runs=lambda recipe: recipe.adapt.baseline == "teacher",
+        runs=_plain_twin("teacher", "teacher-and-student"),
     ),
     StageSpec(
         "labels",
@@ -123,6 +132,30 @@ STAGES: tuple[StageSpec, ...] = (
         distributed=True,
         reads=student_reads,
     ),
+    # The plain teacher's soft targets and its students (the task's labels and student bodies,
+    # the plain twin given as their teacher): whether the adapted teacher's gain reaches them.
+    StageSpec(
+        "plain-labels",
+        ("data", "student.transfer", "labels"),
+        ("data", "plain-teacher"),
+        load=_body_of("labels"),
+        distributed=True,
+        reads=transfer_reads,
+        switch="adapt",
+        runs=_plain_twin("teacher-and-student"),
+        renames={"teacher": "plain-teacher"},
+    ),
+    StageSpec(
+        "plain-student",
+        ("data", "student"),
+        ("data", "plain-teacher", "plain-labels"),
+        load=_body_of("student"),
+        distributed=True,
+        reads=student_reads,
+        switch="adapt",
+        runs=_plain_twin("teacher-and-student"),
+        renames={"teacher": "plain-teacher", "labels": "plain-labels"},
+    ),
     StageSpec(
         "export",
         ("data", "export"),
@@ -132,7 +165,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "report",
         ("report",),
-        ("data", "teacher", "labels", "student", "export", "adapt", "plain-teacher"),
+        ("data", "teacher", "labels", "student", "export", "adapt", *PLAIN_TWINS),
         publish=lambda ctx, folder: {".": ctx.report_dir},
     ),
 )
@@ -177,7 +210,8 @@ def outputs_digest(manifest: dict[str, Any]) -> str:
 def stage_settings(spec: StageSpec, recipe: Recipe) -> dict[str, Any]:
     """The recipe tables (or keys) the stage reads, as JSON."""
     return {
-        s: task_dump(_section(recipe, s), s, recipe.task) for s in spec.sections_for(recipe.task)
+        s: task_dump(recipe_entry(recipe, s), s, recipe.task)
+        for s in spec.sections_for(recipe.task)
     }
 
 
@@ -303,6 +337,8 @@ def _run_stages(
         expected = deps.fingerprint(spec, recipe)
         fresh, why = _up_to_date(folder, expected, deps)
         inputs = {u: ctx.stage_dir(u) for u in requires}
+        for name, stage in spec.renames.items():  # a twin stage's body reads its own inputs
+            inputs[name] = inputs.pop(stage)
         if fresh and spec.name not in forced:
             log.info("stage %-8s skipped (%s)", spec.name, why)
         elif ctx.is_main_process:
@@ -383,7 +419,7 @@ def _bind(
     bound; what is left to give is the folder it writes to."""
     stage = spec.body(recipe.task)
     sections = {
-        keyword: _section(recipe, section)
+        keyword: recipe_entry(recipe, section)
         for keyword, section in spec.table_keywords(recipe.task).items()
     }
     checkpoints = _checkpoint_root(ctx, spec.name, expected)
