@@ -257,3 +257,33 @@ def test_validate_checks_the_adaptation_text_before_any_compute(tmp_path: Path) 
         "adapt.path = 'unused': data.max_examples is not set"
     )
     assert problems({"path": "unused"}, {"path": "data.csv", "max_examples": 10}) == []
+
+
+def test_which_stages_run_and_what_the_adaptation_depends_on() -> None:
+    from distill.pipeline.stages import STAGES, stage_settings
+
+    def recipe(**adapt: object) -> object:
+        return validate_recipe({**MINIMAL, "adapt": adapt})
+
+    both, none = recipe(baseline="teacher-and-student"), recipe(baseline="none")
+    shared = ["labels", "student", "export", "report"]
+    plain = validate_recipe(MINIMAL)
+    assert [s.name for s in STAGES if s.active(plain)] == ["data", "teacher", *shared]
+    assert [s.name for s in STAGES if s.active(none)] == ["data", "adapt", "teacher", *shared]
+    assert [s.name for s in STAGES if s.active(recipe())] == [
+        "data", "adapt", "teacher", "plain-teacher", *shared
+    ]  # fmt: skip
+    assert [s.name for s in STAGES if s.active(both)] == [
+        "data", "adapt", "teacher", "plain-teacher", "labels", "student", "plain-labels",
+        "plain-student", "export", "report",
+    ]  # fmt: skip
+    adapt = next(spec for spec in STAGES if spec.name == "adapt")
+    # The twins asked for beside it are not the adaptation's: no rerun for them.
+    assert stage_settings(adapt, both) == stage_settings(adapt, none)
+    assert stage_settings(adapt, none) != stage_settings(adapt, recipe(mlm_probability=0.2))
+    # It reads the teacher's model keys, not its fine-tuning budget.
+    tuned = validate_recipe(
+        {**MINIMAL, "adapt": {}, "teacher": {"model": "some/model", "epochs": 9}}
+    )
+    assert stage_settings(adapt, tuned) == stage_settings(adapt, recipe())
+    assert "teacher.model" in stage_settings(adapt, tuned)

@@ -37,6 +37,9 @@ class StageSpec:
     # that table (Task.refused_keys) has no body for the stage. ``runs`` may ask more of it.
     switch: str | None = None
     runs: Callable[[Recipe], bool] = field(default=lambda recipe: True)
+    # Keys of its tables that do not change what it computes (dotted): left out of its
+    # fingerprint, so setting them reruns nothing.
+    ignores: tuple[str, ...] = ()
     # Inputs the body reads under another stage's name: {name it reads: stage it gets}.
     renames: dict[str, str] = field(default_factory=dict)
 

@@ -98,6 +98,7 @@ STAGES: tuple[StageSpec, ...] = (
         distributed=True,
         reads=adapt_reads,
         switch="adapt",
+        ignores=("adapt.baseline",),  # which twins run besides is not the adaptation's
     ),
     StageSpec(
         "teacher",
@@ -209,10 +210,15 @@ def outputs_digest(manifest: dict[str, Any]) -> str:
 
 def stage_settings(spec: StageSpec, recipe: Recipe) -> dict[str, Any]:
     """The recipe tables (or keys) the stage reads, as JSON."""
-    return {
+    settings = {
         s: task_dump(recipe_entry(recipe, s), s, recipe.task)
         for s in spec.sections_for(recipe.task)
     }
+    for dotted in spec.ignores:
+        table, _, key = dotted.rpartition(".")
+        if isinstance(settings.get(table), dict):
+            settings[table].pop(key, None)
+    return settings
 
 
 def stage_dependencies(
