@@ -1,11 +1,12 @@
 """Domain adaptation over several seeds (issue #28): for each shipped task, the teacher
 fine-tuned after DAPT (the recipe's [adapt] text), after TAPT (the run's own text, no path)
 and without adaptation (the plain-teacher stage, same seed and budget), on the test split;
-with --students, the deployed students of the adapted run and of the plain recipe.
+with --students, the students distilled from the adapted and from the plain teacher
+(adapt.baseline = "teacher-and-student"), and the deployed one.
 
     python bench/adaptation.py                          # both tasks, seeds 13 14 15, DAPT only
     python bench/adaptation.py --tasks ner --tapt       # NER, DAPT and TAPT
-    python bench/adaptation.py --students               # full runs: deployed students too
+    python bench/adaptation.py --students               # full runs: the students too
     python bench/adaptation.py --summarise-only         # re-read an earlier invocation's runs
 
 Runs go under bench-runs/adaptation/ (one work folder per task); the summary is printed and
@@ -24,10 +25,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distillation import ROOT, run_seed, seed_stats, target_line
 
-# task -> (adapted recipe, plain recipe, the test metric of its teacher manifests)
+# task -> (adapted recipe, the test metric of its manifests and report rows)
 TASKS = {
-    "classification": ("adapt-quickstart.toml", "quickstart.toml", "accuracy"),
-    "ner": ("ner-adapt-quickstart.toml", "ner-quickstart.toml", "entity_f1"),
+    "classification": ("adapt-quickstart.toml", "accuracy"),
+    "ner": ("ner-adapt-quickstart.toml", "entity_f1"),
 }
 WORKDIR = ROOT / "bench-runs" / "adaptation"
 
@@ -71,20 +72,25 @@ def deployed(workdir: Path, name: str, metric: str) -> dict[str, float] | None:
     if not path.is_file():
         return None
     rows = {row["key"]: row for row in json.loads(path.read_text("utf-8"))["rows"]}
-    key = "accuracy" if metric == "accuracy" else "entity_f1"
-    return {k: rows[k][key] for k in ("student", "deployed") if k in rows}
+    names = {"student": "student", "deployed": "deployed", "plain": "student_plain_teacher"}
+    if metric == "accuracy":  # classification names its deployed row by its file
+        names["deployed"] = next((r["key"] for r in rows.values() if r.get("deployed")), "")
+    return {k: rows[key][metric] for k, key in names.items() if key in rows}
 
 
 def run_task(task: str, seeds: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
-    adapted_recipe, plain_recipe, metric = TASKS[task]
+    adapted_recipe, metric = TASKS[task]
     workdir = WORKDIR / task
     workdir.mkdir(parents=True, exist_ok=True)
+    # With --students: full runs that also distil students from the plain twin (the teachers
+    # of an earlier teachers-only invocation in the same folder are reused).
     extra = [] if args.students else ["--only", "plain-teacher"]
+    overrides = ["adapt.baseline='teacher-and-student'"] if args.students else []
     results = []
     for seed in seeds:
         name = f"bench-seed{seed}"
         if not args.summarise_only:
-            run_seed(ROOT / "recipes" / adapted_recipe, seed, workdir, [], extra)
+            run_seed(ROOT / "recipes" / adapted_recipe, seed, workdir, overrides, extra)
         row: dict[str, Any] = {
             "seed": seed,
             "plain": teacher_metric(workdir, name, "plain-teacher", metric),
@@ -101,10 +107,7 @@ def run_task(task: str, seeds: list[int], args: argparse.Namespace) -> list[dict
             row["tapt"] = teacher_metric(tapt_dir, name, "teacher", metric)
             row["tapt_adapt"] = adapt_figures(tapt_dir, name)
         if args.students:
-            plain_dir = workdir / "plain"
-            if not args.summarise_only:
-                run_seed(ROOT / "recipes" / plain_recipe, seed, plain_dir, [])
-            row["plain_students"] = deployed(plain_dir, name, metric)
+            row["plain_students"] = {"student": (row["dapt_students"] or {}).pop("plain", None)}
         results.append(row)
         print(json.dumps(row), flush=True)
     return results
@@ -126,8 +129,8 @@ def summarise(task: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             )
         )
         checks.append(target_line(f"{task}: {v} loses no more than the std", gain > -std))
-    if all(r.get("dapt_students") and r.get("plain_students") for r in rows):
-        for key in ("student", "deployed"):
+    if all((r.get("plain_students") or {}).get("student") is not None for r in rows):
+        for key in ("student",):
             ours = seed_stats([r["dapt_students"][key] for r in rows])
             theirs = seed_stats([r["plain_students"][key] for r in rows])
             stats[f"{key}_dapt"], stats[f"{key}_plain"] = ours, theirs
