@@ -1,7 +1,10 @@
-"""The report's "what adaptation bought" section (classification and NER): the plain twin's
-row in the main table, the ``adaptation`` section (the adapt stage's text and masked-LM
-figures, the adapted teacher's gain over its plain twin and the paired test), rendered in
-Markdown and HTML; and none of it without the ``adapt`` / ``plain-teacher`` folders."""
+"""The report's "what adaptation bought" section (classification and NER; NER's tests are
+tests/test_adapt_report_ner.py's, over the helpers here): the plain twin's
+row and its student's in the main table, the ``adaptation`` section (the adapt stage's text
+and masked-LM figures, the adapted teacher's gain over its plain twin and the distilled
+student's over the plain teacher's student, with their paired tests), rendered in Markdown
+and HTML; and none of it without the ``adapt`` / ``plain-teacher`` / ``plain-student``
+folders."""
 
 from __future__ import annotations
 
@@ -13,14 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from task_projects import NAME, Project
 from test_report import _Checker, _noisy_logits, run_report
 
-from distill.config import ReportConfig
 from distill.data.files import save_logits
-from distill.pipeline.artifacts import RunContext, read_manifest, write_manifest
-from distill.report.adaptation import NO_TWIN
-from distill.report.significance import paired_comparison, paired_f1_comparison
+from distill.pipeline.artifacts import read_manifest, write_manifest
+from distill.report.adaptation import NO_TWIN, STUDENT_REFERENCE
+from distill.report.render import md_escape
+from distill.report.significance import paired_comparison
 from distill.tasks.classification.metrics import classification_metrics
 
 # Would break the HTML or a Markdown table if written unescaped.
@@ -56,16 +58,22 @@ def write_adapt(folder: Path) -> Path:
     return folder
 
 
-def plain_copy(teacher: Path, folder: Path, write_test_logits: Callable[[Path], None]) -> Path:
-    """A ``plain-teacher`` folder: the teacher's folder copied, other test logits."""
-    shutil.copytree(teacher, folder)
+def plain_copy(
+    original: Path,
+    folder: Path,
+    write_test_logits: Callable[[Path], None],
+    stage: str = "plain-teacher",
+) -> Path:
+    """A plain twin's folder (``stage``: ``plain-teacher``, or ``plain-student`` copying the
+    student's): the original's folder copied, other test logits."""
+    shutil.copytree(original, folder)
     (folder / "manifest.json").unlink()
     write_test_logits(folder / "logits" / "test.npz")
-    manifest = read_manifest(teacher) or {}
+    manifest = read_manifest(original) or {}
     payload = {
         k: manifest[k] for k in ("task", "config", "metrics", "wall_time_s") if k in manifest
     }
-    write_manifest(folder, {**payload, "stage": "plain-teacher"})
+    write_manifest(folder, {**payload, "stage": stage})
     return folder
 
 
@@ -102,27 +110,39 @@ def check_html(html: str) -> str:
 
 @pytest.fixture(scope="module")
 def adapted(upstream: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The classification report over the shared fake upstream plus an adapt folder and a
-    plain twin whose test logits (about 70% right, stored shuffled) differ from the teacher's."""
+    """The classification report over the shared fake upstream plus an adapt folder, a plain
+    twin whose test logits (about 70% right, stored shuffled) differ from the teacher's, and
+    its student (a copy of the student's folder, test logits about 60% right, shuffled)."""
     root = tmp_path_factory.mktemp("adapted")
     test = upstream["splits"]["test"]
     plain_logits = _noisy_logits(test.labels, 0.7, seed=21)
+    student_logits = _noisy_logits(test.labels, 0.6, seed=23)
     order = np.random.default_rng(22).permutation(len(test))
 
-    def write_logits(path: Path) -> None:
-        save_logits(path, [test.ids[i] for i in order], plain_logits[order])
+    def writer(values: np.ndarray) -> Callable[[Path], None]:
+        return lambda path: save_logits(path, [test.ids[i] for i in order], values[order])
 
+    original = upstream["folders"]
     folders = {
-        **upstream["folders"],
+        **original,
         "adapt": write_adapt(root / "adapt"),
         "plain-teacher": plain_copy(
-            upstream["folders"]["teacher"], root / "plain-teacher", write_logits
+            original["teacher"], root / "plain-teacher", writer(plain_logits)
+        ),
+        "plain-student": plain_copy(
+            original["student"], root / "plain-student", writer(student_logits), "plain-student"
         ),
     }
     out = root / "report"
     returned = run_report({**upstream, "folders": folders}, out)
     document = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    return {"out": out, "document": document, "returned": returned, "plain": plain_logits}
+    return {
+        "out": out,
+        "document": document,
+        "returned": returned,
+        "plain": plain_logits,
+        "plain_student": student_logits,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +218,60 @@ def test_summary_metrics_keep_the_gain_and_the_test(adapted: dict[str, Any]) -> 
         "significant": section["significance"]["significant"],
         "perplexity_before": 22.2,
         "perplexity_after": 14.9,
+        "student_gain": section["student_gain"],
+        "student_p_value": section["student_significance"]["p_value"],
     }
-    plain_row = next(r for r in adapted["document"]["rows"] if r["key"] == "teacher_plain")
-    assert adapted["returned"]["rows"]["teacher_plain"]["accuracy"] == plain_row["accuracy"]
+    rows = {r["key"]: r for r in adapted["document"]["rows"]}
+    for key in ("teacher_plain", "student_plain_teacher"):
+        assert adapted["returned"]["rows"][key]["accuracy"] == rows[key]["accuracy"]
+
+
+def test_plain_teacher_student_row_is_scored_from_its_own_test_logits(
+    upstream: dict[str, Any], adapted: dict[str, Any]
+) -> None:
+    labels = upstream["splits"]["test"].labels
+    teacher_logits, logits = upstream["logits"]["teacher"], adapted["plain_student"]
+    rows = adapted["document"]["rows"]
+    keys = ["teacher", "teacher_plain", "student", "student_plain_teacher", "student_no_kd"]
+    assert [r["key"] for r in rows[:5]] == keys
+    student, row = rows[2], rows[3]
+    assert row["name"] == "Student (of the plain teacher)"
+    accuracy = float(np.mean(logits.argmax(-1) == labels))
+    assert 0.4 < accuracy < 0.8 and accuracy != student["accuracy"]
+    assert row["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    expected = classification_metrics(logits, labels, 2)
+    assert row["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-12)
+    agreement = float(np.mean(logits.argmax(-1) == teacher_logits.argmax(-1)))
+    assert row["agreement"] == pytest.approx(agreement, abs=1e-12)
+    # the student's architecture and size, timed in the same run
+    assert (row["runtime"], row["precision"]) == ("pytorch", "fp32")
+    assert row["parameters"] == student["parameters"] and row["bytes"] == student["bytes"]
+    assert row["latency"]["p50_ms"] > 0
+    assert "plain-student" in adapted["document"]["training"]
+    assert "plain-student" in adapted["document"]["wall_time_s"]
+
+
+def test_adaptation_section_compares_the_two_students(
+    upstream: dict[str, Any], adapted: dict[str, Any]
+) -> None:
+    labels = upstream["splits"]["test"].labels
+    distilled, plain = upstream["logits"]["student"], adapted["plain_student"]
+    section = adapted["document"]["adaptation"]
+    distilled_accuracy = float(np.mean(distilled.argmax(-1) == labels))
+    plain_accuracy = float(np.mean(plain.argmax(-1) == labels))
+    assert section["student"] == pytest.approx(distilled_accuracy, abs=1e-12)
+    assert section["plain_student"] == pytest.approx(plain_accuracy, abs=1e-12)
+    gain = distilled_accuracy - plain_accuracy
+    assert gain != 0 and section["student_gain"] == pytest.approx(gain, abs=1e-12)
+    direct = paired_comparison(distilled.argmax(-1) == labels, plain.argmax(-1) == labels)
+    significance = section["student_significance"]
+    for key in ("p_value", "ci_low", "ci_high", "only_first_correct", "only_second_correct"):
+        assert significance[key] == direct[key], key
+    verdict = section["student_verdict"]
+    assert verdict == significance["verdict"] and verdict.startswith("Adaptation ")
+    assert f"{100 * abs(gain):.1f} points" in verdict and "McNemar exact p" in verdict
+    assert STUDENT_REFERENCE in verdict
+    assert STUDENT_REFERENCE == "the same student distilled from the teacher fine-tuned without it"
 
 
 def test_markdown_and_html_show_the_domain_adaptation_section(adapted: dict[str, Any]) -> None:
@@ -225,6 +296,17 @@ def test_markdown_and_html_show_the_domain_adaptation_section(adapted: dict[str,
     assert "<td>loss</td>" + cells.format("3.1", "2.7", "-0.4000") in html
     assert "<td>perplexity</td>" + cells.format("22.2", "14.9", "-7.3000") in html
     assert 'id="adaptation-significance"' in html
+    # the two students: their row and the sentence, with its paired test
+    student_p = section["student_significance"]["p_value"]
+    assert f"**{md_escape(section['student_verdict'])}**" in markdown
+    assert "| Student (of the plain teacher) | pytorch fp32 |" in markdown
+    assert "| Paired test of the adapted vs the plain teacher's student (test split) |" in markdown
+    assert (
+        f"McNemar exact (two-sided binomial test on the discordant pairs): p | {student_p:.3g} |"
+        in (markdown)
+    )
+    assert section["student_verdict"] in text and "Student (of the plain teacher)" in text
+    assert 'id="adaptation-student-significance"' in html
 
 
 def test_adapt_without_a_plain_twin_says_so(upstream: dict[str, Any], tmp_path: Path) -> None:
@@ -235,8 +317,9 @@ def test_adapt_without_a_plain_twin_says_so(upstream: dict[str, Any], tmp_path: 
     check_masked_lm(section)
     assert section["plain_teacher_trained"] is False and section["verdict"] == NO_TWIN
     assert section["significance"] is None and section["gain"] is None
-    assert "teacher_plain" not in {r["key"] for r in document["rows"]}
-    assert returned["adaptation"]["gain"] is None
+    assert {"teacher_plain", "student_plain_teacher"}.isdisjoint(r["key"] for r in document["rows"])
+    assert "student_gain" not in section and "student_significance" not in section
+    assert returned["adaptation"]["gain"] is None and "student_gain" not in returned["adaptation"]
     assert returned["adaptation"]["perplexity_after"] == 14.9
     markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "## Domain adaptation" in markdown and "No plain twin was trained" in markdown
@@ -247,156 +330,10 @@ def test_adapt_without_a_plain_twin_says_so(upstream: dict[str, Any], tmp_path: 
 def test_a_report_without_adaptation_has_neither_section_nor_row(unit_report: Path) -> None:
     document = json.loads((unit_report / "report.json").read_text(encoding="utf-8"))
     assert document.get("adaptation") is None
-    assert "teacher_plain" not in {r["key"] for r in document["rows"]}
+    assert {"teacher_plain", "student_plain_teacher"}.isdisjoint(r["key"] for r in document["rows"])
     assert "adapt" not in document["wall_time_s"] and "plain-teacher" not in document["training"]
+    assert "plain-student" not in document["wall_time_s"]
     returned = json.loads((unit_report / "returned_metrics.json").read_text(encoding="utf-8"))
     assert returned["adaptation"] is None
     assert "Domain adaptation" not in (unit_report / "report.md").read_text(encoding="utf-8")
     assert 'id="adaptation"' not in (unit_report / "report.html").read_text(encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- NER
-
-
-def _word_starts(tokenizer: Any, words: list[str], max_length: int) -> list[int]:
-    """Each word's first sub-token position, straight from the tokenizer."""
-    word_ids = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
-    seen: list[int] = []
-    starts = []
-    for position, word in enumerate(word_ids.word_ids()):
-        if word is not None and word not in seen:
-            seen.append(word)
-            starts.append(position)
-    return starts
-
-
-def _entities(tags: list[str]) -> int:
-    return sum(tag.startswith("B-") for tag in tags)
-
-
-@pytest.fixture(scope="module")
-def ner(
-    finished_project: Callable[[str], Project], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    """The NER report over the finished contract run plus an adapt folder and a plain twin
-    that tags even test sentences perfectly and finds nothing in odd ones."""
-    from transformers import AutoTokenizer
-
-    from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
-    from distill.tasks.token_classification.logits import load_ragged, save_ragged
-    from distill.tasks.token_classification.stages import report as report_stage
-
-    project = finished_project("token-classification").root
-    run = project / "runs" / NAME
-    root = tmp_path_factory.mktemp("ner-adapted")
-    names = read_tag_names(run / "data")
-    test = read_tagged_split(run / "data", "test")
-    max_length = int(read_manifest(run / "export")["config"]["data"]["max_length"])
-    tokenizer = AutoTokenizer.from_pretrained(run / "teacher" / "model")
-    teacher_logits = load_ragged(run / "teacher" / "logits" / "test.npz", test.ids)
-    gold, teacher_tags, plain_tags, plain_logits = [], [], [], []
-    for i, (words, tags, logits) in enumerate(
-        zip(test.tokens, test.tags, teacher_logits, strict=True)
-    ):
-        starts = _word_starts(tokenizer, words, max_length)
-        gold.append([names[t] for t in tags[: len(starts)]])
-        teacher_tags.append([names[int(logits[p].argmax())] for p in starts])
-        values = np.zeros_like(logits)
-        values[:, names.index("O")] = 5.0
-        if i % 2 == 0:
-            for position, tag in zip(starts, tags, strict=False):
-                values[position] = 0.0
-                values[position, tag] = 5.0
-        plain_logits.append(values)
-        plain_tags.append(gold[-1] if i % 2 == 0 else ["O"] * len(starts))
-
-    def write_logits(path: Path) -> None:
-        save_ragged(path, test.ids[::-1], plain_logits[::-1])  # stored in another order
-
-    inputs = {name: run / name for name in ("data", "teacher", "student", "export")}
-    inputs["adapt"] = write_adapt(root / "adapt")
-    inputs["plain-teacher"] = plain_copy(run / "teacher", root / "plain-teacher", write_logits)
-    ctx = RunContext(
-        name=NAME, seed=13, task="token-classification", workdir=project, recipe_dir=project
-    )
-    out = root / "report"
-    out.mkdir()
-    config = ReportConfig(latency_runs=3, latency_warmup=1, latency_threads=1)
-    returned = report_stage.run(ctx, inputs, out, report=config)
-    return {
-        "out": out,
-        "document": json.loads((out / "report.json").read_text(encoding="utf-8")),
-        "returned": returned,
-        "gold": gold,
-        "teacher_tags": teacher_tags,
-        "plain_tags": plain_tags,
-        "teacher_manifest": read_manifest(run / "teacher"),
-    }
-
-
-def test_ner_plain_teacher_row_and_adaptation_section(ner: dict[str, Any]) -> None:
-    from distill.tasks.token_classification.metrics import entity_counts
-
-    gold, plain_tags = ner["gold"], ner["plain_tags"]
-    found = sum(_entities(g) for i, g in enumerate(gold) if i % 2 == 0)
-    total = sum(_entities(g) for g in gold)
-    f1 = 2 * found / (found + total)  # every entity found is right: precision 1
-    assert 0 < found < total
-    rows = ner["document"]["rows"]
-    assert [r["key"] for r in rows[:3]] == ["teacher", "teacher_plain", "student"]
-    teacher, plain = rows[0], rows[1]
-    assert plain["name"] == "Teacher (no adaptation)"
-    assert plain["entity_f1"] == pytest.approx(f1, abs=1e-12)
-    assert plain["entity_precision"] == 1.0
-    assert plain["entity_recall"] == pytest.approx(found / total, abs=1e-12)
-    assert plain["bytes"] == teacher["bytes"] and plain["parameters"] == teacher["parameters"]
-    assert plain["latency"]["p50_ms"] > 0 and plain["f1_kept"] == pytest.approx(
-        f1 / teacher["entity_f1"]
-    )
-    section = ner["document"]["adaptation"]
-    check_masked_lm(section)
-    assert section["metric"] == "entity_f1"
-    assert section["plain_teacher"] == pytest.approx(f1, abs=1e-12)
-    # the adapted teacher's F1 here is the one its own stage recorded
-    recorded = ner["teacher_manifest"]["metrics"]["test"]["entity_f1"]
-    assert section["teacher"] == pytest.approx(recorded, abs=1e-12)
-    assert section["gain"] == pytest.approx(recorded - f1, abs=1e-12)
-    direct = paired_f1_comparison(
-        entity_counts(gold, ner["teacher_tags"]), entity_counts(gold, plain_tags)
-    )
-    significance = section["significance"]
-    for key in ("p_value", "ci_low", "ci_high", "f1_first", "f1_second", "examples"):
-        assert significance[key] == pytest.approx(direct[key], abs=1e-12), key
-    verdict = section["verdict"]
-    assert verdict.startswith("Adaptation ") and "the same teacher fine-tuned without it" in verdict
-    assert "points of entity micro-F1" in verdict and "approximate randomization p" in verdict
-    assert ner["returned"]["adaptation"]["p_value"] == significance["p_value"]
-    assert ner["returned"]["adaptation"]["gain"] == section["gain"]
-    assert ner["returned"]["rows"]["teacher_plain"]["entity_f1"] == plain["entity_f1"]
-
-
-def test_ner_markdown_and_html_show_the_domain_adaptation_section(ner: dict[str, Any]) -> None:
-    section = ner["document"]["adaptation"]
-    markdown = (ner["out"] / "report.md").read_text(encoding="utf-8")
-    assert "## Domain adaptation" in markdown and f"**{section['verdict']}**" in markdown
-    assert "| loss | 3.1 | 2.7 | -0.4000 |" in markdown
-    assert "| perplexity | 22.2 | 14.9 | -7.3000 |" in markdown
-    assert "corpora/&lt;b&gt;domain&lt;/b&gt;\\|news.txt" in markdown
-    gain = f"{100 * section['gain']:+.2f} pt"
-    assert f"| {100 * section['plain_teacher']:.2f}% | {gain} |" in markdown
-    assert "| Teacher (no adaptation) |" in markdown
-    text = check_html((ner["out"] / "report.html").read_text(encoding="utf-8"))
-    assert section["verdict"] in text and "Teacher (no adaptation)" in text
-
-
-def test_ner_report_without_adaptation_is_as_before(
-    finished_project: Callable[[str], Project],
-) -> None:
-    root = finished_project("token-classification").root
-    folder = root / "reports" / NAME
-    document = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    assert document.get("adaptation") is None
-    assert "teacher_plain" not in {r["key"] for r in document["rows"]}
-    assert read_manifest(root / "runs" / NAME / "report")["metrics"]["adaptation"] is None
-    assert "Domain adaptation" not in (folder / "report.md").read_text(encoding="utf-8")
-    assert 'id="adaptation"' not in (folder / "report.html").read_text(encoding="utf-8")

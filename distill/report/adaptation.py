@@ -4,9 +4,11 @@ masked-LM loss and perplexity on held-out text before and after, the head it tra
 from its manifest, and the sentence for a run that trained no plain twin.
 
 What adaptation bought (the adapted teacher against the same teacher fine-tuned without
-it, the ``plain-teacher`` stage, paired on the test split in the task's primary metric) is
-each task's own comparison; it hands its result to :func:`adaptation_section`, which puts
-the two together. Manifests are read defensively: a key the stage did not write is None.
+it, the ``plain-teacher`` stage, paired on the test split in the task's primary metric;
+and, when the run trained it, the distilled student against the student of that plain
+teacher, the ``plain-student`` stage: whether the gain reaches the students) is each task's
+own comparison; it hands its results to :func:`adaptation_section`, which puts them
+together. Manifests are read defensively: a key the stage did not write is None.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ from distill.pipeline.artifacts import finished_manifest
 
 ADAPT = "adapt"
 PLAIN_TEACHER = "plain-teacher"
-# How the verdict names the two teachers (verdict_sentence's subject and reference).
+PLAIN_STUDENT = "plain-student"
+# The plain-student stage's row in the main table (after the distilled student's).
+STUDENT_KEY = "student_plain_teacher"
+STUDENT_NAME = "Student (of the plain teacher)"
+# How the verdicts name the two teachers, and the two students (verdict_sentence's subject
+# and reference).
 SUBJECT = "Adaptation"
 REFERENCE = "the same teacher fine-tuned without it"
+STUDENT_REFERENCE = "the same student distilled from the teacher fine-tuned without it"
 NO_TWIN = (
     "No plain twin was trained (the recipe has no plain-teacher stage): what adaptation "
     "bought the teacher on the task is not measured."
@@ -30,9 +38,9 @@ SETTING_KEYS = ("mlm_probability", "whole_word_mask", "steps", "train_runtime_s"
 
 
 def adapted(inputs: dict[str, Path]) -> bool:
-    """Whether the run adapted its teacher (or trained the plain twin): the report then
+    """Whether the run adapted its teacher (or trained the plain twins): the report then
     has an adaptation section."""
-    return ADAPT in inputs or PLAIN_TEACHER in inputs
+    return any(name in inputs for name in (ADAPT, PLAIN_TEACHER, PLAIN_STUDENT))
 
 
 def masked_lm_figures(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -112,36 +120,50 @@ def adaptation_section(
     inputs: dict[str, Path],
     metric: str,
     comparison: dict[str, Any] | None,
+    student_comparison: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The report's ``adaptation`` section: the adapt stage's figures (None without an
     ``adapt`` folder) and the task's comparison of the adapted teacher with its plain twin
-    (``comparison``: ``teacher``, ``plain_teacher``, ``gain`` in ``metric``, and the paired
-    test ``significance`` with its ``verdict``; None when no twin was trained). None when
-    the run did not adapt."""
+    (``comparison``: ``adapted`` and ``plain`` in ``metric``, their ``gain``, and the paired
+    test ``significance`` with its ``verdict``; None when no twin was trained). With
+    ``student_comparison`` (the same for the distilled student against the student of the
+    plain teacher), also ``student``, ``plain_student``, ``student_gain``,
+    ``student_significance`` and ``student_verdict``; without it, none of these keys. None
+    when the run did not adapt."""
     if not adapted(inputs):
         return None
     twin = comparison is not None
     significance = (comparison or {}).get("significance")
-    return {
+    section = {
         "adapt": read_adapt(inputs[ADAPT]) if ADAPT in inputs else None,
         "metric": metric,
         "plain_teacher_trained": twin,
-        "teacher": (comparison or {}).get("teacher"),
-        "plain_teacher": (comparison or {}).get("plain_teacher"),
+        "teacher": (comparison or {}).get("adapted"),
+        "plain_teacher": (comparison or {}).get("plain"),
         "gain": (comparison or {}).get("gain"),
         "significance": significance,
         "verdict": (significance or {}).get("verdict") if twin else NO_TWIN,
     }
+    if student_comparison is not None:
+        section.update(
+            student=student_comparison["adapted"],
+            plain_student=student_comparison["plain"],
+            student_gain=student_comparison["gain"],
+            student_significance=student_comparison["significance"],
+            student_verdict=student_comparison["significance"]["verdict"],
+        )
+    return section
 
 
 def adaptation_summary(section: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the report stage's manifest keeps of the section: the gain, the paired test's
-    numbers, and the held-out perplexity before and after."""
+    numbers, the held-out perplexity before and after, and, when the run trained the
+    student of the plain teacher, the students' gain and its p-value."""
     if not section:
         return None
     significance = section.get("significance") or {}
     masked_lm = (section.get("adapt") or {}).get("masked_lm") or {}
-    return {
+    summary = {
         "metric": section.get("metric"),
         "gain": section.get("gain"),
         "p_value": significance.get("p_value"),
@@ -151,6 +173,10 @@ def adaptation_summary(section: dict[str, Any] | None) -> dict[str, Any] | None:
         "perplexity_before": (masked_lm.get("before") or {}).get("perplexity"),
         "perplexity_after": (masked_lm.get("after") or {}).get("perplexity"),
     }
+    if "student_gain" in section:
+        summary["student_gain"] = section["student_gain"]
+        summary["student_p_value"] = (section.get("student_significance") or {}).get("p_value")
+    return summary
 
 
 def _number(values: dict[str, Any], key: str) -> float | None:

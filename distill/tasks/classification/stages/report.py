@@ -30,7 +30,11 @@ When the run adapted its teacher (the ``adapt`` and ``plain-teacher`` stage fold
 the inputs), the main table has the plain twin's row (``teacher_plain``: the same teacher
 fine-tuned without adaptation; the ``teacher`` row, the adapted one, stays the reference
 for the ratios) and the report an ``adaptation`` section
-(:mod:`distill.tasks.classification.report.adaptation`); without them both are absent.
+(:mod:`distill.tasks.classification.report.adaptation`); without them both are absent. When
+the run also distilled a student from the plain twin (the ``plain-student`` folder, laid out
+as the student stage's), the table has its row after the distilled student's
+(``student_plain_teacher``, scored and timed like the student) and the section the two
+students' paired comparison; without it, neither.
 """
 
 from __future__ import annotations
@@ -43,14 +47,15 @@ import numpy as np
 
 from distill.config import ReportConfig, task_dump
 from distill.pipeline.artifacts import RunContext, finished_manifest, library_versions
-from distill.report.adaptation import ADAPT, PLAIN_TEACHER, adaptation_summary
+from distill.report.adaptation import ADAPT, PLAIN_STUDENT, PLAIN_TEACHER, adaptation_summary
 from distill.report.document import created, recipe_tables, report_stage, threads_note, wall_times
 from distill.report.ratios import add_ratios, difference, kept, times_faster, times_smaller
 from distill.report.training import training_record
 from distill.tasks.classification import render
 from distill.tasks.classification.report.adaptation import (
-    PlainTeacher,
+    PlainTwin,
     classification_adaptation,
+    plain_student,
     plain_teacher,
 )
 from distill.tasks.classification.report.disagreements import find_disagreements
@@ -132,8 +137,12 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         notes.append(note)
     # Every timed row registers its model here; all are timed together, interleaved, below.
     plan = TimingPlan.for_texts(config, test.texts, upstream.max_length)
-    plain = plain_teacher(inputs, upstream, plan)  # None unless the run adapted the teacher
-    rows, twin_logits, deployed_logits = _model_rows(upstream, plan, config, ctx.seed, notes, plain)
+    # None unless the run adapted the teacher (and distilled a student from its plain twin)
+    plain = plain_teacher(inputs, upstream, plan)
+    plain_distilled = plain_student(inputs, upstream, plan)
+    rows, twin_logits, deployed_logits = _model_rows(
+        upstream, plan, config, ctx.seed, notes, (plain, plain_distilled)
+    )
     variant_names = register_variants(upstream, plan)
     latencies = plan.run()
     for row in rows:
@@ -178,7 +187,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "disagreements": _disagreements(upstream, deployed_logits),
         "latency_setup": _latency_setup(config, upstream.max_length, plan.rounds),
         "distillation": distillation,
-        "adaptation": classification_adaptation(inputs, upstream, plain),
+        "adaptation": classification_adaptation(inputs, upstream, plain, plain_distilled),
         "students": students,
         "throughput": throughput,
         "recipe": recipe_tables(
@@ -188,7 +197,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "wall_time_s": wall_times(
             manifests,
             inputs,
-            ("data", ADAPT, "teacher", PLAIN_TEACHER, "student", "export", "labels"),
+            ("data", ADAPT, "teacher", PLAIN_TEACHER, "student", PLAIN_STUDENT, "export", "labels"),
             started,
         ),
         "versions": library_versions(),
@@ -203,11 +212,12 @@ def _model_rows(
     config: ReportConfig,
     seed: int,
     notes: list[str],
-    plain: PlainTeacher | None = None,
+    plain: tuple[PlainTwin | None, PlainTwin | None] = (None, None),
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], tuple[str, np.ndarray] | None]:
     """The main table's rows in order (teacher, its plain twin when the run adapted it,
-    student, its twins, the student's ONNX files, the teacher's, the TF-IDF floor), the
-    twins' test logits by twin folder, and the deployed model's (key, test logits)."""
+    student, the plain twin's student when the run trained it, the student's twins, its
+    ONNX files, the teacher's, the TF-IDF floor), the twins' test logits by twin folder, and
+    the deployed model's (key, test logits). ``plain``: the plain teacher and its student."""
     teacher_dir, student_dir = upstream.teacher_dir, upstream.student_dir
     teacher_row = pytorch_row(
         key="teacher",
@@ -227,8 +237,16 @@ def _model_rows(
     onnx_rows, deployed_logits = student_onnx_rows(upstream, student_row, plan, notes)
     # The teacher through the same export path: "why not just quantize the teacher?"
     teacher_rows, teacher_note = teacher_onnx_rows(upstream, teacher_row, plan)
-    plain_rows = [plain.row] if plain is not None else []
-    rows = [teacher_row, *plain_rows, student_row, *twins, *onnx_rows, *teacher_rows]
+    plain_teacher_rows, plain_student_rows = ([p.row] if p is not None else [] for p in plain)
+    rows = [
+        teacher_row,
+        *plain_teacher_rows,
+        student_row,
+        *plain_student_rows,
+        *twins,
+        *onnx_rows,
+        *teacher_rows,
+    ]
     if teacher_note:
         notes.append(teacher_note)
     if config.tfidf_baseline:
@@ -242,7 +260,8 @@ def _model_rows(
 
 def _training(upstream: ReportInputs, inputs: dict[str, Path]) -> dict[str, Any]:
     """Each trained model's budget, stop and curves: the teacher, its plain twin when the
-    run adapted the teacher (same seed and budget: its line shows they were), the student."""
+    run adapted the teacher (same seed and budget: its line shows they were), the student,
+    and the plain twin's student when the run trained it."""
     manifests = upstream.manifests
     training = {"teacher": training_record(manifests["teacher"], upstream.teacher_dir, CURVES)}
     if PLAIN_TEACHER in inputs:
@@ -250,6 +269,10 @@ def _training(upstream: ReportInputs, inputs: dict[str, Path]) -> dict[str, Any]
         manifest = finished_manifest(folder, PLAIN_TEACHER)
         training[PLAIN_TEACHER] = training_record(manifest, folder, CURVES)
     training["student"] = training_record(manifests["student"], upstream.student_dir, CURVES)
+    if PLAIN_STUDENT in inputs:
+        folder = inputs[PLAIN_STUDENT]
+        manifest = finished_manifest(folder, PLAIN_STUDENT)
+        training[PLAIN_STUDENT] = training_record(manifest, folder, CURVES)
     return training
 
 

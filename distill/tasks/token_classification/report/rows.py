@@ -134,20 +134,21 @@ def time_rows(
     bundle: Path,
     export_dir: Path,
     max_length: int,
-    plain_teacher_dir: Path | None = None,
+    plain_dirs: dict[str, Path] | None = None,
 ) -> None:
     """Batch-1 latency of every model row, in one interleaved run (a fixed sequence length);
-    ``plain_teacher_dir``: the teacher's plain twin (``teacher_plain``), when the run
-    adapted the teacher."""
+    ``plain_dirs``: the plain twins' model folders by row key (``teacher_plain``, the
+    teacher's; ``student_plain_teacher``, the student distilled from it), those the run
+    trained."""
     texts = [" ".join(words) for words in test.tokens[: max(8, config.latency_runs)]]
     plan = TimingPlan.for_texts(config, texts, max_length)
     teacher_tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
     plan.add_torch("teacher", load_saved_tagger(teacher_dir).eval(), teacher_tokenizer)
-    if plain_teacher_dir is not None:
+    for key, model_dir in (plain_dirs or {}).items():
         plan.add_torch(
-            "teacher_plain",
-            load_saved_tagger(plain_teacher_dir).eval(),
-            load_tokenizer(str(plain_teacher_dir), "plain-teacher model"),
+            key,
+            load_saved_tagger(model_dir).eval(),
+            load_tokenizer(str(model_dir), f"plain twin model {model_dir}"),
         )
     plan.add_torch(
         "student",

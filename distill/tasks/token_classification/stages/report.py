@@ -13,6 +13,10 @@ the inputs), the table has the plain twin's row (``teacher_plain``: the same tea
 fine-tuned without adaptation; ``teacher``, the adapted one, stays the reference for the
 ratios) and the report an ``adaptation`` section
 (:mod:`distill.tasks.token_classification.report.adaptation`); without them both are absent.
+When the run also distilled a student from the plain twin (the ``plain-student`` folder,
+laid out as the student stage's), the table has its row after the distilled student's
+(``student_plain_teacher``, timed with the others) and the section the two students' paired
+comparison; without it, neither.
 
 Writes ``report.json`` (the source of truth) and renders ``report.md`` / ``report.html``
 from it (:mod:`distill.tasks.token_classification.render`). Each section is built by its own
@@ -32,7 +36,7 @@ from distill.pipeline.artifacts import (
     relative_path,
     upstream_manifests,
 )
-from distill.report.adaptation import PLAIN_TEACHER, adaptation_summary
+from distill.report.adaptation import PLAIN_STUDENT, PLAIN_TEACHER, adaptation_summary
 from distill.report.document import created, report_stage
 from distill.report.ratios import add_ratios, kept, times_faster
 from distill.report.training import training_summary
@@ -42,7 +46,11 @@ from distill.tasks.token_classification.logits import load_ragged
 from distill.tasks.token_classification.metrics import aligned, word_tags
 from distill.tasks.token_classification.onnx_tags import served_tags
 from distill.tasks.token_classification.render import SCHEMA_VERSION
-from distill.tasks.token_classification.report.adaptation import plain_teacher, tagging_adaptation
+from distill.tasks.token_classification.report.adaptation import (
+    plain_student,
+    plain_teacher,
+    tagging_adaptation,
+)
 from distill.tasks.token_classification.report.disagreements import disagreements
 from distill.tasks.token_classification.report.export import export_section
 from distill.tasks.token_classification.report.rows import model_rows, time_rows
@@ -87,8 +95,10 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         load_ragged(inputs["teacher"] / "logits" / "test.npz", test.ids), starts, tag_names
     )
     max_length = _max_length(manifests)
-    # The teacher's plain twin (when the run adapted it), scored on the teacher's words.
+    # The teacher's plain twin (when the run adapted it), scored on the teacher's words, and
+    # the student distilled from it (when the run trained one).
     plain = plain_teacher(inputs, test, tag_names, max_length, gold, teacher_tags)
+    plain_distilled = plain_student(inputs, test, tag_names, max_length, gold, teacher_tags)
     # The deployed row is what the bundle serves: its runner (the code `distill predict`
     # runs, with the bundle's aggregation) over the test sentences, entities read back onto
     # the words.
@@ -96,6 +106,8 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
     deployed_tags = served_tags(served, test.tokens, "report: bundle").tags
     gold, teacher_tags, deployed_tags = aligned(gold, teacher_tags, deployed_tags)
     rows = model_rows(manifests, inputs, gold, teacher_tags, deployed_tags, train, test, tag_names)
+    if plain_distilled is not None:
+        rows.insert(2, plain_distilled.row)  # after the distilled student
     if plain is not None:
         rows.insert(1, plain.row)  # after the teacher
     time_rows(
@@ -107,7 +119,11 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         bundle,
         inputs["export"],
         max_length,
-        plain_teacher_dir=inputs[PLAIN_TEACHER] / "model" if plain is not None else None,
+        plain_dirs={
+            twin.row["key"]: inputs[stage] / "model"
+            for stage, twin in ((PLAIN_TEACHER, plain), (PLAIN_STUDENT, plain_distilled))
+            if twin is not None
+        },
     )
     add_ratios(rows, RATIOS, skip_missing=True)
     significance = kd_significance(inputs["student"], test, tag_names, max_length)
@@ -120,7 +136,7 @@ def build_report(ctx: RunContext, inputs: dict[str, Path], config: ReportConfig)
         "per_type": per_type(rows),
         "headline": headline(rows, significance),
         "distillation": {"kd_significance": significance},
-        "adaptation": tagging_adaptation(inputs, plain),
+        "adaptation": tagging_adaptation(inputs, plain, plain_distilled),
         "export": export_section(manifests["export"]["metrics"]),
         "disagreements": disagreements(test, gold, teacher_tags, deployed_tags),
         "training": {name: training_summary(manifests[name]) for name in ("teacher", "student")},
