@@ -206,7 +206,11 @@ def test_the_loss_on_masked_tokens_equals_the_models_own(
     theirs = model(**batch, labels=labels).loss
     assert torch.allclose(ours, theirs, atol=1e-5), (ours, theirs)
     nothing = torch.full_like(labels, IGNORED)
-    assert masked_lm_loss(model, dict(batch), nothing).item() == 0.0
+    model.base_model.requires_grad_(False)  # the head-only passes: only the head trains
+    empty = masked_lm_loss(model, dict(batch), nothing)
+    assert empty.item() == 0.0
+    empty.backward()  # a batch with nothing masked still has a graph to the head
+    assert model.cls.predictions.transform.dense.weight.grad is not None
 
 
 # ----------------------------------------------------------------------------- the recipe

@@ -32,6 +32,7 @@ batch_size = 8
 head_epochs = 1
 held_out_fraction = 0.2
 eval_steps = 4
+baseline = "teacher-and-student"
 """
 
 
@@ -138,6 +139,15 @@ def test_the_report_has_the_plain_twin_and_the_adaptation_section(project: Path)
     assert section["adapt"]["masked_lm"]["after"]["loss"] == pytest.approx(adapt["after"]["loss"])
     assert section["plain_teacher_trained"] and section["significance"]["verdict"]
     assert "Domain adaptation" in (project / "reports" / NAME / "report.md").read_text("utf-8")
+    # The student of the plain teacher: its own labels and training, scored from its logits.
+    plain_student = read_manifest(project / "runs" / NAME / "plain-student")
+    assert plain_student["upstream"].keys() == {"data", "plain-teacher", "plain-labels"}
+    assert rows["student_plain_teacher"]["accuracy"] == pytest.approx(
+        plain_student["metrics"]["test"]["accuracy"]
+    )
+    assert section["student_gain"] == pytest.approx(
+        rows["student"]["accuracy"] - rows["student_plain_teacher"]["accuracy"]
+    )
 
 
 def test_an_edit_to_the_adaptation_text_reruns_adapt_and_what_follows(

@@ -80,12 +80,16 @@ def masked_lm_loss(
     """Mean cross-entropy over the masked tokens. The head runs on those tokens only (about
     one in seven): its vocabulary-wide matrix costs as much as the encoder per token."""
     head = prediction_head(model)
+    picked = labels != IGNORED
+    # A batch of texts too short to mask (short ones are batched together): a zero loss
+    # that still reaches the trained weights (backward needs a graph; NaN would stop).
     if head is None:  # a head spread over several modules: the model's own loss
+        if not bool(picked.any()):
+            return model(**inputs).logits.sum() * 0.0
         return model(**inputs, labels=labels).loss
     hidden = model.base_model(**inputs).last_hidden_state
-    picked = labels != IGNORED
-    if not bool(picked.any()):  # a batch of texts too short to mask: no signal, no NaN
-        return hidden.sum() * 0.0
+    if not bool(picked.any()):
+        return head(hidden[:, :1]).sum() * 0.0
     return F.cross_entropy(head(hidden[picked]), labels[picked])
 
 
