@@ -55,8 +55,11 @@ def teacher_metric(workdir: Path, name: str, stage: str, metric: str) -> float |
     return json.loads(path.read_text(encoding="utf-8"))["metrics"]["test"][metric]
 
 
-def adapt_figures(workdir: Path, name: str) -> dict[str, Any]:
-    manifest = json.loads((workdir / "runs" / name / "adapt" / "manifest.json").read_text())
+def adapt_figures(workdir: Path, name: str) -> dict[str, Any] | None:
+    path = workdir / "runs" / name / "adapt" / "manifest.json"
+    if not path.is_file():  # a run an earlier invocation did not get to
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
     metrics = manifest["metrics"]
     return {
         "texts": metrics["text"]["texts"],
@@ -91,6 +94,8 @@ def run_task(task: str, seeds: list[int], args: argparse.Namespace) -> list[dict
         name = f"bench-seed{seed}"
         if not args.summarise_only:
             run_seed(ROOT / "recipes" / adapted_recipe, seed, workdir, overrides, extra)
+        if args.summarise_only and teacher_metric(workdir, name, "teacher", metric) is None:
+            continue  # not run (yet)
         row: dict[str, Any] = {
             "seed": seed,
             "plain": teacher_metric(workdir, name, "plain-teacher", metric),
@@ -115,6 +120,7 @@ def run_task(task: str, seeds: list[int], args: argparse.Namespace) -> list[dict
 
 def summarise(task: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over the seeds of each teacher, the gains, and the targets."""
+    rows = [r for r in rows if r.get("plain") is not None and r.get("dapt") is not None]
     variants = [v for v in ("plain", "dapt", "tapt") if all(r.get(v) is not None for r in rows)]
     stats = {v: seed_stats([r[v] for r in rows]) for v in variants}
     checks = []
@@ -129,7 +135,8 @@ def summarise(task: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             )
         )
         checks.append(target_line(f"{task}: {v} loses no more than the std", gain > -std))
-    if all((r.get("plain_students") or {}).get("student") is not None for r in rows):
+    students = [r for r in rows if (r.get("plain_students") or {}).get("student") is not None]
+    if len(students) == len(rows):
         for key in ("student",):
             ours = seed_stats([r["dapt_students"][key] for r in rows])
             theirs = seed_stats([r["plain_students"][key] for r in rows])
@@ -154,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     summary = {task: summarise(task, run_task(task, args.seeds, args)) for task in args.tasks}
     for task, result in summary.items():
+        print(f"{task}: seeds {[row['seed'] for row in result['seeds']]}")
         for name, values in result["stats"].items():
             print(
                 f"{task:<15} {name:<15} {values['mean'] * 100:6.2f} +- {values['std'] * 100:.2f}"
