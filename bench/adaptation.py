@@ -92,7 +92,10 @@ def run_task(task: str, seeds: list[int], args: argparse.Namespace) -> list[dict
     results = []
     for seed in seeds:
         name = f"bench-seed{seed}"
-        if not args.summarise_only:
+        done = teacher_metric(workdir, name, "plain-teacher", metric) is not None
+        if args.students:
+            done = done and deployed(workdir, name, metric) is not None
+        if not (args.summarise_only or done):  # runs of an earlier invocation are kept
             run_seed(ROOT / "recipes" / adapted_recipe, seed, workdir, overrides, extra)
         if args.summarise_only and teacher_metric(workdir, name, "teacher", metric) is None:
             continue  # not run (yet)
@@ -107,7 +110,10 @@ def run_task(task: str, seeds: list[int], args: argparse.Namespace) -> list[dict
             tapt_dir = workdir / "tapt"
             tapt_dir.mkdir(exist_ok=True)
             recipe = tapt_recipe(ROOT / "recipes" / adapted_recipe, tapt_dir / "recipe.toml")
-            if not args.summarise_only:
+            if (
+                not args.summarise_only
+                and teacher_metric(tapt_dir, name, "teacher", metric) is None
+            ):
                 run_seed(recipe, seed, tapt_dir, [], ["--only", "teacher"])
             row["tapt"] = teacher_metric(tapt_dir, name, "teacher", metric)
             row["tapt_adapt"] = adapt_figures(tapt_dir, name)
