@@ -70,6 +70,7 @@ def test_a_table_loses_blanks_repeats_and_every_evaluation_text(tmp_path: Path) 
     assert sorted(text.train + text.held_out) == ["good news", "new tweet", "other one"]
     assert text.record["dropped_evaluation"] == 1  # "Awful movie" is a test text (any case)
     assert text.record["dropped_blank"] == 1 and text.record["dropped_duplicates"] == 1
+    assert text.record["source"] == "adapt.path" and text.record["path"] == "tweets.csv"
 
 
 def test_max_examples_is_a_seeded_sample(tmp_path: Path) -> None:

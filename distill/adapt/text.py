@@ -40,7 +40,8 @@ class DomainText:
 
 
 def _table_texts(adapt: AdaptConfig, data: DataConfig, base_dir: Path) -> tuple[str, list[str]]:
-    """The text column of ``adapt.path`` (a file or hub dataset), blank cells skipped."""
+    """The text column of ``adapt.path`` (a file or hub dataset), blank cells skipped; the
+    source is named by its key (the record keeps the reference, not this machine's path)."""
     config = data.model_copy(update={"format": "auto", "encoding": adapt.encoding or data.encoding})
     name, columns, rows = read_table(str(adapt.path), config, base_dir, "adapt.path")
     if adapt.text_column not in columns:
@@ -49,7 +50,7 @@ def _table_texts(adapt: AdaptConfig, data: DataConfig, base_dir: Path) -> tuple[
             f"{columns}"
         )
     cells = (record.get(adapt.text_column) for _, record in rows)
-    return name, [str(cell).strip()[:MAX_TEXT_CHARS] for cell in cells if cell is not None]
+    return "adapt.path", [str(cell).strip()[:MAX_TEXT_CHARS] for cell in cells if cell is not None]
 
 
 def _candidates(
