@@ -217,6 +217,7 @@ max_length = 16
 epochs = 1
 batch_size = 8
 learning_rate = 3e-3
+baseline = "teacher-and-student"
 [teacher]
 model = "base"
 epochs = 1
@@ -227,10 +228,14 @@ num_layers = 1
 """,
         encoding="utf-8",
     )
-    result = run_distill(["run", "recipe.toml", "--only", "plain-teacher"], tmp_path)
+    result = run_distill(["run", "recipe.toml", "--only", "plain-student"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     adapt = read_manifest(tmp_path / "runs" / NAME / "adapt")["metrics"]
     assert adapt["text"]["source"] == "task text"
     assert adapt["text"]["texts"] + adapt["text"]["held_out"] == adapt["text"]["usable"]
     assert read_manifest(tmp_path / "runs" / NAME / "teacher")["metrics"]["adapted"] is True
     assert read_manifest(tmp_path / "runs" / NAME / "plain-teacher")["metrics"]["adapted"] is False
+    # Its students of the plain teacher: the task's own labels (no [labels] table) and student.
+    plain_labels = read_manifest(tmp_path / "runs" / NAME / "plain-labels")
+    assert plain_labels["config"].keys() == {"data", "student.transfer"}
+    assert read_manifest(tmp_path / "runs" / NAME / "plain-student")["metrics"]["test"]

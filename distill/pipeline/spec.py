@@ -25,6 +25,9 @@ class StageSpec:
     # task -> stage body; by default the task's own (imported on demand: `validate` stays
     # light). Tests give their own.
     load: Callable[[str], StageFn] | None = None
+    # A twin stage runs the task's body of another stage (on other inputs): that stage's
+    # name, whose body and recipe entries (the task's own, where it names them) it takes.
+    body_of: str | None = None
     # (context, finished stage folder) -> {sub-folder: public folder it is copied to}
     publish: Callable[[RunContext, Path], dict[str, Path]] = field(default=lambda ctx, folder: {})
     # Data-parallel stages run on every process (the Trainer shards the work); the others
@@ -52,14 +55,14 @@ class StageSpec:
 
     def has_body(self, task: str) -> bool:
         """Whether ``task`` owes a body for the stage (one it refuses the switch of does not;
-        a stage with its own ``load`` runs another stage's body)."""
-        if self.load is not None:
+        a twin stage runs another stage's body)."""
+        if self.load is not None or self.body_of is not None:
             return False
         return self.switch is None or self.switch not in get_task(task).refused_keys
 
     def sections_for(self, task: str) -> tuple[str, ...]:
         """The recipe entries the stage reads for ``task`` (a task may name single keys)."""
-        return get_task(task).stage_sections.get(self.name, self.sections)
+        return get_task(task).stage_sections.get(self.body_of or self.name, self.sections)
 
     def table_keywords(self, task: str) -> dict[str, str]:
         """The keyword each recipe entry the stage reads is passed to its body by (its last
@@ -69,7 +72,9 @@ class StageSpec:
     def body(self, task: str) -> StageFn:
         """What the stage computes: the task's. The order, manifests, fingerprints,
         resumption, publishing and process roles here are shared."""
-        return self.load(task) if self.load is not None else get_task(task).stage(self.name)
+        if self.load is not None:
+            return self.load(task)
+        return get_task(task).stage(self.body_of or self.name)
 
 
 def recipe_entry(recipe: Recipe, dotted: str) -> Any:

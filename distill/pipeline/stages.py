@@ -47,8 +47,6 @@ from distill.pipeline.reads import (
     transfer_reads,
 )
 from distill.pipeline.spec import StageSpec, recipe_entry
-from distill.tasks import get_task
-from distill.tasks.base import StageFn
 
 log = logging.getLogger("distill")
 
@@ -74,11 +72,6 @@ def _published_bundles(ctx: RunContext, folder: Path) -> dict[str, Path]:
 TEACHER_MODEL = tuple(
     f"teacher.{key}" for key in ("model", "archive", "revision", "trust_remote_code")
 )
-
-
-def _body_of(stage: str) -> Callable[[str], StageFn]:
-    """The task's body of another stage (a twin stage runs it on other inputs)."""
-    return lambda task: get_task(task).stage(stage)
 
 
 PLAIN_TWINS = ("plain-teacher", "plain-student")  # what the report reads of them
@@ -113,7 +106,7 @@ STAGES: tuple[StageSpec, ...] = (
         "plain-teacher",
         ("data", "teacher"),
         ("data",),
-        load=_body_of("teacher"),
+        body_of="teacher",
         distributed=True,
         reads=lambda recipe: model_sources("teacher", recipe.teacher),
         switch="adapt",
@@ -139,7 +132,7 @@ STAGES: tuple[StageSpec, ...] = (
         "plain-labels",
         ("data", "student.transfer", "labels"),
         ("data", "plain-teacher"),
-        load=_body_of("labels"),
+        body_of="labels",
         distributed=True,
         reads=transfer_reads,
         switch="adapt",
@@ -150,7 +143,7 @@ STAGES: tuple[StageSpec, ...] = (
         "plain-student",
         ("data", "student"),
         ("data", "plain-teacher", "plain-labels"),
-        load=_body_of("student"),
+        body_of="student",
         distributed=True,
         reads=student_reads,
         switch="adapt",
