@@ -54,11 +54,20 @@ def masked_lm_figures(metrics: dict[str, Any]) -> dict[str, Any]:
             "loss": _number(values, "loss"),
             "perplexity": _number(values, "perplexity"),
         }
-    for measure in ("loss", "perplexity"):
+    for measure, digits in DIGITS.items():
         before, after = figures["before"][measure], figures["after"][measure]
         change = None if before is None or after is None else after - before
         figures[f"{measure}_change"] = change
+        for value in (figures["before"], figures["after"]):  # shown rounded, as measured
+            value[measure] = None if value[measure] is None else round(value[measure], digits)
+        if change is not None:
+            figures[f"{measure}_change"] = round(change, digits)
     return figures
+
+
+# The digits a masked-LM figure is shown with: a loss in nats, a perplexity (thousands at
+# first with a new head) to one decimal.
+DIGITS = {"loss": 3, "perplexity": 1}
 
 
 def read_adapt(folder: Path) -> dict[str, Any]:
