@@ -1,0 +1,1 @@
+"""Extractive question answering: a span of the context answers each question."""
