@@ -63,8 +63,8 @@ def ner(
     of the student's folder) that does the opposite, through the student's own tokenizer."""
     from transformers import AutoTokenizer
 
+    from distill.data.ragged import load_ragged, save_ragged
     from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
-    from distill.tasks.token_classification.logits import load_ragged, save_ragged
     from distill.tasks.token_classification.stages import report as report_stage
 
     project = finished_project("token-classification").root

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from task_projects import NAME, Project
 
+from distill.data.ragged import load_ragged
 from distill.pipeline.artifacts import read_manifest
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
-from distill.tasks.token_classification.logits import load_ragged
 
 
 @pytest.fixture(scope="module")

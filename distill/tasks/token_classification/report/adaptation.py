@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.data.ragged import load_ragged
 from distill.pipeline.artifacts import finished_manifest
 from distill.report.adaptation import (
     PLAIN_STUDENT,
@@ -31,7 +32,6 @@ from distill.report.adaptation import (
 )
 from distill.report.rows import weights_bytes
 from distill.report.significance import paired_f1_comparison, verdict_sentence
-from distill.tasks.token_classification.logits import load_ragged
 from distill.tasks.token_classification.metrics import aligned, entity_counts, tagging_metrics
 from distill.tasks.token_classification.report.rows import scored_row
 from distill.tasks.token_classification.report.significance import TEST, student_test_tags

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from distill.data.ragged import load_ragged
 from distill.report.significance import paired_f1_comparison, verdict_sentence
-from distill.tasks.token_classification.logits import load_ragged
 from distill.tasks.token_classification.metrics import aligned, entity_counts
 from distill.tasks.token_classification.training import logits_word_tags
 from distill.train.models import load_tokenizer

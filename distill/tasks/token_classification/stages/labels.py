@@ -15,6 +15,7 @@ from typing import Any
 
 from distill.config import DataConfig, TransferConfig
 from distill.data.files import SPLITS
+from distill.data.ragged import save_ragged
 from distill.errors import DataError
 from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.files import (
@@ -22,7 +23,6 @@ from distill.tasks.token_classification.files import (
     read_tagged_split,
     write_tagged_split,
 )
-from distill.tasks.token_classification.logits import save_ragged
 from distill.tasks.token_classification.models import load_saved_tagger
 from distill.tasks.token_classification.training import encode, predictor, sentence_logits
 from distill.train.models import load_tokenizer

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import ReportConfig
+from distill.data.ragged import load_ragged
 from distill.pipeline.artifacts import (
     RunContext,
     library_versions,
@@ -42,7 +43,6 @@ from distill.report.ratios import add_ratios, kept, times_faster
 from distill.report.training import training_summary
 from distill.tasks.token_classification import render
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
-from distill.tasks.token_classification.logits import load_ragged
 from distill.tasks.token_classification.metrics import aligned, word_tags
 from distill.tasks.token_classification.onnx_tags import served_tags
 from distill.tasks.token_classification.render import SCHEMA_VERSION

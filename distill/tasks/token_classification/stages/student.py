@@ -20,9 +20,9 @@ from transformers import Trainer
 
 from distill.config import DataConfig, StudentConfig, StudentTable
 from distill.data.files import SPLITS
+from distill.data.ragged import load_ragged, save_ragged
 from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.files import TaggedSplit, read_tag_names, read_tagged_split
-from distill.tasks.token_classification.logits import load_ragged, save_ragged
 from distill.tasks.token_classification.metrics import aligned, tagging_metrics, word_tags
 from distill.tasks.token_classification.models import load_saved_tagger, load_tagger, require_fast
 from distill.tasks.token_classification.training import (

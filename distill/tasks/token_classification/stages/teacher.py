@@ -14,9 +14,9 @@ from transformers import set_seed
 
 from distill.config import DataConfig, TeacherConfig
 from distill.data.files import SPLITS
+from distill.data.ragged import save_ragged
 from distill.pipeline.artifacts import RunContext
 from distill.tasks.token_classification.files import read_tag_names, read_tagged_split
-from distill.tasks.token_classification.logits import save_ragged
 from distill.tasks.token_classification.metrics import tagging_metrics, word_tags
 from distill.tasks.token_classification.models import load_tagger, require_fast
 from distill.tasks.token_classification.training import encode, sentence_logits, train

@@ -1,7 +1,8 @@
-"""Ragged logits on disk: one [sub-tokens, tags] array per sentence, keyed by example id.
+"""Ragged arrays on disk: one [rows, ...] array per example, keyed by example id (a
+sentence's per-sub-token logits, a QA window's start and end logits).
 
-``<file>.npz``: ``ids`` (str), ``offsets`` (int64, sentences + 1) and ``values`` (float32,
-all sub-tokens stacked); sentence ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+``<file>.npz``: ``ids`` (str), ``offsets`` (int64, examples + 1) and ``values`` (float32,
+all rows stacked); example ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
 """
 
 from __future__ import annotations
