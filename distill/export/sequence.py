@@ -13,6 +13,7 @@ building blocks are :mod:`distill.export.candidates`, :mod:`distill.export.gate`
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -308,3 +309,71 @@ def baseline_skipped(export: ExportConfig, inputs: dict[str, Path]) -> dict[str,
     if "teacher" not in inputs:  # a stage called without its teacher (tests of the student path)
         return {"skipped": "no teacher stage among the inputs"}
     return None
+
+
+# --------------------------------------------------------------------------- stage records
+
+
+def fp32_record(exported: Exported, choice: Choice | None = None) -> dict[str, Any]:
+    """fp32's record: its scores, size and (timed with candidates) batch-1 latency."""
+    record = {**exported.fp32.scores, "bytes": exported.fp32_path.stat().st_size}
+    if choice is not None and choice.latency:
+        record["latency_b1"] = choice.latency["fp32"]
+    return record
+
+
+def student_record(
+    student: Exported,
+    choice: Choice,
+    export: ExportConfig,
+    gate: Gate,
+    test_keys: Sequence[str],
+    max_length: int,
+) -> dict[str, Any]:
+    """What the stage manifest records: fp32's scores, parity and the optimized graph, every
+    candidate, the one deployed and why, and how they were timed."""
+    record = choice.record(student)
+    fp32 = fp32_record(student, choice)
+    return {
+        "student": {
+            "fp32": fp32,
+            "parity": student.parity,
+            "optimization": student.optimization,
+        },
+        "candidates": student.records,
+        "chosen": choice.chosen,
+        "chosen_reason": choice.reason,
+        "deployed": "fp32" if choice.chosen is None else "int8",
+        "quantization": {"mode": "none"} if record is None else record["settings"],
+        "gate": gate.describe(),
+        "latency_check": candidates.latency_check(max_length, export.timing()),
+        "test": {k: (record or fp32).get(k) for k in test_keys},
+    }
+
+
+def teacher_baseline(
+    spec: EncoderExport,
+    teacher_dir: Path,
+    work: Path,
+    out: Path,
+    export: ExportConfig,
+    student_chosen: str | None,
+) -> dict[str, Any]:
+    """The teacher through the same export sequence with the student's deployed candidate
+    (else the recipe's first): fp32 and int8 scored, the int8 graph kept for the report's
+    timing."""
+    wanted = teacher_wanted(export, student_chosen)
+    teacher = export_model(spec, teacher_dir, work, export, wanted, "teacher", plain_fallback=True)
+    metrics = {
+        "fp32": fp32_record(teacher),
+        "parity": teacher.parity,
+        "optimization": teacher.optimization,
+    }
+    built = next(iter(teacher.built.items()), None)
+    if built is not None:
+        metrics["int8"] = {**teacher.records[0], "candidate": built[0]}
+        (out / "teacher_baseline").mkdir()
+        shutil.copyfile(built[1][0], out / "teacher_baseline" / "model.onnx")
+    elif teacher.records:
+        metrics["int8_error"] = teacher.records[0].get("error")
+    return metrics

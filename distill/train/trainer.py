@@ -350,7 +350,15 @@ def save_trained_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
 
 
 def predict_logits(trainer: Trainer, dataset: Any, desc: str = "predicting") -> np.ndarray:
-    """Logits in dataset order, the batches' progress shown as ``desc``.
+    """The model's first output (its logits) in dataset order: :func:`predict_outputs`."""
+    return predict_outputs(trainer, dataset, desc)[0]
+
+
+def predict_outputs(
+    trainer: Trainer, dataset: Any, desc: str = "predicting"
+) -> tuple[np.ndarray, ...]:
+    """Every output the model returns besides its loss (``logits``; a QA model's start and
+    end logits), each in dataset order, the batches' progress shown as ``desc``.
 
     The examples are predicted longest first (each batch is padded to its longest one, so
     batches of like lengths pad least) and put back in dataset order. ``group_by_length`` sampling
@@ -366,8 +374,8 @@ def predict_logits(trainer: Trainer, dataset: Any, desc: str = "predicting") -> 
     finally:
         trainer.remove_callback(progress)
         progress.close()
-    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    return unsort(np.asarray(logits, dtype=np.float32), order)
+    outputs = output.predictions if isinstance(output.predictions, tuple) else (output.predictions,)
+    return tuple(unsort(np.asarray(o, dtype=np.float32), order) for o in outputs)
 
 
 def save_log_history(path: Path, history: list[dict[str, Any]]) -> None:

@@ -36,7 +36,6 @@ the metrics. ``teacher_baseline/model.onnx``: the teacher's int8 graph, for the 
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,16 +45,15 @@ import numpy as np
 
 from distill.config import DataConfig, ExportConfig
 from distill.export.bundle import FP32_REFERENCE, write_bundle_manifest
-from distill.export.candidates import CANDIDATES, Measure, latency_check
+from distill.export.candidates import CANDIDATES, Measure
 from distill.export.gate import Gate
 from distill.export.sequence import (
-    Choice,
     EncoderExport,
-    Exported,
     Scored,
     deploy,
     export_model,
-    teacher_wanted,
+    student_record,
+    teacher_baseline,
     time_and_choose,
 )
 from distill.pipeline.artifacts import RunContext
@@ -162,14 +160,6 @@ def export_spec(
     )
 
 
-def _fp32(exported: Exported, choice: Choice | None = None) -> dict[str, Any]:
-    """fp32's record: its scores, size and (timed with candidates) batch-1 latency."""
-    record = {**exported.fp32.scores, "bytes": exported.fp32_path.stat().st_size}
-    if choice is not None and choice.latency:
-        record["latency_b1"] = choice.latency["fp32"]
-    return record
-
-
 # --------------------------------------------------------------------------- the stage
 
 
@@ -188,11 +178,11 @@ def run(
         student = export_model(spec, model_dir, work / "student", export, wanted, "student")
         choice = time_and_choose(spec, student, export)
         bundle, roles = deploy(out / "bundle", model_dir, student, choice)
-        metrics = _student_metrics(student, choice, export, data)
+        metrics = student_record(student, choice, export, spec.gate, TEST_METRICS, data.max_length)
         metrics["deployed_bytes"] = (bundle / "model.onnx").stat().st_size
         if export.teacher_baseline:
             teacher_dir = inputs["teacher"] / "model"
-            metrics["teacher_baseline"] = _teacher_baseline(
+            metrics["teacher_baseline"] = teacher_baseline(
                 export_spec(teacher_dir, test, tag_names, export, data.max_length),
                 teacher_dir,
                 work / "teacher",
@@ -202,30 +192,6 @@ def run(
             )
     write_bundle_manifest(bundle, roles, _bundle_info(ctx, metrics, tag_names, data))
     return metrics
-
-
-def _student_metrics(
-    student: Exported, choice: Choice, export: ExportConfig, data: DataConfig
-) -> dict[str, Any]:
-    """What the stage manifest records: fp32's scores, parity and the optimized graph, every
-    candidate, the one deployed and why, and how they were timed."""
-    record = choice.record(student)
-    fp32 = _fp32(student, choice)
-    return {
-        "student": {
-            "fp32": fp32,
-            "parity": student.parity,
-            "optimization": student.optimization,
-        },
-        "candidates": student.records,
-        "chosen": choice.chosen,
-        "chosen_reason": choice.reason,
-        "deployed": "fp32" if choice.chosen is None else "int8",
-        "quantization": {"mode": "none"} if record is None else record["settings"],
-        "gate": Gate("export.max_f1_drop", export.max_f1_drop).describe(),
-        "latency_check": latency_check(data.max_length, export.timing()),
-        "test": {k: (record or fp32).get(k) for k in TEST_METRICS},
-    }
 
 
 def _bundle_info(
@@ -249,31 +215,3 @@ def _bundle_info(
         "candidates": metrics["candidates"],
         "metrics": {"test": metrics["test"]},
     }
-
-
-def _teacher_baseline(
-    spec: EncoderExport,
-    teacher_dir: Path,
-    work: Path,
-    out: Path,
-    export: ExportConfig,
-    student_chosen: str | None,
-) -> dict[str, Any]:
-    """The teacher through the same export sequence with the student's deployed candidate
-    (else the recipe's first): fp32 and int8 scored, the int8 graph kept for the report's
-    timing."""
-    wanted = teacher_wanted(export, student_chosen)
-    teacher = export_model(spec, teacher_dir, work, export, wanted, "teacher", plain_fallback=True)
-    metrics = {
-        "fp32": _fp32(teacher),
-        "parity": teacher.parity,
-        "optimization": teacher.optimization,
-    }
-    built = next(iter(teacher.built.items()), None)
-    if built is not None:
-        metrics["int8"] = {**teacher.records[0], "candidate": built[0]}
-        (out / "teacher_baseline").mkdir()
-        shutil.copyfile(built[1][0], out / "teacher_baseline" / "model.onnx")
-    elif teacher.records:
-        metrics["int8_error"] = teacher.records[0].get("error")
-    return metrics
