@@ -20,6 +20,10 @@ counts (true positives, predicted, gold):
 - a bootstrap percentile interval of the F1 difference, examples resampled with
   replacement, pairs kept together, a fixed seed.
 
+Scores already split per item in [0, 1] (each question's SQuAD F1, say:
+:func:`paired_score_comparison`) compare by their mean: the same two statistics, where
+swapping an item's two scores flips the sign of its difference.
+
 Pure numpy (and the standard library), so the report needs nothing more.
 """
 
@@ -97,10 +101,24 @@ def paired_comparison(
         "accuracy_difference": float(a.mean() - b.mean()),
         "only_first_correct": a_only,
         "only_second_correct": b_only,
-        "test": TEST_NAME,
-        "p_value": p_value,
-        "ci_low": low,
-        "ci_high": high,
+        **_evidence(TEST_NAME, p_value, (low, high), resamples, seed, alpha),
+    }
+
+
+def _evidence(
+    test: str,
+    p_value: float,
+    interval: tuple[float, float],
+    resamples: int,
+    seed: int,
+    alpha: float,
+) -> dict[str, Any]:
+    """The keys every comparison shares, from its test's name on."""
+    return {
+        "test": test,
+        "p_value": float(p_value),
+        "ci_low": float(interval[0]),
+        "ci_high": float(interval[1]),
         "ci_level": 0.95,
         "ci_method": "paired bootstrap, percentile interval",
         "resamples": resamples,
@@ -127,41 +145,78 @@ def paired_f1_comparison(
     each example's true positives, predicted items and gold items (gold equal on both
     sides)."""
     a, b = _as_counts(counts_a, counts_b)
+    f1_a, f1_b = _micro_f1(a.sum(0)), _micro_f1(b.sum(0))
+    p_value, interval = _randomization_and_bootstrap(a, b, _micro_f1, resamples, seed)
+    return {
+        "examples": int(a.shape[0]),
+        "f1_first": f1_a,
+        "f1_second": f1_b,
+        "f1_difference": float(f1_a - f1_b),
+        **_evidence(F1_TEST_NAME, p_value, interval, resamples, seed, alpha),
+    }
+
+
+SCORE_TEST_NAME = "approximate randomization (sign of each item's difference flipped, two-sided)"
+
+
+def paired_score_comparison(
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """Model a's mean score against model b's on the same items; ``scores_*`` [items]: each
+    item's score in [0, 1] (a question's F1, say). ``mean_difference`` is the gain."""
+    a = np.asarray(scores_a, dtype=np.float64)
+    b = np.asarray(scores_b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"paired scores must both be [items] (got {a.shape} and {b.shape})")
+    if a.size == 0:
+        raise ValueError("no examples to resample")
+    if not (np.all((a >= 0) & (a <= 1)) and np.all((b >= 0) & (b <= 1))):
+        raise ValueError("paired scores must lie in [0, 1]")
+    n = a.size
+
+    def mean(sums: np.ndarray) -> Any:
+        return sums[..., 0] / n
+
+    p_value, interval = _randomization_and_bootstrap(a[:, None], b[:, None], mean, resamples, seed)
+    return {
+        "examples": int(n),
+        "mean_first": float(a.mean()),
+        "mean_second": float(b.mean()),
+        "mean_difference": float(a.mean() - b.mean()),
+        **_evidence(SCORE_TEST_NAME, p_value, interval, resamples, seed, alpha),
+    }
+
+
+def _randomization_and_bootstrap(
+    a: np.ndarray, b: np.ndarray, score: Any, resamples: int, seed: int
+) -> tuple[float, tuple[float, float]]:
+    """The approximate-randomization p-value and the 95% paired bootstrap interval of
+    ``score(a sums) - score(b sums)``; ``a``, ``b`` [items, k]: what each item adds to a
+    model's sums, ``score`` maps sums [..., k] to the statistic. Resamples are drawn in
+    blocks of :data:`BLOCK`, so memory stays [BLOCK, items] whatever their number."""
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1 (got {resamples})")
     n = a.shape[0]
     total_a, total_b = a.sum(0), b.sum(0)
-    f1_a, f1_b = _micro_f1(total_a), _micro_f1(total_b)
-    observed = f1_a - f1_b
+    observed = score(total_a) - score(total_b)
     rng = np.random.default_rng(seed)
     uniform = np.full(n, 1 / n)
     swapped, boot = [], []
     for size in _blocks(resamples):
         swap = rng.integers(0, 2, size=(size, n)).astype(np.float64)
-        moved = swap @ (b - a)  # what a gains (and b loses) from the swapped examples
-        swapped.append(_micro_f1(total_a + moved) - _micro_f1(total_b - moved))
+        moved = swap @ (b - a)  # what a gains (and b loses) from the swapped items
+        swapped.append(score(total_a + moved) - score(total_b - moved))
         weights = rng.multinomial(n, uniform, size=size)
-        boot.append(_micro_f1(weights @ a) - _micro_f1(weights @ b))
+        boot.append(score(weights @ a) - score(weights @ b))
     differences = np.concatenate(swapped)
     extreme = int(np.sum(np.abs(differences) >= abs(observed) - 1e-12))
-    p_value = (extreme + 1) / (resamples + 1)
     low, high = np.percentile(np.concatenate(boot), [2.5, 97.5])
-    return {
-        "examples": int(n),
-        "f1_first": f1_a,
-        "f1_second": f1_b,
-        "f1_difference": float(observed),
-        "test": F1_TEST_NAME,
-        "p_value": float(p_value),
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "ci_level": 0.95,
-        "ci_method": "paired bootstrap, percentile interval",
-        "resamples": resamples,
-        "seed": seed,
-        "alpha": alpha,
-        "significant": bool(p_value < alpha),
-    }
+    return (extreme + 1) / (resamples + 1), (float(low), float(high))
 
 
 def _micro_f1(sums: np.ndarray) -> Any:
