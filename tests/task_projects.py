@@ -178,8 +178,79 @@ max_f1_drop = 1.0
     return Project(root, ["alice flew to paris today", "--json"])
 
 
+QA_WORDS = ["lives", "in", "where", "does", "live", "who", "and", "?", "."]
+
+
+def qa_articles(n: int, seed: int = 0) -> list[dict]:
+    """A SQuAD v1.1 document's articles: each context says where two or three people live,
+    each question asks where one of them lives (answer: the place after the name) or who
+    lives in one of the places (answer: the name before it)."""
+    import random
+
+    rng = random.Random(seed)
+    articles = []
+    for i in range(n):
+        people = rng.sample(PEOPLE, rng.choice([2, 3]))
+        places = rng.sample(PLACES, len(people))
+        facts = [f"{person} lives in {place}" for person, place in zip(people, places, strict=True)]
+        context = " and ".join(facts) + " ."
+        k = rng.randrange(len(people))
+        if i % 2:
+            question, answer = f"where does {people[k]} live ?", places[k]
+            start = context.index(f"{people[k]} lives in ") + len(f"{people[k]} lives in ")
+        else:
+            question, answer = f"who lives in {places[k]} ?", people[k]
+            start = context.index(f"{people[k]} lives in {places[k]}")
+        qa = {
+            "id": f"q{i}",
+            "question": question,
+            "answers": [{"text": answer, "answer_start": start}],
+        }
+        articles.append({"title": f"t{i}", "paragraphs": [{"context": context, "qas": [qa]}]})
+    return articles
+
+
+def question_answering(root: Path) -> Project:
+    """A 2-layer BERT teacher and a 1-layer student on a generated SQuAD v1.1 document."""
+    import json
+
+    build_tiny_classifier(root / "teacher-base", layers=2, extra_words=PEOPLE + PLACES + QA_WORDS)
+    document = {"version": "1.1", "data": qa_articles(160)}
+    (root / "squad.json").write_text(json.dumps(document), encoding="utf-8")
+    (root / "recipe.toml").write_text(
+        f"""name = "{NAME}"
+task = "question-answering"
+[data]
+path = "squad.json"
+max_length = 24
+doc_stride = 4
+max_question_length = 8
+max_answer_length = 4
+[teacher]
+model = "teacher-base"
+epochs = 6
+min_steps = 0
+learning_rate = 3e-3
+batch_size = 16
+[student]
+num_layers = 1
+epochs = 6
+min_steps = 0
+learning_rate = 3e-3
+batch_size = 16
+[export]
+max_answer_f1_drop = 1.0
+{SHORT_EXPORT_TIMING}{LATENCY}""",
+        encoding="utf-8",
+    )
+    return Project(
+        root, ["where does alice live ?", "--context", "alice lives in rome .", "--json"]
+    )
+
+
 PROJECTS: dict[str, Callable[[Path], Project]] = {
     "sequence-classification": classification,
     "causal-lm": causal_lm,
     "token-classification": token_classification,
+    "question-answering": question_answering,
 }

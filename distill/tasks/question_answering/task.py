@@ -61,6 +61,8 @@ class QuestionAnswering(Task):
         "data.context_column",
         "data.label_column": "task 'question-answering' reads data.answer_column (and "
         "data.answer_start_column)",
+        "student.transfer.text_column": "task 'question-answering' reads a transfer table's "
+        "data.question_column and data.context_column",
         "data.deduplicate": "task 'question-answering' keeps every question; a question "
         "asked twice of one context is dropped as a repeat",
     }

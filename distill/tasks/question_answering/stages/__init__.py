@@ -1,0 +1,1 @@
+"""The pipeline stage bodies of question answering."""
