@@ -1,0 +1,1 @@
+"""The question-answering report stage."""
