@@ -17,7 +17,6 @@ from typing import Any
 
 from distill.pipeline.artifacts import finished_manifest
 from distill.report.adaptation import (
-    PLAIN_STUDENT,
     PLAIN_TEACHER,
     REFERENCE,
     STUDENT_KEY,
@@ -86,6 +85,3 @@ def qa_adaptation(
         None if plain is None else plain.comparison,
         None if student is None else student.comparison,
     )
-
-
-__all__ = ["PLAIN_STUDENT", "PLAIN_TEACHER", "PlainTwin", "plain_twin", "qa_adaptation"]
