@@ -1,0 +1,74 @@
+"""Render a question-answering report.json (the source of truth) as Markdown and as one
+self-contained HTML page (inline CSS, the F1-vs-size plot as inline SVG), with the shared
+filters of :mod:`distill.report.render`; the plot is also written as its own ``.svg``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from distill.report import plots as draw
+from distill.report import render
+
+SCHEMA_VERSION = 1
+TASK = "question-answering"
+TEMPLATES = Path(__file__).parent / "templates"
+PLOT_FILE = "f1_vs_size.svg"
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """Read a question-answering report.json and check its task and schema version."""
+    return render.load_task_report(path, TASK, SCHEMA_VERSION)
+
+
+def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write report.md, report.html and the plot (its own SVG, for the Markdown) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    svg = f1_size_svg(report)
+    paths = {"markdown": out / "report.md", "html": out / "report.html", "plot": out / PLOT_FILE}
+    paths["plot"].write_text(svg, encoding="utf-8")
+    markdown = render.environment(False, TEMPLATES).get_template("report.md.j2")
+    paths["markdown"].write_text(
+        markdown.render(**_context(report), plot_file=PLOT_FILE), encoding="utf-8"
+    )
+    html = render.environment(True, TEMPLATES).get_template("report.html.j2")
+    inline = Markup(draw.inline_svg(svg, "f1-"))
+    paths["html"].write_text(html.render(**_context(report), svg=inline), encoding="utf-8")
+    return paths
+
+
+def _context(report: dict[str, Any]) -> dict[str, Any]:
+    rows = report.get("rows", [])
+    return {
+        "report": report,
+        "rows": rows,
+        "headline": report.get("headline") or {},
+        # HasAns / NoAns columns only for data with unanswerable questions.
+        "split": any(row.get("no_answer") for row in rows),
+    }
+
+
+def f1_size_svg(report: dict[str, Any]) -> str:
+    """SQuAD F1 against size on disk (log scale), the no-answer floor dashed when there is one."""
+    figure = draw.figure()
+    axes = figure.add_subplot()
+    points = [r for r in report.get("rows", []) if r.get("bytes") and r.get("f1") is not None]
+    for row in points:
+        label = f"{row['name']}: {render.fmt_bytes(row['bytes'])}, F1 {row['f1']:.3f}"
+        draw.point(axes, row["bytes"] / 1e6, 100 * row["f1"], row["key"], label)
+    floor = (report.get("headline") or {}).get("no_answer_floor")
+    if floor is not None:
+        axes.axhline(
+            100 * floor, color="#888888", linestyle="--", linewidth=1, label="answering nothing"
+        )
+    if points:
+        sizes = [r["bytes"] / 1e6 for r in points]
+        draw.log_x(axes, min(sizes), max(sizes))
+    axes.set_xlabel("size on disk (MB, log scale)")
+    axes.set_ylabel("SQuAD F1 (%), test split")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=7, loc="lower right")
+    return draw.svg_text(figure)

@@ -1,0 +1,1 @@
+"""The sections of the question-answering report, one module each."""
