@@ -6,17 +6,14 @@ read the files the stages write, and the ONNX rows' answers are handed in."""
 from __future__ import annotations
 
 import json
-import re
-import sys
-import types
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import pytest
 
-import distill.report.significance as significance
+from distill.report.ratios import add_ratios
+from distill.tasks.question_answering import render
 from distill.tasks.question_answering.examples import (
     Answer,
     GoldAnswer,
@@ -24,102 +21,18 @@ from distill.tasks.question_answering.examples import (
     write_answers,
     write_examples,
 )
-
-
-def _install_stubs() -> None:
-    """Minimal SQuAD metrics and paired test while the metrics branch is not merged (the
-    official v2.0 reading: articles, punctuation, case and whitespace normalized; an
-    unanswerable question's gold is "")."""
-    try:
-        import distill.tasks.question_answering.metrics  # noqa: F401
-    except ImportError:
-        import string
-        from collections import Counter
-
-        def norm(text: str) -> list[str]:
-            text = "".join(c for c in text.lower() if c not in set(string.punctuation))
-            return re.sub(r"\b(a|an|the)\b", " ", text).split()
-
-        def f1(p: list[str], g: list[str]) -> float:
-            if not p or not g:
-                return float(p == g)
-            same = sum((Counter(p) & Counter(g)).values())
-            return 0.0 if not same else 2 * same / (len(p) + len(g))
-
-        def scores(examples: Any, answers: Any) -> tuple[np.ndarray, np.ndarray]:
-            golds = [[a.text for a in e.answers] or [""] for e in examples]
-            em = [
-                max(norm(a.text) == norm(g) for g in gs)
-                for a, gs in zip(answers, golds, strict=True)
-            ]
-            f = [
-                max(f1(norm(a.text), norm(g)) for g in gs)
-                for a, gs in zip(answers, golds, strict=True)
-            ]
-            return np.array(em, dtype=float), np.array(f, dtype=float)
-
-        def means(em: np.ndarray, f: np.ndarray) -> dict[str, Any]:
-            return {"exact_match": em.mean(), "f1": f.mean(), "examples": em.size}
-
-        def qa_metrics(examples: Any, answers: Any, reference: Any = None) -> dict[str, Any]:
-            em, f = scores(examples, answers)
-            out = {**means(em, f), "answered": np.mean([a.is_answer for a in answers])}
-            has = np.array([e.answerable for e in examples])
-            if not has.all():
-                out["has_answer"] = means(em[has], f[has])
-                out["no_answer"] = means(em[~has], f[~has])
-            if reference is not None:
-                pairs = list(zip(answers, reference, strict=True))
-                out["agreement"] = np.mean([(a.start, a.end) == (r.start, r.end) for a, r in pairs])
-                out["f1_vs_reference"] = np.mean([f1(norm(a.text), norm(r.text)) for a, r in pairs])
-            return out
-
-        module = types.ModuleType("distill.tasks.question_answering.metrics")
-        module.qa_metrics = qa_metrics  # type: ignore[attr-defined]
-        module.question_scores = scores  # type: ignore[attr-defined]
-        sys.modules[module.__name__] = module
-    if not hasattr(significance, "paired_score_comparison"):
-
-        def paired(a: Any, b: Any, *, resamples: int, seed: int) -> dict[str, Any]:
-            a, b = np.asarray(a, float), np.asarray(b, float)
-            rng = np.random.default_rng(seed)
-            d = a - b
-            flips = rng.choice([-1.0, 1.0], size=(resamples, d.size)) @ d / d.size
-            p = (np.sum(np.abs(flips) >= abs(d.mean()) - 1e-12) + 1) / (resamples + 1)
-            boot = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(1)
-            low, high = np.percentile(boot, [2.5, 97.5])
-            return {
-                "examples": d.size,
-                "mean_difference": d.mean(),
-                "p_value": p,
-                "ci_low": low,
-                "ci_high": high,
-                "ci_level": 0.95,
-                "alpha": 0.05,
-                "significant": bool(p < 0.05),
-                "resamples": resamples,
-                "seed": seed,
-            }
-
-        significance.paired_score_comparison = paired  # type: ignore[attr-defined]
-
-
-_install_stubs()
-
-from distill.report.ratios import add_ratios  # noqa: E402
-from distill.tasks.question_answering import render  # noqa: E402
-from distill.tasks.question_answering.report.disagreements import (  # noqa: E402
+from distill.tasks.question_answering.report.disagreements import (
     disagreements,
     snippet,
 )
-from distill.tasks.question_answering.report.export import export_section  # noqa: E402
-from distill.tasks.question_answering.report.rows import model_rows, window_batch  # noqa: E402
-from distill.tasks.question_answering.report.verdict import (  # noqa: E402
+from distill.tasks.question_answering.report.export import export_section
+from distill.tasks.question_answering.report.rows import model_rows, window_batch
+from distill.tasks.question_answering.report.verdict import (
     headline,
     kd_significance,
     no_answer_floor,
 )
-from distill.tasks.question_answering.stages.report import RATIOS, summary_metrics  # noqa: E402
+from distill.tasks.question_answering.stages.report import RATIOS, summary_metrics
 
 # Four test questions, the last one unanswerable (SQuAD 2.0).
 TEST = [
