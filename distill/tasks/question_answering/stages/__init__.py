@@ -1,0 +1,1 @@
+"""Question answering's stage bodies: one module per pipeline stage."""
