@@ -36,23 +36,24 @@ def shuffled_contexts(examples: list[QAExample], seed: int) -> list[list[int]]:
 
 
 def take_share(groups: list[list[int]], target: float) -> tuple[list[list[int]], list[list[int]]]:
-    """``(taken, rest)``: whole groups, in order, whose questions come as close to ``target``
-    as the groups allow (a group is taken when it brings the count closer); at least one
-    group when ``target > 0`` and another is left."""
-    taken: list[list[int]] = []
-    rest: list[list[int]] = []
+    """``(taken, rest)``: whole groups whose questions come close to ``target``: every group,
+    in order, that still fits, then the smallest of the rest if it brings the count closer
+    (or if nothing was taken, ``target > 0`` and another group is left). Both keep the
+    groups' order."""
+    chosen: set[int] = set()
     count = 0
-    for group in groups:
-        if abs(count + len(group) - target) < abs(count - target):
-            taken.append(group)
+    for index, group in enumerate(groups):
+        if count + len(group) <= target:
+            chosen.add(index)
             count += len(group)
-        else:
-            rest.append(group)
-    if not taken and target > 0 and len(rest) > 1:
-        smallest = min(rest, key=len)
-        rest.remove(smallest)
-        taken.append(smallest)
-    return taken, rest
+    left = [i for i in range(len(groups)) if i not in chosen]
+    if left and count < target:
+        smallest = min(left, key=lambda i: len(groups[i]))
+        closer = abs(count + len(groups[smallest]) - target) < abs(count - target)
+        if closer or (not chosen and len(left) > 1):
+            chosen.add(smallest)
+    taken = [group for i, group in enumerate(groups) if i in chosen]
+    return taken, [group for i, group in enumerate(groups) if i not in chosen]
 
 
 def _examples(examples: list[QAExample], groups: list[list[int]]) -> list[QAExample]:

@@ -242,7 +242,7 @@ def document_questions(
 # --- Tables -----------------------------------------------------------------------------------
 
 
-def _check_columns(name: str, columns: list[str], data: DataConfig) -> None:
+def _check_columns(name: str, key: str, columns: list[str], data: DataConfig) -> None:
     wanted = {
         "data.question_column": data.question_column,
         "data.context_column": data.context_column,
@@ -251,7 +251,9 @@ def _check_columns(name: str, columns: list[str], data: DataConfig) -> None:
     }
     missing = [f"{col!r} ({key})" for key, col in wanted.items() if col and col not in columns]
     if missing:
-        raise DataError(f"{name}: no column {', '.join(missing)}; the columns are {columns}")
+        raise DataError(
+            f"{name} ({key}): no column {', '.join(missing)}; the columns are {columns}"
+        )
 
 
 def _empty(value: Any) -> bool:
@@ -304,12 +306,13 @@ def table_questions(
     problems: Problems,
 ) -> list[tuple[str, QAExample]]:
     """Every row's question, each with where it is (``line N``)."""
-    _check_columns(name, columns, data)
+    _check_columns(name, problems.key, columns, data)
 
     def has_start() -> None:  # a plain-text answer needs the start column
         if data.answer_start_column not in columns:
             raise DataError(
-                f"{name}: no column {data.answer_start_column!r} (data.answer_start_column) "
+                f"{name} ({problems.key}): no column {data.answer_start_column!r} "
+                "(data.answer_start_column) "
                 f"for the start of the plain-text answers in {data.answer_column!r}; the "
                 f"columns are {columns}"
             )
