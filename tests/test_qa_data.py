@@ -189,6 +189,17 @@ def test_a_squad_document_with_a_wrong_structure_says_where(tmp_path: Path) -> N
     )
 
 
+def test_a_squad_document_repeating_a_key_or_broken_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text(
+        '{"data": [{"paragraphs": [{"context": "a", "context": "b", "qas": []}]}]}',
+        encoding="utf-8",
+    )
+    assert error_of(path) == f"{path} (data.path): an object repeats the key 'context'"
+    path.write_text('{"data": [\n{"paragraphs": [}]}', encoding="utf-8")
+    assert error_of(path) == f"{path} (data.path): line 2: not valid JSON (Expecting value)"
+
+
 def test_every_bad_squad_answer_is_reported_with_its_question_id(tmp_path: Path) -> None:
     long_answer = "The Normans were the people who gave their name to Normandy, a region"
     path = write_json(

@@ -11,7 +11,8 @@ Sources (``data.path``, ``data.validation_path``, ``data.test_path``):
     ``data.context_column``; the answer in ``data.answer_column``, either SQuAD's object
     ``{"text": [...], "answer_start": [...]}`` (hub ``squad``/``squad_v2``; empty lists: no
     answer) or the answer's text with its first character in ``data.answer_start_column``.
-    An empty or missing answer: the context does not answer the question (SQuAD 2.0).
+    An empty or missing answer: the context does not answer the question (SQuAD 2.0). A
+    ``title`` column, where there is one, is kept (as a SQuAD document's article titles are).
 
 Questions lose their surrounding whitespace; contexts and answers are kept exactly, so that
 ``context[start:start + len(text)] == text`` holds for every gold answer (it is checked: an
@@ -136,14 +137,29 @@ def checked_answers(
 # --- SQuAD JSON documents ---------------------------------------------------------------------
 
 
-def squad_document(path: Path, encoding: str) -> dict[str, Any] | None:
+class _RepeatedKeyError(ValueError):
+    """A JSON object names one key twice (json keeps the last value silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKeyError(key)
+        found[key] = value
+    return found
+
+
+def squad_document(path: Path, encoding: str, key: str) -> dict[str, Any] | None:
     """The parsed JSON of a SQuAD document (``{"data": [{"paragraphs": ...}]}``); None for
     any other JSON (a list of records is a table)."""
     text = decode_text(path, encoding)
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise DataError(f"{path} ({key}): line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    except _RepeatedKeyError as exc:
+        raise DataError(f"{path} ({key}): an object repeats the key {exc.args[0]!r}") from None
     articles = document.get("data") if isinstance(document, dict) else None
     if isinstance(articles, list) and any(
         isinstance(article, dict) and "paragraphs" in article for article in articles
@@ -369,7 +385,7 @@ def read_questions(
     path = resolve_local(reference, base_dir, key)
     if path is not None and path.is_file() and table_format(path, data) == "json":
         problems = Problems(str(path), key)
-        document = squad_document(path, data.encoding)
+        document = squad_document(path, data.encoding, key)
         if document is not None:
             found = document_questions(document, data, problems)
         else:
