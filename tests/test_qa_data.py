@@ -136,6 +136,25 @@ def test_a_squad_v20_document_reads_impossible_questions_without_answers(tmp_pat
     assert counts["unanswerable"] == 1 and counts["answers"] == 1
 
 
+def test_questions_without_ids_are_named_by_file_article_paragraph_and_number(
+    tmp_path: Path,
+) -> None:
+    unnamed = {"question": "Capital?", "answers": [{"text": "Paris", "answer_start": 0}]}
+    path = write_json(
+        tmp_path / "plain.json",
+        document({"context": NORMANS, "qas": []}, {"context": PARIS, "qas": [unnamed, unnamed]}),
+    )
+    examples, counts = read(path)
+    assert [e.id for e in examples] == ["plain.json:1.2.1"] and counts["repeats_dropped"] == 1
+    path = write_json(
+        tmp_path / "flag.json",
+        document({"context": PARIS, "qas": [{**unnamed, "is_impossible": "no"}]}),
+    )
+    assert error_of(path).endswith(
+        "paragraph 1, question 1: 'is_impossible' is 'no', not true or false"
+    )
+
+
 def test_a_question_asked_twice_of_one_context_is_kept_once(tmp_path: Path) -> None:
     path = write_json(
         tmp_path / "d.json",

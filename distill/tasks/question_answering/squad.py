@@ -177,7 +177,10 @@ def _document_answers(
     if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
         problem('\'answers\' is not a list of objects ({"text", "answer_start"})')
         return ()
-    if impossible is True:
+    if not isinstance(impossible, bool):
+        problem(f"'is_impossible' is {shown(impossible)}, not true or false")
+        return ()
+    if impossible:
         if answers:
             problem(f"'is_impossible' is true but it has {len(answers)} answer(s)")
         return ()
