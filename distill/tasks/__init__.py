@@ -12,11 +12,13 @@ from distill.errors import ArtifactError
 from distill.tasks.base import Task
 from distill.tasks.causal_lm.task import CausalLM
 from distill.tasks.classification.task import SequenceClassification
+from distill.tasks.question_answering.task import QuestionAnswering
 from distill.tasks.token_classification.task import TokenClassification
 
 # The first is the default task of a recipe, and of reports written before tasks existed.
 TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (SequenceClassification, CausalLM, TokenClassification)
+    task.name: task
+    for task in (SequenceClassification, CausalLM, TokenClassification, QuestionAnswering)
 }
 TASK_NAMES = tuple(TASKS)
 DEFAULT_TASK = TASK_NAMES[0]
