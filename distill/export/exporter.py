@@ -1,6 +1,7 @@
 """ONNX export of encoder models (a transformers class with a head, named by the task) with
 ``torch.onnx.export(..., dynamo=True)``: one graph with dynamic batch and sequence axes, inputs named as the tokenizer
-names them, output ``logits``.
+names them, outputs named as the model's output fields (``logits``; ``start_logits`` and
+``end_logits`` for a question-answering head).
 
 Why torch's dynamo exporter and not ``transformers.exporters``: the latter (transformers 5)
 is marked experimental, pins the torch/onnx/onnxscript versions it was tested with (older
@@ -53,15 +54,24 @@ def export_onnx(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / MODEL_FILE
-    export_module(model, _sample_inputs(model), path, opset=opset)
+    sample = _sample_inputs(model)
+    export_module(model, sample, path, opset=opset, output_names=_output_names(model, sample))
     model.config.save_pretrained(out_dir)
     _copy_tokenizer(model_dir, out_dir)
     return path
 
 
-def export_module(model: Any, sample: dict[str, Any], path: Path, *, opset: int | None) -> None:
-    """``torch.onnx.export(dynamo=True)`` of ``model(**sample)`` to ``path`` with output
-    ``logits``, every input's axes 0 and 1 dynamic (batch, sequence), then
+def export_module(
+    model: Any,
+    sample: dict[str, Any],
+    path: Path,
+    *,
+    opset: int | None,
+    output_names: tuple[str, ...] = ("logits",),
+) -> None:
+    """``torch.onnx.export(dynamo=True)`` of ``model(**sample)`` to ``path`` with outputs
+    ``output_names`` (the exporter names only as many outputs as it is given: the rest get
+    internal names), every input's axes 0 and 1 dynamic (batch, sequence), then
     :func:`drop_weight_value_info`."""
     import torch
 
@@ -72,7 +82,7 @@ def export_module(model: Any, sample: dict[str, Any], path: Path, *, opset: int 
             (),
             kwargs=sample,
             input_names=list(sample),
-            output_names=["logits"],
+            output_names=list(output_names),
             dynamic_shapes={name: {0: batch, 1: sequence} for name in sample},
             opset_version=opset,
             dynamo=True,
@@ -123,6 +133,19 @@ def _sample_inputs(model: Any) -> dict[str, Any]:
     mask[1, _SAMPLE_LENGTH // 2 :] = 0
     sample = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     return {name: sample[name] for name in names}
+
+
+def _output_names(model: Any, sample: dict[str, Any]) -> tuple[str, ...]:
+    """The names of the tensors ``model(**sample)`` returns, as its output fields name them
+    (``logits``; ``start_logits``, ``end_logits``); ``("logits",)`` for a plain tensor."""
+    import torch
+
+    with torch.no_grad():
+        output = model(**sample)
+    keys = getattr(output, "keys", None)
+    if keys is None:
+        return ("logits",)
+    return tuple(key for key in keys() if isinstance(output[key], torch.Tensor))
 
 
 def _exportable_attention(model: Any) -> None:
