@@ -117,7 +117,8 @@ def _schema_parser(commands: Subcommands) -> None:
 
 def _predict_parser(commands: Subcommands) -> None:
     helps = predict_helps()
-    does = " or ".join(h.does for h in helps)
+    verbs = [h.does for h in helps]
+    does = " or ".join([", ".join(verbs[:-1]), verbs[-1]] if len(verbs) > 2 else verbs)
     predict = commands.add_parser(
         "predict",
         help=f"{does} with an exported bundle (onnxruntime only, no torch)",

@@ -434,13 +434,22 @@ def test_predict_help_describes_each_predict_task_and_takes_its_flags(capsys) ->
         main(["predict", "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse re-wraps the lines
-    assert text.count("Classify texts or find their named entities with an exported bundle") == 1
+    assert (
+        text.count(
+            "Classify texts, find their named entities or answer questions about a context "
+            "with an exported bundle"
+        )
+        == 1
+    )
     assert (
         "label<TAB>probability<TAB>every label=probability for a classifier, "
-        "type:start-end:text per entity, tab-separated (empty: none), for an NER bundle"
+        "type:start-end:text per entity, tab-separated (empty: none), for an NER bundle, "
+        "answer<TAB>start<TAB>end<TAB>score for a QA bundle (empty answer: none)"
     ) in text
     assert (
         "print JSON lines: text, label, probability, probabilities per label "
-        "(NER: text, entities with type, text, start, end, score)"
+        "(NER: text, entities with type, text, start, end, score) "
+        "(QA: question, answer, its start and end in the context, score)"
     ) in text
+    assert "--context TEXT for a question-answering bundle: the context" in text
     assert "--aggregation STRATEGY for a bundle that finds entities" in text

@@ -14,6 +14,7 @@ from distill.config import (
     recipe_json_schema,
     validate_recipe,
 )
+from distill.config.tables import listed
 from distill.errors import RecipeError
 from distill.tasks import TASKS
 
@@ -358,9 +359,10 @@ def test_variants_choose_their_twins_and_inherit_the_transfer_text() -> None:
 
 
 def test_teacher_baseline_is_read_by_every_task_that_exports_a_teacher() -> None:
-    """Classification, NER and causal-lm all export the teacher beside the student."""
+    """Every task exports the teacher beside the student."""
     assert sorted(_owners("export.teacher_baseline")) == [
         "causal-lm",
+        "question-answering",
         "sequence-classification",
         "token-classification",
     ]
@@ -370,9 +372,11 @@ def test_teacher_baseline_is_read_by_every_task_that_exports_a_teacher() -> None
 
 
 def test_the_int8_candidate_keys_are_read_by_classification_and_ner_cls_pruning_not() -> None:
-    """A tagger weighs the same candidates; CLS pruning would cut every token but the first."""
+    """A tagger and a QA model weigh the same candidates; CLS pruning would cut every token
+    but the first."""
+    encoder_tasks = ["question-answering", "sequence-classification", "token-classification"]
     for key in ("export.candidates", "export.optimization_level"):
-        assert sorted(_owners(key)) == ["sequence-classification", "token-classification"], key
+        assert sorted(_owners(key)) == encoder_tasks, key
     assert _owners("export.cls_pruning") == ["sequence-classification"]
     ner = {**MINIMAL, "task": "token-classification"}
     assert validate_recipe(ner).export.candidate_names() == ["dynamic", "dynamic-optimized"]
@@ -454,7 +458,7 @@ def test_a_key_another_task_owns_is_an_error_naming_the_key_and_its_tasks(
     table[last] = default
     with pytest.raises(RecipeError) as info:
         validate_recipe(raw)
-    names = " and ".join(map(repr, _owners(key)))
+    names = listed([repr(name) for name in _owners(key)])
     assert info.value.problems == [
         f"(top level): {key} is read by task {names} only, not by this recipe's task {task!r}"
     ]
@@ -515,7 +519,7 @@ def test_a_key_another_task_owns_is_refused_in_a_student_variant_too(task: str, 
     raw["student"] = {**raw["student"], "variants": {"v": {key.split(".")[1]: default}}}
     with pytest.raises(RecipeError) as info:
         validate_recipe(raw)
-    names = " and ".join(map(repr, _owners(key)))
+    names = listed([repr(name) for name in _owners(key)])
     field = key.split(".")[1]
     # (for tasks without variants, "student.variants" itself is refused in the same message)
     assert (

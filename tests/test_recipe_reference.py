@@ -46,7 +46,7 @@ def test_shared_keys_some_tasks_own_are_marked() -> None:
     schema = recipe_json_schema()
     assert _key(schema, "labels")["description"].startswith("task 'sequence-classification' only: ")
     assert _key(schema, "student.hidden_weight")["description"].startswith(
-        "tasks 'sequence-classification' and 'token-classification' only: "
+        "tasks 'sequence-classification', 'token-classification' and 'question-answering' only: "
     )
     variant = schema["$defs"]["StudentVariant"]["properties"]["hidden_weight"]
     assert variant["description"] == _key(schema, "student.hidden_weight")["description"]

@@ -83,7 +83,12 @@ class _DataConfig(_Table):
         description="Drop rows whose text (case- and space-folded) repeats an earlier row, and "
         "training texts that also appear in validation or test; false: such a leak is an error.",
     )
-    max_length: int = Field(128, ge=8, le=8192, description="Tokens per example (truncation).")
+    max_length: int = Field(
+        128,
+        ge=8,
+        le=8192,
+        description=noted("data.max_length", "Tokens per example (truncation)."),
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> _DataConfig:
@@ -105,10 +110,13 @@ class TransferConfig(_Table):
     """[student.transfer]: unlabelled domain text the teacher labels with soft targets."""
 
     path: str = Field(
-        description="'unused' (the rows of data.path that data.max_examples left out, labels "
-        "dropped), a local file, 'pkg:DIST/path', or a hub dataset id. The labels stage gives "
-        "it the teacher's soft targets; the student learns from it through the distillation "
-        "term only (needs alpha > 0)."
+        description=noted(
+            "student.transfer.path",
+            "'unused' (the rows of data.path that data.max_examples left out, labels "
+            "dropped), a local file, 'pkg:DIST/path', or a hub dataset id. The labels stage "
+            "gives it the teacher's soft targets; the student learns from it through the "
+            "distillation term only (needs alpha > 0).",
+        )
     )
     text_column: str | None = Field(
         None,

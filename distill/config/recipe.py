@@ -19,7 +19,7 @@ from distill.config.adapt import AdaptConfig, adapt_description
 from distill.config.data import DataConfig
 from distill.config.export import ExportConfig, ReportConfig
 from distill.config.student import StudentTable
-from distill.config.tables import TaskName, _Table, task_tables
+from distill.config.tables import TaskName, _Table, listed, task_tables
 from distill.config.training import TeacherConfig
 from distill.errors import RecipeError, UnreadableRecipeError
 from distill.tasks import DEFAULT_TASK, TASKS, get_task
@@ -92,7 +92,7 @@ class _Recipe(_Table):
             for key in other.owned_keys():
                 owners.setdefault(key, []).append(other.name)
         problems = [
-            f"{where} is read by task {' and '.join(map(repr, names))} only, not by this "
+            f"{where} is read by task {listed([repr(n) for n in names])} only, not by this "
             f"recipe's task {task.name!r}"
             for key, names in owners.items()
             if task.name not in names
@@ -275,7 +275,7 @@ def _mark_owned_keys(schema: dict[str, Any]) -> None:
             for prop in node["properties"].values()
             for value in prop.get("patternProperties", {}).values()
         ]
-        only = f"task{'s' if len(names) > 1 else ''} {' and '.join(map(repr, names))} only"
+        only = f"task{'s' if len(names) > 1 else ''} {listed([repr(n) for n in names])} only"
         for holder in [node, *nested]:
             if key in holder["properties"]:
                 prop = holder["properties"][key]

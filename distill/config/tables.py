@@ -34,10 +34,15 @@ def noted(dotted: str, description: str) -> str:
     return description + "".join(notes)
 
 
+def listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
+
+
 def readers(predicate: Callable[[Any], bool]) -> str:
     """The tasks for which ``predicate(task class)`` holds, as a description names them."""
     names = [repr(task.name) for task in TASKS.values() if predicate(task)]
-    return f"task{'s' if len(names) > 1 else ''} {' and '.join(names)}"
+    return f"task{'s' if len(names) > 1 else ''} {listed(names)}"
 
 
 def with_task_keys(base: type[_Table], table: str) -> Any:

@@ -42,7 +42,7 @@ class QuestionAnswering(Task):
     predict_help = PredictHelp(
         does="answer questions about a context",
         line="answer<TAB>start<TAB>end<TAB>score for a QA bundle (empty answer: none)",
-        json="QA: question, answer, start, end (characters of the context), score",
+        json="QA: question, answer, its start and end in the context, score",
     )
     architecture_suffixes = ("ForQuestionAnswering",)
     own_keys: ClassVar[tuple[str, ...]] = (

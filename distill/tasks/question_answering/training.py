@@ -236,7 +236,11 @@ def window_logits(
     trainer: Trainer, dataset: Any, windows: Sequence[Window], desc: str
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per-window start and end logits, padding cut, in window order."""
-    start, end = shared.predict_outputs(trainer, dataset, desc)[:2]
+    scoring, trainer.compute_metrics = trainer.compute_metrics, None  # it reads validation
+    try:
+        start, end = shared.predict_outputs(trainer, dataset, desc)[:2]
+    finally:
+        trainer.compute_metrics = scoring
     return cut_rows(start, windows), cut_rows(end, windows)
 
 
