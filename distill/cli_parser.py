@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.tasks.base import PredictHelp, PredictOption
+from distill.wording import listed
 
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -117,8 +118,7 @@ def _schema_parser(commands: Subcommands) -> None:
 
 def _predict_parser(commands: Subcommands) -> None:
     helps = predict_helps()
-    verbs = [h.does for h in helps]
-    does = " or ".join([", ".join(verbs[:-1]), verbs[-1]] if len(verbs) > 2 else verbs)
+    does = listed([h.does for h in helps], "or")
     predict = commands.add_parser(
         "predict",
         help=f"{does} with an exported bundle (onnxruntime only, no torch)",

@@ -404,9 +404,9 @@ def test_another_verbs_bundle_gets_a_hint_before_any_file_is_hashed(tmp_path: Pa
     with pytest.raises(ArtifactError) as caught:
         read_bundle(folder, command="predict")
     assert str(caught.value) == (
-        f"{folder / 'manifest.json'}: task is 'text-generation', not 'text-classification' or "
-        "'token-classification': not a text-classification or token-classification bundle; "
-        "use `distill generate` for it"
+        f"{folder / 'manifest.json'}: task is 'text-generation', not 'text-classification', "
+        "'token-classification' or 'question-answering': not a text-classification, "
+        "token-classification or question-answering bundle; use `distill generate` for it"
     )
 
 

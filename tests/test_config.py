@@ -14,9 +14,9 @@ from distill.config import (
     recipe_json_schema,
     validate_recipe,
 )
-from distill.config.tables import listed
 from distill.errors import RecipeError
 from distill.tasks import TASKS
+from distill.wording import listed
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
 

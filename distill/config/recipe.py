@@ -19,10 +19,11 @@ from distill.config.adapt import AdaptConfig, adapt_description
 from distill.config.data import DataConfig
 from distill.config.export import ExportConfig, ReportConfig
 from distill.config.student import StudentTable
-from distill.config.tables import TaskName, _Table, listed, task_tables
+from distill.config.tables import TaskName, _Table, task_tables
 from distill.config.training import TeacherConfig
 from distill.errors import RecipeError, UnreadableRecipeError
 from distill.tasks import DEFAULT_TASK, TASKS, get_task
+from distill.wording import listed
 
 
 class _Recipe(_Table):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from distill.wording import listed
+
 HEADER = """# Recipe reference
 
 Generated from the recipe's pydantic models by `distill schema --markdown -o
@@ -155,11 +157,6 @@ def _sub_tables(
     return nested
 
 
-def _listed(items: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
-
-
 def _takes_parent_keys(node: dict[str, Any], parent: dict[str, Any]) -> bool:
     """Whether every key of ``node`` is one of ``parent``'s, with the same meaning."""
     keys, theirs = node.get("properties", {}), parent.get("properties", {})
@@ -172,7 +169,7 @@ def _takes_parent_keys(node: dict[str, Any], parent: dict[str, Any]) -> bool:
 def _same_keys(node: dict[str, Any], parent_title: str, parent: dict[str, Any]) -> list[str]:
     """A table that takes (some of) its parent's keys: said in a sentence, not row by row."""
     left_out = [f"`{key}`" for key in parent["properties"] if key not in node["properties"]]
-    but = f" except {_listed(left_out)}" if left_out else ""
+    but = f" except {listed(left_out)}" if left_out else ""
     return [
         f"Any key of [{parent_title}]{but}, with the same meaning; every one is optional.",
         "",

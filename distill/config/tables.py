@@ -12,6 +12,7 @@ from pydantic.fields import FieldInfo
 
 from distill.tasks import TASK_NAMES, TASKS
 from distill.tasks.tables import RecipeTable
+from distill.wording import listed
 
 # One spelling per task, from the registry (distill/tasks/__init__.py).
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
@@ -32,11 +33,6 @@ def noted(dotted: str, description: str) -> str:
         if dotted in task.key_notes
     ]
     return description + "".join(notes)
-
-
-def listed(names: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
 
 
 def readers(predicate: Callable[[Any], bool]) -> str:

@@ -38,6 +38,7 @@ from distill.export.quantize import QUANTIZATION_FILE
 from distill.pipeline.artifacts import sha256_file, write_json_atomic
 from distill.tasks import TASKS, task_of_bundle
 from distill.tasks.base import Task
+from distill.wording import listed
 
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "distill-onnx-bundle"
@@ -183,7 +184,7 @@ def bundles_of(command: str | None) -> str:
     """Where the bundles ``distill COMMAND`` runs come from (None: any bundle), named from
     the registry."""
     names = [t.name for t in TASKS.values() if command is None or t.command == command]
-    return f"export/<run name>/ of a {' or '.join(names)} run"
+    return f"export/<run name>/ of a {listed(names, 'or')} run"
 
 
 def load_manifest(bundle: Path, command: str | None = None) -> dict[str, Any]:
@@ -236,8 +237,8 @@ def bundle_task(path: Path, manifest: dict[str, Any], command: str | None = None
         return task
     runs = [t.bundle_task for t in TASKS.values() if t.command == command]
     raise ArtifactError(
-        f"{path}: task is {task.bundle_task!r}, not {' or '.join(map(repr, runs))}: "
-        f"not a {' or '.join(runs)} bundle; use `distill {task.command}` for it"
+        f"{path}: task is {task.bundle_task!r}, not {listed([repr(r) for r in runs], 'or')}: "
+        f"not a {listed(runs, 'or')} bundle; use `distill {task.command}` for it"
     )
 
 
