@@ -149,8 +149,8 @@ def test_predict_refuses_a_generation_bundle_with_a_hint(bundle, capsys) -> None
     assert captured.out == "" and captured.err.count("\n") == 1
     assert f"{bundle / 'manifest.json'}: task is 'text-generation'" in captured.err
     assert (
-        "not a text-classification or token-classification bundle; use `distill generate` for it"
-        in captured.err
+        "not a text-classification, token-classification or question-answering bundle; "
+        "use `distill generate` for it" in captured.err
     )
 
 
