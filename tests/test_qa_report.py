@@ -177,12 +177,18 @@ def test_verdict_and_headline(stages: Any) -> None:
         "The deployed student keeps 59.1% of the teacher's F1 at 6.2% of its size, "
         "8.00× faster at batch 1."
     )
-    assert top["warnings"] == []
+    # The teacher in int8 answers better than the deployed student: said, with the price.
+    assert top["warnings"] == [
+        "Teacher ONNX int8 (91.7% F1, 0.0 MB, 2.00× faster) answers better than the deployed "
+        "student (54.2% F1): the student buys its size and speed with 37.5 points of F1"
+    ]
     rows[3]["f1"] = 0.25  # the deployed student at the floor
-    assert headline(rows, None, floor)["warnings"] == [
+    assert headline(rows, None, floor)["warnings"][0] == (
         "Student ONNX int8 (dynamic, deployed) (25.0% F1) is no better than answering "
         "nothing (25.0% F1: the share of unanswerable test questions)"
-    ]
+    )
+    rows[3]["f1"] = rows[4]["f1"] - 0.01  # within the margin: no word of the baseline
+    assert headline(rows, None, None)["warnings"] == []
     assert no_answer_floor(TEST[:3]) is None
 
 

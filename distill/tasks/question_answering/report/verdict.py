@@ -73,6 +73,11 @@ def no_answer_floor(test: Sequence[QAExample]) -> float | None:
     return unanswerable / len(test) if unanswerable and test else None
 
 
+# How far the teacher's int8 graph may answer better than the deployed student before the
+# report says so (the export gate's default F1 drop).
+BASELINE_MARGIN = 0.02
+
+
 def headline(
     rows: list[dict[str, Any]],
     significance: dict[str, Any] | None,
@@ -81,7 +86,8 @@ def headline(
     """The verdict in numbers and words: the deployed student's share of the teacher's F1,
     its size as a share of the teacher's bytes, how many times faster it answers at batch 1;
     the KD gain and the paired test's sentence when there is a twin; a warning for each of
-    teacher and deployed student at or below the no-answer floor (``floor``)."""
+    teacher and deployed student at or below the no-answer floor (``floor``), and one when
+    the teacher's int8 graph answers better than the deployed student."""
     by_key = {row["key"]: row for row in rows}
     teacher, deployed, student = by_key["teacher"], by_key["deployed"], by_key["student"]
     twin = by_key.get("student_no_kd")
@@ -99,9 +105,27 @@ def headline(
             if floor is not None and row["f1"] <= floor
         ],
     }
+    baseline = by_key.get("teacher_onnx_int8")
+    if baseline is not None and baseline["f1"] - deployed["f1"] > BASELINE_MARGIN:
+        result["warnings"].append(baseline_warning(baseline, deployed))
     if significance is not None:
         result["verdict"] = significance["verdict"]
     return result
+
+
+def baseline_warning(baseline: dict[str, Any], deployed: dict[str, Any]) -> str:
+    """What a user gives up for the student's size and speed: the teacher in int8 (what
+    they would try instead of distilling) answers better."""
+    ratios = [
+        f"{baseline['bytes'] / 1e6:.1f} MB" if baseline.get("bytes") else None,
+        f"{baseline['speedup']:.2f}× faster" if baseline.get("speedup") else None,
+    ]
+    said = ", ".join(r for r in ratios if r)
+    return (
+        f"{baseline['name']} ({baseline['f1']:.1%} F1{', ' + said if said else ''}) answers "
+        f"better than the deployed student ({deployed['f1']:.1%} F1): the student buys its "
+        f"size and speed with {100 * (baseline['f1'] - deployed['f1']):.1f} points of F1"
+    )
 
 
 def summary_sentence(deployed: dict[str, Any]) -> str:
