@@ -252,7 +252,7 @@ def test_predict_json_lines_and_bad_lines(bundle: Path, tmp_path: Path, capsys) 
         json.dumps({"question": q, "context": c, "id": i}) for i, (q, c) in enumerate(QUESTIONS)
     ]
     bad = {
-        "who wrote it?": r"not a JSON object with 'question' and 'context' \(line 1, column 1",
+        "who wrote it?": r"not a JSON object with 'question' and 'context' \(Expecting value at character 1\)",
         "[1, 2]": r"expected a JSON object with 'question' and 'context', found list",
         '{"question": "who?"}': r"'context' must be a non-empty string, not None",
         '{"question": " ", "context": "x"}': r"'question' must be a non-empty string, not ' '",

@@ -288,8 +288,8 @@ def _json_question(text: str) -> tuple[str, str] | str:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
         return (
-            f"not a JSON object with 'question' and 'context' (line {exc.lineno}, column "
-            f"{exc.colno}: {exc.msg}); give --context TEXT to ask plain-text questions"
+            f"not a JSON object with 'question' and 'context' ({exc.msg} at character "
+            f"{exc.pos + 1}); give --context TEXT to ask plain-text questions"
         )
     if not isinstance(row, dict):
         return f"expected a JSON object with 'question' and 'context', found {type(row).__name__}"
