@@ -65,17 +65,20 @@ def window_dataset(
     windows: Sequence[Window],
     teacher: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     hard: bool = True,
+    first_index: int = 0,
 ) -> Any:
     """A `datasets.Dataset` of the windows' inputs, their ``labels`` (index, start, end) and,
     for a distilled student, the teacher's cached start and end logits. ``hard = False``
-    (unlabelled transfer questions): start and end are IGNORE, out of the hard loss."""
+    (unlabelled transfer questions): start and end are IGNORE, out of the hard loss;
+    ``first_index``: the first window's index (sets concatenated keep them unique)."""
     import datasets
 
     columns: dict[str, Any] = {
         "input_ids": [w.ids for w in windows],
         "token_type_ids": [w.type_ids for w in windows],
         "labels": [
-            [i, w.start, w.end] if hard else [i, IGNORE, IGNORE] for i, w in enumerate(windows)
+            [i, w.start, w.end] if hard else [i, IGNORE, IGNORE]
+            for i, w in enumerate(windows, start=first_index)
         ],
     }
     if teacher is not None:

@@ -56,7 +56,7 @@ def _training_set(
     logits."""
     import datasets
 
-    parts = []
+    parts, count = [], 0
     for name in names:
         windows, _ = example_windows(
             tokenizer, splits[name], windowing_of(data), name != "transfer"
@@ -67,12 +67,9 @@ def _training_set(
                 labels_dir / "logits" / f"{name}.npz", window_ids(splits[name], windows)
             )
             teacher = ([c[:, 0] for c in cached], [c[:, 1] for c in cached])
-        parts.append(window_dataset(windows, teacher, hard=name != "transfer"))
-    if len(parts) == 1:
-        return parts[0]
-    merged = datasets.concatenate_datasets(parts)
-    # Window indices (labels[0]) only matter in evaluation; keep them unique anyway.
-    return merged.map(lambda row, i: {"labels": [i, *row["labels"][1:]]}, with_indices=True)
+        parts.append(window_dataset(windows, teacher, name != "transfer", first_index=count))
+        count += len(windows)
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
 def _train_one(
