@@ -75,6 +75,32 @@ def environment(autoescape: bool, folder: Path | None = None) -> jinja2.Environm
 DASH = "–"
 
 
+def write_task_reports(
+    out: Path,
+    templates: Path,
+    context: dict[str, Any],
+    svg: str,
+    plot_file: str,
+    svg_prefix: str,
+) -> dict[str, Path]:
+    """A task's ``report.md`` and ``report.html`` from its templates (``report.md.j2``,
+    ``report.html.j2``) and ``context``, and its plot: its own SVG file for the Markdown,
+    inline in the HTML (ids prefixed with ``svg_prefix``)."""
+    from markupsafe import Markup
+
+    from distill.report.plots import inline_svg
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "report.md", "html": out / "report.html", "plot": out / plot_file}
+    paths["plot"].write_text(svg, encoding="utf-8")
+    markdown = environment(False, templates).get_template("report.md.j2")
+    paths["markdown"].write_text(markdown.render(**context, plot_file=plot_file), encoding="utf-8")
+    html = environment(True, templates).get_template("report.html.j2")
+    svg_inline = Markup(inline_svg(svg, svg_prefix))
+    paths["html"].write_text(html.render(**context, svg=svg_inline), encoding="utf-8")
+    return paths
+
+
 def missing(x: Any) -> bool:
     """Nothing to show: ``None``, NaN or an infinity."""
     return x is None or (isinstance(x, float) and not math.isfinite(x))

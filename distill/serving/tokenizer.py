@@ -31,7 +31,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _pad_token(bundle: Path, tokenizer: Any, manifest: dict[str, Any]) -> tuple[int, str]:
+def bundle_pad_token(bundle: Path, tokenizer: Any, manifest: dict[str, Any]) -> tuple[int, str]:
     """The padding token the model was trained and exported with.
 
     Looked up in ``tokenizer_config.json`` / ``special_tokens_map.json`` (what transformers
@@ -100,7 +100,7 @@ def load_tokenizer(bundle: Path, manifest: dict[str, Any]) -> Any:
     like ``tokenizer(texts, truncation=True, max_length=..., padding=True)``.
     """
     tokenizer = read_tokenizer(bundle / TOKENIZER_FILE)
-    pad_id, pad_token = _pad_token(bundle, tokenizer, manifest)
+    pad_id, pad_token = bundle_pad_token(bundle, tokenizer, manifest)
     tokenizer.enable_truncation(
         max_length=manifest["max_length"],
         stride=0,

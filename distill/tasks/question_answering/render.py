@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from markupsafe import Markup
-
 from distill.report import plots as draw
 from distill.report import render
 
@@ -26,18 +24,8 @@ def load_report(path: Path) -> dict[str, Any]:
 
 def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write report.md, report.html and the plot (its own SVG, for the Markdown) into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
     svg = f1_size_svg(report)
-    paths = {"markdown": out / "report.md", "html": out / "report.html", "plot": out / PLOT_FILE}
-    paths["plot"].write_text(svg, encoding="utf-8")
-    markdown = render.environment(False, TEMPLATES).get_template("report.md.j2")
-    paths["markdown"].write_text(
-        markdown.render(**_context(report), plot_file=PLOT_FILE), encoding="utf-8"
-    )
-    html = render.environment(True, TEMPLATES).get_template("report.html.j2")
-    inline = Markup(draw.inline_svg(svg, "f1-"))
-    paths["html"].write_text(html.render(**_context(report), svg=inline), encoding="utf-8")
-    return paths
+    return render.write_task_reports(out, TEMPLATES, _context(report), svg, PLOT_FILE, "f1-")
 
 
 def _context(report: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from distill.serving.lines import batches
 from distill.serving.tokenizer import (
     DEFAULT_BATCH_SIZE,
     TOKENIZER_FILE,
-    _pad_token,
+    bundle_pad_token,
     read_tokenizer,
 )
 from distill.tasks.question_answering.examples import Answer
@@ -184,7 +184,7 @@ class QAModel:
         self.max_answer_length: int = manifest["max_answer_length"]
         self.no_answer: bool = manifest["no_answer"]
         tokenizer = read_tokenizer(folder / TOKENIZER_FILE)
-        self.pad_id, _ = _pad_token(folder, tokenizer, manifest)
+        self.pad_id, _ = bundle_pad_token(folder, tokenizer, manifest)
         self.tokenizer = windowing_tokenizer(tokenizer, self.windowing)
         self.graph = EncoderGraph(model_path, threads)
         self.session = self.graph.session

@@ -170,10 +170,12 @@ def by_example(windows: Sequence[Window], count: int) -> list[list[int]]:
     return grouped
 
 
-def padded(windows: Sequence[Window], pad_id: int) -> dict[str, np.ndarray]:
+def padded(
+    windows: Sequence[Window], pad_id: int, length: int | None = None
+) -> dict[str, np.ndarray]:
     """A batch of windows as int64 arrays (``input_ids``, ``token_type_ids``,
-    ``attention_mask``), padded on the right to the longest."""
-    length = max(len(w) for w in windows)
+    ``attention_mask``), padded on the right to ``length`` (default: the longest)."""
+    length = length or max(len(w) for w in windows)
     arrays = {
         "input_ids": np.full((len(windows), length), pad_id, dtype=np.int64),
         "token_type_ids": np.zeros((len(windows), length), dtype=np.int64),

@@ -20,7 +20,12 @@ from distill.config import ReportConfig
 from distill.report.rows import weights_bytes
 from distill.tasks.question_answering.examples import Answer, QAExample, read_answers
 from distill.tasks.question_answering.metrics import qa_metrics
-from distill.tasks.question_answering.windows import Windowing, make_windows, windowing_tokenizer
+from distill.tasks.question_answering.windows import (
+    Windowing,
+    make_windows,
+    padded,
+    windowing_tokenizer,
+)
 from distill.timing.latency import TimingPlan
 
 SCORES = ("exact_match", "f1", "answered", "has_answer", "no_answer")
@@ -127,18 +132,7 @@ def window_batch(questions: Sequence[QAExample], windowing: Windowing, batch_siz
             cutter, [q.question for q in questions], [q.context for q in questions], windowing
         )
         chosen = [windows[i % len(windows)] for i in range(batch_size)]
-        length = windowing.max_length
-        pad = tokenizer.pad_token_id or 0
-        arrays = {
-            "input_ids": np.full((batch_size, length), pad, dtype=np.int64),
-            "token_type_ids": np.zeros((batch_size, length), dtype=np.int64),
-            "attention_mask": np.zeros((batch_size, length), dtype=np.int64),
-        }
-        for row, window in enumerate(chosen):
-            arrays["input_ids"][row, : len(window)] = window.ids
-            arrays["token_type_ids"][row, : len(window)] = window.type_ids
-            arrays["attention_mask"][row, : len(window)] = 1
-        return arrays
+        return padded(chosen, tokenizer.pad_token_id or 0, windowing.max_length)
 
     return build
 
