@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
@@ -27,12 +27,42 @@ def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tok.post_processor = processors.TemplateProcessing(
         single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, vocab[EOS])]
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, bos_token=BOS
     )
+
+
+# A toy language for "translation" tests: each source word has one target word, in order.
+DICTIONARY = {
+    "the": "le", "a": "un", "cat": "chat", "dog": "chien", "bird": "oiseau", "king": "roi",
+    "queen": "reine", "fish": "poisson", "run": "court", "walk": "marche", "swim": "nage",
+    "fly": "vole", "see": "voit", "eat": "mange", "sleep": "dort", "up": "sur", "tree": "arbre",
+    "in": "dans", "river": "fleuve", "to": "vers", "city": "ville", "house": "maison",
+    "paris": "lutece", "and": "et", "big": "grand", "small": "petit", "red": "rouge",
+}  # fmt: skip
+WORDS = sorted(set(DICTIONARY) | set(DICTIONARY.values()))
+
+
+def translate_words(source: str) -> str:
+    """The toy language's translation of ``source`` (words outside it kept as they are)."""
+    return " ".join(DICTIONARY.get(word, word) for word in source.split())
+
+
+def toy_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` (source, target) pairs of 3 to 8 words from the toy language, seeded."""
+    import random
+
+    rng = random.Random(seed)
+    words = sorted(DICTIONARY)
+    pairs = []
+    for _ in range(n):
+        source = " ".join(rng.choice(words) for _ in range(rng.randint(3, 8)))
+        pairs.append((source, translate_words(source)))
+    return pairs
 
 
 def _ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
