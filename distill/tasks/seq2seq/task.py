@@ -161,6 +161,8 @@ class Seq2Seq(Task):
     }
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {
         "labels": ("data", "student"),
+        # The export decodes the test sources as the bundle will serve them (beam size).
+        "export": ("data", "export", "report"),
     }
     data_column_keys = ("source_column", "target_column")
 
