@@ -153,10 +153,8 @@ def _teacher_layers(teacher: nn.Module, config: Any) -> tuple[nn.Module, dict[st
             )
         decoder = even_layers(decoders, config.num_layers)
     encoder = list(config.encoder_layers) if config.encoder_layers else None
-    try:
-        model = shrink_seq2seq(teacher, decoder_layers=decoder, encoder_layers=encoder)
-    except ValueError as exc:
-        raise ModelLoadError(str(exc)) from None
+    # Bad indices are a LayerChoiceError (a ModelLoadError) naming the recipe key.
+    model = shrink_seq2seq(teacher, decoder_layers=decoder, encoder_layers=encoder)
     built = {
         "init": "teacher-layers",
         "decoder_layers": decoder if decoder is not None else list(range(decoders)),

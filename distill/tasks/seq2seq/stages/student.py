@@ -11,9 +11,10 @@ initialisation (:func:`distill.tasks.seq2seq.models.build_student`) and one budg
 - ``sequence/model/`` (student.sequence_twin, distillation not 'sequence'): cross-entropy on
   the teacher's outputs (training and transfer sources): what soft targets add beyond them.
 
-Each folder also holds ``log_history.json``. Metrics per model: how it was built, alpha,
-what it learnt from, parameters, training examples, validation loss (token cross-entropy on
-the gold validation targets), seconds, and the trainer's record.
+Each folder also holds ``log_history.json``. Metrics per model: alpha, parameters, training
+examples, validation loss (token cross-entropy on the gold validation targets), seconds and
+the trainer's record; with how the student was built and, under ``before_training``, the
+initial student's validation loss (every model starts from it).
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def run(
     tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
     pairs = Pairs(inputs, data, tokenizer)
     initial, built = build_student(teacher_dir, student, ctx.seed, ctx.recipe_dir)
+    validation = pairs.encode(pairs.gold["validation"])
+    before = token_loss(initial, validation, tokenizer.pad_token_id, desc="student before training")
     distillation = student.distillation
     transfer = student.transfer is not None
     common = dict(initial=initial, config=student, ctx=ctx, pairs=pairs)
@@ -150,6 +153,7 @@ def run(
     metrics = _train_one("distilled", alpha, parts, out=out, **common)
     metrics.update(
         built=built,
+        before_training={"validation": before},
         distillation=distillation,
         temperature=None if distillation == "sequence" else student.temperature,
         top_k=None if distillation == "sequence" else student.kd_top_k,
