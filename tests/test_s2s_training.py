@@ -414,3 +414,32 @@ def _history(folder: Path) -> list[dict[str, Any]]:
 
     history = json.loads((folder / "log_history.json").read_text(encoding="utf-8"))
     return [h for h in history if "loss" in h]
+
+
+@pytest.mark.parametrize("distillation", ["sequence", "word+sequence"])
+def test_sequence_modes_learn_the_teachers_outputs(
+    distillation: str, t5_labels: dict[str, Any], tmp_path: Path
+) -> None:
+    """'sequence': the teacher's outputs only, no top-k cached; 'word+sequence': the top-k
+    under teacher forcing on the teacher's outputs, which are also cross-entropy targets."""
+    inputs = {
+        "data": t5_labels["root"] / "data",
+        "teacher": t5_labels["root"] / "teacher",
+        "labels": tmp_path,
+    }
+    student = StudentTable(num_layers=1, distillation=distillation, kd_top_k=3, sequence_beams=1)
+    metrics = labels_stage.run(_context(tmp_path), inputs, tmp_path, data=DATA, student=student)
+    outputs = read_split(tmp_path / "sequence", "train")
+    assert len(outputs) == 160 and metrics["sequence_train"] == {"examples": 160}
+    assert not (tmp_path / "sequence" / "transfer.jsonl").exists()
+    tokenizer = build_tokenizer(WORDS)
+    pairs = student_stage.Pairs(inputs, DATA, tokenizer)
+    (part,) = student_stage.training_parts(pairs, "distilled", distillation, False)
+    expected = encode_pairs(tokenizer, outputs, prefix="", max_length=8, max_target_length=6)
+    assert list(part["labels"]) == [e["labels"] for e in expected]
+    if distillation == "sequence":
+        assert not (tmp_path / "topk").exists() and "topk_train" not in metrics
+        assert part.column_names == ["input_ids", "labels"]
+    else:
+        assert metrics["topk_train"]["tokens"] == sum(len(e["labels"]) for e in expected)
+        assert set(part["hard"]) == {True} and len(part["topk_indices"][0][0]) == 3

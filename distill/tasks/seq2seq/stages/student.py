@@ -31,7 +31,7 @@ from distill.errors import ArtifactError
 from distill.pipeline.artifacts import RunContext
 from distill.tasks.seq2seq.encoding import as_dataset, encode_pairs
 from distill.tasks.seq2seq.files import PairSplit, read_split
-from distill.tasks.seq2seq.models import build_student, freeze_seq2seq
+from distill.tasks.seq2seq.models import build_student, check_positions, freeze_seq2seq
 from distill.tasks.seq2seq.stages.labels import load_top_k
 from distill.tasks.seq2seq.task import SEQUENCE_TWIN
 from distill.tasks.seq2seq.training import token_loss, train_seq2seq
@@ -143,6 +143,7 @@ def run(
     tokenizer = load_tokenizer(str(teacher_dir), "teacher model")
     pairs = Pairs(inputs, data, tokenizer)
     initial, built = build_student(teacher_dir, student, ctx.seed, ctx.recipe_dir)
+    check_positions(initial.config, data, "the student")  # a pretrained one has its own
     validation = pairs.encode(pairs.gold["validation"])
     before = token_loss(initial, validation, tokenizer.pad_token_id, desc="student before training")
     distillation = student.distillation
