@@ -13,12 +13,19 @@ from distill.tasks.base import Task
 from distill.tasks.causal_lm.task import CausalLM
 from distill.tasks.classification.task import SequenceClassification
 from distill.tasks.question_answering.task import QuestionAnswering
+from distill.tasks.seq2seq.task import Seq2Seq
 from distill.tasks.token_classification.task import TokenClassification
 
 # The first is the default task of a recipe, and of reports written before tasks existed.
 TASKS: dict[str, type[Task]] = {
     task.name: task
-    for task in (SequenceClassification, CausalLM, TokenClassification, QuestionAnswering)
+    for task in (
+        SequenceClassification,
+        CausalLM,
+        TokenClassification,
+        QuestionAnswering,
+        Seq2Seq,
+    )
 }
 TASK_NAMES = tuple(TASKS)
 DEFAULT_TASK = TASK_NAMES[0]
