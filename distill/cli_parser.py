@@ -185,7 +185,28 @@ def _generate_parser(commands: Subcommands) -> None:
         ),
     )
     generate.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
-    generate.add_argument("prompt", help="the text to continue ('-' reads it from stdin)")
+    generate.add_argument(
+        "prompt",
+        nargs="?",
+        default=None,
+        help="the text to continue, or the source to translate ('-' reads it from stdin); "
+        "omit it with --file",
+    )
+    generate.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="read the inputs from this file instead, one a line ('-': stdin); prints one "
+        "output line per input, in input order (a newline inside an output is printed as a "
+        "space)",
+    )
+    generate.add_argument(
+        "--num-beams",
+        type=_positive_int,
+        default=None,
+        help="beam size, for bundles that decode by beam search (seq2seq; default: the "
+        "bundle's own)",
+    )
     generate.add_argument(
         "--max-new-tokens",
         type=_positive_int,
