@@ -27,7 +27,12 @@ from distill.tasks.seq2seq.onnx_export import (
     load_for_export,
     quantize_seq2seq,
 )
-from distill.tasks.seq2seq.onnx_model import OnnxSeq2Seq
+from distill.tasks.seq2seq.onnx_model import (
+    GenerationRules,
+    OnnxSeq2Seq,
+    read_generation_rules,
+    read_token_ids,
+)
 from distill.tasks.seq2seq.runner import generate, load_bundle, translate
 
 WORDS = "a b c d e f g h i j k l m n o p q r s t u v w x y z".split()
@@ -141,7 +146,7 @@ def test_batched_greedy_equals_torch_generate(exported: dict[str, Any]) -> None:
     lengths = [len(tokens) for tokens in mine]
     # Some rows end early on EOS, some mid-way or never: finished rows are padded meanwhile.
     assert 1 < len(set(lengths)) and max(lengths) == MAX_NEW
-    assert any(1 < n < MAX_NEW for n in lengths) or exported["kind"] == "t5"
+    assert any(1 < n < MAX_NEW for n in lengths)
     assert all(t[-1] == EOS for t in mine if len(t) < MAX_NEW)
 
 
@@ -168,6 +173,48 @@ def test_beam_lengths_vary(exported: dict[str, Any]) -> None:
     ]
     expected = {"t5": [12, 4, 4, 12, 5, 10, 12, 12], "bart": [1, 2, 12, 11, 1, 1, 12, 12]}
     assert lengths == expected[exported["kind"]]
+
+
+RULES = [
+    {
+        "repetition_penalty": 1.3,
+        "no_repeat_ngram_size": 2,
+        "bad_words_ids": [[5]],
+        "min_length": 4,
+        "forced_eos_token_id": EOS,
+    },
+    {"forced_bos_token_id": 7, "min_new_tokens": 3, "no_repeat_ngram_size": 3},
+]
+
+
+@pytest.mark.parametrize("settings", RULES, ids=["penalties", "forced-bos"])
+def test_generation_config_processors_match_transformers(
+    exported: dict[str, Any], tmp_path: Path, settings: dict[str, Any]
+) -> None:
+    """The logits processors a generation config asks for, greedy and beam, as transformers."""
+    import json
+
+    (tmp_path / "generation_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    rules = read_generation_rules(tmp_path, (EOS,))
+    assert rules.unapplied == () and rules.no_repeat_ngram_size == settings["no_repeat_ngram_size"]
+    onnx_model: OnnxSeq2Seq = exported["onnx"]
+    ids = read_token_ids(exported["folder"])
+    model = OnnxSeq2Seq(onnx_model.encoder, onnx_model.decoder, ids, rules=rules)
+    for beams in (1, 3):
+        mine = generate_ids(model, SOURCES, num_beams=beams, max_new_tokens=MAX_NEW)
+        assert mine == _torch_generate(exported["torch"], SOURCES, num_beams=beams, **settings)
+
+
+def test_unapplied_generation_settings_are_named(tmp_path: Path) -> None:
+    import json
+
+    settings = {"suppress_tokens": [4], "bad_words_ids": [[5, 6]], "length_penalty": 0.6}
+    (tmp_path / "generation_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    rules = read_generation_rules(tmp_path, (EOS,))
+    assert rules.unapplied == ("suppress_tokens", "bad_words_ids (of several tokens)")
+    assert rules.length_penalty == 0.6 and rules == GenerationRules(
+        length_penalty=0.6, unapplied=rules.unapplied
+    )
 
 
 def test_cached_decoding_equals_full_recompute(exported: dict[str, Any]) -> None:

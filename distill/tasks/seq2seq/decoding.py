@@ -13,9 +13,10 @@ beat the worst finished one; "never": at its best possible length). The cache of
 beam is reordered with numpy ``take`` after each step. The encoder runs once per source; its
 cross-attention keys/values are repeated per beam.
 
-No logits processors are applied (no minimum length, forced tokens, n-gram blocking or
-repetition penalty): a ``generation_config.json`` asking for them is honoured only by
-transformers' ``generate``.
+The logits processors the model's generation config asks for
+(:class:`~distill.tasks.seq2seq.onnx_model.GenerationRules`: repetition penalty, n-gram
+blocking, banned tokens, minimum length, forced BOS/EOS) are applied as transformers applies
+them: to the logits in greedy decoding, to the log-probabilities in beam search.
 
 Torch-free: numpy and the model only.
 """
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distill.tasks.seq2seq.onnx_model import OnnxSeq2Seq
+from distill.tasks.seq2seq.onnx_model import GenerationRules, OnnxSeq2Seq
 
 # transformers' stand-in for minus infinity in beam scores (kept float32 as it does).
 _NEG = np.float32(-1.0e9)
@@ -50,6 +51,55 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float32)
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _banned_ngram_tokens(row: np.ndarray, size: int) -> list[int]:
+    """Tokens that would repeat an n-gram of ``row`` (transformers' NoRepeatNGram)."""
+    length = row.size
+    if length + 1 < size:
+        return []
+    tokens = row.tolist()
+    prefix = tuple(tokens[length + 1 - size :])
+    return [
+        tokens[i + size - 1]
+        for i in range(length - size + 1)
+        if tuple(tokens[i : i + size - 1]) == prefix
+    ]
+
+
+def apply_rules(
+    rules: GenerationRules,
+    scores: np.ndarray,
+    sequences: np.ndarray,
+    max_length: int,
+    eos: np.ndarray,
+) -> np.ndarray:
+    """``scores`` [N, V] (float32) after the generation config's logits processors, given
+    the decoder ``sequences`` [N, length] so far (the start token included)."""
+    length = sequences.shape[1]
+    scores = np.array(scores, dtype=np.float32)
+    if rules.repetition_penalty != 1.0:
+        penalty = np.float32(rules.repetition_penalty)
+        seen = np.take_along_axis(scores, sequences, axis=1)
+        seen = np.where(seen < 0, seen * penalty, seen / penalty)
+        np.put_along_axis(scores, sequences, seen, axis=1)
+    if rules.no_repeat_ngram_size > 0:
+        for row in range(scores.shape[0]):
+            banned = _banned_ngram_tokens(sequences[row], rules.no_repeat_ngram_size)
+            scores[row, banned] = -np.inf
+    if rules.banned_token_ids:
+        scores[:, list(rules.banned_token_ids)] = -np.inf
+    if eos.size and (length < rules.min_length or length - 1 < rules.min_new_tokens):
+        scores[:, eos] = -np.inf
+    forced = None
+    if rules.forced_bos_token_id is not None and length == 1:
+        forced = [rules.forced_bos_token_id]
+    if rules.forced_eos_token_ids and length == max_length - 1:
+        forced = list(rules.forced_eos_token_ids)
+    if forced is not None:
+        scores[:] = -np.inf
+        scores[:, forced] = 0.0
+    return scores
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -87,19 +137,21 @@ def _greedy(
     encoded = model.encode(ids, mask)
     batch = ids.shape[0]
     eos = np.asarray(model.eos_token_ids, dtype=np.int64)
-    step = np.full((batch, 1), model.decoder_start_token_id, dtype=np.int64)
+    sequences = np.full((batch, 1), model.decoder_start_token_id, dtype=np.int64)
     running = np.ones(batch, dtype=bool)
     outputs: list[list[int]] = [[] for _ in range(batch)]
     past = None
     for _ in range(max_new_tokens):
-        logits, past = model.decode_step(step, mask, encoded.cross, past)
-        tokens = np.argmax(logits[:, -1], axis=-1)
+        logits, past = model.decode_step(sequences[:, -1:], mask, encoded.cross, past)
+        scores = apply_rules(model.rules, logits[:, -1], sequences, max_new_tokens + 1, eos)
+        tokens = np.argmax(scores, axis=-1)
         for row in np.flatnonzero(running):
             outputs[row].append(int(tokens[row]))
         running &= ~np.isin(tokens, eos)
         if not running.any():
             break
-        step = np.where(running, tokens, model.pad_token_id)[:, None]
+        step = np.where(running, tokens, model.pad_token_id)
+        sequences = np.concatenate([sequences, step[:, None]], axis=1)
     return outputs
 
 
@@ -168,7 +220,10 @@ class _BeamSearch:
         while True:
             step = beams.running[:, :, cur - 1].reshape(-1, 1)
             logits, past = model.decode_step(step, mask, cross, past)
-            hits = self._step(beams, log_softmax(logits[:, -1]), cur)
+            sequences = beams.running[:, :, :cur].reshape(-1, cur)
+            log_probs = log_softmax(logits[:, -1])
+            log_probs = apply_rules(model.rules, log_probs, sequences, self.max_length, self.eos)
+            hits = self._step(beams, log_probs, cur)
             flat_origin = beams.running_origin[:, :, cur - 1].reshape(-1)
             past = {name: np.take(value, flat_origin, axis=0) for name, value in past.items()}
             cur += 1

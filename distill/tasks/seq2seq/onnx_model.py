@@ -16,6 +16,7 @@ numpy, onnxruntime, tokenizers and light distill modules only.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from distill.export.bundle import is_int
 from distill.serving.session import onnx_session
 from distill.serving.tokenizer import read_tokenizer
 
+log = logging.getLogger("distill")
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -85,6 +87,69 @@ def read_token_ids(folder: Path) -> TokenIds:
     return TokenIds(int(start), eos_ids, int(pad))
 
 
+# generation_config.json settings that transformers turns into logits processors the numpy
+# decoder does not apply (those it does apply are the fields of GenerationRules).
+_UNAPPLIED = (
+    "encoder_no_repeat_ngram_size",
+    "encoder_repetition_penalty",
+    "sequence_bias",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "exponential_decay_length_penalty",
+    "forced_decoder_ids",
+)
+
+
+@dataclass(frozen=True)
+class GenerationRules:
+    """The logits processors of transformers' ``generate`` that the numpy decoder applies,
+    from the model's generation config, in transformers' order: repetition penalty, n-gram
+    blocking, banned single tokens (``bad_words_ids``), minimum length and new tokens, the
+    forced first (BOS) and last (EOS) tokens."""
+
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    banned_token_ids: tuple[int, ...] = ()
+    min_length: int = 0
+    min_new_tokens: int = 0
+    forced_bos_token_id: int | None = None
+    forced_eos_token_ids: tuple[int, ...] = ()
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    unapplied: tuple[str, ...] = ()  # settings given that the decoder does not apply
+
+
+def read_generation_rules(folder: Path, eos_token_ids: tuple[int, ...]) -> GenerationRules:
+    """:class:`GenerationRules` of ``generation_config.json`` (else ``config.json``, where
+    older models keep these settings); a multi-token ``bad_words_ids`` entry is unapplied."""
+    path = folder / "generation_config.json"
+    config = read_json(path) if path.is_file() else read_json(folder / "config.json")
+    bad_words = config.get("bad_words_ids") or []
+    single = [w[0] for w in bad_words if isinstance(w, list) and len(w) == 1 and is_int(w[0])]
+    forced_eos = config.get("forced_eos_token_id")
+    unapplied = [key for key in _UNAPPLIED if config.get(key) not in (None, 0, 1.0, [], {})]
+    if len(single) != len(bad_words):
+        unapplied.append("bad_words_ids (of several tokens)")
+    return GenerationRules(
+        repetition_penalty=float(config.get("repetition_penalty") or 1.0),
+        no_repeat_ngram_size=int(config.get("no_repeat_ngram_size") or 0),
+        banned_token_ids=tuple(int(t) for t in single if t not in eos_token_ids),
+        min_length=int(config.get("min_length") or 0),
+        min_new_tokens=int(config.get("min_new_tokens") or 0),
+        forced_bos_token_id=config.get("forced_bos_token_id"),
+        forced_eos_token_ids=tuple(
+            forced_eos
+            if isinstance(forced_eos, list)
+            else []
+            if forced_eos is None
+            else [forced_eos]
+        ),
+        length_penalty=float(config.get("length_penalty", 1.0)),
+        early_stopping=config.get("early_stopping", False),
+        unapplied=tuple(unapplied),
+    )
+
+
 @dataclass(frozen=True)
 class Encoded:
     """One batch of sources through the encoder graph: its states [B, S, H], the cross
@@ -114,8 +179,10 @@ class OnnxSeq2Seq:
         ids: TokenIds,
         tokenizer: Any = None,
         name: str = "model",
+        rules: GenerationRules | None = None,
     ) -> None:
         self.encoder, self.decoder, self.tokenizer, self.name = encoder, decoder, tokenizer, name
+        self.rules = rules or GenerationRules()
         self.decoder_start_token_id = ids.decoder_start_token_id
         self.eos_token_ids = ids.eos_token_ids
         self.pad_token_id = ids.pad_token_id
@@ -173,12 +240,22 @@ class OnnxSeq2Seq:
         tokenizer = None
         if (folder / TOKENIZER_FILE).is_file():
             tokenizer = read_tokenizer(folder / TOKENIZER_FILE)
+        ids = read_token_ids(folder)
+        rules = read_generation_rules(folder, ids.eos_token_ids)
+        if rules.unapplied:
+            log.warning(
+                "%s: the generation config asks for %s, which transformers' generate applies "
+                "but the ONNX decoder does not: outputs may differ from PyTorch's",
+                folder,
+                ", ".join(rules.unapplied),
+            )
         return cls(
             onnx_session(folder / encoder_file, threads),
             onnx_session(folder / decoder_file, threads),
-            read_token_ids(folder),
+            ids,
             tokenizer,
             name=str(folder / decoder_file),
+            rules=rules,
         )
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Encoded:

@@ -82,6 +82,8 @@ def load_bundle(bundle: Path | str | Bundle, *, threads: int | None = None) -> S
     encoder = manifest.get("encoder", ENCODER_FILE)
     decoder = manifest.get("decoder", DECODER_FILE)
     needed = [encoder, decoder, TOKENIZER_FILE, "config.json"]
+    if (bundle.path / "generation_config.json").is_file():  # read by OnnxSeq2Seq.load
+        needed.append("generation_config.json")
     problems = unlisted(where, manifest["files"], needed)
     if problems:
         raise problems_error(bundle.path, problems)
@@ -94,11 +96,6 @@ def load_bundle(bundle: Path | str | Bundle, *, threads: int | None = None) -> S
     model = OnnxSeq2Seq.load(
         bundle.path, threads=threads, encoder_file=encoder, decoder_file=decoder
     )
-    generation = (
-        read_json(bundle.path / "generation_config.json")
-        if "generation_config.json" in manifest["files"]
-        else {}
-    )
     positions = read_json(bundle.path / "config.json").get("max_position_embeddings")
     return Seq2SeqBundle(
         model=model,
@@ -107,8 +104,8 @@ def load_bundle(bundle: Path | str | Bundle, *, threads: int | None = None) -> S
         max_length=max_length,
         max_target_length=_manifest_int(manifest, "max_target_length", 64, where),
         num_beams=_manifest_int(manifest, "num_beams", 1, where),
-        length_penalty=float(generation.get("length_penalty", 1.0)),
-        early_stopping=generation.get("early_stopping", False),
+        length_penalty=model.rules.length_penalty,
+        early_stopping=model.rules.early_stopping,
         max_positions=positions if is_int(positions) else None,
         name=str(bundle.path),
     )
