@@ -232,6 +232,17 @@ def test_cached_decoding_equals_full_recompute(exported: dict[str, Any]) -> None
     assert past is not None and past["past.1.key"].shape[2] == 6
 
 
+def test_top_candidates_break_ties_by_lowest_index() -> None:
+    from distill.tasks.seq2seq.decoding import _top
+
+    rng = np.random.default_rng(2)
+    scores = rng.integers(-3, 3, size=(6, 40)).astype(np.float32)
+    scores[:2, :9] = -np.inf
+    for k in (1, 4, 6, 39, 40):
+        expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(_top(scores, k), expected)
+
+
 def test_log_softmax_matches_torch() -> None:
     logits = np.random.default_rng(1).normal(size=(3, 11)).astype(np.float32) * 20
     expected = torch.log_softmax(torch.from_numpy(logits), dim=-1).numpy()

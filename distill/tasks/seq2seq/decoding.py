@@ -103,8 +103,22 @@ def apply_rules(
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest values per row, best first (ties: lowest index first)."""
-    return np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    """Indices of the ``k`` largest values per row, best first (ties: lowest index first).
+
+    A partition finds each row's k-th value in linear time (a full sort of the
+    ``beams x vocabulary`` candidates would dominate a decoding step on a real vocabulary);
+    then the values above it and the lowest-index ones equal to it are sorted."""
+    if k >= scores.shape[1]:
+        return np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    kth = np.partition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k]
+    rows = []
+    for row, threshold in zip(scores, kth, strict=True):
+        above = np.flatnonzero(row > threshold)
+        chosen = np.sort(
+            np.concatenate([above, np.flatnonzero(row == threshold)[: k - above.size]])
+        )
+        rows.append(chosen[np.argsort(-row[chosen], kind="stable")])
+    return np.stack(rows)
 
 
 def generate_ids(

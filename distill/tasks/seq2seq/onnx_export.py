@@ -20,6 +20,9 @@ attention), so only the query side of cross-attention runs. T5's relative positi
 BART's learned positions are offset by the self-attention cache's length, a run-time value.
 No torch internals are patched.
 
+:func:`quantize_seq2seq` makes the int8 pair: dynamic int8 of each graph's weight matmuls
+(a tied output head fed by ``Transpose(table)`` rather than a weight stays fp32).
+
 Running the graphs goes through :class:`distill.tasks.seq2seq.onnx_model.OnnxSeq2Seq` and
 :func:`distill.tasks.seq2seq.decoding.generate_ids`, the torch-free code that serves, so
 :func:`check_seq2seq_parity` checks the code path of the bundle.
