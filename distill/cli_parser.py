@@ -181,7 +181,10 @@ def _generate_parser(commands: Subcommands) -> None:
             "the prompt and its continuation, or only the new text with --only-new. The "
             "prompt (UTF-8 text) is never cut: the prompt's tokens plus --max-new-tokens must "
             "fit the model's positions (config.json), else nothing is generated and the exit "
-            "status is 2."
+            "status is 2. A bundle that maps a text to another (seq2seq: translation, "
+            "summarization) prints only its output, decoded greedily or by beam search "
+            "(--num-beams; default: the bundle's); its source is cut to the bundle's max_length "
+            "tokens, with a warning. --file gives one input a line."
         ),
     )
     generate.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
@@ -204,6 +207,7 @@ def _generate_parser(commands: Subcommands) -> None:
         "--num-beams",
         type=_positive_int,
         default=None,
+        metavar="N",
         help="beam size, for bundles that decode by beam search (seq2seq; default: the "
         "bundle's own)",
     )
