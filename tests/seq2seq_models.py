@@ -36,31 +36,28 @@ def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
-# A toy language for "translation" tests: each source word has one target word, in order.
-DICTIONARY = {
-    "the": "le", "a": "un", "cat": "chat", "dog": "chien", "bird": "oiseau", "king": "roi",
-    "queen": "reine", "fish": "poisson", "run": "court", "walk": "marche", "swim": "nage",
-    "fly": "vole", "see": "voit", "eat": "mange", "sleep": "dort", "up": "sur", "tree": "arbre",
-    "in": "dans", "river": "fleuve", "to": "vers", "city": "ville", "house": "maison",
-    "paris": "lutece", "and": "et", "big": "grand", "small": "petit", "red": "rouge",
-}  # fmt: skip
-WORDS = sorted(set(DICTIONARY) | set(DICTIONARY.values()))
+# A toy "translation" for the pipeline tests: each word becomes its partner (the word four
+# places on in TOY_WORDS), in order. Source and target share the vocabulary, which tiny models
+# align within a few hundred steps (separate target words take twice as many).
+TOY_WORDS = ["red", "green", "blue", "cat", "dog", "sun", "moon", "tree", "king", "fish"]
+DICTIONARY = dict(zip(TOY_WORDS, TOY_WORDS[4:] + TOY_WORDS[:4], strict=True))
+WORDS = list(TOY_WORDS)
 
 
 def translate_words(source: str) -> str:
-    """The toy language's translation of ``source`` (words outside it kept as they are)."""
+    """The toy translation of ``source`` (words outside it kept as they are)."""
     return " ".join(DICTIONARY.get(word, word) for word in source.split())
 
 
-def toy_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """``n`` (source, target) pairs of 3 to 8 words from the toy language, seeded."""
+def toy_pairs(n: int, seed: int = 0, *, words: int = 8) -> list[tuple[str, str]]:
+    """``n`` (source, target) pairs of 2 to 4 of the first ``words`` toy words, seeded."""
     import random
 
     rng = random.Random(seed)
-    words = sorted(DICTIONARY)
+    vocabulary = TOY_WORDS[:words]
     pairs = []
     for _ in range(n):
-        source = " ".join(rng.choice(words) for _ in range(rng.randint(3, 8)))
+        source = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 4)))
         pairs.append((source, translate_words(source)))
     return pairs
 

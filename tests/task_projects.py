@@ -260,14 +260,14 @@ max_answer_f1_drop = 1.0
 
 
 def seq2seq(root: Path) -> Project:
-    """A 2-layer T5 teacher on a toy word-for-word translation, a student keeping its
+    """A 2-layer BART teacher on a toy word-for-word translation, a student keeping its
     encoder and one decoder layer, beside its no-KD and sequence-level twins (also what
     tests/test_s2s_pipeline.py reads)."""
     from seq2seq_models import WORDS as S2S_WORDS
-    from seq2seq_models import build_tiny_t5, toy_pairs
+    from seq2seq_models import build_tiny_bart, toy_pairs
 
-    build_tiny_t5(root / "teacher-base", S2S_WORDS, layers=2, seed=0)
-    write_csv(root / "pairs.csv", ["source", "target"], toy_pairs(240, seed=0))
+    build_tiny_bart(root / "teacher-base", S2S_WORDS, layers=2, seed=0)
+    write_csv(root / "pairs.csv", ["source", "target"], toy_pairs(400, seed=0))
     (root / "recipe.toml").write_text(
         f"""name = "{NAME}"
 task = "seq2seq"
@@ -277,17 +277,15 @@ max_length = 12
 max_target_length = 12
 [teacher]
 model = "teacher-base"
-epochs = 30
-min_steps = 0
-early_stopping_patience = 100
-learning_rate = 3e-3
+max_steps = 300
+eval_steps = 300
+learning_rate = 1e-2
 batch_size = 16
 [student]
-layers = [1]
-epochs = 6
-min_steps = 0
-early_stopping_patience = 100
-learning_rate = 3e-3
+layers = [0]
+max_steps = 80
+eval_steps = 80
+learning_rate = 1e-2
 batch_size = 16
 alpha = 0.8
 temperature = 2.0
@@ -300,7 +298,7 @@ parity_tolerance = 1e-3
 """,
         encoding="utf-8",
     )
-    return Project(root, ["the cat run in the house", "--max-new-tokens", "8"])
+    return Project(root, ["red cat dog sun", "--max-new-tokens", "8"])
 
 
 PROJECTS: dict[str, Callable[[Path], Project]] = {

@@ -90,24 +90,49 @@ def load_bundle(bundle: Path | str | Bundle, *, threads: int | None = None) -> S
     prefix = manifest.get("source_prefix", "")
     if not isinstance(prefix, str):
         raise ArtifactError(f"{where}: 'source_prefix' must be text, not {prefix!r}")
-    max_length = _manifest_int(manifest, "max_length", 512, where)
-    tokenizer = load_tokenizer(bundle.path, {**manifest, "max_length": max_length})
-    tokenizer.no_padding()  # decoding pads the batch itself
-    model = OnnxSeq2Seq.load(
-        bundle.path, threads=threads, encoder_file=encoder, decoder_file=decoder
+    return load_graphs(
+        bundle.path,
+        source_prefix=prefix,
+        max_length=_manifest_int(manifest, "max_length", 512, where),
+        max_target_length=_manifest_int(manifest, "max_target_length", 64, where),
+        num_beams=_manifest_int(manifest, "num_beams", 1, where),
+        threads=threads,
+        files=(encoder, decoder),
+        manifest=manifest,
     )
-    positions = read_json(bundle.path / "config.json").get("max_position_embeddings")
+
+
+def load_graphs(
+    folder: Path,
+    *,
+    source_prefix: str,
+    max_length: int,
+    max_target_length: int,
+    num_beams: int,
+    threads: int | None = None,
+    files: tuple[str, str] = (ENCODER_FILE, DECODER_FILE),
+    manifest: dict[str, Any] | None = None,
+) -> Seq2SeqBundle:
+    """The graphs ``files`` (encoder, decoder) of ``folder`` with its tokenizer and configs,
+    served with these settings: a bundle's, or an export's graphs scored before their bundle
+    exists (so the gate and the report read what the bundle will serve)."""
+    if manifest is None:  # the folder's own files (an export's, not yet a bundle)
+        manifest = {"files": {p.name: {} for p in folder.iterdir() if p.is_file()}}
+    tokenizer = load_tokenizer(folder, {**manifest, "max_length": max_length})
+    tokenizer.no_padding()  # decoding pads the batch itself
+    model = OnnxSeq2Seq.load(folder, threads=threads, encoder_file=files[0], decoder_file=files[1])
+    positions = read_json(folder / "config.json").get("max_position_embeddings")
     return Seq2SeqBundle(
         model=model,
         tokenizer=tokenizer,
-        source_prefix=prefix,
+        source_prefix=source_prefix,
         max_length=max_length,
-        max_target_length=_manifest_int(manifest, "max_target_length", 64, where),
-        num_beams=_manifest_int(manifest, "num_beams", 1, where),
+        max_target_length=max_target_length,
+        num_beams=num_beams,
         length_penalty=model.rules.length_penalty,
         early_stopping=model.rules.early_stopping,
         max_positions=positions if is_int(positions) else None,
-        name=str(bundle.path),
+        name=str(folder),
     )
 
 

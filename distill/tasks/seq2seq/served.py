@@ -1,7 +1,7 @@
-"""A folder of seq2seq graphs scored as its bundle would serve it: the sources tokenized
-with the folder's own tokenizer.json (prefix and truncation of the recipe), decoded by the
-torch-free decoder, detokenized and scored with sacrebleu / rouge-score. The export stage
-reads it for its gate; the report for its ONNX rows."""
+"""A folder of seq2seq graphs served as its bundle will serve it (the runner's tokenization,
+prefix, truncation and decoding; :func:`distill.tasks.seq2seq.runner.load_graphs`) and
+scored with sacrebleu / rouge-score: what the export stage's gate reads, and the report's
+ONNX rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-GRAPHS = ("encoder.onnx", "decoder.onnx")
+from distill.tasks.seq2seq.onnx_model import DECODER_FILE, ENCODER_FILE
+
+GRAPHS = (ENCODER_FILE, DECODER_FILE)
 
 
 @dataclass(frozen=True)
@@ -38,32 +40,17 @@ class ServedSettings:
             "num_beams": self.num_beams,
         }
 
+    def load(self, folder: Path, *, threads: int | None = None) -> Any:
+        """The graphs of ``folder`` as the runner serves them with these settings."""
+        from distill.tasks.seq2seq.runner import load_graphs
+
+        return load_graphs(folder, **self.manifest(), threads=threads)
+
     def source_ids(self, folder: Path, sources: list[str]) -> list[list[int]]:
-        """The sources as token ids, with the folder's tokenizer.json."""
-        from distill.serving.tokenizer import read_tokenizer
+        """The sources as token ids, as the runner encodes them with the folder's tokenizer."""
         from distill.tasks.seq2seq.runner import encode_sources
 
-        tokenizer = read_tokenizer(folder / "tokenizer.json")
-        return encode_sources(tokenizer, sources, self.source_prefix, self.max_length)
-
-
-def decode_folder(
-    folder: Path, sources: list[str], settings: ServedSettings, *, threads: int | None = None
-) -> list[str]:
-    """The outputs of the graphs in ``folder`` for ``sources``, in order."""
-    from distill.serving.tokenizer import read_tokenizer
-    from distill.tasks.seq2seq.decoding import generate_ids
-    from distill.tasks.seq2seq.onnx_model import OnnxSeq2Seq
-
-    model = OnnxSeq2Seq.load(folder, threads=threads)
-    tokenizer = read_tokenizer(folder / "tokenizer.json")
-    ids = generate_ids(
-        model,
-        settings.source_ids(folder, sources),
-        num_beams=settings.num_beams,
-        max_new_tokens=settings.max_target_length,
-    )
-    return tokenizer.decode_batch(ids, skip_special_tokens=True)
+        return encode_sources(self.load(folder), sources)
 
 
 def score_folder(
@@ -73,13 +60,13 @@ def score_folder(
     *,
     reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """BLEU, chrF and ROUGE of the folder's outputs on the test pairs (and, given another
-    folder's record, the share of sources with the same output)."""
+    """BLEU, chrF and ROUGE of the folder's outputs on the test pairs, the outputs (and,
+    given another folder's record, the share of sources with the same output)."""
     from distill.tasks.seq2seq.metrics import score_outputs
+    from distill.tasks.seq2seq.runner import translate
 
-    outputs = decode_folder(folder, test.sources, settings)
-    scores = score_outputs(outputs, test.targets)
-    record: dict[str, Any] = {**scores, "outputs": outputs}
+    outputs = translate(settings.load(folder), list(test.sources))
+    record: dict[str, Any] = {**score_outputs(outputs, list(test.targets)), "outputs": outputs}
     if reference is not None:
         same = sum(a == b for a, b in zip(outputs, reference["outputs"], strict=True))
         record["agreement_with_fp32"] = same / max(1, len(outputs))

@@ -128,31 +128,24 @@ def onnx_decoder(
     threads: int,
     precision: str,
 ) -> Decoder:
-    """An encoder graph and a decoder graph in ``folder`` (the teacher's int8, say), fed the
-    sources as ``tokenizer_dir``'s tokenizer encodes them (prefix in front, cut to
-    ``max_length`` tokens), the generated ids decoded without special tokens."""
-    from distill.tasks.seq2seq.decoding import generate_ids
-    from distill.tasks.seq2seq.files import with_prefix
-    from distill.tasks.seq2seq.onnx_model import OnnxSeq2Seq
+    """An encoder graph and a decoder graph in ``folder`` (the teacher's int8, say), served
+    as a bundle of them would be (the runner's tokenization, prefix and decoding)."""
+    from distill.tasks.seq2seq.runner import load_graphs, translate
 
-    model = OnnxSeq2Seq.load(folder, threads=threads)
-    tokenizer = load_tokenizer_of(tokenizer_dir, f"{name} tokenizer")
+    model = load_graphs(
+        folder,
+        source_prefix=settings.prefix,
+        max_length=settings.max_length,
+        max_target_length=settings.max_new_tokens,
+        num_beams=settings.num_beams,
+        threads=threads,
+    )
 
     def decode(sources: list[str], batch_size: int) -> list[str]:
-        texts = with_prefix(settings.prefix, sources)
-        encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
-        outputs: list[str] = []
-        for start in range(0, len(encoded), batch_size):
-            ids = generate_ids(
-                model,
-                [list(x) for x in encoded[start : start + batch_size]],
-                num_beams=settings.num_beams,
-                max_new_tokens=settings.max_new_tokens,
-            )
-            outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)
-        return [text.strip() for text in outputs]
+        return translate(model, sources, batch_size=batch_size)
 
-    return Decoder(key, name, decode, token_counter(tokenizer), "onnxruntime", precision)
+    counter = token_counter(load_tokenizer_of(tokenizer_dir, f"{name} tokenizer"))
+    return Decoder(key, name, decode, counter, "onnxruntime", precision)
 
 
 def decode_all(

@@ -104,10 +104,7 @@ def export_graphs(
     record["fp32"] = score_folder(fp32_dir, test, settings)
     if export.quantization != "none":
         int8_dir = work / "int8"
-        quantize_seq2seq(fp32_dir, int8_dir)
-        for name in fp32_dir.iterdir():  # the tokenizer and configs beside the int8 graphs
-            if name.is_file() and name.suffix != ".onnx" and not (int8_dir / name.name).exists():
-                shutil.copy2(name, int8_dir / name.name)
+        quantize_seq2seq(fp32_dir, int8_dir)  # with the tokenizer and configs beside
         record["folders"]["int8"] = int8_dir
         record["int8"] = score_folder(int8_dir, test, settings, reference=record["fp32"])
         record["int8"]["bleu_drop"] = record["fp32"]["bleu"] - record["int8"]["bleu"]
