@@ -335,6 +335,7 @@ def test_the_registry_says_which_task_compares_its_reports() -> None:
         "causal-lm": None,
         "token-classification": None,
         "question-answering": None,
+        "seq2seq": None,
     }
     task = get_task("sequence-classification")
     assert task.module(task.compare).run_compare is run_compare

@@ -363,6 +363,7 @@ def test_teacher_baseline_is_read_by_every_task_that_exports_a_teacher() -> None
     assert sorted(_owners("export.teacher_baseline")) == [
         "causal-lm",
         "question-answering",
+        "seq2seq",
         "sequence-classification",
         "token-classification",
     ]

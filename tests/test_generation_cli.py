@@ -115,7 +115,7 @@ def test_bundle_problems_exit_2_naming_the_file(bundle, tmp_path, capsys) -> Non
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"{classifier / 'manifest.json'}: task is 'text-classification'" in err
-    assert "not a text-generation bundle; use `distill predict`" in err
+    assert "not a text-generation or text2text-generation bundle; use `distill predict`" in err
 
     (classifier / "manifest.json").unlink()
     assert main(["generate", str(classifier), PROMPT]) == 2
@@ -159,7 +159,7 @@ def test_a_subprocess_error_is_one_line_with_status_2(tmp_path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere'}: no such bundle folder "
-        "(expected export/<run name>/ of a causal-lm run)"
+        "(expected export/<run name>/ of a causal-lm or seq2seq run)"
     ]
 
 

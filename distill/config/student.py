@@ -76,7 +76,10 @@ class _StudentConfig(TrainingConfig):
         ),
     )
     layers: list[int] | None = Field(
-        None, description="teacher-layers: explicit teacher layer indices to keep, in order."
+        None,
+        description=noted(
+            "student.layers", "teacher-layers: explicit teacher layer indices to keep, in order."
+        ),
     )
     model: str | None = Field(
         None,
@@ -106,8 +109,11 @@ class _StudentConfig(TrainingConfig):
         0.5,
         ge=0,
         le=1,
-        description="Weight of the distillation term; 1 - alpha weights cross-entropy on the "
-        "hard labels. 0 = no distillation.",
+        description=noted(
+            "student.alpha",
+            "Weight of the distillation term; 1 - alpha weights cross-entropy on the hard "
+            "labels. 0 = no distillation.",
+        ),
     )
     baseline: bool | None = Field(
         None,
