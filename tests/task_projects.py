@@ -259,43 +259,58 @@ max_answer_f1_drop = 1.0
     )
 
 
-def seq2seq(root: Path) -> Project:
-    """A 2-layer BART teacher on a toy word-for-word translation, a student keeping its
-    encoder and one decoder layer, beside its no-KD and sequence-level twins (also what
-    tests/test_s2s_pipeline.py reads)."""
-    from seq2seq_models import WORDS as S2S_WORDS
-    from seq2seq_models import build_tiny_bart, toy_pairs
+def seq2seq_recipe(
+    teacher: dict[str, object], student: dict[str, object], labelled: int = 150
+) -> str:
+    """A seq2seq recipe on pairs.csv: ``labelled`` pairs (split into train, validation and
+    test), the other sources transfer text the teacher translates; a student built from a config (random weights: one cut
+    from a teacher that already translates perfectly has nothing left to learn), with its
+    no-KD and sequence-level twins."""
 
-    build_tiny_bart(root / "teacher-base", S2S_WORDS, layers=2, seed=0)
-    write_csv(root / "pairs.csv", ["source", "target"], toy_pairs(400, seed=0))
-    (root / "recipe.toml").write_text(
-        f"""name = "{NAME}"
+    def keys(values: dict[str, object]) -> str:
+        return "".join(f"{key} = {value}\n" for key, value in values.items())
+
+    return f"""name = "{NAME}"
 task = "seq2seq"
 [data]
 path = "pairs.csv"
+max_examples = {labelled}
 max_length = 12
 max_target_length = 12
 [teacher]
 model = "teacher-base"
-max_steps = 300
-eval_steps = 300
-learning_rate = 1e-2
 batch_size = 16
-[student]
-layers = [0]
-max_steps = 80
-eval_steps = 80
-learning_rate = 1e-2
+{keys(teacher)}[student]
+init = "config"
+num_layers = 1
 batch_size = 16
 alpha = 0.8
 temperature = 2.0
 kd_top_k = 8
 sequence_beams = 2
+{keys(student)}[student.transfer]
+path = "unused"
 [export]
 max_bleu_drop = 100.0
 parity_tolerance = 1e-3
 {LATENCY}examples = 3
-""",
+"""
+
+
+def seq2seq(root: Path) -> Project:
+    """A 2-layer BART teacher on a toy word-for-word translation, a 1-layer student built
+    from a config (also what tests/test_s2s_pipeline.py reads)."""
+    from seq2seq_models import WORDS as S2S_WORDS
+    from seq2seq_models import build_tiny_bart, toy_pairs
+
+    build_tiny_bart(root / "teacher-base", S2S_WORDS, layers=2, seed=0)
+    write_csv(root / "pairs.csv", ["source", "target"], toy_pairs(400, seed=0))
+    steps = {"learning_rate": 1e-2}
+    (root / "recipe.toml").write_text(
+        seq2seq_recipe(
+            {"max_steps": 300, "eval_steps": 300, **steps},
+            {"max_steps": 250, "eval_steps": 250, **steps},
+        ),
         encoding="utf-8",
     )
     return Project(root, ["red cat dog sun", "--max-new-tokens", "8"])
