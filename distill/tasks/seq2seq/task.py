@@ -35,6 +35,8 @@ class Seq2Seq(Task):
         "data.label_column": "task 'seq2seq' reads data.source_column and data.target_column",
         "student.transfer.text_column": "task 'seq2seq' reads the transfer file's "
         "data.source_column (its sources are translated by the teacher)",
+        "report.latency_batch_size": "task 'seq2seq' times every model per source at batch "
+        "1 and at batch 32",
         "adapt": "task 'seq2seq' does not adapt its teacher yet (the teacher stage fine-tunes "
         "it on the pairs of [data]); remove [adapt]",
     }
