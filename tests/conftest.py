@@ -24,6 +24,11 @@ SHORT_EXPORT_TIMING = "".join(f"{key} = {value}\n" for key, value in SHORT_TIMIN
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One torch thread, here and in every `distill` subprocess: the tiny models of the tests
+# are all overhead, a second thread only waits (3x slower on a busy 2-core machine), and a
+# seed's result then no longer depends on the machine's core count (the reduction order
+# does). Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
