@@ -29,6 +29,7 @@ import numpy as np
 
 from distill.errors import ModelLoadError, ParityError
 from distill.export.exporter import quiet_exporter, save_program
+from distill.export.model_files import copy_model_files, name_weights
 from distill.serving.session import onnx_session
 from distill.tasks.causal_lm.generate import MODEL_FILE, OnnxCausalLM
 
@@ -36,21 +37,6 @@ from distill.tasks.causal_lm.generate import MODEL_FILE, OnnxCausalLM
 # constant) and no two are equal (it could tie them). Past length 0 (the first step) is then
 # a run-time value of the dynamic axis; the tests check it in onnxruntime.
 _SAMPLE_BATCH, _SAMPLE_LENGTH, _SAMPLE_PAST = 2, 3, 5
-# Copied from the model folder beside the graph, when present: what OnnxCausalLM.load and the
-# bundle read (tokenizer.json, EOS ids) and what from_pretrained needs for the tokenizer.
-COPIED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-)
 # Attention implementation exported: sdpa (transformers' default) rather than eager, though
 # both export cleanly. Neither gives NaN on a fully masked row (left padding): torch.onnx
 # lowers sdpa with a guard that turns such a row's NaN into 0 as torch does, and eager adds
@@ -73,11 +59,11 @@ def export_causal_lm(model_dir: Path, out_dir: Path, *, opset: int | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / MODEL_FILE
     program = _export_program(model, opset)
-    _name_weights(program.model, model)
+    name_weights(program.model, model, "lm")
     _share_tied_head(program.model)
     _gemm_as_matmul(program.model)
     save_program(program, model, path)
-    _copy_model_files(model_dir, out_dir)
+    copy_model_files(model_dir, out_dir)
     return path
 
 
@@ -204,24 +190,6 @@ def _sample_past(model: Any, batch: int, past: int, generator: Any) -> list[tupl
     ]
 
 
-def _name_weights(graph_model: Any, model: Any) -> None:
-    """Give the graph's weights the model's own parameter names: ``model.embed_tokens.weight``,
-    not the wrapper's ``lm.lm_head.weight`` (a tied table is named after its first owner, the
-    input embedding). Weights the exporter folded (transposed copies, ``val_N``) keep theirs."""
-    owners: dict[int, str] = {}
-    for name, tensor in model.named_parameters(remove_duplicate=False):
-        owners.setdefault(id(tensor), name)
-    canonical = {
-        f"lm.{name}": owners[id(t)] for name, t in model.named_parameters(remove_duplicate=False)
-    }
-    canonical.update({f"lm.{name}": name for name, _ in model.named_buffers()})
-    graph = graph_model.graph
-    for value in list(graph.initializers.values()):
-        new = canonical.get(value.name)
-        if new is not None and new not in graph.initializers:
-            value.name = new
-
-
 def _share_tied_head(graph_model: Any) -> None:
     """Feed a tied head ``Transpose(table)`` again instead of a transposed copy of the table.
 
@@ -300,25 +268,6 @@ def _gemm_as_matmul(graph_model: Any) -> None:
         name = output.name
         graph.remove(node, safe=True)
         steps[-1].outputs[0].name = name
-
-
-def _copy_model_files(model_dir: Path, out_dir: Path) -> None:
-    """:data:`COPIED_FILES` present in ``model_dir``; a folder with a slow tokenizer only gets
-    ``tokenizer.json`` written by its fast conversion (the runner reads nothing else)."""
-    import shutil
-
-    for name in COPIED_FILES:
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, out_dir / name)
-    if not (out_dir / "tokenizer.json").is_file():
-        from transformers import AutoTokenizer
-
-        try:
-            AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(out_dir))
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"{model_dir}: cannot load the tokenizer to export ({exc})"
-            ) from None
 
 
 def _runner(model: OnnxCausalLM | Path, threads: int | None = None) -> OnnxCausalLM:

@@ -39,6 +39,7 @@ import numpy as np
 from distill.errors import ModelLoadError, ParityError
 from distill.export import quantize as int8_utils
 from distill.export.exporter import quiet_exporter, save_program
+from distill.export.model_files import MODEL_FILES, copy_model_files, name_weights
 from distill.tasks.seq2seq.decoding import generate_ids
 from distill.tasks.seq2seq.onnx_model import DECODER_FILE, ENCODER_FILE, OnnxSeq2Seq
 
@@ -46,23 +47,6 @@ from distill.tasks.seq2seq.onnx_model import DECODER_FILE, ENCODER_FILE, OnnxSeq
 # constant) and no two equal (it could tie them). Past length 0 (the first step) is then a
 # run-time value of the dynamic axis, which the tests run in onnxruntime.
 _SAMPLE_BATCH, _SAMPLE_SOURCE, _SAMPLE_STEP, _SAMPLE_PAST = 2, 7, 3, 5
-# Copied from the model folder beside the graphs when present: what OnnxSeq2Seq.load and the
-# bundle read (config, generation config, tokenizer.json) and what from_pretrained needs.
-COPIED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "source.spm",
-    "target.spm",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
 # int8: the weight matmuls only (the activation x activation matmuls of attention stay fp32,
 # MatMulConstBOnly in distill.export.quantize.DYNAMIC_EXTRA_OPTIONS).
 INT8_OPERATORS = ("MatMul",)
@@ -83,9 +67,9 @@ def export_seq2seq(model_dir: Path, out_dir: Path, *, opset: int | None = None) 
         (ENCODER_FILE, _export_encoder(model, samples, opset)),
         (DECODER_FILE, _export_decoder(model, samples, opset)),
     ):
-        _name_weights(program.model, model)
+        name_weights(program.model, model, "model")
         save_program(program, model, out_dir / file_name)
-    _copy_model_files(model_dir, out_dir)
+    copy_model_files(model_dir, out_dir)
     return out_dir
 
 
@@ -262,40 +246,6 @@ def _export_decoder(model: Any, samples: dict[str, Any], opset: int | None) -> A
         )
 
 
-def _name_weights(graph_model: Any, model: Any) -> None:
-    """Give the graph's weights the model's own parameter names (``shared.weight``, not the
-    wrapper's ``model.lm_head.weight``; a tied table is named after its first owner)."""
-    owners: dict[int, str] = {}
-    for name, tensor in model.named_parameters(remove_duplicate=False):
-        owners.setdefault(id(tensor), name)
-    canonical = {
-        f"model.{name}": owners[id(t)] for name, t in model.named_parameters(remove_duplicate=False)
-    }
-    canonical.update({f"model.{name}": name for name, _ in model.named_buffers()})
-    graph = graph_model.graph
-    for value in list(graph.initializers.values()):
-        new = canonical.get(value.name)
-        if new is not None and new not in graph.initializers:
-            value.name = new
-
-
-def _copy_model_files(model_dir: Path, out_dir: Path) -> None:
-    """:data:`COPIED_FILES` present in ``model_dir``; a folder with a slow tokenizer only gets
-    ``tokenizer.json`` written by its fast conversion (the runner reads nothing else)."""
-    for name in COPIED_FILES:
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, out_dir / name)
-    if not (out_dir / "tokenizer.json").is_file():
-        from transformers import AutoTokenizer
-
-        try:
-            AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(out_dir))
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"{model_dir}: cannot load the tokenizer to export ({exc})"
-            ) from None
-
-
 def seq2seq_parity_differences(
     model: OnnxSeq2Seq, torch_model: Any, source_ids: list[int]
 ) -> dict[str, float]:
@@ -393,7 +343,7 @@ def quantize_seq2seq(fp32_dir: Path, out_dir: Path) -> dict[str, Path]:
             raise ModelLoadError(f"{source}: missing; {fp32_dir} is not an exported seq2seq")
         quantized = int8_utils.quantize_dynamic(source, out_dir, config)
         paths[name] = quantized.replace(out_dir / name)
-    for name in COPIED_FILES:
+    for name in MODEL_FILES:
         if (fp32_dir / name).is_file():
             shutil.copy2(fp32_dir / name, out_dir / name)
     return paths
