@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from distill.config import DataConfig
+from distill.data.problems import MAX_PROBLEMS
 from distill.errors import DataError
 from distill.pipeline.artifacts import RunContext
 from distill.tasks.question_answering.data_check import data_columns
 from distill.tasks.question_answering.examples import GoldAnswer, QAExample, read_examples
 from distill.tasks.question_answering.splits import build_qa_splits, take_share
-from distill.tasks.question_answering.squad import MAX_PROBLEMS, read_questions
+from distill.tasks.question_answering.squad import read_questions
 from distill.tasks.question_answering.stages import data as data_stage
 
 NORMANS = "The Normans were the people who gave their name to Normandy, a region in France."

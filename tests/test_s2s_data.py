@@ -15,11 +15,12 @@ import pytest
 
 from distill.config import DataConfig
 from distill.data import readers
+from distill.data.problems import MAX_PROBLEMS
 from distill.data.readers import MAX_TEXT_CHARS
 from distill.errors import DataError
 from distill.pipeline.artifacts import RunContext
 from distill.tasks.seq2seq.files import read_split
-from distill.tasks.seq2seq.pairs import MAX_PROBLEMS, build_pair_splits, read_pairs
+from distill.tasks.seq2seq.pairs import build_pair_splits, read_pairs
 from distill.tasks.seq2seq.stages import data as data_stage
 from distill.tasks.seq2seq.task import Seq2Seq
 

@@ -25,19 +25,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from distill.config import DataConfig
+from distill.data.problems import Problems
 from distill.data.readers import decode_text, read_json_rows, read_table, table_format
 from distill.errors import DataError
 from distill.sources.paths import resolve_local
 from distill.tasks.question_answering.examples import GoldAnswer, QAExample
 
 # Bad rows listed in one error; the rest are counted.
-MAX_PROBLEMS = 20
 # Characters of a string shown in an error (an answer, the context at its start, a title).
 SHOWN_CHARS = 60
 
@@ -47,28 +47,6 @@ def shown(text: Any) -> str:
     if isinstance(text, str) and len(text) > SHOWN_CHARS:
         return repr(text[:SHOWN_CHARS]) + "..."
     return repr(text)
-
-
-@dataclass
-class Problems:
-    """The bad rows of one source, raised as one DataError."""
-
-    name: str
-    key: str
-    found: list[str] = field(default_factory=list)
-
-    def add(self, where: str, message: str) -> None:
-        self.found.append(f"{where}: {message}")
-
-    def raise_any(self) -> None:
-        if not self.found:
-            return
-        listed = [f"  - {p}" for p in self.found[:MAX_PROBLEMS]]
-        if len(self.found) > MAX_PROBLEMS:
-            listed.append(f"  - ... and {len(self.found) - MAX_PROBLEMS} more")
-        raise DataError(
-            f"{self.name} ({self.key}): {len(self.found)} problem(s):\n" + "\n".join(listed)
-        )
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.config import DataConfig
+from distill.data.problems import Problems
 from distill.data.readers import (
     MAX_TEXT_CHARS,
     read_table,
@@ -39,7 +40,6 @@ from distill.errors import DataError
 from distill.tasks.seq2seq.files import UNUSED, PairSplit
 
 # Bad rows listed in one error; the rest are counted.
-MAX_PROBLEMS = 20
 SPLITS = ("train", "validation", "test")
 ALL_SPLITS = (*SPLITS, UNUSED)
 
@@ -62,28 +62,6 @@ def source_key(pair: Pair) -> str:
 def pair_key(pair: Pair) -> tuple[str, str]:
     """What makes two pairs the same pair: the same source and the same target."""
     return text_key(pair.source), text_key(pair.target)
-
-
-@dataclass
-class _Problems:
-    """The bad rows of one file, raised as one DataError."""
-
-    name: str
-    key: str
-    found: list[str] = field(default_factory=list)
-
-    def add(self, where: str, message: str) -> None:
-        self.found.append(f"{where}: {message}")
-
-    def raise_any(self) -> None:
-        if not self.found:
-            return
-        listed = [f"  - {p}" for p in self.found[:MAX_PROBLEMS]]
-        if len(self.found) > MAX_PROBLEMS:
-            listed.append(f"  - ... and {len(self.found) - MAX_PROBLEMS} more")
-        raise DataError(
-            f"{self.name} ({self.key}): {len(self.found)} bad row(s):\n" + "\n".join(listed)
-        )
 
 
 def _position_word(name: str, data: DataConfig) -> str:
@@ -130,7 +108,7 @@ def _text(
 
 
 def _pair(
-    record: dict[str, Any], stem: str, line: int, where: str, data: DataConfig, problems: _Problems
+    record: dict[str, Any], stem: str, line: int, where: str, data: DataConfig, problems: Problems
 ) -> Pair | None:
     """The pair of the row at ``line`` (``where``: how errors name it; ``stem``: the file's
     name, the default id's prefix); None when the row is bad (its problems added)."""
@@ -161,7 +139,7 @@ def read_pairs(
     if not rows:
         raise DataError(f"{name} ({key}): the data set is empty")
     stem, word = Path(name).name, _position_word(name, data)
-    problems = _Problems(name, key)
+    problems = Problems(name, key, "bad row")
     pairs: list[Pair] = []
     for line, record in rows:
         pair = _pair(record, stem, line, f"{stem}: {word} {line}", data, problems)
