@@ -12,6 +12,9 @@ divergence is the full-vocabulary one.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -56,3 +59,23 @@ def top_k_tail_log_probs(
     teacher_top = values.to(student_logits.dtype) / temperature - log_normalizer.unsqueeze(-1)
     student_top = F.log_softmax(student_logits / temperature, dim=-1).gather(-1, indices)
     return with_tail(teacher_top), with_tail(student_top)
+
+
+# The dtypes of the cached teacher columns a collator pads (top-k and sampled caches).
+CACHE_COLUMN_DTYPES = {
+    "topk_values": torch.float32,
+    "topk_indices": torch.long,
+    "topk_log_normalizer": torch.float32,
+    "sampled_ids": torch.long,
+    "sampled_log_probs": torch.float32,
+}
+
+
+def pad_cached_column(features: list[dict[str, Any]], column: str, length: int) -> torch.Tensor:
+    """One cached column ([tokens] or [tokens, k] per example), zero-padded to ``length``."""
+    rows = [np.asarray(f[column]) for f in features]
+    tail = rows[0].shape[1:]
+    padded = torch.zeros((len(rows), length, *tail), dtype=CACHE_COLUMN_DTYPES[column])
+    for row, values in enumerate(rows):
+        padded[row, : len(values)] = torch.as_tensor(values).to(padded.dtype)
+    return padded

@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import Trainer
@@ -31,6 +30,7 @@ from distill.tasks.causal_lm.on_policy import OnPolicyCheckpoint, OnPolicyDistil
 from distill.tasks.causal_lm.task import CausalLM
 from distill.train import trainer as shared
 from distill.train.models import resolve_model, with_supported_attention
+from distill.train.topk import pad_cached_column
 
 log = logging.getLogger("distill")
 
@@ -40,13 +40,6 @@ SAMPLED_COLUMNS = ("sampled_ids", "sampled_log_probs")
 _CACHE_COLUMNS = {
     "top-k": TOP_K_COLUMNS,
     "sampled": SAMPLED_COLUMNS,
-}
-_COLUMN_DTYPES = {
-    "topk_values": torch.float32,
-    "topk_indices": torch.long,
-    "topk_log_normalizer": torch.float32,
-    "sampled_ids": torch.long,
-    "sampled_log_probs": torch.float32,
 }
 
 
@@ -122,16 +115,6 @@ def as_dataset(
     return datasets.Dataset.from_dict(columns)
 
 
-def _pad_column(features: list[dict[str, Any]], column: str, length: int) -> torch.Tensor:
-    """One cached column ([tokens] or [tokens, k] per example), zero-padded to ``length``."""
-    rows = [np.asarray(f[column]) for f in features]
-    tail = rows[0].shape[1:]
-    padded = torch.zeros((len(rows), length, *tail), dtype=_COLUMN_DTYPES[column])
-    for row, values in enumerate(rows):
-        padded[row, : len(values)] = torch.as_tensor(values).to(padded.dtype)
-    return padded
-
-
 class CausalCollator:
     """Pads to the longest sequence of the batch; labels are the ids with padding at -100.
     Cached teacher targets (top-k logits and their log-normalizers, or sampled token ids and
@@ -155,7 +138,7 @@ class CausalCollator:
         }
         for column in (*TOP_K_COLUMNS, *SAMPLED_COLUMNS):
             if column in features[0]:
-                batch[column] = _pad_column(features, column, length)
+                batch[column] = pad_cached_column(features, column, length)
         return batch
 
 

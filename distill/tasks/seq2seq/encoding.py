@@ -11,22 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from distill.tasks.seq2seq.files import PairSplit, with_prefix
-from distill.train.topk import IGNORE_INDEX
+from distill.train.topk import IGNORE_INDEX, pad_cached_column
 
 # The teacher's cached top-k per target token (stages/labels.py), as batch columns.
 TOP_K_COLUMNS = ("topk_values", "topk_indices", "topk_log_normalizer")
 # 1 where an example's labels are also scored by cross-entropy, 0 where the KD term alone
 # teaches them (transfer sources under word-level KD).
 HARD = "hard"
-_COLUMN_DTYPES = {
-    "topk_values": torch.float32,
-    "topk_indices": torch.long,
-    "topk_log_normalizer": torch.float32,
-}
 
 
 def encode_sources(
@@ -65,16 +59,6 @@ def encode_pairs(
     ]
 
 
-def _pad_column(features: list[dict[str, Any]], column: str, length: int) -> torch.Tensor:
-    """One cached column ([tokens] or [tokens, k] per example), zero-padded to ``length``."""
-    rows = [np.asarray(f[column]) for f in features]
-    tail = rows[0].shape[1:]
-    padded = torch.zeros((len(rows), length, *tail), dtype=_COLUMN_DTYPES[column])
-    for row, values in enumerate(rows):
-        padded[row, : len(values)] = torch.as_tensor(values).to(padded.dtype)
-    return padded
-
-
 class Seq2SeqCollator:
     """Pads ``input_ids`` (pad id) with their ``attention_mask`` to the longest source of the
     batch and ``labels`` (-100) to the longest target; the teacher's top-k columns, when the
@@ -99,7 +83,7 @@ class Seq2SeqCollator:
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         for column in TOP_K_COLUMNS:
             if column in features[0]:
-                batch[column] = _pad_column(features, column, target_length)
+                batch[column] = pad_cached_column(features, column, target_length)
         if HARD in features[0]:
             batch[HARD] = torch.as_tensor([bool(f[HARD]) for f in features])
         return batch
