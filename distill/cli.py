@@ -303,16 +303,22 @@ def _generate_options(args: argparse.Namespace, task: Any, runner: Any) -> dict[
     return {"num_beams": args.num_beams}
 
 
+DEFAULT_NEW_TOKENS = 32
+
+
 def _generate_outputs(
     args: argparse.Namespace, runner: Any, lm: Any, prompts: list[str], options: dict[str, Any]
 ) -> list[Any]:
     """The runner's output for each prompt: in batches through its ``generate_many`` when it
     has one (and greedy or beam decoding is asked), else one ``generate`` call each."""
+    # No --max-new-tokens: the bundle's own budget where it records one (a seq2seq bundle's
+    # max_target_length), else 32.
+    budget = args.max_new_tokens or getattr(lm, "default_max_new_tokens", DEFAULT_NEW_TOKENS)
     if len(prompts) > 1 and not args.sample and hasattr(runner, "generate_many"):
         return runner.generate_many(
             lm,
             prompts,
-            max_new_tokens=args.max_new_tokens,
+            max_new_tokens=budget,
             max_new_tokens_name="--max-new-tokens",
             **options,
         )
@@ -320,7 +326,7 @@ def _generate_outputs(
         runner.generate(
             lm,
             prompt,
-            max_new_tokens=args.max_new_tokens,
+            max_new_tokens=budget,
             do_sample=args.sample,
             temperature=1.0 if args.temperature is None else args.temperature,
             top_k=args.top_k,

@@ -214,9 +214,15 @@ def _generate_parser(commands: Subcommands) -> None:
     generate.add_argument(
         "--max-new-tokens",
         type=_positive_int,
-        default=32,
-        help="tokens to generate at most (default: 32; fewer when the model ends the text)",
+        default=None,
+        help="tokens to generate at most (default: 32, or a seq2seq bundle's "
+        "max_target_length; fewer when the model ends the text)",
     )
+    _sampling_options(generate)
+
+
+def _sampling_options(generate: argparse.ArgumentParser) -> None:
+    """``distill generate``'s decoding flags: greedy or sampled, and the sampler's settings."""
     decoding = generate.add_mutually_exclusive_group()
     decoding.add_argument(
         "--greedy",

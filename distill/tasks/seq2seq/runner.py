@@ -53,6 +53,11 @@ class Seq2SeqBundle:
     name: str = "bundle"
     truncated: int = field(default=0)  # sources cut to max_length by the last translate
 
+    @property
+    def default_max_new_tokens(self) -> int:
+        """What `distill generate` decodes at most without --max-new-tokens."""
+        return self.max_target_length
+
 
 @dataclass(frozen=True)
 class Seq2SeqOutput:
