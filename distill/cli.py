@@ -311,8 +311,8 @@ def _generate_outputs(
 ) -> list[Any]:
     """The runner's output for each prompt: in batches through its ``generate_many`` when it
     has one (and greedy or beam decoding is asked), else one ``generate`` call each."""
-    # No --max-new-tokens: the bundle's own budget where it records one (a seq2seq bundle's
-    # max_target_length), else 32.
+    # No --max-new-tokens: the bundle's own budget where its runner says one (a bundle that
+    # records its longest target), else 32.
     budget = args.max_new_tokens or getattr(lm, "default_max_new_tokens", DEFAULT_NEW_TOKENS)
     if len(prompts) > 1 and not args.sample and hasattr(runner, "generate_many"):
         return runner.generate_many(

@@ -181,7 +181,7 @@ def _generate_parser(commands: Subcommands) -> None:
             "the prompt and its continuation, or only the new text with --only-new. The "
             "prompt (UTF-8 text) is never cut: the prompt's tokens plus --max-new-tokens must "
             "fit the model's positions (config.json), else nothing is generated and the exit "
-            "status is 2. A bundle that maps a text to another (seq2seq: translation, "
+            "status is 2. A bundle that maps a text to another (translation, "
             "summarization) prints only its output, decoded greedily or by beam search "
             "(--num-beams; default: the bundle's); its source is cut to the bundle's max_length "
             "tokens, with a warning. --file gives one input a line."
@@ -208,15 +208,14 @@ def _generate_parser(commands: Subcommands) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="beam size, for bundles that decode by beam search (seq2seq; default: the "
-        "bundle's own)",
+        help="beam size, for bundles that decode by beam search (default: the bundle's own)",
     )
     generate.add_argument(
         "--max-new-tokens",
         type=_positive_int,
         default=None,
-        help="tokens to generate at most (default: 32, or a seq2seq bundle's "
-        "max_target_length; fewer when the model ends the text)",
+        help="tokens to generate at most (default: the bundle's longest target where it "
+        "records one, else 32; fewer when the model ends the text)",
     )
     _sampling_options(generate)
 

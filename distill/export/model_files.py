@@ -1,5 +1,5 @@
 """What an exported generative model carries beside its graphs, shared by the tasks that
-export with a wrapper module around the model (causal LMs, seq2seq): the config, generation
+export with a wrapper module around the model (generative ones): the config, generation
 config and tokenizer files copied from the model folder, and the graph's weights named after
 the model's own parameters instead of the wrapper's."""
 

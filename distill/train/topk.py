@@ -1,6 +1,5 @@
 """A teacher's next-token distribution cached as its top-k logits, and the divergence taken
-from such a cache (shared by the causal-LM and seq2seq tasks, moved here from
-``distill.tasks.causal_lm.losses``).
+from such a cache, for every task whose students learn next-token distributions.
 
 What is cached per scored token: the ``k`` largest logits, their token ids and the
 log-normalizer of the full distribution at the distillation temperature,
