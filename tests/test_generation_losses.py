@@ -11,8 +11,8 @@ from distill.tasks.causal_lm.losses import (
     IGNORE_INDEX,
     mean_token_nll,
     token_distillation_loss,
-    top_k_logits,
 )
+from distill.train.topk import top_k_logits
 
 B, T, V = 2, 5, 7
 

@@ -23,9 +23,9 @@ from distill.tasks.causal_lm.losses import (
     sample_teacher_tokens,
     sampled_forward_kl,
     token_distillation_loss,
-    top_k_logits,
 )
 from distill.tasks.causal_lm.training import encode_texts
+from distill.train.topk import top_k_logits
 
 V = 50
 TEMPERATURE = 2.0

@@ -15,7 +15,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from distill.train.topk import IGNORE_INDEX, kl, top_k_tail_log_probs
+
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 DIVERGENCES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
 
@@ -41,16 +42,6 @@ Teacher = (
     | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     | SampledTeacher
 )
-# Smallest probability given to a tail bucket, so that log 0 never reaches a KL.
-_TAIL_FLOOR = 1e-12
-
-
-def top_k_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` largest logits of each position and their token ids (int64), largest first."""
-    if not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"k must be in 1..{logits.shape[-1]} (the vocabulary size), not {k}")
-    values, indices = torch.topk(logits, k, dim=-1, sorted=True)
-    return values, indices.to(torch.int64)
 
 
 def sample_teacher_tokens(
@@ -74,14 +65,6 @@ def sample_teacher_tokens(
     return ids.reshape(shape), drawn.reshape(shape)
 
 
-def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """``KL(P || Q)`` summed over the last axis, with 0 * log 0 = 0 (no NaN for p = 0)."""
-    p = log_p.exp()
-    # Where p == 0 the difference may be -inf - (-inf); zeroing it first keeps the gradient finite.
-    diff = torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))
-    return (p * diff).sum(dim=-1)
-
-
 def divergence_per_token(
     teacher_log_probs: torch.Tensor,
     student_log_probs: torch.Tensor,
@@ -98,9 +81,9 @@ def divergence_per_token(
       scaled limits are the two KLs, available as ``forward_kl`` and ``reverse_kl``).
     """
     if divergence == "forward_kl":
-        return _kl(teacher_log_probs, student_log_probs)
+        return kl(teacher_log_probs, student_log_probs)
     if divergence == "reverse_kl":
-        return _kl(student_log_probs, teacher_log_probs)
+        return kl(student_log_probs, teacher_log_probs)
     if divergence == "jsd":
         if not 0.0 < jsd_beta < 1.0:
             raise ValueError(f"jsd_beta must be strictly between 0 and 1, not {jsd_beta}")
@@ -111,7 +94,7 @@ def divergence_per_token(
             ),
             dim=0,
         )
-        return jsd_beta * _kl(teacher_log_probs, mixture) + (1 - jsd_beta) * _kl(
+        return jsd_beta * kl(teacher_log_probs, mixture) + (1 - jsd_beta) * kl(
             student_log_probs, mixture
         )
     raise ValueError(f"divergence must be one of {list(DIVERGENCES)}, not {divergence!r}")
@@ -203,10 +186,7 @@ def _teacher_and_student_log_probs(
         # student's full distribution is folded the same way. Mass the student puts outside
         # the teacher's top k is then paid for; with k = V the tail is empty and this is the
         # full-vocabulary divergence.
-        values, indices, log_normalizer = teacher
-        teacher_top = values.to(student_logits.dtype) / temperature - log_normalizer.unsqueeze(-1)
-        student_top = F.log_softmax(student_logits / temperature, dim=-1).gather(-1, indices)
-        return _with_tail(teacher_top), _with_tail(student_top)
+        return top_k_tail_log_probs(student_logits, *teacher, temperature)
     else:
         teacher_scores, indices = teacher
         # The student is restricted to the teacher's k ids and renormalised there.
@@ -226,12 +206,6 @@ def sampled_forward_kl(
     the teacher's part (its entropy, constant for the student) only makes the value a KL."""
     student = F.log_softmax(student_logits / temperature, dim=-1).gather(-1, teacher.ids)
     return (teacher.log_probs.to(student.dtype) - student).mean(dim=-1)
-
-
-def _with_tail(top_log_probs: torch.Tensor) -> torch.Tensor:
-    """Top-k log-probabilities plus a last entry: the log of the mass left to the other ids."""
-    tail = (1 - top_log_probs.exp().sum(dim=-1, keepdim=True)).clamp_min(_TAIL_FLOOR)
-    return torch.cat([top_log_probs, tail.log()], dim=-1)
 
 
 def token_distillation_loss(

@@ -41,7 +41,7 @@ from distill.pipeline.artifacts import RunContext
 from distill.pipeline.distributed import current
 from distill.pipeline.progress import track
 from distill.tasks.causal_lm.files import read_split
-from distill.tasks.causal_lm.losses import sample_teacher_tokens, top_k_logits
+from distill.tasks.causal_lm.losses import sample_teacher_tokens
 from distill.tasks.causal_lm.training import (
     CausalCollator,
     encode_texts,
@@ -49,6 +49,7 @@ from distill.tasks.causal_lm.training import (
     prepare_tokenizer,
 )
 from distill.train.models import load_tokenizer
+from distill.train.topk import top_k_logits
 
 log = logging.getLogger("distill")
 
