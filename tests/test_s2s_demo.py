@@ -315,3 +315,36 @@ def test_teacher_warm_start_is_a_seq2seq_recipe_key() -> None:
     assert validate_recipe({**base, "teacher": {"model": "m"}}).teacher.warm_start is False
     with pytest.raises(RecipeError, match=r"teacher\.warm_start"):
         validate_recipe({**base, "task": "sequence-classification"})
+
+
+def test_the_teacher_stage_warm_starts_an_encoder_only_teacher(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    from distill.config import DataConfig, TeacherConfig
+    from distill.pipeline.artifacts import RunContext
+    from distill.tasks.seq2seq.files import PairSplit, write_split
+    from distill.tasks.seq2seq.stages import teacher as teacher_stage
+
+    words = ["good", "great", "love", "happy", "bad", "awful", "hate", "sad"]
+    partner = dict(zip(words, words[4:] + words[:4], strict=True))
+    for name, n in (("train", 32), ("validation", 8), ("test", 8)):
+        sources = [" ".join(words[(i + k) % 8] for k in range(1 + i % 3)) for i in range(n)]
+        targets = [" ".join(partner[w] for w in s.split()) for s in sources]
+        write_split(
+            tmp_path / "data" / f"{name}.jsonl",
+            PairSplit([f"{name}{i}" for i in range(n)], sources, targets),
+        )
+    config = TeacherConfig(
+        model=str(tiny_bert), warm_start=True, max_steps=4, batch_size=8, learning_rate=1e-3
+    )
+    out = tmp_path / "teacher"
+    out.mkdir()
+    ctx = RunContext(name="t", seed=13, task="seq2seq", workdir=tmp_path, recipe_dir=tmp_path)
+    data = DataConfig(path="pairs.jsonl", max_length=8, max_target_length=6)
+    metrics = teacher_stage.run(ctx, {"data": tmp_path / "data"}, out, data=data, teacher=config)
+    model = AutoModelForSeq2SeqLM.from_pretrained(out / "model")
+    assert isinstance(model, EncoderDecoderModel)
+    assert model.generation_config.decoder_start_token_id == 2  # [CLS]
+    assert AutoTokenizer.from_pretrained(out / "model").eos_token == "[SEP]"
+    assert metrics["steps"] == 4 and metrics["source"] == str(tiny_bert)
+    assert not (out / "checkpoints").exists()
