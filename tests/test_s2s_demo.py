@@ -125,6 +125,9 @@ def test_read_verses_pairs_kjv_with_web_in_order_read_only(db: Path) -> None:
     assert verses[1].target == "God's Spirit was hovering."
     assert verses[4].target == "He offered even an offering made."
     assert all("Au commencement" not in v.target for v in verses)
+    lower = bible.read_verses(db, lowercase=True)
+    assert lower[0].source == "in the beginning god created the heaven."
+    assert lower[1].target == "god's spirit was hovering."
     assert db.read_bytes() == before
 
 

@@ -18,7 +18,8 @@ does a pair whose KJV verse repeats an earlier one (the Pentateuch's "And the LO
 Moses, saying," and about 270 more): one source, one target. With ``--tokenizer`` (a
 folder, or ``pkg:DIST/path`` inside an installed distribution), a pair with a side over
 ``--max-tokens`` tokens (special tokens included) goes too, so no model learns from a target
-cut short.
+cut short. ``--lowercase`` lowercases both sides, for an uncased teacher (the demo's MiniLM
+writes lowercase only: against cased references its every capital would cost BLEU).
 
 Split by book, so a passage repeated within a book never crosses train/test: the books are
 shuffled with ``--seed``, and test then validation take whole books in that order while they
@@ -79,8 +80,8 @@ def database_path() -> Path:
     return path
 
 
-def read_verses(db: Path) -> list[Verse]:
-    """KJV-WEB pairs in canonical order, cleaned, read-only from ``db``."""
+def read_verses(db: Path, lowercase: bool = False) -> list[Verse]:
+    """KJV-WEB pairs in canonical order, cleaned (and lowercased), read-only from ``db``."""
     query = (
         "SELECT s.bNumber, s.cNumber, s.vNumber, s.vText, t.vText, COALESCE(r.bsName, s.bNumber) "
         "FROM bible s JOIN bible t ON t.bbName = ? AND t.bNumber = s.bNumber "
@@ -95,8 +96,9 @@ def read_verses(db: Path) -> list[Verse]:
                 "LEFT JOIN bibleRef r ON r.bbName = s.bbName AND r.bNumber = s.bNumber ", ""
             )
         rows = connection.execute(query, (TARGET_BIBLE, SOURCE_BIBLE)).fetchall()
+    case = str.lower if lowercase else str
     return [
-        Verse(f"{name} {chapter}:{verse}", book, clean(source), clean(target))
+        Verse(f"{name} {chapter}:{verse}", book, case(clean(source)), case(clean(target)))
         for book, chapter, verse, source, target, name in rows
     ]
 
@@ -209,10 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-words", type=int, default=3, help="shortest side kept")
     parser.add_argument("--tokenizer", help="folder or pkg:DIST/path; drops long pairs")
     parser.add_argument("--max-tokens", type=int, default=64, help="longest side kept")
+    parser.add_argument("--lowercase", action="store_true", help="for an uncased teacher")
     args = parser.parse_args(argv)
     lengths = token_counter(args.tokenizer) if args.tokenizer else None
     verses, dropped = kept(
-        read_verses(args.db or database_path()), args.min_words, lengths, args.max_tokens
+        read_verses(args.db or database_path(), args.lowercase),
+        args.min_words,
+        lengths,
+        args.max_tokens,
     )
     parts = split_by_book(verses, args.seed, args.validation_verses, args.test_verses)
     args.out.mkdir(parents=True, exist_ok=True)
