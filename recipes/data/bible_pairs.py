@@ -191,10 +191,14 @@ def split_by_book(
 
 
 def write_jsonl(path: Path, verses: list[Verse]) -> None:
-    with path.open("w", encoding="utf-8") as out:
+    """One JSON object per verse, written whole or not at all (``make seq2seq`` takes a
+    test.jsonl, written last, as the sign that the folder is complete)."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as out:
         for verse in verses:
             row = {"id": verse.ref, "source": verse.source, "target": verse.target}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(path)
 
 
 def books_of(verses: list[Verse]) -> list[str]:
