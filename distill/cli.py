@@ -245,14 +245,79 @@ def _generate(args: argparse.Namespace) -> int:
     from distill.serving.lines import quiet_broken_pipe
 
     problems = sampling_problems(args)
+    if args.prompt is not None and args.file is not None:
+        problems.append("give PROMPT or --file (one input a line), not both")
+    elif args.prompt is None and args.file is None:
+        problems.append("give PROMPT (or --file, one input a line)")
     if problems:
         raise DataError("; ".join(problems))
-    prompt = read_prompt(args.prompt)
+    prompts = [read_prompt(args.prompt)] if args.file is None else _generate_inputs(args.file)
 
     bundle, runner = _bundle_runner(args)
+    options = _generate_options(args, bundle.task, runner)
     lm = runner.load_bundle(bundle, threads=capped_threads(args.threads))
     try:
-        output = runner.generate(
+        outputs = _generate_outputs(args, runner, lm, prompts, options)
+    except ValueError as exc:  # e.g. a prompt the tokenizer turns into no tokens
+        raise DataError(f"{args.bundle}: {exc}") from None
+    try:
+        for prompt, output in zip(prompts, outputs, strict=True):
+            text = _generated_text(args, lm, prompt, output)
+            print(text if args.file is None else " ".join(text.splitlines()))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    return 0
+
+
+def _generate_inputs(file: Path) -> list[str]:
+    """``generate --file``'s inputs, one a line ('-': stdin); a line that is not UTF-8 text
+    or is blank is an error naming it."""
+    from distill.errors import DataError
+    from distill.serving.lines import input_lines
+
+    with ExitStack() as stack:
+        lines = list(input_lines([], file, sys.stdin, stack))
+    bad = [f"{line.where}: {line.error}" for line in lines if line.text is None]
+    if bad:
+        raise DataError(f"{len(bad)} input line(s) cannot be used: " + "; ".join(bad[:5]))
+    if not lines:
+        raise DataError(f"{file}: no input lines")
+    return [line.text for line in lines if line.text is not None]
+
+
+def _generate_options(args: argparse.Namespace, task: Any, runner: Any) -> dict[str, Any]:
+    """Flags that only some runners' ``generate`` takes (``--num-beams``), as keywords; one
+    that this bundle's runner does not take is an error naming the flag."""
+    import inspect
+
+    from distill.errors import DataError
+
+    if args.num_beams is None:
+        return {}
+    if "num_beams" not in inspect.signature(runner.generate).parameters:
+        raise DataError(
+            f"{args.bundle}: --num-beams applies to bundles decoded by beam search; this "
+            f"one's task is {task.name!r}"
+        )
+    return {"num_beams": args.num_beams}
+
+
+def _generate_outputs(
+    args: argparse.Namespace, runner: Any, lm: Any, prompts: list[str], options: dict[str, Any]
+) -> list[Any]:
+    """The runner's output for each prompt: in batches through its ``generate_many`` when it
+    has one (and greedy or beam decoding is asked), else one ``generate`` call each."""
+    if len(prompts) > 1 and not args.sample and hasattr(runner, "generate_many"):
+        return runner.generate_many(
+            lm,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            max_new_tokens_name="--max-new-tokens",
+            **options,
+        )
+    return [
+        runner.generate(
             lm,
             prompt,
             max_new_tokens=args.max_new_tokens,
@@ -262,23 +327,23 @@ def _generate(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             seed=args.seed,
             max_new_tokens_name="--max-new-tokens",
+            **options,
         )
-    except ValueError as exc:  # e.g. a prompt the tokenizer turns into no tokens
-        raise DataError(f"{args.bundle}: {exc}") from None
-    if args.only_new:
-        text = output.text
-    else:
-        # Decoded together with the prompt, the new text gets the spacing the tokenizer gives
-        # it after the prompt (decoded alone, its first word loses any leading space).
-        whole = lm.tokenizer.decode(output.prompt_ids + output.token_ids, skip_special_tokens=True)
-        start = lm.tokenizer.decode(output.prompt_ids, skip_special_tokens=True)
-        text = prompt + (whole[len(start) :] if whole.startswith(start) else " " + output.text)
-    try:
-        print(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        quiet_broken_pipe()
-    return 0
+        for prompt in prompts
+    ]
+
+
+def _generated_text(args: argparse.Namespace, lm: Any, prompt: str, output: Any) -> str:
+    """What ``generate`` prints for one output: the prompt and its continuation, or only the
+    new text (with --only-new, or from a runner whose output does not continue its input,
+    such as a translation: ``continues_prompt`` False)."""
+    if args.only_new or not getattr(output, "continues_prompt", True):
+        return output.text
+    # Decoded together with the prompt, the new text gets the spacing the tokenizer gives
+    # it after the prompt (decoded alone, its first word loses any leading space).
+    whole = lm.tokenizer.decode(output.prompt_ids + output.token_ids, skip_special_tokens=True)
+    start = lm.tokenizer.decode(output.prompt_ids, skip_special_tokens=True)
+    return prompt + (whole[len(start) :] if whole.startswith(start) else " " + output.text)
 
 
 def main(argv: list[str] | None = None) -> int:

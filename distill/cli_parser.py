@@ -181,11 +181,36 @@ def _generate_parser(commands: Subcommands) -> None:
             "the prompt and its continuation, or only the new text with --only-new. The "
             "prompt (UTF-8 text) is never cut: the prompt's tokens plus --max-new-tokens must "
             "fit the model's positions (config.json), else nothing is generated and the exit "
-            "status is 2."
+            "status is 2. A bundle that maps a text to another (seq2seq: translation, "
+            "summarization) prints only its output, decoded greedily or by beam search "
+            "(--num-beams; default: the bundle's); its source is cut to the bundle's max_length "
+            "tokens, with a warning. --file gives one input a line."
         ),
     )
     generate.add_argument("bundle", type=Path, help="bundle folder, e.g. export/<name>")
-    generate.add_argument("prompt", help="the text to continue ('-' reads it from stdin)")
+    generate.add_argument(
+        "prompt",
+        nargs="?",
+        default=None,
+        help="the text to continue, or the source to translate ('-' reads it from stdin); "
+        "omit it with --file",
+    )
+    generate.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="read the inputs from this file instead, one a line ('-': stdin); prints one "
+        "output line per input, in input order (a newline inside an output is printed as a "
+        "space)",
+    )
+    generate.add_argument(
+        "--num-beams",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="beam size, for bundles that decode by beam search (seq2seq; default: the "
+        "bundle's own)",
+    )
     generate.add_argument(
         "--max-new-tokens",
         type=_positive_int,
