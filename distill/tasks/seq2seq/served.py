@@ -41,10 +41,13 @@ class ServedSettings:
     def source_ids(self, folder: Path, sources: list[str]) -> list[list[int]]:
         """The sources as token ids, with the folder's tokenizer.json."""
         from distill.serving.tokenizer import read_tokenizer
-        from distill.tasks.seq2seq.runner import encode_sources
 
+        # As the runner's load_bundle sets it up: truncation to max_length, no padding.
         tokenizer = read_tokenizer(folder / "tokenizer.json")
-        return encode_sources(tokenizer, sources, self.source_prefix, self.max_length)
+        tokenizer.enable_truncation(max_length=self.max_length)
+        tokenizer.no_padding()
+        texts = [self.source_prefix + source for source in sources]
+        return [list(encoding.ids) for encoding in tokenizer.encode_batch(texts)]
 
 
 def decode_folder(
