@@ -25,6 +25,7 @@ from transformers import (
 from distill.config import validate_recipe
 from distill.errors import ModelLoadError, RecipeError
 from distill.tasks.seq2seq.warm_start import warm_start
+from distill.timing.latency import torch_threads
 from tests.conftest import build_tiny_classifier, write_vocab
 from tests.seq2seq_models import build_tiny_t5
 
@@ -258,15 +259,16 @@ def test_warm_started_model_trains_and_generates(warm: Path) -> None:
     labels = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(30):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    with torch_threads(1):  # tiny tensors: a second thread only waits on a busy machine
+        for _ in range(30):
+            loss = model(**batch, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+        model.eval()
+        generated = model.generate(**batch, max_new_tokens=6, num_beams=1, do_sample=False)
     assert losses[-1] < losses[0] / 4
-    model.eval()
-    generated = model.generate(**batch, max_new_tokens=6, num_beams=1, do_sample=False)
     assert generated[0, 0].item() == tokenizer.cls_token_id
     outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
     assert outputs == ["bad food", "great movie"]
@@ -344,7 +346,10 @@ def test_the_teacher_stage_warm_starts_an_encoder_only_teacher(
     out.mkdir()
     ctx = RunContext(name="t", seed=13, task="seq2seq", workdir=tmp_path, recipe_dir=tmp_path)
     data = DataConfig(path="pairs.jsonl", max_length=8, max_target_length=6)
-    metrics = teacher_stage.run(ctx, {"data": tmp_path / "data"}, out, data=data, teacher=config)
+    with torch_threads(1):
+        metrics = teacher_stage.run(
+            ctx, {"data": tmp_path / "data"}, out, data=data, teacher=config
+        )
     model = AutoModelForSeq2SeqLM.from_pretrained(out / "model")
     assert isinstance(model, EncoderDecoderModel)
     assert model.generation_config.decoder_start_token_id == 2  # [CLS]
