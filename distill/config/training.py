@@ -8,7 +8,7 @@ from pydantic import (
     Field,
 )
 
-from distill.config.tables import _Table
+from distill.config.tables import _Table, with_task_keys
 from distill.tasks import TASKS
 
 
@@ -109,7 +109,7 @@ ARCHIVE_DESCRIPTION = (
 )
 
 
-class TeacherConfig(TrainingConfig):
+class _TeacherConfig(TrainingConfig):
     """[teacher]: the large model fine-tuned on the domain data."""
 
     model: str = Field(description="Hub id, local folder, or 'pkg:DIST/path/in/package'.")
@@ -123,3 +123,6 @@ class TeacherConfig(TrainingConfig):
     trust_remote_code: bool = Field(
         False, description="Allow the model's own Python code to run; refused otherwise."
     )
+
+
+TeacherConfig = with_task_keys(_TeacherConfig, "teacher")

@@ -41,6 +41,17 @@ class Seq2Seq(Task):
         "it on the pairs of [data]); remove [adapt]",
     }
     recipe_keys: ClassVar[dict[str, dict[str, Any]]] = {
+        "teacher": {
+            "warm_start": (
+                bool,
+                Field(
+                    False,
+                    description="Build an encoder-decoder from an encoder-only checkpoint "
+                    "(BERT2BERT, Rothe et al. 2020): the encoder and decoder start from "
+                    "teacher.model, cross-attention new.",
+                ),
+            ),
+        },
         "data": {
             "source_column": (
                 str,

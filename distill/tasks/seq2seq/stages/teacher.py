@@ -1,6 +1,10 @@
 """Stage `teacher` for seq2seq: fine-tune a pre-trained encoder-decoder (T5, mT5, BART,
 Marian) on the source-target pairs by cross-entropy, early stopping on validation loss.
 
+With ``teacher.warm_start``, ``teacher.model`` is an encoder-only checkpoint (BERT): the
+stage first builds a BERT2BERT encoder-decoder from it (:mod:`..warm_start`, Rothe et al.
+2020) in its checkpoints folder and fine-tunes that.
+
 ``teacher.freeze_embeddings`` freezes the shared token embeddings (and an output head tied
 to them); ``teacher.freeze_layers`` the lowest encoder layers. ``data.max_length`` and
 ``data.max_target_length`` must fit the model's learned positions.
@@ -13,6 +17,7 @@ greedy outputs (sacrebleu).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,7 @@ from distill.tasks.seq2seq.models import (
     resolve_seq2seq,
 )
 from distill.tasks.seq2seq.training import token_loss, train_seq2seq
+from distill.tasks.seq2seq.warm_start import warm_start
 from distill.train.models import teacher_source
 from distill.train.trainer import TrainingRun, finish_training, save_trained_model
 
@@ -49,7 +55,11 @@ def run(
 ) -> dict[str, Any]:
     source, tokenizer = teacher_source(teacher, ctx.recipe_dir, resolve_seq2seq)
     set_seed(ctx.seed)
+    warm_dir = ctx.checkpoint_dir(out, "warm-start")
+    if teacher.warm_start:  # the encoder-decoder built from the encoder, loaded below
+        source = str(warm_start(source, warm_dir, tokenizer))
     model = load_seq2seq(source, "teacher.model", teacher.revision, teacher.trust_remote_code)
+    shutil.rmtree(warm_dir, ignore_errors=True)  # in memory now; the stage saves the trained one
     check_positions(model.config, data)
     parameters = freeze_seq2seq(model, teacher.freeze_embeddings, teacher.freeze_layers)
     splits = {name: read_split(inputs["data"], name) for name in SPLITS}
