@@ -87,3 +87,15 @@ def test_seq2seq_keys_are_refused_in_other_tasks() -> None:
     raw["task"] = "sequence-classification"
     text = "\n".join(_problems(raw))
     assert "data.source_prefix" in text and "export.max_bleu_drop" in text
+
+
+def test_the_labels_stage_reads_only_what_the_teacher_makes() -> None:
+    """Its fingerprint: a change of the students' budget does not label again, a change of
+    what the teacher makes does; and the stage takes exactly those keys."""
+    from distill.pipeline.stages import STAGES
+    from distill.tasks.seq2seq.stages.labels import LABELLING_FIELDS
+
+    labels = next(spec for spec in STAGES if spec.name == "labels")
+    read = labels.table_keywords("seq2seq")
+    assert sorted(read) == sorted(("data", *LABELLING_FIELDS))
+    assert "student.max_steps" not in labels.sections_for("seq2seq")

@@ -293,7 +293,7 @@ def t5_labels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     build_tiny_t5(root / "teacher" / "model", WORDS)
     (root / "labels").mkdir()
     metrics = labels_stage.run(
-        _context(root), inputs, root / "labels", data=DATA, student=LABELLING
+        _context(root), inputs, root / "labels", data=DATA, **labels_stage.labelling_of(LABELLING)
     )
     return {"root": root, "metrics": metrics}
 
@@ -312,7 +312,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     metrics = {}
     for name, stage, table in (
         ("teacher", teacher_stage, {"teacher": teacher}),
-        ("labels", labels_stage, {"student": student}),
+        ("labels", labels_stage, labels_stage.labelling_of(student)),
         ("student", student_stage, {"student": student}),
     ):
         (root / name).mkdir()
@@ -428,7 +428,9 @@ def test_sequence_modes_learn_the_teachers_outputs(
         "labels": tmp_path,
     }
     student = StudentTable(num_layers=1, distillation=distillation, kd_top_k=3, sequence_beams=1)
-    metrics = labels_stage.run(_context(tmp_path), inputs, tmp_path, data=DATA, student=student)
+    metrics = labels_stage.run(
+        _context(tmp_path), inputs, tmp_path, data=DATA, **labels_stage.labelling_of(student)
+    )
     outputs = read_split(tmp_path / "sequence", "train")
     assert len(outputs) == 160 and metrics["sequence_train"] == {"examples": 160}
     assert not (tmp_path / "sequence" / "transfer.jsonl").exists()

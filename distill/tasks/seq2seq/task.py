@@ -173,7 +173,17 @@ class Seq2Seq(Task):
         "student's",
     }
     stage_sections: ClassVar[dict[str, tuple[str, ...]]] = {
-        "labels": ("data", "student"),
+        # What the teacher makes for the students (stages/labels.py's LABELLING_FIELDS): a
+        # change of the students' budget or build does not label again.
+        "labels": (
+            "data",
+            "student.transfer",
+            "student.distillation",
+            "student.kd_top_k",
+            "student.sequence_beams",
+            "student.sequence_twin",
+            "student.temperature",
+        ),
         # The export decodes the test sources as the bundle will serve them (beam size).
         "export": ("data", "export", "report"),
     }

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,44 @@ def needs_outputs(student: Any) -> bool:
     return student.distillation in ("sequence", "word+sequence") or bool(student.sequence_twin)
 
 
+# What this stage reads of [student] (the task's stage_sections name the same keys): a change
+# of the students' budget or build does not label again.
+LABELLING_FIELDS = (
+    "transfer",
+    "distillation",
+    "kd_top_k",
+    "sequence_beams",
+    "sequence_twin",
+    "temperature",
+)
+
+
+@dataclass(frozen=True)
+class Labelling:
+    """The [student] keys that say what the teacher makes for the students."""
+
+    distillation: str
+    kd_top_k: int
+    sequence_beams: int
+    sequence_twin: bool
+    temperature: float
+    transfer: TransferConfig | None = None
+
+
+def labelling_of(student: StudentTable) -> dict[str, Any]:
+    """The keyword arguments :func:`run` takes, read from a whole [student] table."""
+    return {name: getattr(student, name) for name in LABELLING_FIELDS}
+
+
 def run(
-    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, student: StudentTable
+    ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, **keys: Any
+) -> dict[str, Any]:
+    """The teacher's outputs and top-k caches for ``keys`` (:data:`LABELLING_FIELDS`)."""
+    return label(ctx, inputs, out, data, Labelling(**keys))
+
+
+def label(
+    ctx: RunContext, inputs: dict[str, Path], out: Path, data: DataConfig, student: Labelling
 ) -> dict[str, Any]:
     if not current().is_main:  # one pass is enough; the others wait at the stage barrier
         return {}
