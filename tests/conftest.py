@@ -24,11 +24,6 @@ SHORT_EXPORT_TIMING = "".join(f"{key} = {value}\n" for key, value in SHORT_TIMIN
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# One torch thread, here and in every `distill` subprocess: the tiny models of the tests
-# are all overhead, a second thread only waits (3x slower on a busy 2-core machine), and a
-# seed's result then no longer depends on the machine's core count (the reduction order
-# does). Set before torch is imported.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -230,7 +225,14 @@ def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str]
     def get(task: str) -> Project:
         if task not in finished:  # a failed run is kept too: asked again, it fails again
             project = PROJECTS[task](tmp_path_factory.mktemp(task))
-            finished[task] = project, run_distill(["run", "recipe.toml"], project.root)
+            finished[task] = (
+                project,
+                run_command(
+                    [sys.executable, "-m", "distill", "run", "recipe.toml"],
+                    project.root,
+                    **project.env,
+                ),
+            )
             (project.root / "run.out").write_text(finished[task][1].stdout, encoding="utf-8")
         project, result = finished[task]
         assert result.returncode == 0, result.stderr[-3000:]

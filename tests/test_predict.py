@@ -634,7 +634,9 @@ def test_generate_refuses_a_classification_bundle_with_a_hint(bundle: Path, caps
     code, out, err = _cli(["generate", str(bundle), "some text"], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert f"{bundle / 'manifest.json'}: task is 'text-classification'" in err
-    assert "not a text-generation bundle; use `distill predict` for it" in err
+    assert (
+        "not a text-generation or text2text-generation bundle; use `distill predict` for it" in err
+    )
 
 
 def test_a_missing_bundle_folder(tmp_path: Path, capsys) -> None:

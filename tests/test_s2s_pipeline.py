@@ -7,14 +7,15 @@ and `distill generate --file` serves it without torch."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_distill, write_csv
+from conftest import run_command, run_distill, write_csv
 from seq2seq_models import WORDS, build_tiny_t5, toy_pairs
-from task_projects import NAME, Project, seq2seq_recipe
+from task_projects import NAME, ONE_THREAD, Project, seq2seq_recipe
 
 from distill.tasks.seq2seq.files import read_split
 
@@ -34,9 +35,11 @@ def t5_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
         labelled=450,
     )
     (root / "recipe.toml").write_text(recipe, encoding="utf-8")
-    result = run_distill(["run", "recipe.toml"], root)
+    result = run_command(
+        [sys.executable, "-m", "distill", "run", "recipe.toml"], root, **ONE_THREAD
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    return Project(root, [])
+    return Project(root, [], ONE_THREAD)
 
 
 @pytest.fixture(scope="module", params=["bart", "t5"])
