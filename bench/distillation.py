@@ -40,7 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,41 @@ def seed_report(
     if not summarise_only:
         path = run_seed(recipe, seed, workdir, overrides)
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def seeded_bench(
+    argv: list[str] | None,
+    description: str,
+    recipe: str,
+    name: str,
+    per_seed: Callable[[dict[str, Any], int, Path], dict[str, Any]],
+    summarise: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+) -> int:
+    """A task's quick start over seeds: run (or re-read, --summarise-only) ``recipe`` once a
+    seed under ``bench-runs/<name>``, take each seed's figures with ``per_seed``, print
+    ``table(summarise(seeds))`` (and write the summary with --json)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / recipe)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench-runs" / name)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the summary here")
+    args = parser.parse_args(argv)
+    seeds = [
+        per_seed(
+            seed_report(args.recipe, seed, args.workdir, args.overrides, args.summarise_only),
+            seed,
+            args.workdir,
+        )
+        for seed in args.seeds
+    ]
+    summary = summarise(seeds)
+    print(table(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
 
 
 def seed_stats(values: list[float]) -> dict[str, float]:

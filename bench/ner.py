@@ -8,14 +8,13 @@ stage wall times, and issue #15's targets checked.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distillation import ROOT, STAGES, run_name, seed_report, seed_stats, target_line
+from distillation import STAGES, run_name, seed_stats, seeded_bench, target_line
 
 F1_SHARE = 0.95  # deployed student vs teacher entity micro-F1, mean over the seeds
 SPEEDUP = 10.0  # vs the PyTorch teacher at batch 1
@@ -104,27 +103,15 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
-    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "ner-quickstart.toml")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench-runs" / "ner")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--summarise-only", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
-    args = parser.parse_args(argv)
-    seeds = [
-        per_seed(
-            seed_report(args.recipe, seed, args.workdir, args.overrides, args.summarise_only),
-            seed,
-            args.workdir,
-        )
-        for seed in args.seeds
-    ]
-    summary = summarise(seeds)
-    print(table(summary))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
-    return 0
+    return seeded_bench(
+        argv,
+        __doc__.split("\n\n")[0],
+        "ner-quickstart.toml",
+        "ner",
+        per_seed,
+        summarise,
+        table,
+    )
 
 
 if __name__ == "__main__":

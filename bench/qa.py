@@ -8,14 +8,12 @@ teacher, stage wall times, and issue #30's targets checked.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distillation import ROOT, seed_report, seed_stats, target_line
+from distillation import seed_stats, seeded_bench, target_line
 from ner import per_seed, table
 
 F1_SHARE = 0.95  # deployed student vs teacher F1, mean over the seeds
@@ -53,23 +51,15 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
-    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "qa-quickstart.toml")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench-runs" / "qa")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--summarise-only", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
-    args = parser.parse_args(argv)
-    seeds = []
-    for seed in args.seeds:
-        report = seed_report(args.recipe, seed, args.workdir, args.overrides, args.summarise_only)
-        seeds.append(per_seed(report, seed, args.workdir, score="f1", models=MODELS))
-    summary = summarise(seeds)
-    print(table(summary))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
-    return 0
+    return seeded_bench(
+        argv,
+        __doc__.split("\n\n")[0],
+        "qa-quickstart.toml",
+        "qa",
+        lambda report, seed, workdir: per_seed(report, seed, workdir, score="f1", models=MODELS),
+        summarise,
+        table,
+    )
 
 
 if __name__ == "__main__":

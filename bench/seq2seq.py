@@ -8,14 +8,13 @@ against the PyTorch teacher, stage wall times, and issue #29's targets checked.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distillation import ROOT, STAGES, run_name, seed_report, seed_stats, target_line
+from distillation import STAGES, run_name, seed_stats, seeded_bench, target_line
 
 BLEU_SHARE = 0.90  # deployed student vs teacher BLEU, mean over the seeds
 SPEEDUP = 2.0  # vs the PyTorch teacher per source at batch 1
@@ -102,27 +101,15 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
-    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "seq2seq-quickstart.toml")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench-runs" / "seq2seq")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--summarise-only", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
-    args = parser.parse_args(argv)
-    seeds = [
-        per_seed(
-            seed_report(args.recipe, seed, args.workdir, args.overrides, args.summarise_only),
-            seed,
-            args.workdir,
-        )
-        for seed in args.seeds
-    ]
-    summary = summarise(seeds)
-    print(table(summary))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
-    return 0
+    return seeded_bench(
+        argv,
+        __doc__.split("\n\n")[0],
+        "seq2seq-quickstart.toml",
+        "seq2seq",
+        per_seed,
+        summarise,
+        table,
+    )
 
 
 if __name__ == "__main__":
