@@ -22,7 +22,6 @@ from distill.pipeline.artifacts import RunContext
 from distill.tasks.seq2seq.files import read_split
 from distill.tasks.seq2seq.pairs import build_pair_splits, read_pairs
 from distill.tasks.seq2seq.stages import data as data_stage
-from distill.tasks.seq2seq.task import Seq2Seq
 
 WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 GERMAN = ["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn"]
@@ -209,15 +208,24 @@ def test_an_empty_table_is_refused(tmp_path: Path) -> None:
     assert error_of(path) == f"{path} (data.path): the data set is empty"
 
 
-def test_validate_checks_source_target_and_id_columns_through_the_shared_default() -> None:
-    """No data_check module: the shared header check reads named_columns."""
-    data = config("p.csv", id_column="id")
-    assert Seq2Seq.data_check is None
-    assert Seq2Seq.named_columns(data) == {
-        "data.source_column": "en",
-        "data.target_column": "de",
-        "data.id_column": "id",
-    }
+def test_validate_checks_the_columns_of_the_data_file(tmp_path: Path, capsys: Any) -> None:
+    """`distill validate` reads the file's header: a nested column by its first part."""
+    from seq2seq_models import WORDS, build_tiny_t5
+
+    from distill.cli import main
+
+    build_tiny_t5(tmp_path / "t5", WORDS)
+    write(tmp_path / "pairs.jsonl", [{"translation": {"en": "red", "de": "dog"}, "id": "a"}])
+    recipe = tmp_path / "recipe.toml"
+    for source, code in (("translation.en", 0), ("text.en", 2)):
+        recipe.write_text(
+            f'name = "v"\ntask = "seq2seq"\n[data]\npath = "pairs.jsonl"\n'
+            f'source_column = "{source}"\ntarget_column = "translation.de"\nid_column = "id"\n'
+            '[teacher]\nmodel = "t5"\n[student]\nnum_layers = 1\n',
+            encoding="utf-8",
+        )
+        assert main(["validate", str(recipe)]) == code
+    assert "'text' (data.source_column)" in capsys.readouterr().err
 
 
 # --- splitting --------------------------------------------------------------------------------
@@ -385,3 +393,48 @@ def test_the_data_stage_writes_the_splits_and_its_metrics(tmp_path: Path) -> Non
 def test_length_stats_of_no_text_are_none() -> None:
     assert data_stage.length_stats([]) == {"mean": None, "max": None}
     assert data_stage.length_stats(["ab", "abcd", "abc"]) == {"mean": 3.0, "max": 4}
+
+
+def test_nested_columns_read_a_field_of_a_column_of_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hub translation sets (wmt16, opus_books) keep a pair in one column:
+    ``{"translation": {"en": ..., "de": ...}}``; ``translation.en`` reads it."""
+
+    def hub(dataset_id: str, split: str, key: str) -> tuple[list[str], list]:
+        return ["translation"], [
+            (1, {"translation": {"en": "one", "de": "eins"}}),
+            (2, {"translation": {"en": "two"}}),
+            (3, {"translation": "drei"}),
+        ]
+
+    monkeypatch.setattr(readers, "_read_hub", hub)
+    data = config("wmt/pairs", source_column="translation.en", target_column="translation.de")
+    report: dict[str, Any] = {"read": {}, "texts_truncated": 0}
+    with pytest.raises(DataError) as info:
+        read_pairs("wmt/pairs", data, tmp_path, "data.path", report)
+    assert str(info.value) == (
+        "wmt/pairs (data.path): 3 bad row(s):\n"
+        "  - pairs: row 2: column 'translation.de' (data.target_column): no value (the row has "
+        "no 'translation.de')\n"
+        "  - pairs: row 3: column 'translation.en' (data.source_column): no value (the row has "
+        "no 'translation.en')\n"
+        "  - pairs: row 3: column 'translation.de' (data.target_column): no value (the row has "
+        "no 'translation.de')"
+    )
+    path = write(tmp_path / "nested.jsonl", [{"translation": {"en": "a b", "de": "c d"}}])
+    pairs = read(path, source_column="translation.en", target_column="translation.de")
+    assert [(p.source, p.target) for p in pairs] == [("a b", "c d")]
+    missing = error_of(path, source_column="text.en", target_column="translation.de")
+    assert "data.source_column = 'text.en': no such column" in missing
+
+
+def test_validate_looks_for_a_nested_column_by_its_first_part(tmp_path: Path) -> None:
+    from distill.tasks.seq2seq.data_check import data_columns
+
+    path = tmp_path / "pairs.jsonl"
+    data = config(path, source_column="translation.en", target_column="de", id_column="id")
+    assert data_columns(data, path) == (
+        "jsonl",
+        {"data.source_column": "translation", "data.target_column": "de", "data.id_column": "id"},
+    )

@@ -71,6 +71,15 @@ def _position_word(name: str, data: DataConfig) -> str:
     return {"csv": "line", "jsonl": "line", "json": "record"}.get(fmt or "", "row")
 
 
+def table_column(column: str, columns: list[str]) -> str:
+    """The table column that holds ``column``: itself, or for a nested name the column
+    before its first dot (``translation.en`` in a ``translation`` column of objects, as hub
+    translation sets such as wmt16 store their pairs)."""
+    if column in columns or "." not in column:
+        return column
+    return column.split(".", 1)[0]
+
+
 def _check_columns(name: str, key: str, columns: list[str], data: DataConfig) -> None:
     """Every column the recipe names is in the table, else a DataError naming each key."""
     wanted = {
@@ -81,7 +90,7 @@ def _check_columns(name: str, key: str, columns: list[str], data: DataConfig) ->
     missing = [
         f"{recipe_key} = {column!r}: no such column"
         for recipe_key, column in wanted.items()
-        if column and column not in columns
+        if column and table_column(column, columns) not in columns
     ]
     if missing:
         raise DataError(f"{name} ({key}): {'; '.join(missing)}; the columns are {columns}")
@@ -92,10 +101,10 @@ def _text(
 ) -> str | None:
     """The stripped text of ``record[column]``; None (and a problem) when it has none."""
     named = f"column {column!r} ({key})"
-    if column not in record:
+    found, value = _lookup(record, column)
+    if not found:
         problems.append(f"{named}: no value (the row has no {column!r})")
         return None
-    value = record[column]
     if value is not None and not isinstance(value, str):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
         problems.append(f"{named}: the {what} is {type(value).__name__} {shown}, not a string")
@@ -105,6 +114,18 @@ def _text(
         problems.append(f"{named}: empty {what}")
         return None
     return text
+
+
+def _lookup(record: dict[str, Any], column: str) -> tuple[bool, Any]:
+    """Whether the row has ``column`` (a nested ``a.b`` read as ``record["a"]["b"]`` when the
+    row has no ``a.b`` itself), and its value."""
+    if column in record:
+        return True, record[column]
+    head, _, rest = column.partition(".")
+    inner = record.get(head) if rest else None
+    if isinstance(inner, dict):
+        return _lookup(inner, rest)
+    return False, None
 
 
 def _pair(

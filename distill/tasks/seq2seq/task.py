@@ -55,11 +55,19 @@ class Seq2Seq(Task):
         "data": {
             "source_column": (
                 str,
-                Field("source", description="Column holding each source text."),
+                Field(
+                    "source",
+                    description="Column holding each source text; a nested name "
+                    "('translation.en') reads a field of a column of objects, as hub "
+                    "translation sets (wmt16) store their pairs.",
+                ),
             ),
             "target_column": (
                 str,
-                Field("target", description="Column holding each target text."),
+                Field(
+                    "target",
+                    description="Column holding each target text (nested: see source_column).",
+                ),
             ),
             "source_prefix": (
                 str,
@@ -188,6 +196,7 @@ class Seq2Seq(Task):
         "export": ("data", "export", "report"),
     }
     data_column_keys = ("source_column", "target_column")
+    data_check = "data_check"  # nested columns (translation.en) are checked by their first part
 
     def check_recipe(self, recipe: Any) -> list[str]:
         student = recipe.student
