@@ -226,6 +226,15 @@ def test_validate_checks_the_columns_of_the_data_file(tmp_path: Path, capsys: An
         )
         assert main(["validate", str(recipe)]) == code
     assert "'text' (data.source_column)" in capsys.readouterr().err
+    # A flat column whose name holds a dot is itself, not a nested name.
+    (tmp_path / "dotted.csv").write_text("src.text,tgt.text\nred,dog\n", encoding="utf-8")
+    from distill.tasks.seq2seq.data_check import data_columns
+
+    dotted = config(tmp_path / "dotted.csv", source_column="src.text", target_column="tgt.text")
+    assert data_columns(dotted, tmp_path / "dotted.csv") == (
+        "csv",
+        {"data.source_column": "src.text", "data.target_column": "tgt.text"},
+    )
 
 
 # --- splitting --------------------------------------------------------------------------------

@@ -332,7 +332,7 @@ def test_generate_contract_output_and_refusals(exported: dict[str, Any]) -> None
     with pytest.raises(ValueError, match="--sample"):
         generate(runner, "a", max_new_tokens=3, do_sample=True)
     if exported["kind"] == "bart":  # learnt positions: 128 in the tiny config
-        with pytest.raises(DataError, match="--max-new-tokens 200 needs 201 decoder positions"):
+        with pytest.raises(DataError, match="--max-new-tokens 200 needs 200 decoder positions"):
             generate(runner, "a", max_new_tokens=200, max_new_tokens_name="--max-new-tokens")
 
 
@@ -362,3 +362,36 @@ def test_cli_generate_prints_outputs_in_input_order(
     assert err.count("\n") == 1 and "drop --sample" in err
     assert main(["generate", str(bundle), "a", "--file", str(sources)]) == 2
     assert "give PROMPT or --file (one input a line), not both" in capsys.readouterr().err
+
+
+def test_pytorch_and_the_bundle_search_with_the_same_settings(exported: dict[str, Any]) -> None:
+    """The report's PyTorch rows (generation.generate_texts) and its ONNX rows (the runner)
+    both take length penalty and early stopping from the model's generation config: the same
+    beam search on the same model gives the same texts."""
+    from transformers import AutoTokenizer
+
+    from distill.tasks.seq2seq.generation import generate_texts
+    from distill.tasks.seq2seq.runner import load_graphs
+
+    texts = ["a b c", "d e f g", "l m", "n o p q r"]
+    for beams in (1, 3):
+        served = translate(
+            load_graphs(
+                exported["folder"],
+                source_prefix="",
+                max_length=16,
+                max_target_length=MAX_NEW,
+                num_beams=beams,
+            ),
+            texts,
+        )
+        expected = generate_texts(
+            exported["torch"],
+            AutoTokenizer.from_pretrained(exported["root"] / "model"),
+            texts,
+            prefix="",
+            max_length=16,
+            max_new_tokens=MAX_NEW,
+            num_beams=beams,
+        )
+        assert served == expected, beams

@@ -5,6 +5,7 @@ student run on a word-for-word translation where every loss falls."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -445,3 +446,38 @@ def test_sequence_modes_learn_the_teachers_outputs(
     else:
         assert metrics["topk_train"]["tokens"] == sum(len(e["labels"]) for e in expected)
         assert set(part["hard"]) == {True} and len(part["topk_indices"][0][0]) == 3
+
+
+def test_transfer_files_read_nested_columns_skip_labelled_sources_and_name_bad_rows(
+    tmp_path: Path,
+) -> None:
+    from distill.config import TransferConfig
+
+    data_dir = tmp_path / "data"
+    for name, sources in (("train", ["red cat"]), ("validation", ["dog"]), ("test", ["Sun  Moon"])):
+        write_split(data_dir / f"{name}.jsonl", PairSplit(sources, sources, sources))
+    records = [
+        {"translation": {"en": "sun moon"}},  # a test source, other spacing and case
+        {"translation": {"en": "tree king"}},
+        {"translation": {"en": "tree  King"}},  # the same source again
+    ]
+    path = tmp_path / "more.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    data = DataConfig(path="pairs.jsonl", source_column="translation.en")
+    transfer = TransferConfig(path=str(path))
+    split, counts = labels_stage.transfer_sources(transfer, data, _context(tmp_path), data_dir)
+    assert split.sources == ["tree king"] and counts == {"read": 3, "used": 1}
+    path.write_text(json.dumps({"translation": {"en": 7}}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"more.jsonl: line 1: column 'translation.en'"):
+        labels_stage.transfer_sources(transfer, data, _context(tmp_path), data_dir)
+
+
+def test_a_tokenizer_without_a_fast_version_is_refused_before_training() -> None:
+    from distill.tasks.seq2seq.models import require_fast_tokenizer
+
+    class SlowTokenizer:
+        is_fast = False
+
+    with pytest.raises(ModelLoadError, match=r"teacher.model: 'opus-mt' has a SlowTokenizer"):
+        require_fast_tokenizer(SlowTokenizer(), "teacher.model", "opus-mt")
+    require_fast_tokenizer(build_tokenizer(WORDS), "teacher.model", "t")

@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.config import DataConfig
-from distill.data.readers import table_format
+from distill.data.readers import read_header, table_format
+from distill.errors import DataError
+from distill.tasks.seq2seq.pairs import table_column
 
 
 def data_columns(data: DataConfig, path: Path) -> tuple[str, dict[str, str]] | None:
@@ -18,7 +20,11 @@ def data_columns(data: DataConfig, path: Path) -> tuple[str, dict[str, str]] | N
     fmt = table_format(path, data)
     if fmt is None:
         return None
+    try:
+        header = read_header(path, fmt, data.encoding) or []
+    except DataError:  # an unreadable header is reported by the shared check
+        header = []
     return fmt, {
-        key: column.split(".", 1)[0] if "." in column else column
+        key: table_column(column, header) if header else column.split(".", 1)[0]
         for key, column in Seq2Seq.named_columns(data).items()
     }

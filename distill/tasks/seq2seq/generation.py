@@ -20,12 +20,12 @@ from distill.train.length_order import length_order
 
 def _generation_settings(max_new_tokens: int, num_beams: int) -> dict[str, Any]:
     """What every call sets: the length and beam size, deterministic (no sampling), one
-    output per source; the rest is the model's own generation_config."""
+    output per source; the rest (length penalty, early stopping ...) is the model's own
+    generation_config, which the bundle's decoder reads too: both search alike."""
     return {
         "max_new_tokens": max_new_tokens,
         "num_beams": num_beams,
         "do_sample": False,
-        "early_stopping": num_beams > 1,
         "num_return_sequences": 1,
     }
 

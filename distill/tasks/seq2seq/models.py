@@ -87,6 +87,18 @@ def load_seq2seq(
         ) from None
 
 
+def require_fast_tokenizer(tokenizer: Any, key: str, reference: str) -> None:
+    """The bundle is served by the ``tokenizers`` library from ``tokenizer.json``: a model
+    whose tokenizer has no fast version (Marian's pair of sentencepiece models in
+    transformers 5.25) is refused before any training, naming the key."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"{key}: {reference!r} has a {type(tokenizer).__name__}, which has no fast version "
+            "(tokenizer.json); a seq2seq bundle is served without Python tokenizer code and "
+            "needs one (Marian's sentencepiece tokenizers have none yet)"
+        )
+
+
 def learned_positions(config: Any) -> tuple[int | None, int | None]:
     """The most source and target tokens the model's learned position embeddings cover
     (None: relative positions, as T5's, with no such limit)."""

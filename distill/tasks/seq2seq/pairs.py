@@ -116,6 +116,12 @@ def _text(
     return text
 
 
+def source_text(record: dict[str, Any], column: str, problems: list[str]) -> str | None:
+    """A row's source text from ``column`` (nested names too), or None with its problem
+    (missing, not text, empty) appended: how transfer files are read."""
+    return _text(record, column, "data.source_column", "source", problems)
+
+
 def _lookup(record: dict[str, Any], column: str) -> tuple[bool, Any]:
     """Whether the row has ``column`` (a nested ``a.b`` read as ``record["a"]["b"]`` when the
     row has no ``a.b`` itself), and its value."""

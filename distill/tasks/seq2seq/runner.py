@@ -145,11 +145,12 @@ def _check_budget(model: Seq2SeqBundle, max_new_tokens: int, name: str) -> None:
     if max_new_tokens < 1:
         raise ValueError(f"{name} must be >= 1, not {max_new_tokens}")
     limit = model.max_positions
-    if limit is not None and max_new_tokens + 1 > limit:
+    # The start token and every new token but the last are fed back: N tokens, N positions.
+    if limit is not None and max_new_tokens > limit:
         raise DataError(
-            f"{name} {max_new_tokens} needs {max_new_tokens + 1} decoder positions (the start "
-            f"token included), but {model.name} has {limit} (max_position_embeddings in "
-            f"config.json); set {name} to {limit - 1} or less"
+            f"{name} {max_new_tokens} needs {max_new_tokens} decoder positions, but "
+            f"{model.name} has {limit} (max_position_embeddings in config.json); set {name} "
+            f"to {limit} or less"
         )
 
 

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from distill.config import DataConfig, StudentTable, TransferConfig
+from distill.data.problems import Problems
+from distill.data.readers import text_key
 from distill.errors import ArtifactError, DataError
 from distill.pipeline.artifacts import RunContext
 from distill.pipeline.distributed import current
@@ -39,6 +41,7 @@ from distill.tasks.seq2seq.encoding import Seq2SeqCollator, encode_pairs
 from distill.tasks.seq2seq.files import UNUSED, PairSplit, read_split, write_split
 from distill.tasks.seq2seq.generation import generate_texts
 from distill.tasks.seq2seq.models import load_seq2seq
+from distill.tasks.seq2seq.pairs import source_text, table_column
 from distill.train.models import load_tokenizer
 from distill.train.topk import top_k_logits
 
@@ -238,10 +241,11 @@ def transfer_sources(
         candidates = list(zip(unused.ids, unused.sources, strict=True))
     else:
         candidates = _file_sources(transfer, data, ctx.recipe_dir)
-    seen = {s.strip().lower() for name in LABELLED for s in read_split(data_dir, name).sources}
+    # The data stage's notion of the same source (case and runs of whitespace ignored).
+    seen = {text_key(s) for name in LABELLED for s in read_split(data_dir, name).sources}
     unique = []
     for example_id, source in candidates:
-        key = source.strip().lower()
+        key = text_key(source) if source.strip() else ""
         if key and key not in seen:
             seen.add(key)
             unique.append((example_id, source))
@@ -269,12 +273,20 @@ def _file_sources(
         update={"format": "auto", "encoding": transfer.encoding or data.encoding}
     )
     name, columns, rows = read_table(transfer.path, config, base_dir, "student.transfer.path")
-    if data.source_column not in columns:
+    if table_column(data.source_column, columns) not in columns:
         raise DataError(
             f"{name}: no column {data.source_column!r} (data.source_column) for "
             f"student.transfer.path; the columns are {columns}"
         )
     stem = Path(name).name
-    return [
-        (f"transfer:{stem}:{line}", str(row.get(data.source_column) or "")) for line, row in rows
-    ]
+    problems = Problems(name, "student.transfer.path", "bad row")
+    sources = []
+    for line, row in rows:
+        found: list[str] = []
+        text = source_text(row, data.source_column, found)
+        for problem in found:
+            problems.add(f"{stem}: line {line}", problem)
+        if text is not None:
+            sources.append((f"transfer:{stem}:{line}", text))
+    problems.raise_any()
+    return sources

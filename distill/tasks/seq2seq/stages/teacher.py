@@ -32,6 +32,7 @@ from distill.tasks.seq2seq.models import (
     check_positions,
     freeze_seq2seq,
     load_seq2seq,
+    require_fast_tokenizer,
     resolve_seq2seq,
 )
 from distill.tasks.seq2seq.training import token_loss, train_seq2seq
@@ -54,6 +55,7 @@ def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, teacher: TeacherConfig
 ) -> dict[str, Any]:
     source, tokenizer = teacher_source(teacher, ctx.recipe_dir, resolve_seq2seq)
+    require_fast_tokenizer(tokenizer, "teacher.model", teacher.model)
     set_seed(ctx.seed)
     warm_dir = ctx.checkpoint_dir(out, "warm-start")
     if teacher.warm_start:  # the encoder-decoder built from the encoder, loaded below
