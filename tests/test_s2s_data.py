@@ -441,7 +441,7 @@ def test_nested_columns_read_a_field_of_a_column_of_objects(
 def test_validate_looks_for_a_nested_column_by_its_first_part(tmp_path: Path) -> None:
     from distill.tasks.seq2seq.data_check import data_columns
 
-    path = tmp_path / "pairs.jsonl"
+    path = write(tmp_path / "pairs.jsonl", [{"translation": {"en": "a"}, "de": "b", "id": "c"}])
     data = config(path, source_column="translation.en", target_column="de", id_column="id")
     assert data_columns(data, path) == (
         "jsonl",

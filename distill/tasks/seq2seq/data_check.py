@@ -22,7 +22,7 @@ def data_columns(data: DataConfig, path: Path) -> tuple[str, dict[str, str]] | N
         return None
     try:
         header = read_header(path, fmt, data.encoding) or []
-    except DataError:  # an unreadable header is reported by the shared check
+    except (DataError, OSError):  # an unreadable file is reported by the shared checks
         header = []
     return fmt, {
         key: table_column(column, header) if header else column.split(".", 1)[0]
