@@ -66,6 +66,7 @@ def environment(autoescape: bool, folder: Path | None = None) -> jinja2.Environm
         shade=fmt_shade,
         delta=fmt_delta,
         metric=fmt_metric,
+        rate=fmt_rate,
     )
     return env
 
@@ -82,10 +83,12 @@ def write_task_reports(
     svg: str,
     plot_file: str,
     svg_prefix: str,
+    filters: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """A task's ``report.md`` and ``report.html`` from its templates (``report.md.j2``,
-    ``report.html.j2``) and ``context``, and its plot: its own SVG file for the Markdown,
-    inline in the HTML (ids prefixed with ``svg_prefix``)."""
+    ``report.html.j2``, which may use the task's own ``filters`` beside the shared ones) and
+    ``context``, and its plot: its own SVG file for the Markdown, inline in the HTML (ids
+    prefixed with ``svg_prefix``)."""
     from markupsafe import Markup
 
     from distill.report.plots import inline_svg
@@ -93,9 +96,12 @@ def write_task_reports(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "report.md", "html": out / "report.html", "plot": out / plot_file}
     paths["plot"].write_text(svg, encoding="utf-8")
-    markdown = environment(False, templates).get_template("report.md.j2")
+    markdown_env, html_env = environment(False, templates), environment(True, templates)
+    for env in (markdown_env, html_env):
+        env.filters.update(filters or {})
+    markdown = markdown_env.get_template("report.md.j2")
     paths["markdown"].write_text(markdown.render(**context, plot_file=plot_file), encoding="utf-8")
-    html = environment(True, templates).get_template("report.html.j2")
+    html = html_env.get_template("report.html.j2")
     svg_inline = Markup(inline_svg(svg, svg_prefix))
     paths["html"].write_text(html.render(**context, svg=svg_inline), encoding="utf-8")
     return paths
@@ -119,6 +125,13 @@ def fmt_ms(x: Any) -> str:
     if missing(x):
         return DASH
     return f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def fmt_rate(x: Any) -> str:
+    """A rate (tokens/s): one decimal below 1000, none above."""
+    if missing(x):
+        return DASH
+    return f"{x:.1f}" if x < 1000 else f"{x:.0f}"
 
 
 def fmt_bytes(n: Any) -> str:

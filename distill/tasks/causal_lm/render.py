@@ -57,9 +57,9 @@ def _context(report: dict[str, Any]) -> dict[str, Any]:
 
 def environment(autoescape: bool) -> jinja2.Environment:
     """:func:`distill.report.render.environment` plus ``num`` (4 significant digits: perplexities,
-    logit differences) and ``rate`` (tokens/s)."""
+    logit differences) and ``times`` (a ratio in words)."""
     env = render.environment(autoescape, TEMPLATES)
-    env.filters.update(num=fmt_number, rate=fmt_rate, times=fmt_times)
+    env.filters.update(num=fmt_number, times=fmt_times)
     return env
 
 
@@ -72,12 +72,6 @@ def fmt_times(x: Any, more: str, less: str) -> str:
 
 def fmt_number(x: Any) -> str:
     return render.DASH if render.missing(x) else f"{x:.4g}"
-
-
-def fmt_rate(x: Any) -> str:
-    if render.missing(x):
-        return render.DASH
-    return f"{x:.1f}" if x < 1000 else f"{x:.0f}"
 
 
 def render_markdown(report: dict[str, Any], plot_file: str | None = PLOT_FILE) -> str:

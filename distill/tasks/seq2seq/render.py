@@ -1,18 +1,13 @@
 """Render a seq2seq report.json (the source of truth) as Markdown and as one self-contained
-HTML page (inline CSS, the BLEU-vs-size plot as inline SVG), with the shared filters of
-:mod:`distill.report.render` plus ``score`` (a 0-100 score, 2 decimals) and ``rate``
-(tokens/s); the plot is also
-written as its own ``.svg`` for the Markdown (as :func:`distill.report.render.write_task_reports`
-writes them, with the ``score`` filter added).
+HTML page (inline CSS, the BLEU-vs-size plot as inline SVG) through
+:func:`distill.report.render.write_task_reports`, with the shared filters plus ``score`` (a
+0-100 score, 2 decimals); the plot is also written as its own ``.svg`` for the Markdown.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import jinja2
-from markupsafe import Markup
 
 from distill.report import plots as draw
 from distill.report import render
@@ -30,37 +25,16 @@ def load_report(path: Path) -> dict[str, Any]:
 
 def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write report.md, report.html and the plot (its own SVG, for the Markdown) into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
     svg = bleu_size_svg(report)
-    paths = {"markdown": out / "report.md", "html": out / "report.html", "plot": out / PLOT_FILE}
-    paths["plot"].write_text(svg, encoding="utf-8")
-    context = _context(report)
-    markdown = environment(autoescape=False).get_template("report.md.j2")
-    paths["markdown"].write_text(markdown.render(**context, plot_file=PLOT_FILE), encoding="utf-8")
-    html = environment(autoescape=True).get_template("report.html.j2")
-    inline = Markup(draw.inline_svg(svg, "bleu-"))
-    paths["html"].write_text(html.render(**context, svg=inline), encoding="utf-8")
-    return paths
-
-
-def environment(autoescape: bool) -> jinja2.Environment:
-    """:func:`distill.report.render.environment` with this task's templates, plus ``score``
-    and ``rate``."""
-    env = render.environment(autoescape, TEMPLATES)
-    env.filters.update(score=fmt_score, rate=fmt_rate)
-    return env
+    filters = {"score": fmt_score}
+    return render.write_task_reports(
+        out, TEMPLATES, _context(report), svg, PLOT_FILE, "bleu-", filters
+    )
 
 
 def fmt_score(x: Any) -> str:
     """A BLEU, chrF or ROUGE score on sacrebleu's 0-100 scale."""
     return render.DASH if render.missing(x) else f"{x:.2f}"
-
-
-def fmt_rate(x: Any) -> str:
-    """Tokens/s: one decimal below 1000, none above."""
-    if render.missing(x):
-        return render.DASH
-    return f"{x:.1f}" if x < 1000 else f"{x:.0f}"
 
 
 def _context(report: dict[str, Any]) -> dict[str, Any]:
