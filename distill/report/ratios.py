@@ -72,3 +72,22 @@ def add_ratios(
             value = column(row, against)
             if value is not None or not skip_missing:
                 row[name] = value
+
+
+def kept_sentence(
+    kept: float | None,
+    score: str,
+    size_fraction: float | None,
+    speedup: float | None,
+    speed: str = "faster at batch 1",
+) -> str:
+    """ "The deployed student keeps 93.1% of the teacher's F1 at 12.0% of its size, 6.20×
+    faster at batch 1." (``score`` names the measure; a figure not measured is left out)."""
+    text = "The deployed student"
+    if kept is not None:
+        text += f" keeps {kept:.1%} of the teacher's {score}"
+    if size_fraction is not None:
+        text += f" at {size_fraction:.1%} of its size"
+    if speedup is not None:
+        text += f", {speedup:.2f}× {speed}"
+    return text + "."

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from distill.report.ratios import kept_sentence
 from distill.report.significance import (
     RESAMPLES,
     SEED,
@@ -131,11 +132,6 @@ def baseline_warning(baseline: dict[str, Any], deployed: dict[str, Any]) -> str:
 def summary_sentence(deployed: dict[str, Any]) -> str:
     """ "The deployed student keeps 93.1% of the teacher's F1 at 12.0% of its size, 6.20×
     faster at batch 1." (a figure not measured is left out)."""
-    text = "The deployed student"
-    if deployed.get("f1_kept") is not None:
-        text += f" keeps {deployed['f1_kept']:.1%} of the teacher's F1"
-    if deployed.get("size_ratio") is not None:
-        text += f" at {deployed['size_ratio']:.1%} of its size"
-    if deployed.get("speedup") is not None:
-        text += f", {deployed['speedup']:.2f}× faster at batch 1"
-    return text + "."
+    return kept_sentence(
+        deployed.get("f1_kept"), "F1", deployed.get("size_ratio"), deployed.get("speedup")
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from distill.report.ratios import kept_sentence
 from distill.report.significance import verdict_sentence
 from distill.tasks.seq2seq.metrics import paired_bleu_bootstrap
 from distill.tasks.seq2seq.report.rows import bleu
@@ -81,15 +82,15 @@ def significance(
 
 def summary_sentence(deployed: dict[str, Any]) -> str:
     """ "The deployed student keeps 93.1% of the teacher's BLEU at 12.0% of its size, 6.20×
-    faster per source at batch 1." (a figure not measured is left out)."""
-    text = "The deployed student"
-    if deployed.get("bleu_kept") is not None:
-        text += f" keeps {deployed['bleu_kept']:.1%} of the teacher's BLEU"
-    if deployed.get("size_ratio") is not None:
-        text += f" at {1 / deployed['size_ratio']:.1%} of its size"
-    if deployed.get("speedup") is not None:
-        text += f", {deployed['speedup']:.2f}× faster per source at batch 1"
-    return text + "."
+    faster per source at batch 1." (``size_ratio`` is times smaller: its inverse is shown)."""
+    smaller = deployed.get("size_ratio")
+    return kept_sentence(
+        deployed.get("bleu_kept"),
+        "BLEU",
+        None if not smaller else 1 / smaller,
+        deployed.get("speedup"),
+        "faster per source at batch 1",
+    )
 
 
 def warnings(rows: list[dict[str, Any]], compared: dict[str, Any]) -> list[str]:
