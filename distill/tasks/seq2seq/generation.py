@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from distill.pipeline.progress import track
+from distill.tasks.seq2seq.decoding import pad_sources
 from distill.tasks.seq2seq.encoding import encode_sources
 from distill.train.length_order import length_order
 
@@ -55,14 +56,11 @@ def generate_ids(
     settings = _generation_settings(max_new_tokens, num_beams)
     for first in track(range(0, len(order), batch_size), desc=desc, unit="batch"):
         rows = [int(i) for i in order[first : first + batch_size]]
-        length = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), length), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, index in enumerate(rows):
-            ids[row, : len(encoded[index])] = torch.as_tensor(encoded[index])
-            mask[row, : len(encoded[index])] = 1
+        ids, mask = pad_sources([encoded[i] for i in rows], pad)  # as the bundle pads
         generated = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), **settings
+            input_ids=torch.from_numpy(ids).to(device),
+            attention_mask=torch.from_numpy(mask).to(device),
+            **settings,
         )
         for row, index in enumerate(rows):
             outputs[index] = _strip(generated[row].tolist(), start, pad, tokenizer.eos_token_id)

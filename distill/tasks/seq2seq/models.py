@@ -31,17 +31,6 @@ from distill.train.models import (
 _DECODER_LAYER_FIELDS = ("num_decoder_layers", "decoder_layers")
 
 
-def resolve_seq2seq(
-    reference: str,
-    base_dir: Path,
-    key: str,
-    trust_remote_code: bool = False,
-    archive: list[str] | None = None,
-) -> str:
-    """A checked local folder or a hub id for ``from_pretrained`` (the shared resolver)."""
-    return resolve_model(reference, base_dir, key, trust_remote_code, archive=archive)
-
-
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -200,7 +189,7 @@ def _pretrained(
     teacher_dir: Path, config: Any, recipe_dir: Path
 ) -> tuple[nn.Module, dict[str, Any]]:
     assert config.model is not None  # checked by the recipe
-    source = resolve_seq2seq(
+    source = resolve_model(
         config.model, recipe_dir, "student.model", config.trust_remote_code, config.archive
     )
     tokenizer = load_tokenizer(source, "student.model", config.revision, config.trust_remote_code)

@@ -33,7 +33,6 @@ from distill.tasks.seq2seq.models import (
     freeze_seq2seq,
     load_seq2seq,
     require_fast_tokenizer,
-    resolve_seq2seq,
 )
 from distill.tasks.seq2seq.training import token_loss, train_seq2seq
 from distill.tasks.seq2seq.warm_start import warm_start
@@ -54,7 +53,7 @@ def corpus_bleu(outputs: list[str], references: list[str]) -> float:
 def run(
     ctx: RunContext, inputs: dict[str, Path], out: Path, *, data: DataConfig, teacher: TeacherConfig
 ) -> dict[str, Any]:
-    source, tokenizer = teacher_source(teacher, ctx.recipe_dir, resolve_seq2seq)
+    source, tokenizer = teacher_source(teacher, ctx.recipe_dir)
     require_fast_tokenizer(tokenizer, "teacher.model", teacher.model)
     set_seed(ctx.seed)
     warm_dir = ctx.checkpoint_dir(out, "warm-start")
