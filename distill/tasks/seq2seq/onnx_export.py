@@ -307,14 +307,16 @@ def check_seq2seq_parity(
     *,
     tolerance: float,
     max_new_tokens: int,
+    graphs: OnnxSeq2Seq | None = None,
 ) -> dict[str, float]:
-    """Parity of an exported folder with ``torch_model`` on ``source_ids``: the largest
+    """Parity of an exported folder (``graphs``: its graphs, already loaded) with
+    ``torch_model`` on ``source_ids``: the largest
     :func:`seq2seq_parity_differences` over the sources (:class:`ParityError` naming the graph
     and output beyond ``tolerance``) and ``greedy_token_agreement``, the share of sources whose
     greedy tokens (:func:`generate_ids`) equal ``torch_model.generate``'s."""
     if not source_ids:
         raise ValueError("parity needs at least one source")
-    model = OnnxSeq2Seq.load(Path(folder))
+    model = graphs if graphs is not None else OnnxSeq2Seq.load(Path(folder))
     worst: dict[str, float] = {}
     for ids in source_ids:
         for name, value in seq2seq_parity_differences(model, torch_model, ids).items():

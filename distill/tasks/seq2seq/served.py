@@ -46,26 +46,17 @@ class ServedSettings:
 
         return load_graphs(folder, **self.manifest(), threads=threads)
 
-    def source_ids(self, folder: Path, sources: list[str]) -> list[list[int]]:
-        """The sources as token ids, as the runner encodes them with the folder's tokenizer."""
-        from distill.tasks.seq2seq.runner import encode_sources
 
-        return encode_sources(self.load(folder), sources)
-
-
-def score_folder(
-    folder: Path,
-    test: Any,
-    settings: ServedSettings,
-    *,
-    reference: dict[str, Any] | None = None,
+def score_served(
+    served: Any, test: Any, *, reference: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """BLEU, chrF and ROUGE of the folder's outputs on the test pairs, the outputs (and,
-    given another folder's record, the share of sources with the same output)."""
+    """BLEU, chrF and ROUGE of a served folder's outputs (:meth:`ServedSettings.load`) on the
+    test pairs, the outputs (and, given another folder's record, the share of sources with
+    the same output)."""
     from distill.tasks.seq2seq.metrics import score_outputs
     from distill.tasks.seq2seq.runner import translate
 
-    outputs = translate(settings.load(folder), list(test.sources))
+    outputs = translate(served, list(test.sources))
     record: dict[str, Any] = {**score_outputs(outputs, list(test.targets)), "outputs": outputs}
     if reference is not None:
         same = sum(a == b for a, b in zip(outputs, reference["outputs"], strict=True))

@@ -29,7 +29,8 @@ from distill.export.gate import Gate
 from distill.export.sequence import baseline_skipped
 from distill.pipeline.artifacts import RunContext
 from distill.tasks.seq2seq.files import read_split
-from distill.tasks.seq2seq.served import GRAPHS, ServedSettings, score_folder
+from distill.tasks.seq2seq.runner import encode_sources
+from distill.tasks.seq2seq.served import GRAPHS, ServedSettings, score_served
 from distill.tasks.seq2seq.task import Seq2Seq
 
 log = logging.getLogger("distill")
@@ -91,22 +92,23 @@ def export_graphs(
 
     fp32_dir = work / "fp32"
     export_seq2seq(model_dir, fp32_dir, opset=export.opset)
-    torch_model = load_seq2seq(model_dir, "model").eval()
+    fp32 = settings.load(fp32_dir)  # once: its tokenizer and graphs for parity and scoring
     parity = check_seq2seq_parity(
         fp32_dir,
-        torch_model,
-        settings.source_ids(fp32_dir, test.sources[:PARITY_SOURCES]),
+        load_seq2seq(model_dir, "model").eval(),
+        encode_sources(fp32, test.sources[:PARITY_SOURCES]),
         tolerance=export.parity_tolerance,
         max_new_tokens=settings.max_target_length,
+        graphs=fp32.model,
     )
     log.info("parity with PyTorch: %s", parity)
     record: dict[str, Any] = {"parity": parity, "folders": {"fp32": fp32_dir}}
-    record["fp32"] = score_folder(fp32_dir, test, settings)
+    record["fp32"] = score_served(fp32, test)
     if export.quantization != "none":
         int8_dir = work / "int8"
         quantize_seq2seq(fp32_dir, int8_dir)  # with the tokenizer and configs beside
         record["folders"]["int8"] = int8_dir
-        record["int8"] = score_folder(int8_dir, test, settings, reference=record["fp32"])
+        record["int8"] = score_served(settings.load(int8_dir), test, reference=record["fp32"])
         record["int8"]["bleu_drop"] = record["fp32"]["bleu"] - record["int8"]["bleu"]
     for precision in ("fp32", "int8"):  # the outputs were for agreement; the report decodes
         record.get(precision, {}).pop("outputs", None)
